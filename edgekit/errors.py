@@ -1,0 +1,46 @@
+"""One exception hierarchy: every failure a user can act on is an EdgekitError.
+
+The CLI prints ``str(error)`` as one line and exits non-zero; ``--debug`` shows
+the traceback. Each message says what happened and what to do next.
+"""
+from __future__ import annotations
+
+
+class EdgekitError(Exception):
+    """Base class: a failure with a message a person can act on."""
+
+    exit_code = 1
+
+
+class UsageError(EdgekitError):
+    """Bad arguments: an unknown name, a wrong option combination."""
+
+    exit_code = 2
+
+
+class InvalidModel(EdgekitError):
+    """A model file that is missing, corrupt, or not what it claims to be."""
+
+
+class InvalidData(EdgekitError):
+    """Calibration, validation or input data of the wrong kind or shape."""
+
+
+class ConversionError(EdgekitError):
+    """A converter failed on a model it accepted."""
+
+
+class BackendUnavailable(EdgekitError):
+    """A backend whose runtime is not installed here; ``hint`` says how to get it."""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(f"{message}. {hint}" if hint else message)
+        self.hint = hint
+
+
+class DeviceNotFound(EdgekitError):
+    """The runtime is installed but the accelerator it needs is not attached."""
+
+
+class InferenceError(EdgekitError):
+    """A model that loaded but failed to run, or input it cannot take."""
