@@ -1,0 +1,94 @@
+"""The Backend contract: load one artifact, ``infer(inputs) -> outputs``, ``close()``.
+
+Subclasses implement ``_invoke`` on tensors already in the artifact's own
+shapes and dtypes; ``infer`` checks the inputs, quantises float data for an
+integer artifact and dequantises the outputs, once, for every backend.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Union
+
+import numpy as np
+
+from edgekit.errors import InferenceError, InvalidModel
+from edgekit.quant import dequantize, prepare_input
+from edgekit.tflite_file import TensorInfo
+
+Inputs = Union[np.ndarray, Sequence[np.ndarray]]
+
+
+@dataclass
+class BackendStatus:
+    """Whether a backend can run here, and if not, why and how to fix it."""
+
+    name: str
+    usable: bool
+    runtime: str = ""  # e.g. "ai-edge-litert 2.3.0"
+    devices: list[str] = field(default_factory=list)
+    reason: str = ""
+    hint: str = ""
+
+
+class Backend(ABC):
+    """One loaded artifact on one runtime and device. Use as a context manager."""
+
+    name: ClassVar[str] = ""
+    suffixes: ClassVar[tuple[str, ...]] = ()  # file suffixes it reads
+    install_hint: ClassVar[str] = ""
+    default_device: ClassVar[str] = "CPU"
+
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    runtime: str  # "<package> <version>" of the runtime that loaded the artifact
+    device: str
+    threads: int | None
+
+    def __init__(self, model: str | Path, *, device: str | None = None,
+                 threads: int | None = None) -> None:
+        self.model_path = Path(model)
+        self.device = device or self.default_device
+        self.threads = threads
+        if not self.model_path.exists():
+            raise InvalidModel(f"{self.model_path}: no such file")
+        if self.suffixes and self.model_path.suffix.lower() not in self.suffixes:
+            raise InvalidModel(
+                f"{self.model_path.name}: the {self.name} backend reads "
+                f"{', '.join(self.suffixes)} files, not {self.model_path.suffix or 'this file'}"
+            )
+
+    @classmethod
+    @abstractmethod
+    def probe(cls) -> BackendStatus:
+        """Say whether this backend's runtime (and device) is usable here; never raises."""
+
+    @abstractmethod
+    def _invoke(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """Run the artifact on inputs in its own dtypes; return its raw outputs."""
+
+    def infer(self, inputs: Inputs) -> list[np.ndarray]:
+        """Run one inference. Float inputs in the pre-processed space; float32 outputs."""
+        arrays = [inputs] if isinstance(inputs, np.ndarray) else list(inputs)
+        if len(arrays) != len(self.inputs):
+            raise InferenceError(
+                f"{self.model_path.name} takes {len(self.inputs)} input(s), got {len(arrays)}"
+            )
+        ready = [prepare_input(a, spec, i) for i, (a, spec) in enumerate(zip(arrays, self.inputs))]
+        raw = self._invoke(ready)
+        return [dequantize(r, spec) for r, spec in zip(raw, self.outputs)]
+
+    def close(self) -> None:
+        """Release the runtime's resources. Safe to call twice."""
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def describe(self) -> str:
+        threads = "default" if self.threads is None else str(self.threads)
+        return f"{self.name} ({self.runtime}, device {self.device}, threads {threads})"

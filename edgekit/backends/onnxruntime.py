@@ -1,0 +1,91 @@
+"""ONNX models on ONNX Runtime's CPU execution provider."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.backends.base import Backend, BackendStatus
+from edgekit.errors import BackendUnavailable, InferenceError, InvalidModel
+from edgekit.tflite_file import TensorInfo
+
+INSTALL_HINT = "pip install onnxruntime (or: pip install 'edgekit[onnxruntime]')"
+_ORT_TYPES = {
+    "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+    "tensor(uint8)": "uint8", "tensor(int8)": "int8", "tensor(int32)": "int32",
+    "tensor(int64)": "int64", "tensor(bool)": "bool",
+}
+
+
+def _import_ort():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise BackendUnavailable("ONNX Runtime is not installed", INSTALL_HINT) from None
+    return onnxruntime
+
+
+def _tensor(node) -> TensorInfo:
+    shape = tuple(d if isinstance(d, int) else -1 for d in node.shape)
+    return TensorInfo(
+        name=node.name, shape=shape, dtype=_ORT_TYPES.get(node.type, node.type),
+        dynamic_dims=tuple(i for i, d in enumerate(shape) if d < 0),
+    )
+
+
+class OnnxRuntimeBackend(Backend):
+    """ONNX Runtime, CPUExecutionProvider; ``threads`` sets intra-op threads."""
+
+    name = "onnxruntime"
+    suffixes = (".onnx",)
+    install_hint = INSTALL_HINT
+
+    def __init__(self, model: str | Path, *, device: str | None = None,
+                 threads: int | None = None) -> None:
+        super().__init__(model, device=device, threads=threads)
+        if self.device.upper() != "CPU":
+            raise InvalidModel(f"the onnxruntime backend runs on the CPU only, not {self.device!r}")
+        ort = _import_ort()
+        self.runtime = f"onnxruntime {ort.__version__}"
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self._session = ort.InferenceSession(
+                str(self.model_path), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
+            first = str(exc).strip().splitlines()[0]
+            raise InvalidModel(
+                f"{self.model_path.name}: ONNX Runtime cannot load it ({first}); "
+                "is it a complete .onnx file? convert it again"
+            ) from exc
+        self.inputs = tuple(_tensor(n) for n in self._session.get_inputs())
+        self.outputs = tuple(_tensor(n) for n in self._session.get_outputs())
+        if any(t.dynamic_dims for t in self.inputs):
+            raise InvalidModel(
+                f"{self.model_path.name} has inputs of unknown size {self.inputs[0].shape}; "
+                "export it with static shapes (edgekit convert does)"
+            )
+        self._input_names = [t.name for t in self.inputs]
+        self._output_names = [t.name for t in self.outputs]
+
+    @classmethod
+    def probe(cls) -> BackendStatus:
+        try:
+            ort = _import_ort()
+        except BackendUnavailable as exc:
+            return BackendStatus(cls.name, False, reason="ONNX Runtime is not installed",
+                                 hint=exc.hint)
+        return BackendStatus(cls.name, True, runtime=f"onnxruntime {ort.__version__}",
+                             devices=["CPU"])
+
+    def _invoke(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        try:
+            return self._session.run(self._output_names, dict(zip(self._input_names, inputs)))
+        except Exception as exc:
+            raise InferenceError(f"{self.model_path.name}: inference failed: {exc}") from exc
+
+    def close(self) -> None:
+        self._session = None

@@ -1,0 +1,239 @@
+"""OpenVINO: IR (.xml + .bin), ONNX and TFLite files on CPU, GPU, NPU, AUTO or MYRIAD.
+
+Three generations of the Python API exist in the field and this backend speaks
+all of them: ``openvino`` (2023.1+), ``openvino.runtime`` (2022.x, the last
+with the MYRIAD plugin for the Intel NCS2) and ``openvino.inference_engine``
+(2021.4 and older). The fast path is one infer request, reused, with each input
+tensor bound once to a buffer that ``infer`` copies into.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.backends.base import Backend, BackendStatus
+from edgekit.errors import BackendUnavailable, DeviceNotFound, InferenceError, InvalidModel
+from edgekit.tflite_file import TensorInfo, read_tflite
+
+INSTALL_HINT = "pip install openvino (or: pip install 'edgekit[openvino]')"
+MYRIAD_HINT = (
+    "the Intel NCS2 (MYRIAD) needs OpenVINO 2022.3 LTS or older, which has wheels only for "
+    "Python 3.10 and older: python3.10 -m venv ncs2 && ncs2/bin/pip install "
+    "'openvino==2022.3.2' edgekit, add the udev rules from OpenVINO's install_NCS_udev_rules.sh, "
+    "and run edgekit from that environment"
+)
+_VIRTUAL_DEVICES = ("AUTO", "HETERO", "MULTI", "BATCH")
+_OV_TYPES = {
+    "f32": "float32", "f16": "float16", "f64": "float64", "u8": "uint8", "i8": "int8",
+    "i32": "int32", "i64": "int64", "boolean": "bool",
+}
+
+
+def _import_core() -> tuple[Any, str, str]:
+    """(Core class, version, api) for whichever OpenVINO API is installed."""
+    try:
+        import openvino
+    except ImportError:
+        raise BackendUnavailable("OpenVINO is not installed", INSTALL_HINT) from None
+    core = getattr(openvino, "Core", None)
+    if core is not None:  # 2023.1 and newer
+        return core, openvino.__version__.split("-")[0], "openvino"
+    try:
+        from openvino.runtime import Core, get_version  # 2022.x
+        return Core, get_version().split("-")[0], "openvino.runtime"
+    except ImportError:
+        pass
+    try:
+        from openvino.inference_engine import IECore, get_version  # 2021.4 and older
+        return IECore, get_version().split("-")[0], "openvino.inference_engine"
+    except ImportError:
+        raise BackendUnavailable("the installed openvino package has no usable Python API",
+                                 INSTALL_HINT) from None
+
+
+def _major(version: str) -> int:
+    try:
+        return int(version.split(".")[0])
+    except ValueError:
+        return 0
+
+
+def _tensor(port: Any) -> TensorInfo:
+    shape = tuple(d.get_length() if d.is_static else -1 for d in port.get_partial_shape())
+    names = port.get_names()
+    return TensorInfo(
+        name=sorted(names)[0] if names else "",
+        shape=shape,
+        dtype=_OV_TYPES.get(port.get_element_type().get_type_name(), "float32"),
+        dynamic_dims=tuple(i for i, d in enumerate(shape) if d < 0),
+    )
+
+
+class OpenVINOBackend(Backend):
+    """OpenVINO Runtime, one synchronous infer request, latency hint."""
+
+    name = "openvino"
+    suffixes = (".xml", ".onnx", ".tflite")
+    install_hint = INSTALL_HINT
+
+    def __init__(self, model: str | Path, *, device: str | None = None,
+                 threads: int | None = None) -> None:
+        super().__init__(model, device=device, threads=threads)
+        self.device = self.device.upper()
+        core_class, self.version, self.api = _import_core()
+        self.runtime = f"openvino {self.version}"
+        self._check_file()
+        self._core = core_class()
+        self._check_device(self._core)
+        if self.api == "openvino.inference_engine":
+            self._load_legacy()
+        else:
+            self._load()
+        if any(t.dynamic_dims for t in self.inputs):
+            raise InvalidModel(f"{self.model_path.name} has inputs of unknown size "
+                               f"{self.inputs[0].shape}; export it with static shapes")
+
+    def _check_file(self) -> None:
+        path = self.model_path
+        if path.suffix.lower() == ".xml" and not path.with_suffix(".bin").exists():
+            raise InvalidModel(f"{path.name} has no weights file beside it "
+                               f"({path.with_suffix('.bin').name}); copy the .bin with the .xml")
+        if path.suffix.lower() == ".tflite":
+            info = read_tflite(path)
+            if info.edgetpu_compiled:
+                raise InvalidModel(f"{path.name} is compiled for the Edge TPU; OpenVINO "
+                                   "cannot run it: give it the uncompiled .tflite")
+            self._tflite = info
+
+    def _available(self, core: Any) -> list[str]:
+        return list(core.available_devices)
+
+    def _check_device(self, core: Any) -> None:
+        base = self.device.split(":")[0].split(".")[0]
+        if base in _VIRTUAL_DEVICES:
+            return
+        available = self._available(core)
+        if not any(d == self.device or d.split(".")[0] == base for d in available):
+            if base == "MYRIAD" and _major(self.version) >= 2023:
+                raise BackendUnavailable(f"OpenVINO {self.version} has no MYRIAD plugin",
+                                         MYRIAD_HINT)
+            raise DeviceNotFound(
+                f"OpenVINO {self.version} sees no {self.device} device here "
+                f"(it sees: {', '.join(available) or 'none'}); use --device CPU or AUTO, "
+                "or attach the device and install its driver"
+            )
+
+    def _config(self) -> dict[str, str]:
+        config = {"PERFORMANCE_HINT": "LATENCY"}
+        if self.threads and self.device == "CPU":
+            config["INFERENCE_NUM_THREADS"] = str(self.threads)
+        return config
+
+    def _load(self) -> None:
+        try:
+            model = self._core.read_model(str(self.model_path))
+            compiled = self._core.compile_model(model, self.device, self._config())
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InvalidModel(f"{self.model_path.name}: OpenVINO cannot load it on "
+                               f"{self.device}: {first}") from exc
+        self.inputs = self._boundary([_tensor(p) for p in compiled.inputs], "inputs")
+        self.outputs = self._boundary([_tensor(p) for p in compiled.outputs], "outputs")
+        self._request = compiled.create_infer_request()
+        self._compiled = compiled
+        tensor_class = type(self._request.get_input_tensor(0))
+        self._buffers = []
+        for i, spec in enumerate(self.inputs):
+            buffer = np.zeros(spec.shape, dtype=spec.dtype)
+            self._request.set_input_tensor(i, tensor_class(buffer, shared_memory=True))
+            self._buffers.append(buffer)
+
+    def _load_legacy(self) -> None:
+        """OpenVINO 2021.4 and older (inference_engine): IR or ONNX, no TFLite."""
+        try:
+            weights = self.model_path.with_suffix(".bin")
+            network = self._core.read_network(
+                model=str(self.model_path), weights=str(weights) if weights.exists() else ""
+            )
+            self._exec = self._core.load_network(network, self.device)
+        except Exception as exc:
+            raise InvalidModel(f"{self.model_path.name}: OpenVINO {self.version} cannot load "
+                               f"it on {self.device}: {exc}") from exc
+        self._in_names = list(network.input_info)
+        self._out_names = list(network.outputs)
+        self.inputs = tuple(
+            TensorInfo(n, tuple(network.input_info[n].tensor_desc.dims), "float32")
+            for n in self._in_names
+        )
+        self.outputs = tuple(
+            TensorInfo(n, tuple(network.outputs[n].shape), "float32") for n in self._out_names
+        )
+
+    def _boundary(self, found: list[TensorInfo], which: str) -> tuple[TensorInfo, ...]:
+        """For a .tflite file, keep the file's quantisation on the inputs and outputs."""
+        tflite = getattr(self, "_tflite", None)
+        if tflite is None:
+            return tuple(found)
+        declared = getattr(tflite, which)
+        return tuple(
+            TensorInfo(t.name, t.shape, t.dtype, d.quantization) if t.dtype == d.dtype else t
+            for t, d in zip(found, declared)
+        )
+
+    @classmethod
+    def probe(cls) -> BackendStatus:
+        try:
+            core_class, version, _api = _import_core()
+            devices = list(core_class().available_devices)
+        except BackendUnavailable as exc:
+            return BackendStatus(cls.name, False, reason=str(exc).split(". ")[0], hint=exc.hint)
+        except Exception as exc:
+            return BackendStatus(cls.name, False, reason=f"OpenVINO failed to start: {exc}",
+                                 hint="reinstall openvino")
+        return BackendStatus(cls.name, True, runtime=f"openvino {version}", devices=devices)
+
+    def _invoke(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        try:
+            if self.api == "openvino.inference_engine":
+                result = self._exec.infer(dict(zip(self._in_names, inputs)))
+                return [result[n] for n in self._out_names]
+            for buffer, x in zip(self._buffers, inputs):
+                np.copyto(buffer, x)
+            self._request.infer()
+            return [self._request.get_output_tensor(i).data.copy()
+                    for i in range(len(self.outputs))]
+        except Exception as exc:
+            raise InferenceError(f"{self.model_path.name}: inference failed: {exc}") from exc
+
+    def close(self) -> None:
+        self._request = None
+        self._compiled = None
+        self._exec = None
+
+
+class MyriadBackend(OpenVINOBackend):
+    """OpenVINO on an Intel Myriad VPU (Neural Compute Stick 2): FP16 IR is its format."""
+
+    name = "myriad"
+    default_device = "MYRIAD"
+    install_hint = MYRIAD_HINT
+
+    @classmethod
+    def probe(cls) -> BackendStatus:
+        status = OpenVINOBackend.probe()
+        status.name = cls.name
+        if not status.usable:
+            return status
+        version = status.runtime.split()[-1]
+        if _major(version) >= 2023:
+            return BackendStatus(cls.name, False, runtime=status.runtime,
+                                 reason=f"OpenVINO {version} has no MYRIAD plugin",
+                                 hint=MYRIAD_HINT)
+        devices = [d for d in status.devices if d.startswith("MYRIAD")]
+        if not devices:
+            return BackendStatus(cls.name, False, runtime=status.runtime,
+                                 reason="no Intel NCS2 (MYRIAD) is attached",
+                                 hint="plug in the stick and check `lsusb` shows 03e7:2485")
+        return BackendStatus(cls.name, True, runtime=status.runtime, devices=devices)

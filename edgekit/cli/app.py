@@ -1,0 +1,94 @@
+"""The command group and the one place where errors become a line and an exit code.
+
+Without ``--debug``: an EdgekitError prints ``error: <what happened and what to
+do>`` and exits non-zero; anything unexpected says so in one line; native
+libraries' log lines are kept off the console. With ``--debug``: tracebacks and
+native logs are shown.
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from edgekit import __version__
+from edgekit.errors import EdgekitError
+
+_debug = {"on": False}
+
+
+def debug_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--debug`` on a command (it also works before the command name)."""
+    return click.option("--debug", is_flag=True, expose_value=False,
+                        help="Show tracebacks and the runtimes' own log lines.")(f)
+
+
+def _quiet_python_logs() -> None:
+    warnings.simplefilter("ignore")
+    for name in ("absl", "tensorflow", "keras", "tf2onnx", "openvino", "h5py"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+class EdgekitGroup(click.Group):
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # --debug anywhere before "--" (before or after the command name) counts.
+        head = args[:args.index("--")] if "--" in args else args
+        _debug["on"] = "--debug" in head
+        return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        if _debug["on"]:
+            return super().invoke(ctx)
+        _quiet_python_logs()
+        from edgekit.quiet import captured_stderr
+
+        try:
+            with captured_stderr():
+                return super().invoke(ctx)
+        except EdgekitError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            click.echo(f"error: unexpected {type(exc).__name__}: {first} "
+                       "(run again with --debug for the traceback, and please report it)",
+                       err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=EdgekitGroup, context_settings={"help_option_names": ["-h", "--help"],
+                                                 "max_content_width": 100})
+@click.version_option(__version__, prog_name="edgekit")
+@debug_option
+def cli() -> None:
+    """Take a trained Keras CNN to the edge.
+
+    \b
+    Start with the bundled example:   edgekit demo
+    Convert your own model:           edgekit convert model.keras -o bundle/
+    Look inside a model or bundle:    edgekit inspect bundle/
+
+    Every command takes --help. Errors print one line that says what to do;
+    --debug shows the traceback.
+    """
+
+
+def progress_printer(enabled: bool = True) -> Callable[[str], None]:
+    """Progress lines on stderr (stdout stays clean for tables and --json)."""
+    def show(message: str) -> None:
+        if enabled:
+            click.echo(f"  {message}", err=True)
+    return show
+
+
+def main() -> None:
+    cli.main(prog_name="edgekit")
+

@@ -1,0 +1,151 @@
+"""``edgekit convert``, ``edgekit inspect`` and ``edgekit demo``."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from edgekit.cli.app import cli, debug_option, progress_printer
+from edgekit.errors import EdgekitError, UsageError
+from edgekit.formats import FORMATS
+
+
+def _numbers(text: str | None, what: str) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise UsageError(f"{what} takes comma-separated numbers, e.g. 127.5,127.5,127.5") from None
+
+
+def _shape(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        dims = tuple(int(v) for v in text.lower().replace("x", ",").split(",") if v)
+    except ValueError:
+        raise UsageError(f"--input-shape takes H,W,C (e.g. 224,224,3), not {text!r}") from None
+    if len(dims) != 3 or min(dims) < 1:
+        raise UsageError(f"--input-shape takes three positive sizes H,W,C, not {text!r}")
+    return dims
+
+
+def _report(manifest, as_json: bool, output: Path | None) -> None:
+    from edgekit.render import conversion_table
+
+    if as_json:
+        click.echo(json.dumps(manifest.to_dict(), indent=2))
+        return
+    click.echo(conversion_table(manifest))
+    if output is not None:
+        click.echo(f"\nbundle: {output}")
+    failed = [a.format for a in manifest.artifacts if a.status == "failed"]
+    if failed:
+        raise EdgekitError(f"{len(failed)} format(s) failed ({', '.join(failed)}); the bundle "
+                           "holds the others. The notes under the table say why")
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="Bundle folder to create (built aside, renamed into place at the end).")
+@click.option("--formats", metavar="LIST",
+              help=f"Comma-separated formats, default all: {', '.join(FORMATS)}.")
+@click.option("--calib", type=click.Path(path_type=Path),
+              help="Calibration data for int8: a folder of images, or a .npy/.npz of "
+                   "pre-processed samples (100+ recommended).")
+@click.option("--val", type=click.Path(path_type=Path),
+              help="Validation data to measure fidelity (.npz with x and y, .npy, or a folder "
+                   "of images, in sub-folders named after their labels for accuracy).")
+@click.option("--labels", type=click.Path(path_type=Path),
+              help="Labels file, one per line (or 'ID NAME' lines).")
+@click.option("--force", is_flag=True, help="Replace an existing bundle at --output.")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+@click.option("--input-shape", metavar="H,W,C",
+              help="Fix the input size of a model with unknown spatial dimensions.")
+@click.option("--int8-io", type=click.Choice(["int8", "uint8"]), default="int8",
+              show_default=True, help="Input/output type of the full-integer model.")
+@click.option("--color", type=click.Choice(["rgb", "bgr", "gray"]),
+              help="Colour order the model takes (default: rgb, or gray for 1 channel).")
+@click.option("--mean", metavar="LIST", help="Per-channel mean subtracted from 0..255 pixels.")
+@click.option("--std", metavar="LIST", help="Per-channel divisor after the mean (default 255).")
+@click.option("--task", type=click.Choice(["classification", "detection", "generic"]),
+              help="What the outputs mean (default: guessed from the output shape).")
+@click.option("--import", "imports", multiple=True, metavar="MODULE",
+              help="Module or .py file to import first: one that registers custom layers or "
+                   "a subclassed model with keras.saving.register_keras_serializable.")
+@click.option("--trust-model", is_flag=True,
+              help="Let Keras load Python code (Lambda layers) from the file. Only for files "
+                   "you made yourself: safe mode is on without it.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
+@debug_option
+def convert(model: Path, output: Path, formats: str | None, calib: Path | None,
+            val: Path | None, labels: Path | None, force: bool, as_json: bool,
+            input_shape: str | None, int8_io: str, color: str | None, mean: str | None,
+            std: str | None, task: str | None, imports: tuple[str, ...], trust_model: bool,
+            quiet: bool) -> None:
+    """Convert a Keras model to every edge format, with fidelity per artifact.
+
+    \b
+    Writes a bundle folder: the artifacts (TFLite float32, dynamic-range and
+    full-int8, Edge-TPU-compiled TFLite, ONNX, OpenVINO IR FP32/FP16), the
+    validation set with the Keras outputs on it, and edgekit.json, the
+    manifest that bench, run and deploy read.
+
+    \b
+    A MODEL.edgekit.json beside the model can give the defaults for
+    --calib, --val, --labels, the task and the input's colour and
+    normalisation (see models/lenet5_digits/).
+
+    \b
+    Example:
+      edgekit convert models/lenet5_digits/lenet5_digits.keras -o out/lenet5
+    """
+    from edgekit.convert import convert as run_convert
+
+    manifest = run_convert(
+        model, output, formats=formats, calib=calib, val=val, labels=labels, force=force,
+        input_shape_override=_shape(input_shape), int8_io=int8_io, color=color,
+        mean=_numbers(mean, "--mean"), std=_numbers(std, "--std"), task=task, imports=imports,
+        trust_model=trust_model, progress=progress_printer(not quiet),
+    )
+    _report(manifest, as_json, output)
+
+
+@cli.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the facts as JSON.")
+@debug_option
+def inspect(path: Path, as_json: bool) -> None:
+    """Show what a .tflite file or a bundle holds.
+
+    \b
+    For a .tflite: its operators with their versions, the inputs and outputs
+    with dtype, shape and quantisation, and whether it is compiled for the
+    Edge TPU. For a bundle: its manifest as a table.
+    """
+    from edgekit.inspect import inspect_path
+
+    facts, text = inspect_path(path)
+    click.echo(json.dumps(facts, indent=2) if as_json else text)
+
+
+@cli.command()
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("out/demo"),
+              show_default=True, help="Folder for the demo's bundles and reports.")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
+@debug_option
+def demo(out_dir: Path, as_json: bool, quiet: bool) -> None:
+    """Convert the bundled LeNet-5 (real handwritten digits) to every format.
+
+    Needs the repository checkout (the example lives in models/) and the
+    conversion extras (pip install 'edgekit[convert]'). Re-running replaces
+    the demo's previous output.
+    """
+    from edgekit.demo import run_demo
+
+    manifest, bundle = run_demo(out_dir, progress=progress_printer(not quiet))
+    _report(manifest, as_json, bundle)

@@ -1,0 +1,324 @@
+"""``edgekit convert``: one Keras model -> a bundle with every edge format and a manifest.
+
+The bundle is built in a temporary folder beside the output and renamed into
+place at the end, so a failure or Ctrl-C never leaves a half-written bundle.
+One format failing does not stop the others; each gets a status and a reason.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from edgekit import __version__
+from edgekit.backends import backend_class, open_backend
+from edgekit.convert.job import Job, Skipped
+from edgekit.convert.keras_model import (
+    export_saved_model,
+    import_modules,
+    input_name,
+    input_shape,
+    load_keras_model,
+    quiet_tensorflow,
+)
+from edgekit.convert.runtimes import check_tflite_runtimes
+from edgekit.datasets import Samples, load_samples, read_labels
+from edgekit.errors import EdgekitError, InvalidData, UsageError
+from edgekit.fidelity import Validation, keras_accuracy, measure
+from edgekit.formats import FORMATS, Format, parse_formats
+from edgekit.manifest import (
+    Artifact,
+    FileRecord,
+    Manifest,
+    is_bundle,
+    tensor_to_dict,
+    write_manifest,
+)
+from edgekit.preprocess import InputSpec
+
+Progress = Callable[[str], None]
+CARD_SUFFIX = ".edgekit.json"
+MIN_CALIBRATION = 100
+
+
+def _silent(_: str) -> None:
+    pass
+
+
+def load_card(model_path: Path) -> dict[str, Any]:
+    """The optional ``MODEL.edgekit.json`` beside a model: task, data and input defaults.
+
+    Paths in it are relative to the card. Command-line options override it.
+    """
+    card_path = model_path.with_name(model_path.stem + CARD_SUFFIX)
+    if not card_path.is_file():
+        return {}
+    try:
+        card = json.loads(card_path.read_text())
+    except ValueError as exc:
+        raise UsageError(f"{card_path}: not valid JSON ({exc})") from None
+    for key in ("labels", "calibration", "validation"):
+        if card.get(key):
+            card[key] = str(card_path.parent / card[key])
+    return card
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_output(output: Path, force: bool) -> None:
+    if not output.exists():
+        if not output.parent.exists():
+            raise UsageError(f"cannot write {output}: {output.parent} does not exist")
+        return
+    if not force:
+        raise UsageError(f"{output} already exists; pass --force to replace it, or choose "
+                         "another folder with -o")
+    if not output.is_dir() or (any(output.iterdir()) and not is_bundle(output)):
+        raise UsageError(f"{output} exists and is not an edgekit bundle; refusing to replace it "
+                         "even with --force")
+
+
+def _model_kind(model: Any) -> str:
+    import keras
+
+    if isinstance(model, keras.Sequential):
+        return "sequential"
+    if isinstance(model, keras.Model) and type(model).__name__ == "Functional":
+        return "functional"
+    return "subclassed"
+
+
+def _input_spec(shape: tuple[int, ...], card: dict[str, Any], color: str | None,
+                mean: Sequence[float] | None, std: Sequence[float] | None,
+                name: str) -> InputSpec:
+    defaults = card.get("input", {})
+    channels = shape[-1]
+    return InputSpec(
+        shape=(1, *shape),
+        color=color or defaults.get("color") or ("gray" if channels == 1 else "rgb"),
+        mean=tuple(mean or defaults.get("mean") or (0.0,) * channels),
+        std=tuple(std or defaults.get("std") or (255.0,) * channels),
+        resize=defaults.get("resize", "stretch"),
+        name=name,
+    )
+
+
+def _guess_task(outputs: list[tuple[int, ...]]) -> str:
+    """One (1, K) output with K > 1 reads as a classifier; anything else as generic."""
+    if len(outputs) == 1 and len(outputs[0]) == 2 and outputs[0][1] > 1:
+        return "classification"
+    return "generic"
+
+
+def _load_data(path: str | None, spec: InputSpec, labels: list[str], what: str,
+               warnings: list[str]) -> Samples | None:
+    if not path:
+        return None
+    samples = load_samples(path, spec, labels, what)
+    if what == "calibration data" and len(samples) < MIN_CALIBRATION:
+        warnings.append(f"only {len(samples)} calibration samples; int8 accuracy is more "
+                        f"reliable with {MIN_CALIBRATION} or more")
+    return samples
+
+
+def _converter(fmt: Format) -> Callable[[Job, Path], dict[str, Any]]:
+    module_name, _, attr = fmt.converter.partition(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def _build(fmt: Format, job: Job) -> Artifact:
+    path = job.artifact_path(fmt.suffix)
+    start = time.perf_counter()
+    try:
+        result = _converter(fmt)(job, path)
+    except Skipped as exc:
+        return Artifact(fmt.key, "skipped", reason=str(exc))
+    except EdgekitError as exc:
+        return Artifact(fmt.key, "failed", reason=str(exc))
+    except Exception as exc:  # a converter bug must not stop the other formats
+        return Artifact(fmt.key, "failed", reason=f"unexpected {type(exc).__name__}: {exc}")
+    seconds = time.perf_counter() - start
+    files = [path] + [path.with_suffix(s) for s in fmt.extra_files]
+    job.built[fmt.key] = path
+    return Artifact(
+        fmt.key, "ok", file=path.name,
+        files={f.name: FileRecord(sha256_file(f), f.stat().st_size) for f in files},
+        size=sum(f.stat().st_size for f in files),
+        toolchain=result.get("toolchain", {}), seconds=round(seconds, 3),
+        details=result.get("details", {}), warnings=list(result.get("warnings", [])),
+    )
+
+
+def _fidelity(artifact: Artifact, fmt: Format, job: Job, validation: Validation | None,
+              task: str) -> None:
+    """Load the artifact on the first usable backend of its format: tensors, then fidelity."""
+    reasons = []
+    for name in fmt.backends:
+        status = backend_class(name).probe()
+        if not status.usable:
+            reasons.append(f"{name}: {status.reason}")
+            continue
+        try:
+            with open_backend(name, job.workdir / artifact.file) as backend:
+                artifact.inputs = [tensor_to_dict(t) for t in backend.inputs]
+                artifact.outputs = [tensor_to_dict(t) for t in backend.outputs]
+                if validation is not None:
+                    artifact.fidelity, artifact.output_order = measure(backend, validation, task)
+                else:
+                    artifact.output_order = list(range(len(backend.outputs)))
+            return
+        except EdgekitError as exc:
+            reasons.append(f"{name}: {exc}")
+    artifact.warnings.append("fidelity not measured: " + "; ".join(reasons))
+
+
+def _publish(tmp: Path, output: Path) -> None:
+    """Move the finished bundle into place; an older bundle there is replaced only now."""
+    if output.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
+        output.rename(old / output.name)
+        tmp.rename(output)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(output)
+
+
+def convert(
+    model_path: str | Path,
+    output: str | Path,
+    *,
+    formats: str | Sequence[str] | None = None,
+    calib: str | Path | None = None,
+    val: str | Path | None = None,
+    labels: str | Path | None = None,
+    force: bool = False,
+    input_shape_override: Sequence[int] | None = None,
+    int8_io: str = "int8",
+    color: str | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    task: str | None = None,
+    imports: Sequence[str] = (),
+    trust_model: bool = False,
+    progress: Progress = _silent,
+) -> Manifest:
+    """Convert a Keras model file to every requested format; return the bundle's manifest."""
+    model_path, output = Path(model_path), Path(output)
+    keys = parse_formats(formats if isinstance(formats, str) or formats is None
+                         else ",".join(formats))
+    if int8_io not in ("int8", "uint8"):
+        raise UsageError(f"--int8-io must be int8 or uint8, not {int8_io!r}")
+    _check_output(output, force)
+    card = load_card(model_path)
+    label_file = labels or card.get("labels")
+    label_list = read_labels(label_file) if label_file else []
+    warnings: list[str] = []
+
+    quiet_tensorflow()
+    progress(f"loading {model_path.name}")
+    import_modules(imports)
+    model = load_keras_model(model_path, trust=trust_model)
+    shape = input_shape(model, input_shape_override)
+    spec = _input_spec(shape, card, color, mean, std, input_name(model))
+    reference_input = np.zeros(spec.shape, np.float32)
+    try:
+        probe_out = model(reference_input, training=False)
+    except Exception as exc:
+        raise InvalidData(f"the model does not run on an input of shape {spec.shape}: "
+                          f"{str(exc).strip().splitlines()[0][:200]}") from None
+    keras_outputs = [np.asarray(o) for o in (probe_out if isinstance(probe_out, (list, tuple))
+                                              else [probe_out])]
+    calibration = _load_data(calib or card.get("calibration"), spec, label_list,
+                             "calibration data", warnings)
+    val_samples = _load_data(val or card.get("validation"), spec, label_list,
+                             "validation data", warnings)
+    validation = None
+    if val_samples is not None:
+        progress(f"running Keras on {len(val_samples)} validation samples")
+        predicted = model.predict(val_samples.x, batch_size=32, verbose=0)
+        predicted = predicted if isinstance(predicted, (list, tuple)) else [predicted]
+        validation = Validation(val_samples.x, val_samples.y, [np.asarray(p) for p in predicted])
+    else:
+        warnings.append("no validation data: give --val to measure fidelity")
+    task = task or card.get("task") or _guess_task([o.shape for o in keras_outputs])
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    export_dir = Path(tempfile.mkdtemp(prefix="edgekit-savedmodel-"))
+    try:
+        progress("exporting a batch-1 SavedModel")
+        export_saved_model(model, shape, export_dir)
+        job = Job(model=model, name=model_path.stem, spec=spec, saved_model=export_dir,
+                  workdir=tmp, calibration=None if calibration is None else calibration.x,
+                  int8_io=int8_io)
+        artifacts = []
+        for i, key in enumerate(keys, 1):
+            fmt = FORMATS[key]
+            progress(f"[{i}/{len(keys)}] {key}: converting")
+            artifact = _build(fmt, job)
+            if artifact.ok:
+                progress(f"[{i}/{len(keys)}] {key}: measuring fidelity")
+                _fidelity(artifact, fmt, job, validation, task)
+            artifacts.append(artifact)
+        tflite = {a.format: tmp / a.file for a in artifacts
+                  if a.ok and a.file.endswith(".tflite") and a.format != "edgetpu"}
+        if tflite:
+            progress("checking which TFLite runtimes load each artifact")
+            checked = check_tflite_runtimes(list(tflite.values()))
+            for a in artifacts:
+                if a.format in tflite:
+                    a.runtimes = checked[tflite[a.format]]
+        manifest = Manifest(
+            name=model_path.stem,
+            task=task,
+            input=spec,
+            outputs=[{"shape": list(o.shape), "dtype": "float32"} for o in keras_outputs],
+            labels=label_list,
+            decoder=card.get("decoder", {}),
+            source=_source(model_path, model),
+            validation=_validation_summary(validation, task, val or card.get("validation")),
+            artifacts=artifacts,
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            edgekit_version=__version__,
+        )
+        manifest.source["warnings"] = warnings
+        if validation is not None:
+            validation.save(tmp)
+        write_manifest(manifest, tmp)
+        _publish(tmp, output)
+    finally:
+        shutil.rmtree(export_dir, ignore_errors=True)
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return manifest
+
+
+def _source(model_path: Path, model: Any) -> dict[str, Any]:
+    import keras
+
+    return {"file": model_path.name, "sha256": sha256_file(model_path),
+            "keras": keras.__version__, "kind": _model_kind(model),
+            "parameters": int(model.count_params())}
+
+
+def _validation_summary(validation: Validation | None, task: str,
+                        source: str | Path | None) -> dict[str, Any]:
+    if validation is None:
+        return {}
+    return {"file": "validation.npz", "source": str(source), "samples": int(len(validation.x)),
+            "labels": validation.y is not None,
+            "keras_accuracy": keras_accuracy(validation, task)}

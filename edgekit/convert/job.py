@@ -1,0 +1,32 @@
+"""What every converter receives: the loaded model, its exported SavedModel, the data."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import EdgekitError
+from edgekit.preprocess import InputSpec
+
+
+class Skipped(EdgekitError):
+    """A format that cannot be built here, for a reason that is not a failure (no compiler)."""
+
+
+@dataclass
+class Job:
+    """One conversion: shared by the converters of every format."""
+
+    model: Any  # the keras.Model
+    name: str  # file stem of every artifact
+    spec: InputSpec
+    saved_model: Path
+    workdir: Path  # the bundle being built (a temporary folder until the end)
+    calibration: np.ndarray | None = None
+    int8_io: str = "int8"  # or "uint8"
+    built: dict[str, Path] = field(default_factory=dict)  # format -> artifact path
+
+    def artifact_path(self, suffix: str) -> Path:
+        return self.workdir / (self.name + suffix)

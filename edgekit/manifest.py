@@ -1,0 +1,150 @@
+"""The bundle manifest ``edgekit.json``: everything a device needs to run the artifacts.
+
+A bundle is a folder: the artifacts, ``validation.npz`` (samples, labels and the
+Keras model's own outputs on them) and this manifest. ``bench``, ``run`` and
+``deploy`` take bundles; nothing in one needs the training code.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from edgekit.errors import InvalidModel
+from edgekit.preprocess import InputSpec
+from edgekit.tflite_file import Quantization, TensorInfo
+
+MANIFEST_NAME = "edgekit.json"
+VALIDATION_NAME = "validation.npz"
+SCHEMA = "edgekit.bundle/1"
+
+
+def tensor_to_dict(t: TensorInfo) -> dict[str, Any]:
+    q = t.quantization
+    return {
+        "name": t.name, "shape": list(t.shape), "dtype": t.dtype,
+        "quantization": None if q is None else {
+            "scale": list(q.scale), "zero_point": list(q.zero_point), "axis": q.axis},
+    }
+
+
+def tensor_from_dict(d: dict[str, Any]) -> TensorInfo:
+    q = d.get("quantization")
+    return TensorInfo(
+        name=d.get("name", ""), shape=tuple(d["shape"]), dtype=d["dtype"],
+        quantization=None if not q else Quantization(
+            tuple(q["scale"]), tuple(q["zero_point"]), q.get("axis", 0)),
+    )
+
+
+@dataclass
+class Fidelity:
+    """How far an artifact's outputs stray from the Keras model's, on the validation set."""
+
+    runtime: str  # the backend and runtime that ran it: "tflite (ai-edge-litert 2.3.0)"
+    samples: int
+    max_abs_diff: float
+    mean_abs_diff: float
+    top1_agreement: float | None = None  # classification: share of equal argmax
+    accuracy: float | None = None  # when labels are known
+
+
+@dataclass
+class FileRecord:
+    sha256: str
+    size: int
+
+
+@dataclass
+class Artifact:
+    """One format in the bundle, whether it was built or not."""
+
+    format: str
+    status: str  # "ok", "skipped" or "failed"
+    reason: str = ""
+    file: str = ""
+    files: dict[str, FileRecord] = field(default_factory=dict)  # file and its companions
+    size: int = 0
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+    output_order: list[int] = field(default_factory=list)  # artifact output for each Keras one
+    toolchain: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+    fidelity: Fidelity | None = None
+    runtimes: dict[str, str] = field(default_factory=dict)  # "tflite-runtime 2.14.0": "ok"
+    details: dict[str, Any] = field(default_factory=dict)  # e.g. the Edge TPU compiler report
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def input_tensors(self) -> list[TensorInfo]:
+        return [tensor_from_dict(d) for d in self.inputs]
+
+    def output_tensors(self) -> list[TensorInfo]:
+        return [tensor_from_dict(d) for d in self.outputs]
+
+
+@dataclass
+class Manifest:
+    name: str
+    task: str  # "classification", "detection" or "generic"
+    input: InputSpec
+    outputs: list[dict[str, Any]]  # the Keras model's outputs, in its own order
+    labels: list[str] = field(default_factory=list)
+    decoder: dict[str, Any] = field(default_factory=dict)
+    source: dict[str, Any] = field(default_factory=dict)
+    validation: dict[str, Any] = field(default_factory=dict)
+    artifacts: list[Artifact] = field(default_factory=list)
+    created: str = ""
+    edgekit_version: str = ""
+    schema: str = SCHEMA
+
+    def artifact(self, fmt: str) -> Artifact | None:
+        return next((a for a in self.artifacts if a.format == fmt), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["input"] = self.input.to_dict()
+        data["artifacts"] = [asdict(a) for a in self.artifacts]
+        return {"schema": data.pop("schema"), **data}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        artifacts = []
+        for a in data.get("artifacts", []):
+            a = dict(a)
+            a["files"] = {k: FileRecord(**v) for k, v in a.get("files", {}).items()}
+            a["fidelity"] = Fidelity(**a["fidelity"]) if a.get("fidelity") else None
+            artifacts.append(Artifact(**a))
+        known = {f.name for f in fields(cls)}
+        rest = {k: v for k, v in data.items() if k in known and k not in ("input", "artifacts")}
+        return cls(input=InputSpec.from_dict(data["input"]), artifacts=artifacts, **rest)
+
+
+def write_manifest(manifest: Manifest, folder: Path) -> Path:
+    path = Path(folder) / MANIFEST_NAME
+    path.write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
+    return path
+
+
+def is_bundle(path: str | Path) -> bool:
+    return (Path(path) / MANIFEST_NAME).is_file()
+
+
+def read_manifest(folder: str | Path) -> Manifest:
+    """Read a bundle's manifest; InvalidModel when it is missing or unreadable."""
+    path = Path(folder) / MANIFEST_NAME
+    if not path.is_file():
+        raise InvalidModel(f"{folder} is not an edgekit bundle (no {MANIFEST_NAME}); "
+                           "make one with: edgekit convert MODEL.keras -o FOLDER")
+    try:
+        data = json.loads(path.read_text())
+        if not str(data.get("schema", "")).startswith("edgekit.bundle/"):
+            raise ValueError(f"unknown schema {data.get('schema')!r}")
+        return Manifest.from_dict(data)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidModel(f"{path}: not a valid edgekit manifest ({exc}); "
+                           "convert the model again") from None

@@ -1,0 +1,152 @@
+"""From an image on disk or a camera frame to the model's input tensor.
+
+An ``InputSpec`` says what the model takes: shape (NHWC or NCHW), colour order
+and normalisation, ``tensor = (pixel - mean) / std`` with pixels in 0..255.
+It lives in the bundle manifest, so a device needs no training code to feed
+the model. Quantisation to the artifact's integer type is not done here but at
+the backend boundary (``edgekit.quant``), so one spec serves every format.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.errors import InvalidData, UsageError
+
+COLORS = ("rgb", "bgr", "gray")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
+                  ".pgm")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The model input and how to make it from a picture."""
+
+    shape: tuple[int, ...]  # with batch 1, e.g. (1, 32, 32, 1)
+    layout: str = "NHWC"
+    color: str = "rgb"
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (255.0,)
+    resize: str = "stretch"  # or "letterbox" (keeps the aspect ratio, pads)
+    dtype: str = "float32"
+    name: str = ""
+    extra: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.color not in COLORS:
+            raise UsageError(f"unknown colour order {self.color!r}; choose from {COLORS}")
+        if self.layout not in ("NHWC", "NCHW"):
+            raise UsageError(f"unknown layout {self.layout!r}; use NHWC or NCHW")
+        if len(self.shape) != 4:
+            raise UsageError(f"an image model takes a 4-D input (N, H, W, C); got {self.shape}")
+
+    @property
+    def height(self) -> int:
+        return self.shape[1] if self.layout == "NHWC" else self.shape[2]
+
+    @property
+    def width(self) -> int:
+        return self.shape[2] if self.layout == "NHWC" else self.shape[3]
+
+    @property
+    def channels(self) -> int:
+        return self.shape[3] if self.layout == "NHWC" else self.shape[1]
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(self.shape[1:])
+
+    def to_dict(self) -> dict:
+        return {"shape": list(self.shape), "layout": self.layout, "color": self.color,
+                "mean": list(self.mean), "std": list(self.std), "resize": self.resize,
+                "dtype": self.dtype, "name": self.name}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> InputSpec:
+        return cls(shape=tuple(data["shape"]), layout=data.get("layout", "NHWC"),
+                   color=data.get("color", "rgb"), mean=tuple(data.get("mean", (0.0,))),
+                   std=tuple(data.get("std", (255.0,))), resize=data.get("resize", "stretch"),
+                   dtype=data.get("dtype", "float32"), name=data.get("name", ""))
+
+
+def guess_layout(shape: Sequence[int]) -> str:
+    """NCHW when the channel axis is plainly second (1x3x224x224), else NHWC."""
+    if len(shape) == 4 and shape[1] in (1, 3) and shape[3] not in (1, 3):
+        return "NCHW"
+    return "NHWC"
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as a BGR (or grey) uint8 array; InvalidData when it cannot."""
+    import cv2
+
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidData(f"{path}: no such image file")
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise InvalidData(f"{path}: OpenCV cannot decode it as an image (is it one?)")
+    return image
+
+
+def fit(image: np.ndarray, width: int, height: int,
+        mode: str) -> tuple[np.ndarray, float, int, int]:
+    """Resize to width x height: stretched, or letterboxed (scale, pad_x, pad_y returned)."""
+    import cv2
+
+    h, w = image.shape[:2]
+    if mode == "stretch":
+        interp = cv2.INTER_AREA if w > width or h > height else cv2.INTER_LINEAR
+        return cv2.resize(image, (width, height), interpolation=interp), 1.0, 0, 0
+    scale = min(width / w, height / h)
+    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    pad_x, pad_y = (width - new_w) // 2, (height - new_h) // 2
+    canvas = np.full((height, width) + image.shape[2:], 114, dtype=image.dtype)
+    canvas[pad_y:pad_y + new_h, pad_x:pad_x + new_w] = resized
+    return canvas, scale, pad_x, pad_y
+
+
+def convert_color(image_bgr: np.ndarray, color: str) -> np.ndarray:
+    """A BGR (or grey) OpenCV image -> HxWxC in the model's colour order."""
+    import cv2
+
+    if image_bgr.ndim == 2:
+        image_bgr = image_bgr[..., None]
+    channels = image_bgr.shape[2]
+    if color == "gray":
+        if channels == 1:
+            return image_bgr
+        return cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY)[..., None]
+    if channels == 1:
+        image_bgr = cv2.cvtColor(image_bgr, cv2.COLOR_GRAY2BGR)
+    if color == "rgb":
+        return cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
+    return image_bgr
+
+
+def normalize(pixels: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """uint8 HxWxC pixels -> float32 (pixel - mean) / std, batch axis and layout added."""
+    x = (pixels.astype(np.float32) - np.asarray(spec.mean, np.float32)) / np.asarray(
+        spec.std, np.float32)
+    if spec.layout == "NCHW":
+        x = x.transpose(2, 0, 1)
+    return x[None]
+
+
+def image_to_tensor(image_bgr: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """One BGR frame -> the float32 input tensor (1, ...) the spec describes."""
+    pixels, _, _, _ = fit(image_bgr, spec.width, spec.height, spec.resize)
+    pixels = convert_color(pixels, spec.color)
+    if pixels.shape[2] != spec.channels:
+        raise InvalidData(f"the model takes {spec.channels} channel(s); colour order "
+                          f"{spec.color!r} gives {pixels.shape[2]}: set the input colour")
+    return normalize(pixels, spec)
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files in a folder, sorted by name (not recursive)."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)

@@ -1,0 +1,95 @@
+"""Plain-text tables and number formats for the CLI's human output."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from edgekit.manifest import Artifact, Manifest
+from edgekit.tflite_file import TensorInfo, TFLiteInfo
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A left-aligned text table with a rule under the header."""
+    cells = [[str(c) for c in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def size(n: int | None) -> str:
+    if not n:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def seconds(s: float | None) -> str:
+    return "-" if not s else f"{s:.2f} s"
+
+
+def percent(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def number(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2g}"
+
+
+def _runtimes(a: Artifact) -> str:
+    if not a.runtimes:
+        return ""
+    return ", ".join(f"{label} {'ok' if verdict == 'ok' else 'FAILS'}"
+                     for label, verdict in a.runtimes.items())
+
+
+def conversion_table(manifest: Manifest) -> str:
+    """The convert/inspect table: one row per format, notes with reasons below it."""
+    rows: list[list[object]] = []
+    notes: list[str] = []
+    keras_acc = manifest.validation.get("keras_accuracy")
+    rows.append(["keras (reference)", "-", size(None), "-", "-", percent(keras_acc), "-", ""])
+    for a in manifest.artifacts:
+        status = a.status
+        texts = ([a.reason] if a.reason else []) + a.warnings
+        texts += [f"{label}: {v}" for label, v in a.runtimes.items() if v != "ok"]
+        for text in texts:
+            notes.append(text)
+            status += f" [{len(notes)}]"
+        f = a.fidelity
+        rows.append([a.format, status, size(a.size), seconds(a.seconds),
+                     percent(f.top1_agreement) if f else "-", percent(f.accuracy) if f else "-",
+                     number(f.max_abs_diff) if f else "-", _runtimes(a)])
+    out = table(["format", "status", "size", "time", "agreement", "accuracy", "max |diff|",
+                 "TFLite runtimes that load it"], rows)
+    for i, note in enumerate(notes + manifest.source.get("warnings", []), 1):
+        out += f"\n[{i}] {note}" if i <= len(notes) else f"\nwarning: {note}"
+    return out
+
+
+def _quant(t: TensorInfo) -> str:
+    q = t.quantization
+    if q is None:
+        return "-"
+    if q.per_channel:
+        return f"per-channel ({len(q.scale)} scales, axis {q.axis})"
+    return f"scale {q.scale[0]:.6g}, zero point {q.zero_point[0]}"
+
+
+def tflite_report(info: TFLiteInfo) -> str:
+    """What ``edgekit inspect FILE.tflite`` prints."""
+    head = [
+        f"{info.path.name}: {size(info.size)}, {info.subgraphs} subgraph(s)",
+        "Edge TPU compiled: " + ("yes (edgetpu-custom-op)" if info.edgetpu_compiled else "no"),
+        "full integer: " + ("yes" if info.full_integer else "no"),
+    ]
+    tensors = table(["", "name", "shape", "dtype", "quantisation"],
+                    [[kind, t.name, "x".join(map(str, t.shape)), t.dtype, _quant(t)]
+                     for kind, group in (("input", info.inputs), ("output", info.outputs))
+                     for t in group])
+    ops = table(["operator", "version", "nodes"],
+                [[op.name + (" (custom)" if op.custom else ""), op.version, op.count]
+                 for op in info.ops])
+    return "\n".join(head) + "\n\n" + tensors + "\n\n" + ops
