@@ -88,11 +88,15 @@ def _explain_load_error(path: Path, exc: Exception) -> InvalidModel:
             "--import your_module.py (the file that defines them, decorated with "
             "@keras.saving.register_keras_serializable)"
         )
+    first = text.strip().splitlines()[0][:200] if text.strip() else type(exc).__name__
     if isinstance(exc, (zipfile.BadZipFile, EOFError)) or "zip" in text.lower():
         return InvalidModel(f"{path.name} is damaged (its archive cannot be read); save the "
                             "model again")
-    first = text.strip().splitlines()[0][:300] if text.strip() else type(exc).__name__
-    return InvalidModel(f"{path.name}: Keras cannot load it: {first}")
+    if "synchronously open" in text or "HDF5" in text or "h5py" in text or ".h5" in text:
+        return InvalidModel(f"{path.name} is damaged: its weights cannot be read ({first}); "
+                            "save the model again")
+    return InvalidModel(f"{path.name}: Keras cannot load it ({first}); save the model again "
+                        "with model.save('model.keras') in Keras 3")
 
 
 def input_shape(model: Any, override: Sequence[int] | None = None) -> tuple[int, ...]:

@@ -99,9 +99,11 @@ def main() -> None:
     (HERE / "lenet5_digits.edgekit.json").write_text(json.dumps(card, indent=2) + "\n")
     (HERE / "REPORT.md").write_text(
         "# LeNet-5 on scikit-learn's handwritten digits\n\n"
-        f"- Data: `sklearn.datasets.load_digits` (1797 real 8x8 scans), upscaled to 32x32x1 in [0, 1].\n"
+        "- Data: `sklearn.datasets.load_digits` (1797 real 8x8 scans), upscaled to 32x32x1 "
+        "in [0, 1].\n"
         f"- Split: {len(x_train)} train / {len(x_test)} test, stratified, seed {SEED}.\n"
-        f"- Training: Adam 1e-3, batch 32, {EPOCHS} epochs, TensorFlow {tf.__version__}, Keras {keras.__version__}.\n"
+        f"- Training: Adam 1e-3, batch 32, {EPOCHS} epochs, TensorFlow {tf.__version__}, "
+        f"Keras {keras.__version__}.\n"
         f"- Parameters: {model.count_params():,}.\n\n"
         "| split | samples | accuracy |\n|---|---|---|\n"
         f"| train | {len(x_train)} | {train_acc:.4f} |\n"

@@ -1,0 +1,78 @@
+"""Shared fixtures: paths, the Coral test data from ../shared, a converted LeNet bundle."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+CORAL = SHARED / "testdata" / "coral"
+LENET = ROOT / "models" / "lenet5_digits"
+LEGACY_PYTHON = ROOT / ".venv-legacy" / "bin" / "python"
+
+
+@pytest.fixture(scope="session")
+def coral() -> Path:
+    """Coral's real test models and photos; skipped where ../shared is absent."""
+    if not CORAL.is_dir():
+        pytest.skip(f"needs Coral's test data in {CORAL} (../shared beside the checkout)")
+    return CORAL
+
+
+@pytest.fixture(scope="session")
+def legacy_python() -> str:
+    """A Python with tflite-runtime 2.14 (numpy < 2), as `make setup` builds it."""
+    configured = [p for p in os.environ.get("EDGEKIT_TFLITE_PYTHONS", "").split(os.pathsep) if p]
+    for candidate in configured + [str(LEGACY_PYTHON)]:
+        if Path(candidate).is_file():
+            return candidate
+    pytest.skip("needs tflite-runtime 2.14 in .venv-legacy: run `make setup`")
+
+
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args: str | Path, cwd: Path | None = None, env: dict | None = None) -> CliResult:
+    """Run the real `edgekit` command in a subprocess, as a user would."""
+    result = subprocess.run(
+        [sys.executable, "-m", "edgekit", *map(str, args)], capture_output=True, text=True,
+        cwd=cwd, env={**os.environ, **(env or {})}, timeout=600, check=False,
+    )
+    return CliResult(result.returncode, result.stdout, result.stderr)
+
+
+def assert_clean_error(result: CliResult, *needles: str) -> None:
+    """A failed command: non-zero exit, one 'error:' line on stderr, no traceback."""
+    assert result.returncode != 0, result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle.lower() in errors[0].lower(), errors[0]
+
+
+@pytest.fixture(scope="session")
+def lenet_bundle(tmp_path_factory: pytest.TempPathFactory, legacy_python_env: None) -> Path:
+    """The bundled LeNet converted to every format, once per test session."""
+    from edgekit.convert import convert
+
+    out = tmp_path_factory.mktemp("lenet") / "bundle"
+    convert(LENET / "lenet5_digits.keras", out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def legacy_python_env() -> None:
+    """Let conversions check tflite-runtime 2.14 too, when .venv-legacy exists."""
+    if LEGACY_PYTHON.is_file() and "EDGEKIT_TFLITE_PYTHONS" not in os.environ:
+        os.environ["EDGEKIT_TFLITE_PYTHONS"] = str(LEGACY_PYTHON)
