@@ -9,9 +9,18 @@ BIN := $(VENV)/bin
 LEGACY := .venv-legacy
 export EDGEKIT_TFLITE_PYTHONS := $(abspath $(LEGACY))/bin/python
 
+# Older OpenVINO APIs, for the Intel NCS2 (MYRIAD) path: built only where the old Python exists
+# (tests that need them skip otherwise). 2021.4.2 is the last PyPI wheel with the MYRIAD plugin
+# (openvino.inference_engine API, Python <= 3.9); 2022.3.2 has the openvino.runtime API.
+PY39 := $(shell scripts/find_python.sh 3.9)
+PY310 := $(shell scripts/find_python.sh 3.10)
+OV2021 := .venv-openvino2021
+OV2022 := .venv-openvino2022
+OLD_DEPS := click "opencv-python-headless<=4.11.0.86"
+
 .PHONY: setup demo test test-fast lint clean
 
-setup: $(VENV)/.installed $(LEGACY)/.installed
+setup: $(VENV)/.installed $(LEGACY)/.installed $(OV2021)/.installed $(OV2022)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +32,18 @@ $(LEGACY)/.installed:
 	$(PYTHON) -m venv $(LEGACY)
 	$(LEGACY)/bin/python -m pip install --quiet "tflite-runtime==2.14.0" "numpy<2"
 	touch $@
+
+$(OV2021)/.installed: pyproject.toml
+	@if [ -z "$(PY39)" ]; then echo "no Python 3.9 here: skipping $(OV2021)"; else \
+	  $(PY39) -m venv $(OV2021) && \
+	  $(OV2021)/bin/python -m pip install --quiet "openvino==2021.4.2" "numpy<1.24" $(OLD_DEPS) && \
+	  $(OV2021)/bin/python -m pip install --quiet --no-deps -e . && touch $@; fi
+
+$(OV2022)/.installed: pyproject.toml
+	@if [ -z "$(PY310)" ]; then echo "no Python 3.10 here: skipping $(OV2022)"; else \
+	  $(PY310) -m venv $(OV2022) && \
+	  $(OV2022)/bin/python -m pip install --quiet "openvino==2022.3.2" "numpy<2" $(OLD_DEPS) && \
+	  $(OV2022)/bin/python -m pip install --quiet --no-deps -e . && touch $@; fi
 
 demo: setup
 	$(BIN)/edgekit demo
@@ -39,4 +60,4 @@ lint: setup
 	$(BIN)/ruff check edgekit tests scripts models
 
 clean:
-	rm -rf $(VENV) $(LEGACY) build dist *.egg-info
+	rm -rf $(VENV) $(LEGACY) $(OV2021) $(OV2022) build dist *.egg-info

@@ -34,7 +34,8 @@ class BackendUnavailable(EdgekitError):
     """A backend whose runtime is not installed here; ``hint`` says how to get it."""
 
     def __init__(self, message: str, hint: str = "") -> None:
-        super().__init__(f"{message}. {hint}" if hint else message)
+        super().__init__(f"{message}; {hint}" if hint else message)
+        self.message = message
         self.hint = hint
 
 

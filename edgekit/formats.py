@@ -68,3 +68,25 @@ def format_of_file(name: str) -> Format | None:
     """The format a file name was written as, by its suffix (longest match wins)."""
     matches = [f for f in FORMATS.values() if name.endswith(f.suffix)]
     return max(matches, key=lambda f: len(f.suffix)) if matches else None
+
+
+# Which artifact of a bundle a backend runs when none is named: the most deployable first.
+_PREFERRED: dict[str, tuple[str, ...]] = {
+    "tflite": ("tflite-int8", "tflite-fp32", "tflite-dynamic"),
+    "edgetpu": ("edgetpu",),
+    "openvino": ("openvino-fp32", "openvino-fp16", "onnx", "tflite-fp32"),
+    "myriad": ("openvino-fp16", "openvino-fp32"),
+    "onnxruntime": ("onnx",),
+}
+
+
+def preferred_formats(backend: str) -> tuple[str, ...]:
+    """Formats ``backend`` runs, best first (table order for backends not listed above)."""
+    if backend in _PREFERRED:
+        return _PREFERRED[backend]
+    return tuple(f.key for f in FORMATS.values() if backend in f.backends)
+
+
+def runnable_by(fmt: Format, suffixes: tuple[str, ...]) -> bool:
+    """Whether a backend reading files with these suffixes can load this format's file."""
+    return any(fmt.suffix.endswith(s) for s in suffixes)

@@ -98,9 +98,8 @@ def fit(image: np.ndarray, width: int, height: int,
     import cv2
 
     h, w = image.shape[:2]
-    if mode == "stretch":
-        interp = cv2.INTER_AREA if w > width or h > height else cv2.INTER_LINEAR
-        return cv2.resize(image, (width, height), interpolation=interp), 1.0, 0, 0
+    if mode == "stretch":  # plain bilinear, as Coral's and most edge examples resize
+        return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR), 1.0, 0, 0
     scale = min(width / w, height / h)
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
     resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)

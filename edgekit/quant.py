@@ -63,6 +63,9 @@ def prepare_input(x: np.ndarray, spec: TensorInfo, index: int = 0) -> np.ndarray
             return quantize(x, spec)
         if np.issubdtype(np.dtype(spec.dtype), np.floating):
             return np.ascontiguousarray(x, dtype=spec.dtype)
+        if np.issubdtype(np.dtype(spec.dtype), np.integer):  # raw integer input, no scale
+            info = np.iinfo(spec.dtype)
+            return np.clip(np.round(x), info.min, info.max).astype(spec.dtype)
     raise InferenceError(
         f"input {index} ({spec.name or 'unnamed'}) is {x.dtype}; the model takes {want}"
         + (" or float data to quantise" if spec.quantization is not None else "")

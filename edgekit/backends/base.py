@@ -61,6 +61,13 @@ class Backend(ABC):
             )
 
     @classmethod
+    def preferred_formats(cls) -> tuple[str, ...]:
+        """Bundle formats this backend runs, best first (see formats.preferred_formats)."""
+        from edgekit.formats import preferred_formats
+
+        return preferred_formats(cls.name)
+
+    @classmethod
     @abstractmethod
     def probe(cls) -> BackendStatus:
         """Say whether this backend's runtime (and device) is usable here; never raises."""

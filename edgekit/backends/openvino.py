@@ -19,10 +19,15 @@ from edgekit.tflite_file import TensorInfo, read_tflite
 
 INSTALL_HINT = "pip install openvino (or: pip install 'edgekit[openvino]')"
 MYRIAD_HINT = (
-    "the Intel NCS2 (MYRIAD) needs OpenVINO 2022.3 LTS or older, which has wheels only for "
-    "Python 3.10 and older: python3.10 -m venv ncs2 && ncs2/bin/pip install "
-    "'openvino==2022.3.2' edgekit, add the udev rules from OpenVINO's install_NCS_udev_rules.sh, "
-    "and run edgekit from that environment"
+    "the Intel NCS2 (MYRIAD) needs OpenVINO 2022.3 LTS or older: from PyPI only "
+    "openvino==2021.4.2 (Python 3.9 or older) ships the MYRIAD plugin, e.g. python3.9 -m venv "
+    "ncs2 && ncs2/bin/pip install openvino==2021.4.2 edgekit; OpenVINO 2022.3 LTS from Intel's "
+    "archive or APT repository has it too (Python 3.10 or older). Then apt-get install "
+    "libusb-1.0-0, add Intel's udev rules (97-myriad-usbboot.rules) and run edgekit from there"
+)
+NCS2_HINT = (
+    "plug the stick into a USB port (`lsusb` shows 03e7:2485 or 03e7:f63b), add Intel's udev "
+    "rules (97-myriad-usbboot.rules) and make sure your user may access it"
 )
 _VIRTUAL_DEVICES = ("AUTO", "HETERO", "MULTI", "BATCH")
 _OV_TYPES = {
@@ -51,6 +56,40 @@ def _import_core() -> tuple[Any, str, str]:
     except ImportError:
         raise BackendUnavailable("the installed openvino package has no usable Python API",
                                  INSTALL_HINT) from None
+
+
+def myriad_plugin_problem(core: Any, version: str) -> BackendUnavailable | None:
+    """Why this OpenVINO cannot drive an NCS2 at all (None when its MYRIAD plugin loads)."""
+    if _major(version) >= 2023:
+        return BackendUnavailable(f"OpenVINO {version} has no MYRIAD plugin", MYRIAD_HINT)
+    try:
+        core.get_versions("MYRIAD")
+    except Exception as exc:
+        text = str(exc)
+        if "libusb" in text:
+            return BackendUnavailable("the MYRIAD plugin cannot load: libusb-1.0 is missing",
+                                      "apt-get install libusb-1.0-0")
+        if "not registered" in text or "Failed to create plugin" in text:
+            return BackendUnavailable(
+                f"this OpenVINO {version} was installed without a working MYRIAD plugin "
+                f"({text.strip().splitlines()[0][:120]})", MYRIAD_HINT)
+        return BackendUnavailable(f"the MYRIAD plugin fails to load: {text[:160]}", MYRIAD_HINT)
+    return None
+
+
+def _explain_load_error(path: Path, device: str, version: str, exc: Exception) -> Exception:
+    text = str(exc).strip()
+    if "NC_ERROR" in text or "Can not init Myriad" in text:
+        return DeviceNotFound(f"OpenVINO {version} cannot open the Intel NCS2 ({text[:80]}); "
+                              + NCS2_HINT)
+    if "Cannot find reader for model format: xml" in text:
+        return InvalidModel(f"{path.name} is IR v11 (written by OpenVINO 2022.1 or newer), which "
+                            f"OpenVINO {version} cannot read; run the bundle's .onnx instead "
+                            "(--format onnx)")
+    lines = [line for line in text.splitlines() if line.strip()]
+    meaningful = [line for line in lines if not line.startswith(("Exception from", "Check "))]
+    first = (meaningful or lines or [type(exc).__name__])[0][:300]
+    return InvalidModel(f"{path.name}: OpenVINO {version} cannot load it on {device}: {first}")
 
 
 def _major(version: str) -> int:
@@ -95,6 +134,18 @@ class OpenVINOBackend(Backend):
             raise InvalidModel(f"{self.model_path.name} has inputs of unknown size "
                                f"{self.inputs[0].shape}; export it with static shapes")
 
+    @classmethod
+    def preferred_formats(cls) -> tuple[str, ...]:
+        """OpenVINO 2021.4 and older cannot read the IR v11 edgekit writes: ONNX first there."""
+        default = super().preferred_formats()
+        try:
+            _core, _version, api = _import_core()
+        except BackendUnavailable:
+            return default
+        if api == "openvino.inference_engine":
+            return ("onnx",) + tuple(f for f in default if not f.startswith("openvino-"))
+        return default
+
     def _check_file(self) -> None:
         path = self.model_path
         if path.suffix.lower() == ".xml" and not path.with_suffix(".bin").exists():
@@ -107,18 +158,19 @@ class OpenVINOBackend(Backend):
                                    "cannot run it: give it the uncompiled .tflite")
             self._tflite = info
 
-    def _available(self, core: Any) -> list[str]:
-        return list(core.available_devices)
-
     def _check_device(self, core: Any) -> None:
         base = self.device.split(":")[0].split(".")[0]
         if base in _VIRTUAL_DEVICES:
             return
-        available = self._available(core)
+        if base == "MYRIAD":
+            problem = myriad_plugin_problem(core, self.version)
+            if problem is not None:
+                raise problem
+        available = list(core.available_devices)
         if not any(d == self.device or d.split(".")[0] == base for d in available):
-            if base == "MYRIAD" and _major(self.version) >= 2023:
-                raise BackendUnavailable(f"OpenVINO {self.version} has no MYRIAD plugin",
-                                         MYRIAD_HINT)
+            if base == "MYRIAD":
+                raise DeviceNotFound(f"no Intel NCS2 (MYRIAD) is attached (OpenVINO "
+                                     f"{self.version} sees: {', '.join(available)}); {NCS2_HINT}")
             raise DeviceNotFound(
                 f"OpenVINO {self.version} sees no {self.device} device here "
                 f"(it sees: {', '.join(available) or 'none'}); use --device CPU or AUTO, "
@@ -136,9 +188,7 @@ class OpenVINOBackend(Backend):
             model = self._core.read_model(str(self.model_path))
             compiled = self._core.compile_model(model, self.device, self._config())
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise InvalidModel(f"{self.model_path.name}: OpenVINO cannot load it on "
-                               f"{self.device}: {first}") from exc
+            raise _explain_load_error(self.model_path, self.device, self.version, exc) from exc
         self.inputs = self._boundary([_tensor(p) for p in compiled.inputs], "inputs")
         self.outputs = self._boundary([_tensor(p) for p in compiled.outputs], "outputs")
         self._request = compiled.create_infer_request()
@@ -159,8 +209,7 @@ class OpenVINOBackend(Backend):
             )
             self._exec = self._core.load_network(network, self.device)
         except Exception as exc:
-            raise InvalidModel(f"{self.model_path.name}: OpenVINO {self.version} cannot load "
-                               f"it on {self.device}: {exc}") from exc
+            raise _explain_load_error(self.model_path, self.device, self.version, exc) from exc
         self._in_names = list(network.input_info)
         self._out_names = list(network.outputs)
         self.inputs = tuple(
@@ -188,7 +237,7 @@ class OpenVINOBackend(Backend):
             core_class, version, _api = _import_core()
             devices = list(core_class().available_devices)
         except BackendUnavailable as exc:
-            return BackendStatus(cls.name, False, reason=str(exc).split(". ")[0], hint=exc.hint)
+            return BackendStatus(cls.name, False, reason=exc.message, hint=exc.hint)
         except Exception as exc:
             return BackendStatus(cls.name, False, reason=f"OpenVINO failed to start: {exc}",
                                  hint="reinstall openvino")
@@ -217,6 +266,7 @@ class MyriadBackend(OpenVINOBackend):
     """OpenVINO on an Intel Myriad VPU (Neural Compute Stick 2): FP16 IR is its format."""
 
     name = "myriad"
+    suffixes = (".xml", ".onnx")  # the MYRIAD-era runtimes read IR and ONNX, not TFLite
     default_device = "MYRIAD"
     install_hint = MYRIAD_HINT
 
@@ -226,14 +276,13 @@ class MyriadBackend(OpenVINOBackend):
         status.name = cls.name
         if not status.usable:
             return status
-        version = status.runtime.split()[-1]
-        if _major(version) >= 2023:
+        core_class, version, _api = _import_core()
+        problem = myriad_plugin_problem(core_class(), version)
+        if problem is not None:
             return BackendStatus(cls.name, False, runtime=status.runtime,
-                                 reason=f"OpenVINO {version} has no MYRIAD plugin",
-                                 hint=MYRIAD_HINT)
+                                 reason=problem.message, hint=problem.hint)
         devices = [d for d in status.devices if d.startswith("MYRIAD")]
         if not devices:
             return BackendStatus(cls.name, False, runtime=status.runtime,
-                                 reason="no Intel NCS2 (MYRIAD) is attached",
-                                 hint="plug in the stick and check `lsusb` shows 03e7:2485")
+                                 reason="no Intel NCS2 (MYRIAD) is attached", hint=NCS2_HINT)
         return BackendStatus(cls.name, True, runtime=status.runtime, devices=devices)

@@ -138,7 +138,7 @@ class TFLiteBackend(Backend):
         try:
             runtime = find_runtime()
         except BackendUnavailable as exc:
-            return BackendStatus(cls.name, False, reason=str(exc).split(". ")[0],
+            return BackendStatus(cls.name, False, reason=exc.message,
                                  hint=exc.hint)
         return BackendStatus(cls.name, True, runtime=runtime.label, devices=["CPU"])
 

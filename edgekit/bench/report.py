@@ -1,0 +1,104 @@
+"""Bench rows as a table, CSV, Markdown, JSON, and a latency-distribution plot."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from edgekit.bench import BenchRow
+from edgekit.errors import BackendUnavailable
+from edgekit.render import percent, size, table
+
+COLUMNS = ["artifact", "backend", "device", "threads", "status", "load ms", "first ms",
+           "p50 ms", "p90 ms", "p99 ms", "min ms", "max ms", "mean ms", "inf/s", "peak MB",
+           "agreement", "accuracy", "size"]
+
+
+def _ms(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}" if x < 1 else f"{x:.2f}"
+
+
+def _cells(row: BenchRow, notes: list[str]) -> list[str]:
+    status = row.status
+    if row.reason:
+        notes.append(f"{row.artifact} on {row.backend}: {row.reason}")
+        status += f" [{len(notes)}]"
+    lat = row.latency
+    return [row.artifact, row.backend, row.device or "-", row.threads, status,
+            _ms(row.load_ms), _ms(row.first_ms),
+            *([_ms(lat.p50), _ms(lat.p90), _ms(lat.p99), _ms(lat.min), _ms(lat.max),
+               _ms(lat.mean)] if lat else ["-"] * 6),
+            "-" if row.throughput is None else f"{row.throughput:.0f}",
+            "-" if row.peak_memory_mb is None else f"{row.peak_memory_mb:.0f}",
+            percent(row.agreement), percent(row.accuracy), size(row.size)]
+
+
+def text_table(rows: Sequence[BenchRow]) -> str:
+    notes: list[str] = []
+    body = table(COLUMNS, [_cells(r, notes) for r in rows])
+    footer = f"\nmode: {rows[0].mode if rows else 'sync, 1 request'}; latency per inference " \
+             "(pre-processed input, quantisation included); peak MB is the worker process's " \
+             "peak RSS"
+    return body + footer + "".join(f"\n[{i}] {n}" for i, n in enumerate(notes, 1))
+
+
+def markdown(rows: Sequence[BenchRow]) -> str:
+    notes: list[str] = []
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(_cells(r, notes)) + " |" for r in rows]
+    return "\n".join(lines) + "".join(f"\n\n[{i}] {n}" for i, n in enumerate(notes, 1)) + "\n"
+
+
+def csv_text(rows: Sequence[BenchRow]) -> str:
+    out = io.StringIO()
+    fields = ["artifact", "format", "backend", "device", "runtime", "threads", "mode", "status",
+              "reason", "load_ms", "first_ms", "p50_ms", "p90_ms", "p99_ms", "min_ms", "max_ms",
+              "mean_ms", "runs", "throughput", "peak_memory_mb", "model_memory_mb", "agreement",
+              "accuracy", "max_abs_diff", "size"]
+    writer = csv.DictWriter(out, fieldnames=fields)
+    writer.writeheader()
+    for r in rows:
+        lat = r.latency
+        writer.writerow({
+            **{k: getattr(r, k) for k in fields if hasattr(r, k)},
+            **({"p50_ms": lat.p50, "p90_ms": lat.p90, "p99_ms": lat.p99, "min_ms": lat.min,
+                "max_ms": lat.max, "mean_ms": lat.mean, "runs": lat.count} if lat else {}),
+        })
+    return out.getvalue()
+
+
+def json_text(rows: Sequence[BenchRow]) -> str:
+    return json.dumps([r.to_dict() for r in rows], indent=2)
+
+
+def plot(rows: Sequence[BenchRow], path: Path) -> Path:
+    """Latency distribution per row (box plot over every timed run, log scale)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise BackendUnavailable("--plot needs matplotlib",
+                                 "pip install 'edgekit[plot]' (or matplotlib)") from None
+    ran = [r for r in rows if r.latencies_ms]
+    if not ran:
+        raise BackendUnavailable("no row ran, so there is nothing to plot")
+    fig, ax = plt.subplots(figsize=(9, 0.5 * len(ran) + 1.5))
+    ax.boxplot([r.latencies_ms for r in ran], vert=False, whis=(1, 99), showfliers=True,
+               flierprops={"markersize": 2})
+    ax.set_yticks(range(1, len(ran) + 1),
+                  [f"{r.artifact} / {r.backend} ({r.device}, {r.threads} thr)" for r in ran])
+    ax.set_xscale("log")
+    ax.set_xlabel("latency per inference, ms (box: p25-p75, whiskers: p1-p99)")
+    ax.set_title(f"edgekit bench: {ran[0].mode}")
+    ax.invert_yaxis()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path

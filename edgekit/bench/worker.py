@@ -1,0 +1,101 @@
+"""One bench pair in its own process: ``python -m edgekit.bench.worker JOB_JSON``.
+
+Prints one JSON line: load and first-inference times, every timed latency in
+nanoseconds, peak memory, and fidelity on the bundle's validation set.
+"""
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import DeviceNotFound, EdgekitError
+from edgekit.quiet import captured_stderr
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * resource.getpagesize() / 2**20
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _sample(model: Any, bundle: Path | None) -> np.ndarray:
+    from edgekit.fidelity import load_validation
+
+    validation = load_validation(bundle) if bundle else None
+    if validation is not None:
+        return validation.x[:1].astype(np.float32)
+    shape = model.spec.shape
+    return np.random.default_rng(0).random(shape, dtype=np.float32)
+
+
+def run(job: dict[str, Any]) -> dict[str, Any]:
+    from edgekit.backends import backend_class
+    from edgekit.model import load_model
+
+    backend_class(job["backend"]).probe()  # imports the runtime before the baseline
+    baseline = _rss_mb()
+    start = time.perf_counter_ns()
+    model = load_model(job["bundle"] or job["artifact"], backend=job["backend"],
+                       threads=job["threads"],
+                       fmt=job["format"] if job["bundle"] else None)
+    load_ns = time.perf_counter_ns() - start
+    x = _sample(model, Path(job["bundle"]) if job["bundle"] else None)
+    start = time.perf_counter_ns()
+    model.predict(x)
+    first_ns = time.perf_counter_ns() - start
+    for _ in range(job["warmup"]):
+        model.predict(x)
+    latencies = []
+    deadline = time.perf_counter() + job["duration"] if job["duration"] else None
+    while (len(latencies) < job["runs"]) if deadline is None else time.perf_counter() < deadline:
+        start = time.perf_counter_ns()
+        model.predict(x)
+        latencies.append(time.perf_counter_ns() - start)
+    result = {"status": "ok", "device": model.backend.device or "default",
+              "runtime": model.backend.runtime, "load_ms": load_ns / 1e6,
+              "first_ms": first_ns / 1e6, "latencies_ns": latencies,
+              "peak_memory_mb": _peak_mb(), "model_memory_mb": max(0.0, _peak_mb() - baseline)}
+    if job["fidelity"] and job["bundle"]:
+        result.update(_fidelity(model, Path(job["bundle"])))
+    model.close()
+    return result
+
+
+def _fidelity(model: Any, bundle: Path) -> dict[str, Any]:
+    from edgekit.fidelity import compare, load_validation, predict
+
+    validation = load_validation(bundle)
+    if validation is None:
+        return {}
+    produced = predict(model.backend, validation.x, model.output_order)
+    f = compare(validation.reference, produced, validation.y, model.task, "")
+    return {"agreement": f.top1_agreement, "accuracy": f.accuracy,
+            "max_abs_diff": f.max_abs_diff}
+
+
+def main() -> None:
+    job = json.loads(sys.argv[1])
+    try:
+        with captured_stderr():
+            result = run(job)
+    except DeviceNotFound as exc:
+        result = {"status": "skipped", "reason": str(exc)}
+    except EdgekitError as exc:
+        result = {"status": "failed", "reason": str(exc)}
+    except Exception as exc:  # one pair's surprise must still come back as a row
+        result = {"status": "failed", "reason": f"unexpected {type(exc).__name__}: {exc}"}
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

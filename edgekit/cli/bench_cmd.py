@@ -1,0 +1,157 @@
+"""``edgekit backends``, ``edgekit classify`` and ``edgekit bench``."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+
+from edgekit.cli.app import cli, debug_option, progress_printer
+from edgekit.cli.convert_cmd import _numbers
+from edgekit.errors import UsageError
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the statuses as JSON.")
+@debug_option
+def backends(as_json: bool) -> None:
+    """List every backend: usable here or not, runtime version, devices, how to fix.
+
+    Third-party backends registered under the entry-point group
+    "edgekit.backends" are listed too.
+    """
+    from edgekit.backends import probe_all
+    from edgekit.render import table
+
+    statuses = probe_all()
+    if as_json:
+        click.echo(json.dumps([asdict(s) for s in statuses], indent=2))
+        return
+    notes = [f"{s.name}: {s.hint}" for s in statuses if not s.usable and s.hint]
+    rows = [[s.name, "yes" if s.usable else "no", s.runtime or "-",
+             ", ".join(s.devices) or "-", "" if s.usable else s.reason] for s in statuses]
+    click.echo(table(["backend", "usable", "runtime", "devices", "why not"], rows))
+    if notes:
+        click.echo("\nhow to fix:\n" + "\n".join(f"  {n}" for n in notes))
+
+
+def _backend_options(f):
+    f = click.option("--threads", type=int, help="CPU threads for the runtime (default: its "
+                     "own choice).")(f)
+    f = click.option("--device", help="Device: CPU, GPU, NPU, AUTO, MYRIAD for openvino; usb, "
+                     "usb:N, pci, pci:N for edgetpu.")(f)
+    f = click.option("--backend", help="tflite, edgetpu, openvino, myriad, onnxruntime, or a "
+                     "third-party one (default: tflite for a bundle, by file type otherwise).")(f)
+    return f
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@_backend_options
+@click.option("--format", "fmt", help="Which artifact of a bundle to run (default: the best "
+              "one for the backend, e.g. tflite-int8 for tflite).")
+@click.option("--labels", type=click.Path(path_type=Path), help="Labels file (one per line, "
+              "or 'ID NAME' lines); a bundle has its own.")
+@click.option("-k", "--top-k", default=5, show_default=True, help="How many classes to show.")
+@click.option("--color", type=click.Choice(["rgb", "bgr", "gray"]),
+              help="Colour order of a bare model's input (default rgb).")
+@click.option("--mean", metavar="LIST", help="Override the input mean (pixels 0..255).")
+@click.option("--std", metavar="LIST", help="Override the input std.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@debug_option
+def classify(model: Path, images: tuple[Path, ...], backend: str | None, device: str | None,
+             threads: int | None, fmt: str | None, labels: Path | None, top_k: int,
+             color: str | None, mean: str | None, std: str | None, as_json: bool) -> None:
+    """Classify images with a bundle or a bare .tflite / .onnx / OpenVINO .xml.
+
+    \b
+    A bare model's pre-processing is read from its own input: an int8/uint8
+    input's scale and zero point say how pixels map onto it. For a float
+    model give --mean/--std (default: pixels / 255).
+
+    \b
+    Example (Coral's MobileNet, on the CPU and through OpenVINO):
+      edgekit classify mobilenet_v1_0.25_128_quant.tflite cat.bmp --labels imagenet_labels.txt
+      edgekit classify mobilenet_v1_0.25_128_quant.tflite cat.bmp --labels imagenet_labels.txt \\
+          --backend openvino
+    """
+    from edgekit.model import load_model
+    from edgekit.preprocess import read_image
+    from edgekit.tasks.classification import classify as run_classify
+
+    if top_k < 1:
+        raise UsageError("--top-k must be 1 or more")
+    results = []
+    with load_model(model, backend=backend, device=device, threads=threads, fmt=fmt,
+                    labels=labels, color=color, mean=_numbers(mean, "--mean"),
+                    std=_numbers(std, "--std")) as loaded:
+        for image in images:
+            classes = run_classify(loaded, read_image(image), top_k)
+            results.append({"image": str(image), "classes": [asdict(c) for c in classes]})
+        where = {"backend": loaded.backend.name, "runtime": loaded.backend.runtime,
+                 "device": loaded.backend.device, "artifact": str(loaded.artifact)}
+    if as_json:
+        click.echo(json.dumps({**where, "results": results}, indent=2))
+        return
+    click.echo(f"{Path(where['artifact']).name} on {where['backend']} ({where['runtime']}, "
+               f"{where['device'] or 'default device'})")
+    for result in results:
+        click.echo(f"\n{result['image']}")
+        for rank, c in enumerate(result["classes"], 1):
+            name = c["label"] or f"class {c['id']}"
+            click.echo(f"  {rank}. {name:30} {c['score']:.4f}  (id {c['id']})")
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--backends", "backend_list", metavar="LIST",
+              help="Comma-separated backends (default: all registered).")
+@click.option("--runs", default=100, show_default=True, help="Timed inferences per row.")
+@click.option("--warmup", default=10, show_default=True, help="Untimed inferences first.")
+@click.option("--duration", type=float, help="Time each row for this many seconds instead "
+              "of --runs.")
+@click.option("--threads", type=int, help="CPU threads for every runtime (default: each "
+              "runtime's own choice).")
+@click.option("--no-fidelity", is_flag=True, help="Skip the validation-set run per row.")
+@click.option("--json", "as_json", is_flag=True, help="Rows as JSON.")
+@click.option("--csv", "as_csv", is_flag=True, help="Rows as CSV.")
+@click.option("--markdown", "as_markdown", is_flag=True, help="Rows as a Markdown table.")
+@click.option("--plot", type=click.Path(path_type=Path), help="Write the latency "
+              "distribution per row to this PNG (needs matplotlib).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
+@debug_option
+def bench(model: Path, backend_list: str | None, runs: int, warmup: int,
+          duration: float | None, threads: int | None, no_fidelity: bool, as_json: bool,
+          as_csv: bool, as_markdown: bool, plot: Path | None, quiet: bool) -> None:
+    """Time every artifact on every backend that can run it, side by side.
+
+    \b
+    For a bundle, each (artifact, backend) pair gets a row: load time,
+    first-inference time, latency min/p50/p90/p99/max/mean, throughput,
+    peak memory, and agreement/accuracy on the bundle's validation set.
+    Each pair runs in its own process; a backend that is not usable here
+    gives a "skipped" row with the reason, a failing pair a "failed" row,
+    and neither stops the rest. Mode: synchronous, one request.
+
+    \b
+    Example:
+      edgekit bench out/demo/lenet5_digits --runs 500 --plot bench.png
+    """
+    from edgekit.bench import BenchSettings
+    from edgekit.bench import bench as run_bench
+    from edgekit.bench.report import csv_text, json_text, markdown, text_table
+    from edgekit.bench.report import plot as draw
+
+    if sum((as_json, as_csv, as_markdown)) > 1:
+        raise UsageError("choose one of --json, --csv and --markdown")
+    names = [n.strip() for n in backend_list.split(",") if n.strip()] if backend_list else None
+    settings = BenchSettings(runs=runs, warmup=warmup, duration=duration, threads=threads,
+                             fidelity=not no_fidelity)
+    rows = run_bench(model, names, settings, progress=progress_printer(not quiet))
+    render = json_text if as_json else csv_text if as_csv else markdown if as_markdown \
+        else text_table
+    click.echo(render(rows))
+    if plot is not None:
+        click.echo(f"plot: {draw(rows, plot)}", err=True)

@@ -1,0 +1,151 @@
+"""A model ready to use: an artifact loaded on a backend, with its input spec and task.
+
+``load_model`` takes a bundle (and picks the artifact the backend runs best) or
+a bare third-party .tflite / .onnx / OpenVINO .xml (and reads the input spec
+from the model itself: an integer input's own scale and zero point say how
+pixels map onto it). classify, bench, the camera loop and deploy's smoke test
+all start here.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.backends import Backend, backend_class, open_backend
+from edgekit.datasets import read_labels
+from edgekit.errors import InvalidModel, UsageError
+from edgekit.formats import FORMATS, format_of_file
+from edgekit.manifest import Manifest, is_bundle, read_manifest
+from edgekit.preprocess import InputSpec, guess_layout, image_to_tensor
+from edgekit.tflite_file import TensorInfo, read_tflite
+
+BARE_SUFFIXES = (".tflite", ".onnx", ".xml")
+
+
+@dataclass
+class LoadedModel:
+    """An artifact on a backend, plus what its numbers mean."""
+
+    backend: Backend
+    spec: InputSpec
+    task: str = "generic"
+    labels: list[str] = field(default_factory=list)
+    decoder: dict = field(default_factory=dict)
+    output_order: list[int] | None = None  # artifact output index for each Keras output
+    format: str | None = None
+    artifact: Path | None = None
+    manifest: Manifest | None = None
+
+    def predict(self, tensor: np.ndarray) -> list[np.ndarray]:
+        """One inference on a pre-processed float tensor; outputs in the Keras model's order."""
+        outputs = self.backend.infer(tensor)
+        return [outputs[i] for i in self.output_order] if self.output_order else outputs
+
+    def tensor(self, image_bgr: np.ndarray) -> np.ndarray:
+        """A BGR frame -> the input tensor this model takes."""
+        return image_to_tensor(image_bgr, self.spec)
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> LoadedModel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def default_backend(path: Path) -> str:
+    """The backend a bare model file runs on unless one is named."""
+    suffix = path.suffix.lower()
+    if suffix == ".tflite":
+        return "edgetpu" if read_tflite(path).edgetpu_compiled else "tflite"
+    if suffix == ".onnx":
+        return "onnxruntime"
+    if suffix == ".xml":
+        return "openvino"
+    raise InvalidModel(f"{path.name}: edgekit runs bundles and .tflite, .onnx or OpenVINO .xml "
+                       "files; convert a Keras model first with edgekit convert")
+
+
+def pick_artifact(manifest: Manifest, backend: str, fmt: str | None = None) -> str:
+    """The format of the bundle's artifact that ``backend`` should run."""
+    built = [a.format for a in manifest.artifacts if a.ok]
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise UsageError(f"unknown format {fmt!r}; choose from: {', '.join(FORMATS)}")
+        if fmt not in built:
+            raise UsageError(f"the bundle has no {fmt} artifact (it has: {', '.join(built)})")
+        return fmt
+    cls = backend_class(backend)
+    for key in cls.preferred_formats() or tuple(FORMATS):
+        if key in built and (not cls.suffixes or FORMATS[key].suffix.endswith(cls.suffixes)):
+            return key
+    raise UsageError(f"the bundle has no artifact the {backend} backend runs "
+                     f"(it has: {', '.join(built) or 'none'})")
+
+
+def spec_from_tensor(info: TensorInfo, color: str = "rgb", resize: str = "stretch") -> InputSpec:
+    """An input spec for a bare model, read from its input tensor.
+
+    For an integer input with a scale and zero point, mean and std are chosen
+    so that each 0..255 pixel quantises to itself (uint8) or to itself - 128
+    (int8): exactly what the model was trained to take.
+    """
+    layout = guess_layout(info.shape)
+    channels = info.shape[3] if layout == "NHWC" else info.shape[1]
+    color = "gray" if channels == 1 else color
+    q = info.quantization
+    if q is not None and info.dtype in ("uint8", "int8") and not q.per_channel:
+        offset = 128 if info.dtype == "int8" else 0
+        mean, std = (float(q.zero_point[0] + offset),), (1.0 / q.scale[0],)
+    elif info.dtype in ("uint8", "int8"):
+        mean, std = (128.0 if info.dtype == "int8" else 0.0,), (1.0,)
+    else:
+        mean, std = (0.0,), (255.0,)
+    return InputSpec(shape=tuple(info.shape), layout=layout, color=color, mean=mean * channels,
+                     std=std * channels, resize=resize, name=info.name)
+
+
+def load_model(path: str | Path, *, backend: str | None = None, device: str | None = None,
+               threads: int | None = None, fmt: str | None = None,
+               labels: str | Path | None = None, color: str | None = None,
+               mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+               resize: str | None = None) -> LoadedModel:
+    """Load a bundle's best artifact for ``backend``, or a bare model file, ready to use."""
+    path = Path(path)
+    if path.is_dir():
+        if not is_bundle(path):
+            raise InvalidModel(f"{path} is a folder but not an edgekit bundle (no edgekit.json)")
+        manifest = read_manifest(path)
+        backend = backend or "tflite"
+        key = pick_artifact(manifest, backend, fmt)
+        record = manifest.artifact(key)
+        loaded = open_backend(backend, path / record.file, device=device, threads=threads)
+        spec = manifest.input
+        label_list = list(manifest.labels)
+        model = LoadedModel(loaded, spec, manifest.task, label_list, dict(manifest.decoder),
+                            record.output_order or None, key, path / record.file, manifest)
+    else:
+        if not path.exists():
+            raise InvalidModel(f"{path}: no such file or bundle")
+        backend = backend or default_backend(path)
+        loaded = open_backend(backend, path, device=device, threads=threads)
+        spec = spec_from_tensor(loaded.inputs[0], color or "rgb", resize or "stretch")
+        fmt_record = format_of_file(path.name)
+        model = LoadedModel(loaded, spec, "classification" if len(loaded.outputs) == 1 and
+                            len(loaded.outputs[0].shape) == 2 else "generic",
+                            format=fmt_record.key if fmt_record else None, artifact=path)
+    overrides = {k: tuple(v) for k, v in (("mean", mean), ("std", std)) if v}
+    if color:
+        overrides["color"] = color
+    if resize:
+        overrides["resize"] = resize
+    if overrides:
+        model.spec = replace(model.spec, **overrides)
+    if labels:
+        model.labels = read_labels(labels)
+    return model

@@ -1,0 +1,90 @@
+"""`edgekit bench` on the LeNet bundle: every pair, honest statuses, every output form."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import assert_clean_error, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def rows(lenet_bundle: Path) -> list[dict]:
+    result = run_cli("bench", lenet_bundle, "--runs", "30", "--warmup", "3", "--json", "-q")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_every_pair_has_a_row_and_a_status(rows: list[dict]) -> None:
+    pairs = {(r["format"], r["backend"]): r for r in rows}
+    for pair in [("tflite-fp32", "tflite"), ("tflite-int8", "tflite"), ("tflite-int8", "openvino"),
+                 ("tflite-dynamic", "tflite"), ("onnx", "onnxruntime"), ("onnx", "openvino"),
+                 ("openvino-fp32", "openvino"), ("openvino-fp16", "openvino")]:
+        assert pairs[pair]["status"] == "ok", pairs[pair]
+    assert pairs[("openvino-fp16", "myriad")]["status"] == "skipped"
+    assert "MYRIAD" in pairs[("openvino-fp16", "myriad")]["reason"]
+    assert pairs[("edgetpu", "edgetpu")]["status"] == "skipped"
+    assert "not in the bundle" in pairs[("edgetpu", "edgetpu")]["reason"]
+
+
+def test_ok_rows_carry_consistent_numbers(rows: list[dict]) -> None:
+    for r in (r for r in rows if r["status"] == "ok"):
+        lat = r["latency"]
+        assert lat["count"] == 30
+        assert lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+        assert r["load_ms"] > 0 and r["first_ms"] > 0 and r["throughput"] > 0
+        assert r["peak_memory_mb"] > 10 and r["model_memory_mb"] >= 0
+        assert r["agreement"] >= 0.99 and r["accuracy"] > 0.95
+        assert r["mode"] == "sync, 1 request" and r["threads"] == "default"
+        assert r["device"] == "CPU" and r["runtime"]
+
+
+def test_csv_markdown_plot_and_threads(lenet_bundle: Path, tmp_path: Path) -> None:
+    base = ["bench", lenet_bundle, "--backends", "tflite,onnxruntime", "--runs", "5",
+            "--warmup", "1", "--threads", "1", "-q", "--no-fidelity"]
+    table = list(csv.DictReader(io.StringIO(run_cli(*base, "--csv").stdout)))
+    assert {r["backend"] for r in table} == {"tflite", "onnxruntime"}
+    assert all(r["threads"] == "1" for r in table)
+    assert all(float(r["p50_ms"]) > 0 for r in table if r["status"] == "ok")
+    md = run_cli(*base, "--markdown").stdout
+    assert md.startswith("| artifact | backend |") and "|---|" in md
+    png = tmp_path / "lat.png"
+    shown = run_cli(*base, "--plot", png)
+    assert shown.returncode == 0, shown.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    timed = json.loads(run_cli("bench", lenet_bundle, "--backends", "onnxruntime", "--duration",
+                               "0.3", "--json", "-q", "--no-fidelity").stdout)
+    assert timed[0]["latency"]["count"] > 10
+
+
+def test_a_failing_pair_does_not_stop_the_rest(lenet_bundle: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "bundle"
+    shutil.copytree(lenet_bundle, broken)
+    onnx = broken / "lenet5_digits.onnx"
+    onnx.write_bytes(onnx.read_bytes()[:5000])
+    result = run_cli("bench", broken, "--backends", "onnxruntime,tflite", "--runs", "5",
+                     "--json", "-q", "--no-fidelity")
+    assert result.returncode == 0, result.stderr
+    rows = {(r["format"], r["backend"]): r for r in json.loads(result.stdout)}
+    assert rows[("onnx", "onnxruntime")]["status"] == "failed"
+    assert "lenet5_digits.onnx" in rows[("onnx", "onnxruntime")]["reason"]
+    assert rows[("tflite-int8", "tflite")]["status"] == "ok"
+
+
+def test_bare_model_and_bad_arguments(coral: Path, tmp_path: Path) -> None:
+    result = run_cli("bench", coral / "mobilenet_v1_0.25_128_quant.tflite", "--runs", "3",
+                     "--json", "-q")
+    rows = json.loads(result.stdout)
+    assert {r["backend"] for r in rows} == {"tflite", "openvino"}
+    assert all(r["status"] == "ok" and r["agreement"] is None for r in rows)
+    assert_clean_error(run_cli("bench", coral / "cat.bmp"), "bench takes a bundle")
+    assert_clean_error(run_cli("bench", tmp_path / "nothing"), "no such bundle")
+    assert_clean_error(run_cli("bench", coral / "mobilenet_v1_0.25_128_quant.tflite",
+                               "--backends", "tflite,gpu"), "unknown backend 'gpu'")
+    assert_clean_error(run_cli("bench", coral / "mobilenet_v1_0.25_128_quant.tflite",
+                               "--json", "--csv"), "choose one of")

@@ -1,0 +1,81 @@
+"""The older OpenVINO Python APIs, for real: 2022.3 (openvino.runtime, Python 3.10) and
+2021.4 (openvino.inference_engine, Python 3.9, the last PyPI wheel with the MYRIAD plugin).
+
+`make setup` builds .venv-openvino2021/2022 where those Pythons exist; the tests skip
+otherwise. No NCS2 is attached here, so MYRIAD is tested up to the device boundary.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import ROOT, CliResult, assert_clean_error
+
+pytestmark = pytest.mark.slow
+ENVS = {"2021.4.2": ROOT / ".venv-openvino2021", "2022.3.2": ROOT / ".venv-openvino2022"}
+
+
+def _cli(version: str, *args: object) -> CliResult:
+    import subprocess
+
+    python = ENVS[version] / "bin" / "python"
+    if not (ENVS[version] / ".installed").exists():
+        pytest.skip(f"needs {ENVS[version].name} (make setup, with Python "
+                    f"{'3.9' if version.startswith('2021') else '3.10'} present)")
+    result = subprocess.run([str(python), "-m", "edgekit", *map(str, args)],
+                            capture_output=True, text=True, timeout=300, check=False)
+    return CliResult(result.returncode, result.stdout, result.stderr)
+
+
+@pytest.fixture(scope="module")
+def digits(lenet_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    from edgekit.fidelity import load_validation
+
+    folder = tmp_path_factory.mktemp("digits")
+    v = load_validation(lenet_bundle)
+    paths = []
+    for i in range(6):
+        paths.append(folder / f"{v.y[i]}_{i}.png")
+        cv2.imwrite(str(paths[-1]), np.round(v.x[i, :, :, 0] * 255).astype(np.uint8))
+    return paths
+
+
+@pytest.mark.parametrize("version", list(ENVS))
+def test_openvino_backend_on_the_old_api(version: str, lenet_bundle: Path,
+                                         digits: list[Path]) -> None:
+    result = _cli(version, "classify", lenet_bundle, *digits, "--backend", "openvino", "--json",
+                  "-k", "1")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["runtime"] == f"openvino {version}"
+    # 2021.4 cannot read IR v11, so the backend picks the bundle's ONNX there.
+    expected = "lenet5_digits.onnx" if version.startswith("2021") else "lenet5_digits_fp32.xml"
+    assert Path(data["artifact"]).name == expected
+    for path, r in zip(digits, data["results"]):
+        assert r["classes"][0]["label"] == path.name.split("_")[0]
+
+
+@pytest.mark.parametrize("version", list(ENVS))
+def test_myriad_stops_at_the_device_boundary(version: str, lenet_bundle: Path,
+                                             digits: list[Path]) -> None:
+    statuses = {s["name"]: s for s in json.loads(_cli(version, "backends", "--json").stdout)}
+    myriad = statuses["myriad"]
+    assert not myriad["usable"] and myriad["runtime"] == f"openvino {version}"
+    result = _cli(version, "classify", lenet_bundle, digits[0], "--backend", "myriad")
+    if version.startswith("2022"):  # the PyPI wheels of 2022.x leave the MYRIAD plugin out
+        assert "without a working MYRIAD plugin" in myriad["reason"]
+        assert_clean_error(result, "without a working MYRIAD plugin", "openvino==2021.4.2")
+    elif "libusb" in myriad["reason"]:
+        assert_clean_error(result, "libusb-1.0 is missing", "apt-get install libusb-1.0-0")
+    else:  # the plugin loads; only the stick is missing
+        assert myriad["reason"] == "no Intel NCS2 (MYRIAD) is attached"
+        assert_clean_error(result, "no Intel NCS2 (MYRIAD) is attached", "udev")
+
+
+def test_ir_v11_on_openvino_2021_is_explained(lenet_bundle: Path, digits: list[Path]) -> None:
+    result = _cli("2021.4.2", "classify", lenet_bundle, digits[0], "--backend", "openvino",
+                  "--format", "openvino-fp32")
+    assert_clean_error(result, "IR v11", "--format onnx")
