@@ -24,6 +24,7 @@ def test_every_pair_has_a_row_and_a_status(rows: list[dict]) -> None:
     pairs = {(r["format"], r["backend"]): r for r in rows}
     for pair in [("tflite-fp32", "tflite"), ("tflite-int8", "tflite"), ("tflite-int8", "openvino"),
                  ("tflite-dynamic", "tflite"), ("onnx", "onnxruntime"), ("onnx", "openvino"),
+                 ("onnx-int8", "onnxruntime"), ("onnx-int8", "openvino"),
                  ("openvino-fp32", "openvino"), ("openvino-fp16", "openvino")]:
         assert pairs[pair]["status"] == "ok", pairs[pair]
     assert pairs[("openvino-fp16", "myriad")]["status"] == "skipped"

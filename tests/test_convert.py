@@ -14,15 +14,15 @@ from edgekit.manifest import read_manifest
 from edgekit.tflite_file import read_tflite
 
 pytestmark = pytest.mark.slow
-CPU_FORMATS = ["tflite-fp32", "tflite-dynamic", "tflite-int8", "onnx", "openvino-fp32",
-               "openvino-fp16"]
+CPU_FORMATS = ["tflite-fp32", "tflite-dynamic", "tflite-int8", "onnx", "onnx-int8",
+               "openvino-fp32", "openvino-fp16"]
 
 
 def test_every_cpu_format_is_built_and_faithful(lenet_bundle: Path) -> None:
     manifest = read_manifest(lenet_bundle)
     by_format = {a.format: a for a in manifest.artifacts}
     assert list(by_format) == ["tflite-fp32", "tflite-dynamic", "tflite-int8", "edgetpu", "onnx",
-                               "openvino-fp32", "openvino-fp16"]
+                               "onnx-int8", "openvino-fp32", "openvino-fp16"]
     for key in CPU_FORMATS:
         a = by_format[key]
         assert a.status == "ok", (key, a.reason)
@@ -84,6 +84,10 @@ def test_openvino_fp32_is_really_fp32(lenet_bundle: Path) -> None:
 
 def test_onnx_passes_the_full_checker(lenet_bundle: Path) -> None:
     import onnx
+
+    quantised = onnx.load(str(lenet_bundle / "lenet5_digits_int8.onnx"))
+    onnx.checker.check_model(quantised, full_check=True)
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in quantised.graph.node}
 
     model = onnx.load(str(lenet_bundle / "lenet5_digits.onnx"))
     onnx.checker.check_model(model, full_check=True)

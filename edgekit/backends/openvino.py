@@ -143,7 +143,8 @@ class OpenVINOBackend(Backend):
         except BackendUnavailable:
             return default
         if api == "openvino.inference_engine":
-            return ("onnx",) + tuple(f for f in default if not f.startswith("openvino-"))
+            return ("onnx",) + tuple(f for f in default
+                                     if f != "onnx" and not f.startswith("openvino-"))
         return default
 
     def _check_file(self) -> None:
