@@ -5,7 +5,9 @@ batch 1) and returns :class:`Detection` records in model-input pixels; a
 :class:`Transform` from :func:`letterbox` or :func:`resize` maps them back to
 the frame. ``DECODERS`` picks a decoder by the name in a manifest's
 ``"decoder"`` object; the other keys of that object are the decoder's
-parameters (see each ``*Params`` class).
+parameters (see each ``*Params`` class; an unknown key raises InvalidModel).
+Every decoder is called the same way:
+``decoder(outputs, input_size=(width, height), labels=[...], params={...})``.
 
 Boxes are always ``(x1, y1, x2, y2)`` in pixels, x to the right, y down.
 """
