@@ -74,7 +74,7 @@ def new_mover(rng: np.random.Generator, scenes: ModuleType, canvas: np.ndarray,
     top, bottom = lane
     h = int(rng.integers(DIGIT_HEIGHT[0], min(DIGIT_HEIGHT[1], bottom - top) + 1))
     w = round(h * rng.uniform(0.75, 1.0))
-    digit = scenes.digits("test")[int(rng.integers(len(scenes.digits("test"))))]
+    digit = scenes.random_digit(rng, "test")
     alpha = scenes.render_ink(digit, w, h)
     x = float(rng.uniform(0, width - w))
     y = float(rng.uniform(top, bottom - h))
@@ -93,8 +93,7 @@ def step(rng: np.random.Generator, scenes: ModuleType, mover: Mover, width: int)
     if mover.x < 0 or mover.x > width - w:
         mover.x = float(np.clip(mover.x, 0, width - w))
         mover.vx = -mover.vx
-        pool = scenes.digits("test")
-        mover.digit = pool[int(rng.integers(len(pool)))]
+        mover.digit = scenes.random_digit(rng, "test")
         mover.alpha = scenes.render_ink(mover.digit, w, h)
     top, bottom = mover.lane
     if mover.y < top or mover.y > bottom - h:

@@ -94,6 +94,12 @@ def digits(split: str) -> tuple[Digit, ...]:
     return tuple(Digit(ink[i], int(data.target[i])) for i in np.flatnonzero(keep))
 
 
+def random_digit(rng: np.random.Generator, split: str) -> Digit:
+    """One digit scan drawn at random from a split."""
+    pool = digits(split)
+    return pool[int(rng.integers(len(pool)))]
+
+
 def background(rng: np.random.Generator, photo: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """A random crop of ``photo`` resized to ``size`` (width, height), maybe mirrored."""
     import cv2
@@ -196,12 +202,12 @@ def compose_scene(
     ``digit_size`` bounds the height in pixels of each digit's 8x8 cell before
     its tight box is taken (the visible stroke is a little smaller).
     """
-    pool, backgrounds = digits(split), photos(split)
+    backgrounds = photos(split)
     image = background(rng, backgrounds[int(rng.integers(len(backgrounds)))], size)
     boxes: list[np.ndarray] = []
     classes: list[int] = []
     for _ in range(int(rng.integers(1, max_digits + 1))):
-        digit = pool[int(rng.integers(len(pool)))]
+        digit = random_digit(rng, split)
         box = place_digit(rng, image, digit, digit_size, boxes)
         if box is not None:
             boxes.append(box)

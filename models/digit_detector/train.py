@@ -241,10 +241,14 @@ def average_precisions(outputs: list[Outputs], held_out: list[scene_lib.Scene],
     )
 
 
+def per_scene(heads: list[np.ndarray]) -> list[Outputs]:
+    """Outputs batched over scenes ([N, ...] per head) as one list of batch-1 arrays per scene."""
+    return [[h[i:i + 1] for h in heads] for i in range(len(heads[0]))]
+
+
 def keras_outputs(model, x: np.ndarray) -> list[Outputs]:
     """The Keras model's outputs, split per scene."""
-    heads = model.predict(x, batch_size=50, verbose=0)
-    return [[h[i:i + 1] for h in heads] for i in range(len(x))]
+    return per_scene(model.predict(x, batch_size=50, verbose=0))
 
 
 def convert_int8(model, calib: np.ndarray) -> bytes:
@@ -311,7 +315,7 @@ def litert_outputs(tflite: bytes, x: np.ndarray) -> tuple[list[Outputs], dict]:
         result = np.load(out_path)
         heads = [result[f"out{i}"] for i in range(len(result.files) - 1)]
         description = json.loads(str(result["description"]))
-    return [[h[i:i + 1] for h in heads] for i in range(len(x))], description
+    return per_scene(heads), description
 
 
 # ---------------------------------------------------------------------------- files
