@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from edgekit.errors import InvalidData, InvalidModel, UsageError
+from edgekit.preprocess import fit, letterbox_transform
 from edgekit.tasks.detection import (
     DECODERS,
     Detection,
@@ -19,10 +20,8 @@ from edgekit.tasks.detection import (
     decode_edgekit_grid,
     decode_ssd_postprocess,
     decode_yolo,
-    letterbox,
-    letterbox_transform,
     nms,
-    resize,
+    to_frame,
 )
 
 RECIPE = Path(__file__).resolve().parents[1] / "models" / "digit_detector"
@@ -230,7 +229,7 @@ def test_registry_runs_the_named_decoder():
 
 def test_letterbox_pads_and_maps_back():
     frame = np.full((480, 640, 3), 200, np.uint8)
-    image, transform = letterbox(frame, (128, 128))
+    image, transform = fit(frame, 128, 128, "letterbox")
     assert image.shape == (128, 128, 3) and image.dtype == np.uint8
     assert (transform.scale_x, transform.pad_x, transform.pad_y) == (0.2, 0, 16)
     assert (image[:16] == 114).all() and (image[-16:] == 114).all()
@@ -245,19 +244,19 @@ def test_to_frame_clips_and_drops_boxes_in_the_padding():
     transform = letterbox_transform((640, 480), (128, 128))
     found = [Detection("3", 3, 0.9, (-4.0, 10.0, 20.0, 26.0)),
              Detection("4", 4, 0.8, (0.0, 0.0, 128.0, 10.0))]  # inside the top padding
-    (moved,) = transform.to_frame(found)
+    (moved,) = to_frame(found, transform)
     assert (moved.label, moved.score) == ("3", 0.9)
     np.testing.assert_allclose(moved.box, (0, 0, 100, 50))
 
 
 def test_resize_stretches_and_maps_back():
     frame = np.zeros((100, 400), np.uint8)
-    image, transform = resize(frame, (200, 200))
+    image, transform = fit(frame, 200, 200, "stretch")
     assert image.shape == (200, 200)
     np.testing.assert_allclose(transform.boxes_to_frame([[50, 100, 100, 200]]),
                                [[100, 50, 200, 100]])
     with pytest.raises(InvalidData):
-        letterbox(np.zeros(5), (10, 10))
+        fit(np.zeros(5), 10, 10, "letterbox")
 
 
 # ---------------------------------------------------------------------------- the recipe's data

@@ -19,7 +19,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgekit.errors import InvalidData, InvalidModel, UsageError
+from edgekit.errors import InvalidModel, UsageError
+from edgekit.preprocess import Transform
 
 Box = tuple[float, float, float, float]
 
@@ -437,92 +438,13 @@ def decode(
 # ---------------------------------------------------------------------------- geometry
 
 
-@dataclass(frozen=True)
-class Transform:
-    """How a frame became the model input: ``input = frame * scale + pad``, per axis.
-
-    ``frame_size`` is the frame's (width, height), used to clip boxes mapped back.
-    """
-
-    scale_x: float
-    scale_y: float
-    pad_x: float
-    pad_y: float
-    frame_size: tuple[int, int]
-
-    def boxes_to_frame(self, boxes: np.ndarray) -> np.ndarray:
-        """Boxes (N, 4) in model-input pixels to frame pixels, clipped to the frame."""
-        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-        scale = np.array([self.scale_x, self.scale_y] * 2)
-        pad = np.array([self.pad_x, self.pad_y] * 2)
-        frame = (boxes - pad) / scale
-        width, height = self.frame_size
-        return np.clip(frame, 0, np.array([width, height] * 2, np.float64))
-
-    def boxes_to_input(self, boxes: np.ndarray) -> np.ndarray:
-        """Boxes (N, 4) in frame pixels to model-input pixels (the inverse, unclipped)."""
-        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-        return boxes * np.array([self.scale_x, self.scale_y] * 2) + np.array(
-            [self.pad_x, self.pad_y] * 2
-        )
-
-    def to_frame(self, found: Sequence[Detection]) -> list[Detection]:
-        """Detections in model-input pixels to frame pixels; boxes left empty are dropped."""
-        if not found:
-            return []
-        boxes = self.boxes_to_frame(np.array([d.box for d in found]))
-        return [
-            Detection(d.label, d.class_id, d.score, tuple(float(v) for v in box))
-            for d, box in zip(found, boxes)
-            if box[2] > box[0] and box[3] > box[1]
-        ]
-
-
-def letterbox_transform(frame_size: tuple[int, int], size: tuple[int, int]) -> Transform:
-    """The transform that fits ``frame_size`` (w, h) into ``size`` (w, h), centred, aspect kept."""
-    fw, fh = frame_size
-    width, height = size
-    scale = min(width / fw, height / fh)
-    new_w, new_h = _scaled(fw, fh, scale)
-    return Transform(scale, scale, (width - new_w) // 2, (height - new_h) // 2, (fw, fh))
-
-
-def _scaled(fw: int, fh: int, scale: float) -> tuple[int, int]:
-    return max(1, round(fw * scale)), max(1, round(fh * scale))
-
-
-def _check_image(image: np.ndarray) -> tuple[int, int]:
-    """The image's (width, height), or InvalidData if it is not an HxW or HxWxC array."""
-    if not isinstance(image, np.ndarray) or image.ndim not in (2, 3) or min(image.shape[:2]) < 1:
-        shape = getattr(image, "shape", type(image).__name__)
-        raise InvalidData(f"expected an image array HxW or HxWxC, got {shape}")
-    return image.shape[1], image.shape[0]
-
-
-def _resize_pixels(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Resize with OpenCV: area averaging to shrink, bilinear to enlarge."""
-    import cv2
-
-    shrink = width * height < image.shape[0] * image.shape[1]
-    interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-    out = cv2.resize(np.ascontiguousarray(image), (width, height), interpolation=interpolation)
-    return out.reshape(height, width, *image.shape[2:])
-
-
-def letterbox(
-    image: np.ndarray, size: tuple[int, int], fill: int = 114
-) -> tuple[np.ndarray, Transform]:
-    """Scale ``image`` to fit ``size`` (w, h) keeping its aspect, pad with ``fill``, centred."""
-    transform = letterbox_transform(_check_image(image), size)
-    new_w, new_h = _scaled(*transform.frame_size, transform.scale_x)
-    out = np.full((size[1], size[0], *image.shape[2:]), fill, dtype=image.dtype)
-    x, y = int(transform.pad_x), int(transform.pad_y)
-    out[y:y + new_h, x:x + new_w] = _resize_pixels(image, new_w, new_h)
-    return out, transform
-
-
-def resize(image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, Transform]:
-    """Stretch ``image`` to ``size`` (w, h) without keeping its aspect."""
-    fw, fh = _check_image(image)
-    transform = Transform(size[0] / fw, size[1] / fh, 0.0, 0.0, (fw, fh))
-    return _resize_pixels(image, size[0], size[1]), transform
+def to_frame(found: Sequence[Detection], transform: Transform) -> list[Detection]:
+    """Detections in model-input pixels to frame pixels; boxes left empty are dropped."""
+    if not found:
+        return []
+    boxes = transform.boxes_to_frame(np.array([d.box for d in found]))
+    return [
+        Detection(d.label, d.class_id, d.score, tuple(float(v) for v in box))
+        for d, box in zip(found, boxes)
+        if box[2] > box[0] and box[3] > box[1]
+    ]

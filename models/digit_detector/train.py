@@ -300,7 +300,8 @@ def run_litert(tflite_path: Path, x_path: Path, out_path: Path) -> None:
 def _tensor_text(detail: dict) -> str:
     scale, zero = detail["quantization"]
     shape = "x".join(str(d) for d in detail["shape"])
-    return f"{detail['name']} {np.dtype(detail['dtype']).name} [{shape}] scale {scale:.6g} zero {zero}"
+    dtype = np.dtype(detail["dtype"]).name
+    return f"{detail['name']} {dtype} [{shape}] scale {scale:.6g} zero {zero}"
 
 
 def litert_outputs(tflite: bytes, x: np.ndarray) -> tuple[list[Outputs], dict]:
