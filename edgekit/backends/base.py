@@ -33,6 +33,12 @@ class BackendStatus:
     hint: str = ""
 
 
+@dataclass
+class _Plan:
+    inputs: list[tuple[TensorInfo, tuple[int, ...], np.dtype]]
+    dequantize: bool
+
+
 class Backend(ABC):
     """One loaded artifact on one runtime and device. Use as a context manager."""
 
@@ -79,13 +85,31 @@ class Backend(ABC):
     def infer(self, inputs: Inputs) -> list[np.ndarray]:
         """Run one inference. Float inputs in the pre-processed space; float32 outputs."""
         arrays = [inputs] if isinstance(inputs, np.ndarray) else list(inputs)
-        if len(arrays) != len(self.inputs):
+        plan = self._plan or self._make_plan()
+        if len(arrays) != len(plan.inputs):
             raise InferenceError(
                 f"{self.model_path.name} takes {len(self.inputs)} input(s), got {len(arrays)}"
             )
-        ready = [prepare_input(a, spec, i) for i, (a, spec) in enumerate(zip(arrays, self.inputs))]
+        ready = [
+            a if (a.__class__ is np.ndarray and a.shape == shape and a.dtype == dtype
+                  and a.flags.c_contiguous) else prepare_input(a, spec, i)
+            for i, (a, (spec, shape, dtype)) in enumerate(zip(arrays, plan.inputs))
+        ]
         raw = self._invoke(ready)
+        if not plan.dequantize:  # float outputs: nothing to do (the hot path for small models)
+            return raw
         return [dequantize(r, spec) for r, spec in zip(raw, self.outputs)]
+
+    _plan: _Plan | None = None
+
+    def _make_plan(self) -> _Plan:
+        """What infer checks per call, worked out once (shapes, numpy dtypes, quantisation)."""
+        self._plan = _Plan(
+            inputs=[(t, tuple(t.shape), np.dtype(t.dtype)) for t in self.inputs],
+            dequantize=any(t.quantization is not None or t.dtype != "float32"
+                           for t in self.outputs),
+        )
+        return self._plan
 
     def close(self) -> None:
         """Release the runtime's resources. Safe to call twice."""
