@@ -51,6 +51,7 @@ class SshServer:
     root_dir: Path  # this machine's folder for the server's files (the Pi: its userland root)
     home: str  # remote folder where sessions start: relative paths and ~ land here
     log_file: Path | None = None  # the server's log, to see what the remote side noticed
+    remote_root: Path = Path("/")  # where the server's / is on this machine (the Pi: root_dir)
 
     @property
     def destination(self) -> str:
@@ -111,6 +112,11 @@ class SshServer:
             timeout=timeout,
             check=False,
         )
+
+    def local_path(self, remote_path: str) -> Path:
+        """Where a remote path (absolute, or relative to ``home``) is on this machine."""
+        absolute = Path(self.home, remote_path)
+        return self.remote_root / absolute.relative_to("/")
 
     def through(self, port: int) -> SshServer:
         """This server reached through another loopback port (a proxy), host key still checked."""

@@ -43,7 +43,7 @@ def test_scp_lands_in_home(ssh_server: SshServer, tmp_path: Path) -> None:
         ssh_server.scp_command([local], "copied.bin"), capture_output=True, check=False
     )
     assert result.returncode == 0, result.stderr
-    assert (Path(ssh_server.home) / "copied.bin").read_bytes() == local.read_bytes()
+    assert (ssh_server.local_path("copied.bin")).read_bytes() == local.read_bytes()
 
 
 def test_unknown_host_key_is_refused(ssh_server: SshServer, empty_known_hosts: Path) -> None:
@@ -106,7 +106,7 @@ def test_cut_breaks_an_upload_and_the_server_notices(
     assert cutting_proxy.cut_done.is_set() and cutting_proxy.cuts == 1
     assert wait_until(lambda: loopback_sshd.session_pids() == [])  # session and cat ended
     assert "Connection reset" in loopback_sshd.log_text()
-    partial = Path(ssh_server.home) / "upload.bin"  # if the remote cat even started
+    partial = ssh_server.local_path("upload.bin")  # if the remote cat even started
     assert not partial.exists() or partial.stat().st_size < PAYLOAD_SIZE
 
 
@@ -117,12 +117,12 @@ def test_cut_breaks_scp(ssh_server: SshServer, cutting_proxy: CuttingProxy, tmp_
     command = ssh_server.through(cutting_proxy.port).scp_command([local], "bundle.tar")
     result = subprocess.run(command, capture_output=True, timeout=60, check=False)
     assert result.returncode != 0
-    remote = Path(ssh_server.home) / "bundle.tar"
+    remote = ssh_server.local_path("bundle.tar")
     assert not remote.exists() or remote.stat().st_size < PAYLOAD_SIZE
 
 
 def test_cut_breaks_a_download(ssh_server: SshServer, cutting_proxy: CuttingProxy) -> None:
-    (Path(ssh_server.home) / "big.bin").write_bytes(os.urandom(PAYLOAD_SIZE))
+    ssh_server.local_path("big.bin").write_bytes(os.urandom(PAYLOAD_SIZE))
     cutting_proxy.cut_after(download=1_000_000)
     result = ssh_server.through(cutting_proxy.port).run("cat big.bin")
     assert result.returncode == 255
