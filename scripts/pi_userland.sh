@@ -181,8 +181,13 @@ sync_host_cas() {
 # --- build ------------------------------------------------------------------------------------
 
 BUILD_DIR=""
+MMDEBSTRAP_PID=""
 
 cleanup_build() {
+    if [[ -n $MMDEBSTRAP_PID ]]; then  # interrupted: mmdebstrap unmounts what it mounted
+        kill -TERM "$MMDEBSTRAP_PID" 2>/dev/null || true
+        wait "$MMDEBSTRAP_PID" 2>/dev/null || true
+    fi
     binfmt_off build
     [[ -n $BUILD_DIR && -d $BUILD_DIR ]] || return 0
     if [[ -n $(mounts_under "$BUILD_DIR") ]]; then
@@ -192,20 +197,42 @@ cleanup_build() {
     rm -rf "$BUILD_DIR"
 }
 
+lock_builds() {  # one build at a time per userland; waits for another to finish
+    mkdir -p "$(dirname "$PI_ROOT")"
+    exec {lock_fd}>"$PI_ROOT.lock"
+    flock "$lock_fd"
+}
+
+remove_stale_builds() {  # what killed builds left behind (we hold the lock)
+    local dir
+    for dir in "$PI_ROOT".building.* "$PI_ROOT".old.*; do
+        if [[ -d $dir && -z $(mounts_under "$dir") ]]; then
+            log "removing $dir, left by a build that did not finish"
+            rm -rf "$dir"
+        fi
+    done
+}
+
 build() {
     require_root
+    lock_builds
     if userland_complete; then
         log "up to date: $PI_ROOT"
         return 0
     fi
     require_tools mmdebstrap update-binfmts qemu-aarch64-static
+    [[ -z $(mounts_under "$PI_ROOT") ]] || die "$PI_ROOT is in use (mounted): run $0 stop first"
     local started=$SECONDS mirror security old
     mirror=$(debian_mirror)
     security=$(security_mirror)
-    mkdir -p "$(dirname "$PI_ROOT")"
+    trap cleanup_build EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    trap 'exit 129' HUP
+    remove_stale_builds
+    binfmt_off build  # steps a killed build left undone
     BUILD_DIR=$(mktemp -d "$PI_ROOT.building.XXXXXX")
     chmod 755 "$BUILD_DIR"
-    trap cleanup_build EXIT
     binfmt_on build
     log "building arm64 $SUITE from $mirror into $BUILD_DIR (several minutes)"
     # The hooks run in mmdebstrap's shell, where $1 is the new root.
@@ -219,11 +246,13 @@ build() {
         "$SUITE" "$BUILD_DIR" \
         "deb $mirror $SUITE main" \
         "deb $mirror $SUITE-updates main" \
-        "deb $security $SUITE-security main"
+        "deb $security $SUITE-security main" &
+    MMDEBSTRAP_PID=$!
+    wait "$MMDEBSTRAP_PID"  # in the background, so that a signal reaches our traps at once
+    MMDEBSTRAP_PID=""
     printf '%s\nmirror %s\nbuilt %s in %ss\n' "$USERLAND_ID" "$mirror" "$(date -u +%FT%TZ)" \
         "$((SECONDS - started))" >"$BUILD_DIR/$MARKER"
     if [[ -e $PI_ROOT ]]; then
-        [[ -z $(mounts_under "$PI_ROOT") ]] || die "$PI_ROOT is in use (mounted): stop it first"
         old=$(mktemp -d "$PI_ROOT.old.XXXXXX")
         mv "$PI_ROOT" "$old/"
         rm -rf "$old"
@@ -339,6 +368,9 @@ stop() {
     kill_userland_processes
     unmount_userland
     binfmt_off start
+    if [[ -d ${PI_ROOT%/*} ]] && exec {lock_fd}>"$PI_ROOT.lock" && flock -n "$lock_fd"; then
+        binfmt_off build  # what a killed build left enabled, unless a build is running
+    fi
     rm -f "$RUN_DIR/sshd.pid" "$RUN_DIR/port"
     log "stopped"
 }

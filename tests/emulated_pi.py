@@ -26,22 +26,29 @@ def pi_root() -> Path:
 
 
 def script(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
-    """Run pi_userland.sh with ``args``; raise with its output if it fails."""
+    """Run pi_userland.sh with ``args``; raise with its output if it fails or times out.
+
+    On a timeout it gets SIGTERM and is waited for: it unmounts and restores binfmt_misc (an
+    interrupted build waits for mmdebstrap to reach a point where it can clean up).
+    """
     env = {**os.environ, "EDGEKIT_PI_ROOT": str(pi_root())}
-    result = subprocess.run(
-        ["bash", str(SCRIPT), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if result.returncode != 0:
+    command = ["bash", str(SCRIPT), *args]
+    with subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.terminate()
+            stdout, stderr = process.communicate()
+            raise RuntimeError(
+                f"pi_userland.sh {' '.join(args)} took over {timeout} s:\n{stdout}{stderr}"
+            ) from None
+    if process.returncode != 0:
         raise RuntimeError(
-            f"pi_userland.sh {' '.join(args)} failed ({result.returncode}):\n"
-            f"{result.stdout}{result.stderr}"
+            f"pi_userland.sh {' '.join(args)} failed ({process.returncode}):\n{stdout}{stderr}"
         )
-    return result
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 def key_values(text: str) -> dict[str, str]:
