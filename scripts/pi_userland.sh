@@ -143,6 +143,8 @@ mount_userland() {
     mount_recorded "$PI_ROOT/proc" -t proc proc
     mount_recorded "$PI_ROOT/dev" --bind /dev
     mount_recorded "$PI_ROOT/dev/pts" --bind /dev/pts
+    mount_recorded "$PI_ROOT/dev/shm" -t tmpfs -o mode=1777,nosuid,nodev tmpfs  # POSIX semaphores
+    mount_recorded "$PI_ROOT/sys" -t sysfs -o ro sysfs
 }
 
 unmount_userland() {

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sshd import SshServer
+from sshd import CuttingProxy, SshServer
 
 pytest_plugins = ["conftest_sshd"]
 
@@ -23,9 +23,13 @@ CHECK_IMPORT = (
 
 
 def test_pi_is_aarch64_with_python_311(emulated_pi: SshServer) -> None:
-    result = emulated_pi.run("uname -m; python3 --version; whoami; pwd", timeout=120)
+    lock = "import multiprocessing; multiprocessing.Lock(); print(multiprocessing.cpu_count())"
+    result = emulated_pi.run(
+        f"uname -m; python3 --version; whoami; pwd; python3 -c {shlex.quote(lock)}", timeout=120
+    )
     assert result.returncode == 0, result.stderr
-    machine, version, user, cwd = result.stdout.decode().splitlines()
+    machine, version, user, cwd, cpus = result.stdout.decode().splitlines()
+    assert int(cpus) >= 1
     assert machine == "aarch64"
     assert version.startswith("Python 3.11.")
     assert user == "pi"
@@ -46,6 +50,27 @@ def test_scp_to_the_pi(emulated_pi: SshServer, tmp_path: Path) -> None:
         assert copied.stat().st_uid == 1000  # owned by pi
     finally:
         copied.unlink(missing_ok=True)
+
+
+def test_cut_link_to_the_pi(emulated_pi: SshServer, tmp_path: Path) -> None:
+    local = tmp_path / "bundle.tar"
+    local.write_bytes(os.urandom(4 * 1024 * 1024))
+    assert emulated_pi.log_file is not None
+    with CuttingProxy(emulated_pi.host, emulated_pi.port) as proxy:
+        proxy.cut_after(upload=1_000_000)
+        command = emulated_pi.through(proxy.port).scp_command([local], "bundle.tar")
+        result = subprocess.run(command, capture_output=True, timeout=120, check=False)
+    partial = emulated_pi.local_path("bundle.tar")
+    try:
+        assert result.returncode != 0
+        assert proxy.cuts == 1
+        assert not partial.exists() or partial.stat().st_size < local.stat().st_size
+        deadline = time.monotonic() + 30
+        while "Connection reset" not in emulated_pi.log_file.read_text():
+            assert time.monotonic() < deadline, "the Pi's sshd did not notice the cut"
+            time.sleep(0.2)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def test_pi_venv_runs_tflite_runtime(emulated_pi: SshServer) -> None:
