@@ -18,9 +18,15 @@ OV2021 := .venv-openvino2021
 OV2022 := .venv-openvino2022
 OLD_DEPS := click "opencv-python-headless<=4.11.0.86"
 
-.PHONY: setup demo test test-fast lint clean
+.PHONY: setup system-deps demo test test-fast lint clean
 
-setup: $(VENV)/.installed $(LEGACY)/.installed $(OV2021)/.installed $(OV2022)/.installed
+setup: system-deps $(VENV)/.installed $(LEGACY)/.installed $(OV2021)/.installed $(OV2022)/.installed
+
+# Debian packages for the deploy tests (OpenSSH server, qemu for the emulated Pi) and libusb for
+# the MYRIAD plugin: installed when running as root; otherwise those tests skip with the reason.
+system-deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then scripts/ci_system_deps.sh; \
+	else echo "not root: skipping scripts/ci_system_deps.sh (SSH/emulated-Pi tests will skip)"; fi
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -8,7 +8,8 @@
 # binfmt_misc is left alone (scripts/pi_userland.sh enables qemu-aarch64 only while it runs).
 set -euo pipefail
 
-ssh_packages=(openssh-server openssh-client)
+# libusb: what OpenVINO 2021.4's MYRIAD plugin loads (the NCS2 tests run it up to the stick).
+ssh_packages=(openssh-server openssh-client libusb-1.0-0)
 pi_packages=(qemu-user-static binfmt-support mmdebstrap arch-test debian-archive-keyring)
 
 packages=("${ssh_packages[@]}")

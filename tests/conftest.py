@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["conftest_sshd"]  # the loopback OpenSSH server and the emulated Pi
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 CORAL = SHARED / "testdata" / "coral"

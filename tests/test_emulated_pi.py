@@ -11,8 +11,6 @@ from pathlib import Path
 import pytest
 from sshd import CuttingProxy, SshServer
 
-pytest_plugins = ["conftest_sshd"]
-
 pytestmark = [pytest.mark.slow, pytest.mark.pi]
 
 VENV = "/tmp/edgekit-test-venv"

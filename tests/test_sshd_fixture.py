@@ -10,8 +10,6 @@ from pathlib import Path
 
 from sshd import CuttingProxy, LoopbackSshd, SshServer, known_hosts_line, public_key
 
-pytest_plugins = ["conftest_sshd"]
-
 PAYLOAD_SIZE = 8 * 1024 * 1024  # several SSH windows: a cut at 1 MB lands mid-transfer
 
 
