@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 CORAL = SHARED / "testdata" / "coral"
 LENET = ROOT / "models" / "lenet5_digits"
+DETECTOR = ROOT / "models" / "digit_detector"
 LEGACY_PYTHON = ROOT / ".venv-legacy" / "bin" / "python"
 
 
@@ -78,3 +79,35 @@ def legacy_python_env() -> None:
     """Let conversions check tflite-runtime 2.14 too, when .venv-legacy exists."""
     if LEGACY_PYTHON.is_file() and "EDGEKIT_TFLITE_PYTHONS" not in os.environ:
         os.environ["EDGEKIT_TFLITE_PYTHONS"] = str(LEGACY_PYTHON)
+
+
+def load_make_clip():
+    """models/digit_detector/make_clip.py's make_clip (a recipe script, loaded by path)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("edgekit_make_clip", DETECTOR / "make_clip.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module.make_clip
+
+
+@pytest.fixture(scope="session")
+def demo_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo clip (digits moving over photos, MJPG) with its ground truth beside it."""
+    pytest.importorskip("sklearn")
+    pytest.importorskip("skimage")
+    path = tmp_path_factory.mktemp("clip") / "clip.avi"
+    load_make_clip()(path, seconds=6, fps=15, seed=0)
+    return path
+
+
+@pytest.fixture(scope="session")
+def detector_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled digit detector, converted to one artifact per CPU backend."""
+    from edgekit.convert import convert
+
+    out = tmp_path_factory.mktemp("detector") / "bundle"
+    convert(DETECTOR / "digit_detector.keras", out,
+            formats="tflite-fp32,tflite-int8,onnx,openvino-fp32")
+    return out

@@ -1,0 +1,267 @@
+"""The pipelined loop: capture -> preprocess -> infer -> postprocess -> sink.
+
+Each stage runs in its own thread and hands frames on through a bounded queue,
+so the stages overlap (the runtimes and OpenCV release the GIL) while results
+stay in frame order (one worker per stage, FIFO queues). Every stage is timed
+with ``perf_counter_ns``; end-to-end latency runs from capture to the sink.
+``pipelined=False`` runs the same stages one after another, for comparison.
+
+A failure in any stage stops the capture, lets the frames already in flight
+finish, closes the sinks and is raised to the caller; Ctrl-C does the same.
+"""
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from edgekit.loop.sources import Frame, Source
+from edgekit.stats import Latency
+
+STAGES = ("capture", "preprocess", "infer", "postprocess", "sink")
+_END = object()
+
+
+@dataclass
+class Item:
+    """One frame's journey through the loop."""
+
+    frame: Frame
+    timings_ns: dict[str, int] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)  # tensor, transform, outputs, detections
+    done_ns: int = 0
+
+    @property
+    def latency_ns(self) -> int:
+        return self.done_ns - self.frame.captured_ns
+
+
+@dataclass
+class Stage:
+    """A named step: ``run(item)`` fills in ``item.data``."""
+
+    name: str
+    run: Callable[[Item], None]
+
+
+@dataclass
+class LoopStats:
+    """What a run measured."""
+
+    frames: int = 0
+    wall_s: float = 0.0
+    stage_ns: dict[str, list[int]] = field(default_factory=dict)
+    latency_ns: list[int] = field(default_factory=list)
+    dropped: int = 0
+    decode_failures: int = 0
+    reconnects: int = 0
+    pipelined: bool = True
+    started_ns: int = 0
+
+    def running_fps(self) -> float:
+        """Frames per second so far (while the loop runs)."""
+        elapsed = (time.perf_counter_ns() - self.started_ns) / 1e9
+        return self.frames / elapsed if self.started_ns and elapsed > 0 else 0.0
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.wall_s if self.wall_s > 0 else 0.0
+
+    def stage(self, name: str) -> Latency:
+        return Latency.from_ns(self.stage_ns.get(name, []))
+
+    def end_to_end(self) -> Latency:
+        return Latency.from_ns(self.latency_ns)
+
+    def record(self, item: Item) -> None:
+        self.frames += 1
+        for name, ns in item.timings_ns.items():
+            self.stage_ns.setdefault(name, []).append(ns)
+        self.latency_ns.append(item.latency_ns)
+
+    def recent(self, count: int = 30) -> dict[str, float]:
+        """Median milliseconds of the last ``count`` frames per stage (for on-frame display)."""
+        import statistics
+
+        return {name: statistics.median(ns[-count:]) / 1e6
+                for name, ns in self.stage_ns.items() if ns}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "frames": self.frames, "wall_s": self.wall_s, "fps": self.fps,
+            "pipelined": self.pipelined, "dropped": self.dropped,
+            "decode_failures": self.decode_failures, "reconnects": self.reconnects,
+            "stages_ms": {name: self.stage(name).to_dict() for name in self.stage_ns},
+            "end_to_end_ms": self.end_to_end().to_dict(),
+        }
+
+
+class Pipeline:
+    """Run ``stages`` on every frame of ``source``, pipelined or one after another."""
+
+    def __init__(self, source: Source, stages: Sequence[Stage], *, queue_size: int = 2,
+                 pipelined: bool = True) -> None:
+        self.source = source
+        self.stages = list(stages)
+        self.queue_size = max(1, queue_size)
+        self.pipelined = pipelined
+        self.stats = LoopStats(pipelined=pipelined)
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._failed_at = sys.maxsize  # frame index where a stage failed
+
+    def stop(self) -> None:
+        """Ask the loop to finish: no new frames are captured."""
+        self._stop.set()
+
+    def run(self, max_frames: int | None = None,
+            on_result: Callable[[Item], None] | None = None) -> LoopStats:
+        """Run until the source ends, ``max_frames`` frames are done, or ``stop()``."""
+        start = time.perf_counter()
+        self.stats.started_ns = time.perf_counter_ns()
+        try:
+            if self.pipelined:
+                self._run_pipelined(max_frames, on_result)
+            else:
+                self._run_sequential(max_frames, on_result)
+        finally:
+            self.stats.wall_s = time.perf_counter() - start
+            s = self.source.stats
+            self.stats.dropped, self.stats.decode_failures = s.dropped, s.decode_failures
+            self.stats.reconnects = s.reconnects
+        return self.stats
+
+    def _capture(self) -> Item | None:
+        start = time.perf_counter_ns()
+        frame = self.source.read()
+        if frame is None:
+            return None
+        item = Item(frame)
+        item.timings_ns["capture"] = time.perf_counter_ns() - start
+        return item
+
+    @staticmethod
+    def _apply(stage: Stage, item: Item) -> None:
+        start = time.perf_counter_ns()
+        stage.run(item)
+        item.timings_ns[stage.name] = time.perf_counter_ns() - start
+
+    def _finish(self, item: Item, on_result: Callable[[Item], None] | None) -> None:
+        item.done_ns = time.perf_counter_ns()
+        self.stats.record(item)
+        if on_result is not None:
+            on_result(item)
+
+    def _run_sequential(self, max_frames: int | None,
+                        on_result: Callable[[Item], None] | None) -> None:
+        done = 0
+        while not self._stop.is_set() and (max_frames is None or done < max_frames):
+            item = self._capture()
+            if item is None:
+                return
+            for stage in self.stages:
+                self._apply(stage, item)
+            self._finish(item, on_result)
+            done += 1
+
+    def _run_pipelined(self, max_frames: int | None,
+                       on_result: Callable[[Item], None] | None) -> None:
+        queues = [queue.Queue(self.queue_size) for _ in self.stages]
+        threads = [threading.Thread(target=self._capture_worker, args=(queues[0], max_frames),
+                                    name="edgekit-capture", daemon=True)]
+        for i, stage in enumerate(self.stages[:-1]):
+            threads.append(threading.Thread(target=self._stage_worker,
+                                            args=(stage, queues[i], queues[i + 1]),
+                                            name=f"edgekit-{stage.name}", daemon=True))
+        for thread in threads:
+            thread.start()
+        last = self.stages[-1]
+        try:
+            while True:  # the last stage runs here, so Ctrl-C lands in this thread
+                try:
+                    item = queues[-1].get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                if item is _END:
+                    break
+                if self._keeps(item):
+                    try:
+                        self._apply(last, item)
+                        self._finish(item, on_result)
+                    except BaseException as exc:
+                        self._fail(exc, item)
+        except BaseException:
+            self._stop.set()
+            self._drain(queues, threads)
+            raise
+        for thread in threads:
+            thread.join(timeout=5)
+        if self._error is not None:
+            raise self._error
+
+    def _fail(self, exc: BaseException, item: Item | None = None) -> None:
+        """Record the first failure; ``item`` None means capture failed (after every frame)."""
+        if self._error is None:
+            self._error = exc
+            self._failed_at = item.frame.index if item is not None else sys.maxsize
+        self._stop.set()
+
+    def _keeps(self, item: Item) -> bool:
+        """After a failure, frames ahead of the failed one still finish; later ones are dropped."""
+        return self._error is None or item.frame.index < self._failed_at
+
+    def _capture_worker(self, out: queue.Queue, max_frames: int | None) -> None:
+        done = 0
+        try:
+            while not self._stop.is_set() and (max_frames is None or done < max_frames):
+                item = self._capture()
+                if item is None:
+                    break
+                self._put(out, item)
+                done += 1
+        except BaseException as exc:
+            self._fail(exc)
+        finally:
+            self._put(out, _END, force=True)
+
+    def _stage_worker(self, stage: Stage, inbox: queue.Queue, out: queue.Queue) -> None:
+        while True:
+            item = inbox.get()
+            if item is _END:
+                self._put(out, _END, force=True)
+                return
+            if not self._keeps(item):
+                continue  # a stage failed on an earlier frame: this one is dropped
+            try:
+                self._apply(stage, item)
+            except BaseException as exc:
+                self._fail(exc, item)
+                continue
+            self._put(out, item)
+
+    def _put(self, q: queue.Queue, item: object, force: bool = False) -> None:
+        """Put, but give up on a frame (not on the end marker) once the loop is stopping."""
+        while True:
+            try:
+                q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                if self._stop.is_set() and not force:
+                    return
+
+    @staticmethod
+    def _drain(queues: list[queue.Queue], threads: list[threading.Thread]) -> None:
+        """After Ctrl-C: keep queues moving until every worker has seen the end marker."""
+        deadline = time.monotonic() + 5
+        while any(t.is_alive() for t in threads) and time.monotonic() < deadline:
+            for q in queues:
+                try:
+                    while True:
+                        q.get_nowait()
+                except queue.Empty:
+                    pass
+            time.sleep(0.01)

@@ -1,0 +1,196 @@
+"""``edgekit run`` and ``edgekit compare``: the detection loop on a model and a source.
+
+``run_detection`` wires a detection model into the pipeline's stages
+(preprocess: letterbox or resize, colour, normalisation; infer; postprocess: the
+manifest's decoder and boxes mapped back to frame pixels; sink: the outputs)
+and scores the result against ground truth when the source has some.
+``compare`` runs the same source through several backends, one after another.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgekit.backends import backend_class
+from edgekit.errors import EdgekitError, UsageError
+from edgekit.loop.pipeline import Item, LoopStats, Pipeline, Stage
+from edgekit.loop.sinks import JsonlSink, Sink, VideoSink, WindowSink
+from edgekit.loop.sources import GroundTruth, SourceLost, find_ground_truth, open_source
+from edgekit.model import LoadedModel, load_model
+from edgekit.preprocess import prepare
+from edgekit.tasks.detection import DECODERS, Detection, decode, to_frame
+from edgekit.tasks.metrics import mean_average_precision
+
+METRIC_THRESHOLD = 0.01  # detections kept for mAP (the PR curve needs the low scores too)
+
+
+@dataclass
+class RunReport:
+    """What one run of the loop did and measured."""
+
+    source: str
+    artifact: str
+    backend: str  # the backend's description: name, runtime, device, threads
+    stats: LoopStats
+    map50: float | None = None
+    map_frames: int = 0
+    map_note: str = ""
+    outputs: list[str] = field(default_factory=list)
+    stopped: str = ""  # why the source ended early (a camera that vanished), if it did
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "artifact": self.artifact, "backend": self.backend,
+                **self.stats.to_dict(), "map50": self.map50, "map_frames": self.map_frames,
+                "map_note": self.map_note, "outputs": self.outputs, "stopped": self.stopped}
+
+
+def detection_model(path: str | Path, *, backend: str | None = None, device: str | None = None,
+                    threads: int | None = None, fmt: str | None = None,
+                    decoder: str | None = None, labels: str | Path | None = None) -> LoadedModel:
+    """Load a model for the detection loop; a classifier or an unknown head is a UsageError."""
+    model = load_model(path, backend=backend, device=device, threads=threads, fmt=fmt,
+                       labels=labels)
+    if decoder is not None:
+        if decoder not in DECODERS:
+            model.close()
+            raise UsageError(f"unknown --decoder {decoder!r}; choose from {', '.join(DECODERS)}")
+        model.task, model.decoder = "detection", {**model.decoder, "name": decoder}
+    if model.task != "detection":
+        model.close()
+        if model.task == "classification":
+            raise UsageError(f"{Path(path).name} is a classification model; edgekit run is the "
+                             "detection loop: use edgekit classify for classifiers")
+        raise UsageError(f"{Path(path).name} is not a detection bundle: for a bare detector "
+                         f"give --decoder ({', '.join(DECODERS)}) and --labels")
+    return model
+
+
+def detection_stages(model: LoadedModel, sinks: Sequence[Sink], stats: Callable[[], LoopStats],
+                     score_threshold: float | None, keep_all: bool) -> list[Stage]:
+    """The four stages after capture, for a detection model."""
+    spec, labels = model.spec, model.labels
+    size = (spec.width, spec.height)
+    shown = score_threshold if score_threshold is not None else \
+        float(model.decoder.get("score_threshold", 0.3))
+    params = {**model.decoder, "score_threshold": min(shown, METRIC_THRESHOLD) if keep_all
+              else shown}
+
+    def preprocess(item: Item) -> None:
+        item.data["tensor"], item.data["transform"] = prepare(item.frame.image, spec)
+
+    def infer(item: Item) -> None:
+        item.data["outputs"] = model.predict(item.data["tensor"])
+
+    def postprocess(item: Item) -> None:
+        found = to_frame(decode(item.data["outputs"], params, size, labels),
+                         item.data["transform"])
+        item.data["all_detections"] = found
+        item.data["detections"] = [d for d in found if d.score >= shown]
+
+    def sink(item: Item) -> None:
+        current = stats()
+        for s in sinks:
+            s.write(item, current)
+
+    return [Stage("preprocess", preprocess), Stage("infer", infer),
+            Stage("postprocess", postprocess), Stage("sink", sink)]
+
+
+def _truth(gt: GroundTruth, index: int) -> list[Detection]:
+    return [Detection(o.get("label", ""), int(o["class_id"]), 1.0, tuple(o["box"]))
+            for o in gt.frames.get(index, [])]
+
+
+def _score(predicted: dict[int, list[Detection]], gt: GroundTruth,
+           uncertain_from: int | None) -> tuple[float | None, int, str]:
+    frames = sorted(i for i in predicted if uncertain_from is None or i < uncertain_from)
+    note = ""
+    if uncertain_from is not None:
+        note = (f"scored on the {len(frames)} frames before the first decode failure (frame "
+                f"{uncertain_from}); positions after it are uncertain")
+    if not frames:
+        return None, 0, note or "no frame to score"
+    value = mean_average_precision([predicted[i] for i in frames],
+                                   [_truth(gt, i) for i in frames], 0.5)
+    return value, len(frames), note
+
+
+def run_detection(model: LoadedModel, source_spec: str | int | Path, *,
+                  save: Path | None = None, jsonl: Path | None = None, show: bool = False,
+                  max_frames: int | None = None, pipelined: bool = True, queue_size: int = 2,
+                  truth: Path | None = None, score_threshold: float | None = None) -> RunReport:
+    """Run the detection loop on a source; sinks are always closed, whatever happens."""
+    gt = find_ground_truth(source_spec, truth)
+    source = open_source(source_spec)
+    sinks: list[Sink] = []
+    pipeline: Pipeline | None = None
+    predicted: dict[int, list[Detection]] = {}
+    name = model.backend.name
+    try:
+        if save is not None:
+            sinks.append(VideoSink(save, source.fps, name))
+        if jsonl is not None:
+            sinks.append(JsonlSink(jsonl))
+        if show:
+            sinks.append(WindowSink(name, lambda: pipeline.stop() if pipeline else None))
+        pipeline = Pipeline(source, [], queue_size=queue_size, pipelined=pipelined)
+        pipeline.stages = detection_stages(model, sinks, lambda: pipeline.stats,
+                                           score_threshold, keep_all=gt is not None)
+
+        def collect(item: Item) -> None:
+            if gt is not None:
+                predicted[item.frame.index] = item.data["all_detections"]
+
+        stopped = ""
+        try:
+            stats = pipeline.run(max_frames, on_result=collect)
+        except SourceLost as exc:
+            stats, stopped = pipeline.stats, str(exc)
+    finally:
+        for s in sinks:
+            s.close()
+        source.close()
+    report = RunReport(source.description, str(model.artifact), model.backend.describe(), stats,
+                       outputs=[str(p) for p in (save, jsonl) if p is not None], stopped=stopped)
+    if gt is not None:
+        report.map50, report.map_frames, report.map_note = _score(
+            predicted, gt, source.stats.uncertain_from)
+    return report
+
+
+@dataclass
+class CompareRow:
+    backend: str
+    status: str
+    reason: str = ""
+    report: RunReport | None = None
+
+
+def compare(bundle: Path, source_spec: str | int | Path, backends: Sequence[str],
+            *, max_frames: int | None = None, threads: int | None = None,
+            truth: Path | None = None,
+            progress: Callable[[str], None] = lambda _: None) -> list[CompareRow]:
+    """The same source through each backend in turn; unusable ones become skipped rows.
+
+    A backend may be written ``name:format`` to pick the bundle's artifact.
+    """
+    rows = []
+    for entry in backends:
+        name, _, fmt = entry.partition(":")
+        status = backend_class(name).probe()
+        if not status.usable:
+            progress(f"{entry}: skipped ({status.reason})")
+            rows.append(CompareRow(entry, "skipped", status.reason +
+                                   (f"; {status.hint}" if status.hint else "")))
+            continue
+        progress(f"{entry}: running")
+        try:
+            with detection_model(bundle, backend=name, threads=threads, fmt=fmt or None) as model:
+                report = run_detection(model, source_spec, max_frames=max_frames, truth=truth)
+        except EdgekitError as exc:
+            rows.append(CompareRow(entry, "failed", str(exc)))
+            continue
+        rows.append(CompareRow(entry, "ok", report.stopped, report))
+    return rows

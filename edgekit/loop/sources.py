@@ -1,0 +1,307 @@
+"""Where frames come from: a camera, a video file, a folder of images, a stream URL.
+
+A file or a folder is processed whole, every frame, in order; frames that fail to
+decode are skipped and counted. A live source (camera, stream) is read by its own
+grabber thread that keeps only the newest frame: frames the loop is too slow to
+take are dropped and counted, never queued. A live source that stops delivering
+is reconnected with back-off; if it does not come back, ``read`` raises
+``SourceLost`` and the loop ends cleanly with what it has written.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import EdgekitError, InvalidData
+from edgekit.preprocess import list_images
+
+MAX_CONSECUTIVE_FAILURES = 8  # a file that fails this many reads in a row has ended
+RECONNECT_DELAYS_S = (0.25, 0.5, 1.0, 2.0, 4.0)
+
+
+class SourceLost(EdgekitError):
+    """A live source stopped delivering frames and did not come back."""
+
+
+@dataclass
+class Frame:
+    """One captured frame: its position in the source and when it was captured."""
+
+    index: int
+    image: np.ndarray
+    captured_ns: int
+    name: str = ""
+
+
+@dataclass
+class SourceStats:
+    decoded: int = 0
+    decode_failures: int = 0
+    dropped: int = 0  # live sources: frames replaced before the loop took them
+    reconnects: int = 0
+    expected: int | None = None  # frames a file says it holds
+    uncertain_from: int | None = None  # after a mid-file decode failure, positions may be off
+
+
+class Source(ABC):
+    """A stream of frames. ``read`` returns None at the end."""
+
+    live: bool = False
+    description: str = ""
+    fps: float | None = None
+
+    def __init__(self) -> None:
+        self.stats = SourceStats()
+
+    @abstractmethod
+    def read(self) -> Frame | None:
+        """The next frame, or None when the source has ended."""
+
+    def close(self) -> None:
+        """Release the device or file."""
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _capture(target: int | str) -> Any:
+    import cv2
+
+    return cv2.VideoCapture(target, cv2.CAP_ANY) if isinstance(target, int) else \
+        cv2.VideoCapture(target)
+
+
+def avi_fourcc(path: Path) -> str | None:
+    """The video codec FOURCC an AVI file declares (to name it when OpenCV cannot decode it)."""
+    try:
+        head = path.read_bytes()[:4096]
+    except OSError:
+        return None
+    if head[:4] != b"RIFF" or head[8:12] != b"AVI ":
+        return None
+    at = head.find(b"vids")
+    return head[at + 4:at + 8].decode("latin-1") if at >= 0 else None
+
+
+class VideoFile(Source):
+    """Every frame of a video file, in order; undecodable frames are skipped and counted."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        import cv2
+
+        self.path = path
+        self._cap = _capture(str(path))
+        if not self._cap.isOpened():
+            fourcc = avi_fourcc(path)
+            why = (f"its codec {fourcc!r} is not one OpenCV's FFmpeg decodes" if fourcc
+                   else "it is not a video OpenCV can open (unsupported codec or container, "
+                        "or a damaged header)")
+            raise InvalidData(f"{path}: cannot read it: {why}; re-encode it (e.g. ffmpeg -i "
+                              f"{path.name} -c:v mjpeg out.avi) or give a folder of images")
+        count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        self.stats.expected = count if count > 0 else None
+        fps = self._cap.get(cv2.CAP_PROP_FPS)
+        self.fps = fps if fps and fps > 0 else None
+        self.description = f"video file {path.name}" + (f", {count} frames" if count > 0 else "")
+        self._position = 0
+
+    def read(self) -> Frame | None:
+        # OpenCV's FFmpeg reader skips undecodable packets on its own, and neither its
+        # CAP_PROP_POS_FRAMES nor CAP_PROP_POS_MSEC counts them (measured on a damaged MJPG):
+        # after the first failure the true frame number is unknowable, which stats record.
+        failures = 0
+        first_failure = None
+        while failures < MAX_CONSECUTIVE_FAILURES:
+            ok, image = self._cap.read()
+            index = self._position
+            self._position += 1
+            if ok and image is not None:
+                self.stats.decoded += 1
+                if first_failure is not None and self.stats.uncertain_from is None:
+                    self.stats.uncertain_from = first_failure  # frames went missing mid-file
+                return Frame(index, image, time.perf_counter_ns())
+            failures += 1
+            first_failure = index if first_failure is None else first_failure
+        self._account_end()
+        return None
+
+    def _account_end(self) -> None:
+        """At the end: frames the file declares but that never decoded count as failures."""
+        if self.stats.expected is not None:
+            self.stats.decode_failures = max(0, self.stats.expected - self.stats.decoded)
+
+    def close(self) -> None:
+        self._cap.release()
+
+
+class ImageFolder(Source):
+    """Every image in a folder, sorted by name; unreadable files are skipped and counted."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        self._files = list_images(path) if path.is_dir() else [path]
+        if not self._files:
+            raise InvalidData(f"{path}: no image files in it (.png, .jpg, .bmp, ...)")
+        self.stats.expected = len(self._files)
+        self._next = 0
+        self.description = f"{len(self._files)} image(s) in {path.name}"
+
+    def read(self) -> Frame | None:
+        import cv2
+
+        while self._next < len(self._files):
+            index, file = self._next, self._files[self._next]
+            self._next += 1
+            image = cv2.imread(str(file), cv2.IMREAD_COLOR)
+            if image is None:
+                self.stats.decode_failures += 1
+                continue
+            self.stats.decoded += 1
+            return Frame(index, image, time.perf_counter_ns(), name=file.name)
+        return None
+
+
+class LiveSource(Source):
+    """A camera or a stream: a grabber thread keeps only the newest frame."""
+
+    live = True
+
+    def __init__(self, target: int | str, reconnect_delays: tuple[float, ...] = RECONNECT_DELAYS_S
+                 ) -> None:
+        super().__init__()
+        import cv2
+
+        self.target = target
+        self.reconnect_delays = reconnect_delays
+        self.description = f"camera {target}" if isinstance(target, int) else f"stream {target}"
+        self._cap = _capture(target)
+        if not self._cap.isOpened():
+            raise InvalidData(self._open_failure())
+        fps = self._cap.get(cv2.CAP_PROP_FPS)
+        self.fps = fps if fps and 0 < fps < 1000 else None
+        self._cond = threading.Condition()
+        self._latest: Frame | None = None
+        self._count = 0
+        self._lost: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._grab, name="edgekit-grabber", daemon=True)
+        self._thread.start()
+
+    def _open_failure(self) -> str:
+        if isinstance(self.target, int):
+            device = Path(f"/dev/video{self.target}")
+            where = "" if device.exists() else f" ({device} does not exist)"
+            return (f"no camera at index {self.target}{where}: plug one in, check `ls /dev/video*`"
+                    " and that your user is in the video group, or give a video file or folder")
+        return f"cannot open the stream {self.target}: check the URL and that it is serving"
+
+    def _grab(self) -> None:
+        while not self._stop.is_set():
+            ok, image = self._cap.read()
+            if not ok or image is None:
+                if self._stop.is_set() or not self._reconnect():
+                    return
+                continue
+            frame = Frame(self._count, image, time.perf_counter_ns())
+            self._count += 1
+            with self._cond:
+                if self._latest is not None:
+                    self.stats.dropped += 1  # the loop never took it: stale, so dropped
+                self._latest = frame
+                self.stats.decoded += 1
+                self._cond.notify()
+
+    def _reconnect(self) -> bool:
+        started = time.perf_counter()
+        for delay in self.reconnect_delays:
+            if self._stop.wait(delay):
+                return False
+            self._cap.release()
+            self._cap = _capture(self.target)
+            if self._cap.isOpened():
+                ok, image = self._cap.read()
+                if ok and image is not None:
+                    self.stats.reconnects += 1
+                    return True
+        with self._cond:
+            self._lost = (f"the {self.description} stopped delivering frames and did not come "
+                          f"back after {len(self.reconnect_delays)} reconnect attempts over "
+                          f"{time.perf_counter() - started:.1f} s")
+            self._cond.notify_all()
+        return False
+
+    def read(self) -> Frame | None:
+        with self._cond:
+            while self._latest is None and self._lost is None and not self._stop.is_set():
+                self._cond.wait(0.1)
+            frame, self._latest = self._latest, None
+            if frame is None and self._lost is not None:
+                raise SourceLost(self._lost)
+            return frame
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._cap.release()
+
+
+def open_source(spec: str | int | Path) -> Source:
+    """A camera index ("0"), a video file, an image folder or image, or a stream URL."""
+    text = str(spec)
+    if text.isdigit():
+        return LiveSource(int(text))
+    if "://" in text:
+        return LiveSource(text)
+    path = Path(text)
+    if not path.exists():
+        raise InvalidData(f"--source {text}: no such file or folder (give a camera index such "
+                          "as 0, a video file, a folder of images, or a stream URL)")
+    if path.is_dir():
+        return ImageFolder(path)
+    if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"):
+        return ImageFolder(path)
+    return VideoFile(path)
+
+
+@dataclass
+class GroundTruth:
+    """Boxes per source frame index, for mAP (the demo clip's ``CLIP.json`` format)."""
+
+    labels: list[str]
+    frames: dict[int, list[dict]] = field(default_factory=dict)
+
+
+def find_ground_truth(spec: str | Path, explicit: Path | None = None) -> GroundTruth | None:
+    """``--truth FILE``, else ``SOURCE.json`` beside a video file or image folder, if present."""
+    import json
+
+    path = explicit
+    if path is None:
+        text = str(spec)
+        if text.isdigit() or "://" in text:
+            return None
+        candidate = Path(text).with_suffix(".json") if Path(text).is_file() else \
+            Path(text.rstrip("/") + ".json")
+        path = candidate if candidate.is_file() else None
+    if path is None:
+        return None
+    try:
+        data = json.loads(Path(path).read_text())
+        objects = data["objects"]
+        frames = objects if isinstance(objects, dict) else dict(enumerate(objects))
+        return GroundTruth(list(data.get("labels", [])),
+                           {int(k): list(v) for k, v in frames.items()})
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise InvalidData(f"{path}: not a ground-truth file edgekit reads ({exc}); it needs "
+                          '"objects": a list per frame of {"label", "class_id", "box"}') from None

@@ -1,0 +1,162 @@
+"""`edgekit run` and `edgekit compare` end to end: the real detector, the generated clip, a live
+stream that vanishes, Ctrl-C in the middle of a run."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import pytest
+from conftest import assert_clean_error, run_cli
+from mjpeg import MjpegStream
+
+pytestmark = pytest.mark.slow
+
+
+def _frames_in(video: Path) -> int:
+    cap = cv2.VideoCapture(str(video))
+    count = 0
+    while cap.read()[0]:
+        count += 1
+    return count
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_run_on_the_clip(detector_bundle: Path, demo_clip: Path, tmp_path: Path) -> None:
+    video, lines = tmp_path / "annotated.avi", tmp_path / "frames.jsonl"
+    result = run_cli("run", detector_bundle, "--source", demo_clip, "--save", video,
+                     "--jsonl", lines, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["frames"] == 90 and report["decode_failures"] == 0
+    assert report["map50"] >= 0.7 and report["map_frames"] == 90
+    assert set(report["stages_ms"]) == {"capture", "preprocess", "infer", "postprocess", "sink"}
+    assert report["end_to_end_ms"]["p50"] > 0 and report["fps"] > 0
+    assert _frames_in(video) == 90
+    records = _jsonl(lines)
+    assert [r["frame"] for r in records] == list(range(90))
+    assert any(r["detections"] for r in records)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["annotated.avi", "frames.jsonl"]
+
+
+def test_sequential_mode_finds_the_same(detector_bundle: Path, demo_clip: Path) -> None:
+    piped = json.loads(run_cli("run", detector_bundle, "--source", demo_clip, "--json").stdout)
+    plain = json.loads(run_cli("run", detector_bundle, "--source", demo_clip, "--json",
+                               "--no-pipeline").stdout)
+    assert plain["pipelined"] is False and plain["map50"] == piped["map50"]
+
+
+def test_human_summary(detector_bundle: Path, demo_clip: Path) -> None:
+    result = run_cli("run", detector_bundle, "--source", demo_clip, "--max-frames", "20")
+    assert result.returncode == 0, result.stderr
+    for text in ("capture", "preprocess", "infer", "postprocess", "end to end", "frames 20",
+                 "FPS", "mAP@0.5"):
+        assert text in result.stdout
+
+
+def test_a_damaged_clip_completes(detector_bundle: Path, demo_clip: Path, tmp_path: Path) -> None:
+    data = bytearray(demo_clip.read_bytes())
+    starts = [i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] == 0xD8]
+    for frame in (30, 31, 60):  # wipe these frames' JPEG tables
+        data[starts[frame] + 2:starts[frame] + 600] = bytes(598)
+    damaged = tmp_path / "damaged.avi"
+    damaged.write_bytes(bytes(data))
+    result = run_cli("run", detector_bundle, "--source", damaged, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert 0 < report["decode_failures"] and report["frames"] + report["decode_failures"] == 90
+    truncated = tmp_path / "truncated.avi"
+    truncated.write_bytes(demo_clip.read_bytes()[: len(data) * 2 // 3])
+    report = json.loads(run_cli("run", detector_bundle, "--source", truncated, "--json").stdout)
+    assert 30 < report["frames"] < 90 and report["frames"] + report["decode_failures"] == 90
+
+
+def test_bad_input(detector_bundle: Path, lenet_bundle: Path, demo_clip: Path,
+                   tmp_path: Path) -> None:
+    assert_clean_error(run_cli("run", lenet_bundle, "--source", demo_clip),
+                       "classification model", "edgekit classify")
+    assert_clean_error(run_cli("run", detector_bundle, "--source", tmp_path / "no.avi"),
+                       "no such file or folder")
+    codec = tmp_path / "codec.avi"
+    codec.write_bytes(demo_clip.read_bytes().replace(b"MJPG", b"XV00", 2))
+    assert_clean_error(run_cli("run", detector_bundle, "--source", codec), "codec 'XV00'")
+    assert_clean_error(run_cli("run", detector_bundle, "--source", demo_clip, "--show"),
+                       "headless")
+    assert_clean_error(run_cli("run", detector_bundle, "--source", demo_clip, "--save",
+                               tmp_path / "out.gif"), ".avi")
+    if not Path("/dev/video9").exists():
+        assert_clean_error(run_cli("run", detector_bundle, "--source", "9"),
+                           "no camera at index 9")
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def _start_run(bundle: Path, url: str, folder: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "edgekit", "run", str(bundle), "--source", url, "--save",
+         str(folder / "live.avi"), "--jsonl", str(folder / "live.jsonl")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_frames(folder: Path, count: int, timeout: float = 60) -> None:
+    partial = folder / ".live.partial.jsonl"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if partial.exists() and len(partial.read_text().splitlines()) >= count:
+            return
+        time.sleep(0.1)
+    raise AssertionError("the loop never produced frames")
+
+
+def test_a_camera_that_vanishes(detector_bundle: Path, tmp_path: Path) -> None:
+    stream = MjpegStream(fps=20, size=(320, 240))
+    process = _start_run(detector_bundle, stream.url, tmp_path)
+    try:
+        _wait_for_frames(tmp_path, 10)
+    finally:
+        stream.stop()
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 1, err
+    assert_clean_error(type("R", (), {"returncode": 1, "stderr": err, "stdout": out})(),
+                       "stopped delivering frames", "reconnect", "live.avi")
+    written = _frames_in(tmp_path / "live.avi")
+    assert written >= 10 and written == len(_jsonl(tmp_path / "live.jsonl"))
+    assert "frames" in out  # the summary of what was done is still printed
+
+
+def test_ctrl_c_closes_the_outputs(detector_bundle: Path, tmp_path: Path) -> None:
+    stream = MjpegStream(fps=20, size=(320, 240))
+    process = _start_run(detector_bundle, stream.url, tmp_path)
+    try:
+        _wait_for_frames(tmp_path, 10)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        stream.stop()
+    assert process.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    records = _jsonl(tmp_path / "live.jsonl")
+    assert len(records) >= 10 and _frames_in(tmp_path / "live.avi") == len(records)
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_compare_every_cpu_backend(detector_bundle: Path, demo_clip: Path) -> None:
+    result = run_cli("compare", detector_bundle, "--source", demo_clip, "--json", "-q")
+    assert result.returncode == 0, result.stderr
+    rows = {r["backend"]: r for r in json.loads(result.stdout)}
+    ok = {name: r for name, r in rows.items() if r["status"] == "ok"}
+    assert set(ok) == {"tflite", "openvino", "onnxruntime"}
+    assert rows["myriad"]["status"] == "skipped" and rows["edgetpu"]["status"] == "skipped"
+    maps = [r["map50"] for r in ok.values()]
+    assert min(maps) >= 0.7 and max(maps) - min(maps) < 0.05
+    for r in ok.values():
+        assert r["frames"] == 90 and r["fps"] > 0 and r["stages_ms"]["infer"]["p90"] > 0
+    markdown = run_cli("compare", detector_bundle, "--source", demo_clip, "--markdown", "-q",
+                       "--backends", "tflite,openvino:tflite-int8")
+    assert markdown.stdout.startswith("| backend | artifact |")
+    assert "digit_detector_int8.tflite" in markdown.stdout
