@@ -27,9 +27,11 @@ def quantize(x: np.ndarray, spec: TensorInfo) -> np.ndarray:
     if q is None:
         return x
     info = np.iinfo(spec.dtype)
-    scale = _broadcast(q.scale, q, x.ndim)
-    zero = _broadcast(q.zero_point, q, x.ndim)
-    return np.clip(np.round(x / scale + zero), info.min, info.max).astype(spec.dtype)
+    if not q.per_channel:  # the common case: scalars keep float32 input in float32
+        scaled = x * np.float32(1.0 / q.scale[0]) + np.float32(q.zero_point[0])
+    else:
+        scaled = x / _broadcast(q.scale, q, x.ndim) + _broadcast(q.zero_point, q, x.ndim)
+    return np.clip(np.rint(scaled), info.min, info.max).astype(spec.dtype)
 
 
 def dequantize(y: np.ndarray, spec: TensorInfo) -> np.ndarray:

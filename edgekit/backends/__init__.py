@@ -34,9 +34,22 @@ def _entry_points() -> dict[str, str]:
     return {ep.name: ep.value for ep in found}
 
 
-def registry() -> dict[str, str]:
+_REGISTERED: dict[str, str | type[Backend]] = {}
+
+
+def register(name: str, target: str | type[Backend]) -> None:
+    """Register a backend at run time ("module:Class" or the class), e.g. in a test or script.
+
+    Packages should use the entry-point group instead, so edgekit finds them unimported.
+    """
+    if name in BUILTIN_BACKENDS:
+        raise UsageError(f"{name!r} is a built-in backend; choose another name")
+    _REGISTERED[name] = target
+
+
+def registry() -> dict[str, str | type[Backend]]:
     """Every backend name with the "module:Class" it loads from. Built-ins win on a clash."""
-    return {**_entry_points(), **BUILTIN_BACKENDS}
+    return {**_entry_points(), **_REGISTERED, **BUILTIN_BACKENDS}
 
 
 def backend_names() -> list[str]:
@@ -50,8 +63,11 @@ def backend_class(name: str) -> type[Backend]:
         raise UsageError(
             f"unknown backend {name!r}; choose from: {', '.join(backend_names())}"
         )
-    module_name, _, attr = target.partition(":")
-    cls = getattr(importlib.import_module(module_name), attr)
+    if isinstance(target, type):
+        cls = target
+    else:
+        module_name, _, attr = target.partition(":")
+        cls = getattr(importlib.import_module(module_name), attr)
     if not (isinstance(cls, type) and issubclass(cls, Backend)):
         raise UsageError(f"backend {name!r} ({target}) is not an edgekit Backend")
     return cls
@@ -76,5 +92,5 @@ def probe_all() -> list[BackendStatus]:
 
 __all__ = [
     "Backend", "BackendStatus", "Inputs", "BUILTIN_BACKENDS", "ENTRY_POINT_GROUP",
-    "backend_class", "backend_names", "open_backend", "probe_all", "registry",
+    "backend_class", "backend_names", "open_backend", "probe_all", "register", "registry",
 ]
