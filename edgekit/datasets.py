@@ -19,6 +19,7 @@ from edgekit.preprocess import InputSpec, image_to_tensor, list_images, read_ima
 
 X_KEYS = ("x", "images", "inputs", "data")
 Y_KEYS = ("y", "labels", "targets")
+BOX_KEYS = ("boxes", "classes", "counts")  # detection ground truth: (N, K, 4), (N, K), (N,)
 
 
 @dataclass
@@ -28,12 +29,13 @@ class Samples:
     x: np.ndarray
     y: np.ndarray | None
     source: str
+    boxes: dict[str, np.ndarray] | None = None  # detection truth (BOX_KEYS), boxes in input px
 
     def __len__(self) -> int:
         return len(self.x)
 
 
-def _from_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+def _from_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray] | None]:
     try:
         with np.load(path, allow_pickle=False) as data:
             keys = list(data.keys())
@@ -42,7 +44,8 @@ def _from_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
                 raise InvalidData(f"{path}: cannot tell which array holds the samples "
                                   f"(found {keys}); name it 'x' (and the labels 'y')")
             y_key = next((k for k in Y_KEYS if k in keys), None)
-            return data[x_key], (data[y_key] if y_key else None)
+            boxes = {k: data[k] for k in BOX_KEYS} if all(k in keys for k in BOX_KEYS) else None
+            return data[x_key], (data[y_key] if y_key else None), boxes
     except (zipfile.BadZipFile, ValueError, OSError) as exc:
         raise InvalidData(f"{path}: not a readable .npz file ({exc})") from None
 
@@ -96,10 +99,11 @@ def load_samples(path: str | Path, spec: InputSpec, labels: Sequence[str] = (),
     path = Path(path)
     if not path.exists():
         raise InvalidData(f"{what}: {path} does not exist")
+    boxes = None
     if path.is_dir():
         x, y = _from_folder(path, spec, labels)
     elif path.suffix == ".npz":
-        x, y = _from_npz(path)
+        x, y, boxes = _from_npz(path)
     elif path.suffix == ".npy":
         x, y = _from_npy(path), None
     else:
@@ -122,4 +126,6 @@ def load_samples(path: str | Path, spec: InputSpec, labels: Sequence[str] = (),
         if len(y) != len(x):
             raise InvalidData(f"{path}: {len(x)} samples but {len(y)} labels")
         y = y.astype(np.int64)
-    return Samples(x.astype(np.float32), y, str(path))
+    if boxes is not None and any(len(v) != len(x) for v in boxes.values()):
+        raise InvalidData(f"{path}: {len(x)} samples but the box arrays hold a different count")
+    return Samples(x.astype(np.float32), y, str(path), boxes)

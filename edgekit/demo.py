@@ -1,13 +1,32 @@
-"""``edgekit demo``: the whole path on the bundled example models."""
+"""``edgekit demo``: the whole path on the bundled example models, into one report folder.
+
+1. convert LeNet-5 (handwritten digits) and the digit detector to every format;
+2. bench every (artifact, backend) pair of both bundles;
+3. generate the demo clip (digits moving over photos, with ground truth);
+4. run the detection loop on the clip through every backend (edgekit compare);
+5. run it once more on the default backend, saving the annotated video and JSON lines;
+6. write REPORT.md and the tables as JSON and Markdown, with latency plots.
+"""
 from __future__ import annotations
 
+import importlib.util
+import json
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from edgekit.bench import BenchRow, BenchSettings, bench
+from edgekit.bench.report import json_text as bench_json
+from edgekit.bench.report import markdown as bench_markdown
+from edgekit.bench.report import plot as bench_plot
 from edgekit.convert import Progress, convert
-from edgekit.errors import UsageError
+from edgekit.errors import EdgekitError, UsageError
 from edgekit.manifest import Manifest
+from edgekit.render import conversion_table
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+EXAMPLES = ("lenet5_digits", "digit_detector")
 
 
 def example_model(name: str) -> Path:
@@ -21,9 +40,125 @@ def example_model(name: str) -> Path:
     return path
 
 
-def run_demo(out_dir: Path, progress: Progress) -> tuple[Manifest, Path]:
-    """Convert LeNet-5 to every format into ``out_dir``; return its manifest and bundle path."""
+def make_clip(path: Path, seconds: float = 6, fps: float = 15, seed: int = 0) -> Path:
+    """The demo clip and its ground truth (``CLIP.json``), from the detector's recipe."""
+    recipe = MODELS_DIR / "digit_detector" / "make_clip.py"
+    if not recipe.is_file():
+        raise UsageError(f"{recipe} is missing: run the demo from a checkout of edgekit")
+    spec = importlib.util.spec_from_file_location("edgekit_demo_make_clip", recipe)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+    except ImportError as exc:
+        raise UsageError(f"the demo clip needs the train extra ({exc.name} is missing): "
+                         "pip install 'edgekit[train]'") from None
+    return Path(module.make_clip(path, seconds=seconds, fps=fps, seed=seed))
+
+
+@dataclass
+class DemoReport:
+    folder: Path
+    manifests: dict[str, Manifest] = field(default_factory=dict)
+    bench: dict[str, list[BenchRow]] = field(default_factory=dict)
+    compare: list[Any] = field(default_factory=list)
+    loop: Any = None  # the default backend's RunReport
+    files: list[Path] = field(default_factory=list)
+
+
+def _write(report: DemoReport, name: str, text: str) -> Path:
+    path = report.folder / name
+    path.write_text(text)
+    report.files.append(path)
+    return path
+
+
+def run_demo(out_dir: Path, progress: Progress, runs: int = 100) -> DemoReport:
+    """Everything above, into ``out_dir`` (re-running replaces the demo's own output)."""
+    from edgekit.loop.report import compare_json, compare_markdown
+    from edgekit.loop.run import compare, detection_model, run_detection
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    bundle = out_dir / "lenet5_digits"
-    manifest = convert(example_model("lenet5_digits"), bundle, force=True, progress=progress)
-    return manifest, bundle
+    report = DemoReport(out_dir / "report")
+    report.folder.mkdir(exist_ok=True)
+    for name in EXAMPLES:
+        progress(f"converting {name}")
+        report.manifests[name] = convert(example_model(name), out_dir / name, force=True,
+                                         progress=lambda m: progress(f"  {m}"))
+        _write(report, f"convert_{name}.txt", conversion_table(report.manifests[name]) + "\n")
+    for name in EXAMPLES:
+        progress(f"bench {name}")
+        rows = bench(out_dir / name, None, BenchSettings(runs=runs, warmup=10),
+                     progress=lambda m: progress(f"  {m}"))
+        report.bench[name] = rows
+        _write(report, f"bench_{name}.md", bench_markdown(rows))
+        _write(report, f"bench_{name}.json", bench_json(rows))
+        _plot(report, lambda path, rows=rows: bench_plot(rows, path), f"bench_{name}.png")
+    progress("making the demo clip")
+    clip = make_clip(out_dir / "clip.avi")
+    detector = out_dir / "digit_detector"
+    progress("the detection loop on the clip, every backend")
+    from edgekit.backends import BUILTIN_BACKENDS
+
+    report.compare = compare(detector, clip, list(BUILTIN_BACKENDS),
+                             progress=lambda m: progress(f"  {m}"))
+    _write(report, "compare.md", compare_markdown(report.compare))
+    _write(report, "compare.json", compare_json(report.compare))
+    _plot(report, lambda path: _compare_plot(report.compare, path), "compare.png")
+    progress("the annotated video (tflite)")
+    with detection_model(detector, backend="tflite") as model:
+        report.loop = run_detection(model, clip, save=report.folder / "annotated.avi",
+                                    jsonl=report.folder / "annotated.jsonl")
+    report.files += [report.folder / "annotated.avi", report.folder / "annotated.jsonl"]
+    _write(report, "REPORT.md", _summary(report, clip))
+    return report
+
+
+def _plot(report: DemoReport, draw: Any, name: str) -> None:
+    try:
+        report.files.append(draw(report.folder / name))
+    except EdgekitError:  # matplotlib missing: the tables still say everything
+        pass
+
+
+def _compare_plot(rows: list[Any], path: Path) -> Path:
+    from edgekit.plot import distributions
+
+    return distributions(
+        {f"{r.backend} ({Path(r.report.artifact).name})": [ns / 1e6 for ns in
+                                                          r.report.stats.latency_ns]
+         for r in rows if r.report}, "edgekit compare: end-to-end latency per frame",
+        "capture to result, ms (box: p25-p75, whiskers: p1-p99)", path)
+
+
+def _summary(report: DemoReport, clip: Path) -> str:
+    from edgekit.loop.report import compare_markdown
+
+    parts = ["# edgekit demo report", ""]
+    for name, manifest in report.manifests.items():
+        parts += [f"## {name}: conversion", "", "```", conversion_table(manifest), "```", ""]
+    for name, rows in report.bench.items():
+        parts += [f"## {name}: every artifact on every backend", "", bench_markdown(rows), ""]
+    parts += [f"## The detection loop on {clip.name}, every backend", "",
+              compare_markdown(report.compare), ""]
+    loop = report.loop
+    if loop is not None:
+        parts += ["## The annotated video", "",
+                  f"`annotated.avi`: {loop.stats.frames} frames through {loop.backend}, "
+                  f"{loop.stats.fps:.1f} FPS, mAP@0.5 "
+                  f"{'-' if loop.map50 is None else f'{loop.map50:.4f}'}; one JSON line per "
+                  "frame in `annotated.jsonl`.", ""]
+    parts += ["Files: " + ", ".join(f"`{p.name}`" for p in report.files), ""]
+    return "\n".join(parts)
+
+
+def demo_json(report: DemoReport) -> str:
+    from edgekit.loop.report import compare_json
+
+    return json.dumps({
+        "report": str(report.folder / "REPORT.md"),
+        "manifests": {k: m.to_dict() for k, m in report.manifests.items()},
+        "bench": {k: [r.to_dict() for r in rows] for k, rows in report.bench.items()},
+        "compare": json.loads(compare_json(report.compare)),
+        "loop": report.loop.to_dict() if report.loop else None,
+    }, indent=2)

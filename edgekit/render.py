@@ -64,6 +64,9 @@ def conversion_table(manifest: Manifest) -> str:
                      number(f.max_abs_diff) if f else "-", _runtimes(a)])
     out = table(["format", "status", "size", "time", "agreement", "accuracy", "max |diff|",
                  "TFLite runtimes that load it"], rows)
+    if manifest.validation.get("metric") == "mAP@0.5":
+        out += ("\nagreement and accuracy are mAP@0.5: against the Keras model's own detections, "
+                "and against the validation boxes")
     for i, note in enumerate(notes + manifest.source.get("warnings", []), 1):
         out += f"\n[{i}] {note}" if i <= len(notes) else f"\nwarning: {note}"
     return out

@@ -81,24 +81,15 @@ def legacy_python_env() -> None:
         os.environ["EDGEKIT_TFLITE_PYTHONS"] = str(LEGACY_PYTHON)
 
 
-def load_make_clip():
-    """models/digit_detector/make_clip.py's make_clip (a recipe script, loaded by path)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("edgekit_make_clip", DETECTOR / "make_clip.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module.make_clip
-
-
 @pytest.fixture(scope="session")
 def demo_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo clip (digits moving over photos, MJPG) with its ground truth beside it."""
     pytest.importorskip("sklearn")
     pytest.importorskip("skimage")
+    from edgekit.demo import make_clip
+
     path = tmp_path_factory.mktemp("clip") / "clip.avi"
-    load_make_clip()(path, seconds=6, fps=15, seed=0)
+    make_clip(path, seconds=6, fps=15, seed=0)
     return path
 
 

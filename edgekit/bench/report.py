@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from edgekit.bench import BenchRow
-from edgekit.errors import BackendUnavailable
+from edgekit.plot import distributions
 from edgekit.render import percent, size, table
 
 COLUMNS = ["artifact", "backend", "device", "threads", "status", "load ms", "first ms",
@@ -75,30 +75,8 @@ def json_text(rows: Sequence[BenchRow]) -> str:
 
 def plot(rows: Sequence[BenchRow], path: Path) -> Path:
     """Latency distribution per row (box plot over every timed run, log scale)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise BackendUnavailable("--plot needs matplotlib",
-                                 "pip install 'edgekit[plot]' (or matplotlib)") from None
     ran = [r for r in rows if r.latencies_ms]
-    if not ran:
-        raise BackendUnavailable("no row ran, so there is nothing to plot")
-    fig, ax = plt.subplots(figsize=(9, 0.5 * len(ran) + 1.5))
-    ax.boxplot([r.latencies_ms for r in ran], vert=False, whis=(1, 99), showfliers=True,
-               flierprops={"markersize": 2})
-    ax.set_yticks(range(1, len(ran) + 1),
-                  [f"{r.artifact} / {r.backend} ({r.device}, {r.threads} thr)" for r in ran])
-    ax.set_xscale("log")
-    ax.set_xlabel("latency per inference, ms (box: p25-p75, whiskers: p1-p99)")
-    ax.set_title(f"edgekit bench: {ran[0].mode}")
-    ax.invert_yaxis()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return distributions(
+        {f"{r.artifact} / {r.backend} ({r.device}, {r.threads} thr)": r.latencies_ms for r in ran},
+        f"edgekit bench: {ran[0].mode if ran else ''}",
+        "latency per inference, ms (box: p25-p75, whiskers: p1-p99)", path)

@@ -72,13 +72,15 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _fidelity(model: Any, bundle: Path) -> dict[str, Any]:
-    from edgekit.fidelity import compare, load_validation, predict
+    from edgekit.fidelity import Task, compare, load_validation, predict
 
     validation = load_validation(bundle)
     if validation is None:
         return {}
     produced = predict(model.backend, validation.x, model.output_order)
-    f = compare(validation.reference, produced, validation.y, model.task, "")
+    task = Task(model.task, model.decoder, tuple(model.labels),
+                (model.spec.width, model.spec.height))
+    f = compare(validation.reference, produced, validation, task, "")
     return {"agreement": f.top1_agreement, "accuracy": f.accuracy,
             "max_abs_diff": f.max_abs_diff}
 

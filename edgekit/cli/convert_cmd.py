@@ -134,18 +134,38 @@ def inspect(path: Path, as_json: bool) -> None:
 
 @cli.command()
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("out/demo"),
-              show_default=True, help="Folder for the demo's bundles and reports.")
-@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+              show_default=True, help="Folder for the demo's bundles, clip and report.")
+@click.option("--runs", default=100, show_default=True, help="Timed inferences per bench row.")
+@click.option("--json", "as_json", is_flag=True, help="Print everything as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
 @debug_option
-def demo(out_dir: Path, as_json: bool, quiet: bool) -> None:
-    """Convert the bundled LeNet-5 (real handwritten digits) to every format.
+def demo(out_dir: Path, runs: int, as_json: bool, quiet: bool) -> None:
+    """The whole path on the bundled examples, into a report folder.
 
-    Needs the repository checkout (the example lives in models/) and the
-    conversion extras (pip install 'edgekit[convert]'). Re-running replaces
-    the demo's previous output.
+    \b
+    1. converts LeNet-5 (real handwritten digits) and the digit detector to
+       every format, with fidelity per artifact;
+    2. benches every artifact on every backend (unusable ones say why);
+    3. makes a clip of digits moving over photos, with ground truth;
+    4. runs the detection loop on it through every backend (edgekit compare);
+    5. saves the annotated video from the default backend;
+    6. writes OUT/report/REPORT.md with every table, as Markdown and JSON,
+       and latency plots.
+
+    Needs the repository checkout (the examples live in models/) and the
+    convert and train extras. Re-running replaces the demo's own output.
     """
-    from edgekit.demo import run_demo
+    from edgekit.demo import demo_json, run_demo
+    from edgekit.loop.report import compare_table
 
-    manifest, bundle = run_demo(out_dir, progress=progress_printer(not quiet))
-    _report(manifest, as_json, bundle)
+    report = run_demo(out_dir, progress=progress_printer(not quiet), runs=runs)
+    if as_json:
+        click.echo(demo_json(report))
+        return
+    from edgekit.render import conversion_table
+
+    for name, manifest in report.manifests.items():
+        click.echo(f"{name}\n{conversion_table(manifest)}\n")
+    click.echo(f"the detection loop on the demo clip, every backend\n"
+               f"{compare_table(report.compare)}\n")
+    click.echo(f"report: {report.folder / 'REPORT.md'} (bench tables, plots, annotated video)")

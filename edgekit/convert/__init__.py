@@ -33,7 +33,7 @@ from edgekit.convert.keras_model import (
 from edgekit.convert.runtimes import check_tflite_runtimes
 from edgekit.datasets import Samples, load_samples, read_labels
 from edgekit.errors import EdgekitError, InvalidData, UsageError
-from edgekit.fidelity import Validation, keras_accuracy, measure
+from edgekit.fidelity import Task, Validation, keras_accuracy, measure
 from edgekit.formats import FORMATS, Format, parse_formats
 from edgekit.manifest import (
     Artifact,
@@ -165,7 +165,7 @@ def _build(fmt: Format, job: Job) -> Artifact:
 
 
 def _fidelity(artifact: Artifact, fmt: Format, job: Job, validation: Validation | None,
-              task: str) -> None:
+              task: Task) -> None:
     """Load the artifact on the first usable backend of its format: tensors, then fidelity."""
     reasons = []
     for name in fmt.backends:
@@ -252,10 +252,12 @@ def convert(
         progress(f"running Keras on {len(val_samples)} validation samples")
         predicted = model.predict(val_samples.x, batch_size=32, verbose=0)
         predicted = predicted if isinstance(predicted, (list, tuple)) else [predicted]
-        validation = Validation(val_samples.x, val_samples.y, [np.asarray(p) for p in predicted])
+        validation = Validation(val_samples.x, val_samples.y, [np.asarray(p) for p in predicted],
+                                val_samples.boxes)
     else:
         warnings.append("no validation data: give --val to measure fidelity")
     task = task or card.get("task") or _guess_task([o.shape for o in keras_outputs])
+    scoring = Task(task, card.get("decoder"), tuple(label_list), (spec.width, spec.height))
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
     export_dir = Path(tempfile.mkdtemp(prefix="edgekit-savedmodel-"))
@@ -272,7 +274,7 @@ def convert(
             artifact = _build(fmt, job)
             if artifact.ok:
                 progress(f"[{i}/{len(keys)}] {key}: measuring fidelity")
-                _fidelity(artifact, fmt, job, validation, task)
+                _fidelity(artifact, fmt, job, validation, scoring)
             artifacts.append(artifact)
         tflite = {a.format: tmp / a.file for a in artifacts
                   if a.ok and a.file.endswith(".tflite") and a.format != "edgetpu"}
@@ -290,7 +292,7 @@ def convert(
             labels=label_list,
             decoder=card.get("decoder", {}),
             source=_source(model_path, model),
-            validation=_validation_summary(validation, task, val or card.get("validation")),
+            validation=_validation_summary(validation, scoring, val or card.get("validation")),
             artifacts=artifacts,
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             edgekit_version=__version__,
@@ -315,10 +317,11 @@ def _source(model_path: Path, model: Any) -> dict[str, Any]:
             "parameters": int(model.count_params())}
 
 
-def _validation_summary(validation: Validation | None, task: str,
+def _validation_summary(validation: Validation | None, task: Task,
                         source: str | Path | None) -> dict[str, Any]:
     if validation is None:
         return {}
+    metric = "mAP@0.5" if task.name == "detection" else "top-1"
     return {"file": "validation.npz", "source": str(source), "samples": int(len(validation.x)),
-            "labels": validation.y is not None,
-            "keras_accuracy": keras_accuracy(validation, task)}
+            "labels": validation.y is not None, "boxes": validation.boxes is not None,
+            "metric": metric, "keras_accuracy": keras_accuracy(validation, task)}
