@@ -89,3 +89,16 @@ def test_bare_model_and_bad_arguments(coral: Path, tmp_path: Path) -> None:
                                "--backends", "tflite,gpu"), "unknown backend 'gpu'")
     assert_clean_error(run_cli("bench", coral / "mobilenet_v1_0.25_128_quant.tflite",
                                "--json", "--csv"), "choose one of")
+
+
+def test_peak_memory_is_the_workers_own(lenet_bundle: Path) -> None:
+    """A worker started from a big process must not report that process's peak."""
+    import numpy as np
+
+    from edgekit.bench import BenchSettings, bench
+
+    ballast = np.ones(400 * 2**20 // 8)  # make this (parent) process hold 400 MB
+    rows = bench(lenet_bundle, ["tflite"], BenchSettings(runs=3, warmup=0, fidelity=False))
+    assert ballast.sum() > 0
+    ok = [r for r in rows if r.status == "ok"]
+    assert ok and all(10 < r.peak_memory_mb < 300 for r in ok), [r.peak_memory_mb for r in ok]
