@@ -16,6 +16,28 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return "\n".join(lines)
 
 
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(map(str, headers)) + " |", "|" + "---|" * len(headers)]
+    return "\n".join(lines + ["| " + " | ".join(map(str, r)) + " |" for r in rows])
+
+
+class Notes:
+    """Numbered footnotes for table cells: ``mark("skipped", why)`` gives "skipped [1]"."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def mark(self, cell: str, *texts: str) -> str:
+        for text in texts:
+            if text:
+                self.items.append(text)
+                cell += f" [{len(self.items)}]"
+        return cell
+
+    def render(self, separator: str = "\n") -> str:
+        return "".join(f"{separator}[{i}] {n}" for i, n in enumerate(self.items, 1))
+
+
 def size(n: int | None) -> str:
     if not n:
         return "-"
@@ -48,18 +70,14 @@ def _runtimes(a: Artifact) -> str:
 def conversion_table(manifest: Manifest) -> str:
     """The convert/inspect table: one row per format, notes with reasons below it."""
     rows: list[list[object]] = []
-    notes: list[str] = []
+    notes = Notes()
     keras_acc = manifest.validation.get("keras_accuracy")
     rows.append(["keras (reference)", "-", size(None), "-", "-", percent(keras_acc), "-", ""])
     for a in manifest.artifacts:
-        status = a.status
-        texts = ([a.reason] if a.reason else []) + a.warnings
-        texts += [f"{label}: {v}" for label, v in a.runtimes.items() if v != "ok"]
-        for text in texts:
-            notes.append(text)
-            status += f" [{len(notes)}]"
+        texts = [a.reason] + a.warnings + [f"{label}: {v}" for label, v in a.runtimes.items()
+                                           if v != "ok"]
         f = a.fidelity
-        rows.append([a.format, status, size(a.size), seconds(a.seconds),
+        rows.append([a.format, notes.mark(a.status, *texts), size(a.size), seconds(a.seconds),
                      percent(f.top1_agreement) if f else "-", percent(f.accuracy) if f else "-",
                      number(f.max_abs_diff) if f else "-", _runtimes(a)])
     out = table(["format", "status", "size", "time", "agreement", "accuracy", "max |diff|",
@@ -67,9 +85,8 @@ def conversion_table(manifest: Manifest) -> str:
     if manifest.validation.get("metric") == "mAP@0.5":
         out += ("\nagreement and accuracy are mAP@0.5: against the Keras model's own detections, "
                 "and against the validation boxes")
-    for i, note in enumerate(notes + manifest.source.get("warnings", []), 1):
-        out += f"\n[{i}] {note}" if i <= len(notes) else f"\nwarning: {note}"
-    return out
+    return out + notes.render() + "".join(f"\nwarning: {w}"
+                                          for w in manifest.source.get("warnings", []))
 
 
 def _quant(t: TensorInfo) -> str:

@@ -39,20 +39,12 @@ def time_convert(runs: int) -> tuple[list[float], dict]:
     return walls, manifest
 
 
-def time_import(runs: int) -> list[float]:
+def time_python(code: str, runs: int) -> list[float]:
+    """Wall times of `python -c CODE` in fresh processes."""
     times = []
     for _ in range(runs):
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import edgekit"], check=True)
-        times.append(time.perf_counter() - start)
-    return times
-
-
-def time_bare_python(runs: int) -> list[float]:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        subprocess.run([sys.executable, "-c", code], check=True)
         times.append(time.perf_counter() - start)
     return times
 
@@ -78,8 +70,8 @@ def main() -> None:
         runtimes = ", ".join(f"{k}: {v}" for k, v in a.get("runtimes", {}).items())
         print(f"{a['format']:16} {a['status']:8} {a['size']:>10,} {a['seconds']:>7.2f}s "
               f"{agree:>10} {acc:>9}  {runtimes}")
-    imports = time_import(args.import_runs)
-    bare = time_bare_python(args.import_runs)
+    imports = time_python("import edgekit", args.import_runs)
+    bare = time_python("pass", args.import_runs)
     print(f'python -c "import edgekit": median {statistics.median(imports) * 1000:.0f} ms over '
           f"{args.import_runs} runs (bare interpreter start: "
           f"{statistics.median(bare) * 1000:.0f} ms); goal < 300 ms")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from edgekit.bench import BenchRow
 from edgekit.plot import distributions
-from edgekit.render import percent, size, table
+from edgekit.render import Notes, markdown_table, percent, size, table
 
 COLUMNS = ["artifact", "backend", "device", "threads", "status", "load ms", "first ms",
            "p50 ms", "p90 ms", "p99 ms", "min ms", "max ms", "mean ms", "inf/s", "peak MB",
@@ -20,11 +20,8 @@ def _ms(x: float | None) -> str:
     return "-" if x is None else f"{x:.3f}" if x < 1 else f"{x:.2f}"
 
 
-def _cells(row: BenchRow, notes: list[str]) -> list[str]:
-    status = row.status
-    if row.reason:
-        notes.append(f"{row.artifact} on {row.backend}: {row.reason}")
-        status += f" [{len(notes)}]"
+def _cells(row: BenchRow, notes: Notes) -> list[str]:
+    status = notes.mark(row.status, row.reason and f"{row.artifact} on {row.backend}: {row.reason}")
     lat = row.latency
     return [row.artifact, row.backend, row.device or "-", row.threads, status,
             _ms(row.load_ms), _ms(row.first_ms),
@@ -36,19 +33,17 @@ def _cells(row: BenchRow, notes: list[str]) -> list[str]:
 
 
 def text_table(rows: Sequence[BenchRow]) -> str:
-    notes: list[str] = []
+    notes = Notes()
     body = table(COLUMNS, [_cells(r, notes) for r in rows])
     footer = f"\nmode: {rows[0].mode if rows else 'sync, 1 request'}; latency per inference " \
              "(pre-processed input, quantisation included); peak MB is the worker process's " \
              "peak RSS"
-    return body + footer + "".join(f"\n[{i}] {n}" for i, n in enumerate(notes, 1))
+    return body + footer + notes.render()
 
 
 def markdown(rows: Sequence[BenchRow]) -> str:
-    notes: list[str] = []
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(_cells(r, notes)) + " |" for r in rows]
-    return "\n".join(lines) + "".join(f"\n\n[{i}] {n}" for i, n in enumerate(notes, 1)) + "\n"
+    notes = Notes()
+    return markdown_table(COLUMNS, [_cells(r, notes) for r in rows]) + notes.render("\n\n") + "\n"
 
 
 def csv_text(rows: Sequence[BenchRow]) -> str:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from edgekit.loop.run import CompareRow
-from edgekit.render import table
+from edgekit.render import Notes, markdown_table, table
 
 HEADERS = ["backend", "artifact", "status", "pre p50/p90", "infer p50/p90", "post p50/p90",
            "sink p50/p90", "e2e p50/p90 ms", "FPS", "frames", "mAP@0.5"]
@@ -17,11 +17,8 @@ def _pair(stats, name: str) -> str:
     return f"{lat.p50:.2f} / {lat.p90:.2f}" if lat.count else "-"
 
 
-def _cells(row: CompareRow, notes: list[str]) -> list[str]:
-    status = row.status
-    if row.reason:
-        notes.append(f"{row.backend}: {row.reason}")
-        status += f" [{len(notes)}]"
+def _cells(row: CompareRow, notes: Notes) -> list[str]:
+    status = notes.mark(row.status, row.reason and f"{row.backend}: {row.reason}")
     r = row.report
     if r is None:
         return [row.backend, "-", status] + ["-"] * (len(HEADERS) - 3)
@@ -32,22 +29,17 @@ def _cells(row: CompareRow, notes: list[str]) -> list[str]:
             f"{s.fps:.1f}", str(s.frames), "-" if r.map50 is None else f"{r.map50:.4f}"]
 
 
-def _notes(notes: list[str], sep: str) -> str:
-    return "".join(f"{sep}[{i}] {n}" for i, n in enumerate(notes, 1))
-
-
 def compare_table(rows: Sequence[CompareRow]) -> str:
-    notes: list[str] = []
+    notes = Notes()
     body = table(HEADERS, [_cells(r, notes) for r in rows])
     source = next((r.report.source for r in rows if r.report), "")
-    return body + f"\nsource: {source}; stage times in ms; pipelined" + _notes(notes, "\n")
+    return body + f"\nsource: {source}; stage times in ms; pipelined" + notes.render()
 
 
 def compare_markdown(rows: Sequence[CompareRow]) -> str:
-    notes: list[str] = []
-    lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
-    lines += ["| " + " | ".join(_cells(r, notes)) + " |" for r in rows]
-    return "\n".join(lines) + _notes(notes, "\n\n") + "\n"
+    notes = Notes()
+    return markdown_table(HEADERS, [_cells(r, notes) for r in rows]) + notes.render("\n\n") \
+        + "\n"
 
 
 def compare_json(rows: Sequence[CompareRow]) -> str:
