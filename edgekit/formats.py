@@ -89,7 +89,3 @@ def preferred_formats(backend: str) -> tuple[str, ...]:
         return _PREFERRED[backend]
     return tuple(f.key for f in FORMATS.values() if backend in f.backends)
 
-
-def runnable_by(fmt: Format, suffixes: tuple[str, ...]) -> bool:
-    """Whether a backend reading files with these suffixes can load this format's file."""
-    return any(fmt.suffix.endswith(s) for s in suffixes)

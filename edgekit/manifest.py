@@ -13,7 +13,7 @@ from typing import Any
 
 from edgekit.errors import InvalidModel
 from edgekit.preprocess import InputSpec
-from edgekit.tflite_file import Quantization, TensorInfo
+from edgekit.tflite_file import TensorInfo
 
 MANIFEST_NAME = "edgekit.json"
 VALIDATION_NAME = "validation.npz"
@@ -27,15 +27,6 @@ def tensor_to_dict(t: TensorInfo) -> dict[str, Any]:
         "quantization": None if q is None else {
             "scale": list(q.scale), "zero_point": list(q.zero_point), "axis": q.axis},
     }
-
-
-def tensor_from_dict(d: dict[str, Any]) -> TensorInfo:
-    q = d.get("quantization")
-    return TensorInfo(
-        name=d.get("name", ""), shape=tuple(d["shape"]), dtype=d["dtype"],
-        quantization=None if not q else Quantization(
-            tuple(q["scale"]), tuple(q["zero_point"]), q.get("axis", 0)),
-    )
 
 
 @dataclass
@@ -79,12 +70,6 @@ class Artifact:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
-
-    def input_tensors(self) -> list[TensorInfo]:
-        return [tensor_from_dict(d) for d in self.inputs]
-
-    def output_tensors(self) -> list[TensorInfo]:
-        return [tensor_from_dict(d) for d in self.outputs]
 
 
 @dataclass
