@@ -1,4 +1,4 @@
-"""``edgekit verify``."""
+"""``edgekit targets`` and ``edgekit verify``."""
 from __future__ import annotations
 
 import json
@@ -8,6 +8,33 @@ import click
 
 from edgekit.cli.app import cli, debug_option
 from edgekit.errors import EdgekitError, UsageError
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print every profile in full as JSON.")
+@debug_option
+def targets(as_json: bool) -> None:
+    """List the device profiles that edgekit deploy --target takes.
+
+    \b
+    Built-in profiles live in the repository's targets/ folder (inside the
+    package once installed); your own go in ~/.config/edgekit/targets/NAME.toml
+    (a file there replaces a built-in one of the same name), or pass a file
+    directly: edgekit deploy ... --target ./my-device.toml
+    """
+    from edgekit.render import table
+    from edgekit.targets import list_targets, user_dir
+
+    found = list_targets()
+    if as_json:
+        click.echo(json.dumps([t.to_dict() for t in found], indent=2))
+        return
+    rows = [[t.name, t.description, t.arch, f"{t.python}", t.tflite_runtime.split(" (")[0],
+             ", ".join(t.formats), t.backend + (f" ({t.device})" if t.device else ""),
+             "" if t.origin == "built-in" else t.origin] for t in found]
+    click.echo(table(["target", "device", "arch", "python", "tflite runtime", "formats",
+                      "backend", "from"], rows))
+    click.echo(f"\nyour own profiles: {user_dir()}/NAME.toml; details: edgekit targets --json")
 
 
 @cli.command()
