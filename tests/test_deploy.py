@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import assert_clean_error, run_cli
+from conftest import ROOT, assert_clean_error, run_cli
 from deploy_support import HERE, local_profile, ssh_args
 from sshd import SshServer, free_port
 
@@ -146,6 +146,21 @@ def test_a_device_of_another_architecture_or_python_is_refused(
     assert not ssh_server.local_path("edgekit/releases").exists()
 
 
+def test_the_coral_dev_boards_python_is_refused_by_the_device_itself(
+        ssh_server: SshServer, lenet_bundle: Path, tmp_path: Path) -> None:
+    """Mendel's Python 3.7 (a real 3.7 here, through --python): the device agent still runs
+    on it and reports it, and deploy says edgekit needs 3.9."""
+    python37 = subprocess.run([str(ROOT / "scripts" / "find_python.sh"), "3.7"],
+                              capture_output=True, text=True, check=False).stdout.strip()
+    if not python37:
+        pytest.skip("no Python 3.7 here (pyenv install 3.7 to run this)")
+    board = local_profile(tmp_path, "devboard-here", base="coral-devboard")
+    result = run_cli("deploy", lenet_bundle, "--target", board, *ssh_args(ssh_server),
+                     "--python", python37)
+    assert_clean_error(result, "is Python 3.7", "edgekit needs Python >=3.9", "--python")
+    assert not ssh_server.local_path("edgekit/releases").exists()
+
+
 def test_status_of_an_empty_device(ssh_server: SshServer) -> None:
     result = run_cli("deploy", "--status", *ssh_args(ssh_server))
     assert result.returncode == 0, result.stderr
@@ -158,7 +173,10 @@ def test_status_of_an_empty_device(ssh_server: SshServer) -> None:
 def test_requirements_are_merged_per_package() -> None:
     merged = merge_requirements(CORE, find_target("rpi4-cpu"))
     assert merged == ["numpy>=1.23,<2", "click>=8.1", "opencv-python-headless>=4.8,<=4.11.0.86",
-                      "tflite-runtime==2.14.0", "tomli>=1.1; python_version < '3.11'"]
+                      "tflite-runtime==2.14.0"]  # tomli only below Python 3.11
+    ncs2 = merge_requirements(CORE, find_target("rpi4-ncs2"))  # Python 3.9: markers judged
+    assert ncs2 == ["numpy>=1.23,<1.24", "click>=8.1",  # for the device, not for this Python
+                    "opencv-python-headless>=4.8,<=4.11.0.86", "tomli>=1.1"]
     devboard = merge_requirements(CORE, find_target("coral-devboard"))
     assert not any(r.startswith(("opencv", "ai-edge")) for r in devboard)
 

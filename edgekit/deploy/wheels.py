@@ -172,12 +172,12 @@ def canonical(name: str) -> str:
 def merge_requirements(core: tuple[str, ...], target: Target) -> list[str]:
     """edgekit's own requirements minus the target's exclusions, plus the target's packages.
 
-    Specifiers for one package are joined ("numpy>=1.23" + "numpy<2" -> "numpy>=1.23,<2");
-    requirements with an environment marker stay as they are, for pip on the device to judge.
+    Specifiers for one package are joined ("numpy>=1.23" + "numpy<2" -> "numpy>=1.23,<2").
+    Environment markers are judged here for the target's Python and platform (pip download
+    would judge them for the workstation's), so the device gets a plain list.
     """
     excluded = {canonical(n) for n in target.exclude}
     merged: dict[str, tuple[str, list[str]]] = {}
-    with_markers: list[str] = []
     for requirement in (*core, *target.packages):
         match = _REQUIREMENT.match(requirement)
         if match is None:
@@ -185,12 +185,29 @@ def merge_requirements(core: tuple[str, ...], target: Target) -> list[str]:
         name, extras, spec, marker = match.groups()
         if canonical(name) in excluded:
             continue
-        if marker:
-            with_markers.append(requirement.strip())
+        if marker and not marker_holds(marker.lstrip(";").strip(), target):
             continue
         head, specs = merged.get(canonical(name), (name + (extras or ""), []))
         merged[canonical(name)] = (head, specs + ([spec.strip()] if spec.strip() else []))
-    return [head + ",".join(specs) for head, specs in merged.values()] + with_markers
+    return [head + ",".join(specs) for head, specs in merged.values()]
+
+
+def marker_holds(marker: str, target: Target) -> bool:
+    """Whether an environment marker ("python_version < '3.11'") is true on the target."""
+    try:
+        from packaging.markers import InvalidMarker, Marker
+    except ImportError:  # pip always carries its own copy
+        from pip._vendor.packaging.markers import InvalidMarker, Marker
+    environment = {
+        "python_version": target.python, "python_full_version": f"{target.python}.0",
+        "implementation_name": "cpython", "platform_python_implementation": "CPython",
+        "platform_machine": target.arch, "platform_system": "Linux", "sys_platform": "linux",
+        "os_name": "posix",
+    }
+    try:
+        return Marker(marker).evaluate(environment)
+    except InvalidMarker:
+        raise UsageError(f"{target.path}: cannot read the marker {marker!r}") from None
 
 
 def platform_tags(target: Target) -> list[str]:
