@@ -240,3 +240,23 @@ def test_deploy_modules_import_no_runtime() -> None:
     loaded = _modules_after("import edgekit.deploy, edgekit.targets, edgekit.verify, "
                             "edgekit.cli.deploy_cmd")
     assert not loaded & set(HEAVY), loaded & set(HEAVY)
+
+
+def test_release_names_sort_in_deploy_order_even_with_a_clock_behind(tmp_path: Path) -> None:
+    """A Pi without network time may think it is 1970: names still sort after the newest."""
+    from edgekit.deploy import agent
+
+    base = tmp_path / "edgekit"
+    later = base / "releases" / "29990101T000000Z-abcdef12"
+    later.mkdir(parents=True)
+    (later / "release.json").write_text('{"files": []}')
+    name = agent.new_release_id(str(base), "ff" * 32)
+    assert name == "29990101T000001Z-ffffffff" and name > later.name
+
+
+def test_a_wheel_that_is_not_one(tmp_path: Path, lenet_bundle: Path) -> None:
+    fake = tmp_path / "edgekit-0.1.0-py3-none-any.whl"
+    fake.write_text("not a zip")
+    result = run_cli("deploy", lenet_bundle, "--target", "rpi4-cpu", "--host", "pi@device.invalid",
+                     "--wheel", fake)
+    assert_clean_error(result, "not a wheel")

@@ -16,6 +16,7 @@ answer). Layout it keeps under BASE (default ``~/edgekit``)::
 """
 from __future__ import annotations
 
+import calendar
 import errno
 import hashlib
 import json
@@ -204,7 +205,22 @@ def remove_leftovers(base, keep=None):
 
 
 def new_release_id(base, content_hash):
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    """``<UTC time>-<content hash>``, always sorting after the releases already there.
+
+    A Pi has no clock battery: before NTP answers, its time can lie in the past. Release names
+    must still sort in deploy order (rollback and pruning go by it), so a clock behind the
+    newest release is taken as one second after it.
+    """
+    stamp_format = "%Y%m%dT%H%M%SZ"
+    now = time.time()
+    names = [r["id"] for r in list_releases(base)]
+    if names:
+        try:
+            newest = calendar.timegm(time.strptime(names[-1][:16], stamp_format))
+            now = max(now, newest + 1)
+        except ValueError:
+            pass
+    stamp = time.strftime(stamp_format, time.gmtime(now))
     candidate = f"{stamp}-{content_hash[:8]}"
     n = 1
     while os.path.exists(os.path.join(releases_dir(base), candidate)):
