@@ -19,7 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgekit.deploy.plan import ReleasePlan, ShippedFile, plan_release
+from edgekit.convert import sha256_file
+from edgekit.deploy.plan import (
+    ReleasePlan,
+    ShippedFile,
+    choose_backend,
+    plan_release,
+    shipped_formats,
+)
 from edgekit.deploy.remote import UNIT_NAME, Device
 from edgekit.deploy.report import Command, DeployReport, RollbackReport, Step
 from edgekit.deploy.service import start_hint, unit_text
@@ -27,11 +34,14 @@ from edgekit.deploy.smoke import smoke_report
 from edgekit.deploy.ssh import Host, SshClient, SshOptions
 from edgekit.deploy.wheels import (
     WheelInfo,
+    checkout_info,
     edgekit_wheel,
+    merge_requirements,
     offline_wheels,
     wheel_info,
 )
 from edgekit.errors import ConnectionFailed, DeployError, EdgekitError
+from edgekit.manifest import read_manifest
 from edgekit.render import size
 from edgekit.targets import Target
 
@@ -105,11 +115,9 @@ def _edgekit(request: DeployRequest, session: Session) -> tuple[ShippedFile, Whe
             if not plan.built:
                 session.echo(plan.command, "from a clean copy of the checkout's source files;"
                              " its sha256 below is a placeholder until it is built")
-                return _unbuilt_wheel(plan.path), _installed_info()
+                return _unbuilt_wheel(plan.path), checkout_info()
             path = plan.path
             info = wheel_info(path)
-    from edgekit.convert import sha256_file
-
     return ShippedFile(f"wheels/{path.name}", path, sha256_file(path), path.stat().st_size), info
 
 
@@ -117,25 +125,11 @@ def _unbuilt_wheel(path: Path) -> ShippedFile:
     return ShippedFile(f"wheels/{path.name}", path, "0" * 64, 0)
 
 
-def _installed_info() -> WheelInfo:
-    """What this edgekit's own metadata says (a dry run that has not built the wheel)."""
-    from importlib.metadata import metadata
-
-    meta = metadata("edgekit")
-    requires = tuple(r for r in (meta.get_all("Requires-Dist") or []) if "extra ==" not in r)
-    return WheelInfo("edgekit", meta["Version"], meta.get("Requires-Python") or "", requires)
-
-
 def make_plan(request: DeployRequest, session: Session, staging: Path) -> ReleasePlan:
     """Everything the workstation decides before it talks to the device."""
-    from edgekit.deploy.plan import choose_backend, shipped_formats
-    from edgekit.manifest import read_manifest
-
     formats, _ = shipped_formats(read_manifest(request.bundle), request.target)  # fail fast
     choose_backend(request.target, formats)
     wheel, info = _edgekit(request, session)
-    from edgekit.deploy.wheels import merge_requirements
-
     requirements = merge_requirements(info.requires, request.target)
     extra: tuple[Path, ...] = ()
     if request.offline and requirements:

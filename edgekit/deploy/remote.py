@@ -41,7 +41,7 @@ class Device:
         if answer is None:
             raise DeployError(f"{step}: {self._no_answer(result.returncode, result.stderr)}")
         if not answer.get("ok"):
-            raise DeployError(f"{step}: {answer.get('error', 'failed')}", ) from None
+            raise DeployError(f"{step}: {answer.get('error', 'failed')}")
         return answer
 
     def _no_answer(self, code: int, stderr: bytes) -> str:

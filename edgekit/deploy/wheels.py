@@ -165,6 +165,19 @@ def wheel_info(path: Path) -> WheelInfo:
                      fields.get("Requires-Python", [""])[0], requires)
 
 
+def checkout_info() -> WheelInfo:
+    """What the checkout's pyproject.toml says the wheel will say (before it is built)."""
+    from edgekit import __version__
+    from edgekit.targets import tomllib
+
+    root = source_root()
+    if root is None:
+        raise UsageError("not running from an edgekit checkout: pass --wheel FILE")
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    return WheelInfo("edgekit", __version__, project.get("requires-python", ""),
+                     tuple(project.get("dependencies", [])))
+
+
 def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
