@@ -45,3 +45,11 @@ class DeviceNotFound(EdgekitError):
 
 class InferenceError(EdgekitError):
     """A model that loaded but failed to run, or input it cannot take."""
+
+
+class DeployError(EdgekitError):
+    """A deployment step failed; the message says which, and that the running release stands."""
+
+
+class ConnectionFailed(DeployError):
+    """SSH could not reach the device, or the link dropped or stalled mid-step."""

@@ -1,0 +1,179 @@
+"""``edgekit targets``, ``edgekit verify`` and ``edgekit deploy``."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from edgekit.cli.app import cli, debug_option, progress_printer
+from edgekit.errors import EdgekitError, UsageError
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print every profile in full as JSON.")
+@debug_option
+def targets(as_json: bool) -> None:
+    """List the device profiles that edgekit deploy --target takes.
+
+    \b
+    Built-in profiles live in the repository's targets/ folder (inside the
+    package once installed); your own go in ~/.config/edgekit/targets/NAME.toml
+    (a file there replaces a built-in one of the same name), or pass a file
+    directly: edgekit deploy ... --target ./my-device.toml
+    """
+    from edgekit.render import table
+    from edgekit.targets import list_targets, user_dir
+
+    found = list_targets()
+    if as_json:
+        click.echo(json.dumps([t.to_dict() for t in found], indent=2))
+        return
+    rows = [[t.name, t.description, t.arch, f"{t.python}", t.tflite_runtime.split(" (")[0],
+             ", ".join(t.formats), t.backend + (f" ({t.device})" if t.device else ""),
+             "" if t.origin == "built-in" else t.origin] for t in found]
+    click.echo(table(["target", "device", "arch", "python", "tflite runtime", "formats",
+                      "backend", "from"], rows))
+    click.echo(f"\nyour own profiles: {user_dir()}/NAME.toml; details: edgekit targets --json")
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--backend", help="Backend to run the samples on (default: tflite).")
+@click.option("--device", help="The backend's device (CPU, MYRIAD, usb, pci:0, ...).")
+@click.option("--format", "fmt", help="Which artifact to run (default: the best one for the "
+              "backend).")
+@click.option("--samples", default=10, show_default=True,
+              help="Validation samples to run (0: all).")
+@click.option("--threads", type=int, help="CPU threads for the runtime.")
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+@debug_option
+def verify(bundle: Path, backend: str | None, device: str | None, fmt: str | None,
+           samples: int, threads: int | None, as_json: bool) -> None:
+    """Check a bundle where it lies: file hashes, then a few validation samples.
+
+    \b
+    Every artifact file is checked against the sha256 and size in the
+    manifest; if all match, SAMPLES samples of the bundle's validation set run
+    through the backend and are compared with the Keras model's outputs
+    (top-1 agreement for classification, and accuracy when labels are known).
+    Exit code 1 when a file does not match. edgekit deploy runs this on the
+    device as its smoke test.
+
+    \b
+    Example:
+      edgekit verify ~/edgekit/current/bundle --backend tflite --samples 20
+    """
+    from edgekit.verify import summary, verify_bundle
+
+    if samples < 0:
+        raise UsageError("--samples takes 0 (all) or more")
+    report = verify_bundle(bundle, backend=backend, device=device, fmt=fmt, samples=samples,
+                           threads=threads)
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else summary(report))
+    if not report.files_ok:
+        bad = [f.name for f in report.files if not f.ok]
+        raise EdgekitError(f"{len(bad)} artifact file(s) of {bundle} do not match the manifest "
+                           f"({', '.join(bad)}): copy the bundle again")
+
+
+@cli.command()
+@click.argument("bundle", required=False, type=click.Path(path_type=Path))
+@click.option("--host", "host_text", required=True, metavar="USER@HOST",
+              help="The device, as ssh reaches it (e.g. pi@raspberrypi.local).")
+@click.option("--target", "target_name", metavar="NAME|FILE",
+              help="Device profile: a name from `edgekit targets`, or a .toml file.")
+@click.option("--port", type=int, help="SSH port (default 22, or your ~/.ssh/config).")
+@click.option("--identity", type=click.Path(path_type=Path), metavar="KEYFILE",
+              help="Private key to log in with (default: ssh's own keys and agent).")
+@click.option("--known-hosts", type=click.Path(path_type=Path), metavar="FILE",
+              help="The only known_hosts file to trust (default: ssh's own).")
+@click.option("--service", is_flag=True, help="Install a systemd user unit that runs "
+              "`edgekit run` on the current release at boot, restarting on failure.")
+@click.option("--offline", is_flag=True, help="Download the target's wheels here and ship "
+              "them, for a device without internet.")
+@click.option("--dry-run", is_flag=True, help="Print every step and command; send nothing.")
+@click.option("--rollback", is_flag=True, help="Switch back to the release before the "
+              "current one (checked first).")
+@click.option("--to", "to_release", metavar="RELEASE", help="With --rollback: this release.")
+@click.option("--status", "show_status", is_flag=True,
+              help="Show the device's releases, environments and service.")
+@click.option("--python", default="python3", show_default=True, metavar="PATH",
+              help="The device's Python that makes the environment.")
+@click.option("--remote-dir", default="edgekit", show_default=True, metavar="DIR",
+              help="Where releases live on the device (relative: to the login home).")
+@click.option("--samples", default=5, show_default=True,
+              help="Validation samples the smoke test runs on the device.")
+@click.option("--keep", default=3, show_default=True, help="Complete releases kept.")
+@click.option("--timeout", default=60.0, show_default=True, metavar="SECONDS",
+              help="How long a silent link is tolerated before giving up.")
+@click.option("--wheel", type=click.Path(path_type=Path), metavar="FILE",
+              help="Ship this edgekit wheel instead of building one from the checkout.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
+@debug_option
+def deploy(bundle: Path | None, host_text: str, target_name: str | None, port: int | None,
+           identity: Path | None, known_hosts: Path | None, service: bool, offline: bool,
+           dry_run: bool, rollback: bool, to_release: str | None, show_status: bool,
+           python: str, remote_dir: str, samples: int, keep: int, timeout: float,
+           wheel: Path | None, as_json: bool, quiet: bool) -> None:
+    """Deploy a bundle to a device over SSH, atomically, and prove it runs there.
+
+    \b
+    Ships the artifacts the target runs (and the manifest, the validation set
+    and edgekit as a wheel) into a new release folder on the device, checks
+    every file's sha256 there, sets up (or reuses) a Python environment with
+    the target's runtime, runs a smoke test with it, and only then switches
+    ~/edgekit/current to the new release. The previous release stays for
+    --rollback. Keys only (BatchMode), host keys always checked.
+
+    \b
+    Examples:
+      edgekit deploy out/lenet5 --target rpi4-cpu --host pi@raspberrypi.local
+      edgekit deploy out/lenet5 --target rpi4-cpu --host pi@10.0.0.7 --service --offline
+      edgekit deploy --status --host pi@raspberrypi.local
+      edgekit deploy --rollback --host pi@raspberrypi.local
+    """
+    from edgekit.deploy import DeployRequest, SshOptions, parse_host
+    from edgekit.deploy import deploy as run_deploy
+    from edgekit.deploy import rollback as run_rollback
+    from edgekit.deploy import status as run_status
+    from edgekit.deploy.report import deploy_text, rollback_text, status_text
+
+    if rollback and show_status:
+        raise UsageError("choose one of --rollback and --status")
+    if to_release and not rollback:
+        raise UsageError("--to goes with --rollback")
+    if rollback or show_status:
+        mode = "--rollback" if rollback else "--status"
+        given = [name for name, value in (("BUNDLE", bundle), ("--target", target_name),
+                                          ("--service", service), ("--offline", offline))
+                 if value]
+        if given:
+            raise UsageError(f"{mode} takes no {', '.join(given)}: it works on the releases "
+                             "already on the device")
+    elif bundle is None or target_name is None:
+        raise UsageError("deploy needs a BUNDLE and --target NAME (see edgekit targets), "
+                         "or one of --status and --rollback")
+    if show_status and dry_run:
+        raise UsageError("--status only reads the device; --dry-run is for deploy and rollback")
+    if samples < 1 or keep < 1:
+        raise UsageError("--samples and --keep take 1 or more")
+    host = parse_host(host_text, port)
+    ssh = SshOptions(identity, known_hosts, timeout)
+    progress = progress_printer(not quiet)
+    if show_status:
+        state = run_status(host, ssh, python=python, base=remote_dir)
+        click.echo(json.dumps(state, indent=2) if as_json else status_text(host.label, state))
+        return
+    if rollback:
+        done = run_rollback(host, ssh, to=to_release, python=python, base=remote_dir,
+                            dry_run=dry_run, progress=progress)
+        click.echo(json.dumps(done.to_dict(), indent=2) if as_json else rollback_text(done))
+        return
+    from edgekit.targets import find_target
+
+    request = DeployRequest(bundle, find_target(target_name), host, ssh, python, remote_dir,
+                            service, offline, dry_run, samples, keep, wheel)
+    report = run_deploy(request, progress)
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else deploy_text(report))

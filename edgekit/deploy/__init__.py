@@ -1,0 +1,19 @@
+"""``edgekit deploy``: take a bundle to a device over SSH and prove it runs there.
+
+- ``ssh.py``      the system OpenSSH client: argument lists, keys only, host keys checked
+- ``wheels.py``   edgekit's wheel (built from the checkout) and ``--offline`` runtime wheels
+- ``plan.py``     what ships to a target: its artifacts, the rewritten manifest, the wheels
+- ``agent.py``    the device side (stdlib only, sent on each call): stage, verify, venv,
+                  smoke test, switch, rollback, service
+- ``remote.py``   one ssh call per agent step
+- ``smoke.py``    the device's answers against the workstation's
+- ``service.py``  the systemd user unit
+- ``release.py``  the steps in order: deploy, rollback, status
+- ``report.py``   what they report
+"""
+from __future__ import annotations
+
+from edgekit.deploy.release import DeployRequest, deploy, rollback, status
+from edgekit.deploy.ssh import Host, SshOptions, parse_host
+
+__all__ = ["DeployRequest", "Host", "SshOptions", "deploy", "parse_host", "rollback", "status"]

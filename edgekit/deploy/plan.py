@@ -1,0 +1,161 @@
+"""What a release ships to a target, worked out on the workstation before anything is sent.
+
+Only the artifacts the target runs (its profile's formats that the bundle has built), the
+manifest rewritten to list only those, the validation set, edgekit's wheel and, with
+``--offline``, the runtime's wheels. Every file is hashed here; the device checks the same
+hashes. The Python environment the device needs is keyed by a hash of what goes into it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from edgekit.convert import sha256_file
+from edgekit.deploy.wheels import WheelInfo, merge_requirements
+from edgekit.errors import InvalidModel, UsageError
+from edgekit.formats import FORMATS, preferred_formats
+from edgekit.manifest import VALIDATION_NAME, Manifest, read_manifest, write_manifest
+from edgekit.targets import Target
+
+
+@dataclass(frozen=True)
+class ShippedFile:
+    """One file of a release: where it goes inside the release, its bytes' hash and size."""
+
+    path: str  # "bundle/lenet5_digits_int8.tflite", "wheels/edgekit-0.1.0-py3-none-any.whl"
+    local: Path
+    sha256: str
+    size: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "sha256": self.sha256, "size": self.size}
+
+
+@dataclass
+class ReleasePlan:
+    """Everything one deploy sends, and what the device does with it."""
+
+    bundle: Path
+    model: str  # the bundle's model name
+    target: Target
+    formats: list[str]  # shipped, in the profile's order
+    missing_formats: dict[str, str]  # profile formats the bundle lacks, and why
+    files: list[ShippedFile]
+    requirements: list[str]  # pip requirements of the device's environment
+    edgekit: WheelInfo
+    wheel: ShippedFile
+    offline: bool
+    backend: str  # what the smoke test and the service run
+    device: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def content_hash(self) -> str:
+        """A hash of what the release holds (files, target, environment)."""
+        lines = [f"{f.path} {f.sha256}" for f in self.files]
+        lines += [f"target {self.target.name}", *self.requirements]
+        return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+    def venv_key(self, python: str, version: tuple[int, ...]) -> str:
+        """The device environment's name: the same inputs give the same environment."""
+        inputs = {
+            "python": python, "version": list(version[:2]), "requirements": self.requirements,
+            "extra_index_urls": list(self.target.extra_index_urls),
+            "system_site_packages": self.target.system_site_packages,
+            "edgekit": self.wheel.sha256,
+        }
+        return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
+
+    def meta(self) -> dict[str, Any]:
+        """What release.json records beside the files."""
+        return {"target": self.target.name, "bundle": self.model, "formats": self.formats,
+                "edgekit": self.edgekit.version, "requirements": self.requirements,
+                "offline": self.offline, "backend": self.backend,
+                "deployed_from": socket.gethostname()}
+
+
+def shipped_formats(manifest: Manifest, target: Target) -> tuple[list[str], dict[str, str]]:
+    """The target's formats that the bundle has built, and why the others are missing."""
+    built = {a.format: a for a in manifest.artifacts}
+    ship = [f for f in target.formats if f in built and built[f].ok]
+    missing = {f: (built[f].reason or built[f].status) if f in built else "not converted"
+               for f in target.formats if f not in ship}
+    if not ship:
+        have = ", ".join(a.format for a in manifest.artifacts if a.ok) or "none"
+        why = "; ".join(f"{f}: {r}" for f, r in missing.items())
+        raise UsageError(f"the bundle has nothing target {target.name} runs: it takes "
+                         f"{', '.join(target.formats)}, the bundle has {have} ({why}). Convert "
+                         f"again with --formats {','.join(target.formats)}")
+    return ship, missing
+
+
+def runnable(backend: str, fmt: str) -> bool:
+    """Whether ``backend`` runs the ``fmt`` artifact (by the format table)."""
+    return backend in FORMATS[fmt].backends or fmt in preferred_formats(backend)
+
+
+def choose_backend(target: Target, formats: list[str]) -> tuple[str, str, list[str]]:
+    """(backend, device, notes): the target's default, else its fallback for what ships."""
+    if any(runnable(target.backend, f) for f in formats):
+        return target.backend, target.device, []
+    if target.fallback_backend and any(runnable(target.fallback_backend, f) for f in formats):
+        note = (f"nothing in this bundle runs on {target.backend} (it ships "
+                f"{', '.join(formats)}): the smoke test and the service use "
+                f"{target.fallback_backend}")
+        return target.fallback_backend, "", [note]
+    raise UsageError(f"target {target.name}'s backend {target.backend} runs none of "
+                     f"{', '.join(formats)}, and it names no fallback_backend that does")
+
+
+def _bundle_file(bundle: Path, name: str, sha256: str, size: int) -> ShippedFile:
+    path = bundle / name
+    if not path.is_file():
+        raise InvalidModel(f"{path}: missing from the bundle; convert it again")
+    actual = sha256_file(path)
+    if actual != sha256 or path.stat().st_size != size:
+        raise InvalidModel(f"{path} does not match the bundle's manifest (sha256 or size "
+                           "differ): it changed after conversion; convert it again")
+    return ShippedFile(f"bundle/{name}", path, actual, size)
+
+
+def _file(path: Path, inside: str) -> ShippedFile:
+    return ShippedFile(f"{inside}/{path.name}", path, sha256_file(path), path.stat().st_size)
+
+
+def plan_release(bundle: Path, target: Target, wheel: ShippedFile, edgekit: WheelInfo,
+                 staging: Path, offline: bool = False,
+                 offline_wheels: tuple[Path, ...] = ()) -> ReleasePlan:
+    """Choose, check and hash what goes to ``target``; the shipped manifest is written to
+    ``staging`` (a folder the caller owns). ``offline_wheels`` ship in wheels/."""
+    bundle = Path(bundle)
+    manifest = read_manifest(bundle)
+    formats, missing = shipped_formats(manifest, target)
+    backend, device, notes = choose_backend(target, formats)
+    files: list[ShippedFile] = []
+    for artifact in manifest.artifacts:
+        if artifact.format in formats:
+            files += [_bundle_file(bundle, name, r.sha256, r.size)
+                      for name, r in artifact.files.items()]
+    shipped = replace(manifest, artifacts=[a for a in manifest.artifacts if a.format in formats])
+    files.insert(0, _file(write_manifest(shipped, staging), "bundle"))
+    if (bundle / VALIDATION_NAME).is_file():
+        files.append(_file(bundle / VALIDATION_NAME, "bundle"))
+    else:
+        notes.append(f"the bundle has no {VALIDATION_NAME}: the smoke test runs one inference "
+                     "on zeros instead of validation samples")
+    files.append(wheel)
+    files += [_file(path, "wheels") for path in offline_wheels]
+    names = [f.path for f in files]
+    if len(set(names)) != len(names):
+        raise UsageError("two shipped files have the same name: " + ", ".join(
+            sorted({n for n in names if names.count(n) > 1})))
+    return ReleasePlan(bundle, manifest.name, target, formats, missing, files,
+                       merge_requirements(edgekit.requires, target), edgekit, wheel,
+                       offline, backend, device, notes)

@@ -1,0 +1,355 @@
+"""Deploy, roll back and report releases on a device, step by step, never half-updated.
+
+A deploy: plan what ships (workstation) -> check the device -> stage a new release folder,
+reusing files the device has -> copy the missing ones -> check every sha256 there -> reuse or
+create the Python environment -> smoke test the new release with it -> switch ``current``
+(one rename) -> restart or install the service. Until the switch, the running release is
+untouched; a failure on the way removes the new folder (or, when the link is gone, leaves it
+as ``releases/.incoming-*``, which nothing uses and the next deploy removes).
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgekit.convert import sha256_file
+from edgekit.deploy.plan import (
+    ReleasePlan,
+    ShippedFile,
+    choose_backend,
+    plan_release,
+    shipped_formats,
+)
+from edgekit.deploy.remote import UNIT_NAME, Device
+from edgekit.deploy.report import Command, DeployReport, RollbackReport, Step
+from edgekit.deploy.service import start_hint, unit_text
+from edgekit.deploy.smoke import smoke_report
+from edgekit.deploy.ssh import Host, SshClient, SshOptions
+from edgekit.deploy.wheels import (
+    WheelInfo,
+    checkout_info,
+    edgekit_wheel,
+    merge_requirements,
+    offline_wheels,
+    wheel_info,
+)
+from edgekit.errors import ConnectionFailed, DeployError, EdgekitError
+from edgekit.manifest import read_manifest
+from edgekit.render import size
+from edgekit.targets import Target
+
+Progress = Callable[[str], None]
+DEFAULT_SSH = SshOptions()
+
+
+def _silent(_: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class DeployRequest:
+    """What to deploy where, and how."""
+
+    bundle: Path
+    target: Target
+    host: Host
+    ssh: SshOptions = DEFAULT_SSH
+    python: str = "python3"  # the device's interpreter that makes the environment
+    base: str = "edgekit"  # the releases' folder on the device (relative: to the login home)
+    service: bool = False
+    offline: bool = False
+    dry_run: bool = False
+    samples: int = 5  # validation samples the smoke test runs
+    keep: int = 3  # complete releases kept on the device
+    wheel: Path | None = None  # an edgekit wheel to ship instead of building one
+
+
+class Session:
+    """Progress lines for a real run; for a dry run, the transcript of steps and commands."""
+
+    def __init__(self, progress: Progress, dry_run: bool) -> None:
+        self.progress = progress
+        self.dry_run = dry_run
+        self.steps: list[Step] = []
+        self.seconds: dict[str, float] = {}
+
+    def client(self, host: Host, options: SshOptions) -> SshClient:
+        return SshClient(host, options, self.echo if self.dry_run else None)
+
+    def echo(self, argv: list[str], note: str) -> None:
+        if not self.steps:
+            self.steps.append(Step("(commands)"))
+        self.steps[-1].commands.append(Command(argv, note))
+
+    @contextmanager
+    def step(self, name: str, title: str) -> Iterator[None]:
+        """Announce a step (a progress line, or a dry-run step) and time it."""
+        if self.dry_run:
+            self.steps.append(Step(title))
+        else:
+            self.progress(title)
+        started = time.perf_counter()
+        yield
+        self.seconds[name] = round(time.perf_counter() - started, 2)
+
+
+# --- the workstation's part ---------------------------------------------------------------------
+
+def _edgekit(request: DeployRequest, session: Session) -> tuple[ShippedFile, WheelInfo]:
+    """edgekit's wheel (built, cached or given) as a shipped file, and what it requires."""
+    if request.wheel is not None:
+        path = Path(request.wheel)
+        info = wheel_info(path)
+        if info.name.lower() != "edgekit":
+            raise DeployError(f"--wheel {path} is a wheel of {info.name!r}, not edgekit")
+    else:
+        with session.step("wheel", "edgekit's wheel (built from this checkout, cached)"):
+            plan = edgekit_wheel(session.progress, build=not session.dry_run)
+            if not plan.built:
+                session.echo(plan.command, "from a clean copy of the checkout's source files;"
+                             " its sha256 below is a placeholder until it is built")
+                return _unbuilt_wheel(plan.path), checkout_info()
+            path = plan.path
+            info = wheel_info(path)
+    return ShippedFile(f"wheels/{path.name}", path, sha256_file(path), path.stat().st_size), info
+
+
+def _unbuilt_wheel(path: Path) -> ShippedFile:
+    return ShippedFile(f"wheels/{path.name}", path, "0" * 64, 0)
+
+
+def make_plan(request: DeployRequest, session: Session, staging: Path) -> ReleasePlan:
+    """Everything the workstation decides before it talks to the device."""
+    formats, _ = shipped_formats(read_manifest(request.bundle), request.target)  # fail fast
+    choose_backend(request.target, formats)
+    wheel, info = _edgekit(request, session)
+    requirements = merge_requirements(info.requires, request.target)
+    extra: tuple[Path, ...] = ()
+    if request.offline and requirements:
+        with session.step("download", f"the {request.target.arch} wheels of the environment "
+                          f"(--offline; cached)"):
+            plan = offline_wheels(requirements, request.target, session.progress,
+                                  download=not session.dry_run)
+            if not plan.wheels:
+                session.echo(plan.command, "")
+            extra = plan.wheels
+    return plan_release(request.bundle, request.target, wheel, info, staging,
+                        offline=request.offline, offline_wheels=extra)
+
+
+# --- checks of the device ----------------------------------------------------------------------
+
+def _minimum_python(spec: str) -> tuple[int, ...]:
+    match = re.match(r"^\s*>=\s*(\d+)\.(\d+)", spec or "")
+    return (int(match[1]), int(match[2])) if match else (0, 0)
+
+
+def check_device(probe: dict[str, Any], plan: ReleasePlan, request: DeployRequest) -> None:
+    """Refuse a device that cannot run this release, saying why and what to do."""
+    target, host = plan.target, request.host.label
+    arch = str(probe["platform"]).split("-", 1)[-1]
+    if arch != target.arch:
+        raise DeployError(f"{host} is {arch} (its Python reports {probe['platform']}) and "
+                          f"target {target.name} is for {target.arch}: pick the target that "
+                          "matches (edgekit targets), or make your own profile")
+    version = tuple(probe["python"])
+    shown = ".".join(map(str, version))
+    minimum = _minimum_python(plan.edgekit.requires_python)
+    if version[:2] < minimum:
+        raise DeployError(f"{host}'s {request.python} is Python {shown} and edgekit needs "
+                          f"Python {plan.edgekit.requires_python}: install a newer Python "
+                          "there and pass it with --python (see the limits in edgekit "
+                          f"targets --json for {target.name})")
+    if f"{version[0]}.{version[1]}" != target.python:
+        raise DeployError(f"{host}'s {request.python} is Python {shown} and target "
+                          f"{target.name} is for Python {target.python} (its packages are "
+                          f"chosen for it: {', '.join(plan.requirements)}): pick the matching "
+                          f"target, pass --python PATH to a Python {target.python} on the "
+                          "device, or make your own profile")
+
+
+# --- the deploy ----------------------------------------------------------------------------------
+
+def deploy(request: DeployRequest, progress: Progress = _silent) -> DeployReport:
+    """Deploy ``request.bundle`` to ``request.host``; a DeployReport, or an EdgekitError that
+    says which step failed and that the running release is untouched."""
+    session = Session(progress, request.dry_run)
+    started = time.perf_counter()
+    staging = Path(tempfile.mkdtemp(prefix="edgekit-deploy-"))
+    try:
+        plan = make_plan(request, session, staging)
+        report = _run(request, plan, session)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    report.seconds = {**session.seconds, "total": round(time.perf_counter() - started, 2)}
+    report.steps = session.steps
+    return report
+
+
+def _run(request: DeployRequest, plan: ReleasePlan, session: Session) -> DeployReport:
+    device = Device(session.client(request.host, request.ssh), request.python, request.base)
+    report = DeployReport(request.host.label, plan.target.name, plan.model, plan.formats,
+                          len(plan.files), plan.total_bytes, notes=list(plan.notes),
+                          dry_run=request.dry_run)
+    if plan.missing_formats:
+        report.notes.append("not shipped (the bundle lacks them): " + "; ".join(
+            f"{f}: {why}" for f, why in plan.missing_formats.items()))
+    with session.step("probe", f"check {request.host.label}: platform, Python, releases"):
+        probe = device.call("probe", "checking the device")
+    if not request.dry_run:
+        check_device(probe, plan, request)
+        report.python = ".".join(map(str, probe["python"]))
+        report.platform = probe["platform"]
+    key = plan.venv_key(probe.get("executable", request.python), tuple(probe.get("python", ())))
+    release = None
+    try:
+        with session.step("stage", "stage a new release folder; link the files the device "
+                          "already has (by sha256)"):
+            staged = device.call("stage", "staging the release",
+                                 content_hash=plan.content_hash(),
+                                 files=[f.to_dict() for f in plan.files])
+        release = report.release = staged["release"]
+        report.leftovers_removed = staged["removed"]
+        _fill_and_check(device, plan, staged, key, report, session, request, probe)
+    except BaseException as exc:
+        raise _abandoned(exc, device, release, probe) from None
+    with session.step("activate", "switch current to the new release (one rename), restart "
+                      "the service if installed, remove old releases"):
+        done = device.call("activate", "switching current", release=staged["release"],
+                           keep=request.keep)
+    report.previous, report.pruned = done.get("previous"), done.get("pruned", [])
+    if done.get("service"):
+        report.service = {"summary": f"{UNIT_NAME}: {done['service']}"}
+    if request.service:
+        report.service = _install_service(device, plan, probe, session, request)
+    return report
+
+
+def _fill_and_check(device: Device, plan: ReleasePlan, staged: dict[str, Any], key: str,
+                    report: DeployReport, session: Session, request: DeployRequest,
+                    probe: dict[str, Any]) -> None:
+    release = staged["release"]
+    missing = [f for f in plan.files if f.path in set(staged["missing"])]
+    report.files_copied, report.bytes_copied = len(missing), sum(f.size for f in missing)
+    report.files_reused = len(staged["linked"])
+    with session.step("copy", f"copy the files the device lacks ({len(missing)} files, "
+                      f"{size(report.bytes_copied) if missing else '0 B'}) with scp"):
+        try:
+            for folder in sorted({f.path.split("/")[0] for f in missing}):
+                device.client.upload(
+                    [f.local for f in missing if f.path.startswith(folder + "/")],
+                    f"{staged['incoming']}/{folder}", step="copying the release")
+        except ConnectionFailed as exc:
+            raise _copy_failure(exc, device, report.bytes_copied) from None
+    with session.step("verify", "check the sha256 of every file on the device"):
+        device.call("verify", "checking the files on the device", release=release,
+                    files=[f.to_dict() for f in plan.files], meta={**plan.meta(), "venv": key})
+    reused = any(v["key"] == key and v["complete"] for v in probe.get("venvs", []))
+    what = (f"reuse the device's Python environment {key}" if reused else
+            f"create the Python environment {key} on the device (pip install "
+            f"{' '.join(plan.requirements)}; minutes on a Pi)")
+    with session.step("venv", what):
+        venv = device.call("venv", "preparing the Python environment", release=release,
+                           key=key, requirements=plan.requirements, wheel=plan.wheel.path,
+                           offline=plan.offline,
+                           system_site_packages=plan.target.system_site_packages,
+                           pip_options=[a for url in plan.target.extra_index_urls
+                                        for a in ("--extra-index-url", url)])
+    report.venv, report.venv_reused = key, bool(venv.get("reused"))
+    report.venv_seconds = float(venv.get("seconds", 0))
+    with session.step("smoke", f"smoke test: edgekit backends, then edgekit verify with "
+                      f"{plan.backend} on {request.samples} validation samples"):
+        answer = device.call("smoke", "the smoke test", release=release, backend=plan.backend,
+                             device=plan.device, samples=request.samples,
+                             environment=plan.target.environment)
+        if not request.dry_run:
+            report.smoke = smoke_report(answer, plan.bundle, request.samples)
+
+
+def _copy_failure(exc: ConnectionFailed, device: Device, need: int) -> EdgekitError:
+    """Why scp failed, when the device can still say: over SFTP a full disk is only "Failure"."""
+    try:
+        free = device.call("probe", "checking the device after the failed copy")["free_bytes"]
+    except EdgekitError:
+        return exc  # the link is gone: ssh's own words stand
+    if free is not None and free < need:
+        return DeployError(f"copying the release: the device's disk is full ({size(free)} "
+                           f"free, the copy needed {size(need)}; {exc})")
+    return exc
+
+
+def _abandoned(exc: BaseException, device: Device, release: str | None,
+               probe: dict[str, Any]) -> BaseException:
+    """The error to raise after a failed step: what happened, and what state the device is in.
+
+    The incomplete release is removed if the device can still be reached."""
+    if device.client.dry_run:
+        return exc
+    leftover = ("the incomplete release folder (releases/.incoming-*) is never used, and the "
+                "next deploy removes it")
+    if release is None:  # staging failed: the agent removed its folder, unless the link died
+        left = leftover if isinstance(exc, ConnectionFailed) else "nothing was left over"
+    else:
+        try:
+            device.call("cleanup", "removing the incomplete release", release=release)
+            left = "the incomplete new release was removed"
+        except EdgekitError:
+            left = leftover
+    if not isinstance(exc, EdgekitError):
+        return exc
+    running = probe.get("current")
+    state = (f"the running release ({running}) is untouched" if running else
+             "nothing was running there before, and nothing is now")
+    kind = type(exc) if isinstance(exc, (ConnectionFailed, DeployError)) else DeployError
+    return kind(f"{exc}. {state[0].upper()}{state[1:]}; {left}")
+
+
+def _install_service(device: Device, plan: ReleasePlan, probe: dict[str, Any],
+                     session: Session, request: DeployRequest) -> dict[str, Any]:
+    base = probe.get("base") or f"/home/USER/{request.base}"
+    with session.step("service", f"install the systemd user unit {UNIT_NAME} (edgekit run "
+                      f"--source {plan.target.camera} --backend {plan.backend}), enable, start"):
+        result = device.call("service", "installing the service", text=unit_text(plan, base))
+    if request.dry_run:
+        return result
+    user = probe.get("user", "")
+    if not result.get("systemd"):
+        result["summary"] = (f"unit installed at {result['unit']}; systemd is not running on "
+                             f"the device, so it was not started: on a systemd system run "
+                             f"{start_hint(user)}")
+    elif result.get("messages"):
+        result["summary"] = (f"unit installed at {result['unit']}, but starting it failed: "
+                             f"{'; '.join(result['messages'])}")
+    else:
+        linger = "" if result.get("linger") else (
+            f"; it starts at boot once you run (as root) loginctl enable-linger {user}")
+        result["summary"] = f"{UNIT_NAME} enabled and {result.get('active')}{linger}"
+    return result
+
+
+# --- rollback and status -------------------------------------------------------------------------
+
+def rollback(host: Host, ssh: SshOptions = DEFAULT_SSH, *, to: str | None = None,
+             python: str = "python3", base: str = "edgekit", dry_run: bool = False,
+             progress: Progress = _silent) -> RollbackReport:
+    """Switch ``current`` back to the release before it (or ``to``), checked first."""
+    session = Session(progress, dry_run)
+    device = Device(session.client(host, ssh), python, base)
+    with session.step("rollback", f"check the earlier release's files on {host.label}, then "
+                      "switch current to it (one rename) and restart the service"):
+        answer = device.call("rollback", "rolling back", **({"to": to} if to else {}))
+    return RollbackReport(host.label, answer.get("from"), answer.get("to", to or "<previous>"),
+                          answer.get("service"), dry_run, session.steps)
+
+
+def status(host: Host, ssh: SshOptions = DEFAULT_SSH, *, python: str = "python3",
+           base: str = "edgekit") -> dict[str, Any]:
+    """The device's releases, environments, free space and service, as the agent reports."""
+    return Device(SshClient(host, ssh), python, base).call("probe", "reading the device's state")

@@ -1,0 +1,94 @@
+"""The smoke test's verdict: what the device ran and answered, against the workstation.
+
+The device runs ``edgekit backends --json`` and ``edgekit verify --json`` with the new
+release's own environment (see agent.smoke). Here its top-1 answers are compared with the
+workstation's for the same artifact format (through a backend that runs it here), and with
+the Keras model's answers stored in the bundle.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgekit.errors import DeployError
+from edgekit.formats import FORMATS
+
+
+@dataclass
+class SampleCheck:
+    """One validation sample's top-1 on the device, on the workstation, in Keras; its label."""
+
+    index: int
+    device: int | None
+    workstation: int | None
+    keras: int | None
+    label: int | None
+
+
+@dataclass
+class SmokeReport:
+    """What the device ran, what it found, and how its answers compare."""
+
+    backend: str
+    runtime: str
+    device: str
+    devices: list[str]  # what `edgekit backends` on the device found for that backend
+    format: str
+    artifact: str
+    samples: list[SampleCheck] = field(default_factory=list)
+    compared_with: str = ""  # "tflite (ai-edge-litert 2.3.0) here", or "" (Keras only)
+    max_abs_diff: float = 0.0  # the device's outputs against Keras's
+
+    @property
+    def matches(self) -> int:
+        """Samples whose device top-1 equals the workstation's (or Keras's, without one)."""
+        return sum(s.device == (s.workstation if self.compared_with else s.keras)
+                   for s in self.samples)
+
+
+def device_failure(answer: dict[str, Any]) -> str | None:
+    """Why the smoke test failed on the device, or None when it ran."""
+    verify = answer.get("verify")
+    if answer.get("verify_code") != 0 or verify is None:
+        return answer.get("verify_error") or "edgekit verify gave no result"
+    if not verify.get("files_ok"):
+        bad = [f"{f['name']}: {f['problem']}" for f in verify["files"] if not f["ok"]]
+        return "artifact files do not match the manifest: " + "; ".join(bad)
+    return None
+
+
+def smoke_report(answer: dict[str, Any], bundle: Path, samples: int) -> SmokeReport:
+    """Turn the agent's smoke answer into a report; DeployError when the device failed."""
+    problem = device_failure(answer)
+    if problem:
+        raise DeployError(f"the smoke test failed on the device: {problem}")
+    verify = answer["verify"]
+    statuses = {s["name"]: s for s in answer.get("backends") or []}
+    found = statuses.get(verify["backend"], {}).get("devices", [])
+    report = SmokeReport(verify["backend"], verify["runtime"], verify["device"], found,
+                         verify["format"], verify["artifact"])
+    report.max_abs_diff = max((s["max_abs_diff"] for s in verify["samples"]), default=0.0)
+    local, report.compared_with = workstation_top1(bundle, verify["format"], samples)
+    for i, s in enumerate(verify["samples"]):
+        report.samples.append(SampleCheck(s["index"], s["top1"],
+                                          local[i] if i < len(local) else None,
+                                          s["reference_top1"], s["label"]))
+    return report
+
+
+def workstation_top1(bundle: Path, fmt: str, samples: int) -> tuple[list[int | None], str]:
+    """Top-1 answers for the same artifact format here, and what ran it ("" if nothing can)."""
+    from edgekit.backends import backend_class
+    from edgekit.errors import EdgekitError
+    from edgekit.verify import verify_bundle
+
+    for name in FORMATS[fmt].backends:
+        try:
+            if not backend_class(name).probe().usable:
+                continue
+            report = verify_bundle(bundle, backend=name, fmt=fmt, samples=samples)
+        except EdgekitError:
+            continue
+        return [s.top1 for s in report.samples], f"{report.backend} ({report.runtime}) here"
+    return [], ""

@@ -1,0 +1,78 @@
+"""End to end on the emulated Raspberry Pi (arm64 Debian bookworm, Python 3.11, under qemu):
+deploy the LeNet bundle with the rpi4-cpu profile, then classify there with tflite-runtime 2.14
+and get the workstation's top-1 answers.
+
+Slow (a venv and pip install of tflite-runtime, numpy and OpenCV under qemu); run it with
+EDGEKIT_PI_BUILD=1 .venv/bin/python -m pytest -m pi tests/test_deploy_pi.py
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import run_cli
+from deploy_support import intact, ssh_args
+from sshd import SshServer
+
+from edgekit.fidelity import load_validation
+
+pytestmark = [pytest.mark.slow, pytest.mark.pi]
+SAMPLES = 20
+
+
+def test_deploy_lenet_to_the_emulated_pi(emulated_pi: SshServer, lenet_bundle: Path,
+                                         tmp_path: Path) -> None:
+    emulated_pi.run("rm -rf edgekit digits .config/systemd/user/edgekit.service")  # a fresh Pi
+    started = time.monotonic()
+    result = run_cli("deploy", lenet_bundle, "--target", "rpi4-cpu", *ssh_args(emulated_pi),
+                     "--samples", str(SAMPLES), "--service", "--json")
+    first_seconds = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["platform"] == "linux-aarch64" and report["python"].startswith("3.11.")
+    assert not report["venv_reused"] and report["bytes_copied"] == report["bytes_total"]
+    smoke = report["smoke"]
+    assert smoke["runtime"] == "tflite-runtime 2.14.0" and smoke["format"] == "tflite-int8"
+    assert len(smoke["samples"]) == SAMPLES and smoke["matches"] == SAMPLES
+    assert smoke["compared_with"].startswith("tflite (ai-edge-litert")
+    assert [s["device"] for s in smoke["samples"]] == [s["workstation"] for s in
+                                                       smoke["samples"]]
+    release = emulated_pi.local_path("edgekit/releases") / report["release"]
+    assert intact(release)
+    assert "systemd is not running" in report["service"]["summary"]  # a chroot has none
+
+    # Classify pictures on the Pi with the deployed edgekit (OpenCV reads them there).
+    v = load_validation(lenet_bundle)
+    pictures = []
+    for i in range(8):
+        pictures.append(tmp_path / f"digit_{i}_{v.y[i]}.png")
+        cv2.imwrite(str(pictures[-1]), np.round(v.x[i, :, :, 0] * 255).astype(np.uint8))
+    emulated_pi.run(["mkdir", "-p", "digits"])
+    copy = subprocess.run(emulated_pi.scp_command(pictures, "digits/"), capture_output=True,
+                          check=False)
+    assert copy.returncode == 0, copy.stderr
+    on_pi = emulated_pi.run(["edgekit/current/venv/bin/edgekit", "classify",
+                             "edgekit/current/bundle", *[f"digits/{p.name}" for p in pictures],
+                             "--json", "-k", "1"], timeout=600)
+    assert on_pi.returncode == 0, on_pi.stderr.decode()
+    pi_answers = json.loads(on_pi.stdout)
+    here = json.loads(run_cli("classify", lenet_bundle, *pictures, "--json", "-k", "1").stdout)
+    assert pi_answers["runtime"] == "tflite-runtime 2.14.0"
+    assert [r["classes"][0]["id"] for r in pi_answers["results"]] == \
+        [r["classes"][0]["id"] for r in here["results"]]
+
+    # A redeploy copies nothing and reinstalls nothing, on the Pi too.
+    started = time.monotonic()
+    again = run_cli("deploy", lenet_bundle, "--target", "rpi4-cpu", *ssh_args(emulated_pi),
+                    "--json")
+    redeploy_seconds = time.monotonic() - started
+    assert again.returncode == 0, again.stderr
+    second = json.loads(again.stdout)
+    assert second["bytes_copied"] == 0 and second["venv_reused"]
+    print(f"emulated Pi: first deploy {first_seconds:.0f} s (environment "
+          f"{report['venv_seconds']:.0f} s), redeploy {redeploy_seconds:.0f} s")

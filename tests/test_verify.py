@@ -1,0 +1,73 @@
+"""`edgekit verify`: file hashes against the manifest, then validation samples on a backend."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import assert_clean_error, run_cli
+
+from edgekit.fidelity import load_validation
+from edgekit.verify import verify_bundle
+
+
+@pytest.fixture
+def bundle_copy(lenet_bundle: Path, tmp_path: Path) -> Path:
+    """A copy of the converted LeNet that a test may damage."""
+    return Path(shutil.copytree(lenet_bundle, tmp_path / "bundle"))
+
+
+def test_verify_checks_files_then_runs_samples(lenet_bundle: Path) -> None:
+    result = run_cli("verify", lenet_bundle, "--samples", "12", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["files_ok"] and len(data["files"]) >= 8
+    assert all(f["actual_sha256"] == f["expected_sha256"] for f in data["files"])
+    assert data["backend"] == "tflite" and data["format"] == "tflite-int8"
+    assert len(data["samples"]) == 12
+    v = load_validation(lenet_bundle)
+    assert [s["reference_top1"] for s in data["samples"]] == \
+        [int(r.argmax()) for r in v.reference[0][:12]]
+    assert [s["label"] for s in data["samples"]] == [int(y) for y in v.y[:12]]
+    assert data["agreement"] == 1.0 and data["accuracy"] >= 0.9
+    text = run_cli("verify", lenet_bundle, "--samples", "3").stdout
+    assert "all match" in text and "top-1 agrees with Keras on 3/3" in text
+
+
+def test_verify_on_another_backend_and_format(lenet_bundle: Path) -> None:
+    report = verify_bundle(lenet_bundle, backend="onnxruntime", samples=0)
+    assert report.format == "onnx" and report.runtime.startswith("onnxruntime")
+    assert len(report.samples) == len(load_validation(lenet_bundle).x)
+    assert report.agreement == 1.0
+    fp32 = verify_bundle(lenet_bundle, fmt="tflite-fp32", samples=4)
+    assert fp32.format == "tflite-fp32" and max(s.max_abs_diff for s in fp32.samples) < 1e-4
+
+
+def test_a_damaged_file_is_named_and_nothing_runs(bundle_copy: Path) -> None:
+    target = bundle_copy / "lenet5_digits_int8.tflite"
+    data = bytearray(target.read_bytes())
+    data[-100] ^= 0xFF  # same size, other bytes
+    target.write_bytes(bytes(data))
+    (bundle_copy / "lenet5_digits.onnx").unlink()
+    result = run_cli("verify", bundle_copy, "--json")
+    assert_clean_error(result, "2 artifact file(s)", "lenet5_digits_int8.tflite",
+                       "lenet5_digits.onnx", "copy the bundle again")
+    data = json.loads(result.stdout)
+    problems = {f["name"]: f["problem"] for f in data["files"] if not f["ok"]}
+    assert problems == {"lenet5_digits_int8.tflite": "sha256 differs",
+                        "lenet5_digits.onnx": "missing"}
+    assert data["samples"] == [] and data["backend"] == ""
+
+
+def test_without_validation_set_one_inference_on_zeros(bundle_copy: Path) -> None:
+    (bundle_copy / "validation.npz").unlink()
+    report = verify_bundle(bundle_copy)
+    assert report.files_ok and report.runtime and report.samples == []
+
+
+def test_verify_bad_input(tmp_path: Path, lenet_bundle: Path) -> None:
+    assert_clean_error(run_cli("verify", tmp_path), "not an edgekit bundle")
+    assert_clean_error(run_cli("verify", lenet_bundle, "--samples", "-1"), "--samples")
+    assert_clean_error(run_cli("verify", lenet_bundle, "--format", "edgetpu"),
+                       "no edgetpu artifact")
