@@ -62,6 +62,9 @@ def test_bad_input_is_one_line(tmp_path: Path, lenet_bundle: Path) -> None:
     assert_clean_error(run_cli("deploy", tmp_path, "--target", "rpi4-cpu", *host),
                        "not an edgekit bundle")
     assert_clean_error(run_cli("deploy", lenet_bundle, *host), "needs a BUNDLE and --target")
+    assert_clean_error(run_cli("deploy", lenet_bundle, "--target", "rpi4-cpu", "--service",
+                               "--dry-run", *host), "--service runs the detection loop",
+                       "classification model")
     assert_clean_error(run_cli("deploy", lenet_bundle, "--rollback", *host), "takes no BUNDLE")
     assert_clean_error(run_cli("deploy", "--status", "--dry-run", *host), "only reads")
     assert_clean_error(run_cli("deploy", "--status", "--to", "x", *host), "--to goes with")
@@ -210,7 +213,8 @@ def test_unit_file(tmp_path: Path, lenet_bundle: Path) -> None:
                         tmp_path)
     text = unit_text(plan, "/home/pi/my edgekit")
     assert ('ExecStart="/home/pi/my edgekit/current/venv/bin/edgekit" run '
-            '"/home/pi/my edgekit/current/bundle" --source 0 --backend myriad') in text
+            '"/home/pi/my edgekit/current/bundle" --source 0 --backend myriad --device MYRIAD'
+            ) in text
     assert "Restart=on-failure" in text and "WantedBy=default.target" in text
     assert 'Environment=PYTHONPATH=/opt/intel/openvino_2022/python/python3.9:' in text
     assert systemd_quote("100%") == "100%%" and systemd_quote('a"b') == '"a\\"b"'

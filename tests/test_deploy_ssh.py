@@ -196,19 +196,29 @@ def test_a_full_disk_leaves_the_running_release(ssh_server: SshServer, small_dis
     assert sorted(p.name for p in small_disk.iterdir()) == [first["release"], "filler"]
 
 
-def test_service_unit_and_fallback_backend(ssh_server: SshServer, lenet_bundle: Path,
-                                           tmp_path: Path) -> None:
-    """rpi4-coral-usb's choices on this machine: no edgetpu artifact, so tflite runs."""
+def test_service_unit_and_fallback_backend(ssh_server: SshServer, detector_bundle: Path,
+                                           demo_clip: Path, tmp_path: Path) -> None:
+    """rpi4-coral-usb's choices on this machine: no edgetpu artifact, so tflite runs the
+    detector (the service runs the detection loop)."""
     coral = local_profile(tmp_path, "coral", base="rpi4-coral-usb")
-    report = run_deploy(lenet_bundle, coral, ssh_server, "--service")
+    report = run_deploy(detector_bundle, coral, ssh_server, "--service")
     assert report["formats"] == ["tflite-int8"] and report["smoke"]["backend"] == "tflite"
     assert any("nothing in this bundle runs on edgetpu" in n for n in report["notes"])
     unit = ssh_server.local_path(".config/systemd/user/edgekit.service")
     text = unit.read_text()
     base = ssh_server.local_path("edgekit")
     assert (f"ExecStart={base}/current/venv/bin/edgekit run {base}/current/bundle "
-            "--source 0 --backend tflite") in text
+            "--source 0 --backend tflite\n") in text  # no --device usb: the CPU runs it
     assert (base / "current" / "venv" / "bin" / "edgekit").is_file()
+    # The unit's command, run on the device with the deployed environment (tflite-runtime 2.14,
+    # numpy < 2, OpenCV <= 4.11), on a clip instead of the camera.
+    ran = ssh_server.run([f"{base}/current/venv/bin/edgekit", "run", f"{base}/current/bundle",
+                          "--source", str(demo_clip), "--backend", "tflite", "--max-frames",
+                          "20", "--json"], timeout=300)
+    assert ran.returncode == 0, ran.stderr.decode()
+    loop = json.loads(ran.stdout)
+    assert loop["frames"] == 20 and "tflite-runtime 2.14.0" in loop["backend"]
+    assert loop["map50"] is not None
     service = report["service"]
     assert service["unit"] == str(unit)
     if not service["systemd"]:  # as here: a container without systemd

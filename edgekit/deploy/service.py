@@ -27,7 +27,8 @@ def systemd_quote(arg: str) -> str:
 def exec_start(plan: ReleasePlan, base: str) -> list[str]:
     """The command the unit runs: ``edgekit run`` on the current release's bundle."""
     return [f"{base}/current/venv/bin/edgekit", "run", f"{base}/current/bundle",
-            "--source", plan.target.camera, "--backend", plan.backend]
+            "--source", plan.target.camera, "--backend", plan.backend,
+            *(["--device", plan.device] if plan.device else [])]
 
 
 def unit_text(plan: ReleasePlan, base: str) -> str:

@@ -41,8 +41,11 @@ class SmokeReport:
     max_abs_diff: float = 0.0  # the device's outputs against Keras's
 
     @property
-    def matches(self) -> int:
-        """Samples whose device top-1 equals the workstation's (or Keras's, without one)."""
+    def matches(self) -> int | None:
+        """Samples whose device top-1 equals the workstation's (or Keras's, without one);
+        None when the model has no top-1 (a detector: see max_abs_diff)."""
+        if not any(s.device is not None for s in self.samples):
+            return None
         return sum(s.device == (s.workstation if self.compared_with else s.keras)
                    for s in self.samples)
 
