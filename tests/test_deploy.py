@@ -84,10 +84,10 @@ def test_a_target_that_runs_none_of_the_artifacts(tmp_path: Path, lenet_bundle: 
 
 
 def test_dry_run_prints_every_step_and_touches_nothing(ssh_server: SshServer,
-                                                       lenet_bundle: Path,
+                                                       detector_bundle: Path,
                                                        tmp_path: Path) -> None:
     profile = local_profile(tmp_path)
-    result = run_cli("deploy", lenet_bundle, "--target", profile, *ssh_args(ssh_server),
+    result = run_cli("deploy", detector_bundle, "--target", profile, *ssh_args(ssh_server),
                      "--dry-run", "--service", "--offline")
     assert result.returncode == 0, result.stderr
     out = result.stdout
@@ -99,8 +99,8 @@ def test_dry_run_prints_every_step_and_touches_nothing(ssh_server: SshServer,
     assert len(ssh_lines) >= 7
     assert all("BatchMode=yes" in line and "StrictHostKeyChecking=yes" in line
                for line in ssh_lines)
-    assert "$ scp " in out and "lenet5_digits_int8.tflite" in out
-    assert "lenet5_digits.onnx" not in out  # only what the target runs
+    assert "$ scp " in out and "digit_detector_int8.tflite" in out
+    assert "digit_detector.onnx" not in out  # only what the target runs
     assert "pip download" in out or "wheels/numpy" in out  # --offline: the wheels ship
     assert nothing_on(ssh_server)
     rollback = run_cli("deploy", "--rollback", "--dry-run", *ssh_args(ssh_server))
