@@ -26,11 +26,12 @@ SAMPLES = 20
 
 
 def test_deploy_lenet_to_the_emulated_pi(emulated_pi: SshServer, lenet_bundle: Path,
+                                         detector_bundle: Path, demo_clip: Path,
                                          tmp_path: Path) -> None:
     emulated_pi.run("rm -rf edgekit digits .config/systemd/user/edgekit.service")  # a fresh Pi
     started = time.monotonic()
     result = run_cli("deploy", lenet_bundle, "--target", "rpi4-cpu", *ssh_args(emulated_pi),
-                     "--samples", str(SAMPLES), "--service", "--json")
+                     "--samples", str(SAMPLES), "--json")
     first_seconds = time.monotonic() - started
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
@@ -44,7 +45,6 @@ def test_deploy_lenet_to_the_emulated_pi(emulated_pi: SshServer, lenet_bundle: P
                                                        smoke["samples"]]
     release = emulated_pi.local_path("edgekit/releases") / report["release"]
     assert intact(release)
-    assert "systemd is not running" in report["service"]["summary"]  # a chroot has none
 
     # Classify pictures on the Pi with the deployed edgekit (OpenCV reads them there).
     v = load_validation(lenet_bundle)
@@ -65,6 +65,24 @@ def test_deploy_lenet_to_the_emulated_pi(emulated_pi: SshServer, lenet_bundle: P
     assert pi_answers["runtime"] == "tflite-runtime 2.14.0"
     assert [r["classes"][0]["id"] for r in pi_answers["results"]] == \
         [r["classes"][0]["id"] for r in here["results"]]
+
+    # The detector as a service (same profile: the environment is reused), then the unit's
+    # command, the detection loop, run on the Pi on a clip instead of a camera.
+    service = run_cli("deploy", detector_bundle, "--target", "rpi4-cpu", *ssh_args(emulated_pi),
+                      "--service", "--json")
+    assert service.returncode == 0, service.stderr
+    deployed = json.loads(service.stdout)
+    assert deployed["venv_reused"]
+    assert "systemd is not running" in deployed["service"]["summary"]  # a chroot has none
+    copy = subprocess.run(emulated_pi.scp_command([demo_clip], "clip.avi"), capture_output=True,
+                          check=False)
+    assert copy.returncode == 0, copy.stderr
+    loop = emulated_pi.run(["edgekit/current/venv/bin/edgekit", "run", "edgekit/current/bundle",
+                            "--source", "clip.avi", "--backend", "tflite", "--max-frames", "10",
+                            "--json"], timeout=600)
+    assert loop.returncode == 0, loop.stderr.decode()
+    ran = json.loads(loop.stdout)
+    assert ran["frames"] == 10 and "tflite-runtime 2.14.0" in ran["backend"]
 
     # A redeploy copies nothing and reinstalls nothing, on the Pi too.
     started = time.monotonic()
