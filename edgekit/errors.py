@@ -6,6 +6,18 @@ the traceback. Each message says what happened and what to do next.
 from __future__ import annotations
 
 
+def first_line(exc: BaseException, limit: int | None = None, default: str | None = None) -> str:
+    """The first non-empty line of an exception's message, cut at ``limit`` characters.
+
+    Runtimes raise multi-line dumps; an error line for a person needs the first. An empty
+    message gives ``default`` (the exception's type name unless given).
+    """
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__ if default is None else default
+    return lines[0][:limit]
+
+
 class EdgekitError(Exception):
     """Base class: a failure with a message a person can act on."""
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.backends.base import Backend, BackendStatus
-from edgekit.errors import BackendUnavailable, InferenceError, InvalidModel
+from edgekit.errors import BackendUnavailable, InferenceError, InvalidModel, first_line
 from edgekit.tflite_file import TensorInfo
 
 INSTALL_HINT = "pip install onnxruntime (or: pip install 'edgekit[onnxruntime]')"
@@ -56,9 +56,8 @@ class OnnxRuntimeBackend(Backend):
                 str(self.model_path), options, providers=["CPUExecutionProvider"]
             )
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
-            first = str(exc).strip().splitlines()[0]
             raise InvalidModel(
-                f"{self.model_path.name}: ONNX Runtime cannot load it ({first}); "
+                f"{self.model_path.name}: ONNX Runtime cannot load it ({first_line(exc)}); "
                 "is it a complete .onnx file? convert it again"
             ) from exc
         self.inputs = tuple(_tensor(n) for n in self._session.get_inputs())

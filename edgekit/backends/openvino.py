@@ -14,7 +14,13 @@ from typing import Any
 import numpy as np
 
 from edgekit.backends.base import Backend, BackendStatus
-from edgekit.errors import BackendUnavailable, DeviceNotFound, InferenceError, InvalidModel
+from edgekit.errors import (
+    BackendUnavailable,
+    DeviceNotFound,
+    InferenceError,
+    InvalidModel,
+    first_line,
+)
 from edgekit.tflite_file import TensorInfo, read_tflite
 
 INSTALL_HINT = "pip install openvino (or: pip install 'edgekit[openvino]')"
@@ -72,7 +78,7 @@ def myriad_plugin_problem(core: Any, version: str) -> BackendUnavailable | None:
         if "not registered" in text or "Failed to create plugin" in text:
             return BackendUnavailable(
                 f"this OpenVINO {version} was installed without a working MYRIAD plugin "
-                f"({text.strip().splitlines()[0][:120]})", MYRIAD_HINT)
+                f"({first_line(exc, 120)})", MYRIAD_HINT)
         return BackendUnavailable(f"the MYRIAD plugin fails to load: {text[:160]}", MYRIAD_HINT)
     return None
 

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgekit.backends.base import Backend, BackendStatus
-from edgekit.errors import BackendUnavailable, InferenceError, InvalidModel
+from edgekit.errors import BackendUnavailable, InferenceError, InvalidModel, first_line
 from edgekit.tflite_file import EDGETPU_CUSTOM_OP, TFLiteInfo, read_tflite
 
 INSTALL_HINT = "install one: pip install ai-edge-litert (or tflite-runtime on numpy < 2)"
@@ -83,8 +83,7 @@ def _explain_load_error(path: Path, info: TFLiteInfo, exc: Exception) -> Excepti
             f"{path.name} uses {custom}, which this TFLite runtime does not provide; "
             "it needs the runtime or delegate that defines that op"
         )
-    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-    return InvalidModel(f"{path.name}: the TFLite runtime cannot load it: {first}")
+    return InvalidModel(f"{path.name}: the TFLite runtime cannot load it: {first_line(exc)}")
 
 
 class TFLiteBackend(Backend):

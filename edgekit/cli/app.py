@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from edgekit import __version__
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, first_line
 
 _debug = {"on": False}
 
@@ -61,7 +61,7 @@ class EdgekitGroup(click.Group):
         except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            first = first_line(exc, 300, default="")
             click.echo(f"error: unexpected {type(exc).__name__}: {first} "
                        "(run again with --debug for the traceback, and please report it)",
                        err=True)

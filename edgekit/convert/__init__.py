@@ -32,7 +32,7 @@ from edgekit.convert.keras_model import (
 )
 from edgekit.convert.runtimes import check_tflite_runtimes
 from edgekit.datasets import Samples, load_samples, read_labels
-from edgekit.errors import EdgekitError, InvalidData, UsageError
+from edgekit.errors import EdgekitError, InvalidData, UsageError, first_line
 from edgekit.fidelity import Task, Validation, keras_accuracy, measure
 from edgekit.formats import FORMATS, Format, parse_formats
 from edgekit.manifest import (
@@ -240,7 +240,7 @@ def convert(
         probe_out = model(reference_input, training=False)
     except Exception as exc:
         raise InvalidData(f"the model does not run on an input of shape {spec.shape}: "
-                          f"{str(exc).strip().splitlines()[0][:200]}") from None
+                          f"{first_line(exc, 200)}") from None
     keras_outputs = [np.asarray(o) for o in (probe_out if isinstance(probe_out, (list, tuple))
                                               else [probe_out])]
     calibration = _load_data(calib or card.get("calibration"), spec, label_list,

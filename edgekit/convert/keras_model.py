@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from edgekit.errors import ConversionError, InvalidModel, UsageError
+from edgekit.errors import ConversionError, InvalidModel, UsageError, first_line
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 
@@ -88,7 +88,7 @@ def _explain_load_error(path: Path, exc: Exception) -> InvalidModel:
             "--import your_module.py (the file that defines them, decorated with "
             "@keras.saving.register_keras_serializable)"
         )
-    first = text.strip().splitlines()[0][:200] if text.strip() else type(exc).__name__
+    first = first_line(exc, 200)
     if isinstance(exc, (zipfile.BadZipFile, EOFError)) or "zip" in text.lower():
         return InvalidModel(f"{path.name} is damaged (its archive cannot be read); save the "
                             "model again")
@@ -159,5 +159,5 @@ def export_saved_model(model: Any, shape: tuple[int, ...], folder: Path) -> None
     try:
         model.export(str(folder), format="tf_saved_model", input_signature=[spec], verbose=False)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0][:300]
-        raise ConversionError(f"exporting the Keras model as a SavedModel failed: {first}") from exc
+        raise ConversionError("exporting the Keras model as a SavedModel failed: "
+                              f"{first_line(exc, 300)}") from exc

@@ -7,7 +7,7 @@ from typing import Any
 
 from edgekit.convert.job import Job, Skipped
 from edgekit.convert.keras_model import input_name
-from edgekit.errors import ConversionError
+from edgekit.errors import ConversionError, first_line
 from edgekit.quiet import captured_stderr
 
 OPSET = 13
@@ -26,13 +26,12 @@ def convert_onnx(job: Job, out: Path) -> dict[str, Any]:
             proto, _ = tf2onnx.convert.from_function(function, input_signature=[spec],
                                                      opset=OPSET)
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else repr(exc)
-            raise ConversionError(f"tf2onnx failed: {first}") from exc
+            raise ConversionError(f"tf2onnx failed: {first_line(exc, 300)}") from exc
     try:
         onnx.checker.check_model(proto, full_check=True)
     except onnx.checker.ValidationError as exc:
-        first = str(exc).strip().splitlines()[0][:300]
-        raise ConversionError(f"the ONNX model fails onnx.checker: {first}") from exc
+        raise ConversionError(f"the ONNX model fails onnx.checker: {first_line(exc, 300)}") \
+            from exc
     onnx.save(proto, str(out))
     return {"toolchain": {"tf2onnx": tf2onnx.__version__, "onnx": onnx.__version__,
                           "tensorflow": tf.__version__},
@@ -81,8 +80,8 @@ def convert_onnx_int8(job: Job, out: Path) -> dict[str, Any]:
                             per_channel=True)
             onnx.checker.check_model(onnx.load(str(out)), full_check=True)
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else repr(exc)
-            raise ConversionError(f"ONNX int8 quantisation failed: {first}") from exc
+            raise ConversionError(f"ONNX int8 quantisation failed: {first_line(exc, 300)}") \
+                from exc
     return {"toolchain": {"onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__},
             "details": {"quant_format": "QDQ", "activations": "int8", "weights": "int8, "
                         "per channel", "calibration_samples": len(samples)}}

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.convert.job import Job
-from edgekit.errors import ConversionError
+from edgekit.errors import ConversionError, first_line
 
 
 def _weight_types(model: Any) -> dict[str, int]:
@@ -24,8 +24,7 @@ def _convert(job: Job, out: Path, fp16: bool) -> dict[str, Any]:
         ov.save_model(model, str(out), compress_to_fp16=fp16)
         written = ov.Core().read_model(str(out))
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else repr(exc)
-        raise ConversionError(f"OpenVINO conversion failed: {first}") from exc
+        raise ConversionError(f"OpenVINO conversion failed: {first_line(exc, 300)}") from exc
     types = _weight_types(written)
     if not fp16 and types.get("f16"):
         raise ConversionError(f"the FP32 IR still holds {types['f16']} FP16 constants")

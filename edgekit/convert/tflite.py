@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.convert.job import Job, Skipped
-from edgekit.errors import ConversionError
+from edgekit.errors import ConversionError, first_line
 
 
 def _converter(job: Job) -> Any:
@@ -24,9 +24,8 @@ def _write(converter: Any, out: Path, what: str) -> dict[str, Any]:
         try:
             data = converter.convert()
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else repr(exc)
-            raise ConversionError(f"the TFLite converter failed on the {what} model: {first}") \
-                from exc
+            raise ConversionError(f"the TFLite converter failed on the {what} model: "
+                                  f"{first_line(exc, 300)}") from exc
     out.write_bytes(data)
     return {"toolchain": {"tensorflow": tf.__version__}}
 
