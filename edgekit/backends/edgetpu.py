@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.backends.base import BackendStatus
-from edgekit.backends.tflite import TFLiteBackend, find_runtime
+from edgekit.backends.tflite import TFLiteBackend
 from edgekit.errors import BackendUnavailable, DeviceNotFound, EdgekitError, InvalidModel
 from edgekit.quiet import captured_stderr
 from edgekit.tflite_file import TFLiteInfo
@@ -107,7 +107,7 @@ class EdgeTPUBackend(TFLiteBackend):
         options = {"device": self.device} if self.device else {}
         with captured_stderr() as noise:
             try:
-                return [find_runtime().load_delegate(LIBRARY, options)]
+                return [self._runtime.load_delegate(LIBRARY, options)]
             except (ValueError, RuntimeError, OSError):
                 pass
         seen = list_edge_tpus(library)
