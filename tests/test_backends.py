@@ -227,3 +227,16 @@ def test_myriad_on_an_attached_ncs2(lenet_bundle: Path) -> None:
         v = load_validation(lenet_bundle)
         top = [int(model.predict(s[None])[0].argmax()) for s in v.x[:20]]
     assert np.mean(np.array(top) == v.reference[0][:20].argmax(1)) >= 0.95
+
+
+@pytest.mark.slow
+def test_openvino_runs_an_fp32_ir_in_f32(lenet_bundle: Path) -> None:
+    """On a CPU with bfloat16 OpenVINO computes in bf16 unless told: an FP32 IR must not."""
+    from edgekit.fidelity import load_validation
+
+    validation = load_validation(lenet_bundle)
+    with load_model(lenet_bundle, backend="openvino", fmt="openvino-fp32") as model:
+        assert model.backend.precision == "f32"
+        assert "precision f32" in model.backend.describe()
+        out = np.concatenate([model.predict(s[None])[0] for s in validation.x[:20]])
+    assert np.abs(out - validation.reference[0][:20]).max() < 1e-4

@@ -52,6 +52,7 @@ class Backend(ABC):
     runtime: str  # "<package> <version>" of the runtime that loaded the artifact
     device: str
     threads: int | None
+    precision: str = ""  # the precision the runtime computes in, where it chooses one (OpenVINO)
 
     def __init__(self, model: str | Path, *, device: str | None = None,
                  threads: int | None = None) -> None:
@@ -122,4 +123,5 @@ class Backend(ABC):
 
     def describe(self) -> str:
         threads = "default" if self.threads is None else str(self.threads)
-        return f"{self.name} ({self.runtime}, device {self.device}, threads {threads})"
+        precision = f", precision {self.precision}" if self.precision else ""
+        return f"{self.name} ({self.runtime}, device {self.device}, threads {threads}{precision})"
