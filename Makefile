@@ -1,5 +1,8 @@
 # Two commands on a fresh machine with Python 3.11:  `make demo`  and  `make test`.
-# Both create the virtual environments first (once; again when pyproject.toml changes).
+# `make demo` builds only what it uses (.venv, .venv-legacy, in this folder) and installs nothing
+# else. `make test` adds what only the tests use (`make setup-tests`): the old OpenVINO
+# environments and, as root, the Debian packages some tests need (scripts/ci_system_deps.sh).
+# The virtual environments are built once, and again when pyproject.toml changes.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -12,21 +15,24 @@ export EDGEKIT_TFLITE_PYTHONS := $(abspath $(LEGACY))/bin/python
 # Older OpenVINO APIs, for the Intel NCS2 (MYRIAD) path: built only where the old Python exists
 # (tests that need them skip otherwise). 2021.4.2 is the last PyPI wheel with the MYRIAD plugin
 # (openvino.inference_engine API, Python <= 3.9); 2022.3.2 has the openvino.runtime API.
-PY39 := $(shell scripts/find_python.sh 3.9)
-PY310 := $(shell scripts/find_python.sh 3.10)
+PY39 = $(shell scripts/find_python.sh 3.9)
+PY310 = $(shell scripts/find_python.sh 3.10)
 OV2021 := .venv-openvino2021
 OV2022 := .venv-openvino2022
 OLD_DEPS := click "opencv-python-headless<=4.11.0.86"
 
-.PHONY: setup system-deps demo test test-fast lint clean
+.PHONY: setup setup-tests system-packages demo test test-fast lint clean
 
-setup: system-deps $(VENV)/.installed $(LEGACY)/.installed $(OV2021)/.installed $(OV2022)/.installed
+# What `make demo` (and using edgekit from this checkout) needs.
+setup: $(VENV)/.installed $(LEGACY)/.installed
 
-# Debian packages for the deploy tests (OpenSSH server, qemu for the emulated Pi) and libusb for
-# the MYRIAD plugin: installed when running as root; otherwise those tests skip with the reason.
-system-deps:
-	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then scripts/ci_system_deps.sh; \
-	else echo "not root: skipping scripts/ci_system_deps.sh (SSH/emulated-Pi tests will skip)"; fi
+# What the tests need besides: the old OpenVINO environments, and the Debian packages (an SSH
+# server, mmdebstrap for the emulated Pi, ...). Those are installed only as root, after a list of
+# what and why; EDGEKIT_NO_SYSTEM_PACKAGES=1 installs none (the tests that need them skip).
+setup-tests: system-packages setup $(OV2021)/.installed $(OV2022)/.installed
+
+system-packages:
+	@scripts/ci_system_deps.sh --optional
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,11 +61,11 @@ demo: setup
 	$(BIN)/edgekit demo
 
 # Every test, the slow end-to-end ones included (CI runs this).
-test: setup
+test: setup-tests
 	$(BIN)/python -m pytest
 
 # The quick loop while developing: skips tests marked slow.
-test-fast: setup
+test-fast: setup-tests
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: setup

@@ -13,6 +13,11 @@
 # One instance per userland at a time. After a test run that was killed, `stop` cleans up
 # (kills what runs in the userland, unmounts, restores binfmt_misc as `start` found it).
 #
+# binfmt_misc: `build` and `start` register qemu-aarch64-static for aarch64 executables under a
+# name of their own (edgekit-aarch64-*), and `build`'s end and `stop` remove it, also after a
+# failure or Ctrl-C. A registration that was there before is used as it is and never touched.
+# qemu-user-static is not needed: `build` unpacks its qemu-aarch64-static beside the userland.
+#
 # Network: apt uses the host's Debian mirror. pip in the userland goes straight to
 # https://pypi.org: the host's pip configuration and local wheel folders are not visible in the
 # chroot (and hold x86-64 wheels). The host's extra CA certificates
@@ -23,6 +28,10 @@
 #   EDGEKIT_PI_ROOT    the userland (default ~/.cache/edgekit/pi-bookworm-arm64); the running
 #                      instance keeps its state (pid, port, log, what to undo) in ROOT.run/
 #   EDGEKIT_PI_MIRROR  Debian mirror (default: the host's own, from /etc/apt/sources.list*)
+#   EDGEKIT_PI_QEMU    the qemu-aarch64-static to register (default: the system's, else the
+#                      copy `build` unpacks to ~/.cache/edgekit/qemu-aarch64-static)
+#   EDGEKIT_BINFMT_DIR where binfmt_misc is (default /proc/sys/fs/binfmt_misc; tests use a private
+#                      instance in a user namespace)
 set -euo pipefail
 
 PI_ROOT=${EDGEKIT_PI_ROOT:-$HOME/.cache/edgekit/pi-bookworm-arm64}
@@ -35,7 +44,14 @@ PACKAGES=(python3 python3-venv python3-pip openssh-server ca-certificates procps
 # Changing this (or PACKAGES) makes `build` replace an existing userland.
 USERLAND_ID="edgekit-pi-userland 1 $SUITE arm64 minbase ${PACKAGES[*]}"
 MARKER=.edgekit-userland
-BINFMT_DIR=/proc/sys/fs/binfmt_misc
+QEMU_CACHE=${PI_ROOT%/*}/qemu-aarch64-static
+BINFMT_DIR=${EDGEKIT_BINFMT_DIR:-/proc/sys/fs/binfmt_misc}
+BINFMT_DIR=${BINFMT_DIR%/}
+# An aarch64 ELF executable's header, as qemu-user-static registers it.
+AARCH64_MAGIC=7f454c460201010000000000000000000200b700
+AARCH64_MASK=ffffffffffffff00fffffffffffffffffeffffff
+AARCH64_MAGIC_ESCAPED=$(sed 's/../\\x&/g' <<<"$AARCH64_MAGIC")
+AARCH64_MASK_ESCAPED=$(sed 's/../\\x&/g' <<<"$AARCH64_MASK")
 SELF=$(readlink -f "$0")
 
 log() { echo "pi_userland: $*" >&2; }
@@ -50,7 +66,7 @@ require_tools() {
     for tool in "$@"; do
         command -v "$tool" >/dev/null \
             || die "$tool is missing: run scripts/ci_system_deps.sh (apt-get install" \
-                "qemu-user-static binfmt-support mmdebstrap openssh-client)"
+                "mmdebstrap debian-archive-keyring openssh-client)"
     done
 }
 
@@ -89,39 +105,85 @@ security_mirror() {
     echo "${uri:-http://deb.debian.org/debian-security}"
 }
 
-# --- binfmt_misc: enable qemu-aarch64, remember exactly what to undo ------------------------
+# --- qemu and binfmt_misc: aarch64 runs through qemu only while we need it -------------------
 
-# binfmt_on TAG: make the kernel run aarch64 ELF files through qemu; undo steps go to a file.
+# qemu-aarch64-static: $EDGEKIT_PI_QEMU, else the system's (qemu-user-static), else the copy
+# `build` unpacks beside the userland from the qemu-user-static package without installing it.
+# (Installing qemu-user-static would register qemu for ~30 architectures: through binfmt-support
+# if that is installed, and through /usr/lib/binfmt.d, which systemd-binfmt loads at every boot.)
+qemu_binary() {
+    local candidate
+    for candidate in "${EDGEKIT_PI_QEMU:-}" "$(command -v qemu-aarch64-static || true)" \
+                     "$QEMU_CACHE"; do
+        [[ -n $candidate && -x $candidate ]] && { echo "$candidate"; return 0; }
+    done
+    return 1
+}
+
+fetch_qemu() {  # unpack qemu-aarch64-static from the qemu-user-static package into the cache
+    local dir deb
+    require_tools apt-get dpkg-deb
+    dir=$(mktemp -d)
+    chown _apt "$dir" 2>/dev/null || true  # apt-get download runs as _apt where it can
+    log "fetching qemu-aarch64-static from Debian's qemu-user-static package into $QEMU_CACHE" \
+        "(unpacked, not installed)"
+    (cd "$dir" && apt-get download -q qemu-user-static) >&2 \
+        || { rm -rf "$dir"; die "apt-get download qemu-user-static failed"; }
+    deb=$(echo "$dir"/qemu-user-static_*.deb)
+    dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$dir" ./usr/bin/qemu-aarch64-static
+    install -D -m 755 "$dir/usr/bin/qemu-aarch64-static" "$QEMU_CACHE"
+    rm -rf "$dir"
+}
+
+# Is an aarch64 interpreter registered that works in a chroot (flag F: the kernel opened it at
+# registration)? Ours (edgekit-*) do not count: each run registers and removes its own.
+aarch64_registered() {
+    local entry
+    for entry in "$BINFMT_DIR"/*; do
+        case ${entry##*/} in register | status | edgekit-*) continue ;; esac
+        [[ $(head -n 1 "$entry") == enabled ]] \
+            && grep -qx "magic $AARCH64_MAGIC" "$entry" \
+            && grep -q '^flags: [A-Z]*F' "$entry" \
+            && return 0
+    done
+    return 1
+}
+
+# binfmt_on TAG: make the kernel run aarch64 ELF files through qemu, without touching any
+# registration that is already there; what to undo goes to a file, before it is done.
 binfmt_on() {
-    local undo=$RUN_DIR/binfmt-undo.$1
+    local undo=$RUN_DIR/binfmt-undo.$1 name qemu interpreter
     mkdir -p "$RUN_DIR"
     touch "$undo"  # appended to: steps left by a run that died are still ours to undo
     if ! mountpoint -q "$BINFMT_DIR"; then
-        mount -t binfmt_misc binfmt_misc "$BINFMT_DIR"
         echo unmount >>"$undo"
+        mount -t binfmt_misc binfmt_misc "$BINFMT_DIR"
     fi
-    if [[ ! -e $BINFMT_DIR/qemu-aarch64 ]]; then
-        update-binfmts --enable qemu-aarch64
-        echo unregister >>"$undo"
-    elif [[ $(head -n 1 "$BINFMT_DIR/qemu-aarch64") != enabled ]]; then
-        echo 1 >"$BINFMT_DIR/qemu-aarch64"
-        echo disable >>"$undo"
+    if aarch64_registered; then
+        return 0  # someone's own registration: use it, leave it
     fi
-    [[ $(head -n 1 "$BINFMT_DIR/qemu-aarch64") == enabled ]] \
-        || die "could not enable binfmt for qemu-aarch64"
+    qemu=$(qemu_binary) || die "qemu-aarch64-static is missing: run $0 build"
+    # qemu takes "argv[0] preserved" (flag P) from an interpreter name ending in -binfmt-P.
+    interpreter=$RUN_DIR/qemu-aarch64-binfmt-P
+    ln -sfn "$qemu" "$interpreter"
+    name=edgekit-aarch64-$1-$$  # our own entry: newer entries take precedence while they exist
+    echo "unregister $name" >>"$undo"
+    printf ':%s:M::%s:%s:%s:PF' "$name" "$AARCH64_MAGIC_ESCAPED" "$AARCH64_MASK_ESCAPED" \
+        "$interpreter" >"$BINFMT_DIR/register"
+    [[ $(head -n 1 "$BINFMT_DIR/$name") == enabled ]] \
+        || die "could not register qemu-aarch64 in $BINFMT_DIR"
 }
 
 # binfmt_off TAG: undo what binfmt_on TAG did (in reverse order), nothing more.
 binfmt_off() {
-    local undo=$RUN_DIR/binfmt-undo.$1 step
+    local undo=$RUN_DIR/binfmt-undo.$1 step name
     [[ -f $undo ]] || return 0
-    for step in $(tac "$undo"); do
+    while read -r step name; do
         case $step in
-            disable) echo 0 >"$BINFMT_DIR/qemu-aarch64" ;;
-            unregister) update-binfmts --disable qemu-aarch64 ;;
-            unmount) umount "$BINFMT_DIR" ;;
+            unregister) [[ ! -e $BINFMT_DIR/$name ]] || echo -1 >"$BINFMT_DIR/$name" ;;
+            unmount) ! mountpoint -q "$BINFMT_DIR" || umount "$BINFMT_DIR" ;;
         esac
-    done
+    done < <(tac "$undo")
     rm -f "$undo"
 }
 
@@ -218,11 +280,12 @@ remove_stale_builds() {  # what killed builds left behind (we hold the lock)
 build() {
     require_root
     lock_builds
+    qemu_binary >/dev/null || fetch_qemu
     if userland_complete; then
         log "up to date: $PI_ROOT"
         return 0
     fi
-    require_tools mmdebstrap update-binfmts qemu-aarch64-static
+    require_tools mmdebstrap
     [[ -z $(mounts_under "$PI_ROOT") ]] || die "$PI_ROOT is in use (mounted): run $0 stop first"
     local started=$SECONDS mirror security old
     mirror=$(debian_mirror)
@@ -237,9 +300,10 @@ build() {
     chmod 755 "$BUILD_DIR"
     binfmt_on build
     log "building arm64 $SUITE from $mirror into $BUILD_DIR (several minutes)"
-    # The hooks run in mmdebstrap's shell, where $1 is the new root.
+    # The hooks run in mmdebstrap's shell, where $1 is the new root. check/qemu would want
+    # arch-test and /usr/bin/qemu-aarch64-static; binfmt_on has made arm64 run already.
     # shellcheck disable=SC2016
-    mmdebstrap --mode=root --variant=minbase --architectures=arm64 \
+    mmdebstrap --mode=root --variant=minbase --architectures=arm64 --skip=check/qemu \
         --include="$(IFS=,; echo "${PACKAGES[*]}")" \
         --customize-hook='chroot "$1" useradd --create-home --shell /bin/bash --uid 1000 pi' \
         --customize-hook='chroot "$1" usermod --password "*" pi' \
@@ -295,7 +359,7 @@ wait_for_sshd() {  # wait_for_sshd PID PORT: until sshd says it listens, or give
 
 start() {
     require_root
-    require_tools update-binfmts ssh-keygen
+    require_tools ssh-keygen
     local port=2222 key="" pid host_key
     while [[ $# -gt 0 ]]; do
         case $1 in
@@ -307,7 +371,10 @@ start() {
     userland_complete || die "no userland at $PI_ROOT: run $0 build"
     sshd_pid >/dev/null && die "already running (port $(<"$RUN_DIR/port")): run $0 stop first"
     mkdir -p "$RUN_DIR"
-    trap 'stop_quietly' EXIT  # a failed start leaves nothing running, mounted or enabled
+    trap 'stop_quietly' EXIT  # a failed start leaves nothing running, mounted or registered
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    trap 'exit 129' HUP
     binfmt_on start
     mount_userland
     cp -L /etc/resolv.conf "$PI_ROOT/etc/resolv.conf"
@@ -331,7 +398,7 @@ start() {
     echo "$pid" >"$RUN_DIR/sshd.pid"
     echo "$port" >"$RUN_DIR/port"
     wait_for_sshd "$pid" "$port"
-    trap - EXIT
+    trap - EXIT INT TERM HUP
     host_key=$(cut -d ' ' -f 1,2 "$PI_ROOT/etc/ssh/ssh_host_ed25519_key.pub")
     echo "[127.0.0.1]:$port $host_key" >"$RUN_DIR/known_hosts"
     echo "port=$port"
@@ -396,11 +463,10 @@ status() {
     else
         echo "running=no"
     fi
-    if [[ -e $BINFMT_DIR/qemu-aarch64 ]]; then
-        echo "binfmt_qemu_aarch64=$(head -n 1 "$BINFMT_DIR/qemu-aarch64")"
-    else
-        echo "binfmt_qemu_aarch64=absent"
-    fi
+    echo "qemu=$(qemu_binary || echo missing)"
+    local entries=("$BINFMT_DIR"/edgekit-*)
+    [[ -e ${entries[0]} ]] || entries=()
+    echo "binfmt_edgekit=${entries[*]##*/}"  # registrations of running or killed instances
     echo "mounts=$(mounts_under "$PI_ROOT" | tr '\n' ' ')"
 }
 
@@ -410,6 +476,7 @@ case ${1:-} in
     stop) stop ;;
     status) status ;;
     _sync-host-cas) sync_host_cas "$2" ;;  # used by build's mmdebstrap hook
+    _userland-id) echo "$USERLAND_ID" ;;  # what a complete userland's marker starts with (tests)
     *) echo "usage: $0 build | start [--port N] [--authorized-key FILE.pub] | stop | status" >&2
        exit 2 ;;
 esac

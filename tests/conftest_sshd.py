@@ -11,7 +11,8 @@ Load it from tests/conftest.py with ``pytest_plugins = ["conftest_sshd"]``.
   (reach it with ``ssh_server.through(cutting_proxy.port)``).
 - ``emulated_pi``: an ``SshServer`` for the emulated arm64 Raspberry Pi (user pi), per session.
   Skips unless the userland is built (``scripts/pi_userland.sh build``) or EDGEKIT_PI_BUILD=1
-  lets the fixture build it (several minutes, once; cached in ~/.cache/edgekit).
+  lets the fixture build it (several minutes, once; cached in ~/.cache/edgekit). qemu is
+  registered with binfmt_misc only while the fixture lives, removed after even when it fails.
 
 For example::
 
@@ -95,9 +96,9 @@ def emulated_pi(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]
                 f"no emulated Pi userland at {pi.pi_root()}: run `{pi.BUILD_COMMAND}` once "
                 "(several minutes), or set EDGEKIT_PI_BUILD=1 to let the tests build it"
             )
+        reason = pi.missing_build_requirement()
+        if reason:
+            pytest.skip(reason)
         pi.build()
-    server = pi.start(tmp_path_factory.mktemp("emulated-pi"))
-    try:
+    with pi.running(tmp_path_factory.mktemp("emulated-pi")) as server:
         yield server
-    finally:
-        pi.stop()

@@ -1,8 +1,9 @@
 """An emulated Raspberry Pi (arm64 Debian bookworm under qemu) reachable over SSH, for tests.
 
 A thin Python face on ``scripts/pi_userland.sh``, which does the work (build, start, stop) and
-keeps the userland cached outside the repository. Needs root and the packages that
-``scripts/ci_system_deps.sh`` installs.
+keeps the userland cached outside the repository. Needs root, OpenSSH and, to build, mmdebstrap
+(``scripts/ci_system_deps.sh`` installs them). qemu is registered with binfmt_misc only between
+``start`` and ``stop`` (``running`` brackets them).
 """
 
 from __future__ import annotations
@@ -10,13 +11,17 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from sshd import LOOPBACK, SshServer, free_port, known_hosts_line, make_key_pair
+from sshd import LOOPBACK, OPENSSH, SshServer, free_port, known_hosts_line, make_key_pair
+from system_packages import install_hint
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "pi_userland.sh"
 BUILD_COMMAND = "scripts/pi_userland.sh build"
-TOOLS = ("ssh", "ssh-keygen", "chroot", "update-binfmts", "qemu-aarch64-static")
+TOOLS = ("ssh", "ssh-keygen", "chroot")
+BUILD_PACKAGES = ("mmdebstrap", "debian-archive-keyring")
 
 
 def pi_root() -> Path:
@@ -62,17 +67,25 @@ def missing_requirement() -> str | None:
         return "the emulated Pi needs root (chroot, mount, binfmt_misc)"
     missing = [tool for tool in TOOLS if shutil.which(tool) is None]
     if missing:
-        return f"{', '.join(missing)} missing: run scripts/ci_system_deps.sh"
+        return f"{', '.join(missing)} missing: {install_hint(*OPENSSH)}"
+    return None
+
+
+def missing_build_requirement() -> str | None:
+    """Why the userland cannot be built here, or None if it can."""
+    if shutil.which("mmdebstrap") is None:
+        return f"building the emulated Pi needs mmdebstrap: {install_hint(*BUILD_PACKAGES)}"
     return None
 
 
 def is_built() -> bool:
-    """Whether a complete userland is cached."""
-    return key_values(script("status", timeout=120).stdout).get("built") == "yes"
+    """Whether a complete userland is cached, and a qemu-aarch64-static to run it."""
+    status = key_values(script("status", timeout=120).stdout)
+    return status.get("built") == "yes" and status.get("qemu") != "missing"
 
 
 def build(timeout: float = 3600) -> None:
-    """Build the userland (a no-op when the cache is complete)."""
+    """Build the userland and fetch qemu (each a no-op when already there)."""
     script("build", timeout=timeout)
 
 
@@ -111,3 +124,13 @@ def start_on(port: int, identity: Path) -> SshServer:
 def stop() -> None:
     """Stop the Pi's sshd and its sessions, unmount, and restore binfmt_misc."""
     script("stop", timeout=120)
+
+
+@contextmanager
+def running(key_dir: Path) -> Iterator[SshServer]:
+    """The Pi's sshd while the block runs; then stopped, qemu unregistered, also when starting
+    fails or the block raises (KeyboardInterrupt included)."""
+    try:
+        yield start(key_dir)
+    finally:
+        stop()

@@ -23,13 +23,15 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from system_packages import install_hint
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from typing import Self
 
 SSHD = Path("/usr/sbin/sshd")
 SFTP_SERVER = Path("/usr/lib/openssh/sftp-server")
-INSTALL_HINT = "apt-get install openssh-server openssh-client (scripts/ci_system_deps.sh does)"
+OPENSSH = ("openssh-server", "openssh-client")
 LOOPBACK = "127.0.0.1"
 MARKER = "EDGEKIT_TEST_SSHD"  # environment variable set in every session of a LoopbackSshd
 
@@ -134,7 +136,7 @@ def known_hosts_line(host: str, port: int, public_key: str) -> str:
 def make_key_pair(path: Path, comment: str = "edgekit-test") -> Path:
     """Write a fresh passphrase-less ed25519 key pair at ``path`` (+ .pub); return ``path``."""
     if shutil.which("ssh-keygen") is None:
-        raise SshdUnavailable(f"ssh-keygen not found: {INSTALL_HINT}")
+        raise SshdUnavailable(f"ssh-keygen not found: {install_hint(*OPENSSH)}")
     subprocess.run(
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
         check=True,
@@ -247,7 +249,7 @@ class LoopbackSshd:
 
     def __init__(self, root_dir: Path | None = None) -> None:
         if not SSHD.exists() or shutil.which("ssh") is None:
-            raise SshdUnavailable(f"{SSHD} or ssh not found: {INSTALL_HINT}")
+            raise SshdUnavailable(f"{SSHD} or ssh not found: {install_hint(*OPENSSH)}")
         self.root_dir = Path(root_dir or tempfile.mkdtemp(prefix="edgekit-sshd-"))
         self.root_dir.mkdir(parents=True, exist_ok=True)
         self.process: subprocess.Popen[bytes] | None = None
