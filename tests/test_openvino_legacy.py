@@ -1,7 +1,7 @@
 """The older OpenVINO Python APIs, for real: 2022.3 (openvino.runtime, Python 3.10) and
 2021.4 (openvino.inference_engine, Python 3.9, the last PyPI wheel with the MYRIAD plugin).
 
-`make setup` builds .venv-openvino2021/2022 where those Pythons exist; the tests skip
+`make setup-tests` builds .venv-openvino2021/2022 where those Pythons exist; the tests skip
 otherwise. No NCS2 is attached here, so MYRIAD is tested up to the device boundary.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ def _cli(version: str, *args: object) -> CliResult:
 
     python = ENVS[version] / "bin" / "python"
     if not (ENVS[version] / ".installed").exists():
-        pytest.skip(f"needs {ENVS[version].name} (make setup, with Python "
+        pytest.skip(f"needs {ENVS[version].name} (make setup-tests, with Python "
                     f"{'3.9' if version.startswith('2021') else '3.10'} present)")
     result = subprocess.run([str(python), "-m", "edgekit", *map(str, args)],
                             capture_output=True, text=True, timeout=300, check=False)
