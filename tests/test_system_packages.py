@@ -8,6 +8,7 @@ so nothing real is installed, started or registered, whoever runs the test.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -20,8 +21,9 @@ import pytest
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "ci_system_deps.sh"
 TOOLS = ("awk", "basename", "cat", "chmod", "comm", "grep", "mktemp", "mv", "readlink", "rm",
          "sleep", "sort")
-ALL_PACKAGES = ("openssh-server", "openssh-client", "libusb-1.0-0", "mmdebstrap",
-                "debian-archive-keyring", "systemd-container", "chromium")
+# Every package the script lists (its `group "PACKAGES" "REASON"` lines), openssh-* first.
+ALL_PACKAGES = tuple(" ".join(re.findall(r'^group "([^"]+)"', SCRIPT.read_text(), re.M)).split())
+OTHERS = tuple(p for p in ALL_PACKAGES if not p.startswith("openssh-"))
 DOCKER_POLICY = "#!/bin/sh\n# Docker's: no services in image builds\nexit 101\n"
 
 # What the stand-ins know: a log of calls, installed packages, enabled units, rc links.
@@ -52,6 +54,9 @@ fi
 policy=$EDGEKIT_SYSTEM_ROOT/usr/sbin/policy-rc.d
 for package in "${packages[@]}"; do
     echo "$package" >>"$STATE/installed"
+    case $package in  # their postinsts register qemu for good
+        binfmt-support | qemu-user-static) update-binfmts --import ;;
+    esac
     [[ $package == openssh-server ]] || continue
     # openssh-server's postinst: enable (deb-systemd-helper or update-rc.d), then start through
     # deb-systemd-invoke or invoke-rc.d, which ask policy-rc.d first.
@@ -122,7 +127,7 @@ class Machine:
 
 
 def make_machine(tmp_path: Path, *, systemd: bool = True, booted: bool = False,
-                 installed: tuple[str, ...] = ALL_PACKAGES[2:],
+                 installed: tuple[str, ...] = OTHERS,
                  enabled: tuple[str, ...] = ("postgresql.service",)) -> Machine:
     """Stand-ins on PATH (nothing else of the real system), a root folder, packages, units."""
     root, state, bin_dir = tmp_path / "root", tmp_path / "state", tmp_path / "bin"
@@ -179,6 +184,17 @@ def test_install_starts_nothing_and_leaves_nothing_enabled(tmp_path: Path, boote
     assert machine.enabled() == ["postgresql.service"]  # someone else's: untouched
     assert not machine.policy.exists()
     assert not list(machine.policy.parent.iterdir())
+
+
+def test_a_fresh_machine_gets_every_package_and_no_binfmt_registration(tmp_path: Path) -> None:
+    machine = make_machine(tmp_path, installed=())
+    result = machine.run()
+    assert result.returncode == 0, result.stderr
+    installing = next(line for line in result.stdout.splitlines() if "installing" in line)
+    assert sorted(installing.split(": ", 2)[2].split()) == sorted(
+        [*ALL_PACKAGES, "openssh-sftp-server"])
+    assert_nothing_started_or_enabled(machine)  # update-binfmts never called, either
+    assert sorted((machine.state / "installed").read_text().split()) == sorted(ALL_PACKAGES)
 
 
 def test_policy_in_place_during_the_install_only(tmp_path: Path) -> None:
