@@ -296,3 +296,14 @@ def test_bad_argument(tmp_path: Path) -> None:
     result = make_machine(tmp_path).run("--ssh")
     assert result.returncode == 2
     assert result.stderr.startswith("usage: ")
+
+
+def test_skip_reasons_say_when_the_user_chose_no_packages(monkeypatch: pytest.MonkeyPatch) -> None:
+    from system_packages import install_hint
+
+    monkeypatch.delenv("EDGEKIT_NO_SYSTEM_PACKAGES", raising=False)
+    assert install_hint("mmdebstrap") == \
+        "apt-get install mmdebstrap (as root, `make setup-tests` does)"
+    monkeypatch.setenv("EDGEKIT_NO_SYSTEM_PACKAGES", "1")
+    assert install_hint("mmdebstrap").startswith(
+        "not installed, as EDGEKIT_NO_SYSTEM_PACKAGES=1 asks: apt-get install mmdebstrap")
