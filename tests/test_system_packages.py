@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from system_packages import install_hint
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "ci_system_deps.sh"
 TOOLS = ("awk", "basename", "cat", "chmod", "comm", "grep", "mktemp", "mv", "readlink", "rm",
@@ -299,8 +300,6 @@ def test_bad_argument(tmp_path: Path) -> None:
 
 
 def test_skip_reasons_say_when_the_user_chose_no_packages(monkeypatch: pytest.MonkeyPatch) -> None:
-    from system_packages import install_hint
-
     monkeypatch.delenv("EDGEKIT_NO_SYSTEM_PACKAGES", raising=False)
     assert install_hint("mmdebstrap") == \
         "apt-get install mmdebstrap (as root, `make setup-tests` does)"
