@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from mjpeg import MjpegStream
 
-from edgekit.errors import InvalidData
+from edgekit.errors import InvalidData, UsageError
 from edgekit.loop.pipeline import Item, Pipeline, Stage
 from edgekit.loop.sources import (
     Frame,
@@ -151,6 +151,26 @@ def test_no_camera_at_an_index() -> None:
         pytest.skip("this machine has a /dev/video7")
     with pytest.raises(InvalidData, match=r"no camera at index 7 \(/dev/video7 does not exist\)"):
         open_source("7")
+
+
+def test_repeat_plays_a_file_or_folder_again_with_indices_counting_on(
+        numbered_clip: Path, tmp_path: Path) -> None:
+    with open_source(numbered_clip, repeat=True) as source:
+        frames = [source.read() for _ in range(75)]
+    assert [f.index for f in frames] == list(range(75))
+    assert [round(f.image.mean() / 8) for f in frames] == [i % 30 for i in range(75)]
+    assert source.passes == 3 and source.stats.decoded == 75 and source.stats.expected is None
+    assert source.description == "video file numbered.avi, 30 frames, repeated"
+    for i in range(2):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((10, 10, 3), i, np.uint8))
+    (tmp_path / "2.jpg").write_bytes(b"\xff\xd8 broken")
+    with open_source(tmp_path, repeat=True) as folder:
+        names = [folder.read().name for _ in range(5)]
+    assert names == ["0.png", "1.png", "0.png", "1.png", "0.png"]
+    assert folder.stats.decode_failures == 2  # the broken file, once per finished pass
+    for live in ("0", "rtsp://camera.invalid/stream"):
+        with pytest.raises(UsageError, match="--repeat loops a video file or a folder"):
+            open_source(live, repeat=True)
 
 
 def test_image_folder_skips_unreadable_files(tmp_path: Path) -> None:

@@ -61,6 +61,19 @@ def test_human_summary(detector_bundle: Path, demo_clip: Path) -> None:
         assert text in result.stdout
 
 
+def test_repeat_loops_the_clip(detector_bundle: Path, demo_clip: Path, tmp_path: Path) -> None:
+    lines = tmp_path / "frames.jsonl"
+    result = run_cli("run", detector_bundle, "--source", demo_clip, "--repeat", "--max-frames",
+                     "200", "--jsonl", lines, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["frames"] == 200 and report["map50"] is None  # 90 frames, played 3 times
+    assert report["source"].endswith("90 frames, repeated")
+    assert [r["frame"] for r in _jsonl(lines)] == list(range(200))
+    assert_clean_error(run_cli("run", detector_bundle, "--source", demo_clip, "--repeat",
+                               "--truth", demo_clip.with_suffix(".json")), "choose one")
+
+
 def test_a_damaged_clip_completes(detector_bundle: Path, demo_clip: Path, tmp_path: Path) -> None:
     data = bytearray(demo_clip.read_bytes())
     starts = [i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] == 0xD8]

@@ -64,6 +64,9 @@ def _summary(report) -> str:
               "(.avi MJPG or .mp4): boxes, labels, FPS and per-stage ms.")
 @click.option("--jsonl", type=click.Path(path_type=Path), help="Write one JSON line per "
               "frame: detections and stage timings.")
+@click.option("--repeat", is_flag=True, help="Play a video file or folder again each time it "
+              "ends, until stopped or --max-frames (a demo, or a service without a camera). "
+              "No mAP: frames repeat.")
 @click.option("--no-pipeline", is_flag=True, help="Run the stages one after another.")
 @click.option("--queue-size", default=2, show_default=True, help="Frames between two stages.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
@@ -71,8 +74,8 @@ def _summary(report) -> str:
 def run(model: Path, source: str, max_frames: int | None, truth: Path | None,
         backend: str | None, device: str | None, threads: int | None, fmt: str | None,
         decoder: str | None, labels: Path | None, score_threshold: float | None, show: bool,
-        save: Path | None, jsonl: Path | None, no_pipeline: bool, queue_size: int,
-        as_json: bool) -> None:
+        save: Path | None, jsonl: Path | None, repeat: bool, no_pipeline: bool,
+        queue_size: int, as_json: bool) -> None:
     """Run the detection loop on a camera, a video, a folder of images or a stream.
 
     \b
@@ -81,10 +84,12 @@ def run(model: Path, source: str, max_frames: int | None, truth: Path | None,
     processed whole; a live camera drops stale frames instead of queueing
     them (and counts them), and is reconnected with back-off if it vanishes.
     With ground truth beside the source (CLIP.json) it also prints mAP@0.5.
+    --repeat plays a file or folder in a loop, like a camera that never ends.
 
     \b
-    Example:
+    Examples:
       edgekit run out/demo/digit_detector --source out/demo/clip.avi --save annotated.avi
+      edgekit run out/demo/digit_detector --source out/demo/clip.avi --repeat
     """
     from edgekit.loop.run import detection_model, run_detection
 
@@ -95,7 +100,7 @@ def run(model: Path, source: str, max_frames: int | None, truth: Path | None,
         report = run_detection(loaded, source, save=save, jsonl=jsonl, show=show,
                                max_frames=max_frames, pipelined=not no_pipeline,
                                queue_size=queue_size, truth=truth,
-                               score_threshold=score_threshold)
+                               score_threshold=score_threshold, repeat=repeat)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else _summary(report))
     if report.stopped:
         kept = f"; what was processed is in {', '.join(report.outputs)}" if report.outputs else ""

@@ -120,10 +120,16 @@ def _score(predicted: dict[int, list[Detection]], gt: GroundTruth,
 def run_detection(model: LoadedModel, source_spec: str | int | Path, *,
                   save: Path | None = None, jsonl: Path | None = None, show: bool = False,
                   max_frames: int | None = None, pipelined: bool = True, queue_size: int = 2,
-                  truth: Path | None = None, score_threshold: float | None = None) -> RunReport:
-    """Run the detection loop on a source; sinks are always closed, whatever happens."""
-    gt = find_ground_truth(source_spec, truth)
-    source = open_source(source_spec)
+                  truth: Path | None = None, score_threshold: float | None = None,
+                  repeat: bool = False) -> RunReport:
+    """Run the detection loop on a source; sinks are always closed, whatever happens.
+
+    ``repeat``: a file or folder starts again when it ends (no mAP: frames repeat)."""
+    if repeat and truth is not None:
+        raise UsageError("--truth scores one pass over the source, and --repeat loops it: "
+                         "choose one")
+    gt = None if repeat else find_ground_truth(source_spec, truth)
+    source = open_source(source_spec, repeat=repeat)
     sinks: list[Sink] = []
     pipeline: Pipeline | None = None
     predicted: dict[int, list[Detection]] = {}

@@ -5,20 +5,23 @@ decode are skipped and counted. A live source (camera, stream) is read by its ow
 grabber thread that keeps only the newest frame: frames the loop is too slow to
 take are dropped and counted, never queued. A live source that stops delivering
 is reconnected with back-off; if it does not come back, ``read`` raises
-``SourceLost`` and the loop ends cleanly with what it has written.
+``SourceLost`` and the loop ends cleanly with what it has written. A file or folder
+can be repeated (``--repeat``): it starts again from its first frame each time it
+ends, so the loop runs until stopped, like a camera (a demo, a deployed service).
 """
 from __future__ import annotations
 
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgekit.errors import EdgekitError, InvalidData
+from edgekit.errors import EdgekitError, InvalidData, UsageError
 from edgekit.preprocess import list_images
 
 MAX_CONSECUTIVE_FAILURES = 8  # a file that fails this many reads in a row has ended
@@ -256,9 +259,68 @@ class LiveSource(Source):
         self._cap.release()
 
 
-def open_source(spec: str | int | Path) -> Source:
-    """A camera index ("0"), a video file, an image folder or image, or a stream URL."""
+class Repeating(Source):
+    """A video file or image folder played again from its start each time it ends.
+
+    Frame indices keep counting across passes (the loop needs them increasing); the stats
+    add up over all passes. A source that yields no frame in a whole pass ends the loop
+    rather than spinning."""
+
+    def __init__(self, opener: Callable[[], Source]) -> None:
+        super().__init__()
+        self._opener = opener
+        self._inner = opener()
+        self.description = f"{self._inner.description}, repeated"
+        self.fps = self._inner.fps
+        self.passes = 1
+        self._offset = 0  # frames before this pass
+        self._size = 0  # positions read in this pass
+        self._done = SourceStats()  # what the finished passes counted
+
+    def read(self) -> Frame | None:
+        frame = self._inner.read()
+        if frame is None:
+            if self._size == 0:
+                return None  # nothing decodes: repeating would spin
+            self._next_pass()
+            frame = self._inner.read()
+            if frame is None:
+                return None
+        self._size = max(self._size, frame.index + 1)
+        frame.index += self._offset
+        self._sum()
+        return frame
+
+    def _next_pass(self) -> None:
+        self._inner.close()
+        self._sum()
+        self._done = SourceStats(self.stats.decoded, self.stats.decode_failures)
+        self._offset += self._size
+        self._size = 0
+        self.passes += 1
+        self._inner = self._opener()
+
+    def _sum(self) -> None:
+        inner = self._inner.stats
+        self.stats.decoded = self._done.decoded + inner.decoded
+        self.stats.decode_failures = self._done.decode_failures + inner.decode_failures
+
+    def close(self) -> None:
+        self._sum()
+        self._inner.close()
+
+
+def open_source(spec: str | int | Path, repeat: bool = False) -> Source:
+    """A camera index ("0"), a video file, an image folder or image, or a stream URL.
+
+    ``repeat``: play a file or folder again each time it ends (UsageError for a live one)."""
     text = str(spec)
+    live = text.isdigit() or "://" in text
+    if repeat:
+        if live:
+            raise UsageError(f"--repeat loops a video file or a folder of images; --source "
+                             f"{text} is a camera or stream, which runs until stopped anyway")
+        return Repeating(lambda: open_source(spec))
     if text.isdigit():
         return LiveSource(int(text))
     if "://" in text:
