@@ -76,34 +76,8 @@ userland_complete() {
 
 # --- Debian mirrors: reuse the host's -------------------------------------------------------
 
-# Print the first URI the host's apt sources use for a suite (deb822 and one-line formats).
-host_mirror_for() {
-    local suite=$1 file
-    for file in /etc/apt/sources.list.d/*.sources; do
-        [[ -f $file ]] || continue
-        awk -v suite="$suite" '
-            /^[[:space:]]*$/ { if (uri != "" && hit) { print uri; exit } uri = ""; hit = 0 }
-            /^URIs:/ { uri = $2 }
-            /^Suites:/ { for (i = 2; i <= NF; i++) if ($i == suite) hit = 1 }
-            END { if (uri != "" && hit) print uri }' "$file"
-    done
-    for file in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-        [[ -f $file ]] || continue
-        awk -v suite="$suite" '$1 == "deb" && $3 == suite { print $2 }' "$file"
-    done
-}
-
-debian_mirror() {
-    local uri
-    uri=${EDGEKIT_PI_MIRROR:-$(host_mirror_for "$SUITE" | head -n 1)}
-    echo "${uri:-http://deb.debian.org/debian}"
-}
-
-security_mirror() {
-    local uri
-    uri=$(host_mirror_for "$SUITE-security" | head -n 1)
-    echo "${uri:-http://deb.debian.org/debian-security}"
-}
+# shellcheck source=scripts/debian_mirrors.sh
+source "${SELF%/*}/debian_mirrors.sh"
 
 # --- qemu and binfmt_misc: aarch64 runs through qemu only while we need it -------------------
 
@@ -288,8 +262,8 @@ build() {
     require_tools mmdebstrap
     [[ -z $(mounts_under "$PI_ROOT") ]] || die "$PI_ROOT is in use (mounted): run $0 stop first"
     local started=$SECONDS mirror security old
-    mirror=$(debian_mirror)
-    security=$(security_mirror)
+    mirror=$(debian_mirror "$SUITE")
+    security=$(security_mirror "$SUITE")
     trap cleanup_build EXIT
     trap 'exit 130' INT
     trap 'exit 143' TERM

@@ -92,9 +92,11 @@ def test_dry_run_prints_every_step_and_touches_nothing(ssh_server: SshServer,
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert out.startswith(f"dry run: nothing was sent to {ssh_server.destination}")
-    for step in ("check ", "stage a new release", "copy the files", "sha256 of every file",
-                 "Python environment", "smoke test", "switch current", "systemd user unit"):
+    for step in ("deploy lock", "check ", "stage a new release", "copy the files",
+                 "sha256 of every file", "Python environment", "smoke test", "switch current",
+                 "systemd user unit", "watch it 10 s", "switch back"):
         assert step in out, step
+    assert "hold" in out and "heartbeat" in out  # the lock's own ssh session
     ssh_lines = [line for line in out.splitlines() if line.strip().startswith("$ ssh ")]
     assert len(ssh_lines) >= 7
     assert all("BatchMode=yes" in line and "StrictHostKeyChecking=yes" in line

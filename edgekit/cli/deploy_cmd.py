@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from edgekit.cli.app import cli, debug_option, progress_printer
-from edgekit.errors import EdgekitError, UsageError
+from edgekit.errors import DeployError, EdgekitError, UsageError
 
 
 @cli.command()
@@ -89,7 +89,8 @@ def verify(bundle: Path, backend: str | None, device: str | None, fmt: str | Non
 @click.option("--known-hosts", type=click.Path(path_type=Path), metavar="FILE",
               help="The only known_hosts file to trust (default: ssh's own).")
 @click.option("--service", is_flag=True, help="Install a systemd user unit that runs "
-              "`edgekit run` on the current release at boot, restarting on failure.")
+              "`edgekit run` on the current release at boot, restarting on failure; it must "
+              "stay up for --settle seconds, or current switches back.")
 @click.option("--offline", is_flag=True, help="Download the target's wheels here and ship "
               "them, for a device without internet.")
 @click.option("--dry-run", is_flag=True, help="Print every step and command; send nothing.")
@@ -107,6 +108,12 @@ def verify(bundle: Path, backend: str | None, device: str | None, fmt: str | Non
 @click.option("--keep", default=3, show_default=True, help="Complete releases kept.")
 @click.option("--timeout", default=60.0, show_default=True, metavar="SECONDS",
               help="How long a silent link is tolerated before giving up.")
+@click.option("--settle", default=10.0, show_default=True, metavar="SECONDS",
+              help="How long a (re)started service must stay up (no restart) to count as "
+              "healthy; if it does not, current switches back to the previous release.")
+@click.option("--lock-timeout", default=0.0, show_default=True, metavar="SECONDS",
+              help="How long to wait while another deploy or rollback holds the device's "
+              "lock (0: refuse at once, naming the holder).")
 @click.option("--wheel", type=click.Path(path_type=Path), metavar="FILE",
               help="Ship this edgekit wheel instead of building one from the checkout.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
@@ -116,7 +123,8 @@ def deploy(bundle: Path | None, host_text: str, target_name: str | None, port: i
            identity: Path | None, known_hosts: Path | None, service: bool, offline: bool,
            dry_run: bool, rollback: bool, to_release: str | None, show_status: bool,
            python: str, remote_dir: str, samples: int, keep: int, timeout: float,
-           wheel: Path | None, as_json: bool, quiet: bool) -> None:
+           settle: float, lock_timeout: float, wheel: Path | None, as_json: bool,
+           quiet: bool) -> None:
     """Deploy a bundle to a device over SSH, atomically, and prove it runs there.
 
     \b
@@ -126,6 +134,13 @@ def deploy(bundle: Path | None, host_text: str, target_name: str | None, port: i
     the target's runtime, runs a smoke test with it, and only then switches
     ~/edgekit/current to the new release. The previous release stays for
     --rollback. Keys only (BatchMode), host keys always checked.
+
+    \b
+    A service (--service, or one installed earlier) is restarted and watched
+    for --settle seconds; when it does not stay up, current switches back to
+    the previous release, and the report shows the failing release's journal
+    (exit 1). One deploy or rollback at a time per device: a lock on the
+    device, held from the first step to the last.
 
     \b
     Examples:
@@ -168,12 +183,16 @@ def deploy(bundle: Path | None, host_text: str, target_name: str | None, port: i
         return
     if rollback:
         done = run_rollback(host, ssh, to=to_release, python=python, base=remote_dir,
-                            dry_run=dry_run, progress=progress)
+                            dry_run=dry_run, settle=settle, lock_timeout=lock_timeout,
+                            progress=progress)
         click.echo(json.dumps(done.to_dict(), indent=2) if as_json else rollback_text(done))
-        return
-    from edgekit.targets import find_target
+    else:
+        from edgekit.targets import find_target
 
-    request = DeployRequest(bundle, find_target(target_name), host, ssh, python, remote_dir,
-                            service, offline, dry_run, samples, keep, wheel)
-    report = run_deploy(request, progress)
-    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else deploy_text(report))
+        request = DeployRequest(bundle, find_target(target_name), host, ssh, python,
+                                remote_dir, service, offline, dry_run, samples, keep, wheel,
+                                settle, lock_timeout)
+        done = run_deploy(request, progress)
+        click.echo(json.dumps(done.to_dict(), indent=2) if as_json else deploy_text(done))
+    if done.problem:  # after the report: it holds the journal lines the error points to
+        raise DeployError(done.problem)

@@ -13,15 +13,23 @@ answer). Layout it keeps under BASE (default ``~/edgekit``)::
     releases/.incoming-<id>/              a deploy in progress; never used, removed when stale
     venvs/<key>/                          one per requirement set + edgekit wheel, shared
     current -> releases/<id>              switched with one rename(2)
+    lock                                  flock(2)ed by the deploy or rollback under way
+
+One deploy or rollback at a time: ``hold`` takes the lock and keeps it for as long as the
+workstation's ssh session to it lives (and sends a heartbeat on stdin); every step that
+changes something checks that its deploy still holds it. The kernel releases a flock when
+its holder dies, so a lock left by a dead process is simply taken over.
 """
 from __future__ import annotations
 
 import calendar
 import errno
+import fcntl
 import hashlib
 import json
 import os
 import platform
+import select
 import shutil
 import stat
 import subprocess
@@ -34,6 +42,9 @@ RELEASE_FILE = "release.json"
 VENV_MARK = ".edgekit-venv.json"
 UNIT_DIR = os.path.join(".config", "systemd", "user")
 MARGIN = 1 << 20  # bytes kept free beyond what the copy needs
+LOCK_FILE = "lock"
+LOCK_GRACE = 1.0  # seconds a refused lock is retried anyway (a status check holds it briefly)
+JOURNAL_LINES = 12  # of a failing service, in the report
 
 
 class Failure(Exception):
@@ -161,9 +172,124 @@ def probe(payload):
         "home": home(), "base": base, "free_bytes": free_bytes(folder),
         "user": os.environ.get("USER") or os.environ.get("LOGNAME") or "",
         "releases": list_releases(base), "current": current_id(base), "incomplete": incoming,
-        "venvs": list_venvs(base), "systemd": os.path.isdir("/run/systemd/system"),
-        "unit": unit if os.path.isfile(unit) else None,
+        "venvs": list_venvs(base), "systemd": systemd_running(),
+        "unit": unit if os.path.isfile(unit) else None, "lock": lock_holder(base),
+        "service": service_status(payload) if os.path.isfile(unit) else None,
     }
+
+
+# --- the lock: one deploy or rollback at a time -------------------------------------------------
+
+def lock_file(base):
+    return os.path.join(base, LOCK_FILE)
+
+
+def read_owner(path):
+    """The lock's owner record (JSON), or None when it is empty or unreadable."""
+    try:
+        with open(path) as f:
+            text = f.read()
+        return json.loads(text) if text.strip() else None
+    except (OSError, ValueError):
+        return None
+
+
+def try_flock(fd):
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EACCES):
+            return False
+        raise
+
+
+def lock_holder(base):
+    """The owner record of the deploy holding the lock now, or None when nobody does."""
+    path = lock_file(base)
+    if not os.path.isfile(path):
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if try_flock(fd):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        return read_owner(path) or {}
+    finally:
+        os.close(fd)
+
+
+def describe_holder(owner):
+    """Who holds the lock, for a person: what, from where, since when."""
+    if not owner:
+        return "a process that has not said who it is yet"
+    since = owner.get("since_epoch")
+    ago = f", {time.time() - since:.0f} s ago" if since else ""
+    return (f"{owner.get('what', 'a deploy')} from {owner.get('workstation', '?')} "
+            f"(pid {owner.get('workstation_pid', '?')}, user {owner.get('user', '?')}), started "
+            f"{owner.get('since', '?')}{ago}; its session here is pid {owner.get('pid', '?')}")
+
+
+def hold(payload):
+    """Take the lock and keep it until stdin ends or its heartbeat stops; one JSON line first.
+
+    Runs for the whole deploy, in its own ssh session: the workstation keeps stdin open and
+    writes a heartbeat line every few seconds. EOF (the deploy ended, or its ssh died) or
+    ``stale_after`` seconds without a heartbeat (a workstation that vanished) releases it."""
+    base = base_dir(payload)
+    os.makedirs(base, exist_ok=True)
+    path = lock_file(base)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    wait = float(payload.get("wait", 0))
+    started = time.time()
+    while not try_flock(fd):
+        waited = time.time() - started
+        if waited >= max(wait, LOCK_GRACE):
+            os.close(fd)
+            holder = read_owner(path)
+            how = f"after waiting {wait:g} s" if wait else "at once (--lock-timeout 0)"
+            raise Failure(f"another deploy holds this device's lock ({for_scp(path)}): "
+                          f"{describe_holder(holder)}. Refused {how}: wait for it to finish, "
+                          "or pass --lock-timeout SECONDS to wait for it",
+                          code="locked", holder=holder)
+        time.sleep(0.2)
+    left = read_owner(path)  # not empty: its holder died without releasing (the kernel did)
+    owner = dict(payload.get("owner", {}), token=payload["token"], pid=os.getpid(),
+                 session=os.environ.get("XDG_SESSION_ID", ""), since_epoch=time.time(),
+                 since=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(owner).encode(), 0)
+    os.fsync(fd)
+    print(json.dumps({"ok": True, "owner": owner, "taken_over": left}))
+    sys.stdout.flush()
+    stale_after = float(payload.get("stale_after", 180))
+    last = time.time()
+    while True:
+        ready = select.select([0], [], [], 1.0)[0]
+        if ready:
+            if not os.read(0, 4096):
+                break  # EOF: the deploy is over, or its ssh session is gone
+            last = time.time()
+        elif time.time() - last > stale_after:
+            break  # no heartbeat: the workstation vanished without closing the link
+    os.ftruncate(fd, 0)  # empty: released cleanly (a record left in it means a dead holder)
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+    return {"released": True, "held_seconds": round(time.time() - owner["since_epoch"], 1)}
+
+
+def require_lock(payload):
+    """Refuse to change anything unless this deploy (payload's token) holds the lock."""
+    base = base_dir(payload)
+    token = payload.get("lock")
+    holder = lock_holder(base)
+    if holder is None:
+        raise Failure("this deploy no longer holds the device's lock (its ssh session ended or "
+                      "went silent), so it stopped before changing anything more; deploy again",
+                      code="lock_lost")
+    if not token or holder.get("token") != token:
+        raise Failure(f"another deploy holds this device's lock now: {describe_holder(holder)}",
+                      code="locked", holder=holder)
 
 
 # --- stage: a new release folder, filled from earlier releases where the bytes are known -------
@@ -230,6 +356,7 @@ def new_release_id(base, content_hash):
 
 
 def stage(payload):
+    require_lock(payload)
     base = base_dir(payload)
     os.makedirs(releases_dir(base), exist_ok=True)
     removed = remove_leftovers(base)
@@ -287,6 +414,7 @@ def check_tree(root, files):
 
 
 def verify(payload):
+    require_lock(payload)
     base = base_dir(payload)
     incoming = incoming_dir(base, payload["release"])
     problems = check_tree(incoming, payload["files"])
@@ -337,6 +465,7 @@ def link_venv(release_dir, key):
 
 
 def make_venv(payload):
+    require_lock(payload)
     base = base_dir(payload)
     key = payload["key"]
     release = incoming_dir(base, payload["release"])
@@ -413,6 +542,7 @@ def run_json(argv, env, timeout):
 
 
 def smoke(payload):
+    require_lock(payload)
     base = base_dir(payload)
     release = incoming_dir(base, payload["release"])
     python = os.path.join(release, "venv", "bin", "python")
@@ -446,26 +576,22 @@ def switch_current(base, release):
         os.close(fd)
 
 
-def systemctl(*args):
-    env = dict(os.environ)
-    env.setdefault("XDG_RUNTIME_DIR", f"/run/user/{os.getuid()}")
+def run_text(argv, env=None, timeout=60):
+    """(exit code, stdout and stderr as text) of a short command; 127 when it is missing."""
     try:
-        result = subprocess.run(["systemctl", "--user"] + list(args), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-                                timeout=60)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return 1, str(exc)
+        result = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, env=env, timeout=timeout)
+    except OSError as exc:
+        return 127, str(exc)
+    except subprocess.TimeoutExpired:
+        return 124, f"{argv[0]} timed out after {timeout} s"
     return result.returncode, result.stdout.decode("utf-8", "replace").strip()
 
 
-def restart_service(name):
-    """Restart the service if it is installed and systemd runs; say what happened."""
-    if not os.path.isfile(unit_path(name)):
-        return None
-    if not os.path.isdir("/run/systemd/system"):
-        return "installed, but systemd is not running here: not restarted"
-    code, text = systemctl("try-restart", name)
-    return "restarted" if code == 0 else f"restart failed: {tail(text, 2)}"
+def systemctl(*args):
+    env = dict(os.environ)
+    env.setdefault("XDG_RUNTIME_DIR", f"/run/user/{os.getuid()}")
+    return run_text(["systemctl", "--user"] + list(args), env=env)
 
 
 def prune(base, keep):
@@ -491,21 +617,35 @@ def prune(base, keep):
     return removed, removed_venvs
 
 
+def switch_and_check(base, release, fallback, payload):
+    """Switch ``current`` to ``release`` and (re)start its service; when the service does not
+    stay up and ``fallback`` is a release, switch back to that one and restart it too."""
+    switch_current(base, release)
+    service = start_service(base, release, payload)
+    check = (service or {}).get("check")
+    if check and not check["healthy"] and fallback and fallback != release:
+        switch_current(base, fallback)
+        service["switched_back"] = fallback
+        service["fallback"] = start_service(base, fallback, payload)
+    return (service or {}).get("switched_back") or release, service
+
+
 def activate(payload):
+    require_lock(payload)
     base = base_dir(payload)
     release = payload["release"]
     previous = current_id(base)
     if hasattr(os, "sync"):
         os.sync()  # every copied byte on disk before anything points at it
     os.rename(incoming_dir(base, release), os.path.join(releases_dir(base), release))
-    switch_current(base, release)
-    service = restart_service(payload.get("unit", "edgekit.service"))
+    current, service = switch_and_check(base, release, previous, payload)
     removed, removed_venvs = prune(base, max(1, int(payload.get("keep", 3))))
-    return {"current": release, "previous": previous, "pruned": removed,
+    return {"current": current, "previous": previous, "pruned": removed,
             "pruned_venvs": removed_venvs, "service": service}
 
 
 def rollback(payload):
+    require_lock(payload)
     base = base_dir(payload)
     current = current_id(base)
     complete = [r["id"] for r in list_releases(base) if r["complete"]]
@@ -528,42 +668,220 @@ def rollback(payload):
     if problems:
         raise Failure(f"release {target} is damaged, not switching to it: "
                       + "; ".join(problems[:5]))
-    switch_current(base, target)
-    return {"from": current, "to": target,
-            "service": restart_service(payload.get("unit", "edgekit.service"))}
+    now, service = switch_and_check(base, target, current, payload)
+    return {"from": current, "to": target, "current": now, "service": service}
 
 
-# --- service: a systemd user unit ---------------------------------------------------------------
+# --- service: a systemd user unit, (re)started and watched -------------------------------------
 
-def linger_enabled(user):
+SHOWN = ("ActiveState", "SubState", "Result", "NRestarts", "ExecMainStatus", "ExecMainCode",
+         "ActiveEnterTimestamp", "ActiveEnterTimestampMonotonic", "UnitFileState")
+
+
+def systemd_running():
+    return os.path.isdir("/run/systemd/system")
+
+
+def user_name():
+    return os.environ.get("USER") or os.environ.get("LOGNAME") or ""
+
+
+def unit_state(name):
+    """The unit's state as ``systemctl --user show`` reports it (numbers as int)."""
+    code, text = systemctl("show", name, "--property=" + ",".join(SHOWN))
+    if code != 0:
+        return {"ActiveState": "unknown", "SubState": "", "error": tail(text, 2)}
+    state = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+    for key in ("NRestarts", "ExecMainStatus", "ExecMainCode", "ActiveEnterTimestampMonotonic"):
+        try:
+            state[key] = int(state.get(key) or 0)
+        except ValueError:
+            state[key] = 0
+    return state
+
+
+def running(state):
+    return state.get("ActiveState") == "active" and state.get("SubState") == "running"
+
+
+def went_down(state, restarts):
+    return (state.get("ActiveState") in ("failed", "inactive", "unknown")
+            or state.get("SubState") == "auto-restart" or state.get("NRestarts", 0) > restarts)
+
+
+def exit_text(state):
+    status = state.get("ExecMainStatus", 0)
+    if state.get("ExecMainCode") in (2, 3):  # CLD_KILLED, CLD_DUMPED
+        return f"it was killed by signal {status}"
+    return f"it exited with status {status}"
+
+
+def why_down(state, restarts, seconds):
+    """Why a service did not stay up, in words."""
+    if state.get("error"):
+        return f"systemctl cannot read it: {state['error']}"
+    restarted = state.get("NRestarts", 0) - restarts
+    if state.get("Result") == "start-limit-hit":
+        return "systemd stopped restarting it: it failed too often in a row (start limit)"
+    if state.get("ActiveState") == "failed":
+        return f"it failed: {exit_text(state)}"
+    if state.get("ActiveState") == "inactive":
+        return (f"{exit_text(state)} and stopped: the loop ended (a video file ends: give the "
+                "service a camera, or a file it plays with --repeat)")
+    if state.get("SubState") == "auto-restart":
+        return f"{exit_text(state)} and systemd is about to restart it"
+    return f"it restarted {restarted} time(s) within {seconds:.0f} s ({exit_text(state)})"
+
+
+def journal_tail(name, since):
+    """The unit's last journal lines since ``since`` (epoch seconds): what its program said,
+    and what systemd said about it, each line led by who said it."""
+    argv = ["journalctl", "--user", "--unit", name, "--since", f"@{int(since)}", "--no-pager",
+            "--output", "json", "--lines", str(JOURNAL_LINES)]
+    lines = []
+    for _ in range(10):  # journald may take a moment to write what the program said
+        code, text = run_text(argv)
+        if code != 0:
+            return [f"(journalctl gave no lines: {tail(text, 2)})"]
+        lines, program = [], False
+        for raw in text.splitlines():
+            try:
+                entry = json.loads(raw)
+            except ValueError:
+                continue
+            message = entry.get("MESSAGE", "")
+            if isinstance(message, list):  # bytes that are not UTF-8
+                message = bytes(message).decode("utf-8", "replace")
+            who = entry.get("SYSLOG_IDENTIFIER", "?")
+            program = program or who != "systemd"
+            lines.append(f"{who}: {message}")
+        if program:
+            break
+        time.sleep(0.3)
+    return lines or ["(no journal lines: is the user's journal readable here?)"]
+
+
+def watch(name, settle, since):
+    """Watch the unit for ``settle`` seconds: healthy when it is still running, never restarted."""
+    started = time.time()
+    state = unit_state(name)
+    restarts = state.get("NRestarts", 0)
+    while not went_down(state, restarts) and time.time() - started < settle:
+        time.sleep(0.5)
+        state = unit_state(name)
+    seconds = time.time() - started
+    healthy = running(state) and state.get("NRestarts", 0) == restarts
+    check = {"healthy": healthy, "seconds": round(seconds, 1), "settle": settle,
+             "active": state.get("ActiveState"), "sub": state.get("SubState"),
+             "since": state.get("ActiveEnterTimestamp", ""),
+             "restarts": state.get("NRestarts", 0) - restarts,
+             "exit_status": state.get("ExecMainStatus", 0), "why": "", "journal": []}
+    if not healthy:
+        check["why"] = why_down(state, restarts, seconds)
+        check["journal"] = journal_tail(name, since)
+        errors = [line.split(": ", 1)[1] for line in check["journal"] if ": error: " in line]
+        if errors:
+            check["why"] += f" ({errors[-1]})"
+    return check
+
+
+def linger(user):
+    """Whether lingering is on for ``user`` (logind's answer; its file where logind cannot say)."""
+    code, text = run_text(["loginctl", "show-user", user, "--property=Linger", "--value"])
+    if code == 0 and text in ("yes", "no"):
+        return text == "yes"
     return os.path.exists(os.path.join("/var/lib/systemd/linger", user))
 
 
-def service(payload):
-    name = payload["unit"]
+def sessions(user, excluded=()):
+    """``user``'s open logind sessions other than ``excluded``; None where logind cannot say."""
+    code, text = run_text(["loginctl", "show-user", user, "--property=Sessions", "--value"])
+    if code != 0:
+        return None
+    found = []
+    for session in text.split():
+        state = run_text(["loginctl", "show-session", session, "--property=State", "--value"])
+        if session not in excluded and state[1] in ("active", "online"):  # not "closing"
+            found.append(session)
+    return found
+
+
+def linger_report(enable, excluded):
+    """Lingering for the user (turned on first when asked and polkit allows it), and the
+    user's sessions other than ``excluded`` (this deploy's own)."""
+    user = user_name()
+    if not user or not systemd_running():
+        return {"user": user, "linger": None}
+    was = linger(user)
+    if not was and enable:
+        run_text(["loginctl", "enable-linger", user])  # needs root, or polkit's leave
+    now = linger(user)
+    return {"user": user, "linger": now, "linger_turned_on": now and not was,
+            "other_sessions": sessions(user, excluded)}
+
+
+def start_service(base, release, payload):
+    """Install the release's unit (if it has one), restart the service, and watch it.
+
+    None when there is no service (no unit installed, none in the release)."""
+    name = payload.get("unit", "edgekit.service")
     path = unit_path(name)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    write_file(path, payload["text"])
-    result = {"unit": path, "systemd": os.path.isdir("/run/systemd/system"), "enabled": False,
-              "active": "", "linger": None, "messages": []}
+    text = ((read_release(os.path.join(releases_dir(base), release)) or {}).get("service")
+            or {}).get("unit")
+    if text is None and not os.path.isfile(path):
+        return None
+    result = {"unit": path, "release": release, "installed": text is not None,
+              "systemd": systemd_running(), "check": None, "messages": [], "user": user_name()}
+    if text is not None:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        write_file(path, text)
     if not result["systemd"]:
         return result
-    for args in (("daemon-reload",), ("enable", name), ("restart", name)):
-        code, text = systemctl(*args)
-        if code != 0:
-            result["messages"].append(f"systemctl --user {' '.join(args)}: {tail(text, 2)}")
+    if text is None and systemctl("is-active", name)[1] not in ("active", "activating"):
+        result["left_stopped"] = True  # installed by an earlier deploy, stopped since: left so
+        return result
+    steps = [("daemon-reload",), ("enable", name)] if text is not None else []
+    for args in steps + [("reset-failed", name)]:
+        code, out = systemctl(*args)
+        if code != 0 and args[0] != "reset-failed":
+            result["messages"].append(f"systemctl --user {' '.join(args)}: {tail(out, 2)}")
             return result
-    result["enabled"] = True
-    result["active"] = systemctl("is-active", name)[1]
-    user = os.environ.get("USER") or os.environ.get("LOGNAME") or ""
-    if user and not linger_enabled(user):
-        subprocess.run(["loginctl", "enable-linger", user], stdin=subprocess.DEVNULL,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    result["linger"] = bool(user) and linger_enabled(user)
+    since = time.time()
+    code, out = systemctl("restart", name)
+    if code != 0:
+        result["messages"].append(f"systemctl --user restart {name}: {tail(out, 2)}")
+    result["check"] = watch(name, float(payload.get("settle", 10)), since)
+    ours = (os.environ.get("XDG_SESSION_ID", ""), (lock_holder(base) or {}).get("session", ""))
+    result.update(linger_report(text is not None, ours))
+    return result
+
+
+def service_status(payload):
+    """The installed service now: running or not, since when, restarts, lingering."""
+    name = payload.get("unit", "edgekit.service")
+    if not systemd_running():
+        return {"systemd": False}
+    state = unit_state(name)
+    result = {"systemd": True, "active": state.get("ActiveState"), "sub": state.get("SubState"),
+              "since": state.get("ActiveEnterTimestamp", ""),
+              "restarts": state.get("NRestarts", 0), "exit_status": state.get("ExecMainStatus"),
+              "enabled": state.get("UnitFileState", ""), "result": state.get("Result", "")}
+    session = os.environ.get("XDG_SESSION_ID", "")
+    result.update(linger_report(False, (session,)))
+    # Without lingering, this very login may have started the user's systemd (and the
+    # service with it): then it was not running before, and stops again after this check.
+    _, manager = systemctl("show", "--property=UserspaceTimestampMonotonic", "--value")
+    login = run_text(["loginctl", "show-session", session, "--property=TimestampMonotonic",
+                      "--value"])[1] if session else ""
+    try:
+        result["started_by_this_login"] = int(manager) >= int(login) > 0
+    except ValueError:
+        result["started_by_this_login"] = None
     return result
 
 
 def cleanup(payload):
+    require_lock(payload)
     base = base_dir(payload)
     path = incoming_dir(base, payload["release"])
     existed = os.path.exists(path)
@@ -571,9 +889,8 @@ def cleanup(payload):
     return {"removed": existed}
 
 
-COMMANDS = {"probe": probe, "stage": stage, "verify": verify, "venv": make_venv,
-            "smoke": smoke, "activate": activate, "rollback": rollback, "service": service,
-            "cleanup": cleanup}
+COMMANDS = {"probe": probe, "hold": hold, "stage": stage, "verify": verify, "venv": make_venv,
+            "smoke": smoke, "activate": activate, "rollback": rollback, "cleanup": cleanup}
 
 
 def describe(exc):

@@ -1,11 +1,14 @@
 """Deploy, roll back and report releases on a device, step by step, never half-updated.
 
-A deploy: plan what ships (workstation) -> check the device -> stage a new release folder,
-reusing files the device has -> copy the missing ones -> check every sha256 there -> reuse or
-create the Python environment -> smoke test the new release with it -> switch ``current``
-(one rename) -> restart or install the service. Until the switch, the running release is
-untouched; a failure on the way removes the new folder (or, when the link is gone, leaves it
-as ``releases/.incoming-*``, which nothing uses and the next deploy removes).
+A deploy: plan what ships (workstation) -> take the device's lock -> check the device ->
+stage a new release folder, reusing files the device has -> copy the missing ones -> check
+every sha256 there -> reuse or create the Python environment -> smoke test the new release
+with it -> switch ``current`` (one rename) -> install and restart the service, watch it for
+the settle time, and switch back to the previous release when it does not stay up. Until the
+switch, the running release is untouched; a failure on the way removes the new folder (or,
+when the link is gone, leaves it as ``releases/.incoming-*``, which nothing uses and the next
+deploy removes). The lock is held from the first step to the last: one deploy or rollback
+at a time per device.
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,9 +30,9 @@ from edgekit.deploy.plan import (
     plan_release,
     shipped_formats,
 )
-from edgekit.deploy.remote import UNIT_NAME, Device
-from edgekit.deploy.report import Command, DeployReport, RollbackReport, Step
-from edgekit.deploy.service import start_hint, unit_text
+from edgekit.deploy.remote import TIMEOUTS, UNIT_NAME, Device
+from edgekit.deploy.report import Command, DeployReport, RollbackReport, Step, service_problem
+from edgekit.deploy.service import exec_start, unit_text
 from edgekit.deploy.smoke import smoke_report
 from edgekit.deploy.ssh import Host, SshClient, SshOptions
 from edgekit.deploy.wheels import (
@@ -69,6 +72,17 @@ class DeployRequest:
     samples: int = 5  # validation samples the smoke test runs
     keep: int = 3  # complete releases kept on the device
     wheel: Path | None = None  # an edgekit wheel to ship instead of building one
+    settle: float = 10.0  # seconds the restarted service must stay up
+    lock_timeout: float = 0.0  # seconds to wait for another deploy's lock (0: refuse at once)
+
+    def __post_init__(self) -> None:
+        check_waits(self.settle, self.lock_timeout)
+
+
+def check_waits(settle: float, lock_timeout: float) -> None:
+    """UsageError for a negative --settle or --lock-timeout."""
+    if settle < 0 or lock_timeout < 0:
+        raise UsageError("--settle and --lock-timeout take 0 or more seconds")
 
 
 class Session:
@@ -206,6 +220,30 @@ def _run(request: DeployRequest, plan: ReleasePlan, session: Session) -> DeployR
     if plan.missing_formats:
         report.notes.append("not shipped (the bundle lacks them): " + "; ".join(
             f"{f}: {why}" for f, why in plan.missing_formats.items()))
+    with ExitStack() as held_until_done:
+        with session.step("lock", _lock_title(request.base, request.lock_timeout)):
+            held = held_until_done.enter_context(device.lock(
+                f"deploy of {plan.model} (target {plan.target.name})", request.lock_timeout))
+        _note_taken_over(held, report)
+        _deploy_locked(request, plan, session, device, report)
+    return report
+
+
+def _lock_title(base: str, wait: float) -> str:
+    waiting = f"wait up to {wait:g} s for another deploy" if wait else "refuse if another holds it"
+    return f"take the device's deploy lock (~/{base}/lock; {waiting}), held until the end"
+
+
+def _note_taken_over(held: dict[str, Any], report: DeployReport | RollbackReport) -> None:
+    left = held.get("taken_over")
+    if left:
+        report.notes.append(f"took over the device's lock from {left.get('what', 'a deploy')} "
+                            f"from {left.get('workstation', '?')} (started "
+                            f"{left.get('since', '?')}), which ended without releasing it")
+
+
+def _deploy_locked(request: DeployRequest, plan: ReleasePlan, session: Session, device: Device,
+                   report: DeployReport) -> None:
     with session.step("probe", f"check {request.host.label}: platform, Python, releases"):
         probe = device.call("probe", "checking the device")
     if not request.dry_run:
@@ -225,16 +263,19 @@ def _run(request: DeployRequest, plan: ReleasePlan, session: Session) -> DeployR
         _fill_and_check(device, plan, staged, key, report, session, request, probe)
     except BaseException as exc:
         raise _abandoned(exc, device, release, probe) from None
-    with session.step("activate", "switch current to the new release (one rename), restart "
-                      "the service if installed, remove old releases"):
+    command = " ".join(exec_start(plan, f"~/{request.base}")[1:])
+    unit = f"install the systemd user unit {UNIT_NAME} (edgekit {command}), " \
+        if request.service else ""
+    with session.step("activate", f"switch current to the new release (one rename); {unit}"
+                      f"restart the service if there is one, watch it {request.settle:g} s, and "
+                      "switch back if it does not stay up; remove old releases"):
         done = device.call("activate", "switching current", release=staged["release"],
-                           keep=request.keep)
+                           keep=request.keep, settle=request.settle,
+                           timeout=TIMEOUTS["activate"] + 2 * request.settle)
     report.previous, report.pruned = done.get("previous"), done.get("pruned", [])
-    if done.get("service"):
-        report.service = {"summary": f"{UNIT_NAME}: {done['service']}"}
-    if request.service:
-        report.service = _install_service(device, plan, probe, session, request)
-    return report
+    report.current = done.get("current", release)
+    report.service = done.get("service")
+    report.problem = service_problem(report.service, release, request.host.label)
 
 
 def _fill_and_check(device: Device, plan: ReleasePlan, staged: dict[str, Any], key: str,
@@ -253,9 +294,13 @@ def _fill_and_check(device: Device, plan: ReleasePlan, staged: dict[str, Any], k
                     f"{staged['incoming']}/{folder}", step="copying the release")
         except ConnectionFailed as exc:
             raise _copy_failure(exc, device, report.bytes_copied) from None
+    meta = {**plan.meta(), "venv": key}
+    if request.service:  # the unit this release runs with, installed whenever it is switched to
+        base = probe.get("base") or f"/home/USER/{request.base}"
+        meta["service"] = {"unit": unit_text(plan, base)}
     with session.step("verify", "check the sha256 of every file on the device"):
         device.call("verify", "checking the files on the device", release=release,
-                    files=[f.to_dict() for f in plan.files], meta={**plan.meta(), "venv": key})
+                    files=[f.to_dict() for f in plan.files], meta=meta)
     reused = any(v["key"] == key and v["complete"] for v in probe.get("venvs", []))
     what = (f"reuse the device's Python environment {key}" if reused else
             f"create the Python environment {key} on the device (pip install "
@@ -316,45 +361,39 @@ def _abandoned(exc: BaseException, device: Device, release: str | None,
     return kind(f"{exc}. {state[0].upper()}{state[1:]}; {left}")
 
 
-def _install_service(device: Device, plan: ReleasePlan, probe: dict[str, Any],
-                     session: Session, request: DeployRequest) -> dict[str, Any]:
-    base = probe.get("base") or f"/home/USER/{request.base}"
-    with session.step("service", f"install the systemd user unit {UNIT_NAME} (edgekit run "
-                      f"--source {plan.target.camera} --backend {plan.backend}), enable, start"):
-        result = device.call("service", "installing the service", text=unit_text(plan, base))
-    if request.dry_run:
-        return result
-    user = probe.get("user", "")
-    if not result.get("systemd"):
-        result["summary"] = (f"unit installed at {result['unit']}; systemd is not running on "
-                             f"the device, so it was not started: on a systemd system run "
-                             f"{start_hint(user)}")
-    elif result.get("messages"):
-        result["summary"] = (f"unit installed at {result['unit']}, but starting it failed: "
-                             f"{'; '.join(result['messages'])}")
-    else:
-        linger = "" if result.get("linger") else (
-            f"; it starts at boot once you run (as root) loginctl enable-linger {user}")
-        result["summary"] = f"{UNIT_NAME} enabled and {result.get('active')}{linger}"
-    return result
-
-
 # --- rollback and status -------------------------------------------------------------------------
 
 def rollback(host: Host, ssh: SshOptions = DEFAULT_SSH, *, to: str | None = None,
              python: str = "python3", base: str = "edgekit", dry_run: bool = False,
+             settle: float = 10.0, lock_timeout: float = 0.0,
              progress: Progress = _silent) -> RollbackReport:
-    """Switch ``current`` back to the release before it (or ``to``), checked first."""
+    """Switch ``current`` back to the release before it (or ``to``), checked first; the service
+    is restarted and watched like a deploy's, and switched back when it does not stay up."""
+    check_waits(settle, lock_timeout)
     session = Session(progress, dry_run)
     device = Device(session.client(host, ssh), python, base)
-    with session.step("rollback", f"check the earlier release's files on {host.label}, then "
-                      "switch current to it (one rename) and restart the service"):
-        answer = device.call("rollback", "rolling back", **({"to": to} if to else {}))
-    return RollbackReport(host.label, answer.get("from"), answer.get("to", to or "<previous>"),
-                          answer.get("service"), dry_run, session.steps)
+    report = RollbackReport(host.label, None, to or "<previous>", dry_run=dry_run)
+    with ExitStack() as held_until_done:
+        with session.step("lock", _lock_title(base, lock_timeout)):
+            held = held_until_done.enter_context(device.lock("rollback", lock_timeout))
+        _note_taken_over(held, report)
+        with session.step("rollback", f"check the earlier release's files on {host.label}, "
+                          f"then switch current to it (one rename), restart the service and "
+                          f"watch it {settle:g} s"):
+            answer = device.call("rollback", "rolling back", settle=settle,
+                                 timeout=TIMEOUTS["rollback"] + 2 * settle,
+                                 **({"to": to} if to else {}))
+    report.steps = session.steps
+    if dry_run:
+        return report
+    report.previous, report.target = answer.get("from"), answer["to"]
+    report.current, report.service = answer.get("current", answer["to"]), answer.get("service")
+    report.problem = service_problem(report.service, report.target, host.label)
+    return report
 
 
 def status(host: Host, ssh: SshOptions = DEFAULT_SSH, *, python: str = "python3",
            base: str = "edgekit") -> dict[str, Any]:
-    """The device's releases, environments, free space and service, as the agent reports."""
+    """The device's releases, environments, free space, service and lock, as the agent reports
+    (without taking the lock: it only reads)."""
     return Device(SshClient(host, ssh), python, base).call("probe", "reading the device's state")

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import asdict, dataclass, field
+from pathlib import PurePosixPath
 from typing import Any
 
+from edgekit.deploy.service import start_hint
 from edgekit.deploy.smoke import SmokeReport
 from edgekit.render import size, table
 
@@ -37,6 +39,7 @@ class DeployReport:
     bytes_total: int
     release: str = ""
     previous: str | None = None
+    current: str = ""  # the release current points at after the deploy (previous if switched back)
     files_copied: int = 0
     bytes_copied: int = 0
     files_reused: int = 0  # hard-linked (or copied on the device) from earlier releases
@@ -47,7 +50,8 @@ class DeployReport:
     venv_reused: bool = False
     venv_seconds: float = 0.0
     smoke: SmokeReport | None = None
-    service: dict[str, Any] | None = None
+    service: dict[str, Any] | None = None  # the agent's answer: unit, health checks, lingering
+    problem: str = ""  # why the deploy counts as failed after the switch (exit 1), or ""
     pruned: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)  # per step, and "total"
@@ -93,10 +97,12 @@ def deploy_text(report: DeployReport) -> str:
         return dry_run_text(report)
     venv = ("reused " if report.venv_reused else
             f"created in {report.venv_seconds:.0f} s: ") + report.venv
+    back = report.current and report.current != report.release
+    state = f"switched back: current is {report.current}" if back else "now current"
     rows = [
         ["device", f"{report.host} ({report.platform}, Python {report.python})"],
         ["target", report.target],
-        ["release", f"{report.release} (now current; previous: {report.previous or 'none'})"],
+        ["release", f"{report.release} ({state}; previous: {report.previous or 'none'})"],
         ["shipped", f"{report.model}: {', '.join(report.formats)}; {report.files} files, "
                     f"{size(report.bytes_total)}"],
         ["copied", f"{report.files_copied} files, {_bytes(report.bytes_copied)} "
@@ -106,8 +112,7 @@ def deploy_text(report: DeployReport) -> str:
     ]
     if report.smoke is not None:
         rows += _smoke_lines(report.smoke)
-    if report.service is not None:
-        rows.append(["service", report.service.get("summary", "")])
+    rows += service_rows(report.service)
     if report.pruned:
         rows.append(["removed", "old releases " + ", ".join(report.pruned)])
     rows.append(["time", f"{report.seconds.get('total', 0):.1f} s"])
@@ -129,9 +134,12 @@ def dry_run_text(report: DeployReport) -> str:
 @dataclass
 class RollbackReport:
     host: str
-    previous: str | None
-    current: str
-    service: str | None = None
+    previous: str | None  # current before the rollback
+    target: str  # the release rolled back to
+    current: str = ""  # current after it (previous again if the target's service failed)
+    service: dict[str, Any] | None = None
+    problem: str = ""
+    notes: list[str] = field(default_factory=list)
     dry_run: bool = False
     steps: list[Step] = field(default_factory=list)
 
@@ -146,8 +154,136 @@ def rollback_text(report: RollbackReport) -> str:
             lines.append(f"\n{step.title}")
             lines += [f"   $ {shlex.join(c.argv)}" for c in step.commands]
         return "\n".join(lines)
-    text = f"{report.host}: current is now {report.current} (was {report.previous})"
-    return text + (f"; service: {report.service}" if report.service else "")
+    if report.current == report.target:
+        head = f"{report.host}: current is now {report.target} (was {report.previous})"
+    else:
+        head = (f"{report.host}: rolled back to {report.target}, then switched back: current is "
+                f"{report.current} again")
+    rows = service_rows(report.service)
+    body = "\n" + table(["", ""], rows).split("\n", 2)[2] if rows else ""
+    return head + body + "".join(f"\nnote: {n}" for n in report.notes)
+
+
+# --- the service: what deploy and rollback saw, and what --status sees --------------------------
+
+def _unit_name(service: dict[str, Any]) -> str:
+    return PurePosixPath(service.get("unit") or "edgekit.service").name
+
+
+def _check_text(name: str, release: str, check: dict[str, Any]) -> str:
+    if check["healthy"]:
+        return (f"{name} running release {release} since {check.get('since') or '?'}; stayed "
+                f"up {check['settle']:g} s with no restart")
+    return f"{name} did NOT stay up with release {release}: {check['why']}"
+
+
+def _journal_rows(check: dict[str, Any] | None) -> list[list[str]]:
+    lines = (check or {}).get("journal") or []
+    return [["  journal" if i == 0 else "", line] for i, line in enumerate(lines)]
+
+
+def linger_text(service: dict[str, Any]) -> str:
+    """What lingering means for this service, or "" where systemd could not say."""
+    user, name = service.get("user") or "USER", _unit_name(service)
+    if service.get("linger") is None:
+        return ""
+    fix = f"Fix, once, as root on the device: loginctl enable-linger {user}"
+    if service["linger"]:
+        how = "turned on by this deploy" if service.get("linger_turned_on") else "on"
+        return f"{how} for {user}: {name} starts at boot and runs with no one logged in"
+    others = service.get("other_sessions")
+    stops = (f"OFF for {user}: {user}'s systemd, and {name} with it, stops when {user}'s last "
+             "session ends, and does not start at boot")
+    if others == []:
+        return (f"{stops}. {user} has no other session, so it is NOT running once this "
+                f"command's SSH sessions have closed. {fix}")
+    if others:
+        return f"{stops}. It runs while {user}'s {len(others)} other session(s) last. {fix}"
+    return f"{stops}. {fix}"
+
+
+def service_rows(service: dict[str, Any] | None) -> list[list[str]]:
+    """The report's lines about the service after a deploy or rollback."""
+    if not service:
+        return []
+    name, unit = _unit_name(service), service.get("unit", "")
+    if not service.get("systemd"):
+        return [["service", f"unit installed at {unit}; systemd is not running on the device, "
+                            f"so it was not started: on a systemd system run "
+                            f"{start_hint(service.get('user', ''))}"]]
+    if service.get("messages"):
+        return [["service", f"unit installed at {unit}, but starting it failed: "
+                            f"{'; '.join(service['messages'])}"]]
+    if service.get("left_stopped"):
+        return [["service", f"{name} is installed and was stopped: left stopped (systemctl "
+                            f"--user start {name} starts it)"]]
+    check = service.get("check")
+    rows = [["service", _check_text(name, service["release"], check)]] + _journal_rows(check)
+    back = service.get("switched_back")
+    if back:
+        fallback = (service.get("fallback") or {}).get("check")
+        rows.append(["switched back", f"current is {back} again; " + (
+            _check_text(name, back, fallback) if fallback else "its service was not restarted")])
+        rows += _journal_rows(fallback)
+    linger = linger_text(service)
+    return rows + ([["lingering", linger]] if linger else [])
+
+
+def service_problem(service: dict[str, Any] | None, release: str, host: str) -> str:
+    """The one error line when the service did not stay up after a switch, or ""."""
+    check = (service or {}).get("check")
+    if not check or check["healthy"]:
+        return ""
+    name = _unit_name(service)
+    back = service.get("switched_back")
+    if back:
+        fallback = (service.get("fallback") or {}).get("check")
+        now = ("which is running" if fallback and fallback["healthy"] else
+               f"whose service is failing too ({fallback['why']})" if fallback else
+               "whose service was not restarted")
+        return (f"on {host}, {name} did not stay up with release {release} ({check['why']}); "
+                f"current is back on {back}, {now}. The report above has the failing "
+                "release's last journal lines")
+    return (f"on {host}, {name} is failing with release {release} ({check['why']}), and there "
+            f"is no earlier release to switch back to, so {release} stays current. The report "
+            "above has its last journal lines")
+
+
+def service_status_text(probe: dict[str, Any]) -> list[str]:
+    """--status's lines about the service and the lock."""
+    unit, state = probe.get("unit"), probe.get("service") or {}
+    lines = []
+    if not unit:
+        lines.append("service: not installed (deploy --service)")
+    elif not state.get("systemd"):
+        lines.append(f"service: {unit} (systemd is not running on the device)")
+    else:
+        name = PurePosixPath(unit).name
+        restarts = f"{state.get('restarts', 0)} automatic restart(s)"
+        if state.get("started_by_this_login"):
+            lines.append(f"service: {name} was NOT running before this check: lingering is off "
+                         f"and {state.get('user')} had no session, so {state.get('user')}'s "
+                         "systemd had stopped; this check's login started it again (active "
+                         f"since {state.get('since')}), and it stops when the check ends")
+        elif state.get("active") == "active":
+            lines.append(f"service: {name} running since {state.get('since')}, {restarts} "
+                         f"({state.get('enabled')})")
+        else:
+            why = f", result {state.get('result')}" if state.get("result") not in ("", "success") \
+                else ""
+            lines.append(f"service: {name} NOT running: {state.get('active')} "
+                         f"({state.get('sub')}{why}, last exit status "
+                         f"{state.get('exit_status')}, {restarts}); see journalctl --user -u "
+                         f"{name}")
+        linger = linger_text({**state, "unit": unit, "other_sessions": None})
+        if linger:
+            lines.append(f"lingering: {linger}")
+    holder = probe.get("lock")
+    if holder is not None:
+        lines.append(f"lock: held by {holder.get('what', 'a deploy')} from "
+                     f"{holder.get('workstation', '?')} (pid {holder.get('workstation_pid', '?')}"
+                     f"), since {holder.get('since', '?')}")
+    return lines
 
 
 def status_text(host: str, probe: dict[str, Any]) -> str:
@@ -162,10 +298,9 @@ def status_text(host: str, probe: dict[str, Any]) -> str:
             f"{'.'.join(map(str, probe.get('python', [])))}, "
             f"{size(probe.get('free_bytes'))} free in {probe.get('base')}")
     if not rows:
-        return head + "\nno releases yet: edgekit deploy BUNDLE --target NAME --host ..."
+        return "\n".join([head, "no releases yet: edgekit deploy BUNDLE --target NAME --host ...",
+                          *service_status_text(probe)])
     body = table(["release", "state", "target", "bundle", "formats", "size", "venv"], rows)
     extra = [f"in progress or interrupted (never used): {', '.join(probe['incomplete'])}"] \
         if probe.get("incomplete") else []
-    unit = probe.get("unit")
-    extra.append(f"service: {unit}" if unit else "service: not installed (deploy --service)")
-    return "\n".join([head, body, *extra])
+    return "\n".join([head, body, *extra, *service_status_text(probe)])

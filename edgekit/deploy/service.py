@@ -3,9 +3,11 @@
 A *user* unit (``~/.config/systemd/user/edgekit.service``), not a system one: it runs as the
 user deploy logs in as (on a Pi, in the video and plugdev groups that the camera and a Coral
 need), installing and restarting it needs no root, and it lives beside the releases. It
-starts at boot without anyone logged in once lingering is on (``loginctl enable-linger
-USER``, once, as root). It runs whatever ``current`` points at, so deploy and rollback only
-switch the link and restart it.
+starts at boot without anyone logged in only with lingering on (``loginctl enable-linger
+USER``, once, as root); without it, the user's systemd and the service stop when the user's
+last session ends. It runs whatever ``current`` points at. Each release records its own unit
+(in release.json): deploy, rollback and a switch back install the unit of the release they
+switch to, restart it, and watch it for the settle time.
 """
 from __future__ import annotations
 
@@ -14,6 +16,10 @@ import re
 from edgekit.deploy.plan import ReleasePlan
 
 RESTART_SECONDS = 5
+# A release that cannot start is restarted at most START_BURST times in START_INTERVAL
+# seconds, then left failed (systemctl --user status says why) instead of restarting forever.
+START_INTERVAL = 120
+START_BURST = 5
 
 
 def systemd_quote(arg: str) -> str:
@@ -24,11 +30,19 @@ def systemd_quote(arg: str) -> str:
     return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def is_live(source: str) -> bool:
+    """A camera index or a stream URL, which run until stopped (a file or folder ends)."""
+    return source.isdigit() or "://" in source
+
+
 def exec_start(plan: ReleasePlan, base: str) -> list[str]:
-    """The command the unit runs: ``edgekit run`` on the current release's bundle."""
+    """The command the unit runs: ``edgekit run`` on the current release's bundle. A video
+    file or folder as the profile's camera is played in a loop (--repeat): a service runs
+    until stopped."""
+    source = plan.target.camera
     return [f"{base}/current/venv/bin/edgekit", "run", f"{base}/current/bundle",
-            "--source", plan.target.camera, "--backend", plan.backend,
-            *(["--device", plan.device] if plan.device else [])]
+            "--source", source, *([] if is_live(source) else ["--repeat"]),
+            "--backend", plan.backend, *(["--device", plan.device] if plan.device else [])]
 
 
 def unit_text(plan: ReleasePlan, base: str) -> str:
@@ -39,7 +53,8 @@ def unit_text(plan: ReleasePlan, base: str) -> str:
         f"# {base}/current points at; edgekit deploy and --rollback restart it after switching.",
         "[Unit]",
         f"Description=edgekit camera loop: {plan.model} on {plan.target.name}",
-        "StartLimitIntervalSec=0",  # a camera unplugged for a while must not stop the retries
+        f"StartLimitIntervalSec={START_INTERVAL}",
+        f"StartLimitBurst={START_BURST}",
         "",
         "[Service]",
         "Type=simple",
@@ -48,6 +63,9 @@ def unit_text(plan: ReleasePlan, base: str) -> str:
         "ExecStart=" + " ".join(systemd_quote(a) for a in exec_start(plan, base)),
         "Restart=on-failure",
         f"RestartSec={RESTART_SECONDS}",
+        "StandardOutput=journal",
+        "StandardError=journal",
+        "SyslogIdentifier=edgekit",
         "",
         "[Install]",
         "WantedBy=default.target",

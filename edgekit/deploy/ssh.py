@@ -157,6 +157,20 @@ class SshClient:
             raise self.failure(result.stderr.decode(errors="replace"), step)
         return result
 
+    def start(self, remote: list[str], *, note: str = "") -> subprocess.Popen[bytes] | None:
+        """Start ``remote`` on the host and return at once, its stdin, stdout and stderr piped
+        (a session that lives beside the others); None in a dry run."""
+        argv = self.ssh_argv(remote)
+        if self.echo is not None:
+            self.echo(argv, note)
+            return None
+        try:
+            return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE)
+        except FileNotFoundError:
+            raise ConnectionFailed("the ssh command is not installed here: install OpenSSH's "
+                                   "client (apt-get install openssh-client)") from None
+
     def upload(self, sources: list[Path], remote_dir: str, *, step: str) -> None:
         """Copy ``sources`` into ``remote_dir`` with scp; ConnectionFailed on any failure."""
         argv = self.scp_argv(sources, remote_dir)
