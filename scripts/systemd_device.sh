@@ -51,7 +51,7 @@ require_tools() {
     for tool in "$@"; do
         command -v "$tool" >/dev/null \
             || die "$tool is missing: apt-get install systemd-container mmdebstrap" \
-                "(scripts/ci_system_deps.sh does)"
+                "(as root, `make setup-tests` does)"
     done
 }
 
@@ -280,7 +280,7 @@ status() {
     if alive "$RUN/supervisor.pid"; then
         echo "running=yes"
         echo "port=$(<"$RUN/port")"
-        echo "reboots=$(grep -c "exited with 133" "$RUN/boots" 2>/dev/null || true)"
+        echo "reboots=$(cat "$RUN/boots" 2>/dev/null | grep -c "exited with 133" || true)"
     else
         echo "running=no"
     fi

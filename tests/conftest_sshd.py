@@ -13,6 +13,9 @@ Load it from tests/conftest.py with ``pytest_plugins = ["conftest_sshd"]``.
   Skips unless the userland is built (``scripts/pi_userland.sh build``) or EDGEKIT_PI_BUILD=1
   lets the fixture build it (several minutes, once; cached in ~/.cache/edgekit). qemu is
   registered with binfmt_misc only while the fixture lives, removed after even when it fails.
+- ``systemd_device``: a ``SystemdDevice``, Debian bookworm booted by systemd-nspawn (users pi
+  and root), per test module. Skips without root, systemd-nspawn or mmdebstrap; builds its
+  root file system the first time (about a minute; cached in ~/.cache/edgekit).
 
 For example::
 
@@ -35,6 +38,7 @@ from pathlib import Path
 
 import emulated_pi as pi
 import pytest
+import systemd_device as sd
 from sshd import CuttingProxy, LoopbackSshd, SshdUnavailable, SshServer, make_key_pair
 
 
@@ -102,3 +106,17 @@ def emulated_pi(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]
         pi.build()
     with pi.running(tmp_path_factory.mktemp("emulated-pi")) as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def systemd_device(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sd.SystemdDevice]:
+    """A Debian bookworm device booted by its own systemd, sshd on a free loopback port."""
+    reason = sd.missing_requirement()
+    if reason:
+        pytest.skip(reason)
+    sd.build()  # about a minute the first time; cached in ~/.cache/edgekit
+    device = sd.start(tmp_path_factory.mktemp("systemd-device"))
+    try:
+        yield device
+    finally:
+        sd.stop(device.run_dir)

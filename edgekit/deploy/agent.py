@@ -779,9 +779,10 @@ def watch(name, settle, since):
     if not healthy:
         check["why"] = why_down(state, restarts, seconds)
         check["journal"] = journal_tail(name, since)
-        errors = [line.split(": ", 1)[1] for line in check["journal"] if ": error: " in line]
+        errors = [line.split(": error: ", 1)[1] for line in check["journal"]
+                  if ": error: " in line]
         if errors:
-            check["why"] += f" ({errors[-1]})"
+            check["why"] += f"; its last error: {errors[-1]}"
     return check
 
 
@@ -853,6 +854,9 @@ def start_service(base, release, payload):
     result["check"] = watch(name, float(payload.get("settle", 10)), since)
     ours = (os.environ.get("XDG_SESSION_ID", ""), (lock_holder(base) or {}).get("session", ""))
     result.update(linger_report(text is not None, ours))
+    # Still running once this deploy's sessions end: lingering, or another login of the user.
+    result["runs_after_deploy"] = result["check"]["healthy"] and bool(
+        result.get("linger") or result.get("other_sessions"))
     return result
 
 

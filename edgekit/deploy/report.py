@@ -98,11 +98,12 @@ def deploy_text(report: DeployReport) -> str:
     venv = ("reused " if report.venv_reused else
             f"created in {report.venv_seconds:.0f} s: ") + report.venv
     back = report.current and report.current != report.release
-    state = f"switched back: current is {report.current}" if back else "now current"
+    state = f"its service did not stay up: current is back on {report.current}" if back \
+        else f"now current; previous: {report.previous or 'none'}"
     rows = [
         ["device", f"{report.host} ({report.platform}, Python {report.python})"],
         ["target", report.target],
-        ["release", f"{report.release} ({state}; previous: {report.previous or 'none'})"],
+        ["release", f"{report.release} ({state})"],
         ["shipped", f"{report.model}: {', '.join(report.formats)}; {report.files} files, "
                     f"{size(report.bytes_total)}"],
         ["copied", f"{report.files_copied} files, {_bytes(report.bytes_copied)} "

@@ -1,0 +1,212 @@
+"""The deployed service on a real systemd device: Debian bookworm booted by its own systemd
+(systemd-nspawn), its sshd on a loopback port, user pi, Python 3.11 (tests/systemd_device.py).
+
+The digit detector goes there with `deploy --service --offline` and a profile for this
+machine whose camera is a video file on the device (the unit plays it with --repeat); a
+second profile keeps camera 0, which the device lacks: its service fails. Each test starts
+from a device with no edgekit on it and pi's systemd stopped.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, CliResult, assert_clean_error, run_cli
+from deploy_support import local_profile, ssh_args
+from systemd_device import SystemdDevice, wait_until
+
+pytestmark = [pytest.mark.slow, pytest.mark.systemd]
+CLIP = "/home/pi/clip.avi"
+SETTLE = "4"  # seconds, where a test does not check the default (10)
+
+
+@pytest.fixture(scope="module")
+def device(systemd_device: SystemdDevice, demo_clip: Path) -> SystemdDevice:
+    """The device, with the demo clip as pi's own video file."""
+    copy = subprocess.run(systemd_device.pi.scp_command([demo_clip], CLIP), capture_output=True,
+                          check=False)
+    assert copy.returncode == 0, copy.stderr
+    return systemd_device
+
+
+@pytest.fixture(scope="module")
+def profiles(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(a profile whose camera is the clip on the device, one whose camera 0 is not there)."""
+    folder = tmp_path_factory.mktemp("profiles")
+    clip = local_profile(folder, "bookworm-clip", edits={'camera = "0"': f'camera = "{CLIP}"'})
+    return clip, local_profile(folder, "bookworm-camera")
+
+
+def deploy(device: SystemdDevice, bundle: Path, profile: Path, *extra: str,
+           as_json: bool = True):
+    result = run_cli("deploy", bundle, "--target", profile, *ssh_args(device.pi), "--service",
+                     "--offline", *(["--json"] if as_json else []), *extra)
+    return result
+
+
+def report_of(result) -> dict:
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def current(device: SystemdDevice) -> str:
+    return os.readlink(device.pi.local_path("edgekit/current")).split("/")[-1]
+
+
+def no_pi_session(device: SystemdDevice) -> None:
+    """Until every ssh session of pi has ended (deploy's included)."""
+    wait_until(lambda: not device.pi_sessions(), 60, "pi's sessions to end")
+
+
+def test_the_service_stays_up_and_keeps_running_after_deploy_with_lingering(
+        device: SystemdDevice, detector_bundle: Path, profiles: tuple[Path, Path]) -> None:
+    device.reset(linger=True)
+    report = report_of(deploy(device, detector_bundle, profiles[0]))
+    service = report["service"]
+    check = service["check"]
+    assert check["healthy"] and check["settle"] == 10 and check["seconds"] >= 10
+    assert check["restarts"] == 0 and check["active"] == "active" and check["sub"] == "running"
+    assert service["linger"] is True and service["runs_after_deploy"] is True
+    assert report["current"] == report["release"] == current(device)
+    unit = device.pi.local_path(".config/systemd/user/edgekit.service").read_text()
+    assert f"--source {CLIP} --repeat --backend tflite" in unit
+    assert "StartLimitBurst=5" in unit and "StandardOutput=journal" in unit
+    # Deploy's ssh sessions end; with lingering, pi's systemd and the service stay.
+    no_pi_session(device)
+    time.sleep(12)  # longer than logind's UserStopDelaySec (10 s) before a user's systemd stops
+    state = device.unit()
+    assert state["ActiveState"] == "active" and state["SubState"] == "running", state
+    assert state["NRestarts"] == "0"
+    assert f"edgekit run /home/pi/edgekit/current/bundle --source {CLIP} --repeat" in \
+        device.command_of(state["MainPID"])
+    status = run_cli("deploy", "--status", *ssh_args(device.pi))
+    assert status.returncode == 0, status.stderr
+    assert "service: edgekit.service running since" in status.stdout
+    assert "0 automatic restart(s)" in status.stdout
+    assert "lingering: on for pi" in status.stdout
+
+
+def test_without_lingering_the_report_says_it_stops_and_status_agrees(
+        device: SystemdDevice, detector_bundle: Path, profiles: tuple[Path, Path]) -> None:
+    device.reset(linger=False)
+    result = deploy(device, detector_bundle, profiles[0], "--settle", SETTLE, as_json=False)
+    assert result.returncode == 0, result.stderr
+    assert "stayed up 4 s with no restart" in result.stdout
+    assert ("lingering OFF for pi: pi's systemd, and edgekit.service with it, stops when "
+            "pi's last session ends, and does not start at boot. pi has no other session, so "
+            "it is NOT running once this command's SSH sessions have closed. Fix, once, as "
+            "root on the device: loginctl enable-linger pi") in " ".join(result.stdout.split())
+    no_pi_session(device)
+    wait_until(lambda: not device.pi_manager_active(), 60, "pi's systemd to stop")
+    assert device.unit() == {}  # nothing of pi's runs: no service
+    status = run_cli("deploy", "--status", *ssh_args(device.pi))
+    assert status.returncode == 0, status.stderr
+    assert "edgekit.service was NOT running before this check: lingering is off" in \
+        " ".join(status.stdout.split())
+    assert "lingering: OFF for pi" in status.stdout
+    # The root command the report gives turns it on: then it runs with no one logged in.
+    device.set_linger(True)
+    wait_until(device.running, 60, "edgekit.service to start with pi's lingering systemd")
+    assert not device.pi_sessions()
+
+
+def test_a_failing_release_is_switched_back_and_its_journal_reported(
+        device: SystemdDevice, detector_bundle: Path, profiles: tuple[Path, Path]) -> None:
+    good, no_camera = profiles
+    device.reset(linger=True)
+    # No earlier release: the failing one stays current, and deploy says so and why.
+    first = deploy(device, detector_bundle, no_camera, "--settle", SETTLE)
+    assert_clean_error(first, "edgekit.service is failing with release",
+                       "no camera at index 0", "no earlier release to switch back to")
+    failing = json.loads(first.stdout)
+    assert current(device) == failing["release"] and failing["service"]["check"]["journal"]
+    status = run_cli("deploy", "--status", *ssh_args(device.pi))
+    assert "service: edgekit.service NOT running" in status.stdout or "auto-restart" in \
+        status.stdout, status.stdout
+    # A good release over it, then the failing one again: deploy switches back to the good one.
+    working = report_of(deploy(device, detector_bundle, good, "--settle", SETTLE))
+    assert working["service"]["check"]["healthy"] and working["previous"] == failing["release"]
+    again = deploy(device, detector_bundle, no_camera, as_json=False)
+    assert_clean_error(again, "edgekit.service did not stay up with release",
+                       "its last error: no camera at index 0",
+                       f"current is back on {working['release']}, which is running")
+    assert "edgekit: error: no camera at index 0 (/dev/video0 does not exist)" in again.stdout
+    assert "edgekit.service: Main process exited, code=exited, status=1/FAILURE" in again.stdout
+    assert f"current is {working['release']} again; edgekit.service running release" in \
+        again.stdout
+    assert current(device) == working["release"]
+    unit = device.pi.local_path(".config/systemd/user/edgekit.service").read_text()
+    assert f"--source {CLIP} --repeat" in unit  # the good release's unit, back in place
+    state = device.unit()
+    assert state["ActiveState"] == "active" and state["NRestarts"] == "0", state
+    # --rollback to the failing release uses the same check, and switches back too.
+    back = run_cli("deploy", "--rollback", "--to", json.loads(first.stdout)["release"],
+                   "--settle", SETTLE, *ssh_args(device.pi))
+    assert_clean_error(back, "did not stay up", f"current is back on {working['release']}")
+    assert current(device) == working["release"] and device.running()
+
+
+def test_the_service_comes_back_after_a_reboot_with_no_login(
+        device: SystemdDevice, detector_bundle: Path, profiles: tuple[Path, Path]) -> None:
+    device.reset(linger=True)
+    report = report_of(deploy(device, detector_bundle, profiles[0], "--settle", SETTLE))
+    assert report["service"]["check"]["healthy"]
+    device.reboot()
+    wait_until(device.running, 120, "edgekit.service to start after the reboot")
+    assert not device.pi_sessions()  # nobody logged in as pi: lingering started it
+    state = device.unit()
+    assert state["NRestarts"] == "0"
+    assert CLIP in device.command_of(state["MainPID"])
+    assert current(device) == report["release"]
+
+
+def test_two_deploys_at_once_one_refuses_naming_the_holder_and_current_is_always_complete(
+        device: SystemdDevice, detector_bundle: Path, profiles: tuple[Path, Path]) -> None:
+    good = profiles[0]
+    device.reset(linger=True)
+    report_of(deploy(device, detector_bundle, good, "--settle", SETTLE))  # a running release
+    link = device.pi.local_path("edgekit/current")
+    seen, incomplete, stop = set(), [], threading.Event()
+
+    def watch_current() -> None:  # what `current` points at, every 20 ms, must be complete
+        while not stop.is_set():
+            target = os.readlink(link)
+            seen.add(target)
+            if not (link.parent / target / "release.json").is_file():
+                incomplete.append(target)
+            time.sleep(0.02)
+
+    def together(*extra: str) -> list[tuple[int, str, str]]:
+        argv = [sys.executable, "-m", "edgekit", "deploy", str(detector_bundle), "--target",
+                str(good), *ssh_args(device.pi), "--service", "--offline", "--settle", SETTLE,
+                "--json", *extra]
+        runs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True, cwd=ROOT) for _ in range(2)]
+        outputs = [run.communicate(timeout=600) for run in runs]
+        return [(run.returncode, out, err) for run, (out, err) in zip(runs, outputs)]
+
+    watcher = threading.Thread(target=watch_current)
+    watcher.start()
+    try:
+        refusing = together()
+        waiting = together("--lock-timeout", "300")  # the second waits for the first
+    finally:
+        stop.set()
+        watcher.join()
+    assert sorted(code for code, _, _ in refusing) == [0, 1], refusing
+    refused = next(err for code, _, err in refusing if code == 1)
+    assert_clean_error(CliResult(1, "", refused), "another deploy holds this device's lock",
+                       f"from {socket.gethostname()} (pid ", "started 20", "--lock-timeout")
+    assert [code for code, _, _ in waiting] == [0, 0], waiting
+    new = [json.loads(out)["release"] for code, out, _ in refusing + waiting if code == 0]
+    assert len(set(new)) == 3 and current(device) == max(new)
+    assert not incomplete and len(seen) >= 2  # current moved, and was never incomplete
+    assert not list(link.parent.glob("releases/.incoming-*")) and device.running()
+
