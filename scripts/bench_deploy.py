@@ -27,6 +27,8 @@ from sshd import LoopbackSshd  # noqa: E402
 
 from edgekit.deploy import DeployRequest, SshOptions, deploy, parse_host  # noqa: E402
 from edgekit.deploy.release import Session, make_plan  # noqa: E402
+from edgekit.deploy.remote import Device  # noqa: E402
+from edgekit.deploy.ssh import SshClient  # noqa: E402
 from edgekit.errors import EdgekitError  # noqa: E402
 from edgekit.render import size, table  # noqa: E402
 from edgekit.targets import list_targets  # noqa: E402
@@ -60,6 +62,7 @@ def loopback_figures(bundle: Path, work: Path, redeploys: int) -> str:
                          f"created ({report.venv_seconds:.1f} s)",
                          f"{report.smoke.matches}/{len(report.smoke.samples)}",
                          _steps(report.seconds)])
+        locks = lock_seconds(request, 5)
     finally:
         sshd.stop()
     redo = [float(r[1].split()[0]) for r in rows[1:]]
@@ -67,7 +70,20 @@ def loopback_figures(bundle: Path, work: Path, redeploys: int) -> str:
                   "top-1 = workstation", "steps (s)"], rows)
     if redo:
         text += f"\nredeploy median: {statistics.median(redo):.2f} s"
-    return text
+    return text + (f"\nthe device's lock alone (its own ssh session), taken and released: "
+                   f"median {statistics.median(locks):.2f} s of {len(locks)}")
+
+
+def lock_seconds(request: DeployRequest, rounds: int) -> list[float]:
+    """Taking and releasing the device's lock, alone: what one deploy at a time costs."""
+    device = Device(SshClient(request.host, request.ssh), request.python, request.base)
+    seconds = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        with device.lock("bench_deploy.py"):
+            pass
+        seconds.append(time.perf_counter() - started)
+    return seconds
 
 
 def wheel_build_seconds(work: Path) -> float:

@@ -8,6 +8,9 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
+import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -98,7 +101,7 @@ def test_dry_run_prints_every_step_and_touches_nothing(ssh_server: SshServer,
         assert step in out, step
     assert "hold" in out and "heartbeat" in out  # the lock's own ssh session
     ssh_lines = [line for line in out.splitlines() if line.strip().startswith("$ ssh ")]
-    assert len(ssh_lines) >= 7
+    assert len(ssh_lines) >= 6  # hold (lock + check), stage, verify, venv, smoke, activate
     assert all("BatchMode=yes" in line and "StrictHostKeyChecking=yes" in line
                for line in ssh_lines)
     assert "$ scp " in out and "digit_detector_int8.tflite" in out
@@ -266,3 +269,72 @@ def test_a_wheel_that_is_not_one(tmp_path: Path, lenet_bundle: Path) -> None:
     result = run_cli("deploy", lenet_bundle, "--target", "rpi4-cpu", "--host", "pi@device.invalid",
                      "--wheel", fake)
     assert_clean_error(result, "not a wheel")
+
+
+def _python(version: str) -> str:
+    if version == "this":
+        return sys.executable
+    found = subprocess.run([str(ROOT / "scripts" / "find_python.sh"), version],
+                           capture_output=True, text=True, check=False).stdout.strip()
+    if not found:
+        pytest.skip(f"no Python {version} here (pyenv install {version} to run this)")
+    return found
+
+
+class Holder:
+    """The device agent's `hold`, run here as deploy runs it over ssh (python -c BOOT)."""
+
+    def __init__(self, python: str, base: Path, token: str, wait: float = 0) -> None:
+        from edgekit.deploy.remote import AGENT, BOOT
+
+        source = AGENT.read_bytes()
+        payload = {"base": str(base), "token": token, "wait": wait,
+                   "owner": {"what": f"deploy {token}", "workstation": "ws", "workstation_pid": 7,
+                             "user": "me"}}
+        self.process = subprocess.Popen(
+            [python, "-c", BOOT, str(len(source)), "hold", json.dumps(payload)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.process.stdin.write(source)
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        assert line, self.process.stderr.read().decode()
+        self.answer = json.loads(line)
+
+    def release(self) -> None:
+        self.process.stdin.close()
+        assert self.process.wait(10) == 0
+
+
+@pytest.mark.parametrize("python", ["this", "3.7"])
+def test_the_device_lock(python: str, tmp_path: Path) -> None:
+    """One holder at a time; released when its stdin ends; a dead holder's lock is taken
+    over; the steps that change the device check they hold it. On Python 3.7 too."""
+    from edgekit.deploy import agent
+
+    exe, base = _python(python), tmp_path / "edgekit"
+    first = Holder(exe, base, "a")
+    assert first.answer["ok"] and first.answer["taken_over"] is None
+    assert agent.lock_holder(str(base))["token"] == "a"
+    refused = Holder(exe, base, "b")
+    assert not refused.answer["ok"] and refused.answer["code"] == "locked"
+    assert "deploy a from ws (pid 7, user me), started 20" in refused.answer["error"]
+    assert "Refused at once (--lock-timeout 0)" in refused.answer["error"]
+    agent.require_lock({"base": str(base), "lock": "a"})  # the holder may change things
+    with pytest.raises(agent.Failure, match="another deploy holds this device's lock now"):
+        agent.require_lock({"base": str(base), "lock": "b"})
+    # A second one that waits gets it when the first lets go.
+    threading.Timer(1.0, first.release).start()
+    started = time.monotonic()
+    waiting = Holder(exe, base, "c", wait=30)
+    assert waiting.answer["ok"] and 0.8 < time.monotonic() - started < 20
+    assert waiting.answer["taken_over"] is None  # released cleanly: nothing to take over
+    # A holder that dies (kill -9) leaves its record; the kernel has released the lock.
+    waiting.process.kill()
+    waiting.process.wait()
+    assert agent.lock_holder(str(base)) is None
+    with pytest.raises(agent.Failure, match="no longer holds the device's lock"):
+        agent.require_lock({"base": str(base), "lock": "c"})
+    after = Holder(exe, base, "d")
+    assert after.answer["ok"] and after.answer["taken_over"]["token"] == "c"
+    after.release()
+    assert agent.lock_holder(str(base)) is None and (base / "lock").read_text() == ""

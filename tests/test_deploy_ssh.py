@@ -12,7 +12,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -22,6 +25,8 @@ from deploy_support import intact, local_profile, release_files, sha256, ssh_arg
 from sshd import CuttingProxy, SshServer
 
 from edgekit.deploy import DeployRequest, SshOptions, deploy, parse_host
+from edgekit.deploy.remote import Device
+from edgekit.deploy.ssh import SshClient
 from edgekit.errors import ConnectionFailed, DeployError
 from edgekit.manifest import read_manifest
 from edgekit.targets import find_target
@@ -282,3 +287,60 @@ def test_a_failed_smoke_test_switches_nothing(ssh_server: SshServer, lenet_bundl
     assert current(ssh_server) == f"releases/{first['release']}"
     releases = ssh_server.local_path("edgekit/releases")
     assert sorted(p.name for p in releases.iterdir()) == [first["release"]]
+
+
+def lock_owner(server: SshServer) -> dict:
+    return json.loads(server.local_path("edgekit/lock").read_text())
+
+
+def test_one_deploy_at_a_time_and_a_dead_holders_lock_is_taken_over(
+        ssh_server: SshServer, lenet_bundle: Path, tmp_path: Path) -> None:
+    small = local_profile(tmp_path, "small", edits=INT8_ONLY)
+    first = run_deploy(lenet_bundle, small, ssh_server)
+    host = parse_host(ssh_server.destination, ssh_server.port)
+    device = Device(SshClient(host, SshOptions(ssh_server.identity_file,
+                                               ssh_server.known_hosts_file)))
+    with device.lock("deploy of a test (target small)") as held:
+        assert held["ok"] and lock_owner(ssh_server)["workstation_pid"] == os.getpid()
+        for args in (("deploy", lenet_bundle, "--target", small), ("deploy", "--rollback")):
+            assert_clean_error(run_cli(*args, *ssh_args(ssh_server)),
+                               "another deploy holds this device's lock (edgekit/lock): deploy "
+                               f"of a test (target small) from {socket.gethostname()} (pid "
+                               f"{os.getpid()}", "refused at once", "--lock-timeout")
+        status = run_cli("deploy", "--status", *ssh_args(ssh_server))  # reading needs no lock
+        assert status.returncode == 0 and "lock: held by deploy of a test" in status.stdout
+        os.kill(lock_owner(ssh_server)["pid"], signal.SIGKILL)  # the holder dies on the device
+        taken = run_deploy(lenet_bundle, small, ssh_server)
+    assert any("took over the device's lock from deploy of a test" in n for n in taken["notes"])
+    assert taken["previous"] == first["release"] and current(ssh_server) == \
+        f"releases/{taken['release']}"
+    # A deploy that waits (--lock-timeout) goes ahead once the holder lets go.
+    with device.lock("deploy of a slow one"):
+        started = time.monotonic()
+        waiter = subprocess.Popen(
+            [sys.executable, "-m", "edgekit", "deploy", str(lenet_bundle), "--target",
+             str(small), *map(str, ssh_args(ssh_server)), "--lock-timeout", "120", "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(3)
+    out, err = waiter.communicate(timeout=300)
+    assert waiter.returncode == 0, err
+    assert json.loads(out)["previous"] == taken["release"] and time.monotonic() - started > 3
+
+
+def test_a_deploy_that_loses_its_lock_stops_before_the_switch(
+        ssh_server: SshServer, lenet_bundle: Path, tmp_path: Path) -> None:
+    first = run_deploy(lenet_bundle, local_profile(tmp_path, "small", edits=INT8_ONLY),
+                       ssh_server)
+
+    def holder_dies_during_copy(message: str) -> None:
+        if message.startswith("copy the files"):
+            os.kill(lock_owner(ssh_server)["pid"], signal.SIGKILL)
+
+    with pytest.raises(DeployError) as failure:
+        deploy(request(lenet_bundle, local_profile(tmp_path, "bigger", edits=THREE), ssh_server),
+               progress=holder_dies_during_copy)
+    message = str(failure.value)
+    assert "no longer holds the device's lock" in message
+    assert f"The running release ({first['release']}) is untouched" in message
+    assert current(ssh_server) == f"releases/{first['release']}"
+    assert intact(ssh_server.local_path("edgekit/releases") / first["release"])

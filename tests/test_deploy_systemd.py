@@ -45,10 +45,9 @@ def profiles(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def deploy(device: SystemdDevice, bundle: Path, profile: Path, *extra: str,
-           as_json: bool = True):
-    result = run_cli("deploy", bundle, "--target", profile, *ssh_args(device.pi), "--service",
-                     "--offline", *(["--json"] if as_json else []), *extra)
-    return result
+           as_json: bool = True, service: bool = True) -> CliResult:
+    return run_cli("deploy", bundle, "--target", profile, *ssh_args(device.pi), "--offline",
+                   *(["--service"] if service else []), *(["--json"] if as_json else []), *extra)
 
 
 def report_of(result) -> dict:
@@ -151,6 +150,22 @@ def test_a_failing_release_is_switched_back_and_its_journal_reported(
                    "--settle", SETTLE, *ssh_args(device.pi))
     assert_clean_error(back, "did not stay up", f"current is back on {working['release']}")
     assert current(device) == working["release"] and device.running()
+
+
+def test_a_first_service_that_fails_is_removed_when_switching_back(
+        device: SystemdDevice, detector_bundle: Path, profiles: tuple[Path, Path]) -> None:
+    """The release before had no service: switching back stops and removes the new unit."""
+    device.reset(linger=True)
+    plain = report_of(deploy(device, detector_bundle, profiles[0], service=False))
+    assert plain["service"] is None
+    result = deploy(device, detector_bundle, profiles[1], "--settle", SETTLE, as_json=False)
+    assert_clean_error(result, "did not stay up", f"current is back on {plain['release']}",
+                       "which runs no service, as before")
+    assert "it had no service, so edgekit.service was stopped and removed again" in \
+        result.stdout
+    assert current(device) == plain["release"]
+    assert not device.pi.local_path(".config/systemd/user/edgekit.service").exists()
+    assert device.unit().get("ActiveState") == "inactive"
 
 
 def test_the_service_comes_back_after_a_reboot_with_no_login(

@@ -174,7 +174,8 @@ def probe(payload):
         "releases": list_releases(base), "current": current_id(base), "incomplete": incoming,
         "venvs": list_venvs(base), "systemd": systemd_running(),
         "unit": unit if os.path.isfile(unit) else None, "lock": lock_holder(base),
-        "service": service_status(payload) if os.path.isfile(unit) else None,
+        "service": service_status(payload) if os.path.isfile(unit) and payload.get(
+            "service_status", True) else None,
     }
 
 
@@ -260,7 +261,9 @@ def hold(payload):
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(owner).encode(), 0)
     os.fsync(fd)
-    print(json.dumps({"ok": True, "owner": owner, "taken_over": left}))
+    # The device as the lock found it: deploy's first look, without a round trip of its own.
+    found = probe(dict(payload, service_status=False))
+    print(json.dumps({"ok": True, "owner": owner, "taken_over": left, "probe": found}))
     sys.stdout.flush()
     stale_after = float(payload.get("stale_after", 180))
     last = time.time()
@@ -617,16 +620,27 @@ def prune(base, keep):
     return removed, removed_venvs
 
 
+def read_text(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
 def switch_and_check(base, release, fallback, payload):
     """Switch ``current`` to ``release`` and (re)start its service; when the service does not
-    stay up and ``fallback`` is a release, switch back to that one and restart it too."""
+    stay up and ``fallback`` is a release, switch back to that one, with the unit that was
+    installed before (none: the service is removed again), and restart it too."""
+    before = read_text(unit_path(payload.get("unit", "edgekit.service")))
     switch_current(base, release)
     service = start_service(base, release, payload)
     check = (service or {}).get("check")
     if check and not check["healthy"] and fallback and fallback != release:
         switch_current(base, fallback)
         service["switched_back"] = fallback
-        service["fallback"] = start_service(base, fallback, payload)
+        service["fallback"] = start_service(base, fallback, payload, restore=True,
+                                            before=before)
     return (service or {}).get("switched_back") or release, service
 
 
@@ -821,14 +835,20 @@ def linger_report(enable, excluded):
             "other_sessions": sessions(user, excluded)}
 
 
-def start_service(base, release, payload):
+def start_service(base, release, payload, restore=False, before=None):
     """Install the release's unit (if it has one), restart the service, and watch it.
 
+    ``restore`` (a switch back): a release without a unit of its own gets ``before``, the unit
+    installed before the switch; none there: the service is stopped and removed again.
     None when there is no service (no unit installed, none in the release)."""
     name = payload.get("unit", "edgekit.service")
     path = unit_path(name)
     text = ((read_release(os.path.join(releases_dir(base), release)) or {}).get("service")
             or {}).get("unit")
+    if text is None and restore:
+        if before is None:
+            return remove_service(name, path, release) if os.path.isfile(path) else None
+        text = before
     if text is None and not os.path.isfile(path):
         return None
     result = {"unit": path, "release": release, "installed": text is not None,
@@ -849,14 +869,27 @@ def start_service(base, release, payload):
             return result
     since = time.time()
     code, out = systemctl("restart", name)
-    if code != 0:
-        result["messages"].append(f"systemctl --user restart {name}: {tail(out, 2)}")
-    result["check"] = watch(name, float(payload.get("settle", 10)), since)
+    result["check"] = check = watch(name, float(payload.get("settle", 10)), since)
+    if code != 0 and not check["healthy"]:
+        check["why"] = f"systemctl --user restart {name} failed ({tail(out, 2)}); {check['why']}"
     ours = (os.environ.get("XDG_SESSION_ID", ""), (lock_holder(base) or {}).get("session", ""))
     result.update(linger_report(text is not None, ours))
     # Still running once this deploy's sessions end: lingering, or another login of the user.
     result["runs_after_deploy"] = result["check"]["healthy"] and bool(
         result.get("linger") or result.get("other_sessions"))
+    return result
+
+
+def remove_service(name, path, release):
+    """Stop, disable and remove the unit: what a switch back to a release before any service
+    restores."""
+    result = {"unit": path, "release": release, "removed": True, "systemd": systemd_running(),
+              "check": None, "messages": [], "user": user_name()}
+    if result["systemd"]:
+        systemctl("disable", "--now", name)
+    os.unlink(path)
+    if result["systemd"]:
+        systemctl("daemon-reload")
     return result
 
 

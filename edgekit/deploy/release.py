@@ -221,11 +221,12 @@ def _run(request: DeployRequest, plan: ReleasePlan, session: Session) -> DeployR
         report.notes.append("not shipped (the bundle lacks them): " + "; ".join(
             f"{f}: {why}" for f, why in plan.missing_formats.items()))
     with ExitStack() as held_until_done:
-        with session.step("lock", _lock_title(request.base, request.lock_timeout)):
+        with session.step("lock", _lock_title(request.base, request.lock_timeout)
+                          + f"; check {request.host.label}: platform, Python, releases"):
             held = held_until_done.enter_context(device.lock(
                 f"deploy of {plan.model} (target {plan.target.name})", request.lock_timeout))
         _note_taken_over(held, report)
-        _deploy_locked(request, plan, session, device, report)
+        _deploy_locked(request, plan, session, device, report, held["probe"])
     return report
 
 
@@ -243,9 +244,8 @@ def _note_taken_over(held: dict[str, Any], report: DeployReport | RollbackReport
 
 
 def _deploy_locked(request: DeployRequest, plan: ReleasePlan, session: Session, device: Device,
-                   report: DeployReport) -> None:
-    with session.step("probe", f"check {request.host.label}: platform, Python, releases"):
-        probe = device.call("probe", "checking the device")
+                   report: DeployReport, probe: dict[str, Any]) -> None:
+    """The deploy's steps, with the lock held; ``probe``: the device, as the lock found it."""
     if not request.dry_run:
         check_device(probe, plan, request)
         report.python = ".".join(map(str, probe["python"]))

@@ -222,26 +222,38 @@ def service_rows(service: dict[str, Any] | None) -> list[list[str]]:
     rows = [["service", _check_text(name, service["release"], check)]] + _journal_rows(check)
     back = service.get("switched_back")
     if back:
-        fallback = (service.get("fallback") or {}).get("check")
-        rows.append(["switched back", f"current is {back} again; " + (
-            _check_text(name, back, fallback) if fallback else "its service was not restarted")])
-        rows += _journal_rows(fallback)
+        rows.append(["switched back", f"current is {back} again; "
+                     + _fallback_text(name, back, service.get("fallback"))])
+        rows += _journal_rows((service.get("fallback") or {}).get("check"))
     linger = linger_text(service)
     return rows + ([["lingering", linger]] if linger else [])
 
 
+def _fallback_text(name: str, release: str, fallback: dict[str, Any] | None) -> str:
+    """What runs after a switch back to ``release``."""
+    if fallback and fallback.get("removed"):
+        return f"it had no service, so {name} was stopped and removed again"
+    if fallback and fallback.get("check"):
+        return _check_text(name, release, fallback["check"])
+    return f"{name} was not restarted ({'; '.join((fallback or {}).get('messages', []))})"
+
+
 def service_problem(service: dict[str, Any] | None, release: str, host: str) -> str:
     """The one error line when the service did not stay up after a switch, or ""."""
+    if service and service.get("systemd") and service.get("messages"):
+        return (f"on {host}, {_unit_name(service)} could not be started: "
+                f"{'; '.join(service['messages'])}")
     check = (service or {}).get("check")
     if not check or check["healthy"]:
         return ""
     name = _unit_name(service)
     back = service.get("switched_back")
     if back:
-        fallback = (service.get("fallback") or {}).get("check")
-        now = ("which is running" if fallback and fallback["healthy"] else
-               f"whose service is failing too ({fallback['why']})" if fallback else
-               "whose service was not restarted")
+        fallback = service.get("fallback") or {}
+        now = ("which is running" if (fallback.get("check") or {}).get("healthy") else
+               "which runs no service, as before" if fallback.get("removed") else
+               f"whose service is failing too ({fallback['check']['why']})"
+               if fallback.get("check") else "whose service was not restarted")
         return (f"on {host}, {name} did not stay up with release {release} ({check['why']}); "
                 f"current is back on {back}, {now}. The report above has the failing "
                 "release's last journal lines")
