@@ -858,9 +858,14 @@ def start_service(base, release, payload, restore=False, before=None):
         write_file(path, text)
     if not result["systemd"]:
         return result
-    if text is None and systemctl("is-active", name)[1] not in ("active", "activating"):
-        result["left_stopped"] = True  # installed by an earlier deploy, stopped since: left so
-        return result
+    if text is None:  # installed by an earlier deploy: restarted only if it runs
+        state = systemctl("is-active", name)[1]
+        if state in ("inactive", "failed", "deactivating"):
+            result["left_stopped"] = True
+            return result
+        if state not in ("active", "activating", "reloading"):
+            result["messages"].append(f"systemctl --user is-active {name}: {tail(state, 2)}")
+            return result
     steps = [("daemon-reload",), ("enable", name)] if text is not None else []
     for args in steps + [("reset-failed", name)]:
         code, out = systemctl(*args)
