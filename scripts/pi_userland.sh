@@ -54,12 +54,9 @@ AARCH64_MAGIC_ESCAPED=$(sed 's/../\\x&/g' <<<"$AARCH64_MAGIC")
 AARCH64_MASK_ESCAPED=$(sed 's/../\\x&/g' <<<"$AARCH64_MASK")
 SELF=$(readlink -f "$0")
 
-log() { echo "pi_userland: $*" >&2; }
-die() { log "$*"; exit 1; }
-
-require_root() {
-    [[ $(id -u) -eq 0 ]] || die "must run as root (chroot, mount and binfmt_misc need it)"
-}
+LOG_NAME=pi_userland
+# shellcheck source=scripts/rootfs_common.sh
+source "${SELF%/*}/rootfs_common.sh"
 
 require_tools() {
     local tool
@@ -70,14 +67,7 @@ require_tools() {
     done
 }
 
-userland_complete() {
-    [[ -f $PI_ROOT/$MARKER ]] && [[ $(head -n 1 "$PI_ROOT/$MARKER") == "$USERLAND_ID" ]]
-}
-
-# --- Debian mirrors: reuse the host's -------------------------------------------------------
-
-# shellcheck source=scripts/debian_mirrors.sh
-source "${SELF%/*}/debian_mirrors.sh"
+userland_complete() { marker_matches "$PI_ROOT" "$MARKER" "$USERLAND_ID"; }
 
 # --- qemu and binfmt_misc: aarch64 runs through qemu only while we need it -------------------
 
@@ -252,7 +242,7 @@ remove_stale_builds() {  # what killed builds left behind (we hold the lock)
 }
 
 build() {
-    require_root
+    require_root "chroot, mount and binfmt_misc"
     lock_builds
     qemu_binary >/dev/null || fetch_qemu
     if userland_complete; then
@@ -261,7 +251,7 @@ build() {
     fi
     require_tools mmdebstrap
     [[ -z $(mounts_under "$PI_ROOT") ]] || die "$PI_ROOT is in use (mounted): run $0 stop first"
-    local started=$SECONDS mirror security old
+    local started=$SECONDS mirror security
     mirror=$(debian_mirror "$SUITE")
     security=$(security_mirror "$SUITE")
     trap cleanup_build EXIT
@@ -292,12 +282,7 @@ build() {
     MMDEBSTRAP_PID=""
     printf '%s\nmirror %s\nbuilt %s in %ss\n' "$USERLAND_ID" "$mirror" "$(date -u +%FT%TZ)" \
         "$((SECONDS - started))" >"$BUILD_DIR/$MARKER"
-    if [[ -e $PI_ROOT ]]; then
-        old=$(mktemp -d "$PI_ROOT.old.XXXXXX")
-        mv "$PI_ROOT" "$old/"
-        rm -rf "$old"
-    fi
-    mv "$BUILD_DIR" "$PI_ROOT"
+    publish_root "$BUILD_DIR" "$PI_ROOT"
     BUILD_DIR=""
     log "built $PI_ROOT in $((SECONDS - started)) s ($(du -sh "$PI_ROOT" | cut -f1))"
 }
@@ -332,7 +317,7 @@ wait_for_sshd() {  # wait_for_sshd PID PORT: until sshd says it listens, or give
 }
 
 start() {
-    require_root
+    require_root "chroot, mount and binfmt_misc"
     require_tools ssh-keygen
     local port=2222 key="" pid host_key
     while [[ $# -gt 0 ]]; do
@@ -407,7 +392,7 @@ kill_userland_processes() {  # every process whose root is the userland (sshd, i
 }
 
 stop() {
-    require_root
+    require_root "chroot, mount and binfmt_misc"
     kill_userland_processes
     unmount_userland
     binfmt_off start

@@ -24,8 +24,9 @@
 set -euo pipefail
 
 SELF=$(readlink -f "$0")
-# shellcheck source=scripts/debian_mirrors.sh
-source "${SELF%/*}/debian_mirrors.sh"
+LOG_NAME=systemd_device
+# shellcheck source=scripts/rootfs_common.sh
+source "${SELF%/*}/rootfs_common.sh"
 
 ARCH=$(dpkg --print-architecture 2>/dev/null || echo amd64)
 CACHE_ROOT=${EDGEKIT_SYSTEMD_ROOT:-$HOME/.cache/edgekit/systemd-bookworm-$ARCH}
@@ -39,25 +40,17 @@ ROOT_ID="edgekit-systemd-device 1 $SUITE $ARCH minbase ${PACKAGES[*]}"
 MARKER=.edgekit-systemd-device
 HOSTNAME_IN=edgekit-device
 
-log() { echo "systemd_device: $*" >&2; }
-die() { log "$*"; exit 1; }
-
-require_root() {
-    [[ $(id -u) -eq 0 ]] || die "must run as root (mount and systemd-nspawn need it)"
-}
 
 require_tools() {
     local tool
     for tool in "$@"; do
         command -v "$tool" >/dev/null \
             || die "$tool is missing: apt-get install systemd-container mmdebstrap" \
-                "(as root, `make setup-tests` does)"
+                "(as root, make setup-tests does)"
     done
 }
 
-root_complete() {
-    [[ -f $CACHE_ROOT/$MARKER ]] && [[ $(head -n 1 "$CACHE_ROOT/$MARKER") == "$ROOT_ID" ]]
-}
+root_complete() { marker_matches "$CACHE_ROOT" "$MARKER" "$ROOT_ID"; }
 
 # --- build ------------------------------------------------------------------------------------
 
@@ -69,7 +62,7 @@ cleanup_build() {
 }
 
 build() {
-    require_root
+    require_root "mount and systemd-nspawn"
     mkdir -p "$(dirname "$CACHE_ROOT")"
     exec {lock_fd}>"$CACHE_ROOT.lock"
     flock "$lock_fd"  # one build at a time; a second waits, then finds it done
@@ -78,7 +71,7 @@ build() {
         return 0
     fi
     require_tools mmdebstrap
-    local started=$SECONDS mirror security old
+    local started=$SECONDS mirror security
     mirror=$(debian_mirror "$SUITE")
     security=$(security_mirror "$SUITE")
     trap cleanup_build EXIT
@@ -103,12 +96,7 @@ build() {
         "deb $security $SUITE-security main" >&2
     printf '%s\nmirror %s\nbuilt %s in %ss\n' "$ROOT_ID" "$mirror" "$(date -u +%FT%TZ)" \
         "$((SECONDS - started))" >"$BUILD_DIR/$MARKER"
-    if [[ -e $CACHE_ROOT ]]; then
-        old=$(mktemp -d "$CACHE_ROOT.old.XXXXXX")
-        mv "$CACHE_ROOT" "$old/"
-        rm -rf "$old"
-    fi
-    mv "$BUILD_DIR" "$CACHE_ROOT"
+    publish_root "$BUILD_DIR" "$CACHE_ROOT"
     BUILD_DIR=""
     log "built $CACHE_ROOT in $((SECONDS - started)) s ($(du -sh "$CACHE_ROOT" | cut -f1))"
 }
@@ -188,7 +176,7 @@ wait_for_port() {  # wait_for_port PORT: until something accepts connections on 
 }
 
 start() {
-    require_root
+    require_root "mount and systemd-nspawn"
     require_tools systemd-nspawn ssh-keygen
     local port="" key="" host_key
     parse_run_dir "$@"
@@ -241,7 +229,7 @@ wait_gone() {  # wait_gone PIDFILE SECONDS
 }
 
 stop() {
-    require_root
+    require_root "mount and systemd-nspawn"
     parse_run_dir "$@"
     [[ -d $RUN ]] || { log "nothing runs in $RUN"; return 0; }
     touch "$RUN/stopping"
