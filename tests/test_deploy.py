@@ -338,3 +338,11 @@ def test_the_device_lock(python: str, tmp_path: Path) -> None:
     assert after.answer["ok"] and after.answer["taken_over"]["token"] == "c"
     after.release()
     assert agent.lock_holder(str(base)) is None and (base / "lock").read_text() == ""
+
+
+def test_negative_waits_are_refused(tmp_path: Path) -> None:
+    for args in (("deploy", tmp_path / "bundle", "--target", "rpi4-cpu", "--settle", "-1"),
+                 ("deploy", "--rollback", "--lock-timeout", "-5")):
+        result = run_cli(*args, "--host", "pi@device.invalid")
+        assert_clean_error(result, "--settle and --lock-timeout take 0 or more seconds")
+        assert result.returncode == 2

@@ -98,7 +98,8 @@ def verify(bundle: Path, backend: str | None, device: str | None, fmt: str | Non
               "current one (checked first).")
 @click.option("--to", "to_release", metavar="RELEASE", help="With --rollback: this release.")
 @click.option("--status", "show_status", is_flag=True,
-              help="Show the device's releases, environments and service.")
+              help="Show the device's releases, environments, service (running or not, "
+              "since when, restarts, lingering) and who holds its lock.")
 @click.option("--python", default="python3", show_default=True, metavar="PATH",
               help="The device's Python that makes the environment.")
 @click.option("--remote-dir", default="edgekit", show_default=True, metavar="DIR",
