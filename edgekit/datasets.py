@@ -30,6 +30,8 @@ class Samples:
     y: np.ndarray | None
     source: str
     boxes: dict[str, np.ndarray] | None = None  # detection truth (BOX_KEYS), boxes in input px
+    label_names: list[str] | None = None  # labels learnt from sub-folder names (none given)
+    from_images: bool = False  # made from image files with the input spec (not an array)
 
     def __len__(self) -> int:
         return len(self.x)
@@ -57,26 +59,77 @@ def _from_npy(path: Path) -> np.ndarray:
         raise InvalidData(f"{path}: not a readable .npy file ({exc})") from None
 
 
-def _from_folder(path: Path, spec: InputSpec,
-                 labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray | None]:
-    classes = sorted(p for p in path.iterdir() if p.is_dir())
-    if classes:
-        index = {name: i for i, name in enumerate(labels)} if labels else None
-        xs, ys = [], []
-        for folder in classes:
-            if index is not None and folder.name not in index:
-                raise InvalidData(f"{folder}: sub-folder name is not one of the labels")
-            label = index[folder.name] if index is not None else classes.index(folder)
-            for image in list_images(folder):
-                xs.append(image_to_tensor(read_image(image), spec)[0])
-                ys.append(label)
+def _listing(names: Sequence[str], limit: int = 12) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def folder_labels(path: Path, names: Sequence[str], labels: Sequence[str],
+                  classes: int | None) -> tuple[dict[str, int], list[str] | None]:
+    """Which class each sub-folder holds, and the labels learnt from the names (if any).
+
+    A sub-folder's name is its label. With labels known, folders are matched by
+    name, and a numeric name that is not a label is that class number. Without
+    labels, numeric names are class numbers; other names become the labels (in
+    sorted order, as Keras's image_dataset_from_directory numbers them) only when
+    there is one folder per class of the model. Anything else is InvalidData.
+    """
+    numeric = all(n.isdigit() for n in names)
+    if labels:
+        index = {name: i for i, name in enumerate(labels)}
+        mapping = {n: index[n] if n in index else int(n) for n in names
+                   if n in index or (n.isdigit() and int(n) < len(labels))}
+        unmatched = [n for n in names if n not in mapping]
+        if unmatched:
+            raise InvalidData(
+                f"{path}: sub-folder(s) {_listing(unmatched)} match no label; the labels are "
+                f"{_listing(list(labels))}: name each sub-folder after its label (or its "
+                "number), or give the labels the folders use with --labels")
+        return mapping, None
+    if numeric:
+        mapping = {n: int(n) for n in names}
+        too_big = [n for n in names if classes is not None and int(n) >= classes]
+        if too_big:
+            raise InvalidData(f"{path}: sub-folder(s) {_listing(too_big)} name classes the model "
+                              f"does not have (it has {classes}: 0..{classes - 1})")
+        learnt = ([str(i) for i in range(classes)]
+                  if classes is not None and sorted(mapping.values()) == list(range(classes))
+                  else None)
+        return mapping, learnt
+    if classes is None or len(names) != classes:
+        have = "an unknown number of" if classes is None else str(classes)
+        raise InvalidData(
+            f"{path}: {len(names)} sub-folders ({_listing(list(names))}) for a model with "
+            f"{have} classes: without labels edgekit cannot tell which class each folder "
+            "holds; give --labels FILE (one label per line, in the model's class order)")
+    ordered = sorted(names)
+    return {n: i for i, n in enumerate(ordered)}, ordered
+
+
+def _images(folder: Path, spec: InputSpec) -> list[np.ndarray]:
+    return [image_to_tensor(read_image(p), spec)[0] for p in list_images(folder)]
+
+
+def _from_folder(path: Path, spec: InputSpec, labels: Sequence[str], classes: int | None,
+                 labelled: bool) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
+    folders = sorted(p for p in path.iterdir() if p.is_dir())
+    if not folders:
+        xs = _images(path, spec)
         if not xs:
-            raise InvalidData(f"{path}: its sub-folders hold no images")
-        return np.stack(xs), np.asarray(ys, dtype=np.int64)
-    images = list_images(path)
-    if not images:
-        raise InvalidData(f"{path}: no image files in it (.png, .jpg, .bmp, ...)")
-    return np.stack([image_to_tensor(read_image(p), spec)[0] for p in images]), None
+            raise InvalidData(f"{path}: no image files in it (.png, .jpg, .bmp, ...)")
+        return np.stack(xs), None, None
+    learnt = None
+    if labelled:
+        mapping, learnt = folder_labels(path, [f.name for f in folders], labels, classes)
+    xs, ys = [], []
+    for folder in folders:
+        images = _images(folder, spec)
+        xs += images
+        if labelled:
+            ys += [mapping[folder.name]] * len(images)
+    if not xs:
+        raise InvalidData(f"{path}: its sub-folders hold no images")
+    return np.stack(xs), (np.asarray(ys, dtype=np.int64) if labelled else None), learnt
 
 
 def read_labels(path: str | Path) -> list[str]:
@@ -94,14 +147,19 @@ def read_labels(path: str | Path) -> list[str]:
 
 
 def load_samples(path: str | Path, spec: InputSpec, labels: Sequence[str] = (),
-                 what: str = "samples") -> Samples:
-    """Load samples and check they fit the model input; InvalidData when they do not."""
+                 what: str = "samples", classes: int | None = None,
+                 labelled: bool = True) -> Samples:
+    """Load samples and check their shape; InvalidData when they do not fit the model input.
+
+    ``labelled`` False (calibration) ignores what sub-folder names would say.
+    The contents (NaN, range, labels) are checked by ``edgekit.datacheck``.
+    """
     path = Path(path)
     if not path.exists():
         raise InvalidData(f"{what}: {path} does not exist")
-    boxes = None
+    boxes, learnt = None, None
     if path.is_dir():
-        x, y = _from_folder(path, spec, labels)
+        x, y, learnt = _from_folder(path, spec, labels, classes, labelled)
     elif path.suffix == ".npz":
         x, y, boxes = _from_npz(path)
     elif path.suffix == ".npy":
@@ -109,23 +167,40 @@ def load_samples(path: str | Path, spec: InputSpec, labels: Sequence[str] = (),
     else:
         raise InvalidData(f"{what}: {path} is not a folder of images, .npy or .npz file")
     x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+        raise InvalidData(f"{what} in {path} are {x.dtype}, not real numbers: give float32 "
+                          "samples in the model's pre-processed space")
     want = spec.sample_shape
     if x.ndim == len(want) and want[-1] == 1 and x.shape[1:] == want[:-1]:
         x = x[..., None]  # (N, H, W) greyscale for an (H, W, 1) model
     if x.ndim != len(want) + 1 or tuple(x.shape[1:]) != tuple(want):
-        raise InvalidData(
-            f"{what} in {path} have shape {tuple(x.shape[1:])} per sample; the model takes "
-            f"{tuple(want)}: give samples of that shape (N, {', '.join(map(str, want))})"
-        )
-    if not np.issubdtype(x.dtype, np.number):
-        raise InvalidData(f"{what} in {path} are {x.dtype}, not numbers")
+        raise InvalidData(_shape_problem(what, path, x, spec))
     if y is not None:
-        y = np.asarray(y)
-        if y.ndim == 2:  # one-hot
-            y = y.argmax(axis=1)
-        if len(y) != len(x):
-            raise InvalidData(f"{path}: {len(x)} samples but {len(y)} labels")
-        y = y.astype(np.int64)
+        y = _labels_array(np.asarray(y), len(x), path)
     if boxes is not None and any(len(v) != len(x) for v in boxes.values()):
         raise InvalidData(f"{path}: {len(x)} samples but the box arrays hold a different count")
-    return Samples(x.astype(np.float32), y, str(path), boxes)
+    return Samples(x.astype(np.float32), y, str(path), boxes, learnt, path.is_dir())
+
+
+def _shape_problem(what: str, path: Path, x: np.ndarray, spec: InputSpec) -> str:
+    want = spec.sample_shape
+    got = tuple(x.shape[1:])
+    if x.ndim == len(want) + 1 and spec.layout == "NHWC" and got[:-1] == want[:-1]:
+        return (f"{what} in {path} have {got[-1]} channel(s) per sample; the model takes "
+                f"{want[-1]} ({spec.color}): give samples of shape (N, "
+                f"{', '.join(map(str, want))})")
+    return (f"{what} in {path} have shape {got} per sample (rank {x.ndim}); the model takes "
+            f"{tuple(want)}: give samples of that shape (N, {', '.join(map(str, want))})")
+
+
+def _labels_array(y: np.ndarray, count: int, path: Path) -> np.ndarray:
+    if y.ndim == 2:  # one-hot
+        y = y.argmax(axis=1)
+    if y.ndim != 1 or len(y) != count:
+        raise InvalidData(f"{path}: {count} samples but {len(y)} labels of shape {y.shape}")
+    whole = np.issubdtype(y.dtype, np.integer) or (
+        np.issubdtype(y.dtype, np.floating) and bool(np.all(np.isfinite(y) & (y == np.round(y)))))
+    if not whole:
+        raise InvalidData(f"{path}: the labels are not whole class numbers ({y.dtype}); give "
+                          "integer labels 0..classes-1 (or one-hot rows)")
+    return y.astype(np.int64)

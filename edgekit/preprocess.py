@@ -34,6 +34,8 @@ class InputSpec:
     dtype: str = "float32"
     name: str = ""
     extra: dict = field(default_factory=dict, compare=False)
+    # Where each value came from, by field name: "model card", "flag", "default", "model".
+    origin: dict[str, str] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         if self.color not in COLORS:
@@ -42,6 +44,8 @@ class InputSpec:
             raise UsageError(f"unknown layout {self.layout!r}; use NHWC or NCHW")
         if len(self.shape) != 4:
             raise UsageError(f"an image model takes a 4-D input (N, H, W, C); got {self.shape}")
+        for key in ("mean", "std"):
+            check_normalisation(key, getattr(self, key), self.channels, self.origin.get(key))
 
     @property
     def height(self) -> int:
@@ -59,17 +63,65 @@ class InputSpec:
     def sample_shape(self) -> tuple[int, ...]:
         return tuple(self.shape[1:])
 
+    def pixel_range(self) -> tuple[float, float]:
+        """What 0..255 pixels become under this spec: the lowest and highest tensor value."""
+        mean, std = np.asarray(self.mean, np.float64), np.asarray(self.std, np.float64)
+        ends = np.concatenate([(0.0 - mean) / std, (255.0 - mean) / std])
+        return float(ends.min()), float(ends.max())
+
+    def describe(self) -> str:
+        """One line: colour, mean, std, resize, each with where it came from."""
+        def show(key: str, value: object) -> str:
+            if isinstance(value, tuple):
+                value = ",".join(f"{v:g}" for v in value)
+            where = self.origin.get(key)
+            return f"{key} {value}" + (f" ({where})" if where else "")
+
+        size = "x".join(str(d) for d in self.sample_shape)
+        lo, hi = self.pixel_range()
+        return (f"input {size} {self.layout}: " + ", ".join(
+            show(k, getattr(self, k)) for k in ("color", "mean", "std", "resize"))
+            + f"; pixels 0..255 become {lo:g}..{hi:g}")
+
     def to_dict(self) -> dict:
-        return {"shape": list(self.shape), "layout": self.layout, "color": self.color,
+        data = {"shape": list(self.shape), "layout": self.layout, "color": self.color,
                 "mean": list(self.mean), "std": list(self.std), "resize": self.resize,
                 "dtype": self.dtype, "name": self.name}
+        if self.origin:
+            data["origin"] = dict(self.origin)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> InputSpec:
         return cls(shape=tuple(data["shape"]), layout=data.get("layout", "NHWC"),
                    color=data.get("color", "rgb"), mean=tuple(data.get("mean", (0.0,))),
                    std=tuple(data.get("std", (255.0,))), resize=data.get("resize", "stretch"),
-                   dtype=data.get("dtype", "float32"), name=data.get("name", ""))
+                   dtype=data.get("dtype", "float32"), name=data.get("name", ""),
+                   origin=dict(data.get("origin", {})))
+
+
+ORIGIN_FLAGS = {"mean": "--mean", "std": "--std", "color": "--color", "resize": "--resize"}
+
+
+def check_normalisation(key: str, values: Sequence[float], channels: int,
+                        origin: str | None = None) -> None:
+    """Refuse a mean/std that cannot be right: wrong length, not finite, a std <= 0.
+
+    ``origin`` ("flag", "model card", ...) goes into the message, so the person
+    knows which setting to fix.
+    """
+    where = {"flag": ORIGIN_FLAGS.get(key, key), "model card": f"{key} in the model card"}.get(
+        origin or "", key)
+    shown = ",".join(f"{v:g}" for v in values) if values else "(empty)"
+    if len(values) not in (1, channels):
+        want = "one value" if channels == 1 else f"1 value or {channels}"
+        raise UsageError(f"{where} {shown} has {len(values)} values; the model input has "
+                         f"{channels} channel(s): give {want}")
+    if not all(np.isfinite(v) for v in values):
+        raise UsageError(f"{where} {shown} is not a finite number")
+    if key == "std" and min(values) <= 0:
+        raise UsageError(f"{where} {shown}: a std must be positive (tensor = (pixel - mean) / "
+                         "std); for pixels scaled to 0..1 use 255")
 
 
 def guess_layout(shape: Sequence[int]) -> str:
