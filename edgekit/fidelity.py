@@ -2,11 +2,16 @@
 
 The bundle keeps a validation set with the Keras model's own outputs on it
 (``validation.npz``), so fidelity can be measured anywhere, on any backend,
-without TensorFlow: top-1 agreement with Keras, the largest and mean absolute
-output difference, and accuracy when labels are known.
+without TensorFlow. Every output gets the largest and mean absolute difference
+and the cosine similarity; outputs that are class scores get top-1 agreement
+(``top1`` and ``agreeing`` are the one definition of it, used by convert,
+verify, bench and deploy's smoke test); a detector gets mAP against the Keras
+model's own detections; accuracy when labels are known.
 """
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +20,7 @@ import numpy as np
 from edgekit.backends.base import Backend
 from edgekit.datasets import BOX_KEYS
 from edgekit.errors import InvalidData
-from edgekit.manifest import VALIDATION_NAME, Fidelity
+from edgekit.manifest import VALIDATION_NAME, Fidelity, Manifest, OutputFidelity
 
 
 @dataclass
@@ -45,6 +50,55 @@ class Task:
     decoder: dict | None = None
     labels: tuple[str, ...] = ()
     input_size: tuple[int, int] = (0, 0)  # (width, height) of the model input
+    class_outputs: tuple[int, ...] = ()  # Keras outputs that are class scores (top-1 applies)
+    output_names: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.name == "classification" and not self.class_outputs:
+            self.class_outputs = (0,)
+
+    def output_name(self, index: int) -> str:
+        return self.output_names[index] if index < len(self.output_names) else f"output {index}"
+
+
+def task_of(manifest: Manifest) -> Task:
+    """How a bundle's outputs are scored, as its manifest records it."""
+    outputs = manifest.outputs
+    return Task(manifest.task, manifest.decoder or None, tuple(manifest.labels),
+                (manifest.input.width, manifest.input.height),
+                tuple(i for i, o in enumerate(outputs) if o.get("class_scores")),
+                tuple(o.get("name") or f"output {i}" for i, o in enumerate(outputs)))
+
+
+def looks_like_class_scores(output: np.ndarray) -> bool:
+    """A softmax over the last axis: values in 0..1 that sum to 1 at every position."""
+    if output.ndim < 2 or output.shape[-1] < 2 or not np.all(np.isfinite(output)):
+        return False
+    sums = output.reshape(-1, output.shape[-1]).astype(np.float64).sum(axis=1)
+    return bool(output.min() >= 0 and output.max() <= 1 and np.all(np.abs(sums - 1) < 1e-3))
+
+
+def top1(output: np.ndarray) -> np.ndarray:
+    """Each sample's top-1 class over the last axis, at every position: (N, positions).
+
+    A position whose scores are not all finite gets -1, so it never agrees.
+    """
+    scores = np.asarray(output)
+    scores = scores.reshape(len(scores), -1, scores.shape[-1] if scores.ndim > 2 else
+                            int(np.prod(scores.shape[1:])))
+    best = scores.argmax(axis=-1)
+    return np.where(np.isfinite(scores).all(axis=-1), best, -1)
+
+
+def agreeing(reference: Sequence[object], produced: Sequence[object]) -> int:
+    """How many answers are equal, pairwise (top-1 classes, or None where there is none)."""
+    return sum(1 for r, p in zip(reference, produced) if r is not None and r == p)
+
+
+def agreement(reference: np.ndarray, produced: np.ndarray) -> float:
+    """The share of top-1 answers (from ``top1``) that equal the reference's."""
+    ref, got = np.asarray(reference), np.asarray(produced)
+    return float((ref == got).mean()) if ref.size else float("nan")
 
 
 def _detections(outputs: list[np.ndarray], task: Task, threshold: float) -> list[list]:
@@ -120,11 +174,18 @@ def align_outputs(reference: list[np.ndarray], produced: list[np.ndarray]) -> li
     return order
 
 
-def predict(backend: Backend, x: np.ndarray, order: list[int] | None = None) -> list[np.ndarray]:
-    """Run every sample through the backend (batch 1); outputs stacked, in Keras order."""
+def predict(backend: Backend, x: np.ndarray, order: list[int] | None = None,
+            timings: list[int] | None = None) -> list[np.ndarray]:
+    """Run every sample through the backend (batch 1); outputs stacked, in Keras order.
+
+    ``timings``, when given, receives each inference's duration in nanoseconds.
+    """
     per_output: list[list[np.ndarray]] = []
     for sample in x:
+        start = time.perf_counter_ns()
         outputs = backend.infer(sample[None])
+        if timings is not None:
+            timings.append(time.perf_counter_ns() - start)
         if order is not None:
             outputs = [outputs[i] for i in order]
         if not per_output:
@@ -134,34 +195,88 @@ def predict(backend: Backend, x: np.ndarray, order: list[int] | None = None) -> 
     return [np.stack(store) for store in per_output]
 
 
+def _cosine(reference: np.ndarray, produced: np.ndarray) -> float:
+    """Mean over samples of the cosine similarity (two zero outputs count as 1)."""
+    a = reference.reshape(len(reference), -1)
+    b = produced.reshape(len(produced), -1)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    dots = (a * b).sum(axis=1)
+    both_zero = (np.linalg.norm(a, axis=1) == 0) & (np.linalg.norm(b, axis=1) == 0)
+    cos = np.where(norms > 0, dots / np.where(norms > 0, norms, 1), np.where(both_zero, 1.0, 0.0))
+    return float(cos.mean())
+
+
+def compare_output(index: int, reference: np.ndarray, produced: np.ndarray,
+                   task: Task) -> OutputFidelity:
+    """One output: differences and cosine on the samples where it is finite; top-1 if scores."""
+    produced = produced.reshape(reference.shape).astype(np.float64)
+    reference = reference.astype(np.float64)
+    finite = np.isfinite(produced.reshape(len(produced), -1)).all(axis=1)
+    if finite.any():
+        diff = np.abs(produced[finite] - reference[finite])
+        max_diff, mean_diff = float(diff.max()), float(diff.mean())
+        cosine = _cosine(reference[finite], produced[finite]) * float(finite.mean())
+    else:
+        max_diff = mean_diff = None
+        cosine = 0.0
+    result = OutputFidelity(index, task.output_name(index), max_diff, mean_diff, cosine,
+                            nonfinite=int((~finite).sum()))
+    if index in task.class_outputs:
+        result.top1_agreement = agreement(top1(reference), top1(produced))
+    return result
+
+
 def compare(reference: list[np.ndarray], produced: list[np.ndarray], validation: Validation,
             task: Task, runtime: str) -> Fidelity:
     """Fidelity of ``produced`` against the Keras ``reference`` (both in Keras output order)."""
-    y = validation.y
-    diffs = [np.abs(p.reshape(r.shape).astype(np.float64) - r) for r, p in zip(reference, produced)]
+    outputs = [compare_output(i, r, p, task)
+               for i, (r, p) in enumerate(zip(reference, produced))]
+    nonfinite = ~np.ones(len(reference[0]), bool)
+    for r, p in zip(reference, produced):
+        nonfinite |= ~np.isfinite(p.reshape(len(r), -1)).all(axis=1)
+    scored = [o for o in outputs if o.top1_agreement is not None]
+    worst = (min(scored, key=lambda o: o.top1_agreement) if scored
+             else min(outputs, key=lambda o: o.cosine))
     fidelity = Fidelity(
         runtime=runtime,
         samples=int(len(reference[0])),
-        max_abs_diff=float(max(d.max() for d in diffs)),
-        mean_abs_diff=float(np.mean([d.mean() for d in diffs])),
+        max_abs_diff=_worst_of([o.max_abs_diff for o in outputs], max),
+        mean_abs_diff=_worst_of([o.mean_abs_diff for o in outputs], np.mean),
+        cosine=min(o.cosine for o in outputs),
+        worst=worst.name if len(outputs) > 1 else "",
+        nonfinite=int(nonfinite.sum()),
+        outputs=outputs,
     )
-    if task.name == "classification":
-        ref_top = reference[0].reshape(len(reference[0]), -1).argmax(axis=1)
-        top = produced[0].reshape(len(produced[0]), -1).argmax(axis=1)
-        fidelity.top1_agreement = float((ref_top == top).mean())
-        if y is not None:
-            fidelity.accuracy = float((top == y).mean())
-    elif task.name == "detection" and task.decoder:
+    if task.name == "detection" and task.decoder:
         fidelity.top1_agreement, fidelity.accuracy = detection_scores(
             reference, produced, validation.boxes, task)
+        fidelity.worst = ""
+    elif scored:
+        fidelity.top1_agreement = worst.top1_agreement
+        fidelity.accuracy = label_accuracy(validation.y, produced, task)
     return fidelity
+
+
+def _worst_of(values: list[float | None], pick) -> float | None:
+    known = [v for v in values if v is not None]
+    return float(pick(known)) if known else None
+
+
+def label_accuracy(labels: np.ndarray | None, outputs: list[np.ndarray],
+                   task: Task) -> float | None:
+    """Top-1 accuracy of the first class-score output against per-sample labels."""
+    if labels is None or not task.class_outputs or task.name == "detection":
+        return None
+    answers = top1(outputs[task.class_outputs[0]])
+    if answers.shape[1] != 1:  # one label per sample, but a class answer per position
+        return None
+    return agreement(labels, answers[:, 0])
 
 
 def keras_accuracy(validation: Validation, task: Task) -> float | None:
     """The Keras model's own accuracy (top-1, or mAP@0.5 for a detector) on the set."""
-    if task.name == "classification" and validation.y is not None:
-        top = validation.reference[0].reshape(len(validation.x), -1).argmax(axis=1)
-        return float((top == validation.y).mean())
+    if task.class_outputs and task.name != "detection":
+        return label_accuracy(validation.y, validation.reference, task)
     if task.name == "detection" and task.decoder and validation.boxes is not None:
         from edgekit.tasks.metrics import mean_average_precision
 
@@ -171,11 +286,12 @@ def keras_accuracy(validation: Validation, task: Task) -> float | None:
 
 
 def measure(backend: Backend, validation: Validation, task: Task,
-            order: list[int] | None = None) -> tuple[Fidelity, list[int]]:
+            order: list[int] | None = None,
+            timings: list[int] | None = None) -> tuple[Fidelity, list[int]]:
     """Run the validation set on ``backend``; return its fidelity and the output order used."""
     if order is None:
         first = backend.infer(validation.x[:1])
         order = align_outputs([r[:1] for r in validation.reference], first)
-    produced = predict(backend, validation.x, order)
+    produced = predict(backend, validation.x, order, timings)
     return compare(validation.reference, produced, validation, task,
                    backend.describe()), order

@@ -30,15 +30,42 @@ def tensor_to_dict(t: TensorInfo) -> dict[str, Any]:
 
 
 @dataclass
+class OutputFidelity:
+    """One output of the artifact against the same output of the Keras model."""
+
+    index: int  # the Keras output's position
+    name: str
+    max_abs_diff: float | None  # None: no sample gave finite numbers
+    mean_abs_diff: float | None
+    cosine: float  # mean over samples of the cosine similarity of the two outputs
+    top1_agreement: float | None = None  # class-score outputs: share of equal argmax
+    nonfinite: int = 0  # samples where this output holds NaN or inf
+
+
+@dataclass
 class Fidelity:
-    """How far an artifact's outputs stray from the Keras model's, on the validation set."""
+    """How far an artifact's outputs stray from the Keras model's, on the validation set.
+
+    The top-level figures are the worst over the outputs (``worst`` names the output
+    whose agreement, or else cosine, is lowest); ``outputs`` has every output's own.
+    """
 
     runtime: str  # the backend and runtime that ran it: "tflite (ai-edge-litert 2.3.0)"
     samples: int
-    max_abs_diff: float
-    mean_abs_diff: float
-    top1_agreement: float | None = None  # classification: share of equal argmax
+    max_abs_diff: float | None
+    mean_abs_diff: float | None
+    top1_agreement: float | None = None  # class scores: share of equal argmax; detector: mAP
     accuracy: float | None = None  # when labels are known
+    cosine: float | None = None
+    worst: str = ""  # the output the figures above are worst on (multi-output models)
+    nonfinite: int = 0  # samples where any output holds NaN or inf
+    outputs: list[OutputFidelity] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Fidelity:
+        data = dict(data)
+        data["outputs"] = [OutputFidelity(**o) for o in data.get("outputs", [])]
+        return cls(**data)
 
 
 @dataclass
@@ -102,7 +129,7 @@ class Manifest:
         for a in data.get("artifacts", []):
             a = dict(a)
             a["files"] = {k: FileRecord(**v) for k, v in a.get("files", {}).items()}
-            a["fidelity"] = Fidelity(**a["fidelity"]) if a.get("fidelity") else None
+            a["fidelity"] = Fidelity.from_dict(a["fidelity"]) if a.get("fidelity") else None
             artifacts.append(Artifact(**a))
         known = {f.name for f in fields(cls)}
         rest = {k: v for k, v in data.items() if k in known and k not in ("input", "artifacts")}

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.convert import sha256_file
+from edgekit.fidelity import Task, agreeing, top1
 from edgekit.manifest import read_manifest
 
 
@@ -31,13 +32,14 @@ class FileCheck:
 
 @dataclass
 class SampleResult:
-    """One validation sample: the artifact's top-1 (classification), Keras's, the label."""
+    """One validation sample: the artifact's top-1 (class scores), Keras's, the label."""
 
     index: int
     top1: int | None
     reference_top1: int | None
     label: int | None = None
-    max_abs_diff: float = 0.0
+    max_abs_diff: float | None = 0.0  # None: an output held NaN or inf
+    finite: bool = True  # every output of the artifact is a finite number
 
 
 @dataclass
@@ -53,6 +55,8 @@ class VerifyReport:
     artifact: str = ""
     task: str = ""
     samples: list[SampleResult] = field(default_factory=list)
+    validation: bool = True  # the bundle has a validation set
+    finite: bool = True  # every output on every sample run (or on zeros) was finite
     seconds: float = 0.0
 
     @property
@@ -61,19 +65,39 @@ class VerifyReport:
 
     @property
     def agreement(self) -> float | None:
-        """Share of samples whose top-1 equals Keras's (classification only)."""
-        known = [s for s in self.samples if s.top1 is not None and s.reference_top1 is not None]
-        return sum(s.top1 == s.reference_top1 for s in known) / len(known) if known else None
+        """Share of samples whose top-1 equals Keras's (class-score outputs only)."""
+        known = [s for s in self.samples if s.reference_top1 is not None]
+        if not known:
+            return None
+        return agreeing([s.reference_top1 for s in known], [s.top1 for s in known]) / len(known)
 
     @property
     def accuracy(self) -> float | None:
-        known = [s for s in self.samples if s.top1 is not None and s.label is not None]
-        return sum(s.top1 == s.label for s in known) / len(known) if known else None
+        known = [s for s in self.samples if s.label is not None and s.reference_top1 is not None]
+        if not known:
+            return None
+        return agreeing([s.label for s in known], [s.top1 for s in known]) / len(known)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data.update(files_ok=self.files_ok, agreement=self.agreement, accuracy=self.accuracy)
         return data
+
+    def problem(self) -> str | None:
+        """Why this verification fails (None when it passes); empty runs pass only when
+        ``allow_empty`` was asked for, so a check that compared nothing is never mistaken
+        for one that compared well."""
+        bad = [f.name for f in self.files if not f.ok]
+        if bad:
+            return (f"{len(bad)} artifact file(s) of {self.bundle} do not match the manifest "
+                    f"({', '.join(bad)}): copy the bundle again")
+        if not self.finite:
+            count = sum(not s.finite for s in self.samples)
+            where = f"on {count} of {len(self.samples)} samples" if self.samples else "on zeros"
+            return (f"{self.artifact} outputs NaN or inf {where} on {self.backend}: the "
+                    "artifact or the runtime is broken here; convert again or try another "
+                    "backend")
+        return None
 
 
 def check_files(bundle: str | Path) -> list[FileCheck]:
@@ -108,7 +132,7 @@ def verify_bundle(bundle: str | Path, *, backend: str | None = None, device: str
     InvalidModel when the bundle has no manifest; a file that does not match is reported,
     not raised, and then no model is loaded.
     """
-    from edgekit.fidelity import load_validation, predict
+    from edgekit.fidelity import load_validation, predict, task_of
     from edgekit.model import load_model
 
     bundle = Path(bundle)
@@ -121,31 +145,43 @@ def verify_bundle(bundle: str | Path, *, backend: str | None = None, device: str
         report.backend, report.runtime = model.backend.name, model.backend.runtime
         report.device, report.format = model.backend.device, model.format or ""
         report.artifact, report.task = Path(str(model.artifact)).name, model.task
-        if validation is None:  # no samples: one inference on zeros proves it runs
-            model.predict(np.zeros(model.spec.shape, np.float32))
+        if validation is None or not len(validation.x):
+            # nothing to compare: one inference on zeros shows whether it runs at all
+            report.validation = False
+            outputs = model.predict(np.zeros(model.spec.shape, np.float32))
+            report.finite = all(np.all(np.isfinite(o)) for o in outputs)
             report.seconds = time.perf_counter() - started
             return report
         count = len(validation.x) if samples <= 0 else min(samples, len(validation.x))
         produced = predict(model.backend, validation.x[:count], model.output_order)
+        task = task_of(model.manifest) if model.manifest else Task(model.task)
     reference = [r[:count] for r in validation.reference]
     labels = None if validation.y is None else validation.y[:count]
-    report.samples = _per_sample(reference, produced, labels, report.task)
+    report.samples = _per_sample(reference, produced, labels, task)
+    report.finite = all(s.finite for s in report.samples)
     report.seconds = time.perf_counter() - started
     return report
 
 
 def _per_sample(reference: list[np.ndarray], produced: list[np.ndarray],
-                labels: np.ndarray | None, task: str) -> list[SampleResult]:
+                labels: np.ndarray | None, task: Task) -> list[SampleResult]:
+    """Each sample's top-1 answers (the first class-score output; fidelity.top1, the one
+    definition) and its largest difference from Keras over every output."""
+    scores = task.class_outputs[0] if task.class_outputs and task.name != "detection" else None
+    answers = ref_answers = None
+    if scores is not None and top1(reference[scores][:1]).shape[1] == 1:
+        answers = top1(produced[scores].reshape(reference[scores].shape))[:, 0]
+        ref_answers = top1(reference[scores])[:, 0]
     results = []
     for i in range(len(reference[0])):
-        diff = max(float(np.abs(p[i].reshape(r[i].shape).astype(np.float64) - r[i]).max())
-                   for r, p in zip(reference, produced))
-        top1 = ref_top1 = None
-        if task == "classification":
-            top1 = int(np.argmax(produced[0][i]))
-            ref_top1 = int(np.argmax(reference[0][i]))
+        outs = [p[i].reshape(r[i].shape).astype(np.float64) for r, p in zip(reference, produced)]
+        finite = all(np.all(np.isfinite(o)) for o in outs)
+        diff = max(float(np.abs(o - r[i]).max()) for o, r in zip(outs, reference)) \
+            if finite else None
         label = None if labels is None else int(labels[i])
-        results.append(SampleResult(i, top1, ref_top1, label, diff))
+        results.append(SampleResult(
+            i, None if answers is None else int(answers[i]),
+            None if ref_answers is None else int(ref_answers[i]), label, diff, finite))
     return results
 
 
@@ -160,13 +196,19 @@ def summary(report: VerifyReport) -> str:
     lines.append(f"model: {report.artifact} ({report.format}) on {report.backend} "
                  f"({report.runtime}, {report.device})")
     n = len(report.samples)
-    worst = max((s.max_abs_diff for s in report.samples), default=0.0)
-    text = f"samples: {n}, largest |output - Keras| {worst:.3g}"
+    if not report.validation:
+        return "\n".join(lines + ["samples: none (the bundle has no validation set); one "
+                                   "inference on zeros " + ("ran" if report.finite else
+                                                            "gave NaN or inf")])
+    diffs = [s.max_abs_diff for s in report.samples if s.max_abs_diff is not None]
+    text = f"samples: {n}, largest |output - Keras| {max(diffs, default=0.0):.3g}"
+    if not report.finite:
+        text += f", NaN or inf on {sum(not s.finite for s in report.samples)}"
     if report.agreement is not None:
         text += f", top-1 agrees with Keras on {round(report.agreement * n)}/{n}"
     if report.accuracy is not None:
         text += f", accuracy {round(report.accuracy * n)}/{n}"
     lines.append(text)
-    if report.task == "classification":
+    if report.agreement is not None:
         lines.append("top-1: " + " ".join(str(s.top1) for s in report.samples))
     return "\n".join(lines)

@@ -81,15 +81,13 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _fidelity(model: Any, bundle: Path) -> dict[str, Any]:
-    from edgekit.fidelity import Task, compare, load_validation, predict
+    from edgekit.fidelity import compare, load_validation, predict, task_of
 
     validation = load_validation(bundle)
     if validation is None:
         return {}
     produced = predict(model.backend, validation.x, model.output_order)
-    task = Task(model.task, model.decoder, tuple(model.labels),
-                (model.spec.width, model.spec.height))
-    f = compare(validation.reference, produced, validation, task, "")
+    f = compare(validation.reference, produced, validation, task_of(model.manifest), "")
     return {"agreement": f.top1_agreement, "accuracy": f.accuracy,
             "max_abs_diff": f.max_abs_diff}
 

@@ -46,19 +46,23 @@ def targets(as_json: bool) -> None:
 @click.option("--samples", default=10, show_default=True,
               help="Validation samples to run (0: all).")
 @click.option("--threads", type=int, help="CPU threads for the runtime.")
+@click.option("--allow-empty", is_flag=True,
+              help="Pass a bundle without validation samples after one inference on zeros "
+                   "(without it there is nothing to compare, and verify exits 1).")
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
 @debug_option
 def verify(bundle: Path, backend: str | None, device: str | None, fmt: str | None,
-           samples: int, threads: int | None, as_json: bool) -> None:
+           samples: int, threads: int | None, allow_empty: bool, as_json: bool) -> None:
     """Check a bundle where it lies: file hashes, then a few validation samples.
 
     \b
     Every artifact file is checked against the sha256 and size in the
     manifest; if all match, SAMPLES samples of the bundle's validation set run
     through the backend and are compared with the Keras model's outputs
-    (top-1 agreement for classification, and accuracy when labels are known).
-    Exit code 1 when a file does not match. edgekit deploy runs this on the
-    device as its smoke test.
+    (top-1 agreement for class-score outputs, and accuracy when labels are
+    known). Exit code 1 when a file does not match, when an output holds NaN
+    or inf, or when the bundle has no validation samples to compare (unless
+    --allow-empty). edgekit deploy runs this on the device as its smoke test.
 
     \b
     Example:
@@ -71,10 +75,13 @@ def verify(bundle: Path, backend: str | None, device: str | None, fmt: str | Non
     report = verify_bundle(bundle, backend=backend, device=device, fmt=fmt, samples=samples,
                            threads=threads)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else summary(report))
-    if not report.files_ok:
-        bad = [f.name for f in report.files if not f.ok]
-        raise EdgekitError(f"{len(bad)} artifact file(s) of {bundle} do not match the manifest "
-                           f"({', '.join(bad)}): copy the bundle again")
+    problem = report.problem()
+    if problem:
+        raise EdgekitError(problem)
+    if not report.validation and not allow_empty:
+        raise EdgekitError(f"nothing to compare: {bundle} has no validation samples (convert "
+                           "with --val to keep some); pass --allow-empty to accept a check "
+                           "that the artifact only runs")
 
 
 @cli.command()

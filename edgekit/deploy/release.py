@@ -44,7 +44,7 @@ from edgekit.deploy.wheels import (
     wheel_info,
 )
 from edgekit.errors import ConnectionFailed, DeployError, EdgekitError, UsageError
-from edgekit.manifest import read_manifest
+from edgekit.manifest import VALIDATION_NAME, read_manifest
 from edgekit.render import size
 from edgekit.targets import Target
 
@@ -318,7 +318,8 @@ def _fill_and_check(device: Device, plan: ReleasePlan, staged: dict[str, Any], k
                       f"{plan.backend} on {request.samples} validation samples"):
         answer = device.call("smoke", "the smoke test", release=release, backend=plan.backend,
                              device=plan.device, samples=request.samples,
-                             environment=plan.target.environment)
+                             environment=plan.target.environment,
+                             allow_empty=not (plan.bundle / VALIDATION_NAME).is_file())
         if not request.dry_run:
             report.smoke = smoke_report(answer, plan.bundle, request.samples)
 

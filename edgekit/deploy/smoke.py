@@ -44,10 +44,12 @@ class SmokeReport:
     def matches(self) -> int | None:
         """Samples whose device top-1 equals the workstation's (or Keras's, without one);
         None when the model has no top-1 (a detector: see max_abs_diff)."""
+        from edgekit.fidelity import agreeing
+
         if not any(s.device is not None for s in self.samples):
             return None
-        return sum(s.device == (s.workstation if self.compared_with else s.keras)
-                   for s in self.samples)
+        reference = [s.workstation if self.compared_with else s.keras for s in self.samples]
+        return agreeing(reference, [s.device for s in self.samples])
 
 
 def device_failure(answer: dict[str, Any]) -> str | None:
@@ -71,7 +73,8 @@ def smoke_report(answer: dict[str, Any], bundle: Path, samples: int) -> SmokeRep
     found = statuses.get(verify["backend"], {}).get("devices", [])
     report = SmokeReport(verify["backend"], verify["runtime"], verify["device"], found,
                          verify["format"], verify["artifact"])
-    report.max_abs_diff = max((s["max_abs_diff"] for s in verify["samples"]), default=0.0)
+    report.max_abs_diff = max((s["max_abs_diff"] for s in verify["samples"]
+                               if s["max_abs_diff"] is not None), default=0.0)
     local, report.compared_with = workstation_top1(bundle, verify["format"], samples)
     for i, s in enumerate(verify["samples"]):
         report.samples.append(SampleCheck(s["index"], s["top1"],
