@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from edgekit.manifest import Artifact, Manifest
+from edgekit.manifest import Artifact, Fidelity, Manifest
 from edgekit.tflite_file import TensorInfo, TFLiteInfo
 
 
@@ -67,21 +67,60 @@ def _runtimes(a: Artifact) -> str:
                      for label, verdict in a.runtimes.items())
 
 
+def remedy_note(a: Artifact) -> str:
+    """What the int8 remedies did for an artifact ("" when its default quantisation passed)."""
+    r = a.details.get("int8_remedy")
+    if not r or len(r.get("attempts", [])) < 2:
+        return ""
+    attempts = r["attempts"]
+    default = attempts[0]
+    kept = next(x for x in attempts if x["remedy"] == r["remedy"])
+    floats = r.get("float_layers") or []
+    head = (f"int8 remedy: {kept['remedy']}" if r["passed"] else
+            f"int8 remedy: none reached {percent(r['target'])}; kept the best, {kept['remedy']}")
+    if floats:
+        head += f" ({', '.join(_short(n) for n in floats)})"
+    tried = ", ".join(f"{x['remedy']} {percent(x['agreement'])}" if not x.get("error") else
+                      f"{x['remedy']} failed" for x in attempts[1:])
+    return (f"{head}; agreement {percent(default['agreement'])} -> "
+            f"{percent(kept['agreement'])}, size {size(default['size'])} -> "
+            f"{size(kept['size'])}, latency here {_ms(default['latency_ms'])} -> "
+            f"{_ms(kept['latency_ms'])}; tried: {tried} (+{r['remedy_seconds']:.1f} s)")
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g} ms"
+
+
+def _short(name: str) -> str:
+    """A TFLite tensor name such as "m/conv1_1/Relu;m/conv1_1/BiasAdd;..." -> "m/conv1_1/Relu"."""
+    return name.split(";")[0]
+
+
+def _worst(value: str, f: Fidelity | None) -> str:
+    return f"{value} ({f.worst})" if f is not None and f.worst and value != "-" else value
+
+
 def conversion_table(manifest: Manifest) -> str:
-    """The convert/inspect table: one row per format, notes with reasons below it."""
+    """The convert/inspect table: one row per format, notes with reasons below it.
+
+    The input spec, with where each value came from, heads it.
+    """
     rows: list[list[object]] = []
     notes = Notes()
     keras_acc = manifest.validation.get("keras_accuracy")
     rows.append(["keras (reference)", "-", size(None), "-", "-", percent(keras_acc), "-", ""])
     for a in manifest.artifacts:
-        texts = [a.reason] + a.warnings + [f"{label}: {v}" for label, v in a.runtimes.items()
-                                           if v != "ok"]
+        texts = [a.reason] + a.warnings + [remedy_note(a)] + [
+            f"{label}: {v}" for label, v in a.runtimes.items() if v != "ok"]
         f = a.fidelity
         rows.append([a.format, notes.mark(a.status, *texts), size(a.size), seconds(a.seconds),
-                     percent(f.top1_agreement) if f else "-", percent(f.accuracy) if f else "-",
+                     _worst(percent(f.top1_agreement), f) if f else "-",
+                     percent(f.accuracy) if f else "-",
                      number(f.max_abs_diff) if f else "-", _runtimes(a)])
-    out = table(["format", "status", "size", "time", "agreement", "accuracy", "max |diff|",
-                 "TFLite runtimes that load it"], rows)
+    out = manifest.input.describe() + "\n" + table(
+        ["format", "status", "size", "time", "agreement", "accuracy", "max |diff|",
+         "TFLite runtimes that load it"], rows)
     if manifest.validation.get("metric") == "mAP@0.5":
         out += ("\nagreement and accuracy are mAP@0.5: against the Keras model's own detections, "
                 "and against the validation boxes")

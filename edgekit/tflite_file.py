@@ -216,3 +216,27 @@ def _parse(path: Path, buf: bytes) -> TFLiteInfo:
         description=model.string(3),
         tensor_dtypes=frozenset(dtypes),
     )
+
+
+@dataclass(frozen=True)
+class Node:
+    """One operator of the main subgraph: its op and the names of the tensors it reads/writes."""
+
+    op: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+
+def read_graph(buf: bytes) -> list[Node]:
+    """The main subgraph's operators in order, from a TFLite model's bytes."""
+    model = _Table(buf, struct.unpack_from("<I", buf, 0)[0])
+    codes = [_op_name(c)[0] for c in model.tables(1)]
+    main = model.tables(2)[0]
+    names = [t.string(3) for t in main.tables(0)]
+    nodes = []
+    for op in main.tables(3):
+        # Operator: opcode_index (0), inputs (1), outputs (2); -1 marks an absent optional input.
+        inputs = tuple(names[i] for i in op.vector(1, "i") if i >= 0)
+        outputs = tuple(names[i] for i in op.vector(2, "i") if i >= 0)
+        nodes.append(Node(codes[int(op.scalar(0, "I"))], inputs, outputs))
+    return nodes

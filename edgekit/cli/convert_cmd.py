@@ -12,12 +12,31 @@ from edgekit.formats import FORMATS
 
 
 def _numbers(text: str | None, what: str) -> tuple[float, ...] | None:
+    from edgekit.preprocess import check_normalisation
+
     if text is None:
         return None
     try:
-        return tuple(float(v) for v in text.replace(" ", "").split(",") if v)
+        values = tuple(float(v) for v in text.replace(" ", "").split(",") if v)
     except ValueError:
         raise UsageError(f"{what} takes comma-separated numbers, e.g. 127.5,127.5,127.5") from None
+    if not values:
+        raise UsageError(f"{what} takes comma-separated numbers, e.g. 127.5,127.5,127.5")
+    check_normalisation(what.lstrip("-"), values, len(values), "flag")  # before the model loads
+    return values
+
+
+def _share(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise UsageError(f"--min-agreement takes a share between 0 and 1 (e.g. 0.99), not "
+                         f"{text!r}")
+    return value
 
 
 def _shape(text: str | None) -> tuple[int, ...] | None:
@@ -37,14 +56,16 @@ def _report(manifest, as_json: bool, output: Path | None) -> None:
 
     if as_json:
         click.echo(json.dumps(manifest.to_dict(), indent=2))
-        return
-    click.echo(conversion_table(manifest))
-    if output is not None:
-        click.echo(f"\nbundle: {output}")
+    else:
+        click.echo(conversion_table(manifest))
+        if output is not None and manifest.source.get("written") is not False:
+            click.echo(f"\nbundle: {output}")
     failed = [a.format for a in manifest.artifacts if a.status == "failed"]
     if failed:
-        raise EdgekitError(f"{len(failed)} format(s) failed ({', '.join(failed)}); the bundle "
-                           "holds the others. The notes under the table say why")
+        where = (f"{output} was left as it was" if manifest.source.get("written") is False
+                 else "the bundle holds the others")
+        raise EdgekitError(f"{len(failed)} format(s) failed ({', '.join(failed)}); {where}. "
+                           "The notes under the table say why")
 
 
 @cli.command()
@@ -79,13 +100,21 @@ def _report(manifest, as_json: bool, output: Path | None) -> None:
 @click.option("--trust-model", is_flag=True,
               help="Let Keras load Python code (Lambda layers) from the file. Only for files "
                    "you made yourself: safe mode is on without it.")
+@click.option("--min-agreement", metavar="X",
+              help="Fail any artifact that agrees with Keras less than X (0..1: top-1 "
+                   "agreement, or mAP-agreement for a detector); then exit 1 and leave an "
+                   "existing bundle untouched. Also 'min_agreement' in the model card.")
+@click.option("--no-remedy", is_flag=True,
+              help="Keep the default int8 quantisation even when it misses the bar (by default "
+                   "edgekit tries per-tensor/per-channel weights, entropy and percentile "
+                   "calibration, then keeping the most sensitive layers float).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
 @debug_option
 def convert(model: Path, output: Path, formats: str | None, calib: Path | None,
             val: Path | None, labels: Path | None, force: bool, as_json: bool,
             input_shape: str | None, int8_io: str, color: str | None, mean: str | None,
             std: str | None, task: str | None, imports: tuple[str, ...], trust_model: bool,
-            quiet: bool) -> None:
+            min_agreement: str | None, no_remedy: bool, quiet: bool) -> None:
     """Convert a Keras model to every edge format, with fidelity per artifact.
 
     \b
@@ -96,8 +125,18 @@ def convert(model: Path, output: Path, formats: str | None, calib: Path | None,
 
     \b
     A MODEL.edgekit.json beside the model can give the defaults for
-    --calib, --val, --labels, the task and the input's colour and
-    normalisation (see models/lenet5_digits/).
+    --calib, --val, --labels, the task, the input's colour and
+    normalisation, and min_agreement (see models/lenet5_digits/). The
+    output starts with the input spec and where each value came from
+    (model card, flag or default).
+
+    \b
+    Calibration and validation data are checked first: NaN/inf, no
+    samples, wrong shape, values on another scale than the input spec
+    gives 0..255 pixels, labels the model does not have. Every output gets
+    max/mean |diff| and cosine similarity; class-score outputs top-1
+    agreement. An int8 artifact below 99% agreement (98% mAP for a
+    detector) tries remedies and, if none reaches it, gets a warning.
 
     \b
     Example:
@@ -109,7 +148,8 @@ def convert(model: Path, output: Path, formats: str | None, calib: Path | None,
         model, output, formats=formats, calib=calib, val=val, labels=labels, force=force,
         input_shape_override=_shape(input_shape), int8_io=int8_io, color=color,
         mean=_numbers(mean, "--mean"), std=_numbers(std, "--std"), task=task, imports=imports,
-        trust_model=trust_model, progress=progress_printer(not quiet),
+        trust_model=trust_model, min_agreement=_share(min_agreement), remedy=not no_remedy,
+        progress=progress_printer(not quiet),
     )
     _report(manifest, as_json, output)
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from edgekit import __version__
 from edgekit.backends import backend_class, open_backend
+from edgekit.convert import gates, inputs
 from edgekit.convert.job import Job, Skipped
 from edgekit.convert.keras_model import (
     export_saved_model,
@@ -30,8 +31,9 @@ from edgekit.convert.keras_model import (
     load_keras_model,
     quiet_tensorflow,
 )
+from edgekit.convert.remedy import Measured, RemedyPlan
 from edgekit.convert.runtimes import check_tflite_runtimes
-from edgekit.datasets import Samples, load_samples, read_labels
+from edgekit.datasets import read_labels
 from edgekit.errors import EdgekitError, InvalidData, UsageError, first_line
 from edgekit.fidelity import Task, Validation, keras_accuracy, measure
 from edgekit.formats import FORMATS, Format, parse_formats
@@ -43,11 +45,9 @@ from edgekit.manifest import (
     tensor_to_dict,
     write_manifest,
 )
-from edgekit.preprocess import InputSpec
 
 Progress = Callable[[str], None]
 CARD_SUFFIX = ".edgekit.json"
-MIN_CALIBRATION = 100
 
 
 def _silent(_: str) -> None:
@@ -103,37 +103,11 @@ def _model_kind(model: Any) -> str:
     return "subclassed"
 
 
-def _input_spec(shape: tuple[int, ...], card: dict[str, Any], color: str | None,
-                mean: Sequence[float] | None, std: Sequence[float] | None,
-                name: str) -> InputSpec:
-    defaults = card.get("input", {})
-    channels = shape[-1]
-    return InputSpec(
-        shape=(1, *shape),
-        color=color or defaults.get("color") or ("gray" if channels == 1 else "rgb"),
-        mean=tuple(mean or defaults.get("mean") or (0.0,) * channels),
-        std=tuple(std or defaults.get("std") or (255.0,) * channels),
-        resize=defaults.get("resize", "stretch"),
-        name=name,
-    )
-
-
 def _guess_task(outputs: list[tuple[int, ...]]) -> str:
     """One (1, K) output with K > 1 reads as a classifier; anything else as generic."""
     if len(outputs) == 1 and len(outputs[0]) == 2 and outputs[0][1] > 1:
         return "classification"
     return "generic"
-
-
-def _load_data(path: str | None, spec: InputSpec, labels: list[str], what: str,
-               warnings: list[str]) -> Samples | None:
-    if not path:
-        return None
-    samples = load_samples(path, spec, labels, what)
-    if what == "calibration data" and len(samples) < MIN_CALIBRATION:
-        warnings.append(f"only {len(samples)} calibration samples; int8 accuracy is more "
-                        f"reliable with {MIN_CALIBRATION} or more")
-    return samples
 
 
 def _converter(fmt: Format) -> Callable[[Job, Path], dict[str, Any]]:
@@ -164,9 +138,9 @@ def _build(fmt: Format, job: Job) -> Artifact:
     )
 
 
-def _fidelity(artifact: Artifact, fmt: Format, job: Job, validation: Validation | None,
-              task: Task) -> None:
-    """Load the artifact on the first usable backend of its format: tensors, then fidelity."""
+def _on_backend(fmt: Format, path: Path, use: Callable[[Any], Any]) -> tuple[Any, list[str]]:
+    """``use(backend)`` on the first usable backend of the format: (its result, why others
+    could not); the result is None when none could run it."""
     reasons = []
     for name in fmt.backends:
         status = backend_class(name).probe()
@@ -174,17 +148,48 @@ def _fidelity(artifact: Artifact, fmt: Format, job: Job, validation: Validation 
             reasons.append(f"{name}: {status.reason}")
             continue
         try:
-            with open_backend(name, job.workdir / artifact.file) as backend:
-                artifact.inputs = [tensor_to_dict(t) for t in backend.inputs]
-                artifact.outputs = [tensor_to_dict(t) for t in backend.outputs]
-                if validation is not None:
-                    artifact.fidelity, artifact.output_order = measure(backend, validation, task)
-                else:
-                    artifact.output_order = list(range(len(backend.outputs)))
-            return
+            with open_backend(name, path) as backend:
+                return use(backend), reasons
         except EdgekitError as exc:
             reasons.append(f"{name}: {exc}")
-    artifact.warnings.append("fidelity not measured: " + "; ".join(reasons))
+    return None, reasons
+
+
+def _fidelity(artifact: Artifact, fmt: Format, job: Job, validation: Validation | None,
+              task: Task) -> None:
+    """Load the artifact on the first usable backend of its format: tensors, then fidelity."""
+    def use(backend: Any) -> bool:
+        artifact.inputs = [tensor_to_dict(t) for t in backend.inputs]
+        artifact.outputs = [tensor_to_dict(t) for t in backend.outputs]
+        if validation is not None:
+            artifact.fidelity, artifact.output_order = measure(backend, validation, task)
+        else:
+            artifact.output_order = list(range(len(backend.outputs)))
+        return True
+
+    done, reasons = _on_backend(fmt, job.workdir / artifact.file, use)
+    if not done:
+        artifact.warnings.append("fidelity not measured: " + "; ".join(reasons))
+
+
+def _judge(validation: Validation, task: Task) -> Callable[[Path, str], Measured]:
+    """How the int8 remedies measure a candidate: agreement and median latency."""
+    def judge(path: Path, fmt: str) -> Measured:
+        def use(backend: Any) -> Measured:
+            timings: list[int] = []
+            fidelity, _ = measure(backend, validation, task, timings=timings)
+            return Measured(fidelity.top1_agreement, float(np.median(timings)) / 1e6)
+
+        measured, _ = _on_backend(FORMATS[fmt], path, use)
+        return measured or Measured(None, None)
+    return judge
+
+
+def _drop_files(artifact: Artifact, folder: Path) -> None:
+    """A failed artifact leaves the bundle; its record (and figures) stays in the manifest."""
+    for name in artifact.files:
+        (folder / name).unlink(missing_ok=True)
+    artifact.file, artifact.files, artifact.size = "", {}, 0
 
 
 def _publish(tmp: Path, output: Path) -> None:
@@ -215,9 +220,16 @@ def convert(
     task: str | None = None,
     imports: Sequence[str] = (),
     trust_model: bool = False,
+    min_agreement: float | None = None,
+    remedy: bool = True,
     progress: Progress = _silent,
 ) -> Manifest:
-    """Convert a Keras model file to every requested format; return the bundle's manifest."""
+    """Convert a Keras model file to every requested format; return the bundle's manifest.
+
+    ``min_agreement``: artifacts that agree with Keras less are ``failed`` (and an existing
+    bundle is then left as it was). ``remedy``: let an int8 artifact below the bar try the
+    remedies (better calibration, sensitive layers kept float).
+    """
     model_path, output = Path(model_path), Path(output)
     keys = parse_formats(formats if isinstance(formats, str) or formats is None
                          else ",".join(formats))
@@ -234,30 +246,45 @@ def convert(
     import_modules(imports)
     model = load_keras_model(model_path, trust=trust_model)
     shape = input_shape(model, input_shape_override)
-    spec = _input_spec(shape, card, color, mean, std, input_name(model))
+    spec = inputs.input_spec(shape, card, {"color": color, "mean": mean, "std": std},
+                             input_name(model), "flag" if input_shape_override else "model")
+    progress(spec.describe())
     reference_input = np.zeros(spec.shape, np.float32)
     try:
         probe_out = model(reference_input, training=False)
     except Exception as exc:
         raise InvalidData(f"the model does not run on an input of shape {spec.shape}: "
                           f"{first_line(exc, 200)}") from None
-    keras_outputs = [np.asarray(o) for o in (probe_out if isinstance(probe_out, (list, tuple))
-                                              else [probe_out])]
-    calibration = _load_data(calib or card.get("calibration"), spec, label_list,
-                             "calibration data", warnings)
-    val_samples = _load_data(val or card.get("validation"), spec, label_list,
-                             "validation data", warnings)
+    keras_outputs = [np.asarray(o) for o in _as_list(probe_out)]
+    task = task or card.get("task") or _guess_task([o.shape for o in keras_outputs])
+    outputs = inputs.describe_outputs(model, keras_outputs, task, card,
+                                      list(probe_out) if isinstance(probe_out, dict) else None)
+    inputs.check_labels_file(label_list, outputs, str(label_file))
+    calibration = inputs.load_data(calib or card.get("calibration"), spec, label_list,
+                                   "calibration data", outputs.classes, warnings)
+    val_samples = inputs.load_data(val or card.get("validation"), spec, label_list,
+                                   "validation data", outputs.classes, warnings)
+    if not label_list and val_samples is not None and val_samples.label_names:
+        label_list = list(val_samples.label_names)
     validation = None
     if val_samples is not None:
         progress(f"running Keras on {len(val_samples)} validation samples")
-        predicted = model.predict(val_samples.x, batch_size=32, verbose=0)
-        predicted = predicted if isinstance(predicted, (list, tuple)) else [predicted]
-        validation = Validation(val_samples.x, val_samples.y, [np.asarray(p) for p in predicted],
-                                val_samples.boxes)
+        predicted = [np.asarray(p) for p in _as_list(
+            model.predict(val_samples.x, batch_size=32, verbose=0))]
+        inputs.check_reference(predicted, val_samples.source)
+        validation = Validation(val_samples.x, val_samples.y, predicted, val_samples.boxes)
     else:
         warnings.append("no validation data: give --val to measure fidelity")
-    task = task or card.get("task") or _guess_task([o.shape for o in keras_outputs])
-    scoring = Task(task, card.get("decoder"), tuple(label_list), (spec.width, spec.height))
+    scoring = Task(task, card.get("decoder"), tuple(label_list), (spec.width, spec.height),
+                   outputs.class_scores, outputs.names)
+    measurable = validation is not None and bool(scoring.class_outputs or (
+        task == "detection" and scoring.decoder))
+    gate = gates.make_gate(min_agreement, card, task, measurable,
+                           "there is no validation data (give --val)" if validation is None
+                           else "the model has no class-score output to agree on", remedy)
+    unsure = inputs.default_spec_warning(spec)
+    if unsure:
+        warnings.append(unsure)
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
     export_dir = Path(tempfile.mkdtemp(prefix="edgekit-savedmodel-"))
@@ -266,15 +293,25 @@ def convert(
         export_saved_model(model, shape, export_dir)
         job = Job(model=model, name=model_path.stem, spec=spec, saved_model=export_dir,
                   workdir=tmp, calibration=None if calibration is None else calibration.x,
-                  int8_io=int8_io)
+                  int8_io=int8_io, progress=progress)
         artifacts = []
         for i, key in enumerate(keys, 1):
             fmt = FORMATS[key]
+            target = gate.target(key) if measurable else None
+            job.remedy = None if target is None else RemedyPlan(
+                target, _judge(validation, scoring), enabled=remedy)
             progress(f"[{i}/{len(keys)}] {key}: converting")
             artifact = _build(fmt, job)
             if artifact.ok:
                 progress(f"[{i}/{len(keys)}] {key}: measuring fidelity")
                 _fidelity(artifact, fmt, job, validation, scoring)
+            warning = gates.judge(artifact, gate)
+            if warning:
+                warnings.append(warning)
+            if artifact.status == "failed" and artifact.files:
+                _drop_files(artifact, tmp)
+                job.built.pop(key, None)
+            job.details[key] = artifact.details
             artifacts.append(artifact)
         tflite = {a.format: tmp / a.file for a in artifacts
                   if a.ok and a.file.endswith(".tflite") and a.format != "edgetpu"}
@@ -288,7 +325,9 @@ def convert(
             name=model_path.stem,
             task=task,
             input=spec,
-            outputs=[{"shape": list(o.shape), "dtype": "float32"} for o in keras_outputs],
+            outputs=[{"name": name, "shape": list(o.shape), "dtype": "float32",
+                      "class_scores": i in outputs.class_scores}
+                     for i, (name, o) in enumerate(zip(outputs.names, keras_outputs))],
             labels=label_list,
             decoder=card.get("decoder", {}),
             source=_source(model_path, model),
@@ -298,15 +337,30 @@ def convert(
             edgekit_version=__version__,
         )
         manifest.source["warnings"] = warnings
+        if gate.minimum is not None:
+            manifest.validation["min_agreement"] = gate.minimum
         if validation is not None:
             validation.save(tmp)
         write_manifest(manifest, tmp)
-        _publish(tmp, output)
+        gated = [a.format for a in artifacts if a.status == "failed" and a.fidelity is not None]
+        if gated and output.exists():
+            warnings.append(f"{output} was not replaced: {', '.join(gated)} failed the fidelity "
+                            "checks, so the previous bundle is left untouched")
+            manifest.source["written"] = False
+        else:
+            _publish(tmp, output)
     finally:
         shutil.rmtree(export_dir, ignore_errors=True)
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return manifest
+
+
+def _as_list(outputs: Any) -> list[Any]:
+    """A model's outputs as a list: one tensor, a list/tuple, or a dict (in its order)."""
+    if isinstance(outputs, dict):
+        return list(outputs.values())
+    return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
 
 
 def _source(model_path: Path, model: Any) -> dict[str, Any]:

@@ -141,16 +141,29 @@ def explain_compiler_failure(output: str) -> str:
     return (errors or lines or ["no output"])[-1][:300]
 
 
+def float_layers_note(job: Job) -> str:
+    """The layers the int8 remedy kept float: on an Edge TPU they run on the CPU."""
+    layers = job.details.get("tflite-int8", {}).get("int8_remedy", {}).get("float_layers") or []
+    if not layers:
+        return ""
+    return (f"the int8 model keeps {len(layers)} layer(s) float (the int8 remedy chose it for "
+            "agreement): on the Edge TPU those layers, and everything after the first of "
+            "them, run on the CPU")
+
+
 def compile_edgetpu(job: Job, out: Path) -> dict[str, Any]:
     """Run edgetpu_compiler on the job's int8 artifact; write ``out`` and return the report."""
+    note = float_layers_note(job)
     compiler = shutil.which(COMPILER)
     if compiler is None:
-        raise Skipped(HOW_TO_GET)
+        raise Skipped(HOW_TO_GET + (f"; note: {note}" if note else ""))
     source = job.built.get("tflite-int8")
     if source is None:
         raise Skipped("the Edge TPU compiler needs the tflite-int8 artifact, which was not built")
     info = read_tflite(source)
     problems = check_edgetpu_ready(info)
+    if note:  # float layers were chosen: the compiler maps what it can, the rest runs on the CPU
+        problems = [p for p in problems if not p.startswith("it is not full-integer")]
     if problems:
         raise ConversionError("the int8 model cannot be compiled for the Edge TPU: "
                               + "; ".join(problems))
@@ -171,6 +184,8 @@ def compile_edgetpu(job: Job, out: Path) -> dict[str, Any]:
         shutil.move(str(compiled), out)
     warnings = [f"Coral documents {', '.join(unmapped_ops(info))} as not mapped to the Edge TPU"]\
         if unmapped_ops(info) else []
+    if note:
+        warnings.append(note)
     if report.ops_on_cpu:
         warnings.append(f"{report.ops_on_cpu} of {report.ops_total} operations run on the CPU, "
                         "not the Edge TPU (see details.operations)")

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
+from edgekit.convert.remedy import RemedyPlan
 from edgekit.errors import EdgekitError
 from edgekit.preprocess import InputSpec
 
@@ -27,6 +28,9 @@ class Job:
     calibration: np.ndarray | None = None
     int8_io: str = "int8"  # or "uint8"
     built: dict[str, Path] = field(default_factory=dict)  # format -> artifact path
+    details: dict[str, dict[str, Any]] = field(default_factory=dict)  # format -> its details
+    remedy: RemedyPlan | None = None  # int8 quantisers judge their candidates with this
+    progress: Callable[[str], None] = lambda _: None
 
     def artifact_path(self, suffix: str) -> Path:
         return self.workdir / (self.name + suffix)
