@@ -32,6 +32,22 @@ MODULE = textwrap.dedent('''
         def get_config(self):
             return {**super().get_config(), "classes": self.classes}
 
+    @keras.saving.register_keras_serializable(package="edgekit_tests")
+    class ThreeHeads(keras.Model):
+        """A subclassed face-detector-like model: box, landmarks and class scores."""
+
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.conv = layers.Conv2D(8, 3, activation="relu")
+            self.pool = layers.GlobalAveragePooling2D()
+            self.box = layers.Dense(4, activation="sigmoid")
+            self.landmarks = layers.Dense(10)
+            self.classes = layers.Dense(3, activation="softmax")
+
+        def call(self, x):
+            features = self.pool(self.conv(x))
+            return [self.box(features), self.landmarks(features), self.classes(features)]
+
     def layers_list():
         return [layers.Conv2D(4, 3, activation="relu"), layers.GlobalAveragePooling2D(),
                 layers.Dense(3, activation="softmax")]
@@ -59,6 +75,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     functional = keras.Model(inputs, x)
     subclassed = tinynet.TinyNet()
     subclassed(np.zeros((1, 16, 16, 3), np.float32))
+    heads = tinynet.ThreeHeads()
+    heads(np.zeros((1, 16, 16, 3), np.float32))
     flexible_in = keras.Input((None, None, 3))
     y = flexible_in
     for layer in tinynet.layers_list():
@@ -70,7 +88,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     paths = {}
     for name, model in [("sequential", sequential), ("functional", functional),
-                        ("subclassed", subclassed), ("flexible", flexible), ("lambda", lam)]:
+                        ("subclassed", subclassed), ("flexible", flexible), ("lambda", lam),
+                        ("heads", heads)]:
         paths[name] = folder / f"{name}.keras"
         model.save(paths[name])
     rng = np.random.default_rng(0)
@@ -122,3 +141,36 @@ def test_lambda_layer_is_refused_in_safe_mode(models: dict[str, Path], tmp_path:
     assert_clean_error(result, "Lambda", "safe mode")
     assert not (tmp_path / "b").exists()
     assert not list(tmp_path.glob(".*"))
+
+
+def test_a_subclassed_model_with_three_heads_gets_fidelity_per_output(
+        models: dict[str, Path], tmp_path: Path) -> None:
+    """Box, landmarks and class scores: every output gets its figures, the class scores top-1,
+    and the table names the output its figure comes from."""
+    import shutil
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    model = Path(shutil.copy(models["heads"], folder / "heads.keras"))
+    (folder / "heads.edgekit.json").write_text(json.dumps(
+        {"output_names": ["box", "landmarks", "classes"],
+         "input": {"color": "rgb", "mean": [0, 0, 0], "std": [255, 255, 255]}}))
+    common = ["--formats", "tflite-fp32,tflite-int8,onnx", "--val", models["val"],
+              "--calib", models["val"], "--import", models["module"]]
+    result = run_cli("convert", model, "-o", tmp_path / "b", "--json", "-q", *common)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["task"] == "generic" and data["source"]["kind"] == "subclassed"
+    assert [o["name"] for o in data["outputs"]] == ["box", "landmarks", "classes"]
+    assert [o["class_scores"] for o in data["outputs"]] == [False, False, True]
+    for a in data["artifacts"]:
+        f = a["fidelity"]
+        assert a["status"] == "ok", a
+        assert [o["name"] for o in f["outputs"]] == ["box", "landmarks", "classes"]
+        assert [o["top1_agreement"] is not None for o in f["outputs"]] == [False, False, True]
+        assert all(o["cosine"] > 0.99 and o["nonfinite"] == 0 for o in f["outputs"])
+        assert f["worst"] == "classes" and f["top1_agreement"] == f["outputs"][2][
+            "top1_agreement"]
+        assert f["accuracy"] is not None  # the labels score the class output
+    table = run_cli("inspect", tmp_path / "b").stdout
+    assert "(classes)" in table

@@ -60,10 +60,37 @@ def test_a_damaged_file_is_named_and_nothing_runs(bundle_copy: Path) -> None:
     assert data["samples"] == [] and data["backend"] == ""
 
 
-def test_without_validation_set_one_inference_on_zeros(bundle_copy: Path) -> None:
+def test_without_validation_set_nothing_is_compared_unless_allowed(bundle_copy: Path) -> None:
     (bundle_copy / "validation.npz").unlink()
     report = verify_bundle(bundle_copy)
     assert report.files_ok and report.runtime and report.samples == []
+    assert not report.validation and report.finite
+    refused = run_cli("verify", bundle_copy)
+    assert_clean_error(refused, "nothing to compare", "no validation samples", "--allow-empty")
+    assert refused.returncode == 1
+    allowed = run_cli("verify", bundle_copy, "--allow-empty")
+    assert allowed.returncode == 0, allowed.stderr
+    assert "samples: none" in allowed.stdout and "on zeros ran" in allowed.stdout
+
+
+def test_nan_in_an_output_fails_verify(bundle_copy: Path) -> None:
+    """A float artifact fed a NaN pixel answers NaN: verify (and so deploy's smoke test)
+    must fail, not count it as a top-1 of class 0."""
+    import numpy as np
+
+    path = bundle_copy / "validation.npz"
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["x"][1, 3, 3, 0] = np.nan
+    np.savez_compressed(path, **arrays)
+    result = run_cli("verify", bundle_copy, "--format", "tflite-fp32", "--samples", "4",
+                     "--json")
+    assert_clean_error(result, "lenet5_digits_fp32.tflite outputs NaN or inf", "1 of 4 samples")
+    assert result.returncode == 1
+    data = json.loads(result.stdout)
+    assert [s["finite"] for s in data["samples"]] == [True, False, True, True]
+    assert data["samples"][1]["max_abs_diff"] is None and data["finite"] is False
+    assert data["samples"][1]["top1"] == -1 and data["agreement"] == 0.75
 
 
 def test_verify_bad_input(tmp_path: Path, lenet_bundle: Path) -> None:
