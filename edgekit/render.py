@@ -76,8 +76,13 @@ def remedy_note(a: Artifact) -> str:
     default = attempts[0]
     kept = next(x for x in attempts if x["remedy"] == r["remedy"])
     floats = r.get("float_layers") or []
-    head = (f"int8 remedy: {kept['remedy']}" if r["passed"] else
-            f"int8 remedy: none reached {percent(r['target'])}; kept the best, {kept['remedy']}")
+    if r["passed"]:
+        head = f"int8 remedy: {kept['remedy']}"
+    elif kept is default:
+        head = (f"int8 remedy: none reached {percent(r['target'])} or gained a point; kept "
+                "the default quantisation")
+    else:
+        head = f"int8 remedy: none reached {percent(r['target'])}; kept the best, {kept['remedy']}"
     if floats:
         head += f" ({', '.join(_short(n) for n in floats)})"
     tried = ", ".join(f"{x['remedy']} {percent(x['agreement'])}" if not x.get("error") else

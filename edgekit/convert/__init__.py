@@ -264,6 +264,9 @@ def convert(
                                    "calibration data", outputs.classes, warnings)
     val_samples = inputs.load_data(val or card.get("validation"), spec, label_list,
                                    "validation data", outputs.classes, warnings)
+    coverage = inputs.calibration_coverage(calibration, val_samples)
+    if coverage:
+        warnings.append(coverage)
     if not label_list and val_samples is not None and val_samples.label_names:
         label_list = list(val_samples.label_names)
     validation = None

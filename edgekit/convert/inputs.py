@@ -117,6 +117,22 @@ def load_data(path: str | None, spec: InputSpec, labels: Sequence[str], what: st
     return samples
 
 
+def calibration_coverage(calibration: Samples | None, validation: Samples | None) -> str | None:
+    """A warning when the validation data reach well beyond the calibration data's range:
+    int8 ranges come from calibration, so the rest is clipped (dark calibration images for
+    bright scenes, say). Percentiles 0.1 and 99.9, so one stray value does not count."""
+    if calibration is None or validation is None:
+        return None
+    clo, chi = np.percentile(calibration.x, [0.1, 99.9])
+    vlo, vhi = np.percentile(validation.x, [0.1, 99.9])
+    span = vhi - vlo
+    if span <= 0 or max(clo - vlo, vhi - chi) <= 0.1 * span:
+        return None
+    return (f"the calibration data span {clo:.3g}..{chi:.3g} but the validation data "
+            f"{vlo:.3g}..{vhi:.3g}: int8 takes its ranges from the calibration data and clips "
+            "the rest; calibrate on data like what the model will see")
+
+
 def check_reference(outputs: Sequence[np.ndarray], source: str) -> None:
     """The Keras model's own outputs on the validation set must be numbers."""
     bad = np.zeros(len(outputs[0]), bool)

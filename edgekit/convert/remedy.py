@@ -4,8 +4,10 @@ A quantiser is given candidates in order: its default quantisation first, then
 better calibration (per-tensor or per-channel weights, entropy or percentile
 ranges), then keeping the few most sensitive layers in float. Each candidate is
 built, run on the validation set and judged by its agreement with Keras; the
-first that reaches the bar is kept (or, when none does, the one that agrees
-most). Every attempt is recorded: its agreement, size, latency and build time.
+first that reaches the bar is kept. When none does, the one that agrees most
+is kept if it gains at least a point over the default (else the default: a
+dozen float layers for a tenth of a point is no remedy). Every attempt is
+recorded: its agreement, size, latency and the time it took.
 
 The sensitivity of a tensor is measured the same way for every quantiser: the
 error int8 puts on each of its channels, relative to that channel's own signal
@@ -27,6 +29,7 @@ import numpy as np
 from edgekit.errors import EdgekitError, first_line
 
 MAX_FLOAT_TENSORS = 4  # keep at most this many tensors' layers in float before giving up
+MIN_GAIN = 0.01  # below the bar, a remedy must gain this much agreement to replace the default
 
 
 @dataclass
@@ -61,6 +64,7 @@ class Attempt:
     size: int
     latency_ms: float | None
     seconds: float  # building and judging it
+    judge_seconds: float = 0.0  # of which judging it
     float_layers: list[str] = field(default_factory=list)
     error: str = ""  # a remedy that could not be built
 
@@ -101,7 +105,9 @@ def search(out: Path, fmt: str, candidates: Iterable[Candidate], plan: RemedyPla
     return {"target": plan.target, "remedy": kept.remedy, "float_layers": kept.float_layers,
             "passed": _passes(kept, plan.target),
             "agreement_before": default.agreement, "agreement_after": kept.agreement,
-            "remedy_seconds": round(sum(a.seconds for a, _ in attempts[1:]), 3),
+            # what the remedies cost: judging the default, then every further attempt
+            "remedy_seconds": round(default.judge_seconds + sum(a.seconds
+                                                                for a, _ in attempts[1:]), 3),
             "attempts": [asdict(a) for a, _ in attempts]}
 
 
@@ -113,9 +119,12 @@ def _chain(first: Candidate, rest: Iterator[Candidate]) -> Iterator[Candidate]:
 def _attempt(candidate: Candidate, path: Path, fmt: str, plan: RemedyPlan) -> Attempt:
     start = time.perf_counter()
     float_layers = candidate.build(path)
+    built = time.perf_counter()
     measured = plan.judge(path, fmt)
+    end = time.perf_counter()
     return Attempt(candidate.remedy, measured.agreement, path.stat().st_size,
-                   measured.latency_ms, round(time.perf_counter() - start, 3), float_layers)
+                   measured.latency_ms, round(end - start, 3), round(end - built, 3),
+                   float_layers)
 
 
 def _passes(attempt: Attempt, target: float) -> bool:
@@ -123,13 +132,18 @@ def _passes(attempt: Attempt, target: float) -> bool:
 
 
 def _best(attempts: list[tuple[Attempt, Path]], target: float) -> tuple[Attempt, Path]:
-    """The first that passes, else the one that agrees most (the earliest of equals)."""
+    """The first that passes; else the one that agrees most (the earliest of equals) when it
+    gains MIN_GAIN over the default; else the default."""
     built = [(a, p) for a, p in attempts if not a.error]
     for attempt, path in built:
         if _passes(attempt, target):
             return attempt, path
-    return max(built, key=lambda item: -1.0 if item[0].agreement is None
+    best = max(built, key=lambda item: -1.0 if item[0].agreement is None
                else item[0].agreement)
+    default = attempts[0]
+    if default[0].agreement is None or best[0].agreement is None:
+        return default
+    return best if best[0].agreement >= default[0].agreement + MIN_GAIN else default
 
 
 def _percent(x: float | None) -> str:
