@@ -90,15 +90,26 @@ def top1(output: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(scores).all(axis=-1), best, -1)
 
 
-def agreeing(reference: Sequence[object], produced: Sequence[object]) -> int:
-    """How many answers are equal, pairwise (top-1 classes, or None where there is none)."""
-    return sum(1 for r, p in zip(reference, produced) if r is not None and r == p)
+def _answers(values: Sequence[object] | np.ndarray, missing: int) -> np.ndarray:
+    if isinstance(values, np.ndarray):
+        return values
+    return np.asarray([missing if v is None else v for v in values])
 
 
-def agreement(reference: np.ndarray, produced: np.ndarray) -> float:
-    """The share of top-1 answers (from ``top1``) that equal the reference's."""
-    ref, got = np.asarray(reference), np.asarray(produced)
-    return float((ref == got).mean()) if ref.size else float("nan")
+def agreeing(reference: Sequence[object] | np.ndarray,
+             produced: Sequence[object] | np.ndarray) -> int:
+    """How many answers equal the reference's: THE definition of agreement with Keras (and of
+    accuracy, with labels as the reference). Answers are class indices from ``top1``, pairwise;
+    a missing answer (None, or -1 for scores that were not finite) never agrees."""
+    ref, got = _answers(reference, -2), _answers(produced, -3)
+    return int(((ref == got) & (ref >= 0)).sum())
+
+
+def agreement(reference: Sequence[object] | np.ndarray,
+              produced: Sequence[object] | np.ndarray) -> float:
+    """The share of answers that agree (``agreeing`` over the count); NaN for none."""
+    count = int(np.size(_answers(reference, -2)))
+    return agreeing(reference, produced) / count if count else float("nan")
 
 
 def _detections(outputs: list[np.ndarray], task: Task, threshold: float) -> list[list]:

@@ -145,7 +145,8 @@ def load_model(path: str | Path, *, backend: str | None = None, device: str | No
     if resize:
         overrides["resize"] = resize
     if overrides:
-        model.spec = replace(model.spec, **overrides)
+        origin = {**model.spec.origin, **{key: "flag" for key in overrides}}
+        model.spec = replace(model.spec, **overrides, origin=origin)
     if labels:
         model.labels = read_labels(labels)
     return model
