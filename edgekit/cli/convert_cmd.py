@@ -79,7 +79,8 @@ def _report(manifest, as_json: bool, output: Path | None) -> None:
                    "pre-processed samples (100+ recommended).")
 @click.option("--val", type=click.Path(path_type=Path),
               help="Validation data to measure fidelity (.npz with x and y, .npy, or a folder "
-                   "of images, in sub-folders named after their labels for accuracy).")
+                   "of images, in sub-folders named after their labels for accuracy: matched "
+                   "to the labels by name, a numeric name is the class number).")
 @click.option("--labels", type=click.Path(path_type=Path),
               help="Labels file, one per line (or 'ID NAME' lines).")
 @click.option("--force", is_flag=True, help="Replace an existing bundle at --output.")
