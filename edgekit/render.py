@@ -106,6 +106,15 @@ def _worst(value: str, f: Fidelity | None) -> str:
     return f"{value} ({f.worst})" if f is not None and f.worst and value != "-" else value
 
 
+def _largest_diff(f: Fidelity) -> str:
+    """The largest |diff| over the outputs, naming the output when there are several."""
+    known = [o for o in f.outputs if o.max_abs_diff is not None]
+    if len(f.outputs) < 2 or not known:
+        return number(f.max_abs_diff)
+    top = max(known, key=lambda o: o.max_abs_diff)
+    return f"{number(top.max_abs_diff)} ({top.name})"
+
+
 def conversion_table(manifest: Manifest) -> str:
     """The convert/inspect table: one row per format, notes with reasons below it.
 
@@ -122,7 +131,7 @@ def conversion_table(manifest: Manifest) -> str:
         rows.append([a.format, notes.mark(a.status, *texts), size(a.size), seconds(a.seconds),
                      _worst(percent(f.top1_agreement), f) if f else "-",
                      percent(f.accuracy) if f else "-",
-                     number(f.max_abs_diff) if f else "-", _runtimes(a)])
+                     _largest_diff(f) if f else "-", _runtimes(a)])
     out = manifest.input.describe() + "\n" + table(
         ["format", "status", "size", "time", "agreement", "accuracy", "max |diff|",
          "TFLite runtimes that load it"], rows)
