@@ -18,6 +18,9 @@ _ORT_TYPES = {
 
 
 def _import_ort():
+    from edgekit import telemetry
+
+    telemetry.off()
     try:
         import onnxruntime
     except ImportError:

@@ -44,6 +44,9 @@ _OV_TYPES = {
 
 def _import_core() -> tuple[Any, str, str]:
     """(Core class, version, api) for whichever OpenVINO API is installed."""
+    from edgekit import telemetry
+
+    telemetry.off()
     try:
         import openvino
     except ImportError:

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgekit import __version__
+from edgekit import __version__, interrupt
 from edgekit.backends import backend_class, open_backend
 from edgekit.convert import gates, inputs
 from edgekit.convert.job import Job, Skipped
@@ -123,8 +123,10 @@ def _build(fmt: Format, job: Job) -> Artifact:
     except Skipped as exc:
         return Artifact(fmt.key, "skipped", reason=str(exc))
     except EdgekitError as exc:
+        interrupt.check()  # a runtime that turned Ctrl-C into its own error did not fail
         return Artifact(fmt.key, "failed", reason=str(exc))
     except Exception as exc:  # a converter bug must not stop the other formats
+        interrupt.check()
         return Artifact(fmt.key, "failed", reason=f"unexpected {type(exc).__name__}: {exc}")
     seconds = time.perf_counter() - start
     files = [path] + [path.with_suffix(s) for s in fmt.extra_files]
@@ -151,6 +153,7 @@ def _on_backend(fmt: Format, path: Path, use: Callable[[Any], Any]) -> tuple[Any
             with open_backend(name, path) as backend:
                 return use(backend), reasons
         except EdgekitError as exc:
+            interrupt.check()
             reasons.append(f"{name}: {exc}")
     return None, reasons
 
@@ -193,7 +196,15 @@ def _drop_files(artifact: Artifact, folder: Path) -> None:
 
 
 def _publish(tmp: Path, output: Path) -> None:
-    """Move the finished bundle into place; an older bundle there is replaced only now."""
+    """Move the finished bundle into place; an older bundle there is replaced only now.
+
+    Ctrl-C waits for the two renames: never the old bundle moved aside and the new one not in.
+    """
+    with interrupt.deferred():
+        _swap_in(tmp, output)
+
+
+def _swap_in(tmp: Path, output: Path) -> None:
     if output.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
         output.rename(old / output.name)
@@ -291,6 +302,8 @@ def convert(
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
     export_dir = Path(tempfile.mkdtemp(prefix="edgekit-savedmodel-"))
+    interrupt.remember(tmp)  # a hard exit on Ctrl-C removes them too
+    interrupt.remember(export_dir)
     try:
         progress("exporting a batch-1 SavedModel")
         export_saved_model(model, shape, export_dir)
@@ -356,6 +369,8 @@ def convert(
         shutil.rmtree(export_dir, ignore_errors=True)
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        interrupt.forget(tmp)
+        interrupt.forget(export_dir)
     return manifest
 
 

@@ -150,6 +150,9 @@ def convert_onnx_int8(job: Job, out: Path) -> dict[str, Any]:
 
     import onnx
 
+    from edgekit import telemetry
+
+    telemetry.off()
     try:
         import onnxruntime
         import onnxruntime.quantization  # noqa: F401
