@@ -125,8 +125,8 @@ def _compare_plot(rows: list[Any], path: Path) -> Path:
     from edgekit.plot import distributions
 
     return distributions(
-        {f"{r.backend} ({Path(r.report.artifact).name})": [ns / 1e6 for ns in
-                                                          r.report.stats.latency_ns]
+        {f"{r.backend} ({Path(r.report.artifact).name})":
+         list(r.report.stats.latency_ns.values() / 1e6)
          for r in rows if r.report}, "edgekit compare: end-to-end latency per frame",
         "capture to result, ms (box: p25-p75, whiskers: p1-p99)", path)
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgekit.errors import BackendUnavailable
+from edgekit.outputs import PendingFile
+
+SUFFIXES = (".png", ".svg", ".pdf")
 
 
 def distributions(series: dict[str, list[float]], title: str, xlabel: str, path: Path) -> Path:
@@ -29,8 +32,12 @@ def distributions(series: dict[str, list[float]], title: str, xlabel: str, path:
     ax.invert_yaxis()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    pending = PendingFile(path, "plot")
+    try:
+        fig.savefig(pending.tmp, dpi=110)
+    except OSError as exc:
+        raise pending.failure(exc) from None
+    finally:
+        plt.close(fig)
+    pending.commit()
     return path

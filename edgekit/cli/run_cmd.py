@@ -14,7 +14,8 @@ def _source_options(f):
     f = click.option("--truth", type=click.Path(path_type=Path),
                      help="Ground-truth JSON for mAP (default: SOURCE.json beside a video or "
                           "folder, as the demo clip has).")(f)
-    f = click.option("--max-frames", type=int, help="Stop after this many frames.")(f)
+    f = click.option("--max-frames", type=click.IntRange(min=1),
+                     help="Stop after this many frames.")(f)
     f = click.option("--source", required=True, help="Camera index (0), video file, folder of "
                      "images, or stream URL (anything OpenCV's VideoCapture opens).")(f)
     return f
@@ -53,12 +54,12 @@ def _summary(report) -> str:
 @_source_options
 @click.option("--backend", help="Backend (default: tflite for a bundle, by file type otherwise).")
 @click.option("--device", help="Device for the backend (CPU, GPU, usb:0, ...).")
-@click.option("--threads", type=int, help="CPU threads for the runtime.")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the runtime.")
 @click.option("--format", "fmt", help="Which artifact of a bundle to run.")
 @click.option("--decoder", help="Output decoder for a bare detector: edgekit-grid, ssd, yolo.")
 @click.option("--labels", type=click.Path(path_type=Path), help="Labels file for a bare model.")
-@click.option("--score-threshold", type=float, help="Minimum score shown (default: the "
-              "manifest's decoder setting).")
+@click.option("--score-threshold", type=click.FloatRange(0, 1), help="Minimum score shown, "
+              "0 to 1 (default: the manifest's decoder setting).")
 @click.option("--show", is_flag=True, help="Show a window (needs the GUI build of OpenCV).")
 @click.option("--save", type=click.Path(path_type=Path), help="Write an annotated video "
               "(.avi MJPG or .mp4): boxes, labels, FPS and per-stage ms.")
@@ -68,7 +69,8 @@ def _summary(report) -> str:
               "ends, until stopped or --max-frames (a demo, or a service without a camera). "
               "No mAP: frames repeat.")
 @click.option("--no-pipeline", is_flag=True, help="Run the stages one after another.")
-@click.option("--queue-size", default=2, show_default=True, help="Frames between two stages.")
+@click.option("--queue-size", default=2, show_default=True, type=click.IntRange(min=1),
+              help="Frames between two stages.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @debug_option
 def run(model: Path, source: str, max_frames: int | None, truth: Path | None,
@@ -85,16 +87,19 @@ def run(model: Path, source: str, max_frames: int | None, truth: Path | None,
     them (and counts them), and is reconnected with back-off if it vanishes.
     With ground truth beside the source (CLIP.json) it also prints mAP@0.5.
     --repeat plays a file or folder in a loop, like a camera that never ends.
+    --save and --jsonl are written aside and renamed into place at the end
+    (also on Ctrl-C): an earlier file there stays until the new one is whole,
+    and a path that is the source or another output is refused first.
 
     \b
     Examples:
       edgekit run out/demo/digit_detector --source out/demo/clip.avi --save annotated.avi
       edgekit run out/demo/digit_detector --source out/demo/clip.avi --repeat
     """
-    from edgekit.loop.run import detection_model, run_detection
+    from edgekit.loop.run import check_run_outputs, detection_model, run_detection
 
-    if max_frames is not None and max_frames < 1:
-        raise UsageError("--max-frames must be 1 or more")
+    check_run_outputs(save, jsonl, [source, model, truth, labels,
+                                    model / "edgekit.json" if model.is_dir() else None])
     with detection_model(model, backend=backend, device=device, threads=threads, fmt=fmt,
                          decoder=decoder, labels=labels) as loaded:
         report = run_detection(loaded, source, save=save, jsonl=jsonl, show=show,
@@ -113,7 +118,7 @@ def run(model: Path, source: str, max_frames: int | None, truth: Path | None,
 @click.option("--backends", "backend_list", metavar="LIST",
               help="Comma-separated backends, each optionally name:format (default: every "
                    "built-in backend).")
-@click.option("--threads", type=int, help="CPU threads for every runtime.")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for every runtime.")
 @click.option("--json", "as_json", is_flag=True, help="Rows as JSON.")
 @click.option("--markdown", "as_markdown", is_flag=True, help="Rows as a Markdown table.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")

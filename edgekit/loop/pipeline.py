@@ -7,7 +7,9 @@ with ``perf_counter_ns``; end-to-end latency runs from capture to the sink.
 ``pipelined=False`` runs the same stages one after another, for comparison.
 
 A failure in any stage stops the capture, lets the frames already in flight
-finish, closes the sinks and is raised to the caller; Ctrl-C does the same.
+finish and is raised to the caller. Ctrl-C stops at once: the frame being written
+reaches every sink (the sink stage defers the interrupt), frames still in flight are
+dropped, and the workers end within a fraction of a second.
 """
 from __future__ import annotations
 
@@ -19,8 +21,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgekit import interrupt
 from edgekit.loop.sources import Frame, Source
-from edgekit.stats import Latency
+from edgekit.stats import Latency, Samples
 
 STAGES = ("capture", "preprocess", "infer", "postprocess", "sink")
 _END = object()
@@ -50,12 +53,12 @@ class Stage:
 
 @dataclass
 class LoopStats:
-    """What a run measured."""
+    """What a run measured, in memory that does not grow with the run's length."""
 
     frames: int = 0
     wall_s: float = 0.0
-    stage_ns: dict[str, list[int]] = field(default_factory=dict)
-    latency_ns: list[int] = field(default_factory=list)
+    stage_ns: dict[str, Samples] = field(default_factory=dict)
+    latency_ns: Samples = field(default_factory=Samples)  # end to end, capture to sink
     dropped: int = 0
     decode_failures: int = 0
     reconnects: int = 0
@@ -72,23 +75,24 @@ class LoopStats:
         return self.frames / self.wall_s if self.wall_s > 0 else 0.0
 
     def stage(self, name: str) -> Latency:
-        return Latency.from_ns(self.stage_ns.get(name, []))
+        samples = self.stage_ns.get(name)
+        return Latency.from_samples(samples) if samples else Latency.from_ns(())
 
     def end_to_end(self) -> Latency:
-        return Latency.from_ns(self.latency_ns)
+        return Latency.from_samples(self.latency_ns)
 
     def record(self, item: Item) -> None:
         self.frames += 1
         for name, ns in item.timings_ns.items():
-            self.stage_ns.setdefault(name, []).append(ns)
-        self.latency_ns.append(item.latency_ns)
+            self.stage_ns.setdefault(name, Samples()).add(ns)
+        self.latency_ns.add(item.latency_ns)
 
-    def recent(self, count: int = 30) -> dict[str, float]:
-        """Median milliseconds of the last ``count`` frames per stage (for on-frame display)."""
+    def recent(self) -> dict[str, float]:
+        """Median milliseconds of the last frames per stage (for on-frame display)."""
         import statistics
 
-        return {name: statistics.median(ns[-count:]) / 1e6
-                for name, ns in self.stage_ns.items() if ns}
+        return {name: statistics.median(ns.recent()) / 1e6
+                for name, ns in self.stage_ns.items() if ns.count}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -111,6 +115,7 @@ class Pipeline:
         self.pipelined = pipelined
         self.stats = LoopStats(pipelined=pipelined)
         self._stop = threading.Event()
+        self._abort = threading.Event()  # Ctrl-C: no frame in flight is finished
         self._error: BaseException | None = None
         self._failed_at = sys.maxsize  # frame index where a stage failed
 
@@ -163,9 +168,12 @@ class Pipeline:
             item = self._capture()
             if item is None:
                 return
-            for stage in self.stages:
+            for stage in self.stages[:-1]:
                 self._apply(stage, item)
-            self._finish(item, on_result)
+            with interrupt.deferred():  # Ctrl-C: this frame reaches every sink or none
+                for stage in self.stages[-1:]:
+                    self._apply(stage, item)
+                self._finish(item, on_result)
             done += 1
 
     def _run_pipelined(self, max_frames: int | None,
@@ -190,13 +198,18 @@ class Pipeline:
                     break
                 if self._keeps(item):
                     try:
-                        self._apply(last, item)
-                        self._finish(item, on_result)
+                        with interrupt.deferred():  # Ctrl-C: every sink gets it, or none
+                            self._apply(last, item)
+                            self._finish(item, on_result)
+                    except KeyboardInterrupt:
+                        raise
                     except BaseException as exc:
                         self._fail(exc, item)
-        except BaseException:
+        except BaseException:  # Ctrl-C: the workers drop what they hold and end at once
+            self._abort.set()
             self._stop.set()
-            self._drain(queues, threads)
+            for thread in threads:
+                thread.join(timeout=1)
             raise
         for thread in threads:
             thread.join(timeout=5)
@@ -229,8 +242,11 @@ class Pipeline:
             self._put(out, _END, force=True)
 
     def _stage_worker(self, stage: Stage, inbox: queue.Queue, out: queue.Queue) -> None:
-        while True:
-            item = inbox.get()
+        while not self._abort.is_set():
+            try:
+                item = inbox.get(timeout=0.1)
+            except queue.Empty:
+                continue
             if item is _END:
                 self._put(out, _END, force=True)
                 return
@@ -244,24 +260,12 @@ class Pipeline:
             self._put(out, item)
 
     def _put(self, q: queue.Queue, item: object, force: bool = False) -> None:
-        """Put, but give up on a frame (not on the end marker) once the loop is stopping."""
-        while True:
+        """Put, but give up on a frame (not on the end marker) once the loop is stopping, and on
+        anything once it is aborted (Ctrl-C)."""
+        while not self._abort.is_set():
             try:
                 q.put(item, timeout=0.1)
                 return
             except queue.Full:
                 if self._stop.is_set() and not force:
                     return
-
-    @staticmethod
-    def _drain(queues: list[queue.Queue], threads: list[threading.Thread]) -> None:
-        """After Ctrl-C: keep queues moving until every worker has seen the end marker."""
-        deadline = time.monotonic() + 5
-        while any(t.is_alive() for t in threads) and time.monotonic() < deadline:
-            for q in queues:
-                try:
-                    while True:
-                        q.get_nowait()
-                except queue.Empty:
-                    pass
-            time.sleep(0.01)

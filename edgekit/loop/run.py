@@ -16,9 +16,16 @@ from typing import Any
 from edgekit.backends import backend_class
 from edgekit.errors import EdgekitError, UsageError
 from edgekit.loop.pipeline import Item, LoopStats, Pipeline, Stage
-from edgekit.loop.sinks import JsonlSink, Sink, VideoSink, WindowSink
-from edgekit.loop.sources import GroundTruth, SourceLost, find_ground_truth, open_source
+from edgekit.loop.sinks import VIDEO_SUFFIXES, JsonlSink, Sink, VideoSink, WindowSink, close_all
+from edgekit.loop.sources import (
+    GroundTruth,
+    SourceLost,
+    find_ground_truth,
+    open_source,
+)
 from edgekit.model import LoadedModel, load_model
+from edgekit.outputs import WriteFailed
+from edgekit.outputs import check as check_outputs
 from edgekit.preprocess import prepare
 from edgekit.tasks.detection import DECODERS, Detection, decode, to_frame
 from edgekit.tasks.metrics import mean_average_precision
@@ -117,6 +124,13 @@ def _score(predicted: dict[int, list[Detection]], gt: GroundTruth,
     return value, len(frames), note
 
 
+def check_run_outputs(save: Path | None, jsonl: Path | None,
+                      inputs: Sequence[str | int | Path | None]) -> None:
+    """Refuse --save/--jsonl paths that are an input, each other, a folder... (before reading)."""
+    check_outputs({"--save": save, "--jsonl": jsonl}, [str(i) for i in inputs if i is not None],
+                  {"--save": VIDEO_SUFFIXES})
+
+
 def run_detection(model: LoadedModel, source_spec: str | int | Path, *,
                   save: Path | None = None, jsonl: Path | None = None, show: bool = False,
                   max_frames: int | None = None, pipelined: bool = True, queue_size: int = 2,
@@ -124,7 +138,13 @@ def run_detection(model: LoadedModel, source_spec: str | int | Path, *,
                   repeat: bool = False) -> RunReport:
     """Run the detection loop on a source; sinks are always closed, whatever happens.
 
-    ``repeat``: a file or folder starts again when it ends (no mAP: frames repeat)."""
+    Outputs are checked before the source is read; a file that cannot be written completely
+    raises WriteFailed and leaves nothing (an earlier file at that path stays). ``repeat``: a
+    file or folder starts again when it ends (no mAP: frames repeat).
+    """
+    check_run_outputs(save, jsonl, [source_spec, truth, model.artifact])
+    if score_threshold is not None and not 0 <= score_threshold <= 1:
+        raise UsageError(f"--score-threshold is a score from 0 to 1, not {score_threshold}")
     if repeat and truth is not None:
         raise UsageError("--truth scores one pass over the source, and --repeat loops it: "
                          "choose one")
@@ -154,12 +174,23 @@ def run_detection(model: LoadedModel, source_spec: str | int | Path, *,
             stats = pipeline.run(max_frames, on_result=collect)
         except SourceLost as exc:
             stats, stopped = pipeline.stats, str(exc)
-    finally:
-        for s in sinks:
-            s.close()
+    except WriteFailed as exc:
+        close_all(sinks)  # the other outputs keep the frames before the failure
         source.close()
+        kept = [str(s.written) for s in sinks if s.written]
+        if kept:
+            raise WriteFailed(f"{exc}; the frames before it are in {', '.join(kept)}") from None
+        raise
+    except BaseException:
+        close_all(sinks)  # what was processed is kept (Ctrl-C); a failed file is not
+        source.close()
+        raise
+    source.close()
+    failed = close_all(sinks)
+    if failed is not None:
+        raise failed
     report = RunReport(source.description, str(model.artifact), model.backend.describe(), stats,
-                       outputs=[str(p) for p in (save, jsonl) if p is not None], stopped=stopped)
+                       outputs=[str(s.written) for s in sinks if s.written], stopped=stopped)
     if gt is not None:
         report.map50, report.map_frames, report.map_note = _score(
             predicted, gt, source.stats.uncertain_from)

@@ -1,12 +1,15 @@
 """Where results go: an annotated video, JSON lines, a window.
 
-Files are written under a temporary name beside the target and renamed into
-place when the sink closes, which it always does (end of the source, an error,
-Ctrl-C), so the video's index is written and both files are complete and
-readable up to the last frame processed.
+Files are written under a hidden name beside the target and renamed into place when the sink
+closes, which it always does (end of the source, an error, Ctrl-C), so the video's index is
+written and both files are complete and readable up to the last frame processed; an earlier
+file at that path stays until then. A write that fails (a full disk, a read-only folder) ends
+the run with one line naming the file and the cause, and leaves nothing half-written: the
+video is read back when it closes (OpenCV's writer only warns when a frame cannot be written).
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import statistics
@@ -18,11 +21,16 @@ from typing import Any
 from edgekit.errors import UsageError
 from edgekit.loop.draw import annotate
 from edgekit.loop.pipeline import Item, LoopStats
+from edgekit.outputs import PendingFile, WriteFailed, write_probe
+
+VIDEO_SUFFIXES = (".avi", ".mp4")
+SPACE_CHECK_S = 1.0  # how often the video sink checks the disk still has room
 
 
 def overlay_lines(stats: LoopStats, backend: str) -> list[str]:
     """The text drawn on each frame: FPS, end-to-end latency and per-stage milliseconds."""
-    e2e = statistics.median(stats.latency_ns[-30:]) / 1e6 if stats.latency_ns else 0.0
+    recent = stats.latency_ns.recent()
+    e2e = statistics.median(recent) / 1e6 if recent else 0.0
     stages = "  ".join(f"{_SHORT.get(name, name)} {ms:.1f}" for name, ms in stats.recent().items())
     return [f"{backend}  {stats.running_fps():.1f} FPS  end-to-end {e2e:.1f} ms",
             f"{stages} ms" if stages else ""]
@@ -38,24 +46,31 @@ class Sink(ABC):
         """Take one finished frame (detections in ``item.data["detections"]``)."""
 
     def close(self) -> None:
-        """Flush and finish; safe to call twice."""
+        """Flush and finish; safe to call twice. Raises WriteFailed if the file is not whole."""
+
+    @property
+    def written(self) -> Path | None:
+        """The file this sink put in place, once closed (None if it wrote none)."""
+        return None
 
 
-def _partial(path: Path) -> Path:
-    return path.with_name(f".{path.stem}.partial{path.suffix}")
+def _disk_full() -> OSError:
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
 class VideoSink(Sink):
     """Frames with boxes, labels, FPS and per-stage ms, as an MJPG .avi (or mp4v .mp4)."""
 
     def __init__(self, path: Path, fps: float | None, backend: str) -> None:
-        if path.suffix.lower() not in (".avi", ".mp4"):
+        if path.suffix.lower() not in VIDEO_SUFFIXES:
             raise UsageError(f"--save {path}: write an .avi (MJPG) or .mp4 (mp4v) file")
         if not path.parent.exists():
             raise UsageError(f"--save {path}: {path.parent} does not exist")
         self.path, self.fps, self.backend = path, fps or 15.0, backend
-        self._tmp = _partial(path)
+        self._file = PendingFile(path, "--save")
         self._writer: Any = None
+        self._next_check = 0.0
+        self._closed = False
         self.frames = 0
 
     def write(self, item: Item, stats: LoopStats) -> None:
@@ -66,18 +81,64 @@ class VideoSink(Sink):
         if self._writer is None:
             fourcc = "MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"
             height, width = image.shape[:2]
-            self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*fourcc),
+            self._writer = cv2.VideoWriter(str(self._file.tmp), cv2.VideoWriter_fourcc(*fourcc),
                                            self.fps, (width, height))
             if not self._writer.isOpened():
-                raise UsageError(f"--save {self.path}: OpenCV cannot write this video")
+                self._abandon()
+                raise self._file.failure("OpenCV cannot open a video writer for it")
         self._writer.write(image)
         self.frames += 1
+        now = time.monotonic()
+        if now >= self._next_check:  # OpenCV only warns when a frame cannot be written
+            self._next_check = now + SPACE_CHECK_S
+            if self._file.disk_full():
+                self._abandon()
+                raise self._file.failure(_disk_full())
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._writer is None:
+            self._file.discard()
+            return
+        self._writer.release()
+        self._writer = None
+        found = video_frames(self._file.tmp)
+        if found != self.frames:
+            problem = _folder_problem(self._file)
+            raise self._file.failure(problem or f"the video holds {found} of the {self.frames} "
+                                                "frames written (OpenCV's writer failed)")
+        self._file.commit()
+
+    def _abandon(self) -> None:
+        self._closed = True
         if self._writer is not None:
             self._writer.release()
             self._writer = None
-            os.replace(self._tmp, self.path)
+        self._file.discard()
+
+    @property
+    def written(self) -> Path | None:
+        return self.path if self._file.committed else None
+
+
+def video_frames(path: Path) -> int:
+    """The frame count a video file's header and index declare (0 if it cannot be opened)."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    try:
+        return int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
+    finally:
+        cap.release()
+
+
+def _folder_problem(file: PendingFile) -> OSError | None:
+    """Why writing beside ``file`` fails now, if it does (full disk, read-only...)."""
+    if file.disk_full():
+        return _disk_full()
+    return write_probe(file.tmp.parent)
 
 
 class JsonlSink(Sink):
@@ -87,8 +148,12 @@ class JsonlSink(Sink):
         if not path.parent.exists():
             raise UsageError(f"--jsonl {path}: {path.parent} does not exist")
         self.path = path
-        self._tmp = _partial(path)
-        self._file = open(self._tmp, "w")
+        self._pending = PendingFile(path, "--jsonl")
+        try:
+            self._file = open(self._pending.tmp, "w")
+        except OSError as exc:
+            raise self._pending.failure(exc) from None
+        self._failed = False
         self.frames = 0
 
     def write(self, item: Item, stats: LoopStats) -> None:
@@ -101,14 +166,46 @@ class JsonlSink(Sink):
             "timings_ms": {k: round(v / 1e6, 3) for k, v in item.timings_ns.items()},
             "latency_ms": round((time.perf_counter_ns() - item.frame.captured_ns) / 1e6, 3),
         }
-        self._file.write(json.dumps(line) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(json.dumps(line) + "\n")
+            self._file.flush()
+        except OSError as exc:
+            self._fail()
+            raise self._pending.failure(exc) from None
         self.frames += 1
 
     def close(self) -> None:
-        if not self._file.closed:
+        if self._failed or self._file.closed:
+            return
+        try:
             self._file.close()
-            os.replace(self._tmp, self.path)
+        except OSError as exc:
+            self._fail()
+            raise self._pending.failure(exc) from None
+        self._pending.commit()
+
+    def _fail(self) -> None:
+        self._failed = True
+        try:
+            self._file.close()
+        except OSError:
+            pass  # the buffer could not be written either: the file is discarded
+        self._pending.discard()
+
+    @property
+    def written(self) -> Path | None:
+        return self.path if self._pending.committed else None
+
+
+def close_all(sinks: list[Sink]) -> WriteFailed | None:
+    """Close every sink, even when one fails; the first failure is returned."""
+    first = None
+    for sink in sinks:
+        try:
+            sink.close()
+        except WriteFailed as exc:
+            first = first or exc
+    return first
 
 
 def window_available() -> tuple[bool, str]:
