@@ -154,9 +154,49 @@ def read_manifest(folder: str | Path) -> Manifest:
                            "make one with: edgekit convert MODEL.keras -o FOLDER")
     try:
         data = json.loads(path.read_text())
-        if not str(data.get("schema", "")).startswith("edgekit.bundle/"):
-            raise ValueError(f"unknown schema {data.get('schema')!r}")
+        _check_shape(data)
         return Manifest.from_dict(data)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise InvalidModel(f"{path}: not a valid edgekit manifest ({exc}); "
+    except OSError as exc:
+        raise InvalidModel(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        why = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+        raise InvalidModel(f"{path}: not a valid edgekit manifest ({why}); "
                            "convert the model again") from None
+
+
+_REQUIRED = {"name": str, "task": str, "input": dict, "artifacts": list}
+_ARTIFACT_REQUIRED = {"format": str, "status": str}
+_OK_ARTIFACT_REQUIRED = {"file": str, "files": dict}
+
+
+def _check_shape(data: Any) -> None:
+    """ValueError naming the first thing a manifest lacks (before any field is used)."""
+    if not isinstance(data, dict):
+        raise ValueError(f"it holds a JSON {type(data).__name__}, not an object")
+    if not str(data.get("schema", "")).startswith("edgekit.bundle/"):
+        raise ValueError(f"unknown schema {data.get('schema')!r}")
+    _fields(data, _REQUIRED, "")
+    if not isinstance(data["input"].get("shape"), list):
+        raise ValueError("'input' has no 'shape' list")
+    for i, artifact in enumerate(data["artifacts"]):
+        where = f"artifact {i + 1}"
+        if not isinstance(artifact, dict):
+            raise ValueError(f"{where} is not an object")
+        _fields(artifact, _ARTIFACT_REQUIRED, where)
+        if artifact["status"] == "ok":
+            _fields(artifact, _OK_ARTIFACT_REQUIRED, f"{where} ({artifact['format']})")
+            for name in [artifact["file"], *artifact["files"]]:
+                if not name or Path(name).name != name or name in (".", ".."):
+                    raise ValueError(f"{where} names the file {name!r}, which is not a file "
+                                     "in the bundle folder")
+            if artifact["file"] not in artifact["files"]:
+                raise ValueError(f"{where}: its file {artifact['file']!r} has no sha256 record")
+
+
+def _fields(data: dict[str, Any], required: dict[str, type], where: str) -> None:
+    for key, kind in required.items():
+        if key not in data:
+            raise ValueError(f"{where + ' ' if where else ''}lacks {key!r}".strip())
+        if not isinstance(data[key], kind):
+            raise ValueError(f"{where + ': ' if where else ''}{key!r} is a "
+                             f"{type(data[key]).__name__}, not a {kind.__name__}")

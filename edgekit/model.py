@@ -18,6 +18,7 @@ from edgekit.backends import Backend, backend_class, open_backend
 from edgekit.datasets import read_labels
 from edgekit.errors import InvalidModel, UsageError
 from edgekit.formats import FORMATS, format_of_file
+from edgekit.integrity import check_artifact
 from edgekit.manifest import Manifest, is_bundle, read_manifest
 from edgekit.preprocess import InputSpec, guess_layout, image_to_tensor
 from edgekit.tflite_file import TensorInfo, read_tflite
@@ -115,7 +116,11 @@ def load_model(path: str | Path, *, backend: str | None = None, device: str | No
                labels: str | Path | None = None, color: str | None = None,
                mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                resize: str | None = None) -> LoadedModel:
-    """Load a bundle's best artifact for ``backend``, or a bare model file, ready to use."""
+    """Load a bundle's best artifact for ``backend``, or a bare model file, ready to use.
+
+    A bundle's artifact is first checked against the manifest's sha256 (cached by the file's
+    size and times): a changed or missing file is an InvalidModel that says what to do.
+    """
     path = Path(path)
     if path.is_dir():
         if not is_bundle(path):
@@ -124,6 +129,7 @@ def load_model(path: str | Path, *, backend: str | None = None, device: str | No
         backend = backend or "tflite"
         key = pick_artifact(manifest, backend, fmt)
         record = manifest.artifact(key)
+        check_artifact(path, record)  # a file changed since conversion must not run
         loaded = open_backend(backend, path / record.file, device=device, threads=threads)
         spec = manifest.input
         label_list = list(manifest.labels)

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.convert import sha256_file
 from edgekit.fidelity import Task, agreeing, top1
+from edgekit.integrity import compare_file
 from edgekit.manifest import read_manifest
 
 
@@ -108,18 +108,9 @@ def check_files(bundle: str | Path) -> list[FileCheck]:
         if not artifact.ok:
             continue
         for name, record in artifact.files.items():
-            path = bundle / name
-            check = FileCheck(name, False, record.size, record.sha256)
-            if not path.is_file():
-                check.problem = "missing"
-            elif path.stat().st_size != record.size:
-                size = path.stat().st_size
-                check.problem = f"size differs ({size} bytes, manifest {record.size})"
-            else:
-                check.actual_sha256 = sha256_file(path)
-                check.ok = check.actual_sha256 == record.sha256
-                check.problem = "" if check.ok else "sha256 differs"
-            checks.append(check)
+            found = compare_file(bundle / name, record, cached=False)  # always hash here
+            checks.append(FileCheck(name, not found.problem, record.size, record.sha256,
+                                    found.sha256, found.problem))
     return checks
 
 

@@ -127,13 +127,12 @@ def _run_worker(pair: Pair, bundle: Path | None, settings: BenchSettings) -> dic
 
 
 def _row(pair: Pair, outcome: dict[str, Any], threads: int | None) -> BenchRow:
+    extra = FORMATS[pair.format].extra_files if pair.format in FORMATS else ()
     row = BenchRow(artifact=pair.path.name, format=pair.format, backend=pair.backend,
                    status=outcome.get("status", "failed"), reason=outcome.get("reason", ""),
                    threads="default" if threads is None else str(threads),
-                   size=pair.path.stat().st_size + sum(
-                       pair.path.with_suffix(s).stat().st_size
-                       for s in (FORMATS[pair.format].extra_files if pair.format in FORMATS else ())
-                       if pair.path.with_suffix(s).exists()))
+                   size=sum(p.stat().st_size for p in [pair.path, *map(pair.path.with_suffix,
+                                                                      extra)] if p.is_file()))
     if row.status != "ok":
         row.device = outcome.get("device", "")
         return row
@@ -170,12 +169,17 @@ def bench(target: str | Path, backends: Sequence[str] | None = None,
     """Bench every runnable pair; unusable backends become skipped rows with the reason."""
     target = Path(target)
     settings = settings or BenchSettings()
-    if settings.runs < 1 or settings.warmup < 0 or (settings.duration or 1) <= 0:
-        raise UsageError("--runs must be >= 1, --warmup >= 0 and --duration > 0")
+    if settings.runs < 1 or settings.warmup < 0 or \
+            (settings.duration is not None and settings.duration <= 0) or \
+            (settings.threads is not None and settings.threads < 1):
+        raise UsageError("--runs must be >= 1, --warmup >= 0, --duration > 0 and --threads >= 1")
     pairs = plan(target, backends)
     bundle = target if target.is_dir() and is_bundle(target) else None
     statuses = {name: backend_class(name).probe() for name in {p.backend for p in pairs}}
     rows = _missing_artifacts(bundle, backends) if bundle else []
+    if not pairs and not rows:
+        raise UsageError(f"none of the backends ({', '.join(backends or backend_names())}) runs "
+                         f"an artifact of {target}; see edgekit backends")
     for i, pair in enumerate(pairs, 1):
         status = statuses[pair.backend]
         label = f"[{i}/{len(pairs)}] {pair.path.name} on {pair.backend}"

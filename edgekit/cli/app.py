@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
@@ -113,6 +113,23 @@ def cli() -> None:
     Every command takes --help. Errors print one line that says what to do;
     --debug shows the traceback.
     """
+
+
+def fail_on_failed_rows(rows: Sequence[tuple[str, str, str]], what: str) -> None:
+    """After a table of (label, status, reason) rows: exit 1 when any row failed (0 only when
+    every row is ok or skipped), and say so in one line when none succeeded."""
+    failed = [(label, reason) for label, status, reason in rows if status == "failed"]
+    if not failed:
+        return
+    if not any(status == "ok" for _, status, _ in rows):
+        label, reason = failed[0]
+        others = len({r for _, r in failed}) - 1
+        detail = reason if not others else \
+            f"{label}: {reason} ({others} other reason(s) under the table)"
+        raise EdgekitError(f"every {what} that could run failed: {detail}")
+    raise EdgekitError(f"{len(failed)} of {len(rows)} {what}s failed "
+                       f"({', '.join(label for label, _ in failed)}); the notes under the "
+                       "table say why")
 
 
 def progress_printer(enabled: bool = True) -> Callable[[str], None]:

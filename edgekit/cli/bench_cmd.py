@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from edgekit.cli.app import cli, debug_option, progress_printer
+from edgekit.cli.app import cli, debug_option, fail_on_failed_rows, progress_printer
 from edgekit.cli.convert_cmd import _numbers
 from edgekit.errors import UsageError
 
@@ -37,8 +37,8 @@ def backends(as_json: bool) -> None:
 
 
 def _backend_options(f):
-    f = click.option("--threads", type=int, help="CPU threads for the runtime (default: its "
-                     "own choice).")(f)
+    f = click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the "
+                     "runtime (default: its own choice).")(f)
     f = click.option("--device", help="Device: CPU, GPU, NPU, AUTO, MYRIAD for openvino; usb, "
                      "usb:N, pci, pci:N for edgetpu.")(f)
     f = click.option("--backend", help="tflite, edgetpu, openvino, myriad, onnxruntime, or a "
@@ -108,12 +108,14 @@ def classify(model: Path, images: tuple[Path, ...], backend: str | None, device:
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--backends", "backend_list", metavar="LIST",
               help="Comma-separated backends (default: all registered).")
-@click.option("--runs", default=100, show_default=True, help="Timed inferences per row.")
-@click.option("--warmup", default=10, show_default=True, help="Untimed inferences first.")
-@click.option("--duration", type=float, help="Time each row for this many seconds instead "
-              "of --runs.")
-@click.option("--threads", type=int, help="CPU threads for every runtime (default: each "
-              "runtime's own choice).")
+@click.option("--runs", default=100, show_default=True, type=click.IntRange(min=1),
+              help="Timed inferences per row.")
+@click.option("--warmup", default=10, show_default=True, type=click.IntRange(min=0),
+              help="Untimed inferences first.")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True),
+              help="Time each row for this many seconds instead of --runs.")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for every runtime "
+              "(default: each runtime's own choice).")
 @click.option("--no-fidelity", is_flag=True, help="Skip the validation-set run per row.")
 @click.option("--json", "as_json", is_flag=True, help="Rows as JSON.")
 @click.option("--csv", "as_csv", is_flag=True, help="Rows as CSV.")
@@ -133,7 +135,9 @@ def bench(model: Path, backend_list: str | None, runs: int, warmup: int,
     peak memory, and agreement/accuracy on the bundle's validation set.
     Each pair runs in its own process; a backend that is not usable here
     gives a "skipped" row with the reason, a failing pair a "failed" row,
-    and neither stops the rest. Mode: synchronous, one request.
+    and neither stops the rest. Mode: synchronous, one request. The exit
+    code is 1 when any row failed (an artifact that no longer matches the
+    bundle's manifest fails its rows).
 
     \b
     Example:
@@ -146,6 +150,10 @@ def bench(model: Path, backend_list: str | None, runs: int, warmup: int,
 
     if sum((as_json, as_csv, as_markdown)) > 1:
         raise UsageError("choose one of --json, --csv and --markdown")
+    from edgekit.outputs import check as check_outputs
+    from edgekit.plot import SUFFIXES
+
+    check_outputs({"--plot": plot}, [model], {"--plot": SUFFIXES})
     names = [n.strip() for n in backend_list.split(",") if n.strip()] if backend_list else None
     settings = BenchSettings(runs=runs, warmup=warmup, duration=duration, threads=threads,
                              fidelity=not no_fidelity)
@@ -153,5 +161,7 @@ def bench(model: Path, backend_list: str | None, runs: int, warmup: int,
     render = json_text if as_json else csv_text if as_csv else markdown if as_markdown \
         else text_table
     click.echo(render(rows))
-    if plot is not None:
+    if plot is not None and any(r.latencies_ms for r in rows):
         click.echo(f"plot: {draw(rows, plot)}", err=True)
+    fail_on_failed_rows([(f"{r.artifact} on {r.backend}", r.status, r.reason) for r in rows],
+                        "row")

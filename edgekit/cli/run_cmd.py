@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from edgekit.cli.app import cli, debug_option, progress_printer
+from edgekit.cli.app import cli, debug_option, fail_on_failed_rows, progress_printer
 from edgekit.errors import EdgekitError, UsageError
 
 
@@ -131,6 +131,7 @@ def compare(bundle: Path, source: str, max_frames: int | None, truth: Path | Non
     \b
     Backends that cannot run here are listed as skipped, with the reason.
     For a camera, give --max-frames (each backend gets its own frames).
+    The exit code is 1 when a backend failed.
 
     \b
     Example:
@@ -148,3 +149,4 @@ def compare(bundle: Path, source: str, max_frames: int | None, truth: Path | Non
                        truth=truth, progress=progress_printer(not quiet))
     render = compare_json if as_json else compare_markdown if as_markdown else compare_table
     click.echo(render(rows))
+    fail_on_failed_rows([(r.backend, r.status, r.reason) for r in rows], "backend")

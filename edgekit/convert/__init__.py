@@ -6,7 +6,6 @@ One format failing does not stop the others; each gets a status and a reason.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import shutil
@@ -37,6 +36,7 @@ from edgekit.datasets import read_labels
 from edgekit.errors import EdgekitError, InvalidData, UsageError, first_line
 from edgekit.fidelity import Task, Validation, keras_accuracy, measure
 from edgekit.formats import FORMATS, Format, parse_formats
+from edgekit.integrity import sha256_file
 from edgekit.manifest import (
     Artifact,
     FileRecord,
@@ -70,14 +70,6 @@ def load_card(model_path: Path) -> dict[str, Any]:
         if card.get(key):
             card[key] = str(card_path.parent / card[key])
     return card
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _check_output(output: Path, force: bool) -> None:

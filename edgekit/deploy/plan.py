@@ -14,11 +14,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from edgekit.convert import sha256_file
 from edgekit.deploy.wheels import WheelInfo, merge_requirements
-from edgekit.errors import InvalidModel, UsageError
+from edgekit.errors import UsageError
 from edgekit.formats import FORMATS, preferred_formats
-from edgekit.manifest import VALIDATION_NAME, Manifest, read_manifest, write_manifest
+from edgekit.integrity import check_artifact, sha256_file
+from edgekit.manifest import (
+    VALIDATION_NAME,
+    Artifact,
+    Manifest,
+    read_manifest,
+    write_manifest,
+)
 from edgekit.targets import Target
 
 
@@ -114,15 +120,10 @@ def choose_backend(target: Target, formats: list[str]) -> tuple[str, str, list[s
                      f"{', '.join(formats)}, and it names no fallback_backend that does")
 
 
-def _bundle_file(bundle: Path, name: str, sha256: str, size: int) -> ShippedFile:
-    path = bundle / name
-    if not path.is_file():
-        raise InvalidModel(f"{path}: missing from the bundle; convert it again")
-    actual = sha256_file(path)
-    if actual != sha256 or path.stat().st_size != size:
-        raise InvalidModel(f"{path} does not match the bundle's manifest (sha256 or size "
-                           "differ): it changed after conversion; convert it again")
-    return ShippedFile(f"bundle/{name}", path, actual, size)
+def _bundle_files(bundle: Path, artifact: Artifact) -> list[ShippedFile]:
+    check_artifact(bundle, artifact)  # a changed or missing file is never shipped
+    return [ShippedFile(f"bundle/{name}", bundle / name, r.sha256, r.size)
+            for name, r in artifact.files.items()]
 
 
 def _file(path: Path, inside: str) -> ShippedFile:
@@ -141,8 +142,7 @@ def plan_release(bundle: Path, target: Target, wheel: ShippedFile, edgekit: Whee
     files: list[ShippedFile] = []
     for artifact in manifest.artifacts:
         if artifact.format in formats:
-            files += [_bundle_file(bundle, name, r.sha256, r.size)
-                      for name, r in artifact.files.items()]
+            files += _bundle_files(bundle, artifact)
     shipped = replace(manifest, artifacts=[a for a in manifest.artifacts if a.format in formats])
     files.insert(0, _file(write_manifest(shipped, staging), "bundle"))
     if (bundle / VALIDATION_NAME).is_file():

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgekit.convert import sha256_file
 from edgekit.deploy.plan import (
     ReleasePlan,
     ShippedFile,
@@ -44,6 +43,7 @@ from edgekit.deploy.wheels import (
     wheel_info,
 )
 from edgekit.errors import ConnectionFailed, DeployError, EdgekitError, UsageError
+from edgekit.integrity import sha256_file
 from edgekit.manifest import VALIDATION_NAME, read_manifest
 from edgekit.render import size
 from edgekit.targets import Target

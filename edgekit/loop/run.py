@@ -20,9 +20,11 @@ from edgekit.loop.sinks import VIDEO_SUFFIXES, JsonlSink, Sink, VideoSink, Windo
 from edgekit.loop.sources import (
     GroundTruth,
     SourceLost,
+    check_source,
     find_ground_truth,
     open_source,
 )
+from edgekit.manifest import read_manifest
 from edgekit.model import LoadedModel, load_model
 from edgekit.outputs import WriteFailed
 from edgekit.outputs import check as check_outputs
@@ -211,8 +213,18 @@ def compare(bundle: Path, source_spec: str | int | Path, backends: Sequence[str]
             progress: Callable[[str], None] = lambda _: None) -> list[CompareRow]:
     """The same source through each backend in turn; unusable ones become skipped rows.
 
-    A backend may be written ``name:format`` to pick the bundle's artifact.
+    A backend may be written ``name:format`` to pick the bundle's artifact. What would fail
+    every row is refused first, in one line: a bundle that is not a detector, a source that
+    does not exist.
     """
+    manifest = read_manifest(bundle)
+    if manifest.task != "detection":
+        raise UsageError(f"{bundle} holds a {manifest.task} model; edgekit compare runs the "
+                         "detection loop: give a detection bundle (edgekit bench compares "
+                         "classifiers)")
+    if max_frames is not None and max_frames < 1:
+        raise UsageError("--max-frames must be 1 or more")
+    check_source(source_spec)
     rows = []
     for entry in backends:
         name, _, fmt = entry.partition(":")

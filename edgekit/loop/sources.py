@@ -310,6 +310,15 @@ class Repeating(Source):
         self._inner.close()
 
 
+def check_source(spec: str | int | Path) -> None:
+    """Refuse a file or folder source that cannot give a frame (InvalidData), without opening
+    a camera or stream (the loop opens those itself)."""
+    text = str(spec)
+    if text.isdigit() or "://" in text:
+        return
+    open_source(spec).close()
+
+
 def open_source(spec: str | int | Path, repeat: bool = False) -> Source:
     """A camera index ("0"), a video file, an image folder or image, or a stream URL.
 
