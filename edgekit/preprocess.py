@@ -131,16 +131,55 @@ def guess_layout(shape: Sequence[int]) -> str:
     return "NHWC"
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as a BGR (or grey) uint8 array; InvalidData when it cannot."""
+MAX_PIXELS = 50_000_000  # an image declaring more is refused before it is decoded
+# What image libraries print when a file decodes only in part (libjpeg still returns an image).
+_DAMAGE = ("Premature end", "Corrupt JPEG data", "Read Error", "Unexpected end", "truncated",
+           "Not a JPEG file", "Invalid JPEG file structure")
+
+
+def check_pixels(path: Path, max_pixels: float | None = MAX_PIXELS) -> None:
+    """InvalidData when the file's header declares more than ``max_pixels`` pixels."""
+    from edgekit.image_header import image_size
+
+    try:
+        size = image_size(path)
+    except OSError as exc:
+        raise InvalidData(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if max_pixels and size and size[0] * size[1] > max_pixels:
+        width, height = size
+        raise InvalidData(
+            f"{path}: its header declares {width} x {height} pixels "
+            f"({width * height / 1e6:.3g} megapixels; decoding takes about "
+            f"{width * height * 3 / 1e9:.2g} GB), more than the limit of "
+            f"{max_pixels / 1e6:g} megapixels: pass --max-megapixels "
+            f"{-(-width * height // 1_000_000)} if you mean it")
+
+
+def read_image(path: str | Path, max_pixels: float | None = MAX_PIXELS) -> np.ndarray:
+    """Read an image file as a BGR (or grey) uint8 array; InvalidData when it cannot.
+
+    Refused too: an image whose header declares more than ``max_pixels`` pixels (checked
+    before decoding; None: no limit), and one that decodes only in part (a truncated JPEG,
+    which OpenCV returns with its missing rows grey and a warning on stderr).
+    """
     import cv2
+
+    from edgekit.quiet import captured_stderr
 
     path = Path(path)
     if not path.is_file():
         raise InvalidData(f"{path}: no such image file")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    check_pixels(path, max_pixels)
+    with captured_stderr() as said:
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    damage = next((line.strip() for line in "".join(said).splitlines()
+                   if any(d in line for d in _DAMAGE)), "")
     if image is None:
-        raise InvalidData(f"{path}: OpenCV cannot decode it as an image (is it one?)")
+        raise InvalidData(f"{path}: OpenCV cannot decode it as an image (is it one?"
+                          + (f" it says: {damage}" if damage else "") + ")")
+    if damage:
+        raise InvalidData(f"{path}: the image is damaged ({damage}): only part of it decodes; "
+                          "use a complete copy")
     return image
 
 

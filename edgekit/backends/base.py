@@ -6,6 +6,7 @@ integer artifact and dequantises the outputs, once, for every backend.
 """
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -84,13 +85,39 @@ class Backend(ABC):
         """Run the artifact on inputs in its own dtypes; return its raw outputs."""
 
     def infer(self, inputs: Inputs) -> list[np.ndarray]:
-        """Run one inference. Float inputs in the pre-processed space; float32 outputs."""
+        """Run one inference: float inputs in the pre-processed space, float32 outputs.
+
+        Each input is a numpy array of the model's shape, in the artifact's own dtype or as
+        floats (float64 and float16 are converted to what the artifact takes; an integer
+        artifact's input is quantised with its scale and zero point). Raises InferenceError,
+        naming what the model takes, for: no input (None), a wrong shape or count, a dtype
+        that is neither the artifact's nor float (int32 for a float model, bool, object...),
+        NaN or infinite values, and a backend already closed.
+        """
+        if self._closed:
+            raise InferenceError(f"{self.model_path.name} on {self.name}: this backend was "
+                                 "closed; open the model again to run it")
+        if inputs is None:
+            raise InferenceError(f"{self.model_path.name}: no input (None); it takes "
+                                 f"{self._expected()}")
+        if not isinstance(inputs, (np.ndarray, list, tuple)):
+            raise InferenceError(f"{self.model_path.name}: the input is a "
+                                 f"{type(inputs).__name__}; it takes a numpy array "
+                                 f"{self._expected()} (or a list of arrays, one per input)")
         arrays = [inputs] if isinstance(inputs, np.ndarray) else list(inputs)
         plan = self._plan or self._make_plan()
         if len(arrays) != len(plan.inputs):
             raise InferenceError(
                 f"{self.model_path.name} takes {len(self.inputs)} input(s), got {len(arrays)}"
             )
+        for i, a in enumerate(arrays):
+            if a is None:
+                raise InferenceError(f"{self.model_path.name}: input {i} is None; it takes "
+                                     f"{self._expected()}")
+            if isinstance(a, np.ndarray) and a.dtype.kind == "f" and not _all_finite(a):
+                raise InferenceError(f"{self.model_path.name}: input {i} holds NaN or infinite "
+                                     "values; give finite numbers in the model's pre-processed "
+                                     "space")
         ready = [
             a if (a.__class__ is np.ndarray and a.shape == shape and a.dtype == dtype
                   and a.flags.c_contiguous) else prepare_input(a, spec, i)
@@ -112,8 +139,18 @@ class Backend(ABC):
         )
         return self._plan
 
+    _closed = False
+
+    def _expected(self) -> str:
+        return ", ".join(f"{tuple(t.shape)} {t.dtype}" for t in self.inputs)
+
     def close(self) -> None:
-        """Release the runtime's resources. Safe to call twice."""
+        """Release the runtime's resources. Safe to call twice; ``infer`` then refuses."""
+        self._closed = True
+        self._release()
+
+    def _release(self) -> None:
+        """Drop the runtime's objects (subclasses)."""
 
     def __enter__(self) -> Backend:
         return self
@@ -125,3 +162,14 @@ class Backend(ABC):
         threads = "default" if self.threads is None else str(self.threads)
         precision = f", precision {self.precision}" if self.precision else ""
         return f"{self.name} ({self.runtime}, device {self.device}, threads {threads}{precision})"
+
+
+def _all_finite(x: np.ndarray) -> bool:
+    """No NaN or infinity in ``x``. One BLAS dot product (about 1 us for a 32x32 input,
+    9 us for 224x224x3): x.x is finite exactly when every value is, unless values are huge
+    (above 1e19), which the exact check settles."""
+    flat = x.reshape(-1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if math.isfinite(flat.dot(flat)):
+            return True
+    return bool(np.isfinite(x).all())

@@ -89,5 +89,5 @@ class OnnxRuntimeBackend(Backend):
         except Exception as exc:
             raise InferenceError(f"{self.model_path.name}: inference failed: {exc}") from exc
 
-    def close(self) -> None:
+    def _release(self) -> None:
         self._session = None

@@ -282,7 +282,7 @@ class OpenVINOBackend(Backend):
         except Exception as exc:
             raise InferenceError(f"{self.model_path.name}: inference failed: {exc}") from exc
 
-    def close(self) -> None:
+    def _release(self) -> None:
         self._request = None
         self._compiled = None
         self._exec = None

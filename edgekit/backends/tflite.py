@@ -151,5 +151,5 @@ class TFLiteBackend(Backend):
             raise InferenceError(f"{self.model_path.name}: inference failed: {exc}") from exc
         return [interpreter.get_tensor(i) for i in self._out]
 
-    def close(self) -> None:
+    def _release(self) -> None:
         self._interpreter = None

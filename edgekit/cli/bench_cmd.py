@@ -59,11 +59,16 @@ def _backend_options(f):
               help="Colour order of a bare model's input (default rgb).")
 @click.option("--mean", metavar="LIST", help="Override the input mean (pixels 0..255).")
 @click.option("--std", metavar="LIST", help="Override the input std.")
+@click.option("--max-megapixels", default=50.0, show_default=True,
+              type=click.FloatRange(min=0, min_open=True),
+              help="Refuse an image whose header declares more pixels (checked before it is "
+                   "decoded: a small file can declare a gigantic image).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @debug_option
 def classify(model: Path, images: tuple[Path, ...], backend: str | None, device: str | None,
              threads: int | None, fmt: str | None, labels: Path | None, top_k: int,
-             color: str | None, mean: str | None, std: str | None, as_json: bool) -> None:
+             color: str | None, mean: str | None, std: str | None, max_megapixels: float,
+             as_json: bool) -> None:
     """Classify images with a bundle or a bare .tflite / .onnx / OpenVINO .xml.
 
     \b
@@ -87,8 +92,12 @@ def classify(model: Path, images: tuple[Path, ...], backend: str | None, device:
     with load_model(model, backend=backend, device=device, threads=threads, fmt=fmt,
                     labels=labels, color=color, mean=_numbers(mean, "--mean"),
                     std=_numbers(std, "--std")) as loaded:
+        if loaded.task == "detection":
+            raise UsageError(f"{model} is a detector: classify answers one class per image; "
+                             f"run it with: edgekit run {model} --source IMAGE_OR_FOLDER")
         for image in images:
-            classes = run_classify(loaded, read_image(image), top_k)
+            pixels = read_image(image, max_megapixels * 1e6)
+            classes = run_classify(loaded, pixels, top_k)
             results.append({"image": str(image), "classes": [asdict(c) for c in classes]})
         where = {"backend": loaded.backend.name, "runtime": loaded.backend.runtime,
                  "device": loaded.backend.device, "artifact": str(loaded.artifact)}

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import EdgekitError, InvalidData, UsageError
-from edgekit.preprocess import list_images
+from edgekit.preprocess import check_pixels, list_images
 
 MAX_CONSECUTIVE_FAILURES = 8  # a file that fails this many reads in a row has ended
 RECONNECT_DELAYS_S = (0.25, 0.5, 1.0, 2.0, 4.0)
@@ -166,7 +166,11 @@ class ImageFolder(Source):
         while self._next < len(self._files):
             index, file = self._next, self._files[self._next]
             self._next += 1
-            image = cv2.imread(str(file), cv2.IMREAD_COLOR)
+            try:
+                check_pixels(file)  # a small file can declare a gigantic image
+                image = cv2.imread(str(file), cv2.IMREAD_COLOR)
+            except InvalidData:
+                image = None
             if image is None:
                 self.stats.decode_failures += 1
                 continue
