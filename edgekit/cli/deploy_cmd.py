@@ -45,7 +45,7 @@ def targets(as_json: bool) -> None:
               "backend).")
 @click.option("--samples", default=10, show_default=True,
               help="Validation samples to run (0: all).")
-@click.option("--threads", type=int, help="CPU threads for the runtime.")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the runtime.")
 @click.option("--allow-empty", is_flag=True,
               help="Pass a bundle without validation samples after one inference on zeros "
                    "(without it there is nothing to compare, and verify exits 1).")

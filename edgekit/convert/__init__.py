@@ -45,6 +45,7 @@ from edgekit.manifest import (
     tensor_to_dict,
     write_manifest,
 )
+from edgekit.outputs import WriteFailed, cause, write_probe
 
 Progress = Callable[[str], None]
 CARD_SUFFIX = ".edgekit.json"
@@ -85,6 +86,16 @@ def _check_output(output: Path, force: bool) -> None:
                          "even with --force")
 
 
+def _check_room(folder: Path, output: Path) -> None:
+    """WriteFailed when ``folder`` cannot be written now (a full disk, a read-only mount):
+    a format that failed for that reason must stop the conversion, not be reported failed."""
+    problem = write_probe(folder)
+    if problem is not None:
+        raise WriteFailed(f"-o {output}: writing the bundle failed: {cause(problem)}; nothing "
+                          "was written there" + (" (the earlier bundle is kept)"
+                                                 if output.exists() else ""))
+
+
 def _model_kind(model: Any) -> str:
     import keras
 
@@ -116,9 +127,11 @@ def _build(fmt: Format, job: Job) -> Artifact:
         return Artifact(fmt.key, "skipped", reason=str(exc))
     except EdgekitError as exc:
         interrupt.check()  # a runtime that turned Ctrl-C into its own error did not fail
+        _check_room(job.workdir, job.output)
         return Artifact(fmt.key, "failed", reason=str(exc))
     except Exception as exc:  # a converter bug must not stop the other formats
         interrupt.check()
+        _check_room(job.workdir, job.output)
         return Artifact(fmt.key, "failed", reason=f"unexpected {type(exc).__name__}: {exc}")
     seconds = time.perf_counter() - start
     files = [path] + [path.with_suffix(s) for s in fmt.extra_files]
@@ -239,6 +252,7 @@ def convert(
     if int8_io not in ("int8", "uint8"):
         raise UsageError(f"--int8-io must be int8 or uint8, not {int8_io!r}")
     _check_output(output, force)
+    _check_room(output.parent, output)
     card = load_card(model_path)
     label_file = labels or card.get("labels")
     label_list = read_labels(label_file) if label_file else []
@@ -301,7 +315,7 @@ def convert(
         export_saved_model(model, shape, export_dir)
         job = Job(model=model, name=model_path.stem, spec=spec, saved_model=export_dir,
                   workdir=tmp, calibration=None if calibration is None else calibration.x,
-                  int8_io=int8_io, progress=progress)
+                  int8_io=int8_io, progress=progress, output=output)
         artifacts = []
         for i, key in enumerate(keys, 1):
             fmt = FORMATS[key]
@@ -357,6 +371,10 @@ def convert(
             manifest.source["written"] = False
         else:
             _publish(tmp, output)
+    except OSError as exc:  # the bundle's own files (manifest, validation set), or the rename
+        _check_room(tmp if tmp.exists() else output.parent, output)
+        raise WriteFailed(f"-o {output}: writing {exc.filename or 'the bundle'} failed: "
+                          f"{cause(exc)}; nothing was written there") from None
     finally:
         shutil.rmtree(export_dir, ignore_errors=True)
         if tmp.exists():

@@ -31,6 +31,7 @@ class Job:
     details: dict[str, dict[str, Any]] = field(default_factory=dict)  # format -> its details
     remedy: RemedyPlan | None = None  # int8 quantisers judge their candidates with this
     progress: Callable[[str], None] = lambda _: None
+    output: Path = Path()  # where the bundle goes when it is complete (for messages)
 
     def artifact_path(self, suffix: str) -> Path:
         return self.workdir / (self.name + suffix)
