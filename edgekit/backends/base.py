@@ -15,7 +15,7 @@ from typing import ClassVar, Union
 
 import numpy as np
 
-from edgekit.errors import InferenceError, InvalidModel
+from edgekit.errors import InferenceError, InvalidModel, UsageError
 from edgekit.quant import dequantize, prepare_input
 from edgekit.tflite_file import TensorInfo
 
@@ -60,6 +60,9 @@ class Backend(ABC):
         self.model_path = Path(model)
         self.device = device or self.default_device
         self.threads = threads
+        if threads is not None and threads < 1:
+            raise UsageError(f"threads must be 1 or more (None: the runtime's choice), not "
+                             f"{threads}")
         if not self.model_path.exists():
             raise InvalidModel(f"{self.model_path}: no such file")
         if self.suffixes and self.model_path.suffix.lower() not in self.suffixes:

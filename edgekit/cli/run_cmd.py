@@ -98,8 +98,8 @@ def run(model: Path, source: str, max_frames: int | None, truth: Path | None,
     """
     from edgekit.loop.run import check_run_outputs, detection_model, run_detection
 
-    check_run_outputs(save, jsonl, [source, model, truth, labels,
-                                    model / "edgekit.json" if model.is_dir() else None])
+    check_run_outputs(save, jsonl, source, truth,
+                      [model, labels, model / "edgekit.json" if model.is_dir() else None])
     with detection_model(model, backend=backend, device=device, threads=threads, fmt=fmt,
                          decoder=decoder, labels=labels) as loaded:
         report = run_detection(loaded, source, save=save, jsonl=jsonl, show=show,

@@ -23,6 +23,7 @@ from edgekit.loop.sources import (
     check_source,
     find_ground_truth,
     open_source,
+    truth_path,
 )
 from edgekit.manifest import read_manifest
 from edgekit.model import LoadedModel, load_model
@@ -126,11 +127,15 @@ def _score(predicted: dict[int, list[Detection]], gt: GroundTruth,
     return value, len(frames), note
 
 
-def check_run_outputs(save: Path | None, jsonl: Path | None,
-                      inputs: Sequence[str | int | Path | None]) -> None:
-    """Refuse --save/--jsonl paths that are an input, each other, a folder... (before reading)."""
-    check_outputs({"--save": save, "--jsonl": jsonl}, [str(i) for i in inputs if i is not None],
-                  {"--save": VIDEO_SUFFIXES})
+def check_run_outputs(save: Path | None, jsonl: Path | None, source: str | int | Path,
+                      truth: Path | None = None,
+                      others: Sequence[str | Path | None] = ()) -> None:
+    """Refuse --save/--jsonl paths that are an input (the source, its ground truth, found
+    beside it or given, ``others`` such as the model), each other or a folder, before
+    anything is read."""
+    found = truth_path(str(source), None if truth is None else Path(truth))
+    inputs = [str(i) for i in [source, found, *others] if i is not None]
+    check_outputs({"--save": save, "--jsonl": jsonl}, inputs, {"--save": VIDEO_SUFFIXES})
 
 
 def run_detection(model: LoadedModel, source_spec: str | int | Path, *,
@@ -144,7 +149,7 @@ def run_detection(model: LoadedModel, source_spec: str | int | Path, *,
     raises WriteFailed and leaves nothing (an earlier file at that path stays). ``repeat``: a
     file or folder starts again when it ends (no mAP: frames repeat).
     """
-    check_run_outputs(save, jsonl, [source_spec, truth, model.artifact])
+    check_run_outputs(save, jsonl, source_spec, truth, [model.artifact])
     if score_threshold is not None and not 0 <= score_threshold <= 1:
         raise UsageError(f"--score-threshold is a score from 0 to 1, not {score_threshold}")
     if repeat and truth is not None:

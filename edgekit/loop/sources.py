@@ -357,18 +357,23 @@ class GroundTruth:
     frames: dict[int, list[dict]] = field(default_factory=dict)
 
 
-def find_ground_truth(spec: str | Path, explicit: Path | None = None) -> GroundTruth | None:
+def truth_path(spec: str | Path, explicit: Path | None = None) -> Path | None:
     """``--truth FILE``, else ``SOURCE.json`` beside a video file or image folder, if present."""
+    if explicit is not None:
+        return Path(explicit)
+    text = str(spec)
+    if text.isdigit() or "://" in text:
+        return None
+    candidate = Path(text).with_suffix(".json") if Path(text).is_file() else \
+        Path(text.rstrip("/") + ".json")
+    return candidate if candidate.is_file() else None
+
+
+def find_ground_truth(spec: str | Path, explicit: Path | None = None) -> GroundTruth | None:
+    """The ground truth ``truth_path`` finds, read; None when there is none."""
     import json
 
-    path = explicit
-    if path is None:
-        text = str(spec)
-        if text.isdigit() or "://" in text:
-            return None
-        candidate = Path(text).with_suffix(".json") if Path(text).is_file() else \
-            Path(text.rstrip("/") + ".json")
-        path = candidate if candidate.is_file() else None
+    path = truth_path(spec, explicit)
     if path is None:
         return None
     try:

@@ -1,0 +1,531 @@
+"""Bad input across every command, as a careless user gives it: one table.
+
+Each case runs the real `edgekit` command (or calls the Python API) in a workspace of its own
+(copies of the shared bundles, the clip, damaged files, earlier outputs) and asserts: the
+exit code (2 for bad arguments, 1 otherwise), exactly one `error:` line on stderr naming the
+problem, no traceback, and every file of the workspace byte-identical afterwards: no input
+touched, no earlier output replaced, nothing half-written or hidden left behind. Cases marked
+slow start a runtime worker or TensorFlow.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property, partial
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import LENET, run_cli
+from tmpfs import fill, read_only, tmpfs
+
+from edgekit.errors import EdgekitError, InferenceError, InvalidData, InvalidModel, UsageError
+
+
+class Ctx:
+    """A case's workspace; each property makes its file on first use."""
+
+    def __init__(self, tmp: Path, lenet: Path, detector: Path, clip: Path) -> None:
+        self.tmp, self._lenet, self._detector, self._clip = tmp, lenet, detector, clip
+        self.mounts: list[Path] = []
+        self._stack: list = []
+
+    def path(self, name: str) -> Path:
+        return self.tmp / name
+
+    def folder(self, name: str) -> Path:
+        path = self.tmp / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def file(self, name: str, data: bytes | str) -> Path:
+        path = self.tmp / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data.encode() if isinstance(data, str) else data)
+        return path
+
+    @cached_property
+    def lenet(self) -> Path:
+        return Path(shutil.copytree(self._lenet, self.tmp / "lenet"))
+
+    @cached_property
+    def detector(self) -> Path:
+        return Path(shutil.copytree(self._detector, self.tmp / "detector"))
+
+    @cached_property
+    def clip(self) -> Path:
+        shutil.copy(self._clip.with_suffix(".json"), self.tmp / "clip.json")
+        return Path(shutil.copy(self._clip, self.tmp / "clip.avi"))
+
+    @cached_property
+    def keras(self) -> Path:
+        return Path(shutil.copy(LENET / "lenet5_digits.keras", self.tmp / "lenet.keras"))
+
+    @cached_property
+    def image(self) -> Path:
+        """A real photo-like JPEG (a frame of the clip)."""
+        cap = cv2.VideoCapture(str(self.clip))
+        ok, frame = cap.read()
+        cap.release()
+        assert ok
+        path = self.tmp / "frame.jpg"
+        cv2.imwrite(str(path), frame)
+        return path
+
+    @cached_property
+    def truncated_jpeg(self) -> Path:
+        data = self.image.read_bytes()
+        return self.file("truncated.jpg", data[:len(data) // 2])
+
+    @cached_property
+    def bomb(self) -> Path:
+        """An 875 KB PNG that declares 30000 x 30000 pixels (a decompression bomb)."""
+        import struct
+        import zlib
+
+        def chunk(kind: bytes, data: bytes) -> bytes:
+            return struct.pack(">I", len(data)) + kind + data + \
+                struct.pack(">I", zlib.crc32(kind + data))
+
+        side = 30000
+        packer = zlib.compressobj(9)
+        pixels = b"".join(packer.compress(b"\0" * (side + 1)) for _ in range(side))
+        return self.file("bomb.png", b"\x89PNG\r\n\x1a\n"
+                         + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+                         + chunk(b"IDAT", pixels + packer.flush()) + chunk(b"IEND", b""))
+
+    def tampered(self, bundle: Path, name: str) -> Path:
+        path = bundle / name
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+        return bundle
+
+    def without(self, bundle: Path, name: str) -> Path:
+        (bundle / name).unlink()
+        return bundle
+
+    def manifest(self, bundle: Path, text: str) -> Path:
+        (bundle / "edgekit.json").write_text(text)
+        return bundle
+
+    def disk(self, size_kb: int = 600, leave_kb: int | None = None,
+             ro: bool = False, earlier: str = "") -> Path:
+        """A small tmpfs in the workspace: full (``leave_kb`` free) or read-only, with an
+        earlier output named ``earlier`` on it."""
+        folder = self.tmp / "disk"
+        mount = tmpfs(folder, size_kb)
+        mount.__enter__()
+        self._stack.append(mount)
+        if earlier:
+            (folder / earlier).write_text("an earlier output\n")
+        if leave_kb is not None:
+            fill(folder, leave_kb)
+        if ro:
+            read_only(folder)
+        return folder
+
+    def close(self) -> None:
+        for mount in reversed(self._stack):
+            mount.__exit__(None, None, None)
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    args: Callable[[Ctx], list] | None  # the CLI arguments; None for a Python API case
+    code: int = 1  # exit code (CLI); for the API, ``error`` is the exception class
+    says: str = ""  # in the error line (case-insensitive)
+    api: Callable[[Ctx], Callable[[], object]] | None = None
+    error: type[EdgekitError] = EdgekitError
+    slow: bool = False
+
+
+def _closed_port() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return str(s.getsockname()[1])
+
+
+LENET_KERAS = str(LENET / "lenet5_digits.keras")
+MANIFEST_LIST = "[]"
+MANIFEST_NO_NAME = '{"schema": "edgekit.bundle/1", "task": "classification"}'
+MANIFEST_BAD_FILE = ('{"schema": "edgekit.bundle/1", "name": "x", "task": "classification", '
+                     '"input": {"shape": [1, 32, 32, 1]}, "artifacts": [{"format": '
+                     '"tflite-int8", "status": "ok", "file": "../../etc/passwd", "files": {}}]}')
+
+
+def _backend(bundle: Path, name: str = "lenet5_digits_int8.tflite", backend: str = "tflite",
+             threads: int | None = None):
+    from edgekit.backends import open_backend
+
+    return open_backend(backend, bundle / name, threads=threads)
+
+
+def _infer_after_close(bundle: Path) -> object:
+    b = _backend(bundle)
+    b.close()
+    return b.infer(np.zeros(b.inputs[0].shape, np.float32))
+
+
+def _infer(bundle: Path, make: Callable[[tuple], object], backend: str = "tflite",
+           name: str = "lenet5_digits_int8.tflite") -> object:
+    with _backend(bundle, name, backend) as b:
+        return b.infer(make(b.inputs[0].shape))
+
+
+def _run_api(bundle: Path, clip: Path, **kw) -> object:
+    from edgekit.loop.run import detection_model, run_detection
+
+    with detection_model(bundle) as model:
+        return run_detection(model, clip, **kw)
+
+
+def _load(bundle: Path) -> object:
+    from edgekit.model import load_model
+
+    return load_model(bundle)
+
+
+def _read_image(path: Path) -> object:
+    from edgekit.preprocess import read_image
+
+    return read_image(path)
+
+
+def _onnx(make: Callable[[tuple], object]) -> Callable[[Ctx], Callable[[], object]]:
+    return lambda c: partial(_infer, c.lenet, make, "onnxruntime", "lenet5_digits.onnx")
+
+
+def _int8(make: Callable[[tuple], object]) -> Callable[[Ctx], Callable[[], object]]:
+    return lambda c: partial(_infer, c.lenet, make)
+
+
+CASES = [
+    # --- convert -------------------------------------------------------------------------
+    Case("convert-output-exists", lambda c: ["convert", c.keras, "-o", c.lenet, "-q"], 2,
+         "already exists"),
+    Case("convert-force-over-a-folder", lambda c: ["convert", c.keras, "-o", c.tmp, "-q",
+                                                   "--force"], 2, "not an edgekit bundle"),
+    Case("convert-force-over-the-model", lambda c: ["convert", c.keras, "-o", c.keras, "-q",
+                                                    "--force"], 2, "not an edgekit bundle"),
+    Case("convert-output-folder-missing", lambda c: ["convert", c.keras, "-o",
+                                                     c.path("no/such/b"), "-q"], 2,
+         "does not exist"),
+    Case("convert-unknown-format", lambda c: ["convert", c.keras, "-o", c.path("b"),
+                                              "--formats", "tflite-int4", "-q"], 2, "int4"),
+    Case("convert-bad-input-shape", lambda c: ["convert", c.keras, "-o", c.path("b"),
+                                               "--input-shape", "32,x", "-q"], 2, "H,W,C"),
+    Case("convert-bad-mean", lambda c: ["convert", c.keras, "-o", c.path("b"), "--mean", "a,b",
+                                        "-q"], 2, "--mean"),
+    Case("convert-bad-int8-io", lambda c: ["convert", c.keras, "-o", c.path("b"), "--int8-io",
+                                           "int4", "-q"], 2, "--int8-io"),
+    Case("convert-card-not-json", lambda c: ["convert", c.keras, "-o", c.path("b"), "-q",
+                                             c.file("lenet.edgekit.json", "{oops") and "-q"],
+         2, "lenet.edgekit.json"),
+    Case("convert-read-only-folder", lambda c: ["convert", c.keras, "-o",
+                                                c.disk(ro=True) / "b", "-q"], 1, "read-only"),
+    Case("convert-full-disk", lambda c: ["convert", c.keras, "-o",
+                                         c.disk(size_kb=300) / "b", "-q"], 1, "disk is full",
+         slow=True),
+    Case("convert-model-missing", lambda c: ["convert", c.path("none.keras"), "-o", c.path("b"),
+                                             "-q"], 1, "none.keras", slow=True),
+    Case("convert-model-not-keras", lambda c: ["convert", c.file("m.keras", "not a model"), "-o",
+                                               c.path("b"), "-q"], 1, "m.keras", slow=True),
+    Case("convert-calib-missing", lambda c: ["convert", c.keras, "-o", c.path("b"), "--calib",
+                                             c.path("nocalib"), "-q"], 1, "nocalib", slow=True),
+    # --- inspect -------------------------------------------------------------------------
+    Case("inspect-missing", lambda c: ["inspect", c.path("nothing")], 1, "no such"),
+    Case("inspect-folder-not-bundle", lambda c: ["inspect", c.tmp], 1, "not an edgekit bundle"),
+    Case("inspect-random-tflite", lambda c: ["inspect", c.file("r.tflite", os.urandom(3000))], 1,
+         "not a TFLite model"),
+    Case("inspect-truncated-tflite", lambda c: [
+        "inspect", c.file("t.tflite", (c.lenet / "lenet5_digits_int8.tflite").read_bytes()[:9000])],
+        1, "t.tflite"),
+    Case("inspect-onnx", lambda c: ["inspect", c.lenet / "lenet5_digits.onnx"], 1,
+         "reads .tflite files and bundle"),
+    Case("inspect-manifest-list", lambda c: ["inspect", c.manifest(c.lenet, MANIFEST_LIST)], 1,
+         "edgekit.json"),
+    Case("inspect-manifest-lacks-fields", lambda c: ["inspect",
+                                                     c.manifest(c.lenet, MANIFEST_NO_NAME)], 1,
+         "lacks 'name'"),
+    Case("inspect-manifest-not-json", lambda c: ["inspect", c.manifest(c.lenet, "{")], 1,
+         "edgekit.json"),
+    Case("inspect-manifest-path-escape", lambda c: ["inspect",
+                                                    c.manifest(c.lenet, MANIFEST_BAD_FILE)], 1,
+         "not a file in the bundle"),
+    # --- classify ------------------------------------------------------------------------
+    Case("classify-detector-bundle", lambda c: ["classify", c.detector, c.image], 2,
+         "detector"),
+    Case("classify-truncated-jpeg", lambda c: ["classify", c.lenet, c.truncated_jpeg], 1,
+         "damaged"),
+    Case("classify-decompression-bomb", lambda c: ["classify", c.lenet, c.bomb], 1,
+         "30000 x 30000"),
+    Case("classify-image-missing", lambda c: ["classify", c.lenet, c.path("none.jpg")], 1,
+         "no such image"),
+    Case("classify-not-an-image", lambda c: ["classify", c.lenet, c.file("x.jpg", "text")], 1,
+         "cannot decode"),
+    Case("classify-top-k-0", lambda c: ["classify", c.lenet, c.image, "-k", "0"], 2, "top-k"),
+    Case("classify-threads-0", lambda c: ["classify", c.lenet, c.image, "--threads", "0"], 2,
+         "--threads"),
+    Case("classify-threads-negative", lambda c: ["classify", c.lenet, c.image, "--threads",
+                                                 "-3"], 2, "--threads"),
+    Case("classify-max-megapixels-0", lambda c: ["classify", c.lenet, c.image,
+                                                 "--max-megapixels", "0"], 2, "megapixels"),
+    Case("classify-tampered-artifact", lambda c: [
+        "classify", c.tampered(c.lenet, "lenet5_digits_int8.tflite"), c.image], 1,
+        "does not match the bundle's manifest"),
+    Case("classify-missing-artifact", lambda c: [
+        "classify", c.without(c.lenet, "lenet5_digits_int8.tflite"), c.image], 1, "missing"),
+    Case("classify-unknown-backend", lambda c: ["classify", c.lenet, c.image, "--backend",
+                                                "tpu9"], 2, "unknown backend"),
+    Case("classify-format-not-in-bundle", lambda c: ["classify", c.lenet, c.image, "--format",
+                                                     "edgetpu"], 2, "no edgetpu artifact"),
+    Case("classify-bad-manifest", lambda c: ["classify", c.manifest(c.lenet, MANIFEST_NO_NAME),
+                                             c.image], 1, "edgekit.json"),
+    # --- bench ---------------------------------------------------------------------------
+    Case("bench-duration-0", lambda c: ["bench", c.lenet, "--duration", "0", "-q"], 2,
+         "--duration"),
+    Case("bench-threads-0", lambda c: ["bench", c.lenet, "--threads", "0", "-q"], 2,
+         "--threads"),
+    Case("bench-threads-negative", lambda c: ["bench", c.lenet, "--threads", "-1", "-q"], 2,
+         "--threads"),
+    Case("bench-runs-0", lambda c: ["bench", c.lenet, "--runs", "0", "-q"], 2, "--runs"),
+    Case("bench-two-formats", lambda c: ["bench", c.lenet, "--json", "--csv", "-q"], 2,
+         "choose one"),
+    Case("bench-unknown-backend", lambda c: ["bench", c.lenet, "--backends", "tpu9", "-q"], 2,
+         "unknown backend"),
+    Case("bench-missing-target", lambda c: ["bench", c.path("nothing"), "-q"], 2, "no such"),
+    Case("bench-random-tflite", lambda c: ["bench", c.file("r.tflite", os.urandom(3000)), "-q"],
+         1, "not a TFLite model"),
+    Case("bench-plot-extension", lambda c: ["bench", c.lenet, "--plot", c.path("p.gif"), "-q"],
+         2, "--plot"),
+    Case("bench-plot-folder", lambda c: ["bench", c.lenet, "--plot", c.folder("plots.png"),
+                                         "-q"], 2, "is a folder"),
+    Case("bench-bad-manifest", lambda c: ["bench", c.manifest(c.lenet, MANIFEST_LIST), "-q"],
+         1, "edgekit.json"),
+    Case("bench-random-onnx-every-row-failed", lambda c: [
+        "bench", c.file("r.onnx", os.urandom(3000)), "-q", "--runs", "3"], 1,
+        "every row that could run failed", slow=True),
+    Case("bench-tampered-artifact", lambda c: [
+        "bench", c.tampered(c.lenet, "lenet5_digits.onnx"), "-q", "--runs", "3", "--backends",
+        "onnxruntime,tflite", "--no-fidelity"], 1, "rows failed", slow=True),
+    Case("bench-missing-artifact", lambda c: [
+        "bench", c.without(c.lenet, "lenet5_digits.onnx"), "-q", "--runs", "3", "--backends",
+        "onnxruntime", "--no-fidelity"], 1, "1 of 2 rows failed", slow=True),
+    # --- run -----------------------------------------------------------------------------
+    Case("run-save-over-the-source", lambda c: ["run", c.detector, "--source", c.clip,
+                                                "--save", c.clip], 2, "also an input"),
+    Case("run-save-over-the-source-by-another-name", lambda c: [
+        "run", c.detector, "--source", c.clip, "--save", c.tmp / "." / "clip.avi"], 2,
+        "also an input"),
+    Case("run-jsonl-over-the-truth", lambda c: ["run", c.detector, "--source", c.clip,
+                                                "--jsonl", c.clip.with_suffix(".json")], 2,
+         "also an input"),
+    Case("run-jsonl-over-the-manifest", lambda c: ["run", c.detector, "--source", c.clip,
+                                                   "--jsonl", c.detector / "edgekit.json"], 2,
+         "also an input"),
+    Case("run-save-equals-jsonl", lambda c: ["run", c.detector, "--source", c.clip, "--save",
+                                             c.path("o.avi"), "--jsonl", c.path("o.avi")], 2,
+         "same file"),
+    Case("run-save-is-a-folder", lambda c: ["run", c.detector, "--source", c.clip, "--save",
+                                            c.detector], 2, ".avi"),
+    Case("run-jsonl-is-a-folder", lambda c: ["run", c.detector, "--source", c.clip, "--jsonl",
+                                             c.tmp], 2, "is a folder"),
+    Case("run-save-unknown-extension", lambda c: ["run", c.detector, "--source", c.clip,
+                                                  "--save", c.path("o.mkv")], 2, ".mkv"),
+    Case("run-save-folder-missing", lambda c: ["run", c.detector, "--source", c.clip, "--save",
+                                               c.path("no/o.avi")], 2, "does not exist"),
+    Case("run-save-read-only-folder", lambda c: [
+        "run", c.detector, "--source", c.clip, "--save",
+        c.disk(ro=True, earlier="o.avi") / "o.avi"], 1, "read-only"),
+    Case("run-save-full-disk", lambda c: [
+        "run", c.detector, "--source", c.clip, "--save",
+        c.disk(size_kb=400, earlier="o.avi") / "o.avi"], 1, "disk is full"),
+    Case("run-jsonl-full-disk", lambda c: [
+        "run", c.detector, "--source", c.clip, "--jsonl",
+        c.disk(size_kb=400, leave_kb=12, earlier="o.jsonl") / "o.jsonl"], 1, "disk is full"),
+    Case("run-max-frames-0", lambda c: ["run", c.detector, "--source", c.clip, "--max-frames",
+                                        "0"], 2, "--max-frames"),
+    Case("run-score-threshold-above-1", lambda c: ["run", c.detector, "--source", c.clip,
+                                                   "--score-threshold", "1.5"], 2,
+         "--score-threshold"),
+    Case("run-score-threshold-negative", lambda c: ["run", c.detector, "--source", c.clip,
+                                                    "--score-threshold", "-0.1"], 2,
+         "--score-threshold"),
+    Case("run-threads-0", lambda c: ["run", c.detector, "--source", c.clip, "--threads", "0"],
+         2, "--threads"),
+    Case("run-classifier-bundle", lambda c: ["run", c.lenet, "--source", c.clip], 2,
+         "classification model"),
+    Case("run-source-missing", lambda c: ["run", c.detector, "--source", c.path("none.avi")], 1,
+         "no such file or folder"),
+    Case("run-source-empty-folder", lambda c: ["run", c.detector, "--source",
+                                               c.folder("empty")], 1, "no image files"),
+    Case("run-source-not-a-video", lambda c: ["run", c.detector, "--source",
+                                              c.file("v.avi", "not a video")], 1, "cannot read"),
+    Case("run-no-camera", lambda c: ["run", c.detector, "--source", "57"], 1,
+         "no camera at index 57"),
+    Case("run-repeat-a-camera", lambda c: ["run", c.detector, "--source", "57", "--repeat"], 2,
+         "--repeat"),
+    Case("run-unknown-decoder", lambda c: ["run", c.detector / "digit_detector_int8.tflite",
+                                           "--source", c.clip, "--decoder", "rcnn"], 2,
+         "--decoder"),
+    Case("run-tampered-artifact", lambda c: [
+        "run", c.tampered(c.detector, "digit_detector_int8.tflite"), "--source", c.clip,
+        "--save", c.path("o.avi")], 1, "does not match"),
+    # --- compare -------------------------------------------------------------------------
+    Case("compare-classifier-bundle", lambda c: ["compare", c.lenet, "--source", c.clip, "-q"],
+         2, "classification model"),
+    Case("compare-source-missing", lambda c: ["compare", c.detector, "--source",
+                                              c.path("none.avi"), "-q"], 1, "no such file"),
+    Case("compare-empty-folder", lambda c: ["compare", c.detector, "--source",
+                                            c.folder("empty"), "-q"], 1, "no image files"),
+    Case("compare-max-frames-0", lambda c: ["compare", c.detector, "--source", c.clip,
+                                            "--max-frames", "0", "-q"], 2, "--max-frames"),
+    Case("compare-threads-0", lambda c: ["compare", c.detector, "--source", c.clip,
+                                         "--threads", "0", "-q"], 2, "--threads"),
+    Case("compare-json-and-markdown", lambda c: ["compare", c.detector, "--source", c.clip,
+                                                 "--json", "--markdown", "-q"], 2,
+         "choose one"),
+    Case("compare-unknown-backend", lambda c: ["compare", c.detector, "--source", c.clip,
+                                               "--backends", "tpu9", "-q"], 2,
+         "unknown backend"),
+    Case("compare-no-camera", lambda c: ["compare", c.detector, "--source", "57", "-q",
+                                         "--max-frames", "5", "--backends",
+                                         "tflite,onnxruntime,edgetpu"], 1,
+         "every backend that could run failed", slow=True),
+    # --- verify --------------------------------------------------------------------------
+    Case("verify-tampered-artifact", lambda c: [
+        "verify", c.tampered(c.lenet, "lenet5_digits_int8.tflite")], 1, "do not match"),
+    Case("verify-missing-bundle", lambda c: ["verify", c.path("nothing")], 1,
+         "not an edgekit bundle"),
+    Case("verify-samples-negative", lambda c: ["verify", c.lenet, "--samples", "-1"], 2,
+         "--samples"),
+    Case("verify-threads-0", lambda c: ["verify", c.lenet, "--threads", "0"], 2, "--threads"),
+    Case("verify-bad-manifest", lambda c: ["verify", c.manifest(c.lenet, MANIFEST_NO_NAME)], 1,
+         "edgekit.json"),
+    Case("verify-unknown-format", lambda c: ["verify", c.lenet, "--format", "tflite-int4"], 2,
+         "unknown format"),
+    # --- deploy --------------------------------------------------------------------------
+    Case("deploy-no-target", lambda c: ["deploy", c.lenet, "--host", "pi@device.invalid"], 2,
+         "needs a BUNDLE and --target"),
+    Case("deploy-unknown-target", lambda c: ["deploy", c.lenet, "--target", "rpi9", "--host",
+                                             "pi@device.invalid"], 2, "unknown target"),
+    Case("deploy-rollback-with-bundle", lambda c: ["deploy", c.lenet, "--rollback", "--host",
+                                                   "pi@device.invalid"], 2, "takes no BUNDLE"),
+    Case("deploy-samples-0", lambda c: ["deploy", c.lenet, "--target", "rpi4-cpu", "--host",
+                                        "pi@device.invalid", "--samples", "0"], 2, "--samples"),
+    Case("deploy-bad-host", lambda c: ["deploy", c.lenet, "--target", "rpi4-cpu", "--host",
+                                       "pi@"], 2, "pi@"),
+    Case("deploy-tampered-bundle", lambda c: [
+        "deploy", c.tampered(c.lenet, "lenet5_digits_int8.tflite"), "--target", "rpi4-cpu",
+        "--host", "pi@127.0.0.1", "--port", _closed_port(), "--dry-run", "-q"], 1,
+        "does not match"),
+    Case("deploy-unreachable", lambda c: ["deploy", "--status", "--host", "pi@127.0.0.1",
+                                          "--port", _closed_port(), "--timeout", "5"], 1,
+         "127.0.0.1"),
+    # --- the command line itself ---------------------------------------------------------
+    Case("cli-unknown-command", lambda c: ["nonsense"], 2, "no such command"),
+    Case("cli-unknown-option", lambda c: ["--nonsense"], 2, "no such option"),
+    Case("cli-missing-argument", lambda c: ["classify"], 2, "missing argument"),
+    # --- the Python API (each prepares its files, then returns the call that must raise) ---
+    Case("api-infer-after-close", None, api=lambda c: partial(_infer_after_close, c.lenet),
+         error=InferenceError, says="closed"),
+    Case("api-infer-none", None, api=_int8(lambda shape: None), error=InferenceError,
+         says="None"),
+    Case("api-infer-nan", None, api=_int8(lambda shape: np.full(shape, np.nan, np.float32)),
+         error=InferenceError, says="NaN"),
+    Case("api-infer-inf-float64", None, api=_onnx(lambda shape: np.full(shape, np.inf)),
+         error=InferenceError, says="infinite"),
+    Case("api-infer-int32", None, api=_onnx(lambda shape: np.zeros(shape, np.int32)),
+         error=InferenceError, says="int32"),
+    Case("api-infer-bool", None, api=_int8(lambda shape: np.zeros(shape, bool)),
+         error=InferenceError, says="bool"),
+    Case("api-infer-string", None, api=_int8(lambda shape: "an image"), error=InferenceError,
+         says="numpy array"),
+    Case("api-infer-wrong-shape", None, api=_int8(lambda shape: np.zeros((1, 28, 28, 1),
+                                                                          np.float32)),
+         error=InferenceError, says="(1, 28, 28, 1)"),
+    Case("api-threads-0", None, api=lambda c: partial(_backend, c.lenet, threads=0),
+         error=UsageError, says="threads"),
+    Case("api-load-tampered", None, api=lambda c: partial(
+        _load, c.tampered(c.lenet, "lenet5_digits_int8.tflite")), error=InvalidModel,
+        says="does not match"),
+    Case("api-read-truncated-jpeg", None, api=lambda c: partial(_read_image, c.truncated_jpeg),
+         error=InvalidData, says="damaged"),
+    Case("api-read-bomb", None, api=lambda c: partial(_read_image, c.bomb), error=InvalidData,
+         says="megapixels"),
+    Case("api-run-save-over-source", None, api=lambda c: partial(_run_api, c.detector, c.clip,
+                                                                 save=c.clip),
+         error=UsageError, says="also an input"),
+]
+
+
+def snapshot(*roots: Path) -> dict[str, str]:
+    """Every file (hidden ones too) under ``roots`` with the sha256 of its bytes."""
+    found = {}
+    for root in roots:
+        for path in sorted(root.rglob("*")):
+            if path.is_file() and not path.is_symlink():
+                found[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return found
+
+
+@pytest.fixture
+def ctx(tmp_path: Path, lenet_bundle: Path, detector_bundle: Path, demo_clip: Path):
+    work = tmp_path / "work"
+    work.mkdir()
+    context = Ctx(work, lenet_bundle, detector_bundle, demo_clip)
+    yield context
+    context.close()
+
+
+def test_the_table_is_large_and_covers_every_command() -> None:
+    assert len(CASES) >= 60 and len({c.id for c in CASES}) == len(CASES)
+    prefixes = {c.id.split("-")[0] for c in CASES}
+    assert {"convert", "inspect", "classify", "bench", "run", "compare", "verify", "deploy",
+            "api"} <= prefixes
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=[pytest.mark.slow] * c.slow)
+                                  for c in CASES])
+def test_bad_input(case: Case, ctx: Ctx) -> None:
+    if case.api is not None:
+        call = case.api(ctx)
+        before = snapshot(ctx.tmp)
+        with pytest.raises(case.error) as raised:
+            call()
+        message = str(raised.value)
+        assert "\n" not in message and case.says.lower() in message.lower(), message
+        assert snapshot(ctx.tmp) == before
+        return
+    args = [str(a) for a in case.args(ctx)]
+    before = snapshot(ctx.tmp)
+    result = run_cli(*args, env={"EDGEKIT_CACHE_DIR": str(ctx.tmp.parent / "cache")})
+    assert result.returncode == case.code, (result.returncode, result.stderr, result.stdout)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert case.says.lower() in lines[0].lower(), lines[0]
+    assert snapshot(ctx.tmp) == before, "a file changed, appeared or vanished"
+
+
+def test_float64_input_is_converted(ctx: Ctx) -> None:
+    """Not bad input: float64 is what numpy makes by default, so it is taken (and converted)."""
+    with _backend(ctx.lenet, "lenet5_digits.onnx", "onnxruntime") as b:
+        x = np.zeros(b.inputs[0].shape)
+        assert x.dtype == np.float64
+        np.testing.assert_allclose(b.infer(x)[0], b.infer(x.astype(np.float32))[0])
+
+
+def test_the_cli_catches_what_it_should_not_print(ctx: Ctx) -> None:
+    """A command that fails leaves the error line alone on stderr even when a native library
+    wrote to it (the truncated JPEG's warning is caught, not shown)."""
+    result = run_cli("classify", ctx.lenet, ctx.truncated_jpeg)
+    assert "Premature end" not in result.stderr.split("error:")[0]
+
