@@ -138,14 +138,15 @@ def exit_now(code: int = EXIT_CODE, message: str = "", tidy: bool = True) -> Non
 
 def kill_children() -> None:
     """SIGKILL every process descended from this one (Linux /proc; elsewhere nothing)."""
-    for pid in _descendants(os.getpid()):
+    for pid in descendants(os.getpid()):
         try:
             os.kill(pid, signal.SIGKILL)
         except OSError:
             pass
 
 
-def _descendants(root: int) -> list[int]:
+def descendants(root: int) -> list[int]:
+    """Every process whose parent chain leads to ``root`` (Linux /proc; elsewhere none)."""
     try:
         entries = [e for e in os.listdir("/proc") if e.isdigit()]
     except OSError:

@@ -21,6 +21,7 @@ from edgekit.loop.sources import (
     VideoFile,
     open_source,
 )
+from edgekit.stats import Latency, Samples
 
 
 class Counter(Source):
@@ -225,3 +226,37 @@ def test_frames_captured_before_a_lost_camera_still_finish() -> None:
         Pipeline(Vanishing(100), [slow, Stage("sink", lambda item: None)]).run(
             on_result=done.append)
     assert [i.frame.index for i in done] == list(range(12))
+
+
+def test_repeat_plays_a_file_again_with_frame_numbers_running_on(numbered_clip: Path) -> None:
+    source = open_source(numbered_clip, repeat=True)
+    frames = [source.read() for _ in range(75)]
+    source.close()
+    assert [f.index for f in frames] == list(range(75))
+    assert source.first_pass == 30 and source.passes == 3
+    assert source.in_first_pass(29) and not source.in_first_pass(30)
+    assert [round(f.image.mean() / 8) for f in frames[28:32]] == [28, 29, 0, 1]
+    assert source.stats.decoded == 75 and source.stats.decode_failures == 0
+
+
+def test_repeat_refuses_a_camera_and_stops_on_a_source_that_never_decodes(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="--repeat"):
+        open_source("3", repeat=True)
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    source = open_source(tmp_path, repeat=True)
+    assert source.read() is None  # not an endless loop
+
+
+def test_loop_statistics_stay_bounded_in_memory() -> None:
+    """A loop that runs for days keeps a fixed number of samples; count, min, max and mean
+    stay exact and percentiles come from a uniform sample."""
+    samples = Samples(capacity=1000)
+    values = np.random.default_rng(0).integers(1_000, 2_000_000, 50_000)
+    for v in values:
+        samples.add(int(v))
+    assert len(samples.values()) == 1000 and samples.count == 50_000
+    exact, kept = Latency.from_ns(values), Latency.from_samples(samples)
+    assert (kept.count, kept.min, kept.max) == (exact.count, exact.min, exact.max)
+    assert kept.mean == pytest.approx(exact.mean)
+    assert kept.p50 == pytest.approx(exact.p50, rel=0.1)
+    assert samples.recent() == [int(v) for v in values[-30:]]
