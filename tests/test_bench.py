@@ -70,10 +70,11 @@ def test_a_failing_pair_does_not_stop_the_rest(lenet_bundle: Path, tmp_path: Pat
     onnx.write_bytes(onnx.read_bytes()[:5000])
     result = run_cli("bench", broken, "--backends", "onnxruntime,tflite", "--runs", "5",
                      "--json", "-q", "--no-fidelity")
-    assert result.returncode == 0, result.stderr
+    assert_clean_error(result, "rows failed", "lenet5_digits.onnx on onnxruntime")  # exit 1
     rows = {(r["format"], r["backend"]): r for r in json.loads(result.stdout)}
     assert rows[("onnx", "onnxruntime")]["status"] == "failed"
-    assert "lenet5_digits.onnx" in rows[("onnx", "onnxruntime")]["reason"]
+    assert "lenet5_digits.onnx does not match the bundle's manifest" in \
+        rows[("onnx", "onnxruntime")]["reason"]
     assert rows[("tflite-int8", "tflite")]["status"] == "ok"
 
 
