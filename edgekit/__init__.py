@@ -17,6 +17,7 @@ from edgekit.errors import (  # noqa: E402
     InvalidData,
     InvalidModel,
     UsageError,
+    WriteFailed,
 )
 
 __all__ = [
@@ -29,4 +30,5 @@ __all__ = [
     "InvalidData",
     "InvalidModel",
     "UsageError",
+    "WriteFailed",
 ]

@@ -42,6 +42,11 @@ class ConversionError(EdgekitError):
     """A converter failed on a model it accepted."""
 
 
+class WriteFailed(EdgekitError):
+    """An output could not be written (a full disk, a read-only folder); nothing half-written
+    was left, and an earlier file at that path was kept."""
+
+
 class BackendUnavailable(EdgekitError):
     """A backend whose runtime is not installed here; ``hint`` says how to get it."""
 

@@ -9,7 +9,7 @@ adds three things:
 - a watchdog thread woken by the signal itself, through ``signal.set_wakeup_fd`` (the C-level
   handler writes to it even while the main thread is in C++). If the command has not ended
   ``GRACE_S`` after Ctrl-C, or at a second Ctrl-C, it removes the temporary paths registered
-  with ``temporary``, kills every child process, says "interrupted" and exits with 130;
+  with ``remember``, kills every child process, says "interrupted" and exits with 130;
 - ``interrupted()`` / ``check()``: whether Ctrl-C came, so code that catches a runtime's
   errors can re-raise the interrupt instead of reporting a failure;
 - ``deferred()``: a few lines that must finish together (one frame to every sink, a bundle
@@ -86,21 +86,9 @@ def deferred() -> Iterator[None]:
                 raise KeyboardInterrupt
 
 
-@contextmanager
-def temporary(path: str | Path) -> Iterator[Path]:
-    """Register a temporary file or folder that a hard exit removes (the block's own code
-    removes or renames it when it ends normally)."""
-    path = Path(path)
-    with _State.lock:
-        _State.paths[path] = _State.paths.get(path, 0) + 1
-    try:
-        yield path
-    finally:
-        forget(path)
-
-
 def remember(path: str | Path) -> None:
-    """``temporary`` without a block: register until ``forget``."""
+    """Register a temporary file or folder that a hard exit removes, until ``forget`` (the
+    code that made it removes or renames it when it ends normally)."""
     with _State.lock:
         _State.paths[Path(path)] = _State.paths.get(Path(path), 0) + 1
 

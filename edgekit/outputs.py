@@ -19,13 +19,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from edgekit import interrupt
-from edgekit.errors import EdgekitError, UsageError
+from edgekit.errors import UsageError, WriteFailed
 
 FULL_BYTES = 64 * 1024  # a file system with less free space than this is full
-
-
-class WriteFailed(EdgekitError):
-    """An output could not be written (full disk, read-only folder...); nothing was left."""
 
 
 def same_file(a: Path, b: Path) -> bool:

@@ -33,7 +33,7 @@ from edgekit.convert.keras_model import (
 from edgekit.convert.remedy import Measured, RemedyPlan
 from edgekit.convert.runtimes import check_tflite_runtimes
 from edgekit.datasets import read_labels
-from edgekit.errors import EdgekitError, InvalidData, UsageError, first_line
+from edgekit.errors import EdgekitError, InvalidData, UsageError, WriteFailed, first_line
 from edgekit.fidelity import Task, Validation, keras_accuracy, measure
 from edgekit.formats import FORMATS, Format, parse_formats
 from edgekit.integrity import sha256_file
@@ -45,7 +45,7 @@ from edgekit.manifest import (
     tensor_to_dict,
     write_manifest,
 )
-from edgekit.outputs import WriteFailed, cause, write_probe
+from edgekit.outputs import cause, write_probe
 
 Progress = Callable[[str], None]
 CARD_SUFFIX = ".edgekit.json"

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.backends import backend_class
-from edgekit.errors import EdgekitError, UsageError
+from edgekit.errors import EdgekitError, UsageError, WriteFailed
 from edgekit.loop.pipeline import Item, LoopStats, Pipeline, Stage
 from edgekit.loop.sinks import VIDEO_SUFFIXES, JsonlSink, Sink, VideoSink, WindowSink, close_all
 from edgekit.loop.sources import (
@@ -27,7 +27,6 @@ from edgekit.loop.sources import (
 )
 from edgekit.manifest import read_manifest
 from edgekit.model import LoadedModel, load_model
-from edgekit.outputs import WriteFailed
 from edgekit.outputs import check as check_outputs
 from edgekit.preprocess import prepare
 from edgekit.tasks.detection import DECODERS, Detection, decode, to_frame

@@ -18,10 +18,10 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
-from edgekit.errors import UsageError
+from edgekit.errors import UsageError, WriteFailed
 from edgekit.loop.draw import annotate
 from edgekit.loop.pipeline import Item, LoopStats
-from edgekit.outputs import PendingFile, WriteFailed, write_probe
+from edgekit.outputs import PendingFile, write_probe
 
 VIDEO_SUFFIXES = (".avi", ".mp4")
 SPACE_CHECK_S = 1.0  # how often the video sink checks the disk still has room
@@ -62,10 +62,7 @@ class VideoSink(Sink):
     """Frames with boxes, labels, FPS and per-stage ms, as an MJPG .avi (or mp4v .mp4)."""
 
     def __init__(self, path: Path, fps: float | None, backend: str) -> None:
-        if path.suffix.lower() not in VIDEO_SUFFIXES:
-            raise UsageError(f"--save {path}: write an .avi (MJPG) or .mp4 (mp4v) file")
-        if not path.parent.exists():
-            raise UsageError(f"--save {path}: {path.parent} does not exist")
+        """``path`` ends in .avi (MJPG) or .mp4 (mp4v): ``outputs.check`` says so first."""
         self.path, self.fps, self.backend = path, fps or 15.0, backend
         self._file = PendingFile(path, "--save")
         self._writer: Any = None
@@ -145,8 +142,6 @@ class JsonlSink(Sink):
     """One JSON line per frame: detections in frame pixels and the stage timings."""
 
     def __init__(self, path: Path) -> None:
-        if not path.parent.exists():
-            raise UsageError(f"--jsonl {path}: {path.parent} does not exist")
         self.path = path
         self._pending = PendingFile(path, "--jsonl")
         try:
