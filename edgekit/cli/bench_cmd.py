@@ -170,7 +170,9 @@ def bench(model: Path, backend_list: str | None, runs: int, warmup: int,
     render = json_text if as_json else csv_text if as_csv else markdown if as_markdown \
         else text_table
     click.echo(render(rows))
-    if plot is not None and any(r.latencies_ms for r in rows):
-        click.echo(f"plot: {draw(rows, plot)}", err=True)
+    if plot is not None:
+        ran = any(r.latencies_ms for r in rows)
+        click.echo(f"plot: {draw(rows, plot)}" if ran else "plot: no row ran, so none was drawn",
+                   err=True)
     fail_on_failed_rows([(f"{r.artifact} on {r.backend}", r.status, r.reason) for r in rows],
                         "row")
