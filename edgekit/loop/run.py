@@ -183,10 +183,7 @@ def run_detection(model: LoadedModel, source_spec: str | int | Path, *,
     except WriteFailed as exc:
         close_all(sinks)  # the other outputs keep the frames before the failure
         source.close()
-        kept = [str(s.written) for s in sinks if s.written]
-        if kept:
-            raise WriteFailed(f"{exc}; the frames before it are in {', '.join(kept)}") from None
-        raise
+        raise _naming_kept(exc, sinks) from None
     except BaseException:
         close_all(sinks)  # what was processed is kept (Ctrl-C); a failed file is not
         source.close()
@@ -194,13 +191,20 @@ def run_detection(model: LoadedModel, source_spec: str | int | Path, *,
     source.close()
     failed = close_all(sinks)
     if failed is not None:
-        raise failed
+        raise _naming_kept(failed, sinks)
     report = RunReport(source.description, str(model.artifact), model.backend.describe(), stats,
                        outputs=[str(s.written) for s in sinks if s.written], stopped=stopped)
     if gt is not None:
         report.map50, report.map_frames, report.map_note = _score(
             predicted, gt, source.stats.uncertain_from)
     return report
+
+
+def _naming_kept(failed: WriteFailed, sinks: Sequence[Sink]) -> WriteFailed:
+    """The write failure, saying which outputs still hold the frames processed."""
+    kept = [str(s.written) for s in sinks if s.written]
+    return WriteFailed(f"{failed}; the frames processed are in {', '.join(kept)}") if kept \
+        else failed
 
 
 @dataclass
