@@ -87,7 +87,7 @@ def soak(bundle: Path, clip: Path, out: Path, seconds: float, backend: str) -> d
     samples: list[tuple[float, float]] = []
     while time.monotonic() - started < seconds and process.poll() is None:
         value = rss_mb(process.pid)
-        if value:
+        if value and value > 1:  # the interpreter has started
             samples.append((time.monotonic() - started, value))
         time.sleep(0.5)
     if process.poll() is not None:
