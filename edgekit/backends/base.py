@@ -6,6 +6,7 @@ integer artifact and dequantises the outputs, once, for every backend.
 """
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -167,6 +168,12 @@ class Backend(ABC):
 
 
 def _all_finite(x: np.ndarray) -> bool:
-    """No NaN or infinity in ``x`` (about 3 us for a 32x32 input, 15 us for 224x224x3: a
-    dot product is faster but warns when large values overflow it)."""
+    """No NaN or infinity in ``x``. One BLAS dot product, x.x (about 1 us for a 32x32 input,
+    9 us for 224x224x3, against 3 and 15 us for ``np.isfinite(x).all()``): it is finite exactly
+    when every value is, and NaN or inf go through it without a floating-point warning. Only
+    finite values above 1.8e19, far outside any pre-processed input, overflow it (numpy warns
+    once); the exact check then settles it."""
+    flat = x.ravel()
+    if math.isfinite(flat.dot(flat)):
+        return True
     return bool(np.isfinite(x).all())
