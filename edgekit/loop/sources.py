@@ -1,4 +1,5 @@
-"""Where frames come from: a camera, a video file, a folder of images, a stream URL.
+"""Where frames come from: a camera, a video file, a folder of images, a stream URL, a
+Raspberry Pi camera module (``picamera2[:N]``, see picamera.py).
 
 A file or a folder is processed whole, every frame, in order; frames that fail to
 decode are skipped and counted. A live source (camera, stream) is read by its own
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import EdgekitError, InvalidData, UsageError
+from edgekit.loop.picamera import Picamera2Capture, camera_number, is_picamera2
 from edgekit.preprocess import check_pixels, list_images
 
 MAX_CONSECUTIVE_FAILURES = 8  # a file that fails this many reads in a row has ended
@@ -79,6 +81,8 @@ class Source(ABC):
 def _capture(target: int | str) -> Any:
     import cv2
 
+    if isinstance(target, str) and is_picamera2(target):
+        return Picamera2Capture(target)
     return cv2.VideoCapture(target, cv2.CAP_ANY) if isinstance(target, int) else \
         cv2.VideoCapture(target)
 
@@ -191,8 +195,9 @@ class LiveSource(Source):
 
         self.target = target
         self.reconnect_delays = reconnect_delays
-        self.description = f"camera {target}" if isinstance(target, int) else f"stream {target}"
         self._cap = _capture(target)
+        self.description = getattr(self._cap, "description", None) or (
+            f"camera {target}" if isinstance(target, int) else f"stream {target}")
         if not self._cap.isOpened():
             raise InvalidData(self._open_failure())
         fps = self._cap.get(cv2.CAP_PROP_FPS)
@@ -206,6 +211,8 @@ class LiveSource(Source):
         self._thread.start()
 
     def _open_failure(self) -> str:
+        if getattr(self._cap, "error", ""):  # a camera module says why itself
+            return self._cap.error
         if isinstance(self.target, int):
             device = Path(f"/dev/video{self.target}")
             where = "" if device.exists() else f" ({device} does not exist)"
@@ -314,11 +321,17 @@ class Repeating(Source):
         self._inner.close()
 
 
+def is_live(spec: str | int | Path) -> bool:
+    """A camera index, a camera module or a stream URL: it runs until stopped (a file or a
+    folder ends)."""
+    text = str(spec)
+    return text.isdigit() or "://" in text or is_picamera2(text)
+
+
 def check_source(spec: str | int | Path) -> None:
     """Refuse a file or folder source that cannot give a frame (InvalidData), without opening
     a camera or stream (the loop opens those itself)."""
-    text = str(spec)
-    if text.isdigit() or "://" in text:
+    if is_live(spec):
         return
     open_source(spec).close()
 
@@ -328,14 +341,16 @@ def open_source(spec: str | int | Path, repeat: bool = False) -> Source:
 
     ``repeat``: play a file or folder again each time it ends (UsageError for a live one)."""
     text = str(spec)
-    live = text.isdigit() or "://" in text
     if repeat:
-        if live:
+        if is_live(text):
             raise UsageError(f"--repeat loops a video file or a folder of images; --source "
                              f"{text} is a camera or stream, which runs until stopped anyway")
         return Repeating(lambda: open_source(spec))
     if text.isdigit():
         return LiveSource(int(text))
+    if is_picamera2(text):
+        camera_number(text)  # a malformed number is a usage error, before anything opens
+        return LiveSource(text)
     if "://" in text:
         return LiveSource(text)
     path = Path(text)
@@ -362,7 +377,7 @@ def truth_path(spec: str | Path, explicit: Path | None = None) -> Path | None:
     if explicit is not None:
         return Path(explicit)
     text = str(spec)
-    if text.isdigit() or "://" in text:
+    if is_live(text):
         return None
     candidate = Path(text).with_suffix(".json") if Path(text).is_file() else \
         Path(text.rstrip("/") + ".json")
