@@ -1,5 +1,7 @@
 """A live MJPEG-over-HTTP stream on loopback, what IP cameras serve: a real live source for
-tests (OpenCV reads it through FFmpeg), which a test can stop to make the camera vanish."""
+tests (OpenCV reads it through FFmpeg), which a test can stop to make the camera vanish. Its
+frames are numbered grey levels, or a video file's frames played in a loop (``video=``): a
+camera that sees the demo clip."""
 from __future__ import annotations
 
 import threading
@@ -13,12 +15,24 @@ class MjpegStream:
     """Serves numbered frames at ``fps`` until ``frames`` are sent or ``stop()``."""
 
     def __init__(self, fps: float = 30.0, frames: int | None = None,
-                 size: tuple[int, int] = (160, 120)) -> None:
+                 size: tuple[int, int] = (160, 120), video: str | None = None) -> None:
         import cv2
 
         self.fps, self.frames, self.size = fps, frames, size
-        self._encode = lambda i: cv2.imencode(
-            ".jpg", np.full((size[1], size[0], 3), (i * 7) % 255, np.uint8))[1].tobytes()
+        if video is not None:
+            cap = cv2.VideoCapture(str(video))
+            clip = []
+            while True:
+                ok, image = cap.read()
+                if not ok:
+                    break
+                clip.append(cv2.imencode(".jpg", image)[1].tobytes())
+            cap.release()
+            assert clip, f"no frames in {video}"
+            self._encode = lambda i: clip[i % len(clip)]
+        else:
+            self._encode = lambda i: cv2.imencode(
+                ".jpg", np.full((size[1], size[0], 3), (i * 7) % 255, np.uint8))[1].tobytes()
         self._stopped = threading.Event()
         stream = self
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+from contextlib import nullcontext
 from pathlib import Path
 
 import click
@@ -49,6 +51,22 @@ def _summary(report) -> str:
     return "\n".join(lines)
 
 
+def _live_view(serve: str | None, token: str | None):
+    """The live view, listening before the model loads (a port in use fails at once)."""
+    if serve is None:
+        if token is not None:
+            raise UsageError("--token goes with --serve")
+        return nullcontext()
+    from edgekit.loop.serve import TOKEN_ENV, LiveView, serve_options
+
+    options = serve_options(serve, token if token is not None else
+                            os.environ.get(TOKEN_ENV) or None)
+    view = LiveView(options)
+    needs = "; open it once with ?token=TOKEN" if options.token else ""
+    click.echo(f"live view: {view.url}{needs}", err=True)
+    return view
+
+
 @cli.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @_source_options
@@ -68,6 +86,13 @@ def _summary(report) -> str:
 @click.option("--repeat", is_flag=True, help="Play a video file or folder again each time it "
               "ends, until stopped or --max-frames (a demo, or a service without a camera). "
               "No mAP: frames repeat.")
+@click.option("--serve", metavar="[HOST:]PORT", help="Serve a live view while the loop runs: "
+              "the annotated video, FPS, per-stage latency and detections at http://HOST:PORT/ "
+              "(also /stream.mjpg, /snapshot.jpg, /stats.json, /metrics). HOST defaults to "
+              "127.0.0.1 (this machine only); 0.0.0.0 (every interface) needs --token.")
+@click.option("--token", metavar="TOKEN", help="The live view's token (16+ characters): every "
+              "path answers 401 without it; open /?token=TOKEN once in a browser. Default: "
+              "$EDGEKIT_SERVE_TOKEN (which keeps it off the command line).")
 @click.option("--no-pipeline", is_flag=True, help="Run the stages one after another.")
 @click.option("--queue-size", default=2, show_default=True, type=click.IntRange(min=1),
               help="Frames between two stages.")
@@ -76,8 +101,8 @@ def _summary(report) -> str:
 def run(model: Path, source: str, max_frames: int | None, truth: Path | None,
         backend: str | None, device: str | None, threads: int | None, fmt: str | None,
         decoder: str | None, labels: Path | None, score_threshold: float | None, show: bool,
-        save: Path | None, jsonl: Path | None, repeat: bool, no_pipeline: bool,
-        queue_size: int, as_json: bool) -> None:
+        save: Path | None, jsonl: Path | None, repeat: bool, serve: str | None,
+        token: str | None, no_pipeline: bool, queue_size: int, as_json: bool) -> None:
     """Run the detection loop on a camera, a video, a folder of images or a stream.
 
     \b
@@ -90,22 +115,27 @@ def run(model: Path, source: str, max_frames: int | None, truth: Path | None,
     --save and --jsonl are written aside and renamed into place at the end
     (also on Ctrl-C): an earlier file there stays until the new one is whole,
     and a path that is the source or another output is refused first.
+    --serve shows it all live in a browser, for a device without a screen.
 
     \b
     Examples:
       edgekit run out/demo/digit_detector --source out/demo/clip.avi --save annotated.avi
-      edgekit run out/demo/digit_detector --source out/demo/clip.avi --repeat
+      edgekit run out/demo/digit_detector --source out/demo/clip.avi --repeat --serve 8080
+      EDGEKIT_SERVE_TOKEN=$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))') \\
+        edgekit run bundle --source picamera2 --serve 0.0.0.0:8080
     """
     from edgekit.loop.run import check_run_outputs, detection_model, run_detection
 
     check_run_outputs(save, jsonl, source, truth,
                       [model, labels, model / "edgekit.json" if model.is_dir() else None])
-    with detection_model(model, backend=backend, device=device, threads=threads, fmt=fmt,
-                         decoder=decoder, labels=labels) as loaded:
+    with _live_view(serve, token) as view, \
+            detection_model(model, backend=backend, device=device, threads=threads, fmt=fmt,
+                            decoder=decoder, labels=labels) as loaded:
         report = run_detection(loaded, source, save=save, jsonl=jsonl, show=show,
                                max_frames=max_frames, pipelined=not no_pipeline,
                                queue_size=queue_size, truth=truth,
-                               score_threshold=score_threshold, repeat=repeat)
+                               score_threshold=score_threshold, repeat=repeat,
+                               serve=view)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else _summary(report))
     if report.stopped:
         kept = f"; what was processed is in {', '.join(report.outputs)}" if report.outputs else ""

@@ -33,8 +33,8 @@ def annotate(image: np.ndarray, detections: Sequence[Detection],
         band = out[:18 * len(lines) + 8, :width + 12]
         band[:] = (band * 0.35).astype(out.dtype)  # darken behind the text
     for i, line in enumerate(lines):
-        y = 18 + 18 * i
-        cv2.putText(out, line, (6, y), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
-        cv2.putText(out, line, (6, y), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1,
-                    cv2.LINE_AA)
+        # White on the darkened band only: OpenCV 5 draws a thicker stroke with wider letter
+        # spacing, so a black outline (thickness 3) under it showed as a shifted shadow.
+        cv2.putText(out, line, (6, 18 + 18 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
+                    (255, 255, 255), 1, cv2.LINE_AA)
     return out

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgekit.backends import backend_class
 from edgekit.errors import EdgekitError, UsageError, WriteFailed
@@ -31,6 +31,9 @@ from edgekit.outputs import check as check_outputs
 from edgekit.preprocess import prepare
 from edgekit.tasks.detection import DECODERS, Detection, decode, to_frame
 from edgekit.tasks.metrics import mean_average_precision
+
+if TYPE_CHECKING:
+    from edgekit.loop.serve import LiveView
 
 METRIC_THRESHOLD = 0.01  # detections kept for mAP (the PR curve needs the low scores too)
 
@@ -141,12 +144,13 @@ def run_detection(model: LoadedModel, source_spec: str | int | Path, *,
                   save: Path | None = None, jsonl: Path | None = None, show: bool = False,
                   max_frames: int | None = None, pipelined: bool = True, queue_size: int = 2,
                   truth: Path | None = None, score_threshold: float | None = None,
-                  repeat: bool = False) -> RunReport:
+                  repeat: bool = False, serve: LiveView | None = None) -> RunReport:
     """Run the detection loop on a source; sinks are always closed, whatever happens.
 
     Outputs are checked before the source is read; a file that cannot be written completely
     raises WriteFailed and leaves nothing (an earlier file at that path stays). ``repeat``: a
     file or folder starts again when it ends (no mAP: frames repeat).
+    ``serve``: a live view (``edgekit run --serve``) that shows the frames and figures.
     """
     check_run_outputs(save, jsonl, source_spec, truth, [model.artifact])
     if score_threshold is not None and not 0 <= score_threshold <= 1:
@@ -167,6 +171,10 @@ def run_detection(model: LoadedModel, source_spec: str | int | Path, *,
             sinks.append(JsonlSink(jsonl))
         if show:
             sinks.append(WindowSink(name, lambda: pipeline.stop() if pipeline else None))
+        if serve is not None:
+            from edgekit.loop.live import ServeSink
+
+            sinks.append(ServeSink(serve, source, model))
         pipeline = Pipeline(source, [], queue_size=queue_size, pipelined=pipelined)
         pipeline.stages = detection_stages(model, sinks, lambda: pipeline.stats,
                                            score_threshold, keep_all=gt is not None)

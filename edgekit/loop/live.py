@@ -1,0 +1,297 @@
+"""What the loop hands the live view, and how: the newest frame and the figures.
+
+The loop's sink stage (``ServeSink``) runs on the loop's thread and must stay cheap; the
+server's threads read what it leaves, safely:
+
+- ``FrameHub``: the loop offers a frame (a reference, no copy) only while a viewer waits for
+  one and at most ``max_fps`` times a second; one encoder thread draws the boxes and encodes
+  it to JPEG once; every waiting viewer gets those bytes. Each viewer takes the newest frame
+  when it is ready for one: nothing queues, a slow viewer skips frames, a stalled one asks
+  for none.
+- ``Figures``: latency histograms and counters (for /metrics) kept as frames finish, and the
+  figures of ``edgekit run --json`` (for /stats.json) taken on the loop's thread when a
+  request asks for them, at most every ``STATS_MAX_AGE_S``, so they agree with each other.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgekit.loop.draw import annotate
+from edgekit.loop.pipeline import Item, LoopStats
+from edgekit.loop.sinks import Sink, overlay_lines
+from edgekit.tasks.detection import Detection
+
+if TYPE_CHECKING:
+    from edgekit.loop.serve import LiveView
+
+STREAM_FPS = 30.0  # at most this many frames a second are encoded for viewers
+JPEG_QUALITY = 80
+STATS_MAX_AGE_S = 1.0  # /stats.json figures are at most this old (the page asks every 1 s)
+STATS_WAIT_S = 1.0  # how long a request waits for the loop to take fresh figures
+PENDING_MAX = 256  # frames whose timings wait to be counted into the histograms at once
+END_TO_END = "end to end"
+BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One annotated frame as JPEG: ``seq`` counts encodes, ``frame`` is the loop's index."""
+
+    seq: int
+    jpeg: bytes
+    frame: int
+
+
+NOTHING = Encoded(0, b"", -1)
+
+
+class FrameHub:
+    """The newest annotated frame as JPEG: encoded once, on demand, never queued."""
+
+    def __init__(self, max_fps: float = STREAM_FPS, quality: int = JPEG_QUALITY) -> None:
+        self.interval = 1.0 / max_fps if max_fps > 0 else 0.0
+        self.quality = quality
+        self.encoded = 0  # frames encoded so far
+        self.encode_cpu_ns = 0  # the encoder thread's CPU time for them (boxes drawn + JPEG)
+        self._cond = threading.Condition()
+        self._raw: tuple[Any, Sequence[Detection], list[str], int] | None = None
+        self._raw_seq = 0
+        self._newest = NOTHING
+        self._waiting = 0
+        self._offered_at = -math.inf
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def wanted(self) -> bool:
+        """Whether the loop should hand over this frame: a viewer waits and it is time."""
+        return self._waiting > 0 and time.monotonic() - self._offered_at >= self.interval
+
+    def offer(self, image: Any, detections: Sequence[Detection], lines: list[str],
+              frame: int) -> None:
+        """The loop's newest frame (a reference: the loop makes a new array per frame)."""
+        with self._cond:
+            self._raw = (image, detections, lines, frame)
+            self._raw_seq += 1
+            self._offered_at = time.monotonic()
+            self._cond.notify_all()
+
+    def wait(self, after: int, timeout: float) -> Encoded | None:
+        """The newest JPEG once it is newer than encode ``after``; None on timeout or close."""
+        with self._cond:
+            self._waiting += 1
+            try:
+                self._cond.wait_for(lambda: self._newest.seq > after or self._closed, timeout)
+            finally:
+                self._waiting -= 1
+            return self._newest if self._newest.seq > after else None
+
+    def latest(self, timeout: float) -> Encoded | None:
+        """A fresh frame if the loop gives one within ``timeout``, else the last one, if any."""
+        newest = self._newest
+        return self.wait(newest.seq, timeout) or (newest if newest.seq else None)
+
+    def encode_forever(self) -> None:
+        """The encoder thread: each frame offered is drawn and encoded once."""
+        import cv2
+
+        params = [cv2.IMWRITE_JPEG_QUALITY, self.quality]
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._raw is not None or self._closed)
+                if self._closed:
+                    return
+                (image, detections, lines, frame), seq = self._raw, self._raw_seq
+                self._raw = None
+            started = time.thread_time_ns()
+            ok, data = cv2.imencode(".jpg", annotate(image, detections, lines), params)
+            if not ok:
+                continue
+            with self._cond:
+                self._newest = Encoded(seq, data.tobytes(), frame)
+                self.encoded += 1
+                self.encode_cpu_ns += time.thread_time_ns() - started
+                self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+# --- figures: /stats.json and /metrics -------------------------------------------------------
+
+class Histogram:
+    """Counts per latency bucket (Prometheus style), for a run of any length."""
+
+    def __init__(self, bounds_s: Sequence[float] = BUCKETS_S) -> None:
+        self.bounds_s = tuple(bounds_s)
+        self.bounds_ns = np.array([int(b * 1e9) for b in bounds_s], np.int64)
+        self.counts = np.zeros(len(bounds_s) + 1, np.int64)  # the last: above every bound
+        self.total_ns = 0
+        self.count = 0
+
+    def observe(self, samples_ns: Sequence[int]) -> None:
+        """Add samples (in a batch: one numpy pass, not a Python loop per frame)."""
+        values = np.asarray(samples_ns, np.int64)
+        # searchsorted(left): the first bound >= the value, as Prometheus' le ("<=") counts.
+        self.counts += np.bincount(np.searchsorted(self.bounds_ns, values),
+                                   minlength=len(self.counts))
+        self.total_ns += int(values.sum())
+        self.count += len(values)
+
+    def copy(self) -> Histogram:
+        other = Histogram(self.bounds_s)
+        other.counts, other.total_ns, other.count = self.counts.copy(), self.total_ns, self.count
+        return other
+
+
+def finite(value: Any) -> Any:
+    """JSON without NaN (which browsers' JSON.parse refuses): None instead."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
+class Figures:
+    """What the sink measured, handed safely from the loop's thread to the server's."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.stages: dict[str, Histogram] = {}
+        self.end_to_end = Histogram()
+        self.frames = 0
+        self._pending: dict[str, list[int]] = {}  # timings not yet in the histograms
+        self._done: deque[float] = deque(maxlen=60)  # when recent frames finished
+        self._latency: deque[int] = deque(maxlen=30)  # end to end, recent frames
+        self._snapshot: dict[str, Any] = {}
+        self._taken_at = -math.inf
+        self.wanted = False  # read by the loop without the lock: a hint, set under it
+
+    def add(self, item: Item) -> None:
+        """A finished frame (every stage timed, ``done_ns`` set; one that never finished, as
+        when a later sink failed on it, is left out). Its timings are kept aside and counted
+        into the histograms a few hundred at a time, or when /metrics asks."""
+        if not item.done_ns:
+            return
+        with self._cond:
+            for name, ns in item.timings_ns.items():
+                self._pending.setdefault(name, []).append(ns)
+            self._pending.setdefault(END_TO_END, []).append(item.latency_ns)
+            self._latency.append(item.latency_ns)
+            self.frames += 1
+            self._done.append(time.monotonic())
+            if len(self._pending[END_TO_END]) >= PENDING_MAX:
+                self._fold()
+
+    def _fold(self) -> None:
+        """Count the pending timings into the histograms (the lock held)."""
+        for name, values in self._pending.items():
+            hist = self.end_to_end if name == END_TO_END else \
+                self.stages.setdefault(name, Histogram())
+            hist.observe(values)
+        self._pending = {}
+
+    def recent_fps(self) -> float:
+        with self._cond:
+            done = list(self._done)
+        if len(done) < 2 or time.monotonic() - done[-1] > 2.0:
+            return 0.0
+        return (len(done) - 1) / (done[-1] - done[0]) if done[-1] > done[0] else 0.0
+
+    def recent_latency_ms(self) -> float | None:
+        with self._cond:
+            recent = sorted(self._latency)
+        return recent[len(recent) // 2] / 1e6 if recent else None
+
+    def histograms(self) -> tuple[int, dict[str, Histogram], Histogram]:
+        with self._cond:
+            self._fold()
+            return (self.frames, {k: v.copy() for k, v in self.stages.items()},
+                    self.end_to_end.copy())
+
+    def publish(self, snapshot: dict[str, Any]) -> None:
+        with self._cond:
+            self._snapshot, self._taken_at, self.wanted = snapshot, time.monotonic(), False
+            self._cond.notify_all()
+
+    def snapshot(self, max_age: float = STATS_MAX_AGE_S,
+                 wait: float = STATS_WAIT_S) -> dict[str, Any]:
+        """Figures at most ``max_age`` old, asked of the loop; the last ones if it is silent."""
+        with self._cond:
+            asked = time.monotonic()
+            if asked - self._taken_at > max_age:
+                self.wanted = True
+                self._cond.wait_for(lambda: self._taken_at >= asked, wait)
+            return self._snapshot
+
+
+class ServeSink(Sink):
+    """Hands the loop's frames and figures to a LiveView, cheaply, on the loop's thread."""
+
+    def __init__(self, view: LiveView, source: Any, model: Any) -> None:
+        backend = model.backend
+        self.view, self.source = view, source
+        self.name = backend.name
+        artifact = str(model.artifact) if model.artifact else ""
+        view.info.update({
+            "source": source.description, "artifact": artifact,
+            "artifact_name": artifact.rsplit("/", 1)[-1], "format": model.format or "",
+            "backend": backend.describe(), "backend_name": backend.name,
+            "device": str(getattr(backend, "device", "")),
+            "runtime": str(getattr(backend, "runtime", ""))})
+        view.source_stats = source.stats
+        self._previous: Item | None = None
+        self._stats: LoopStats | None = None
+        self.cpu_ns = 0
+        view.sink = self
+
+    def write(self, item: Item, stats: LoopStats) -> None:
+        started = time.thread_time_ns()
+        if self._previous is not None:  # finished now: its sink time and latency are known
+            self.view.figures.add(self._previous)
+        self._previous, self._stats = item, stats
+        if self.view.figures.wanted:
+            self.view.figures.publish(self._snapshot(stats, item, running=True))
+        if self.view.frames.wanted():
+            self.view.frames.offer(item.frame.image, item.data.get("detections", []),
+                                   overlay_lines(stats, self.name), item.frame.index)
+        self.cpu_ns += time.thread_time_ns() - started  # what the view costs the loop's thread
+
+    def _snapshot(self, stats: LoopStats, item: Item | None, running: bool) -> dict[str, Any]:
+        """The figures ``edgekit run --json`` prints, as they stand now."""
+        figures = stats.to_dict()
+        if running:  # these are only filled in when the loop ends
+            wall = (time.perf_counter_ns() - stats.started_ns) / 1e9 if stats.started_ns else 0
+            s = self.source.stats
+            figures.update(wall_s=wall, fps=stats.running_fps(), dropped=s.dropped,
+                           decode_failures=s.decode_failures, reconnects=s.reconnects)
+        latest = {"frame": item.frame.index, "detections": [
+            {"label": d.label, "class_id": d.class_id, "score": round(d.score, 4),
+             "box": [round(v, 1) for v in d.box]} for d in item.data.get("detections", [])]} \
+            if item is not None else None
+        recent = {**stats.recent(), "end_to_end": self.view.figures.recent_latency_ms()}
+        return {**figures, "running": running, "fps_recent": self.view.figures.recent_fps(),
+                "recent_ms": recent, "latest": latest}
+
+    def close(self) -> None:
+        """The loop has ended: the last frame counts, and the final figures stay on show."""
+        if self._previous is not None:
+            self.view.figures.add(self._previous)
+        if self._stats is not None:
+            self.view.figures.publish(self._snapshot(self._stats, self._previous, running=False))
+        self._previous = None

@@ -1,0 +1,131 @@
+"""The live view in a real browser: Debian's Chromium, driven by Playwright for Python (with
+its executable_path: Playwright's own browser download is not used).
+
+`edgekit run --serve` runs the real detector on a camera that films the demo clip. The page
+loads, its video shows changing frames, its figures update, it logs no error (a blocked
+script or style would show as one, under the page's Content-Security-Policy), and a
+screenshot is kept in the test's folder. With a token: no token gets 401 on every path; the
+page takes it once and keeps it in an HttpOnly cookie.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from mjpeg import MjpegStream
+from system_packages import install_hint
+from test_serve_cli import TOKEN, serving
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"needs Debian's Chromium at {CHROMIUM}: {install_hint('chromium')}")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="needs Playwright for Python: pip install playwright "
+                                      "(in edgekit's dev extra; no browser download needed)")
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def camera(demo_clip: Path) -> Iterator[MjpegStream]:
+    stream = MjpegStream(fps=15, video=str(demo_clip))
+    yield stream
+    stream.stop()
+
+
+def _pixels(png: bytes) -> np.ndarray:
+    return cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR).astype(np.int16)
+
+
+def _number(page, selector: str) -> float:
+    text = page.inner_text(selector)
+    return float(text) if text not in ("", "-") else -1.0
+
+
+def _check_live_page(page, folder: Path, name: str) -> None:
+    """The video changes, the figures update, the page logs no error; a screenshot is kept."""
+    page.wait_for_function("document.getElementById('video').naturalWidth > 0", timeout=30_000)
+    page.wait_for_function("Number(document.getElementById('frames').textContent) > 0",
+                           timeout=30_000)
+    frames = _number(page, "#frames")
+    first = _pixels(page.locator("#video").screenshot())
+    time.sleep(1.5)
+    second = _pixels(page.locator("#video").screenshot())
+    assert first.shape == second.shape and first.std() > 10  # a picture, not a blank
+    assert np.abs(first - second).mean() > 1.0, "the video did not change"
+    assert _number(page, "#frames") > frames, "the figures did not update"
+    assert _number(page, "#fps") > 0
+    stages = page.locator("#stages tbody tr").evaluate_all(
+        "rows => rows.map(r => r.dataset.stage)")
+    assert stages == ["capture", "preprocess", "infer", "postprocess", "sink", "end to end"]
+    infer_p50 = page.inner_text("#stages tbody tr[data-stage=infer] td:nth-child(2)")
+    assert float(infer_p50) > 0
+    page.wait_for_function("document.querySelectorAll('#detections li:not(.none)').length > 0",
+                           timeout=30_000)  # the clip's digits, as the detector found them
+    drawn = page.evaluate("""() => {
+        const c = document.getElementById('chart');
+        const data = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0; for (let i = 3; i < data.length; i += 4) if (data[i]) n++; return n; }""")
+    assert drawn > 200, "the latency chart is empty"
+    path = folder / f"{name}.png"
+    page.screenshot(path=str(path))
+    assert path.stat().st_size > 10_000
+    print(f"screenshot: {path}")
+
+
+def test_the_page_in_a_browser(browser, camera: MjpegStream, detector_bundle: Path,
+                               tmp_path: Path) -> None:
+    with serving(detector_bundle, "--source", camera.url, "--serve", "0") as served:
+        page = browser.new_page(viewport={"width": 1100, "height": 720})
+        errors: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        response = page.goto(served.url)
+        assert response.status == 200
+        _check_live_page(page, tmp_path, "live-view")
+        assert "digit_detector" in page.inner_text("#what")
+        assert "tflite" in page.inner_text("#backend")
+        assert errors == []
+        page.close()
+
+
+def test_with_a_token(browser, camera: MjpegStream, detector_bundle: Path,
+                      tmp_path: Path) -> None:
+    with serving(detector_bundle, "--source", camera.url, "--serve", "127.0.0.1:0",
+                 "--token", TOKEN) as served:
+        stranger = browser.new_context()
+        for path in ("", "stream.mjpg", "snapshot.jpg", "stats.json", "metrics", "app.js"):
+            assert stranger.request.get(served.url + path).status == 401, path
+        page = stranger.new_page()
+        refused = page.goto(served.url)
+        assert refused.status == 401 and "needs its token" in page.inner_text("body")
+        stranger.close()
+
+        context = browser.new_context(viewport={"width": 1100, "height": 720})
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        response = page.goto(f"{served.url}?token={TOKEN}")
+        assert response.status == 200 and page.url == served.url  # the token left the URL
+        cookie = next(c for c in context.cookies() if c["name"] == "edgekit_token")
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        assert page.evaluate("document.cookie") == ""  # the page's script cannot read it
+        _check_live_page(page, tmp_path, "live-view-with-token")
+        assert errors == []
+        page.reload()  # the cookie carries on
+        page.wait_for_function("document.getElementById('video').naturalWidth > 0")
+        context.close()
