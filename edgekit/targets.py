@@ -54,6 +54,7 @@ class Target:
     device: str = ""  # the backend's device ("" = the backend's own default)
     fallback_backend: str = ""  # when the bundle has nothing the default backend runs
     camera: str = "0"  # the service's --source
+    serve: str = ""  # the service's live view, [HOST:]PORT ("" = none); with deploy --service
     packages: tuple[str, ...] = ()  # pip requirements added to edgekit's own dependencies
     exclude: tuple[str, ...] = ()  # edgekit dependencies not installed on this target
     system_site_packages: bool = False  # the venv sees apt-installed Python packages
@@ -75,6 +76,7 @@ class Target:
             "os": self.os, "glibc": self.glibc, "python": self.python,
             "formats": list(self.formats), "backend": self.backend, "device": self.device,
             "fallback_backend": self.fallback_backend, "camera": self.camera,
+            "serve": self.serve,
             "packages": list(self.packages), "exclude": list(self.exclude),
             "system_site_packages": self.system_site_packages,
             "extra_index_urls": list(self.extra_index_urls),
@@ -211,6 +213,7 @@ class _Reader:
             device=self.take("run", "device", str, ""),
             fallback_backend=self.take("run", "fallback_backend", str, ""),
             camera=self.take("run", "camera", str, "0"),
+            serve=self.take("run", "serve", str, ""),
             path=self.path,
             origin=origin,
         )
@@ -245,6 +248,14 @@ class _Reader:
             if backend and backend not in backend_names():
                 raise self.fail(key, f"unknown backend {backend!r}; choose from: "
                                 f"{', '.join(backend_names())}")
+        if t.serve:
+            from edgekit.loop.serve import parse_address
+
+            try:
+                parse_address(t.serve)
+            except UsageError:
+                raise self.fail("[run] serve", f"{t.serve!r} is not [HOST:]PORT such as "
+                                "0.0.0.0:8080") from None
         for requirement in t.packages:
             if not requirement.strip() or requirement.lstrip().startswith("-"):
                 raise self.fail("[python] packages", f"{requirement!r} is not a requirement "

@@ -14,6 +14,7 @@ answer). Layout it keeps under BASE (default ``~/edgekit``)::
     venvs/<key>/                          one per requirement set + edgekit wheel, shared
     current -> releases/<id>              switched with one rename(2)
     lock                                  flock(2)ed by the deploy or rollback under way
+    service.env                           the unit's environment: the live view's token (0600)
 
 One deploy or rollback at a time: ``hold`` takes the lock and keeps it for as long as the
 workstation's ssh session to it lives (and sends a heartbeat on stdin); every step that
@@ -29,6 +30,8 @@ import hashlib
 import json
 import os
 import platform
+import re
+import secrets
 import select
 import shutil
 import stat
@@ -176,6 +179,7 @@ def probe(payload):
         "unit": unit if os.path.isfile(unit) else None, "lock": lock_holder(base),
         "service": service_status(payload) if os.path.isfile(unit) and payload.get(
             "service_status", True) else None,
+        "serve": serve_info(base, unit),
     }
 
 
@@ -924,6 +928,70 @@ def service_status(payload):
     return result
 
 
+# --- the live view's token, in the unit's environment file --------------------------------------
+
+SERVE_ENV = "service.env"
+TOKEN_VARIABLE = "EDGEKIT_SERVE_TOKEN"
+
+
+def read_env(path):
+    """KEY=value lines of an environment file, in order (missing file: none)."""
+    try:
+        with open(path) as f:
+            return [line.rstrip("\n") for line in f]
+    except FileNotFoundError:
+        return []
+
+
+def write_private(path, lines):
+    """Write a file only its owner can read (mode 0600 from the start), then rename it."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("".join(line + "\n" for line in lines))
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(tmp, 0o600)  # an old tmp left by a killed run may have had other bits
+    os.replace(tmp, path)
+
+
+def serve_token(payload):
+    """The live view's token: made here, on the device, the first time; kept afterwards.
+
+    It lives in the unit's environment file, mode 0600, never on a command line. The token
+    is returned only when it was just made (the workstation shows the URL with it once)."""
+    require_lock(payload)
+    base = base_dir(payload)
+    os.makedirs(base, exist_ok=True)
+    path = os.path.join(base, SERVE_ENV)
+    lines = read_env(path)
+    prefix = TOKEN_VARIABLE + "="
+    if any(line.startswith(prefix) and len(line) > len(prefix) for line in lines):
+        if lines and stat.S_IMODE(os.stat(path).st_mode) != 0o600:
+            os.chmod(path, 0o600)
+        return {"env_file": path, "created": False}
+    token = secrets.token_urlsafe(24)
+    lines = [line for line in lines if not line.startswith(prefix)] or [
+        "# edgekit's service environment (systemd EnvironmentFile): keep it private"]
+    write_private(path, lines + [prefix + token])
+    return {"env_file": path, "created": True, "token": token}
+
+
+def serve_info(base, unit):
+    """The live view the installed unit serves (its --serve), and where its token is."""
+    try:
+        with open(unit) as f:
+            text = f.read()
+    except OSError:
+        return None
+    match = re.search(r"^ExecStart=.*\s--serve\s+(\S+)", text, re.MULTILINE)
+    if not match:
+        return None
+    path = os.path.join(base, SERVE_ENV)
+    has_token = any(line.startswith(TOKEN_VARIABLE + "=") for line in read_env(path))
+    return {"address": match.group(1), "env_file": path, "token": has_token}
+
+
 def cleanup(payload):
     require_lock(payload)
     base = base_dir(payload)
@@ -934,7 +1002,8 @@ def cleanup(payload):
 
 
 COMMANDS = {"probe": probe, "hold": hold, "stage": stage, "verify": verify, "venv": make_venv,
-            "smoke": smoke, "activate": activate, "rollback": rollback, "cleanup": cleanup}
+            "smoke": smoke, "activate": activate, "rollback": rollback,
+            "serve_token": serve_token, "cleanup": cleanup}
 
 
 def describe(exc):

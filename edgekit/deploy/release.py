@@ -31,7 +31,7 @@ from edgekit.deploy.plan import (
 )
 from edgekit.deploy.remote import TIMEOUTS, UNIT_NAME, Device
 from edgekit.deploy.report import Command, DeployReport, RollbackReport, Step, service_problem
-from edgekit.deploy.service import exec_start, unit_text
+from edgekit.deploy.service import exec_start, live_view_url, unit_text
 from edgekit.deploy.smoke import smoke_report
 from edgekit.deploy.ssh import Host, SshClient, SshOptions
 from edgekit.deploy.wheels import (
@@ -263,6 +263,11 @@ def _deploy_locked(request: DeployRequest, plan: ReleasePlan, session: Session, 
         _fill_and_check(device, plan, staged, key, report, session, request, probe)
     except BaseException as exc:
         raise _abandoned(exc, device, release, probe) from None
+    if request.service and plan.target.serve:  # the token first: the unit reads it at start
+        report.live_view = _live_view_token(device, plan, session, request)
+    elif plan.target.serve:
+        report.notes.append(f"target {plan.target.name} asks for the live view "
+                            f"({plan.target.serve}); it runs with the service: deploy --service")
     command = " ".join(exec_start(plan, f"~/{request.base}")[1:])
     unit = f"install the systemd user unit {UNIT_NAME} (edgekit {command}), " \
         if request.service else ""
@@ -362,6 +367,21 @@ def _abandoned(exc: BaseException, device: Device, release: str | None,
     return kind(f"{exc}. {state[0].upper()}{state[1:]}; {left}")
 
 
+def _live_view_token(device: Device, plan: ReleasePlan, session: Session,
+                     request: DeployRequest) -> dict[str, Any]:
+    """The target asks for the live view: its token, made on the device the first time.
+
+    The URL carries the token only when it was just made: it is shown this once."""
+    with session.step("serve_token", f"the live view's token ({plan.target.serve}): made on "
+                      "the device once, kept in the unit's environment file (mode 0600)"):
+        answer = device.call("serve_token", "making the live view's token")
+    token = answer.get("token") if answer.get("created") else None
+    return {"url": live_view_url(request.host.host, plan.target.serve),
+            "url_with_token": live_view_url(request.host.host, plan.target.serve, token)
+            if token else None, "env_file": answer.get("env_file"),
+            "new_token": bool(answer.get("created"))}
+
+
 # --- rollback and status -------------------------------------------------------------------------
 
 def rollback(host: Host, ssh: SshOptions = DEFAULT_SSH, *, to: str | None = None,
@@ -396,5 +416,9 @@ def rollback(host: Host, ssh: SshOptions = DEFAULT_SSH, *, to: str | None = None
 def status(host: Host, ssh: SshOptions = DEFAULT_SSH, *, python: str = "python3",
            base: str = "edgekit") -> dict[str, Any]:
     """The device's releases, environments, free space, service and lock, as the agent reports
-    (without taking the lock: it only reads)."""
-    return Device(SshClient(host, ssh), python, base).call("probe", "reading the device's state")
+    (without taking the lock: it only reads); with the live view's address when it serves one."""
+    state = Device(SshClient(host, ssh), python, base).call("probe", "reading the device's state")
+    serve = state.get("serve")
+    if serve:
+        serve["url"] = live_view_url(host.host, serve["address"])
+    return state

@@ -31,9 +31,9 @@ AGENT = Path(__file__).with_name("agent.py")
 UNIT_NAME = "edgekit.service"
 # Seconds a step may take on the device before the workstation gives up on it.
 TIMEOUTS = {"probe": 180, "stage": 900, "verify": 900, "venv": 3600, "smoke": 1800,
-            "activate": 300, "rollback": 900, "cleanup": 300}
+            "activate": 300, "rollback": 900, "serve_token": 60, "cleanup": 300}
 # Commands that change the device: they run only while this deploy holds the device's lock.
-LOCKED = {"stage", "verify", "venv", "smoke", "activate", "rollback", "cleanup"}
+LOCKED = {"stage", "verify", "venv", "smoke", "activate", "rollback", "serve_token", "cleanup"}
 # Runs the agent from the first N bytes of stdin, leaving the rest of stdin to it.
 BOOT = ("import sys;n=int(sys.argv.pop(1));"
         "exec(compile(sys.stdin.buffer.read(n),'edgekit-agent','exec'),{'__name__':'__main__'})")
@@ -202,6 +202,9 @@ def simulate(command: str, payload: dict[str, Any]) -> dict[str, Any]:
                 "missing_bytes": sum(f["size"] for f in payload["files"]), "removed": []}
     if command == "venv":
         return {"ok": True, "reused": False, "key": payload["key"]}
+    if command == "serve_token":
+        return {"ok": True, "env_file": f"{payload['base']}/service.env", "created": True,
+                "token": "<made on the device>"}
     if command == "activate":
         return {"ok": True, "current": payload["release"], "previous": None, "pruned": [],
                 "pruned_venvs": [], "service": None}

@@ -51,6 +51,7 @@ class DeployReport:
     venv_seconds: float = 0.0
     smoke: SmokeReport | None = None
     service: dict[str, Any] | None = None  # the agent's answer: unit, health checks, lingering
+    live_view: dict[str, Any] | None = None  # the service's live view: URL(s), token's file
     problem: str = ""  # why the deploy counts as failed after the switch (exit 1), or ""
     pruned: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -114,11 +115,22 @@ def deploy_text(report: DeployReport) -> str:
     if report.smoke is not None:
         rows += _smoke_lines(report.smoke)
     rows += service_rows(report.service)
+    if report.live_view:
+        rows.append(["live view", live_view_text(report.live_view)])
     if report.pruned:
         rows.append(["removed", "old releases " + ", ".join(report.pruned)])
     rows.append(["time", f"{report.seconds.get('total', 0):.1f} s"])
     text = table(["", ""], rows).split("\n", 2)[2]  # no header: a two-column listing
     return text + "".join(f"\nnote: {n}" for n in report.notes)
+
+
+def live_view_text(live: dict[str, Any]) -> str:
+    """Where the deployed live view is; the URL with its token only when the token is new."""
+    where = f"{live['env_file']} on the device, mode 0600"
+    if live.get("url_with_token"):
+        return (f"{live['url_with_token']} (open it once; the browser keeps the token. It is "
+                f"shown only now, and kept in {where})")
+    return f"{live['url']} (the token is unchanged: in {where})"
 
 
 def dry_run_text(report: DeployReport) -> str:
@@ -316,4 +328,9 @@ def status_text(host: str, probe: dict[str, Any]) -> str:
     body = table(["release", "state", "target", "bundle", "formats", "size", "venv"], rows)
     extra = [f"in progress or interrupted (never used): {', '.join(probe['incomplete'])}"] \
         if probe.get("incomplete") else []
+    serve = probe.get("serve")
+    if serve:
+        token = (f"token in {serve['env_file']} on the device" if serve.get("token") else
+                 f"no token yet: {serve['env_file']} is missing; deploy --service again")
+        extra.append(f"live view: {serve.get('url', serve['address'])} ({token})")
     return "\n".join([head, body, *extra, *service_status_text(probe)])

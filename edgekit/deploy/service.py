@@ -14,12 +14,15 @@ from __future__ import annotations
 import re
 
 from edgekit.deploy.plan import ReleasePlan
+from edgekit.loop.sources import is_live
 
 RESTART_SECONDS = 5
 # A release that cannot start is restarted at most START_BURST times in START_INTERVAL
 # seconds, then left failed (systemctl --user status says why) instead of restarting forever.
 START_INTERVAL = 120
 START_BURST = 5
+ENV_FILE = "service.env"  # under the releases' folder: the live view's token (mode 0600)
+TOKEN_VARIABLE = "EDGEKIT_SERVE_TOKEN"  # edgekit run --serve reads it (loop/serve.py)
 
 
 def systemd_quote(arg: str) -> str:
@@ -30,11 +33,6 @@ def systemd_quote(arg: str) -> str:
     return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def is_live(source: str) -> bool:
-    """A camera index or a stream URL, which run until stopped (a file or folder ends)."""
-    return source.isdigit() or "://" in source
-
-
 def exec_start(plan: ReleasePlan, base: str) -> list[str]:
     """The command the unit runs: ``edgekit run`` on the current release's bundle. A video
     file or folder as the profile's camera is played in a loop (--repeat): a service runs
@@ -42,7 +40,8 @@ def exec_start(plan: ReleasePlan, base: str) -> list[str]:
     source = plan.target.camera
     return [f"{base}/current/venv/bin/edgekit", "run", f"{base}/current/bundle",
             "--source", source, *([] if is_live(source) else ["--repeat"]),
-            "--backend", plan.backend, *(["--device", plan.device] if plan.device else [])]
+            "--backend", plan.backend, *(["--device", plan.device] if plan.device else []),
+            *(["--serve", plan.target.serve] if plan.target.serve else [])]
 
 
 def unit_text(plan: ReleasePlan, base: str) -> str:
@@ -60,6 +59,8 @@ def unit_text(plan: ReleasePlan, base: str) -> str:
         "Type=simple",
         f"WorkingDirectory={base.replace('%', '%%')}",  # a path setting: never quoted
         *[f"Environment={systemd_quote(f'{k}={v}')}" for k, v in env.items()],
+        # The live view's token, kept off the command line ('-': the unit runs without it).
+        *([f"EnvironmentFile=-{env_file(base).replace('%', '%%')}"] if plan.target.serve else []),
         "ExecStart=" + " ".join(systemd_quote(a) for a in exec_start(plan, base)),
         "Restart=on-failure",
         f"RestartSec={RESTART_SECONDS}",
@@ -71,6 +72,25 @@ def unit_text(plan: ReleasePlan, base: str) -> str:
         "WantedBy=default.target",
     ]
     return "\n".join(lines) + "\n"
+
+
+def env_file(base: str) -> str:
+    """The unit's environment file on the device (holds the live view's token)."""
+    return f"{base}/{ENV_FILE}"
+
+
+def live_view_url(device_host: str, serve: str, token: str | None = None) -> str:
+    """The live view's address as the workstation reaches it (``?token=`` only if given).
+
+    A bind on every interface (0.0.0.0, ::) is reached by the name deploy used for the device.
+    """
+    from edgekit.loop.serve import parse_address
+
+    host, port = parse_address(serve)
+    if host in ("0.0.0.0", "::"):
+        host = device_host
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
 
 
 def start_hint(user: str) -> str:
