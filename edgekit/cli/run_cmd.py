@@ -19,7 +19,8 @@ def _source_options(f):
     f = click.option("--max-frames", type=click.IntRange(min=1),
                      help="Stop after this many frames.")(f)
     f = click.option("--source", required=True, help="Camera index (0), video file, folder of "
-                     "images, or stream URL (anything OpenCV's VideoCapture opens).")(f)
+                     "images, stream URL (anything OpenCV's VideoCapture opens), or picamera2[:N] "
+                     "(a Raspberry Pi camera module, through Picamera2).")(f)
     return f
 
 
