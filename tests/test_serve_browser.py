@@ -67,7 +67,10 @@ def _check_live_page(page, folder: Path, name: str) -> None:
     second = _pixels(page.locator("#video").screenshot())
     assert first.shape == second.shape and first.std() > 10  # a picture, not a blank
     assert np.abs(first - second).mean() > 1.0, "the video did not change"
-    assert _number(page, "#frames") > frames, "the figures did not update"
+    # the page polls once a second and the figures it gets may be up to a second old
+    # (live.STATS_MAX_AGE_S), so they may show the same count for up to two seconds
+    page.wait_for_function(f"Number(document.getElementById('frames').textContent) > {frames}",
+                           timeout=10_000)  # the figures update
     assert _number(page, "#fps") > 0
     stages = page.locator("#stages tbody tr").evaluate_all(
         "rows => rows.map(r => r.dataset.stage)")
