@@ -183,6 +183,65 @@ def probe(payload):
     }
 
 
+# --- checks the workstation (or the Ansible action) makes with the device's answers ------------
+# Plain functions, not commands: release.py imports them, and the Ansible role's action loads
+# this file, so each decision is made in one place.
+
+def minimum_python(spec):
+    """(major, minor) from a ``>=3.9`` Requires-Python; (0, 0) when it says no minimum."""
+    parts = (spec or "").strip()
+    if not parts.startswith(">="):
+        return (0, 0)
+    numbers = parts[2:].strip().split(".")
+    try:
+        return (int(numbers[0]), int(numbers[1]))
+    except (IndexError, ValueError):
+        return (0, 0)
+
+
+def device_mismatch(probe, host, python, target, arch, target_python, requires_python,
+                    python_hint="pass --python PATH"):
+    """Why the device (``probe``) cannot run the release for ``target``, or "" when it can.
+
+    ``python``: the device's interpreter as the user named it; ``python_hint``: how to name
+    another one (``--python`` for deploy, the ``edgekit_python`` variable for Ansible)."""
+    found = str(probe["platform"]).split("-", 1)[-1]
+    if found != arch:
+        return (f"{host} is {found} (its Python reports {probe['platform']}) and target "
+                f"{target} is for {arch}: pick the target that matches (edgekit targets), "
+                "or make your own profile")
+    version = tuple(probe["python"])
+    shown = ".".join(map(str, version))
+    if version[:2] < minimum_python(requires_python):
+        return (f"{host}'s {python} is Python {shown} and edgekit needs Python "
+                f"{requires_python}: install a newer Python there and {python_hint} (see the "
+                f"limits in edgekit targets --json for {target})")
+    if f"{version[0]}.{version[1]}" != target_python:
+        return (f"{host}'s {python} is Python {shown} and target {target} is for Python "
+                f"{target_python}: pick the matching target, {python_hint} to a Python "
+                f"{target_python} on the device, or make your own profile")
+    return ""
+
+
+def venv_key(executable, version, inputs):
+    """The device environment's name: the same Python and ``inputs`` (requirements, index
+    URLs, system site packages, edgekit wheel's sha256) give the same environment."""
+    data = dict(inputs, python=executable, version=list(version[:2]))
+    text = json.dumps(data, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def smoke_problem(answer):
+    """Why the smoke test failed on the device (``smoke``'s answer), or None when it ran."""
+    verify = answer.get("verify")
+    if answer.get("verify_code") != 0 or verify is None:
+        return answer.get("verify_error") or "edgekit verify gave no result"
+    if not verify.get("files_ok"):
+        bad = [f"{f['name']}: {f['problem']}" for f in verify["files"] if not f["ok"]]
+        return "artifact files do not match the manifest: " + "; ".join(bad)
+    return None
+
+
 # --- the lock: one deploy or rollback at a time -------------------------------------------------
 
 def lock_file(base):

@@ -8,12 +8,12 @@ hashes. The Python environment the device needs is keyed by a hash of what goes 
 from __future__ import annotations
 
 import hashlib
-import json
 import socket
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from edgekit.deploy import agent
 from edgekit.deploy.wheels import WheelInfo, merge_requirements
 from edgekit.errors import UsageError
 from edgekit.formats import FORMATS, preferred_formats
@@ -69,15 +69,16 @@ class ReleasePlan:
         lines += [f"target {self.target.name}", *self.requirements]
         return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
+    def venv_inputs(self) -> dict[str, Any]:
+        """What the device's environment is made from, besides the device's Python."""
+        return {"requirements": self.requirements,
+                "extra_index_urls": list(self.target.extra_index_urls),
+                "system_site_packages": self.target.system_site_packages,
+                "edgekit": self.wheel.sha256}
+
     def venv_key(self, python: str, version: tuple[int, ...]) -> str:
         """The device environment's name: the same inputs give the same environment."""
-        inputs = {
-            "python": python, "version": list(version[:2]), "requirements": self.requirements,
-            "extra_index_urls": list(self.target.extra_index_urls),
-            "system_site_packages": self.target.system_site_packages,
-            "edgekit": self.wheel.sha256,
-        }
-        return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
+        return agent.venv_key(python, version, self.venv_inputs())
 
     def meta(self) -> dict[str, Any]:
         """What release.json records beside the files."""

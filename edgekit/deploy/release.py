@@ -12,7 +12,6 @@ at a time per device.
 """
 from __future__ import annotations
 
-import re
 import shutil
 import tempfile
 import time
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgekit.deploy import agent
 from edgekit.deploy.plan import (
     ReleasePlan,
     ShippedFile,
@@ -165,33 +165,13 @@ def make_plan(request: DeployRequest, session: Session, staging: Path) -> Releas
 
 # --- checks of the device ----------------------------------------------------------------------
 
-def _minimum_python(spec: str) -> tuple[int, ...]:
-    match = re.match(r"^\s*>=\s*(\d+)\.(\d+)", spec or "")
-    return (int(match[1]), int(match[2])) if match else (0, 0)
-
-
 def check_device(probe: dict[str, Any], plan: ReleasePlan, request: DeployRequest) -> None:
     """Refuse a device that cannot run this release, saying why and what to do."""
-    target, host = plan.target, request.host.label
-    arch = str(probe["platform"]).split("-", 1)[-1]
-    if arch != target.arch:
-        raise DeployError(f"{host} is {arch} (its Python reports {probe['platform']}) and "
-                          f"target {target.name} is for {target.arch}: pick the target that "
-                          "matches (edgekit targets), or make your own profile")
-    version = tuple(probe["python"])
-    shown = ".".join(map(str, version))
-    minimum = _minimum_python(plan.edgekit.requires_python)
-    if version[:2] < minimum:
-        raise DeployError(f"{host}'s {request.python} is Python {shown} and edgekit needs "
-                          f"Python {plan.edgekit.requires_python}: install a newer Python "
-                          "there and pass it with --python (see the limits in edgekit "
-                          f"targets --json for {target.name})")
-    if f"{version[0]}.{version[1]}" != target.python:
-        raise DeployError(f"{host}'s {request.python} is Python {shown} and target "
-                          f"{target.name} is for Python {target.python} (its packages are "
-                          f"chosen for it: {', '.join(plan.requirements)}): pick the matching "
-                          f"target, pass --python PATH to a Python {target.python} on the "
-                          "device, or make your own profile")
+    target = plan.target
+    problem = agent.device_mismatch(probe, request.host.label, request.python, target.name,
+                                    target.arch, target.python, plan.edgekit.requires_python)
+    if problem:
+        raise DeployError(problem)
 
 
 # --- the deploy ----------------------------------------------------------------------------------

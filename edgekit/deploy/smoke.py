@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgekit.deploy.agent import smoke_problem
 from edgekit.errors import DeployError
 from edgekit.formats import FORMATS
 
@@ -52,20 +53,9 @@ class SmokeReport:
         return agreeing(reference, [s.device for s in self.samples])
 
 
-def device_failure(answer: dict[str, Any]) -> str | None:
-    """Why the smoke test failed on the device, or None when it ran."""
-    verify = answer.get("verify")
-    if answer.get("verify_code") != 0 or verify is None:
-        return answer.get("verify_error") or "edgekit verify gave no result"
-    if not verify.get("files_ok"):
-        bad = [f"{f['name']}: {f['problem']}" for f in verify["files"] if not f["ok"]]
-        return "artifact files do not match the manifest: " + "; ".join(bad)
-    return None
-
-
 def smoke_report(answer: dict[str, Any], bundle: Path, samples: int) -> SmokeReport:
     """Turn the agent's smoke answer into a report; DeployError when the device failed."""
-    problem = device_failure(answer)
+    problem = smoke_problem(answer)
     if problem:
         raise DeployError(f"the smoke test failed on the device: {problem}")
     verify = answer["verify"]
