@@ -86,8 +86,24 @@ def verify(bundle: Path, backend: str | None, device: str | None, fmt: str | Non
 
 @cli.command()
 @click.argument("bundle", required=False, type=click.Path(path_type=Path))
-@click.option("--host", "host_text", required=True, metavar="USER@HOST",
+@click.option("--host", "host_text", metavar="USER@HOST",
               help="The device, as ssh reaches it (e.g. pi@raspberrypi.local).")
+@click.option("--inventory", type=click.Path(path_type=Path), metavar="INVENTORY",
+              help="Every host of this Ansible inventory (INI or YAML) instead of --host, "
+              "through ansible-core (pip install 'edgekit[fleet]'); a host's or group's "
+              "edgekit_target variable picks its target (--target: the rest).")
+@click.option("--limit", metavar="PATTERN", help="With --inventory: only the hosts this "
+              "Ansible pattern matches (a host, a group, 'lab:!pi3', 'pi*').")
+@click.option("--serial", metavar="N|N%", help="With --inventory: hosts per batch (Ansible's "
+              "serial); the first batch is the canary.")
+@click.option("--max-fail-percentage", type=float, metavar="P", help="With --inventory: stop "
+              "the rollout when more than P%% of a batch fails (0: any failure).")
+@click.option("--forks", default=5, show_default=True, metavar="N",
+              help="With --inventory: hosts deployed at the same time (Ansible's forks).")
+@click.option("--emit-playbook", type=click.Path(path_type=Path), metavar="DIR",
+              help="With --inventory or --target: write a self-contained Ansible playbook "
+              "and role (the agent and the files included, with a README) to DIR for "
+              "ansible-playbook, AWX or CI; send nothing.")
 @click.option("--target", "target_name", metavar="NAME|FILE",
               help="Device profile: a name from `edgekit targets`, or a .toml file.")
 @click.option("--port", type=int, help="SSH port (default 22, or your ~/.ssh/config).")
@@ -127,7 +143,9 @@ def verify(bundle: Path, backend: str | None, device: str | None, fmt: str | Non
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
 @debug_option
-def deploy(bundle: Path | None, host_text: str, target_name: str | None, port: int | None,
+def deploy(bundle: Path | None, host_text: str | None, inventory: Path | None,
+           limit: str | None, serial: str | None, max_fail_percentage: float | None,
+           forks: int, emit_playbook: Path | None, target_name: str | None, port: int | None,
            identity: Path | None, known_hosts: Path | None, service: bool, offline: bool,
            dry_run: bool, rollback: bool, to_release: str | None, show_status: bool,
            python: str, remote_dir: str, samples: int, keep: int, timeout: float,
@@ -151,11 +169,20 @@ def deploy(bundle: Path | None, host_text: str, target_name: str | None, port: i
     device, held from the first step to the last.
 
     \b
+    \b
+    Many devices: --inventory runs the same steps on every host of an Ansible
+    inventory through ansible-playbook (the plan is made once per target),
+    --serial 1 --max-fail-percentage 0 makes the first host a canary, and a
+    table says what happened on each host (exit 1 if any failed).
+
+    \b
     Examples:
       edgekit deploy out/lenet5 --target rpi4-cpu --host pi@raspberrypi.local
       edgekit deploy out/lenet5 --target rpi4-cpu --host pi@10.0.0.7 --service --offline
       edgekit deploy --status --host pi@raspberrypi.local
       edgekit deploy --rollback --host pi@raspberrypi.local
+      edgekit deploy out/lenet5 --inventory lab.ini --serial 1 --max-fail-percentage 0
+      edgekit deploy --status --inventory lab.ini --limit pis
     """
     from edgekit.deploy import DeployRequest, SshOptions, parse_host
     from edgekit.deploy import deploy as run_deploy
@@ -163,6 +190,19 @@ def deploy(bundle: Path | None, host_text: str, target_name: str | None, port: i
     from edgekit.deploy import status as run_status
     from edgekit.deploy.report import deploy_text, rollback_text, status_text
 
+    if inventory is not None or emit_playbook is not None:
+        from edgekit.cli.fleet_cmd import fleet
+
+        fleet(**{k: v for k, v in locals().items() if k != "fleet"})
+        return
+    fleet_only = [name for name, value in (("--limit", limit), ("--serial", serial),
+                                           ("--max-fail-percentage", max_fail_percentage))
+                  if value is not None]
+    if fleet_only:
+        raise UsageError(f"{', '.join(fleet_only)} go with --inventory")
+    if host_text is None:
+        raise UsageError("deploy needs --host USER@HOST (one device) or --inventory FILE "
+                         "(every host of an Ansible inventory)")
     if rollback and show_status:
         raise UsageError("choose one of --rollback and --status")
     if to_release and not rollback:

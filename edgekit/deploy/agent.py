@@ -242,6 +242,15 @@ def smoke_problem(answer):
     return None
 
 
+def service_failed(service):
+    """Whether a switch's service answer (``activate``, ``rollback``) counts as a failure:
+    systemd could not start the unit, or it did not stay up."""
+    if service and service.get("systemd") and service.get("messages"):
+        return True
+    check = (service or {}).get("check")
+    return bool(check) and not check["healthy"]
+
+
 # --- the lock: one deploy or rollback at a time -------------------------------------------------
 
 def lock_file(base):

@@ -80,6 +80,20 @@ class ReleasePlan:
         """The device environment's name: the same inputs give the same environment."""
         return agent.venv_key(python, version, self.venv_inputs())
 
+    def venv_payload(self) -> dict[str, Any]:
+        """The agent's ``venv`` arguments, besides the release and the environment's key."""
+        return {"requirements": self.requirements, "wheel": self.wheel.path,
+                "offline": self.offline,
+                "system_site_packages": self.target.system_site_packages,
+                "pip_options": [a for url in self.target.extra_index_urls
+                                for a in ("--extra-index-url", url)]}
+
+    def smoke_payload(self) -> dict[str, Any]:
+        """The agent's ``smoke`` arguments, besides the release and the samples."""
+        return {"backend": self.backend, "device": self.device,
+                "environment": self.target.environment,
+                "allow_empty": not (self.bundle / VALIDATION_NAME).is_file()}
+
     def meta(self) -> dict[str, Any]:
         """What release.json records beside the files."""
         return {"target": self.target.name, "bundle": self.model, "formats": self.formats,

@@ -44,7 +44,7 @@ from edgekit.deploy.wheels import (
 )
 from edgekit.errors import ConnectionFailed, DeployError, EdgekitError, UsageError
 from edgekit.integrity import sha256_file
-from edgekit.manifest import VALIDATION_NAME, read_manifest
+from edgekit.manifest import read_manifest
 from edgekit.render import size
 from edgekit.targets import Target
 
@@ -292,19 +292,13 @@ def _fill_and_check(device: Device, plan: ReleasePlan, staged: dict[str, Any], k
             f"{' '.join(plan.requirements)}; minutes on a Pi)")
     with session.step("venv", what):
         venv = device.call("venv", "preparing the Python environment", release=release,
-                           key=key, requirements=plan.requirements, wheel=plan.wheel.path,
-                           offline=plan.offline,
-                           system_site_packages=plan.target.system_site_packages,
-                           pip_options=[a for url in plan.target.extra_index_urls
-                                        for a in ("--extra-index-url", url)])
+                           key=key, **plan.venv_payload())
     report.venv, report.venv_reused = key, bool(venv.get("reused"))
     report.venv_seconds = float(venv.get("seconds", 0))
     with session.step("smoke", f"smoke test: edgekit backends, then edgekit verify with "
                       f"{plan.backend} on {request.samples} validation samples"):
-        answer = device.call("smoke", "the smoke test", release=release, backend=plan.backend,
-                             device=plan.device, samples=request.samples,
-                             environment=plan.target.environment,
-                             allow_empty=not (plan.bundle / VALIDATION_NAME).is_file())
+        answer = device.call("smoke", "the smoke test", release=release,
+                             samples=request.samples, **plan.smoke_payload())
         if not request.dry_run:
             report.smoke = smoke_report(answer, plan.bundle, request.samples)
 

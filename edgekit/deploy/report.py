@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
+from edgekit.deploy.agent import service_failed
 from edgekit.deploy.service import start_hint
 from edgekit.deploy.smoke import SmokeReport
 from edgekit.render import size, table
@@ -255,9 +256,9 @@ def service_problem(service: dict[str, Any] | None, release: str, host: str) -> 
     if service and service.get("systemd") and service.get("messages"):
         return (f"on {host}, {_unit_name(service)} could not be started: "
                 f"{'; '.join(service['messages'])}")
-    check = (service or {}).get("check")
-    if not check or check["healthy"]:
+    if not service_failed(service):
         return ""
+    check = service["check"]
     name = _unit_name(service)
     back = service.get("switched_back")
     if back:

@@ -7,6 +7,7 @@ the Keras model's answers stored in the bundle.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,8 +54,11 @@ class SmokeReport:
         return agreeing(reference, [s.device for s in self.samples])
 
 
-def smoke_report(answer: dict[str, Any], bundle: Path, samples: int) -> SmokeReport:
-    """Turn the agent's smoke answer into a report; DeployError when the device failed."""
+def smoke_report(answer: dict[str, Any], bundle: Path, samples: int,
+                 workstation: Callable[[Path, str, int], tuple[list[int | None], str]]
+                 | None = None) -> SmokeReport:
+    """Turn the agent's smoke answer into a report; DeployError when the device failed.
+    ``workstation``: what gives the workstation's top-1 answers (default: workstation_top1)."""
     problem = smoke_problem(answer)
     if problem:
         raise DeployError(f"the smoke test failed on the device: {problem}")
@@ -65,7 +69,8 @@ def smoke_report(answer: dict[str, Any], bundle: Path, samples: int) -> SmokeRep
                          verify["format"], verify["artifact"])
     report.max_abs_diff = max((s["max_abs_diff"] for s in verify["samples"]
                                if s["max_abs_diff"] is not None), default=0.0)
-    local, report.compared_with = workstation_top1(bundle, verify["format"], samples)
+    local, report.compared_with = (workstation or workstation_top1)(
+        bundle, verify["format"], samples)
     for i, s in enumerate(verify["samples"]):
         report.samples.append(SampleCheck(s["index"], s["top1"],
                                           local[i] if i < len(local) else None,
