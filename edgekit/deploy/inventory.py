@@ -29,8 +29,11 @@ NO_HOST_KEY_CHECKING = ("ansible_host_key_checking", "ansible_ssh_host_key_check
 
 def require_ansible() -> None:
     """DeployError naming the extra to install when ansible-core is missing."""
-    if importlib.util.find_spec("ansible") is None or \
-            importlib.util.find_spec("ansible.cli.playbook") is None:
+    try:
+        found = importlib.util.find_spec("ansible.cli.playbook") is not None
+    except ImportError:  # no ansible package at all
+        found = False
+    if not found:
         raise DeployError(f"--inventory runs through Ansible, and ansible-core is not installed "
                           f"in this Python ({sys.executable}): pip install '{EXTRA}'")
 
@@ -107,6 +110,24 @@ def read_inventory(inventory: Path, limit: str | None, folder: Path) -> list[Inv
     inventory = Path(inventory)
     if not inventory.exists():
         raise UsageError(f"--inventory {inventory}: no such file or folder")
+    listing = list_inventory(inventory, limit, folder)
+    hosts = ordered_hosts(listing)
+    if not hosts:
+        if limit:
+            every = list_inventory(inventory, None, folder)
+            groups = sorted(k for k in every if k not in ("_meta", "all", "ungrouped"))
+            raise UsageError(f"--limit {limit!r} matches no host of {inventory} (its hosts: "
+                             f"{', '.join(ordered_hosts(every)) or 'none'}; groups: "
+                             f"{', '.join(groups) or 'none'}): name a host or group there, or "
+                             "a pattern such as 'lab:!pi3' or 'pi*'")
+        raise UsageError(f"--inventory {inventory} lists no host: add the devices (see the "
+                         "README's fleet section for an example)")
+    hostvars = listing.get("_meta", {}).get("hostvars", {})
+    return [InventoryHost(name, dict(hostvars.get(name, {}))) for name in hosts]
+
+
+def list_inventory(inventory: Path, limit: str | None, folder: Path) -> dict[str, Any]:
+    """``ansible-inventory --list`` (with ``--limit``), run with edgekit's own configuration."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "ansible.cfg").write_text(ansible_cfg(SshOptions()))
     argv = [*ansible_command("inventory"), "-i", str(inventory.resolve()), "--list"]
@@ -118,20 +139,7 @@ def read_inventory(inventory: Path, limit: str | None, folder: Path) -> list[Inv
         raise UsageError(f"--inventory {inventory} does not parse as an Ansible inventory: "
                          f"{parse_errors(done.stderr)}. Fix it (ansible-inventory -i "
                          f"{inventory} --list shows the same)")
-    listing = json.loads(done.stdout)
-    hosts = ordered_hosts(listing)
-    if not hosts:
-        if limit:
-            every = read_inventory(inventory, None, folder)
-            groups = sorted(k for k in listing if k not in ("_meta", "all", "ungrouped"))
-            raise UsageError(f"--limit {limit!r} matches no host of {inventory} (its hosts: "
-                             f"{', '.join(h.name for h in every)}; groups: "
-                             f"{', '.join(groups) or 'none'}): name a host or group there, or "
-                             "a pattern such as 'lab:!pi3' or 'pi*'")
-        raise UsageError(f"--inventory {inventory} lists no host: add the devices (see the "
-                         "README's fleet section for an example)")
-    hostvars = listing.get("_meta", {}).get("hostvars", {})
-    return [InventoryHost(name, dict(hostvars.get(name, {}))) for name in hosts]
+    return json.loads(done.stdout)
 
 
 def ordered_hosts(listing: dict[str, Any]) -> list[str]:

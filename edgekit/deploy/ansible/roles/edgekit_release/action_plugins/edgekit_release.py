@@ -210,7 +210,7 @@ def close(session, timeout=30):
 class ActionModule(ActionBase):
     """``edgekit_release: mode=deploy|rollback|status`` (see the role's tasks/main.yml)."""
 
-    TRANSFERS_FILES = True
+    TRANSFERS_FILES = False  # no remote temporary folder: the agent stages its own files
     _requires_connection = True
 
     def run(self, tmp=None, task_vars=None):

@@ -1,0 +1,389 @@
+"""edgekit deploy --inventory: many devices through Ansible (ansible-core), each a real user
+behind one loopback OpenSSH server (tests/fleet_devices.py), with the same steps and checks as
+one device; a full disk, a canary, status, rollback, a redeploy that copies nothing, Ctrl-C;
+and bad input (an inventory that does not parse, a pattern matching nothing, an unknown
+target, a refused key or an unknown host, Ansible missing), each one line.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import fleet_devices as fd
+import pytest
+from conftest import ROOT, assert_clean_error, run_cli
+from deploy_support import intact, local_profile
+from sshd import SshServer, free_port
+
+from edgekit.deploy.remote import AGENT
+
+pytest.importorskip("ansible", reason="needs ansible-core: pip install 'edgekit[fleet]'")
+
+SMALL = {'formats = ["tflite-int8", "tflite-fp32"]': 'formats = ["tflite-int8"]'}
+
+
+def current(device: SshServer) -> str | None:
+    link = device.local_path("edgekit/current")
+    return os.readlink(link) if os.path.islink(link) else None
+
+
+def rows(result) -> dict[str, dict]:
+    assert result.stdout.strip(), result.stderr
+    return {h["host"]: h for h in json.loads(result.stdout)["hosts"]}
+
+
+def inventory_for(path: Path, entries: list[tuple[str, SshServer]], target: Path | str) -> Path:
+    lines = ["[lab]", *[fd.inventory_line(name, d) for name, d in entries], "",
+             "[lab:vars]", f"edgekit_target={target}", ""]
+    path.write_text("\n".join(lines))
+    return path
+
+
+# --- bad input: one line each, no traceback ---------------------------------------------------
+
+def test_an_inventory_that_does_not_parse(lenet_bundle: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "lab.ini"
+    bad.write_text("[pis\npi1 ansible_host=10.0.0.7\n")
+    result = run_cli("deploy", lenet_bundle, "--inventory", bad)
+    assert result.returncode == 2
+    assert_clean_error(result, f"--inventory {bad} does not parse as an Ansible inventory",
+                       "ini:", "ansible-inventory -i")
+    yaml = tmp_path / "lab.yml"
+    yaml.write_text("all:\n  hosts: [\n")
+    assert_clean_error(run_cli("deploy", "--status", "--inventory", yaml),
+                       "does not parse", "yaml", "YAML parsing failed")
+    assert_clean_error(run_cli("deploy", "--status", "--inventory", tmp_path / "none.ini"),
+                       "no such file")
+
+
+def test_a_pattern_that_matches_nothing_and_an_unknown_target(lenet_bundle: Path,
+                                                              tmp_path: Path) -> None:
+    inventory = tmp_path / "lab.yml"
+    inventory.write_text("all:\n  children:\n    pis:\n      hosts:\n"
+                         "        pi1: {ansible_host: 10.0.0.7, edgekit_target: rpi4-cpu}\n"
+                         "        pi2: {ansible_host: 10.0.0.8, edgekit_target: rpi9-cpu}\n")
+    result = run_cli("deploy", "--status", "--inventory", inventory, "--limit", "cams")
+    assert result.returncode == 2
+    assert_clean_error(result, "--limit 'cams' matches no host", "its hosts: pi1, pi2",
+                       "groups: pis")
+    result = run_cli("deploy", lenet_bundle, "--inventory", inventory)
+    assert result.returncode == 2
+    assert_clean_error(result, "host pi2: edgekit_target 'rpi9-cpu'", "unknown target",
+                       "set edgekit_target to a name from edgekit targets")
+    result = run_cli("deploy", lenet_bundle, "--inventory", inventory, "--limit", "pi1:pi2",
+                     "--target", "rpi4-cpu")
+    assert_clean_error(result, "host pi2")
+    plain = tmp_path / "plain.ini"
+    plain.write_text("pi1 ansible_host=10.0.0.7\n")
+    assert_clean_error(run_cli("deploy", lenet_bundle, "--inventory", plain),
+                       "host pi1 has no edgekit_target and no --target")
+
+
+def test_an_inventory_that_turns_host_key_checking_off_is_refused(lenet_bundle: Path,
+                                                                  tmp_path: Path) -> None:
+    inventory = tmp_path / "lab.ini"
+    inventory.write_text("pi1 ansible_host=10.0.0.7 ansible_host_key_checking=false\n")
+    assert_clean_error(run_cli("deploy", "--status", "--inventory", inventory),
+                       "host pi1 sets ansible_host_key_checking=false",
+                       "keeps host-key checking on", "ssh-keyscan")
+
+
+def test_fleet_options_are_checked(lenet_bundle: Path, tmp_path: Path) -> None:
+    inventory = tmp_path / "lab.ini"
+    inventory.write_text("pi1 ansible_host=10.0.0.7 edgekit_target=rpi4-cpu\n")
+    for args, needle in [
+            (("--limit", "pis", "--host", "pi@x"), "--limit go with --inventory"),
+            (("--inventory", inventory, "--host", "pi@x"), "drop --host"),
+            (("--inventory", inventory, "--serial", "0"), "--serial takes"),
+            (("--inventory", inventory, "--serial", "120%"), "1% to 100%"),
+            (("--inventory", inventory, "--max-fail-percentage", "101"), "0 to 100"),
+            (("--inventory", inventory, "--dry-run"), "--emit-playbook"),
+            (("--emit-playbook", tmp_path / "pb"), "--emit-playbook needs --inventory")]:
+        result = run_cli("deploy", lenet_bundle, *args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert_clean_error(result, needle)
+    assert_clean_error(run_cli("deploy", lenet_bundle), "--host USER@HOST", "--inventory")
+
+
+def test_without_ansible_the_error_names_the_extra(tmp_path: Path) -> None:
+    inventory = tmp_path / "lab.ini"
+    inventory.write_text("pi1 ansible_host=10.0.0.7\n")
+    blocker = ("import sys\nclass Block:\n    def find_spec(self, name, path=None, target=None):"
+               "\n        if name == 'ansible' or name.startswith('ansible.'):\n"
+               "            raise ModuleNotFoundError(name)\n"
+               "sys.meta_path.insert(0, Block())\n"
+               "from edgekit.cli import main\nsys.argv[0] = 'edgekit'\nmain()\n")
+    result = subprocess.run([sys.executable, "-c", blocker, "deploy", "--status",
+                             "--inventory", str(inventory)], capture_output=True, text=True,
+                            check=False)
+    assert result.returncode == 1
+    assert_clean_error(result, "ansible-core is not installed", "pip install 'edgekit[fleet]'")
+
+
+def test_a_refused_key_and_an_unknown_host_are_named_per_host(
+        ssh_server: SshServer, wrong_identity_file: Path, tmp_path: Path) -> None:
+    """The loopback sshd three times over: one host with a key it refuses, one under a name
+    the known_hosts file does not list (localhost), one nobody listens for; one line each."""
+    inventory = tmp_path / "lab.ini"
+    closed = fd.device_with(ssh_server, port=free_port())
+    inventory.write_text("\n".join([
+        fd.inventory_line("good", ssh_server),
+        fd.inventory_line("wrongkey", fd.device_with(ssh_server,
+                                                     identity_file=wrong_identity_file)),
+        fd.inventory_line("unknown", fd.device_with(ssh_server, host="localhost")),
+        fd.inventory_line("closed", closed), ""]))
+    result = run_cli("deploy", "--status", "--inventory", inventory, "--known-hosts",
+                     ssh_server.known_hosts_file, "--json")
+    assert result.returncode == 1
+    assert_clean_error(result, "3 of 4 hosts failed (wrongkey, unknown, closed)")
+    hosts = rows(result)
+    assert hosts["good"]["status"] == "ok" and hosts["good"]["device"]["releases"] == []
+    assert "refused the key" in hosts["wrongkey"]["error"]
+    assert "ssh-copy-id" in hosts["wrongkey"]["error"]
+    assert "is not a known host" in hosts["unknown"]["error"]
+    assert "ssh-keyscan -p" in hosts["unknown"]["error"]
+    assert "connection refused" in hosts["closed"]["error"]
+    assert all("\n" not in h["error"] for h in hosts.values())
+    text = run_cli("deploy", "--status", "--inventory", inventory, "--known-hosts",
+                   ssh_server.known_hosts_file)
+    assert text.returncode == 1 and "wrongkey" in text.stdout and "refused the key" in text.stdout
+
+
+def test_emit_playbook_writes_a_self_contained_folder(lenet_bundle: Path,
+                                                      tmp_path: Path) -> None:
+    profile = local_profile(tmp_path)
+    inventory = tmp_path / "lab.ini"
+    inventory.write_text(f"[pis]\npi1 ansible_host=10.0.0.7\npi2 ansible_host=10.0.0.8 "
+                         f"edgekit_target={profile}\n")
+    out = tmp_path / "playbook"
+    result = run_cli("deploy", lenet_bundle, "--inventory", inventory, "--target", "rpi4-cpu",
+                     "--serial", "1", "--max-fail-percentage", "0", "--emit-playbook", out)
+    assert result.returncode == 0, result.stderr
+    assert (out / "roles/edgekit_release/files/agent.py").read_bytes() == AGENT.read_bytes()
+    assert (out / "roles/edgekit_release/action_plugins/edgekit_release.py").is_file()
+    play = (out / "deploy.yml").read_text()
+    assert "serial: 1" in play and "max_fail_percentage: 0" in play
+    assert "host_key_checking = True" in (out / "ansible.cfg").read_text()
+    assert "StrictHostKeyChecking=yes" in (out / "ansible.cfg").read_text()
+    plans = json.loads((out / "plans.json").read_text())["edgekit_plans"]
+    assert set(plans) == {"rpi4-cpu", str(profile)}
+    for plan in plans.values():
+        for f in plan["files"]:
+            local = out / f["local"]
+            assert not Path(f["local"]).is_absolute() and local.stat().st_size == f["size"]
+    readme = (out / "README.md").read_text()
+    assert "ansible-playbook -i INVENTORY deploy.yml" in readme and "pi2" in readme
+    # ansible-playbook itself accepts it.
+    check = subprocess.run([sys.executable, "-m", "ansible.cli.playbook", "-i", str(inventory),
+                            "deploy.yml", "--syntax-check"], cwd=out, capture_output=True,
+                           text=True, check=False,
+                           env={**os.environ, "ANSIBLE_CONFIG": str(out / "ansible.cfg")})
+    assert check.returncode == 0, check.stdout + check.stderr
+    again = run_cli("deploy", lenet_bundle, "--inventory", inventory, "--target", "rpi4-cpu",
+                    "--emit-playbook", out)
+    assert_clean_error(again, "not empty")
+
+
+# --- several devices: real users behind one loopback sshd ---------------------------------------
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[fd.FleetSshd]:
+    reason = fd.missing_requirement()
+    if reason:
+        pytest.skip(reason)
+    sshd = fd.FleetSshd(4, tmp_path_factory.mktemp("fleet") / "sshd")
+    sshd.start()
+    yield sshd
+    for device in sshd.devices:
+        releases = device.local_path("edgekit/releases")
+        if os.path.ismount(releases):
+            subprocess.run(["umount", str(releases)], check=False)
+    sshd.stop()
+
+
+def small_disk(device: SshServer) -> Path:
+    """The device's releases folder on a 3 MB tmpfs (owned by the device's user)."""
+    folder = device.local_path("edgekit/releases")
+    folder.mkdir(parents=True, exist_ok=True)
+    uid, gid = folder.parent.parent.stat().st_uid, folder.parent.parent.stat().st_gid
+    for path in (folder.parent, folder):
+        os.chown(path, uid, gid)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size=3m,uid={uid},gid={gid}",
+                              "tmpfs", str(folder)], capture_output=True, text=True,
+                             check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    return folder
+
+
+def fleet_cli(*args: str | Path, known_hosts: Path) -> object:
+    return run_cli("deploy", *args, "--known-hosts", known_hosts, "--python", "/usr/bin/python3",
+                   "--json")
+
+
+@pytest.mark.slow
+def test_deploy_to_several_devices_a_full_disk_redeploy_status_rollback(
+        fleet: fd.FleetSshd, lenet_bundle: Path, tmp_path: Path) -> None:
+    ok_devices, full = fleet.devices[:3], fleet.devices[3]
+    known = ok_devices[0].known_hosts_file
+    small_disk(full)
+    entries = [(f"dev{i}", d) for i, d in enumerate(ok_devices, 1)] + [("full", full)]
+    inventory = inventory_for(tmp_path / "lab.ini", entries, local_profile(tmp_path))
+    first = fleet_cli(lenet_bundle, "--inventory", inventory, "--offline",
+                      known_hosts=known)
+    assert first.returncode == 1
+    assert_clean_error(first, "1 of 4 hosts failed (full)", "keeps the release it had")
+    hosts = rows(first)
+    for name, device in entries[:3]:
+        row = hosts[name]
+        assert row["status"] == "ok" and row["target"] == "loopback-cpu", row
+        assert current(device) == f"releases/{row['release']}"
+        assert intact(device.local_path(f"edgekit/releases/{row['release']}"))
+        assert row["bytes_copied"] == row["bytes_total"] > 0
+        assert row["smoke"]["matches"] == 5 and row["smoke"]["runtime"] == \
+            "tflite-runtime 2.14.0"
+        assert device.local_path("edgekit").stat().st_uid != 0  # the device's own user
+    assert hosts["full"]["status"] == "failed" and hosts["full"]["step"] == "stage"
+    assert "not enough space on the device" in hosts["full"]["error"]
+    assert "nothing was running there before, and nothing is now" in hosts["full"]["error"]
+    assert current(full) is None and os.listdir(full.local_path("edgekit/releases")) == []
+    releases = {name: hosts[name]["release"] for name, _ in entries[:3]}
+
+    # A redeploy of the unchanged bundle copies 0 bytes to every device.
+    again = fleet_cli(lenet_bundle, "--inventory", inventory, "--offline", "--limit", "dev*",
+                      known_hosts=known)
+    assert again.returncode == 0, again.stderr
+    second = rows(again)
+    assert set(second) == {"dev1", "dev2", "dev3"}
+    for name, device in entries[:3]:
+        assert second[name]["bytes_copied"] == 0 and second[name]["files_copied"] == 0
+        assert second[name]["venv_reused"] and second[name]["previous"] == releases[name]
+        assert current(device) == f"releases/{second[name]['release']}"
+
+    # --status lists every host's current release; --rollback rolls every host back.
+    status = fleet_cli("--status", "--inventory", inventory, known_hosts=known)
+    assert status.returncode == 0, status.stderr
+    seen = rows(status)
+    for name, _ in entries[:3]:
+        assert seen[name]["device"]["current"] == second[name]["release"]
+    assert seen["full"]["device"]["current"] is None
+    text = run_cli("deploy", "--status", "--inventory", inventory, "--known-hosts", known,
+                   "--python", "/usr/bin/python3")
+    assert text.returncode == 0 and second["dev2"]["release"] in text.stdout
+    back = fleet_cli("--rollback", "--inventory", inventory, "--limit", "dev*",
+                     known_hosts=known)
+    assert back.returncode == 0, back.stderr
+    for name, device in entries[:3]:
+        assert rows(back)[name]["current"] == releases[name]
+        assert current(device) == f"releases/{releases[name]}"
+
+
+@pytest.mark.slow
+def test_a_failing_canary_stops_the_rollout(fleet: fd.FleetSshd, lenet_bundle: Path,
+                                            tmp_path: Path) -> None:
+    """--serial 1 --max-fail-percentage 0 with the full-disk device first: nothing else
+    changes (the others keep their release and get no new folder)."""
+    full = fleet.devices[3]
+    if not os.path.ismount(full.local_path("edgekit/releases")):
+        small_disk(full)
+    others = fleet.devices[:3]
+    known = others[0].known_hosts_file
+    profile = local_profile(tmp_path, "small", edits=SMALL)
+    entries = [("canary", full)] + [(f"dev{i}", d) for i, d in enumerate(others, 1)]
+    inventory = inventory_for(tmp_path / "lab.ini", entries, profile)
+    before = {name: (current(d), sorted(os.listdir(d.local_path("edgekit/releases")))
+                     if d.local_path("edgekit/releases").is_dir() else [])
+              for name, d in entries[1:]}
+    result = fleet_cli(lenet_bundle, "--inventory", inventory, "--offline", "--serial", "1",
+                       "--max-fail-percentage", "0", known_hosts=known)
+    assert result.returncode == 1
+    assert_clean_error(result, "1 of 4 hosts failed (canary)", "3 not run",
+                       "the rollout stopped after a failed batch")
+    hosts = rows(result)
+    assert hosts["canary"]["status"] == "failed"
+    for name, device in entries[1:]:
+        assert hosts[name]["status"] == "not run"
+        releases = device.local_path("edgekit/releases")
+        after = (current(device), sorted(os.listdir(releases)) if releases.is_dir() else [])
+        assert after == before[name]
+    text = run_cli("deploy", lenet_bundle, "--inventory", inventory, "--offline", "--serial",
+                   "1", "--max-fail-percentage", "0", "--known-hosts", known, "--python",
+                   "/usr/bin/python3")
+    assert text.returncode == 1 and "not run" in text.stdout and "serial 1" in text.stdout
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_the_fleet_deploy_and_its_children(fleet: fd.FleetSshd,
+                                                       lenet_bundle: Path,
+                                                       tmp_path: Path) -> None:
+    devices = fleet.devices[:2]
+    known = devices[0].known_hosts_file
+    profile = local_profile(tmp_path, "interrupted", edits={
+        'formats = ["tflite-int8", "tflite-fp32"]': 'formats = ["tflite-fp32"]'})
+    inventory = inventory_for(tmp_path / "lab.ini", [("a", devices[0]), ("b", devices[1])],
+                              profile)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edgekit", "deploy", str(lenet_bundle), "--inventory",
+         str(inventory), "--known-hosts", str(known), "--python", "/usr/bin/python3",
+         "--offline"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    seen = ""
+    deadline = time.monotonic() + 300
+    while "stage a new release folder" not in seen and time.monotonic() < deadline:
+        line = process.stderr.readline()
+        if not line:
+            break
+        seen += line
+    assert "stage a new release folder" in seen, seen
+    started = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err
+    assert time.monotonic() - started < 2.5
+    time.sleep(0.5)
+    leftover = [pid for pid in os.listdir("/proc") if pid.isdigit() and
+                b"edgekit-fleet-" in _cmdline(pid)]
+    assert leftover == [], [_cmdline(p) for p in leftover]
+    # The devices' locks were released: a deploy goes ahead at once.
+    retry = fleet_cli(lenet_bundle, "--inventory", inventory, "--offline", known_hosts=known)
+    assert retry.returncode == 0, retry.stderr
+
+
+def _cmdline(pid: str) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+@pytest.mark.slow
+@pytest.mark.pi
+def test_the_emulated_pi_is_one_more_host(fleet: fd.FleetSshd, emulated_pi: SshServer,
+                                          lenet_bundle: Path, tmp_path: Path) -> None:
+    """Two loopback devices and the emulated arm64 Pi in one inventory, the Pi with its own
+    edgekit_target (rpi4-cpu): all get a verified current."""
+    emulated_pi.run("rm -rf edgekit")
+    devices = fleet.devices[:2]
+    known = tmp_path / "known_hosts"
+    known.write_text(devices[0].known_hosts_file.read_text()
+                     + emulated_pi.known_hosts_file.read_text())
+    inventory = tmp_path / "lab.ini"
+    inventory.write_text("\n".join([
+        "[loopback]", *[fd.inventory_line(f"dev{i}", d) for i, d in enumerate(devices, 1)],
+        "[loopback:vars]", f"edgekit_target={local_profile(tmp_path)}",
+        "edgekit_python=/usr/bin/python3",
+        "[pis]", fd.inventory_line("pi", emulated_pi, edgekit_target="rpi4-cpu"), ""]))
+    result = run_cli("deploy", lenet_bundle, "--inventory", inventory, "--known-hosts", known,
+                     "--json")
+    assert result.returncode == 0, result.stderr
+    hosts = rows(result)
+    assert hosts["pi"]["target"] == "rpi4-cpu" and hosts["dev1"]["target"] == "loopback-cpu"
+    for name, device in [("dev1", devices[0]), ("dev2", devices[1]), ("pi", emulated_pi)]:
+        assert hosts[name]["status"] == "ok" and hosts[name]["smoke"]["matches"] == 5
+        assert current(device) == f"releases/{hosts[name]['release']}"
+        assert intact(device.local_path(f"edgekit/releases/{hosts[name]['release']}"))
