@@ -50,12 +50,16 @@ def missing_requirement() -> str:
 class FleetSshd(LoopbackSshd):
     """One sshd on loopback for ``count`` device users; ``devices`` describes each."""
 
-    def __init__(self, count: int, root_dir: Path | None = None) -> None:
-        super().__init__(root_dir)
+    def __init__(self, count: int) -> None:
+        # Outside pytest's own temporary folders (0700 for root): the device users must reach
+        # their homes and run the server's session script.
+        self.base = Path(tempfile.mkdtemp(prefix="edgekit-fleet-devices-"))
+        self.base.chmod(0o755)
+        super().__init__(self.base / "sshd")
         self.count = count
         self.tag = secrets.token_hex(3)
-        self.homes = Path(tempfile.mkdtemp(prefix="edgekit-fleet-homes-"))
-        self.homes.chmod(0o755)
+        self.homes = self.base / "homes"
+        self.homes.mkdir(mode=0o755)
         self.users: list[str] = []
         self.devices: list[SshServer] = []
 
@@ -107,7 +111,7 @@ class FleetSshd(LoopbackSshd):
         for user in self.users:
             subprocess.run(["userdel", user], capture_output=True, check=False)
         self.users = []
-        shutil.rmtree(self.homes, ignore_errors=True)
+        shutil.rmtree(self.base, ignore_errors=True)
 
 
 def inventory_line(name: str, device: SshServer, **variables: object) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -193,11 +194,11 @@ def test_emit_playbook_writes_a_self_contained_folder(lenet_bundle: Path,
 # --- several devices: real users behind one loopback sshd ---------------------------------------
 
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[fd.FleetSshd]:
+def fleet() -> Iterator[fd.FleetSshd]:
     reason = fd.missing_requirement()
     if reason:
         pytest.skip(reason)
-    sshd = fd.FleetSshd(4, tmp_path_factory.mktemp("fleet") / "sshd")
+    sshd = fd.FleetSshd(4)
     sshd.start()
     yield sshd
     for device in sshd.devices:
@@ -251,7 +252,7 @@ def test_deploy_to_several_devices_a_full_disk_redeploy_status_rollback(
         assert device.local_path("edgekit").stat().st_uid != 0  # the device's own user
     assert hosts["full"]["status"] == "failed" and hosts["full"]["step"] == "stage"
     assert "not enough space on the device" in hosts["full"]["error"]
-    assert "nothing was running there before, and nothing is now" in hosts["full"]["error"]
+    assert "Nothing was running there before, and nothing is now" in hosts["full"]["error"]
     assert current(full) is None and os.listdir(full.local_path("edgekit/releases")) == []
     releases = {name: hosts[name]["release"] for name, _ in entries[:3]}
 
@@ -346,8 +347,9 @@ def test_ctrl_c_ends_the_fleet_deploy_and_its_children(fleet: fd.FleetSshd,
     assert process.returncode == 130, err
     assert time.monotonic() - started < 2.5
     time.sleep(0.5)
+    run_folder = re.compile(rb"edgekit-fleet-(?!devices-)")  # the run's, not the test sshd's
     leftover = [pid for pid in os.listdir("/proc") if pid.isdigit() and
-                b"edgekit-fleet-" in _cmdline(pid)]
+                run_folder.search(_cmdline(pid))]
     assert leftover == [], [_cmdline(p) for p in leftover]
     # The devices' locks were released: a deploy goes ahead at once.
     retry = fleet_cli(lenet_bundle, "--inventory", inventory, "--offline", known_hosts=known)

@@ -233,7 +233,8 @@ class ActionModule(ActionBase):
             getattr(self, mode)(agent, device, args)
             self.record["status"] = "failed" if self.record["error"] else "ok"
         except StepFailed as exc:
-            self.record.update(step=exc.step, error=str(exc), error_kind=exc.kind,
+            self.record.update(step=self.record["step"] or exc.step, error=str(exc),
+                               error_kind=exc.kind,
                                stderr=exc.stderr)
         finally:
             self.record["seconds"]["total"] = round(time.monotonic() - started, 2)
@@ -274,6 +275,7 @@ class ActionModule(ActionBase):
                                         plan["requires_python"],
                                         "set edgekit_python (a host variable)")
         if problem:
+            record["step"] = "check"
             raise StepFailed("check", problem)
         key = agent.venv_key(probe.get("executable", device.python),
                              tuple(probe.get("python", ())), plan["venv_inputs"])
