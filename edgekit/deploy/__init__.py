@@ -10,6 +10,14 @@
 - ``service.py``  the systemd user unit
 - ``release.py``  the steps in order: deploy, rollback, status
 - ``report.py``   what they report
+
+Many devices (``--inventory``), through Ansible:
+
+- ``inventory.py``    Ansible run in isolation; the hosts of an inventory (ansible-inventory)
+- ``playbook.py``     the playbook folder: ansible.cfg, plays, the plans, the role
+- ``ansible/``        the role: one task, one action plugin that drives the same agent
+- ``fleet.py``        plans once per target, ansible-playbook, each host's result
+- ``fleet_report.py`` the per-host table
 """
 from __future__ import annotations
 
