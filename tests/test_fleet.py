@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -20,8 +22,10 @@ import fleet_devices as fd
 import pytest
 from conftest import ROOT, assert_clean_error, run_cli
 from deploy_support import intact, local_profile
+from live_view import get, wait_for
 from sshd import SshServer, free_port
 
+from edgekit.deploy.fleet import log_path, stop_control_masters
 from edgekit.deploy.remote import AGENT
 
 pytest.importorskip("ansible", reason="needs ansible-core: pip install 'edgekit[fleet]'")
@@ -189,6 +193,44 @@ def test_emit_playbook_writes_a_self_contained_folder(lenet_bundle: Path,
     again = run_cli("deploy", lenet_bundle, "--inventory", inventory, "--target", "rpi4-cpu",
                     "--emit-playbook", out)
     assert_clean_error(again, "not empty")
+
+
+def test_emit_playbook_with_the_live_view(detector_bundle: Path, tmp_path: Path) -> None:
+    """A camera target with --service: the unit serves the view and reads the token from the
+    device's service.env (its own folder, filled in on each host); no token anywhere here; the
+    role's second task shows what the action leaves for it. Without --service, a note."""
+    inventory = tmp_path / "lab.ini"
+    inventory.write_text("cam1 ansible_host=10.0.0.7 edgekit_target=rpi4-camera\n"
+                         "cam2 ansible_host=10.0.0.8 edgekit_target=rpi4-cpu\n")
+    out = tmp_path / "playbook"
+    result = run_cli("deploy", detector_bundle, "--inventory", inventory, "--service",
+                     "--emit-playbook", out)
+    assert result.returncode == 0, result.stderr
+    plans = json.loads((out / "plans.json").read_text())["edgekit_plans"]
+    camera, cpu = plans["rpi4-camera"], plans["rpi4-cpu"]
+    assert camera["serve"] == "0.0.0.0:8080" and cpu["serve"] == ""
+    base = camera["unit_base"]
+    assert f"EnvironmentFile=-{base}/service.env\n" in camera["unit"]
+    assert "--serve 0.0.0.0:8080\n" in camera["unit"] and "TOKEN" not in camera["unit"]
+    assert "EnvironmentFile" not in cpu["unit"] and "--serve" not in cpu["unit"]
+    tasks = (out / "roles/edgekit_release/tasks/main.yml").read_text()
+    assert "register: edgekit_result" in tasks and "edgekit_result.edgekit_show" in tasks
+    readme = (out / "README.md").read_text()
+    assert "## The live view" in readme and "`rpi4-camera` (0.0.0.0:8080)" in readme
+    assert "service.env" in readme
+    check = subprocess.run([sys.executable, "-m", "ansible.cli.playbook", "-i", str(inventory),
+                            "deploy.yml", "status.yml", "--syntax-check"], cwd=out,
+                           capture_output=True, text=True, check=False,
+                           env={**os.environ, "ANSIBLE_CONFIG": str(out / "ansible.cfg")})
+    assert check.returncode == 0, check.stdout + check.stderr
+    plain = tmp_path / "plain"
+    result = run_cli("deploy", detector_bundle, "--inventory", inventory, "--emit-playbook", plain)
+    assert result.returncode == 0, result.stderr
+    plans = json.loads((plain / "plans.json").read_text())["edgekit_plans"]
+    assert plans["rpi4-camera"]["serve"] == "" and plans["rpi4-camera"]["unit"] == ""
+    assert "target rpi4-camera asks for the live view (0.0.0.0:8080); it runs with the " \
+        "service: deploy --service" in plans["rpi4-camera"]["notes"]
+    assert "write this folder again with `--service`" in (plain / "README.md").read_text()
 
 
 # --- several devices: real users behind one loopback sshd ---------------------------------------
@@ -361,6 +403,129 @@ def _cmdline(pid: str) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
+
+
+@pytest.mark.slow
+def test_the_service_with_the_live_view_on_every_host(fleet: fd.FleetSshd,
+                                                      detector_bundle: Path,
+                                                      tmp_path: Path) -> None:
+    """--service to a camera target on two hosts: each device makes its own token into its
+    own service.env (0600, its user's); the report shows each host's URL with its token once,
+    and Ansible's output (its log) never holds it; a redeploy and --status show the URLs
+    without it; the URL a host got opens the view its unit's command serves there, and the
+    other host's token does not. The emitted playbook, run by ansible-playbook itself, makes,
+    shows and keeps a token the same way."""
+    devices = fleet.devices[:2]
+    known = devices[0].known_hosts_file
+    port = free_port()
+    profile = local_profile(tmp_path, "pi-camera", base="rpi4-camera",
+                            edits={'serve = "0.0.0.0:8080"': f'serve = "0.0.0.0:{port}"'})
+    entries = [("cam1", devices[0]), ("cam2", devices[1])]
+    inventory = inventory_for(tmp_path / "lab.ini", entries, profile)
+    first = fleet_cli(detector_bundle, "--inventory", inventory, "--offline", "--service",
+                      known_hosts=known)
+    assert first.returncode == 0, first.stderr
+    ansible_output = log_path().read_text()
+    hosts = rows(first)
+    url = f"http://127.0.0.1:{port}/"
+    tokens, envs = {}, {}
+    for name, device in entries:
+        live = hosts[name]["live_view"]
+        assert live["new_token"] and live["url"] == url, live
+        tokens[name] = re.fullmatch(rf"{re.escape(url)}\?token=([\w-]+)",
+                                    live["url_with_token"])[1]
+        env = envs[name] = device.local_path("edgekit/service.env")
+        assert live["env_file"] == str(env)
+        assert stat.S_IMODE(env.stat().st_mode) == 0o600
+        assert env.stat().st_uid == device.local_path("edgekit").stat().st_uid != 0
+        assert f"EDGEKIT_SERVE_TOKEN={tokens[name]}\n" in env.read_text()
+        unit = device.local_path(".config/systemd/user/edgekit.service").read_text()
+        assert f"EnvironmentFile=-{env}\n" in unit and tokens[name] not in unit
+        assert f" --serve 0.0.0.0:{port}\n" in unit
+        assert tokens[name] not in ansible_output + first.stderr
+    assert tokens["cam1"] != tokens["cam2"]
+
+    # A redeploy keeps each token and shows the URL without it; so does --status.
+    again = run_cli("deploy", detector_bundle, "--inventory", inventory, "--offline",
+                    "--service", "--known-hosts", known, "--python", "/usr/bin/python3")
+    assert again.returncode == 0, again.stderr
+    status = fleet_cli("--status", "--inventory", inventory, known_hosts=known)
+    assert status.returncode == 0, status.stderr
+    text = run_cli("deploy", "--status", "--inventory", inventory, "--known-hosts", known,
+                   "--python", "/usr/bin/python3")
+    assert text.returncode == 0, text.stderr
+    for name, _ in entries:
+        assert (f"live view: {name}: {url} (the token is unchanged: in {envs[name]} on the "
+                "device, mode 0600)") in again.stdout
+        assert f"EDGEKIT_SERVE_TOKEN={tokens[name]}\n" in envs[name].read_text()
+        serve = rows(status)[name]["device"]["serve"]
+        assert serve == {"address": f"0.0.0.0:{port}", "env_file": str(envs[name]),
+                         "token": True, "url": url}
+        assert f"live view: {name}: {url} (token in {envs[name]} on the device)" in text.stdout
+        for output in (again.stdout, again.stderr, status.stdout, text.stdout):
+            assert tokens[name] not in output
+
+    # cam1's unit command, run there as systemd would (its environment file read; Picamera2's
+    # stand-in): the URL with cam1's token opens the view, cam2's token does not.
+    device = devices[0]
+    unit = device.local_path(".config/systemd/user/edgekit.service").read_text()
+    argv = shlex.split(next(x for x in unit.splitlines()
+                            if x.startswith("ExecStart="))[len("ExecStart="):])
+    standins = ROOT / "tests" / "standins"
+    pidfile = device.local_path("live-view.pid")
+    running = subprocess.Popen(device.ssh_command(
+        ["sh", "-c", f"echo $$ > {shlex.quote(str(pidfile))}; export PYTHONPATH="
+         f"{standins / 'picamera2'}:{standins / 'libcamera'}; set -a; "
+         f". {shlex.quote(str(envs['cam1']))}; set +a; exec {shlex.join(argv)}"]),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        def serving() -> bool:
+            try:
+                return get(port, f"/stats.json?token={tokens['cam1']}").status == 200
+            except OSError:
+                return running.poll() is not None
+        assert wait_for(serving, timeout=120) and running.poll() is None, \
+            running.communicate(timeout=10)[1].decode()
+        assert get(port, "/stats.json").status == 401
+        assert get(port, f"/stats.json?token={tokens['cam2']}").status == 401
+    finally:
+        if pidfile.exists():
+            device.run(["kill", "-INT", pidfile.read_text().strip()])
+        running.wait(timeout=60)
+
+    # The emitted playbook: cam2 without its service.env (how a token is changed) gets a new
+    # one, shown once by the role's second task; the next run and status.yml show the URL.
+    envs["cam2"].unlink()
+    out = tmp_path / "playbook"
+    emitted = run_cli("deploy", detector_bundle, "--inventory", inventory, "--offline",
+                      "--service", "--known-hosts", known, "--python", "/usr/bin/python3",
+                      "--emit-playbook", out)
+    assert emitted.returncode == 0, emitted.stderr
+    home = tmp_path / "ansible-home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
+    env.update(ANSIBLE_CONFIG=str(out / "ansible.cfg"), ANSIBLE_HOME=str(home),
+               ANSIBLE_NOCOLOR="1")
+
+    def playbook(name: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "ansible.cli.playbook", "-i",
+                               str(inventory), name, "--limit", "cam2"], cwd=out, env=env,
+                              capture_output=True, text=True, timeout=600, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout + done.stderr
+
+    try:
+        made = playbook("deploy.yml")
+        token = envs["cam2"].read_text().split("EDGEKIT_SERVE_TOKEN=")[1].strip()
+        assert token != tokens["cam2"] and stat.S_IMODE(envs["cam2"].stat().st_mode) == 0o600
+        assert f'"msg": "live view: {url}?token={token} (open it once;' in made
+        assert made.count(token) == 1
+        kept, shown = playbook("deploy.yml"), playbook("status.yml")
+    finally:
+        stop_control_masters(home / "cp")
+    assert f'"msg": "live view: {url} (the token is unchanged: in {envs["cam2"]}' in kept
+    assert f'"msg": "live view: {url} (token in {envs["cam2"]} on the device)"' in shown
+    assert token not in kept + shown
+    assert f"EDGEKIT_SERVE_TOKEN={token}\n" in envs["cam2"].read_text()
 
 
 @pytest.mark.slow

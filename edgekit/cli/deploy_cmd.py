@@ -169,6 +169,11 @@ def deploy(bundle: Path | None, host_text: str | None, inventory: Path | None,
     device, held from the first step to the last.
 
     \b
+    A target with the live view (serve = "0.0.0.0:8080", the camera targets):
+    with --service the device makes the view's token into ~/edgekit/service.env
+    (mode 0600, read by the unit), and the report shows the URL with it once,
+    for each host with --inventory; --status shows the URL.
+
     \b
     Many devices: --inventory runs the same steps on every host of an Ansible
     inventory through ansible-playbook (the plan is made once per target),

@@ -1060,6 +1060,49 @@ def serve_info(base, unit):
     return {"address": match.group(1), "env_file": path, "token": has_token}
 
 
+# The live view as the workstation (or the Ansible action) reports it: plain functions, like
+# the checks above, so that deploy --host and the fleet say the same.
+
+def live_view_url(device_host, address, token=None):
+    """The live view's address as the workstation reaches it (``?token=`` only if given).
+
+    ``address``: the service's ``--serve``, ``[HOST:]PORT`` (checked when the target profile
+    was read); a bind on every interface (0.0.0.0, ::) is reached by the name deploy used for
+    the device (``device_host``), no host means 127.0.0.1 (as ``edgekit run --serve``)."""
+    host, _, port = address.strip().rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if host in ("0.0.0.0", "::"):
+        host = device_host
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+
+
+def live_view(device_host, address, answer):
+    """What a deploy reports of the live view, from ``serve_token``'s ``answer``: the URL, the
+    URL with the token only when the token was just made (it is shown this once), its file."""
+    token = answer.get("token") if answer.get("created") else None
+    return {"url": live_view_url(device_host, address),
+            "url_with_token": live_view_url(device_host, address, token) if token else None,
+            "env_file": answer.get("env_file"), "new_token": bool(answer.get("created"))}
+
+
+def live_view_text(live):
+    """A deploy's line for the live view: the URL with its token only when the token is new."""
+    where = f"{live['env_file']} on the device, mode 0600"
+    if live.get("url_with_token"):
+        return (f"{live['url_with_token']} (open it once; the browser keeps the token. It is "
+                f"shown only now, and kept in {where})")
+    return f"{live['url']} (the token is unchanged: in {where})"
+
+
+def serve_status_text(serve):
+    """--status's line for the live view the unit serves (``probe``'s ``serve``, with its
+    ``url``): where it is and where its token is (never the token)."""
+    token = (f"token in {serve['env_file']} on the device" if serve.get("token") else
+             f"no token yet: {serve['env_file']} is missing; deploy --service again")
+    return f"{serve.get('url', serve['address'])} ({token})"
+
+
 def cleanup(payload):
     require_lock(payload)
     base = base_dir(payload)

@@ -424,7 +424,7 @@ def _deploy_row(host: InventoryHost, record: dict[str, Any] | None, target: Targ
     if record is None:
         return row
     for name in ("release", "previous", "current", "files", "bytes_total", "files_copied",
-                 "bytes_copied", "files_reused", "venv_reused", "service"):
+                 "bytes_copied", "files_reused", "venv_reused", "service", "live_view"):
         if name in record:
             setattr(row, name, record[name])
     if record.get("smoke"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from edgekit.deploy.agent import live_view_text, serve_status_text
 from edgekit.deploy.smoke import SmokeReport
 from edgekit.render import size, table
 
@@ -33,6 +34,7 @@ class HostRow:
     error: str = ""  # one line: what happened and what to do
     notes: list[str] = field(default_factory=list)
     service: dict[str, Any] | None = None
+    live_view: dict[str, Any] | None = None  # deploy --service: URL (with a new token), file
     device: dict[str, Any] | None = None  # --status: the agent's probe
 
     def to_dict(self) -> dict[str, Any]:
@@ -129,8 +131,10 @@ def fleet_text(report: FleetReport) -> str:
     lines = [table(headers, rows), "",
              f"{ok} of {len(report.hosts)} hosts ok in {report.seconds:.1f} s"
              + _rollout_text(report)]
+    views = [f"live view: {h.host}: {live_view_text(h.live_view)}" for h in report.hosts
+             if h.live_view]
     notes = [f"note: {h.host}: {n}" for h in report.hosts for n in h.notes]
-    return "\n".join(lines + notes + [f"note: {n}" for n in report.notes])
+    return "\n".join(lines + views + notes + [f"note: {n}" for n in report.notes])
 
 
 def _rollout_text(report: FleetReport) -> str:
@@ -160,5 +164,7 @@ def status_text(report: FleetReport) -> str:
                      svc if probe else "",
                      (f"held by {lock.get('what', '?')}" if lock else "free") if probe else "",
                      h.status, h.error])
-    return table(["host", "target", "current", "bundle", "releases", "free", "service", "lock",
-                  "status", "error"], rows)
+    views = [f"live view: {h.host}: {serve_status_text(h.device['serve'])}"
+             for h in report.hosts if (h.device or {}).get("serve")]
+    return "\n".join([table(["host", "target", "current", "bundle", "releases", "free",
+                             "service", "lock", "status", "error"], rows), *views])

@@ -18,7 +18,7 @@ from typing import Any
 from edgekit.deploy.inventory import ansible_cfg
 from edgekit.deploy.plan import ReleasePlan
 from edgekit.deploy.remote import AGENT
-from edgekit.deploy.service import unit_text
+from edgekit.deploy.service import serve_note, unit_text
 from edgekit.deploy.ssh import SshOptions
 from edgekit.errors import UsageError
 
@@ -88,6 +88,8 @@ def plan_vars(plan: ReleasePlan, service: bool, local: dict[str, str] | None = N
     if plan.missing_formats:
         notes.append("not shipped (the bundle lacks them): " + "; ".join(
             f"{f}: {why}" for f, why in plan.missing_formats.items()))
+    if plan.target.serve and not service:
+        notes.append(serve_note(plan.target))
     return {
         "target": {"name": plan.target.name, "arch": plan.target.arch,
                    "python": plan.target.python},
@@ -100,6 +102,8 @@ def plan_vars(plan: ReleasePlan, service: bool, local: dict[str, str] | None = N
         "smoke": plan.smoke_payload(), "meta": plan.meta(),
         "unit": unit_text(plan, BASE_PLACEHOLDER) if service else "",
         "unit_base": BASE_PLACEHOLDER,
+        # the live view the unit serves: with a unit, the device makes its token (shown once)
+        "serve": plan.target.serve if service else "",
     }
 
 
@@ -173,6 +177,9 @@ def readme_text(deploy: Any, request: Any, plans: dict[str, ReleasePlan], hosts:
         f"{plan.backend} |" for key, plan in plans.items())
     listed = "\n".join(f"- `{h.name}` ({h.address}): target `{keys[h.name]}`" for h in hosts)
     model = next(iter(plans.values())).model
+    views = [f"`{key}` ({plan.target.serve})" for key, plan in plans.items()
+             if plan.target.serve]
+    live = live_view_section(views, bool(deploy.service)) if views else ""
     return f"""# edgekit deploy: {model}, as an Ansible playbook
 
 Written by `edgekit deploy {deploy.bundle} --inventory {request.inventory} --emit-playbook DIR`.
@@ -202,7 +209,7 @@ switch `current` with one rename, restart and watch the service (if one is insta
 removes the new folder: the running release is untouched. The task fails for that host with
 one line saying which step failed and why; its result (`edgekit` in the task's result) holds
 every detail.
-
+{live}
 | `edgekit_target` | target | ships | size | backend |
 |---|---|---|---|---|
 {targets}
@@ -227,4 +234,25 @@ folder again with that target. The inventory this was written for:
   ~/.ssh/known_hosts`, after checking its fingerprint). In AWX or CI, keep your own
   `ansible.cfg` if you have one, with `StrictHostKeyChecking=yes` in `ssh_args`; never set
   `host_key_checking = False`. The role needs the `ssh` connection and Python 3 on each device.
+"""
+
+
+def live_view_section(views: list[str], service: bool) -> str:
+    """The emitted README's words on the live view of the targets that ask for it."""
+    if not service:
+        return (f"\nTargets {', '.join(views)} ask for the live view; it runs with the service: "
+                "write this folder again with `--service`.\n")
+    return f"""
+## The live view
+
+Targets {', '.join(views)} ask for the live view, which the service serves. Before the switch,
+each such device makes its own token (Python's `secrets`, on the device) the first time, keeps
+it in `~/edgekit/service.env` (mode 0600), which the unit reads (`EnvironmentFile=`): the token
+is on no command line and in no file here. The role's second task then shows each host's URL,
+with the token only when it was just made: this is the only time it is shown, so note it (or
+open it: the browser keeps it). Later runs keep the token and show the URL without it;
+`status.yml` shows each host's URL and where its token is. Where job output is kept (AWX, a
+CI log), that output holds each new token (the second task's line, and with `-v` the first
+task's result): keep it private. To change a device's token, remove its `service.env` and run
+`deploy.yml` again.
 """

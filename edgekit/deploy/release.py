@@ -31,7 +31,7 @@ from edgekit.deploy.plan import (
 )
 from edgekit.deploy.remote import TIMEOUTS, UNIT_NAME, Device
 from edgekit.deploy.report import Command, DeployReport, RollbackReport, Step, service_problem
-from edgekit.deploy.service import exec_start, live_view_url, unit_text
+from edgekit.deploy.service import exec_start, live_view_url, serve_note, unit_text
 from edgekit.deploy.smoke import smoke_report
 from edgekit.deploy.ssh import Host, SshClient, SshOptions
 from edgekit.deploy.wheels import (
@@ -246,8 +246,7 @@ def _deploy_locked(request: DeployRequest, plan: ReleasePlan, session: Session, 
     if request.service and plan.target.serve:  # the token first: the unit reads it at start
         report.live_view = _live_view_token(device, plan, session, request)
     elif plan.target.serve:
-        report.notes.append(f"target {plan.target.name} asks for the live view "
-                            f"({plan.target.serve}); it runs with the service: deploy --service")
+        report.notes.append(serve_note(plan.target))
     command = " ".join(exec_start(plan, f"~/{request.base}")[1:])
     unit = f"install the systemd user unit {UNIT_NAME} (edgekit {command}), " \
         if request.service else ""
@@ -349,11 +348,7 @@ def _live_view_token(device: Device, plan: ReleasePlan, session: Session,
     with session.step("serve_token", f"the live view's token ({plan.target.serve}): made on "
                       "the device once, kept in the unit's environment file (mode 0600)"):
         answer = device.call("serve_token", "making the live view's token")
-    token = answer.get("token") if answer.get("created") else None
-    return {"url": live_view_url(request.host.host, plan.target.serve),
-            "url_with_token": live_view_url(request.host.host, plan.target.serve, token)
-            if token else None, "env_file": answer.get("env_file"),
-            "new_token": bool(answer.get("created"))}
+    return agent.live_view(request.host.host, plan.target.serve, answer)
 
 
 # --- rollback and status -------------------------------------------------------------------------

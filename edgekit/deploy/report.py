@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
-from edgekit.deploy.agent import service_failed
+from edgekit.deploy.agent import live_view_text, serve_status_text, service_failed
 from edgekit.deploy.service import start_hint
 from edgekit.deploy.smoke import SmokeReport
 from edgekit.render import size, table
@@ -123,15 +123,6 @@ def deploy_text(report: DeployReport) -> str:
     rows.append(["time", f"{report.seconds.get('total', 0):.1f} s"])
     text = table(["", ""], rows).split("\n", 2)[2]  # no header: a two-column listing
     return text + "".join(f"\nnote: {n}" for n in report.notes)
-
-
-def live_view_text(live: dict[str, Any]) -> str:
-    """Where the deployed live view is; the URL with its token only when the token is new."""
-    where = f"{live['env_file']} on the device, mode 0600"
-    if live.get("url_with_token"):
-        return (f"{live['url_with_token']} (open it once; the browser keeps the token. It is "
-                f"shown only now, and kept in {where})")
-    return f"{live['url']} (the token is unchanged: in {where})"
 
 
 def dry_run_text(report: DeployReport) -> str:
@@ -331,7 +322,5 @@ def status_text(host: str, probe: dict[str, Any]) -> str:
         if probe.get("incomplete") else []
     serve = probe.get("serve")
     if serve:
-        token = (f"token in {serve['env_file']} on the device" if serve.get("token") else
-                 f"no token yet: {serve['env_file']} is missing; deploy --service again")
-        extra.append(f"live view: {serve.get('url', serve['address'])} ({token})")
+        extra.append(f"live view: {serve_status_text(serve)}")
     return "\n".join([head, body, *extra, *service_status_text(probe)])

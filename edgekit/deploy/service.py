@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import re
 
+from edgekit.deploy import agent
 from edgekit.deploy.plan import ReleasePlan
 from edgekit.loop.sources import is_live
+from edgekit.targets import Target
 
 RESTART_SECONDS = 5
 # A release that cannot start is restarted at most START_BURST times in START_INTERVAL
@@ -80,17 +82,21 @@ def env_file(base: str) -> str:
 
 
 def live_view_url(device_host: str, serve: str, token: str | None = None) -> str:
-    """The live view's address as the workstation reaches it (``?token=`` only if given).
+    """The live view's address as the workstation reaches it (``?token=`` only if given);
+    ``serve`` is checked first (UsageError when it is not [HOST:]PORT).
 
     A bind on every interface (0.0.0.0, ::) is reached by the name deploy used for the device.
     """
     from edgekit.loop.serve import parse_address
 
-    host, port = parse_address(serve)
-    if host in ("0.0.0.0", "::"):
-        host = device_host
-    shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+    parse_address(serve)
+    return agent.live_view_url(device_host, serve, token)
+
+
+def serve_note(target: Target) -> str:
+    """Why a deploy without --service to a target with the live view does not start it."""
+    return (f"target {target.name} asks for the live view ({target.serve}); it runs with the "
+            "service: deploy --service")
 
 
 def start_hint(user: str) -> str:

@@ -223,6 +223,7 @@ class ActionModule(ActionBase):
         self.record = {"host": self.host_name, "mode": mode, "status": "failed", "step": "",
                        "error": "", "error_kind": "", "stderr": "", "notes": [],
                        "address": self.address(), "seconds": {}}
+        self.shown = ""  # a line for the person running the playbook (the live view's URL)
         started = time.monotonic()
         try:
             if mode not in MODES:
@@ -240,8 +241,16 @@ class ActionModule(ActionBase):
             self.record["seconds"]["total"] = round(time.monotonic() - started, 2)
             self.save()
         failed = self.record["status"] != "ok"
-        return {"failed": failed, "changed": mode != "status" and not failed,
-                "msg": self.record["error"] or f"edgekit {mode}: ok", "edgekit": self.record}
+        result = {"failed": failed, "changed": mode != "status" and not failed,
+                  "msg": self.record["error"] or f"edgekit {mode}: ok", "edgekit": self.record}
+        live = self.record.get("live_view")
+        if self.results_dir and live and live.get("url_with_token"):
+            # edgekit deploy --inventory shows it from the results file: the token stays out of
+            # Ansible's output (and so out of its log)
+            result["edgekit"] = dict(self.record, live_view=dict(live, url_with_token=None))
+        elif not self.results_dir and self.shown:
+            result["edgekit_show"] = self.shown  # the role's next task shows it (the playbook)
+        return result
 
     # --- the three modes --------------------------------------------------------------------
 
@@ -260,7 +269,8 @@ class ActionModule(ActionBase):
                       bytes_total=sum(f["size"] for f in plan["files"]), release="",
                       current="", previous=None, files_copied=0, bytes_copied=0,
                       files_reused=0, venv="", venv_reused=False, venv_seconds=0.0,
-                      smoke=None, service=None, pruned=[], notes=list(plan.get("notes", [])))
+                      smoke=None, service=None, live_view=None, pruned=[],
+                      notes=list(plan.get("notes", [])))
         wait, timeout = float(args.get("lock_timeout") or 0), float(args.get("timeout") or 60)
         what = f"deploy of {plan['model']} (target {plan['target']['name']})"
         with self.locked(device, what, wait, timeout, "; check the device") as probe:
@@ -313,6 +323,13 @@ class ActionModule(ActionBase):
         except BaseException as exc:
             self.abandon(exc, device, release, probe)
             raise
+        if plan.get("unit") and plan.get("serve"):  # the token first: the unit reads it at start
+            with self.step("serve_token", f"the live view's token ({plan['serve']}): made on "
+                           "the device once, kept in the unit's environment file (mode 0600)"):
+                answer = device.call("serve_token", "making the live view's token")
+            live = agent.live_view(self.record["address"]["host"], plan["serve"], answer)
+            record["live_view"] = live
+            self.shown = f"live view: {agent.live_view_text(live)}"
         settle = float(args.get("settle") if args.get("settle") is not None else 10)
         with self.step("activate", "switch current; restart and watch the service"):
             done = device.call("activate", "switching current", release=release,
@@ -339,7 +356,12 @@ class ActionModule(ActionBase):
 
     def status(self, agent, device, args):
         with self.step("status", "read the device"):
-            self.record["probe"] = device.call("probe", "reading the device's state")
+            probe = device.call("probe", "reading the device's state")
+        serve = probe.get("serve")
+        if serve:
+            serve["url"] = agent.live_view_url(self.record["address"]["host"], serve["address"])
+            self.shown = f"live view: {agent.serve_status_text(serve)}"
+        self.record["probe"] = probe
 
     # --- pieces ---------------------------------------------------------------------------
 
