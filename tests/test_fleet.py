@@ -412,7 +412,8 @@ def test_the_service_with_the_live_view_on_every_host(fleet: fd.FleetSshd,
     """--service to a camera target on two hosts: each device makes its own token into its
     own service.env (0600, its user's); the report shows each host's URL with its token once,
     and Ansible's output (its log) never holds it; a redeploy and --status show the URLs
-    without it; the URL a host got opens the view its unit's command serves there, and the
+    without it, except for a host whose service.env was removed: a new token, shown once in
+    the table's text; the URL a host got opens the view its unit's command serves there, and the
     other host's token does not. The emitted playbook, run by ansible-playbook itself, makes,
     shows and keeps a token the same way."""
     devices = fleet.devices[:2]
@@ -445,25 +446,37 @@ def test_the_service_with_the_live_view_on_every_host(fleet: fd.FleetSshd,
         assert tokens[name] not in ansible_output + first.stderr
     assert tokens["cam1"] != tokens["cam2"]
 
-    # A redeploy keeps each token and shows the URL without it; so does --status.
+    # A redeploy keeps cam1's token and shows the URL without it; cam2, its service.env gone
+    # (how a token is changed), gets a new one, shown once in the table's text; --status shows
+    # the URLs without a token.
+    envs["cam2"].unlink()
     again = run_cli("deploy", detector_bundle, "--inventory", inventory, "--offline",
                     "--service", "--known-hosts", known, "--python", "/usr/bin/python3")
     assert again.returncode == 0, again.stderr
+    made = re.search(rf"^live view: cam2: {re.escape(url)}\?token=([\w-]+) \(open it once; the "
+                     rf"browser keeps the token\. It is shown only now, and kept in "
+                     rf"{re.escape(str(envs['cam2']))} on the device, mode 0600\)$",
+                     again.stdout, re.MULTILINE)
+    assert made and made[1] != tokens["cam2"], again.stdout
+    assert again.stdout.count(made[1]) == 1 and made[1] not in log_path().read_text()
+    assert stat.S_IMODE(envs["cam2"].stat().st_mode) == 0o600
+    tokens["cam2"] = made[1]
     status = fleet_cli("--status", "--inventory", inventory, known_hosts=known)
     assert status.returncode == 0, status.stderr
     text = run_cli("deploy", "--status", "--inventory", inventory, "--known-hosts", known,
                    "--python", "/usr/bin/python3")
     assert text.returncode == 0, text.stderr
+    assert (f"live view: cam1: {url} (the token is unchanged: in {envs['cam1']} on the "
+            "device, mode 0600)") in again.stdout
     for name, _ in entries:
-        assert (f"live view: {name}: {url} (the token is unchanged: in {envs[name]} on the "
-                "device, mode 0600)") in again.stdout
         assert f"EDGEKIT_SERVE_TOKEN={tokens[name]}\n" in envs[name].read_text()
         serve = rows(status)[name]["device"]["serve"]
         assert serve == {"address": f"0.0.0.0:{port}", "env_file": str(envs[name]),
                          "token": True, "url": url}
         assert f"live view: {name}: {url} (token in {envs[name]} on the device)" in text.stdout
-        for output in (again.stdout, again.stderr, status.stdout, text.stdout):
+        for output in (again.stderr, status.stdout, text.stdout):
             assert tokens[name] not in output
+    assert tokens["cam1"] not in again.stdout
 
     # cam1's unit command, run there as systemd would (its environment file read; Picamera2's
     # stand-in): the URL with cam1's token opens the view, cam2's token does not.
