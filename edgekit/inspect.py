@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.errors import InvalidModel
-from edgekit.manifest import is_bundle, read_manifest, tensor_to_dict
+from edgekit.manifest import is_bundle, read_manifest
 from edgekit.render import conversion_table, tflite_report
 from edgekit.tflite_file import read_tflite
 
@@ -28,8 +28,8 @@ def inspect_path(path: str | Path) -> tuple[dict[str, Any], str]:
         "file": str(path), "size": info.size, "subgraphs": info.subgraphs,
         "edgetpu_compiled": info.edgetpu_compiled, "full_integer": info.full_integer,
         "description": info.description,
-        "inputs": [tensor_to_dict(t) for t in info.inputs],
-        "outputs": [tensor_to_dict(t) for t in info.outputs],
+        "inputs": [t.to_dict() for t in info.inputs],
+        "outputs": [t.to_dict() for t in info.outputs],
         "ops": [asdict(op) for op in info.ops],
     }
     return facts, tflite_report(info)

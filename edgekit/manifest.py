@@ -13,20 +13,10 @@ from typing import Any
 
 from edgekit.errors import InvalidModel
 from edgekit.preprocess import InputSpec
-from edgekit.tflite_file import TensorInfo
 
 MANIFEST_NAME = "edgekit.json"
 VALIDATION_NAME = "validation.npz"
 SCHEMA = "edgekit.bundle/1"
-
-
-def tensor_to_dict(t: TensorInfo) -> dict[str, Any]:
-    q = t.quantization
-    return {
-        "name": t.name, "shape": list(t.shape), "dtype": t.dtype,
-        "quantization": None if q is None else {
-            "scale": list(q.scale), "zero_point": list(q.zero_point), "axis": q.axis},
-    }
 
 
 @dataclass

@@ -17,11 +17,12 @@ import numpy as np
 from edgekit.backends import Backend, backend_class, open_backend
 from edgekit.datasets import read_labels
 from edgekit.errors import InvalidModel, UsageError
-from edgekit.formats import FORMATS, format_of_file
+from edgekit.formats import FORMATS, Format, format_of_file, why_not
 from edgekit.integrity import check_artifact
 from edgekit.manifest import Manifest, is_bundle, read_manifest
 from edgekit.preprocess import InputSpec, guess_layout, image_to_tensor
-from edgekit.tflite_file import TensorInfo, read_tflite
+from edgekit.tensors import TensorInfo
+from edgekit.tflite_file import read_tflite
 
 BARE_SUFFIXES = (".tflite", ".onnx", ".xml")
 
@@ -59,34 +60,71 @@ class LoadedModel:
         self.close()
 
 
-def default_backend(path: Path) -> str:
-    """The backend a bare model file runs on unless one is named."""
+def file_format(path: Path) -> Format:
+    """The table's format of a model file: by its name as convert writes it, else by what it
+    is (a .tflite compiled for the Edge TPU is ``edgetpu``, a full-integer one ``tflite-int8``;
+    otherwise the table's first format of that file type)."""
     suffix = path.suffix.lower()
+    named = format_of_file(path.name.lower())
     if suffix == ".tflite":
-        return "edgetpu" if read_tflite(path).edgetpu_compiled else "tflite"
-    if suffix == ".onnx":
-        return "onnxruntime"
-    if suffix == ".xml":
-        return "openvino"
+        info = read_tflite(path)
+        if info.edgetpu_compiled:
+            return FORMATS["edgetpu"]
+        if named is not None and named.key != "edgetpu":
+            return named
+        return FORMATS["tflite-int8" if info.full_integer else "tflite-fp32"]
+    if named is not None:
+        return named
+    for fmt in FORMATS.values():
+        if fmt.extension == suffix:
+            return fmt
     raise InvalidModel(f"{path.name}: edgekit runs bundles and .tflite, .onnx or OpenVINO .xml "
                        "files; convert a Keras model first with edgekit convert")
 
 
+def default_backend(path: Path) -> str:
+    """The backend a bare model file runs on unless one is named: its format's first runner."""
+    return file_format(path).backends[0]
+
+
+def bundle_backend(manifest: Manifest, fmt: str | None = None) -> str:
+    """The backend a bundle runs on unless one is named: the first usable here of the runners
+    of ``fmt`` (``--format onnx``: onnxruntime, else openvino), or of the bundle's artifacts in
+    table order (tflite for a full bundle). When none is usable, the first runner, whose
+    loading then says what is missing."""
+    wanted = [fmt] if fmt is not None and fmt in FORMATS else \
+        [key for key in FORMATS if any(a.ok and a.format == key for a in manifest.artifacts)]
+    candidates = list(dict.fromkeys(b for key in wanted for b in FORMATS[key].backends))
+    for name in candidates:
+        cls = backend_class(name)
+        if cls.probe().usable and any(cls.runs(key) for key in wanted):
+            return name
+    return candidates[0] if candidates else "tflite"
+
+
 def pick_artifact(manifest: Manifest, backend: str, fmt: str | None = None) -> str:
-    """The format of the bundle's artifact that ``backend`` should run."""
+    """The format of the bundle's artifact that ``backend`` should run: ``fmt`` when given
+    (it must be built, and run there), else the best one it runs (the format table's rank)."""
     built = [a.format for a in manifest.artifacts if a.ok]
+    runs_here = backend_class(backend).preferred_formats()
     if fmt is not None:
         if fmt not in FORMATS:
             raise UsageError(f"unknown format {fmt!r}; choose from: {', '.join(FORMATS)}")
         if fmt not in built:
             raise UsageError(f"the bundle has no {fmt} artifact (it has: {', '.join(built)})")
+        if fmt not in runs_here:
+            others = [k for k in runs_here if k in built]
+            instead = f"; run {' or '.join(f'--format {k}' for k in others[:2])} instead" \
+                if others else ""
+            raise UsageError(why_not(backend, fmt, backend_class(backend).runtime_version())
+                             + instead)
         return fmt
-    cls = backend_class(backend)
-    for key in cls.preferred_formats() or tuple(FORMATS):
-        if key in built and (not cls.suffixes or FORMATS[key].suffix.endswith(cls.suffixes)):
+    for key in runs_here:
+        if key in built:
             return key
-    raise UsageError(f"the bundle has no artifact the {backend} backend runs "
-                     f"(it has: {', '.join(built) or 'none'})")
+    raise UsageError(f"the bundle has no artifact the {backend} backend runs here (it has: "
+                     f"{', '.join(built) or 'none'}; {backend} runs "
+                     f"{', '.join(runs_here) or 'none of them'})")
 
 
 def spec_from_tensor(info: TensorInfo, color: str = "rgb", resize: str = "stretch") -> InputSpec:
@@ -126,7 +164,7 @@ def load_model(path: str | Path, *, backend: str | None = None, device: str | No
         if not is_bundle(path):
             raise InvalidModel(f"{path} is a folder but not an edgekit bundle (no edgekit.json)")
         manifest = read_manifest(path)
-        backend = backend or "tflite"
+        backend = backend or bundle_backend(manifest, fmt)
         key = pick_artifact(manifest, backend, fmt)
         record = manifest.artifact(key)
         check_artifact(path, record)  # a file changed since conversion must not run
@@ -141,10 +179,9 @@ def load_model(path: str | Path, *, backend: str | None = None, device: str | No
         backend = backend or default_backend(path)
         loaded = open_backend(backend, path, device=device, threads=threads)
         spec = spec_from_tensor(loaded.inputs[0], color or "rgb", resize or "stretch")
-        fmt_record = format_of_file(path.name)
         model = LoadedModel(loaded, spec, "classification" if len(loaded.outputs) == 1 and
                             len(loaded.outputs[0].shape) == 2 else "generic",
-                            format=fmt_record.key if fmt_record else None, artifact=path)
+                            format=file_format(path).key, artifact=path)
     overrides = {k: tuple(v) for k, v in (("mean", mean), ("std", std)) if v}
     if color:
         overrides["color"] = color

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgekit.errors import InferenceError
-from edgekit.tflite_file import Quantization, TensorInfo
+from edgekit.tensors import Quantization, TensorInfo
 
 
 def _broadcast(values: tuple, q: Quantization, ndim: int) -> np.ndarray:

@@ -4,7 +4,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from edgekit.manifest import Artifact, Fidelity, Manifest
-from edgekit.tflite_file import TensorInfo, TFLiteInfo
+from edgekit.tensors import TensorInfo
+from edgekit.tflite_file import TFLiteInfo
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgekit.errors import InvalidModel
+from edgekit.tensors import Quantization, TensorInfo
 from edgekit.tflite_schema import BUILTIN_OPS, TENSOR_TYPES
 
 EDGETPU_CUSTOM_OP = "edgetpu-custom-op"
@@ -23,30 +24,6 @@ _NUMPY_DTYPES = {
     "INT64": "int64", "STRING": "object", "BOOL": "bool", "INT16": "int16", "INT8": "int8",
     "FLOAT64": "float64", "UINT64": "uint64", "UINT32": "uint32", "UINT16": "uint16",
 }
-
-
-@dataclass(frozen=True)
-class Quantization:
-    """Affine quantisation: real = scale * (q - zero_point), per tensor or per channel."""
-
-    scale: tuple[float, ...]
-    zero_point: tuple[int, ...]
-    axis: int = 0
-
-    @property
-    def per_channel(self) -> bool:
-        return len(self.scale) > 1
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    """One model input or output."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str  # a numpy dtype name
-    quantization: Quantization | None = None
-    dynamic_dims: tuple[int, ...] = ()  # indices whose size is unknown (-1 in shape_signature)
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ def test_third_party_backend_through_entry_point(tmp_path: Path) -> None:
     (tmp_path / "echo_backend.py").write_text(textwrap.dedent('''
         import numpy as np
         from edgekit.backends import Backend, BackendStatus
-        from edgekit.tflite_file import TensorInfo
+        from edgekit.tensors import TensorInfo
 
         class EchoBackend(Backend):
             name = "echo"

@@ -6,7 +6,7 @@ import pytest
 
 from edgekit.errors import InferenceError
 from edgekit.quant import dequantize, prepare_input, quantize
-from edgekit.tflite_file import Quantization, TensorInfo
+from edgekit.tensors import Quantization, TensorInfo
 
 UINT8 = TensorInfo("in", (1, 4), "uint8", Quantization((0.0078125,), (128,)))
 INT8 = TensorInfo("in", (1, 4), "int8", Quantization((1 / 255,), (-128,)))

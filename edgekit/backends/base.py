@@ -16,8 +16,9 @@ from typing import ClassVar, Union
 import numpy as np
 
 from edgekit.errors import InferenceError, InvalidModel, UsageError
+from edgekit.formats import FORMATS, backend_suffixes, preferred_formats, table_backends
 from edgekit.quant import dequantize, prepare_input
-from edgekit.tflite_file import TensorInfo
+from edgekit.tensors import TensorInfo
 
 Inputs = Union[np.ndarray, Sequence[np.ndarray]]
 
@@ -44,7 +45,8 @@ class Backend(ABC):
     """One loaded artifact on one runtime and device. Use as a context manager."""
 
     name: ClassVar[str] = ""
-    suffixes: ClassVar[tuple[str, ...]] = ()  # file suffixes it reads
+    # The file types a third-party backend reads; a built-in's come from the format table.
+    suffixes: ClassVar[tuple[str, ...]] = ()
     install_hint: ClassVar[str] = ""
     default_device: ClassVar[str] = "CPU"
 
@@ -65,18 +67,37 @@ class Backend(ABC):
                              f"{threads}")
         if not self.model_path.exists():
             raise InvalidModel(f"{self.model_path}: no such file")
-        if self.suffixes and self.model_path.suffix.lower() not in self.suffixes:
+        readable = self.file_suffixes()
+        if readable and self.model_path.suffix.lower() not in readable:
             raise InvalidModel(
                 f"{self.model_path.name}: the {self.name} backend reads "
-                f"{', '.join(self.suffixes)} files, not {self.model_path.suffix or 'this file'}"
+                f"{', '.join(readable)} files, not {self.model_path.suffix or 'this file'}"
             )
 
     @classmethod
-    def preferred_formats(cls) -> tuple[str, ...]:
-        """Bundle formats this backend runs, best first (see formats.preferred_formats)."""
-        from edgekit.formats import preferred_formats
+    def runtime_version(cls) -> str | None:
+        """The installed runtime's version, where the formats it reads depend on it (None:
+        they do not, or it is not installed)."""
+        return None
 
-        return preferred_formats(cls.name)
+    @classmethod
+    def preferred_formats(cls) -> tuple[str, ...]:
+        """Bundle formats this backend runs here, best first: the format table's ``runs_on``
+        (with this runtime's version), or for a third-party backend every format whose file
+        type it reads, in table order."""
+        if cls.name in table_backends():
+            return preferred_formats(cls.name, cls.runtime_version())
+        return tuple(k for k, f in FORMATS.items() if f.extension in cls.suffixes)
+
+    @classmethod
+    def file_suffixes(cls) -> tuple[str, ...]:
+        """The file types it reads (".tflite", ".onnx", ".xml")."""
+        return backend_suffixes(cls.name) if cls.name in table_backends() else cls.suffixes
+
+    @classmethod
+    def runs(cls, key: str) -> bool:
+        """Whether it runs the ``key`` artifact here."""
+        return key in cls.preferred_formats()
 
     @classmethod
     @abstractmethod

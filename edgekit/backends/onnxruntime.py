@@ -7,7 +7,7 @@ import numpy as np
 
 from edgekit.backends.base import Backend, BackendStatus
 from edgekit.errors import BackendUnavailable, InferenceError, InvalidModel, first_line
-from edgekit.tflite_file import TensorInfo
+from edgekit.tensors import TensorInfo
 
 INSTALL_HINT = "pip install onnxruntime (or: pip install 'edgekit[onnxruntime]')"
 _ORT_TYPES = {
@@ -40,7 +40,6 @@ class OnnxRuntimeBackend(Backend):
     """ONNX Runtime, CPUExecutionProvider; ``threads`` sets intra-op threads."""
 
     name = "onnxruntime"
-    suffixes = (".onnx",)
     install_hint = INSTALL_HINT
 
     def __init__(self, model: str | Path, *, device: str | None = None,

@@ -21,7 +21,8 @@ from edgekit.errors import (
     InvalidModel,
     first_line,
 )
-from edgekit.tflite_file import TensorInfo, read_tflite
+from edgekit.tensors import TensorInfo
+from edgekit.tflite_file import read_tflite
 
 INSTALL_HINT = "pip install openvino (or: pip install 'edgekit[openvino]')"
 MYRIAD_HINT = (
@@ -133,7 +134,6 @@ class OpenVINOBackend(Backend):
     """OpenVINO Runtime, one synchronous infer request, latency hint."""
 
     name = "openvino"
-    suffixes = (".xml", ".onnx", ".tflite")
     install_hint = INSTALL_HINT
 
     def __init__(self, model: str | Path, *, device: str | None = None,
@@ -154,17 +154,14 @@ class OpenVINOBackend(Backend):
                                f"{self.inputs[0].shape}; export it with static shapes")
 
     @classmethod
-    def preferred_formats(cls) -> tuple[str, ...]:
-        """OpenVINO 2021.4 and older cannot read the IR v11 edgekit writes: ONNX first there."""
-        default = super().preferred_formats()
+    def runtime_version(cls) -> str | None:
+        """What the formats it reads depend on (the format table's ``since``): OpenVINO 2021.4
+        reads no IR v11 and no .tflite, so a bundle's ONNX comes first there."""
         try:
-            _core, _version, api = _import_core()
+            _core, version, _api = _import_core()
         except BackendUnavailable:
-            return default
-        if api == "openvino.inference_engine":
-            return ("onnx",) + tuple(f for f in default
-                                     if f != "onnx" and not f.startswith("openvino-"))
-        return default
+            return None
+        return version
 
     def _check_file(self) -> None:
         path = self.model_path
@@ -292,7 +289,6 @@ class MyriadBackend(OpenVINOBackend):
     """OpenVINO on an Intel Myriad VPU (Neural Compute Stick 2): FP16 IR is its format."""
 
     name = "myriad"
-    suffixes = (".xml", ".onnx")  # the MYRIAD-era runtimes read IR and ONNX, not TFLite
     default_device = "MYRIAD"
     install_hint = MYRIAD_HINT
 

@@ -90,7 +90,6 @@ class TFLiteBackend(Backend):
     """TFLite models on the CPU, XNNPACK on (the runtimes' default)."""
 
     name = "tflite"
-    suffixes = (".tflite",)
     install_hint = INSTALL_HINT
 
     def __init__(self, model: str | Path, *, device: str | None = None,

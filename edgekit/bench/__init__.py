@@ -16,11 +16,10 @@ from typing import Any
 
 from edgekit.backends import backend_class, backend_names
 from edgekit.errors import UsageError
-from edgekit.formats import FORMATS, Format, format_of_file
+from edgekit.formats import FORMATS
 from edgekit.manifest import is_bundle, read_manifest
-from edgekit.model import BARE_SUFFIXES, default_backend
+from edgekit.model import BARE_SUFFIXES, file_format
 from edgekit.stats import Latency
-from edgekit.tflite_file import read_tflite
 
 MODE = "sync, 1 request"
 WORKER_TIMEOUT_S = 900
@@ -76,7 +75,8 @@ class Pair:
 
 
 def plan(target: Path, backends: Sequence[str] | None) -> list[Pair]:
-    """Every (artifact, backend) pair to bench for a bundle or a bare model file."""
+    """Every (artifact, backend) pair to bench for a bundle or a bare model file: each
+    artifact on every backend that runs its format (the format table's ``runs_on``)."""
     names = list(backends) if backends else backend_names()
     unknown = [n for n in names if n not in backend_names()]
     if unknown:
@@ -86,26 +86,13 @@ def plan(target: Path, backends: Sequence[str] | None) -> list[Pair]:
         manifest = read_manifest(target)
         artifacts = [(target / a.file, a.format) for a in manifest.artifacts if a.ok]
     elif target.suffix.lower() in BARE_SUFFIXES and target.exists():
-        default_backend(target)  # raises InvalidModel for damaged files early
-        found = format_of_file(target.name)
-        artifacts = [(target, found.key if found else target.suffix.lstrip("."))]
+        artifacts = [(target, file_format(target).key)]  # InvalidModel for a damaged file
     elif not target.exists():
         raise UsageError(f"{target}: no such bundle or model file")
     else:
         raise UsageError(f"{target.name}: bench takes a bundle or a .tflite/.onnx/.xml file")
     return [Pair(path, key, name) for path, key in artifacts for name in names
-            if _runs(name, path, FORMATS.get(key))]
-
-
-def _runs(backend: str, path: Path, fmt: Format | None) -> bool:
-    """Whether ``backend`` can run this artifact (a bundle format, or a bare file)."""
-    if fmt is not None:
-        return backend in fmt.backends
-    if path.suffix.lower() not in backend_class(backend).suffixes:
-        return False
-    if path.suffix.lower() == ".tflite":  # a compiled model runs on the Edge TPU only
-        return read_tflite(path).edgetpu_compiled == (backend == "edgetpu")
-    return True
+            if backend_class(name).runs(key)]
 
 
 def _run_worker(pair: Pair, bundle: Path | None, settings: BenchSettings) -> dict[str, Any]:

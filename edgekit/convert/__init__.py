@@ -42,7 +42,6 @@ from edgekit.manifest import (
     FileRecord,
     Manifest,
     is_bundle,
-    tensor_to_dict,
     write_manifest,
 )
 from edgekit.outputs import cause, write_probe
@@ -167,8 +166,8 @@ def _fidelity(artifact: Artifact, fmt: Format, job: Job, validation: Validation 
               task: Task) -> None:
     """Load the artifact on the first usable backend of its format: tensors, then fidelity."""
     def use(backend: Any) -> bool:
-        artifact.inputs = [tensor_to_dict(t) for t in backend.inputs]
-        artifact.outputs = [tensor_to_dict(t) for t in backend.outputs]
+        artifact.inputs = [t.to_dict() for t in backend.inputs]
+        artifact.outputs = [t.to_dict() for t in backend.outputs]
         if validation is not None:
             artifact.fidelity, artifact.output_order = measure(backend, validation, task)
         else:
