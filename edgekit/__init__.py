@@ -10,12 +10,16 @@ __version__ = "0.1.0"
 
 from edgekit.errors import (  # noqa: E402
     BackendUnavailable,
+    ConnectionFailed,
     ConversionError,
+    DeployError,
     DeviceNotFound,
     EdgekitError,
     InferenceError,
     InvalidData,
     InvalidModel,
+    Skipped,
+    SourceLost,
     UsageError,
     WriteFailed,
 )
@@ -23,12 +27,16 @@ from edgekit.errors import (  # noqa: E402
 __all__ = [
     "__version__",
     "BackendUnavailable",
+    "ConnectionFailed",
     "ConversionError",
+    "DeployError",
     "DeviceNotFound",
     "EdgekitError",
     "InferenceError",
     "InvalidData",
     "InvalidModel",
+    "Skipped",
+    "SourceLost",
     "UsageError",
     "WriteFailed",
 ]

@@ -1,7 +1,23 @@
 """One exception hierarchy: every failure a user can act on is an EdgekitError.
 
-The CLI prints ``str(error)`` as one line and exits non-zero; ``--debug`` shows
-the traceback. Each message says what happened and what to do next.
+The CLI prints ``str(error)`` as one line and exits with ``exit_code``; ``--debug``
+shows the traceback. Each message says what happened and what to do next.
+
+    EdgekitError            exit 1: the base class
+    ├── UsageError          exit 2: bad arguments, an unknown name, options that clash
+    ├── InvalidModel        a model file or bundle missing, damaged, changed or not a model
+    ├── InvalidData         calibration, validation or input data of the wrong kind
+    ├── ConversionError     a converter failed on a model it accepted
+    ├── Skipped             a format that cannot be built here, not a failure (no compiler)
+    ├── WriteFailed         an output could not be written; nothing half-written was left
+    ├── BackendUnavailable  a runtime not installed (or not loadable); ``.hint`` says how
+    ├── DeviceNotFound      the runtime is there, the accelerator or camera is not
+    ├── InferenceError      a loaded model failed to run, or got input it cannot take
+    ├── SourceLost          a live source stopped delivering frames and did not come back
+    └── DeployError         a deploy step failed; the running release stands
+        └── ConnectionFailed  SSH could not reach the device, or the link dropped
+
+Every class is exported from ``edgekit`` itself (tests/test_errors.py holds it to that).
 """
 from __future__ import annotations
 
@@ -42,6 +58,10 @@ class ConversionError(EdgekitError):
     """A converter failed on a model it accepted."""
 
 
+class Skipped(EdgekitError):
+    """A format that cannot be built here, for a reason that is not a failure (no compiler)."""
+
+
 class WriteFailed(EdgekitError):
     """An output could not be written (a full disk, a read-only folder); nothing half-written
     was left, and an earlier file at that path was kept."""
@@ -62,6 +82,10 @@ class DeviceNotFound(EdgekitError):
 
 class InferenceError(EdgekitError):
     """A model that loaded but failed to run, or input it cannot take."""
+
+
+class SourceLost(EdgekitError):
+    """A live source stopped delivering frames and did not come back."""
 
 
 class DeployError(EdgekitError):

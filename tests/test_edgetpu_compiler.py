@@ -20,7 +20,8 @@ from edgekit.convert.edgetpu import (
     parse_compiler_report,
     unmapped_ops,
 )
-from edgekit.convert.job import Job, Skipped
+from edgekit.convert.job import Job
+from edgekit.errors import Skipped
 from edgekit.preprocess import InputSpec
 from edgekit.tflite_file import read_tflite
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from edgekit.backends.base import BackendStatus
 from edgekit.backends.tflite import TFLiteBackend
-from edgekit.errors import BackendUnavailable, DeviceNotFound, EdgekitError, InvalidModel
+from edgekit.errors import BackendUnavailable, DeviceNotFound, InvalidModel, UsageError
 from edgekit.quiet import captured_stderr
 from edgekit.tflite_file import TFLiteInfo
 
@@ -93,8 +93,8 @@ class EdgeTPUBackend(TFLiteBackend):
 
     def _check_model(self, info: TFLiteInfo) -> None:
         if not _DEVICE_RE.match(self.device):
-            raise EdgekitError(f"bad Edge TPU device {self.device!r}: use usb, usb:N, pci or "
-                               "pci:N (or nothing for the first one found)")
+            raise UsageError(f"bad Edge TPU device {self.device!r}: use usb, usb:N, pci or "
+                             "pci:N (or nothing for the first one found)")
         if not info.edgetpu_compiled:
             raise InvalidModel(
                 f"{self.model_path.name} is not compiled for the Edge TPU (no edgetpu-custom-op):"

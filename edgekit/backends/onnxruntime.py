@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.backends.base import Backend, BackendStatus
-from edgekit.errors import BackendUnavailable, InferenceError, InvalidModel, first_line
+from edgekit.errors import BackendUnavailable, InferenceError, InvalidModel, UsageError, first_line
 from edgekit.tensors import TensorInfo
 
 INSTALL_HINT = "pip install onnxruntime (or: pip install 'edgekit[onnxruntime]')"
@@ -46,7 +46,8 @@ class OnnxRuntimeBackend(Backend):
                  threads: int | None = None) -> None:
         super().__init__(model, device=device, threads=threads)
         if self.device.upper() != "CPU":
-            raise InvalidModel(f"the onnxruntime backend runs on the CPU only, not {self.device!r}")
+            raise UsageError(f"the onnxruntime backend runs on the CPU only, not --device "
+                             f"{self.device!r}; leave --device out")
         ort = _import_ort()
         self.runtime = f"onnxruntime {ort.__version__}"
         options = ort.SessionOptions()

@@ -19,6 +19,7 @@ from edgekit.errors import (
     DeviceNotFound,
     InferenceError,
     InvalidModel,
+    UsageError,
     first_line,
 )
 from edgekit.tensors import TensorInfo
@@ -37,6 +38,7 @@ NCS2_HINT = (
     "rules (97-myriad-usbboot.rules) and make sure your user may access it"
 )
 _VIRTUAL_DEVICES = ("AUTO", "HETERO", "MULTI", "BATCH")
+_DEVICE_TYPES = ("CPU", "GPU", "NPU", "MYRIAD", "GNA", "HDDL", "VPUX")  # OpenVINO's plugins
 _OV_TYPES = {
     "f32": "float32", "f16": "float16", "f64": "float64", "u8": "uint8", "i8": "int8",
     "i32": "int32", "i64": "int64", "boolean": "bool",
@@ -184,6 +186,10 @@ class OpenVINOBackend(Backend):
             if problem is not None:
                 raise problem
         available = list(core.available_devices)
+        if base not in _DEVICE_TYPES and not any(d.split(".")[0] == base for d in available):
+            raise UsageError(f"OpenVINO has no device {self.device!r}: give one of "
+                             f"{', '.join(_DEVICE_TYPES + _VIRTUAL_DEVICES)} (this machine has "
+                             f"{', '.join(available) or 'none'}), e.g. --device CPU")
         if not any(d == self.device or d.split(".")[0] == base for d in available):
             if base == "MYRIAD":
                 raise DeviceNotFound(f"no Intel NCS2 (MYRIAD) is attached (OpenVINO "

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgekit.backends.base import Backend, BackendStatus
-from edgekit.errors import BackendUnavailable, InferenceError, InvalidModel, first_line
+from edgekit.errors import BackendUnavailable, InferenceError, InvalidModel, UsageError, first_line
 from edgekit.tflite_file import EDGETPU_CUSTOM_OP, TFLiteInfo, read_tflite
 
 INSTALL_HINT = "install one: pip install ai-edge-litert (or tflite-runtime on numpy < 2)"
@@ -107,8 +107,9 @@ class TFLiteBackend(Backend):
 
     def _check_model(self, info: TFLiteInfo) -> None:
         if self.device.upper() != "CPU":
-            raise InvalidModel(f"the tflite backend runs on the CPU only, not {self.device!r}; "
-                               "use --backend edgetpu for a Coral")
+            raise UsageError(f"the tflite backend runs on the CPU only, not --device "
+                             f"{self.device!r}; leave --device out, or use --backend edgetpu "
+                             "for a Coral")
         if info.edgetpu_compiled:
             raise InvalidModel(
                 f"{self.model_path.name} is compiled for the Edge TPU ({EDGETPU_CUSTOM_OP}); "

@@ -21,7 +21,7 @@ import numpy as np
 from edgekit import __version__, interrupt
 from edgekit.backends import backend_class, open_backend
 from edgekit.convert import gates, inputs
-from edgekit.convert.job import Job, Skipped
+from edgekit.convert.job import Job
 from edgekit.convert.keras_model import (
     export_saved_model,
     import_modules,
@@ -33,7 +33,7 @@ from edgekit.convert.keras_model import (
 from edgekit.convert.remedy import Measured, RemedyPlan
 from edgekit.convert.runtimes import check_tflite_runtimes
 from edgekit.datasets import read_labels
-from edgekit.errors import EdgekitError, InvalidData, UsageError, WriteFailed, first_line
+from edgekit.errors import EdgekitError, InvalidData, Skipped, UsageError, WriteFailed, first_line
 from edgekit.fidelity import Task, Validation, keras_accuracy, measure
 from edgekit.formats import FORMATS, Format, parse_formats
 from edgekit.integrity import sha256_file

@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgekit.convert.job import Job, Skipped
-from edgekit.errors import ConversionError
+from edgekit.convert.job import Job
+from edgekit.errors import ConversionError, Skipped
 from edgekit.tflite_file import TFLiteInfo, read_tflite
 
 COMPILER = "edgetpu_compiler"

@@ -8,12 +8,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgekit.convert.remedy import RemedyPlan
-from edgekit.errors import EdgekitError
 from edgekit.preprocess import InputSpec
-
-
-class Skipped(EdgekitError):
-    """A format that cannot be built here, for a reason that is not a failure (no compiler)."""
 
 
 @dataclass

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.convert.job import Job, Skipped
+from edgekit.convert.job import Job
 from edgekit.convert.keras_model import input_name
 from edgekit.convert.remedy import (
     Candidate,
@@ -19,7 +19,7 @@ from edgekit.convert.remedy import (
     float_layer_candidates,
     search,
 )
-from edgekit.errors import ConversionError, first_line
+from edgekit.errors import ConversionError, Skipped, first_line
 from edgekit.quiet import captured_stderr
 
 OPSET = 13

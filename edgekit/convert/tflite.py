@@ -5,7 +5,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from edgekit.convert.job import Job, Skipped
+from edgekit.convert.job import Job
 from edgekit.convert.remedy import (
     Candidate,
     GraphNode,
@@ -13,7 +13,7 @@ from edgekit.convert.remedy import (
     float_layer_candidates,
     search,
 )
-from edgekit.errors import ConversionError, first_line
+from edgekit.errors import ConversionError, Skipped, first_line
 from edgekit.tflite_file import read_graph
 
 

@@ -14,12 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgekit.backends import backend_class
-from edgekit.errors import EdgekitError, UsageError, WriteFailed
+from edgekit.errors import EdgekitError, SourceLost, UsageError, WriteFailed
 from edgekit.loop.pipeline import Item, LoopStats, Pipeline, Stage
 from edgekit.loop.sinks import VIDEO_SUFFIXES, JsonlSink, Sink, VideoSink, WindowSink, close_all
 from edgekit.loop.sources import (
     GroundTruth,
-    SourceLost,
     check_source,
     find_ground_truth,
     open_source,

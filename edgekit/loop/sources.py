@@ -22,16 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.errors import EdgekitError, InvalidData, UsageError
+from edgekit.errors import InvalidData, SourceLost, UsageError
 from edgekit.loop.picamera import Picamera2Capture, camera_number, is_picamera2
 from edgekit.preprocess import check_pixels, list_images
 
 MAX_CONSECUTIVE_FAILURES = 8  # a file that fails this many reads in a row has ended
 RECONNECT_DELAYS_S = (0.25, 0.5, 1.0, 2.0, 4.0)
-
-
-class SourceLost(EdgekitError):
-    """A live source stopped delivering frames and did not come back."""
 
 
 @dataclass
