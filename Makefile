@@ -8,9 +8,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 # A second, tiny environment with the legacy tflite-runtime 2.14 (what Raspberry Pi users
 # have). It needs numpy < 2, so it cannot live beside numpy 2 in .venv. `edgekit convert`
-# checks every TFLite artifact against the runtimes of the Pythons named here.
+# finds it beside the checkout and checks every TFLite artifact against it too.
 LEGACY := .venv-legacy
-export EDGEKIT_TFLITE_PYTHONS := $(abspath $(LEGACY))/bin/python
 
 # Older OpenVINO APIs, for the Intel NCS2 (MYRIAD) path: built only where the old Python exists
 # (tests that need them skip otherwise). 2021.4.2 is the last PyPI wheel with the MYRIAD plugin

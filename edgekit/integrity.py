@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgekit.config import cache_dir
 from edgekit.errors import InvalidModel
 from edgekit.manifest import Artifact, FileRecord
 
@@ -84,8 +85,7 @@ def cache_path() -> Path:
     base = os.environ.get("EDGEKIT_CACHE_DIR")
     if base:
         return Path(base) / CACHE_NAME
-    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(xdg) / "edgekit" / CACHE_NAME
+    return cache_dir() / CACHE_NAME
 
 
 _loaded: dict[str, dict[str, str]] | None = None

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgekit.config import checkout_dir, config_dir
 from edgekit.errors import UsageError
 from edgekit.formats import FORMATS
 
@@ -33,7 +34,6 @@ else:  # Python 3.9 and 3.10
 
 SUFFIX = ".toml"
 PACKAGE_DIR = Path(__file__).resolve().parent
-CHECKOUT_DIR = PACKAGE_DIR.parent / "targets"  # the repository's targets/ folder
 WHEEL_DIR = PACKAGE_DIR / "_targets"  # the same files inside an installed wheel
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _VERSION = re.compile(r"^\d+\.\d+$")
@@ -90,14 +90,13 @@ class Target:
 
 def user_dir() -> Path:
     """Where a user keeps their own profiles."""
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "edgekit" / "targets"
+    return config_dir() / "targets"
 
 
 def builtin_dir() -> Path:
     """The built-in profiles: the checkout's targets/, else the copy inside the wheel."""
-    in_checkout = (CHECKOUT_DIR.parent / "pyproject.toml").is_file() and CHECKOUT_DIR.is_dir()
-    return CHECKOUT_DIR if in_checkout else WHEEL_DIR
+    root = checkout_dir()
+    return root / "targets" if root is not None and (root / "targets").is_dir() else WHEEL_DIR
 
 
 def _search_path() -> list[tuple[Path, str]]:

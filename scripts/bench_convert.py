@@ -20,13 +20,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "models" / "lenet5_digits" / "lenet5_digits.keras"
-LEGACY = ROOT / ".venv-legacy" / "bin" / "python"
 
 
 def time_convert(runs: int) -> tuple[list[float], dict]:
-    env = dict(os.environ)
-    if LEGACY.is_file():
-        env.setdefault("EDGEKIT_TFLITE_PYTHONS", str(LEGACY))
+    env = dict(os.environ)  # convert finds the checkout's .venv-legacy by itself
     walls, manifest = [], {}
     for _ in range(runs):
         with tempfile.TemporaryDirectory() as tmp:

@@ -30,10 +30,8 @@ def coral() -> Path:
 @pytest.fixture(scope="session")
 def legacy_python() -> str:
     """A Python with tflite-runtime 2.14 (numpy < 2), as `make setup` builds it."""
-    configured = [p for p in os.environ.get("EDGEKIT_TFLITE_PYTHONS", "").split(os.pathsep) if p]
-    for candidate in configured + [str(LEGACY_PYTHON)]:
-        if Path(candidate).is_file():
-            return candidate
+    if LEGACY_PYTHON.is_file():
+        return str(LEGACY_PYTHON)
     pytest.skip("needs tflite-runtime 2.14 in .venv-legacy: run `make setup`")
 
 
@@ -65,20 +63,14 @@ def assert_clean_error(result: CliResult, *needles: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def lenet_bundle(tmp_path_factory: pytest.TempPathFactory, legacy_python_env: None) -> Path:
-    """The bundled LeNet converted to every format, once per test session."""
+def lenet_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled LeNet converted to every format, once per test session (checked against
+    tflite-runtime 2.14 too: convert finds the checkout's .venv-legacy)."""
     from edgekit.convert import convert
 
     out = tmp_path_factory.mktemp("lenet") / "bundle"
     convert(LENET / "lenet5_digits.keras", out)
     return out
-
-
-@pytest.fixture(scope="session")
-def legacy_python_env() -> None:
-    """Let conversions check tflite-runtime 2.14 too, when .venv-legacy exists."""
-    if LEGACY_PYTHON.is_file() and "EDGEKIT_TFLITE_PYTHONS" not in os.environ:
-        os.environ["EDGEKIT_TFLITE_PYTHONS"] = str(LEGACY_PYTHON)
 
 
 @pytest.fixture(scope="session")
@@ -96,9 +88,9 @@ def demo_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def detector_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled digit detector, converted to one artifact per CPU backend."""
-    from edgekit.convert import convert
+    from edgekit.convert import ConvertOptions, convert
 
     out = tmp_path_factory.mktemp("detector") / "bundle"
     convert(DETECTOR / "digit_detector.keras", out,
-            formats="tflite-fp32,tflite-int8,onnx,openvino-fp32")
+            ConvertOptions(formats="tflite-fp32,tflite-int8,onnx,openvino-fp32"))
     return out

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -20,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgekit import config
 from edgekit.errors import DeployError, UsageError
 from edgekit.targets import Target
 
@@ -32,18 +32,12 @@ _REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[[^\]]*\])?\s*(
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "edgekit" / "deploy"
+    return config.cache_dir() / "deploy"
 
 
 def source_root() -> Path | None:
     """The checkout edgekit runs from, or None for an installed wheel."""
-    root = Path(__file__).resolve().parent.parent.parent
-    pyproject = root / "pyproject.toml"
-    if pyproject.is_file() and re.search(r'^name\s*=\s*"edgekit"', pyproject.read_text(),
-                                         re.MULTILINE):
-        return root
-    return None
+    return config.checkout_dir()
 
 
 def source_files(root: Path) -> list[Path]:
