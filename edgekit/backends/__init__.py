@@ -8,10 +8,11 @@ backends register the same kind of string under the entry-point group
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from pathlib import Path
 
 from edgekit.backends.base import Backend, BackendStatus, Inputs
-from edgekit.errors import UsageError
+from edgekit.errors import BackendUnavailable, UsageError, first_line
 
 ENTRY_POINT_GROUP = "edgekit.backends"
 
@@ -35,6 +36,7 @@ def _entry_points() -> dict[str, str]:
 
 
 _REGISTERED: dict[str, str | type[Backend]] = {}
+_RESOLVED: dict[str, type[Backend]] = {}  # name -> class, once imported (fsspec's registry)
 
 
 def register(name: str, target: str | type[Backend]) -> None:
@@ -45,6 +47,7 @@ def register(name: str, target: str | type[Backend]) -> None:
     if name in BUILTIN_BACKENDS:
         raise UsageError(f"{name!r} is a built-in backend; choose another name")
     _REGISTERED[name] = target
+    _RESOLVED.pop(name, None)
 
 
 def registry() -> dict[str, str | type[Backend]]:
@@ -57,20 +60,41 @@ def backend_names() -> list[str]:
 
 
 def backend_class(name: str) -> type[Backend]:
-    """The Backend class registered under ``name``; UsageError for an unknown name."""
+    """The Backend class registered under ``name``, imported once and then cached.
+
+    UsageError for an unknown name; BackendUnavailable, with the import's own error, for a
+    third-party backend whose module fails to import or does not name a Backend.
+    """
+    cached = _RESOLVED.get(name)
+    if cached is not None:
+        return cached
     target = registry().get(name)
     if target is None:
         raise UsageError(
             f"unknown backend {name!r}; choose from: {', '.join(backend_names())}"
         )
-    if isinstance(target, type):
-        cls = target
-    else:
-        module_name, _, attr = target.partition(":")
-        cls = getattr(importlib.import_module(module_name), attr)
+    cls = target if isinstance(target, type) else _import(name, target)
     if not (isinstance(cls, type) and issubclass(cls, Backend)):
-        raise UsageError(f"backend {name!r} ({target}) is not an edgekit Backend")
+        raise BackendUnavailable(f"backend {name!r} ({target}) is not an edgekit Backend",
+                                 "fix or uninstall the package that registers it")
+    _RESOLVED[name] = cls
     return cls
+
+
+def _import(name: str, target: str) -> object:
+    """The object ``target`` ("module:Class") names. Built-ins import only what edgekit ships
+    (their runtimes load later), so a failure here is a third-party plugin's own."""
+    module_name, _, attr = target.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except Exception as exc:  # ImportError, or whatever the plugin's module raises
+        if name in BUILTIN_BACKENDS:
+            raise
+        raise BackendUnavailable(
+            f"backend {name!r} cannot be loaded from {target}: {type(exc).__name__}: "
+            f"{first_line(exc, 200)}",
+            f"reinstall or fix the package that registers {name!r} under the entry-point "
+            f"group {ENTRY_POINT_GROUP}") from exc
 
 
 def open_backend(name: str, model: str | Path, *, device: str | None = None,
@@ -79,18 +103,54 @@ def open_backend(name: str, model: str | Path, *, device: str | None = None,
     return backend_class(name)(model, device=device, threads=threads)
 
 
+def parse_backends(text: str | None,
+                   default: Sequence[str] | None = None) -> list[tuple[str, str | None]]:
+    """``--backends`` as (backend, format or None): "tflite,openvino:onnx" ->
+    [("tflite", None), ("openvino", "onnx")]; None -> ``default`` (every registered backend).
+    An unknown backend or format is a UsageError, before anything runs."""
+    from edgekit.formats import FORMATS
+
+    entries = [e.strip() for e in text.split(",") if e.strip()] if text else \
+        list(default if default is not None else backend_names())
+    names = backend_names()
+    chosen = []
+    for entry in entries:
+        name, _, fmt = entry.partition(":")
+        if name not in names:
+            raise UsageError(f"unknown backend {name!r}; choose from: {', '.join(names)} "
+                             "(each optionally as NAME:FORMAT)")
+        if fmt and fmt not in FORMATS:
+            raise UsageError(f"unknown format {fmt!r} in {entry!r}; choose from: "
+                             f"{', '.join(FORMATS)}")
+        chosen.append((name, fmt or None))
+    if not chosen:
+        raise UsageError("--backends names no backend")
+    return chosen
+
+
+def backend_status(name: str) -> BackendStatus:
+    """Whether backend ``name`` can run here; never raises for a registered name: a plugin
+    that cannot be loaded, or whose probe fails, is unusable with the reason."""
+    try:
+        return backend_class(name).probe()
+    except BackendUnavailable as exc:
+        if name not in registry():
+            raise
+        return BackendStatus(name, False, reason=exc.message, hint=exc.hint)
+    except UsageError:
+        raise
+    except Exception as exc:  # a broken third-party probe must not hide the others
+        return BackendStatus(name, False, reason=f"its probe failed: {type(exc).__name__}: "
+                                                 f"{first_line(exc, 200)}")
+
+
 def probe_all() -> list[BackendStatus]:
     """The status of every registered backend, usable or not."""
-    statuses = []
-    for name in backend_names():
-        try:
-            statuses.append(backend_class(name).probe())
-        except Exception as exc:  # a broken third-party plugin must not hide the others
-            statuses.append(BackendStatus(name, False, reason=f"failed to load: {exc}"))
-    return statuses
+    return [backend_status(name) for name in backend_names()]
 
 
 __all__ = [
     "Backend", "BackendStatus", "Inputs", "BUILTIN_BACKENDS", "ENTRY_POINT_GROUP",
-    "backend_class", "backend_names", "open_backend", "probe_all", "register", "registry",
+    "backend_class", "backend_names", "backend_status", "open_backend", "parse_backends",
+    "probe_all", "register", "registry",
 ]

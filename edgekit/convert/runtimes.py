@@ -4,18 +4,20 @@ A model that TensorFlow writes may use op versions an older runtime lacks
 (tflite-runtime 2.14, on most Raspberry Pis, rejects FULLY_CONNECTED v12).
 Each runtime is tried in its own process (one per runtime: importing two TFLite
 runtimes, or TensorFlow, in one process breaks them), in this Python and in
-any other Python listed in ``EDGEKIT_TFLITE_PYTHONS`` (os.pathsep-separated),
-such as a numpy<2 environment holding tflite-runtime.
+the other Pythons configured (``edgekit.config.tflite_pythons``: the
+``EDGEKIT_TFLITE_PYTHONS`` variable, config.toml, or the checkout's
+.venv-legacy), such as a numpy<2 environment holding tflite-runtime.
 """
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
-ENV_VAR = "EDGEKIT_TFLITE_PYTHONS"
+from edgekit.config import tflite_pythons
+from edgekit.subproc import run_json
+
 TIMEOUT_S = 300
 
 _FIND = r"""
@@ -57,21 +59,18 @@ print(json.dumps(results))
 
 
 def runtime_pythons() -> list[str]:
-    """This Python, then the extra ones named in EDGEKIT_TFLITE_PYTHONS that exist."""
-    extra = [p for p in os.environ.get(ENV_VAR, "").split(os.pathsep) if p and Path(p).is_file()]
+    """This Python, then the others configured (``config.tflite_pythons``) that exist."""
+    extra = [p for p in tflite_pythons()[0] if Path(p).is_file()]
     # Compare paths without resolving links: every venv's python links to the same binary.
     this = os.path.abspath(sys.executable)
     return [sys.executable] + [p for p in extra if os.path.abspath(p) != this]
 
 
-def _run(python: str, code: str, *args: str) -> object:
-    result = subprocess.run([python, "-I", "-c", code, *args], capture_output=True, text=True,
-                            timeout=TIMEOUT_S, check=False)
-    lines = [line for line in result.stdout.splitlines() if line.startswith(("[", "{"))]
-    if not lines:
-        tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"exit {result.returncode}: {tail}")
-    return json.loads(lines[-1])
+def _run(python: str, code: str, *args: str) -> Any:
+    answer = run_json([python, "-I", "-c", code, *args], TIMEOUT_S)
+    if not answer.ok:
+        raise RuntimeError(answer.why())
+    return answer.value
 
 
 def find_runtimes() -> list[tuple[str, str, str]]:
@@ -80,7 +79,7 @@ def find_runtimes() -> list[tuple[str, str, str]]:
     for python in runtime_pythons():
         try:
             entries = _run(python, _FIND)
-        except (RuntimeError, OSError, subprocess.TimeoutExpired, ValueError):
+        except (RuntimeError, OSError):
             continue
         for module, package, version in entries:
             label = f"{package} {version}"
@@ -98,7 +97,7 @@ def check_tflite_runtimes(paths: list[Path]) -> dict[Path, dict[str, str]]:
     for python, module, label in find_runtimes():
         try:
             outcome = _run(python, _CHECK, module, *map(str, paths))
-        except (RuntimeError, OSError, subprocess.TimeoutExpired, ValueError) as exc:
+        except (RuntimeError, OSError) as exc:
             outcome = {"*": f"the check itself failed: {exc}"}
         for path in paths:
             verdict = outcome.get(str(path), outcome.get("*", "not checked"))

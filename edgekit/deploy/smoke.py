@@ -80,13 +80,13 @@ def smoke_report(answer: dict[str, Any], bundle: Path, samples: int,
 
 def workstation_top1(bundle: Path, fmt: str, samples: int) -> tuple[list[int | None], str]:
     """Top-1 answers for the same artifact format here, and what ran it ("" if nothing can)."""
-    from edgekit.backends import backend_class
+    from edgekit.backends import backend_status
     from edgekit.errors import EdgekitError
     from edgekit.verify import verify_bundle
 
     for name in FORMATS[fmt].backends:
         try:
-            if not backend_class(name).probe().usable:
+            if not backend_status(name).usable:
                 continue
             report = verify_bundle(bundle, backend=name, fmt=fmt, samples=samples)
         except EdgekitError:

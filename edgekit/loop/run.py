@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgekit.backends import backend_class
+from edgekit.backends import backend_status
 from edgekit.errors import EdgekitError, SourceLost, UsageError, WriteFailed
 from edgekit.loop.pipeline import Item, LoopStats, Pipeline, Stage
 from edgekit.loop.sinks import VIDEO_SUFFIXES, JsonlSink, Sink, VideoSink, WindowSink, close_all
@@ -243,7 +243,7 @@ def compare(bundle: Path, source_spec: str | int | Path, backends: Sequence[str]
     rows = []
     for entry in backends:
         name, _, fmt = entry.partition(":")
-        status = backend_class(name).probe()
+        status = backend_status(name)
         if not status.usable:
             progress(f"{entry}: skipped ({status.reason})")
             rows.append(CompareRow(entry, "skipped", status.reason +
