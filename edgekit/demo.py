@@ -20,7 +20,7 @@ from edgekit.bench import BenchRow, BenchSettings, bench
 from edgekit.bench.report import json_text as bench_json
 from edgekit.bench.report import markdown as bench_markdown
 from edgekit.bench.report import plot as bench_plot
-from edgekit.convert import Progress, convert
+from edgekit.convert import ConvertOptions, Progress, convert
 from edgekit.errors import EdgekitError, UsageError
 from edgekit.manifest import Manifest
 from edgekit.render import conversion_table
@@ -75,7 +75,7 @@ def _write(report: DemoReport, name: str, text: str) -> Path:
 
 def run_demo(out_dir: Path, progress: Progress, runs: int = 100) -> DemoReport:
     """Everything above, into ``out_dir`` (re-running replaces the demo's own output)."""
-    from edgekit.loop.report import compare_json, compare_markdown
+    from edgekit.loop.report import compare_json, compare_markdown, compare_plot
     from edgekit.loop.run import compare, detection_model, run_detection
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -83,7 +83,8 @@ def run_demo(out_dir: Path, progress: Progress, runs: int = 100) -> DemoReport:
     report.folder.mkdir(exist_ok=True)
     for name in EXAMPLES:
         progress(f"converting {name}")
-        report.manifests[name] = convert(example_model(name), out_dir / name, force=True,
+        report.manifests[name] = convert(example_model(name), out_dir / name,
+                                         ConvertOptions(force=True),
                                          progress=lambda m: progress(f"  {m}"))
         _write(report, f"convert_{name}.txt", conversion_table(report.manifests[name]) + "\n")
     for name in EXAMPLES:
@@ -93,7 +94,8 @@ def run_demo(out_dir: Path, progress: Progress, runs: int = 100) -> DemoReport:
         report.bench[name] = rows
         _write(report, f"bench_{name}.md", bench_markdown(rows))
         _write(report, f"bench_{name}.json", bench_json(rows))
-        _plot(report, lambda path, rows=rows: bench_plot(rows, path), f"bench_{name}.png")
+        _plot(report, lambda path, rows=rows, name=name: bench_plot(rows, path, name),
+              f"bench_{name}.png")
     progress("making the demo clip")
     clip = make_clip(out_dir / "clip.avi")
     detector = out_dir / "digit_detector"
@@ -104,7 +106,8 @@ def run_demo(out_dir: Path, progress: Progress, runs: int = 100) -> DemoReport:
                              progress=lambda m: progress(f"  {m}"))
     _write(report, "compare.md", compare_markdown(report.compare))
     _write(report, "compare.json", compare_json(report.compare))
-    _plot(report, lambda path: _compare_plot(report.compare, path), "compare.png")
+    _plot(report, lambda path: compare_plot(report.compare, path, detector.name),
+          "compare.png")
     progress("the annotated video (tflite)")
     with detection_model(detector, backend="tflite") as model:
         report.loop = run_detection(model, clip, save=report.folder / "annotated.avi",
@@ -119,16 +122,6 @@ def _plot(report: DemoReport, draw: Any, name: str) -> None:
         report.files.append(draw(report.folder / name))
     except EdgekitError:  # matplotlib missing: the tables still say everything
         pass
-
-
-def _compare_plot(rows: list[Any], path: Path) -> Path:
-    from edgekit.plot import distributions
-
-    return distributions(
-        {f"{r.backend} ({Path(r.report.artifact).name})":
-         list(r.report.stats.latency_ns.values() / 1e6)
-         for r in rows if r.report}, "edgekit compare: end-to-end latency per frame",
-        "capture to result, ms (box: p25-p75, whiskers: p1-p99)", path)
 
 
 def _summary(report: DemoReport, clip: Path) -> str:

@@ -93,6 +93,24 @@ def write_probe(folder: Path) -> OSError | None:
             pass
 
 
+def normal_permissions(folder: Path) -> None:
+    """Give a folder made by ``tempfile.mkdtemp`` (0700) the mode a plain ``mkdir`` would
+    (0755 under the usual umask 022), before it is renamed into place as an output."""
+    os.chmod(folder, 0o777 & ~_umask())
+
+
+def _umask() -> int:
+    """This process's umask, read without changing it (os.umask sets it, for every thread)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
 def cause(exc: OSError) -> str:
     """The reason of a failed write, in words a person acts on."""
     reason = exc.strerror or str(exc)

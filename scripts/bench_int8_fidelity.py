@@ -72,13 +72,13 @@ def darkened_calibration(out: Path) -> Path:
 
 
 def convert_both(case: Case, out: Path, say) -> None:
-    from edgekit.convert import convert
+    from edgekit.convert import ConvertOptions, convert
 
     for mode, remedy in (("before", False), ("after", True)):
         start = time.perf_counter()
-        manifest = convert(case.model, out / f"{case.name}-{mode}", formats=FORMATS,
-                           val=case.val, calib=case.calib, force=True, remedy=remedy,
-                           progress=lambda m, mode=mode: say(f"{case.name} {mode}: {m}"))
+        manifest = convert(case.model, out / f"{case.name}-{mode}", ConvertOptions(
+            formats=FORMATS, val=case.val, calib=case.calib, force=True, remedy=remedy),
+            progress=lambda m, mode=mode: say(f"{case.name} {mode}: {m}"))
         case.results[mode] = (manifest, time.perf_counter() - start)
 
 
@@ -174,9 +174,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "bench" / "int8_fidelity")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    legacy = ROOT / ".venv-legacy" / "bin" / "python"
-    if legacy.is_file():
-        os.environ.setdefault("EDGEKIT_TFLITE_PYTHONS", str(legacy))
     args.out.mkdir(parents=True, exist_ok=True)
 
     def say(message: str) -> None:

@@ -73,10 +73,10 @@ class ReadyFrames(Source):
 def ensure_detector_and_clip() -> tuple[Path, Path]:
     bundle, clip = OUT / "digit_detector", OUT / "clip.avi"
     if not (bundle / "edgekit.json").is_file():
-        from edgekit.convert import convert
+        from edgekit.convert import ConvertOptions, convert
 
-        convert(ROOT / "models" / "digit_detector" / "digit_detector.keras", bundle, force=True,
-                progress=lambda m: print(f"  {m}", file=sys.stderr))
+        convert(ROOT / "models" / "digit_detector" / "digit_detector.keras", bundle,
+                ConvertOptions(force=True), progress=lambda m: print(f"  {m}", file=sys.stderr))
     if not clip.is_file():
         import importlib.util
 

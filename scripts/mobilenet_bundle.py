@@ -51,7 +51,7 @@ def ensure_mobilenet_bundle(out: Path = OUT) -> Path:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
 
-    from edgekit.convert import convert
+    from edgekit.convert import ConvertOptions, convert
 
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(0)
@@ -62,9 +62,9 @@ def ensure_mobilenet_bundle(out: Path = OUT) -> Path:
     np.savez(out / "mobilenetv2_val.npz",
              x=photo_crops(32, 2, ["flower.jpg", "retina",
                                    "immunohistochemistry", "hubble_deep_field"]))
-    convert(out / "mobilenetv2.keras", bundle, calib=out / "mobilenetv2_calib.npz",
-            val=out / "mobilenetv2_val.npz", mean=(127.5,) * 3, std=(127.5,) * 3,
-            progress=lambda m: print(f"  {m}", file=sys.stderr))
+    convert(out / "mobilenetv2.keras", bundle, ConvertOptions(
+        calib=out / "mobilenetv2_calib.npz", val=out / "mobilenetv2_val.npz",
+        mean=(127.5,) * 3, std=(127.5,) * 3), progress=lambda m: print(f"  {m}", file=sys.stderr))
     return bundle
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from conftest import LENET, run_cli
 
-from edgekit.convert import sha256_file
 from edgekit.fidelity import load_validation
+from edgekit.integrity import sha256_file
 from edgekit.manifest import read_manifest
 from edgekit.tflite_file import read_tflite
 

@@ -12,6 +12,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -19,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgekit import __version__, interrupt
-from edgekit.backends import backend_class, open_backend
+from edgekit.backends import backend_status, open_backend
 from edgekit.convert import gates, inputs
 from edgekit.convert.job import Job
 from edgekit.convert.keras_model import (
@@ -32,7 +33,7 @@ from edgekit.convert.keras_model import (
 )
 from edgekit.convert.remedy import Measured, RemedyPlan
 from edgekit.convert.runtimes import check_tflite_runtimes
-from edgekit.datasets import read_labels
+from edgekit.datasets import Samples, read_labels
 from edgekit.errors import EdgekitError, InvalidData, Skipped, UsageError, WriteFailed, first_line
 from edgekit.fidelity import Task, Validation, keras_accuracy, measure
 from edgekit.formats import FORMATS, Format, parse_formats
@@ -44,7 +45,8 @@ from edgekit.manifest import (
     is_bundle,
     write_manifest,
 )
-from edgekit.outputs import cause, write_probe
+from edgekit.outputs import cause, normal_permissions, write_probe
+from edgekit.preprocess import InputSpec
 
 Progress = Callable[[str], None]
 CARD_SUFFIX = ".edgekit.json"
@@ -149,7 +151,7 @@ def _on_backend(fmt: Format, path: Path, use: Callable[[Any], Any]) -> tuple[Any
     could not); the result is None when none could run it."""
     reasons = []
     for name in fmt.backends:
-        status = backend_class(name).probe()
+        status = backend_status(name)
         if not status.usable:
             reasons.append(f"{name}: {status.reason}")
             continue
@@ -218,67 +220,128 @@ def _swap_in(tmp: Path, output: Path) -> None:
         tmp.rename(output)
 
 
-def convert(
-    model_path: str | Path,
-    output: str | Path,
-    *,
-    formats: str | Sequence[str] | None = None,
-    calib: str | Path | None = None,
-    val: str | Path | None = None,
-    labels: str | Path | None = None,
-    force: bool = False,
-    input_shape_override: Sequence[int] | None = None,
-    int8_io: str = "int8",
-    color: str | None = None,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    task: str | None = None,
-    imports: Sequence[str] = (),
-    trust_model: bool = False,
-    min_agreement: float | None = None,
-    remedy: bool = True,
-    progress: Progress = _silent,
-) -> Manifest:
+@dataclass
+class ConvertOptions:
+    """What ``edgekit convert`` takes besides the model and the output folder. Anything left
+    None comes from the model card (``MODEL.edgekit.json``), else a default."""
+
+    formats: str | Sequence[str] | None = None  # "tflite-int8,onnx" or a list; None: all
+    calib: str | Path | None = None  # calibration data for int8
+    val: str | Path | None = None  # validation data for fidelity
+    labels: str | Path | None = None
+    force: bool = False  # replace an existing bundle at the output
+    input_shape: Sequence[int] | None = None  # H, W, C for a model with unknown sizes
+    int8_io: str = "int8"  # or "uint8": the full-integer model's input and output type
+    color: str | None = None
+    mean: Sequence[float] | None = None
+    std: Sequence[float] | None = None
+    task: str | None = None  # classification, detection, generic
+    imports: Sequence[str] = ()  # modules that register custom layers
+    trust_model: bool = False  # let Keras load Python code (Lambda layers)
+    min_agreement: float | None = None  # the gate: artifacts below it are failed
+    remedy: bool = True  # let an int8 artifact below the bar try the remedies
+
+    def format_keys(self) -> list[str]:
+        text = self.formats if isinstance(self.formats, str) or self.formats is None \
+            else ",".join(self.formats)
+        return parse_formats(text)
+
+
+@dataclass
+class Prepared:
+    """Everything settled and checked before the first artifact is written."""
+
+    model: Any  # the keras.Model
+    model_path: Path
+    spec: InputSpec
+    task: str
+    card: dict[str, Any]
+    labels: list[str]
+    outputs: inputs.Outputs
+    keras_outputs: list[np.ndarray]
+    calibration: Samples | None
+    validation: Validation | None
+    scoring: Task
+    gate: gates.Gate
+    measurable: bool
+    warnings: list[str] = field(default_factory=list)
+
+
+def convert(model_path: str | Path, output: str | Path, options: ConvertOptions | None = None,
+            progress: Progress = _silent) -> Manifest:
     """Convert a Keras model file to every requested format; return the bundle's manifest.
 
-    ``min_agreement``: artifacts that agree with Keras less are ``failed`` (and an existing
-    bundle is then left as it was). ``remedy``: let an int8 artifact below the bar try the
-    remedies (better calibration, sensitive layers kept float).
+    Four phases: ``prepare`` (settle and check everything: output, card, model, input spec,
+    data, gate), ``build_formats`` (each artifact, its fidelity, its gate), ``check_runtimes``
+    (which TFLite runtimes load each .tflite) and ``publish`` (the manifest, then the bundle
+    renamed into place). Artifacts that agree with Keras less than ``min_agreement`` are
+    ``failed``, and an existing bundle is then left as it was.
     """
     model_path, output = Path(model_path), Path(output)
-    keys = parse_formats(formats if isinstance(formats, str) or formats is None
-                         else ",".join(formats))
-    if int8_io not in ("int8", "uint8"):
-        raise UsageError(f"--int8-io must be int8 or uint8, not {int8_io!r}")
-    _check_output(output, force)
+    options = options or ConvertOptions()
+    keys = options.format_keys()
+    if options.int8_io not in ("int8", "uint8"):
+        raise UsageError(f"--int8-io must be int8 or uint8, not {options.int8_io!r}")
+    _check_output(output, options.force)
     _check_room(output.parent, output)
+    prepared = prepare(model_path, options, progress)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    export_dir = Path(tempfile.mkdtemp(prefix="edgekit-savedmodel-"))
+    interrupt.remember(tmp)  # a hard exit on Ctrl-C removes them too
+    interrupt.remember(export_dir)
+    try:
+        normal_permissions(tmp)  # mkdtemp makes it 0700; a bundle is a plain folder
+        progress("exporting a batch-1 SavedModel")
+        export_saved_model(prepared.model, prepared.spec.shape[1:], export_dir)
+        job = Job(model=prepared.model, name=model_path.stem, spec=prepared.spec,
+                  saved_model=export_dir, workdir=tmp,
+                  calibration=None if prepared.calibration is None else prepared.calibration.x,
+                  int8_io=options.int8_io, progress=progress, output=output)
+        artifacts = build_formats(prepared, job, keys, options.remedy)
+        check_runtimes(artifacts, tmp, progress)
+        manifest = publish(prepared, artifacts, tmp, output, options.val)
+    except OSError as exc:  # the bundle's own files (manifest, validation set), or the rename
+        _check_room(tmp if tmp.exists() else output.parent, output)
+        raise WriteFailed(f"-o {output}: writing {exc.filename or 'the bundle'} failed: "
+                          f"{cause(exc)}; nothing was written there") from None
+    finally:
+        shutil.rmtree(export_dir, ignore_errors=True)
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+        interrupt.forget(tmp)
+        interrupt.forget(export_dir)
+    return manifest
+
+
+def prepare(model_path: Path, options: ConvertOptions, progress: Progress) -> Prepared:
+    """Phase 1: the model card, the model, its input spec and outputs, the data (checked),
+    the Keras outputs on the validation set, and the gate. Nothing is written."""
     card = load_card(model_path)
-    label_file = labels or card.get("labels")
+    label_file = options.labels or card.get("labels")
     label_list = read_labels(label_file) if label_file else []
     warnings: list[str] = []
-
     quiet_tensorflow()
     progress(f"loading {model_path.name}")
-    import_modules(imports)
-    model = load_keras_model(model_path, trust=trust_model)
-    shape = input_shape(model, input_shape_override)
-    spec = inputs.input_spec(shape, card, {"color": color, "mean": mean, "std": std},
-                             input_name(model), "flag" if input_shape_override else "model")
+    import_modules(options.imports)
+    model = load_keras_model(model_path, trust=options.trust_model)
+    shape = input_shape(model, options.input_shape)
+    spec = inputs.input_spec(shape, card, {"color": options.color, "mean": options.mean,
+                                           "std": options.std},
+                             input_name(model), "flag" if options.input_shape else "model")
     progress(spec.describe())
-    reference_input = np.zeros(spec.shape, np.float32)
     try:
-        probe_out = model(reference_input, training=False)
+        probe_out = model(np.zeros(spec.shape, np.float32), training=False)
     except Exception as exc:
         raise InvalidData(f"the model does not run on an input of shape {spec.shape}: "
                           f"{first_line(exc, 200)}") from None
     keras_outputs = [np.asarray(o) for o in _as_list(probe_out)]
-    task = task or card.get("task") or _guess_task([o.shape for o in keras_outputs])
+    task = options.task or card.get("task") or _guess_task([o.shape for o in keras_outputs])
     outputs = inputs.describe_outputs(model, keras_outputs, task, card,
                                       list(probe_out) if isinstance(probe_out, dict) else None)
     inputs.check_labels_file(label_list, outputs, str(label_file))
-    calibration = inputs.load_data(calib or card.get("calibration"), spec, label_list,
+    calibration = inputs.load_data(options.calib or card.get("calibration"), spec, label_list,
                                    "calibration data", outputs.classes, warnings)
-    val_samples = inputs.load_data(val or card.get("validation"), spec, label_list,
+    val_samples = inputs.load_data(options.val or card.get("validation"), spec, label_list,
                                    "validation data", outputs.classes, warnings)
     coverage = inputs.calibration_coverage(calibration, val_samples)
     if coverage:
@@ -298,88 +361,92 @@ def convert(
                    outputs.class_scores, outputs.names)
     measurable = validation is not None and bool(scoring.class_outputs or (
         task == "detection" and scoring.decoder))
-    gate = gates.make_gate(min_agreement, card, task, measurable,
+    gate = gates.make_gate(options.min_agreement, card, task, measurable,
                            "there is no validation data (give --val)" if validation is None
-                           else "the model has no class-score output to agree on", remedy)
+                           else "the model has no class-score output to agree on",
+                           options.remedy)
     unsure = inputs.default_spec_warning(spec)
     if unsure:
         warnings.append(unsure)
+    return Prepared(model, model_path, spec, task, card, label_list, outputs, keras_outputs,
+                    calibration, validation, scoring, gate, measurable, warnings)
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
-    export_dir = Path(tempfile.mkdtemp(prefix="edgekit-savedmodel-"))
-    interrupt.remember(tmp)  # a hard exit on Ctrl-C removes them too
-    interrupt.remember(export_dir)
-    try:
-        progress("exporting a batch-1 SavedModel")
-        export_saved_model(model, shape, export_dir)
-        job = Job(model=model, name=model_path.stem, spec=spec, saved_model=export_dir,
-                  workdir=tmp, calibration=None if calibration is None else calibration.x,
-                  int8_io=int8_io, progress=progress, output=output)
-        artifacts = []
-        for i, key in enumerate(keys, 1):
-            fmt = FORMATS[key]
-            target = gate.target(key) if measurable else None
-            job.remedy = None if target is None else RemedyPlan(
-                target, _judge(validation, scoring), enabled=remedy)
-            progress(f"[{i}/{len(keys)}] {key}: converting")
-            artifact = _build(fmt, job)
-            if artifact.ok:
-                progress(f"[{i}/{len(keys)}] {key}: measuring fidelity")
-                _fidelity(artifact, fmt, job, validation, scoring)
-            warning = gates.judge(artifact, gate)
-            if warning:
-                warnings.append(warning)
-            if artifact.status == "failed" and artifact.files:
-                _drop_files(artifact, tmp)
-                job.built.pop(key, None)
-            job.details[key] = artifact.details
-            artifacts.append(artifact)
-        tflite = {a.format: tmp / a.file for a in artifacts
-                  if a.ok and a.file.endswith(".tflite") and a.format != "edgetpu"}
-        if tflite:
-            progress("checking which TFLite runtimes load each artifact")
-            checked = check_tflite_runtimes(list(tflite.values()))
-            for a in artifacts:
-                if a.format in tflite:
-                    a.runtimes = checked[tflite[a.format]]
-        manifest = Manifest(
-            name=model_path.stem,
-            task=task,
-            input=spec,
-            outputs=[{"name": name, "shape": list(o.shape), "dtype": "float32",
-                      "class_scores": i in outputs.class_scores}
-                     for i, (name, o) in enumerate(zip(outputs.names, keras_outputs))],
-            labels=label_list,
-            decoder=card.get("decoder", {}),
-            source=_source(model_path, model),
-            validation=_validation_summary(validation, scoring, val or card.get("validation")),
-            artifacts=artifacts,
-            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            edgekit_version=__version__,
-        )
-        manifest.source["warnings"] = warnings
-        if gate.minimum is not None:
-            manifest.validation["min_agreement"] = gate.minimum
-        if validation is not None:
-            validation.save(tmp)
-        write_manifest(manifest, tmp)
-        gated = [a.format for a in artifacts if a.status == "failed" and a.fidelity is not None]
-        if gated and output.exists():
-            warnings.append(f"{output} was not replaced: {', '.join(gated)} failed the fidelity "
-                            "checks, so the previous bundle is left untouched")
-            manifest.source["written"] = False
-        else:
-            _publish(tmp, output)
-    except OSError as exc:  # the bundle's own files (manifest, validation set), or the rename
-        _check_room(tmp if tmp.exists() else output.parent, output)
-        raise WriteFailed(f"-o {output}: writing {exc.filename or 'the bundle'} failed: "
-                          f"{cause(exc)}; nothing was written there") from None
-    finally:
-        shutil.rmtree(export_dir, ignore_errors=True)
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-        interrupt.forget(tmp)
-        interrupt.forget(export_dir)
+
+def build_formats(prepared: Prepared, job: Job, keys: Sequence[str],
+                  remedy: bool) -> list[Artifact]:
+    """Phase 2: each format in turn: build it (the int8 ones judged by the remedies), measure
+    its fidelity, hold it to the gate; a failed artifact's files leave the bundle."""
+    artifacts = []
+    for i, key in enumerate(keys, 1):
+        fmt = FORMATS[key]
+        target = prepared.gate.target(key) if prepared.measurable else None
+        job.remedy = None if target is None else RemedyPlan(
+            target, _judge(prepared.validation, prepared.scoring), enabled=remedy)
+        job.progress(f"[{i}/{len(keys)}] {key}: converting")
+        artifact = _build(fmt, job)
+        if artifact.ok:
+            job.progress(f"[{i}/{len(keys)}] {key}: measuring fidelity")
+            _fidelity(artifact, fmt, job, prepared.validation, prepared.scoring)
+        warning = gates.judge(artifact, prepared.gate)
+        if warning:
+            prepared.warnings.append(warning)
+        if artifact.status == "failed" and artifact.files:
+            _drop_files(artifact, job.workdir)
+            job.built.pop(key, None)
+        job.details[key] = artifact.details
+        artifacts.append(artifact)
+    return artifacts
+
+
+def check_runtimes(artifacts: Sequence[Artifact], folder: Path, progress: Progress) -> None:
+    """Phase 3: load and invoke every .tflite artifact in every TFLite runtime configured
+    (``edgekit.config.tflite_pythons``), each in its own process; the verdicts go in the
+    artifacts' ``runtimes``."""
+    tflite = {a.format: folder / a.file for a in artifacts
+              if a.ok and a.file.endswith(".tflite") and a.format != "edgetpu"}
+    if not tflite:
+        return
+    progress("checking which TFLite runtimes load each artifact")
+    checked = check_tflite_runtimes(list(tflite.values()))
+    for a in artifacts:
+        if a.format in tflite:
+            a.runtimes = checked[tflite[a.format]]
+
+
+def publish(prepared: Prepared, artifacts: list[Artifact], tmp: Path, output: Path,
+            val: str | Path | None) -> Manifest:
+    """Phase 4: the manifest and the validation set into the bundle being built, then the
+    bundle renamed into place, unless a gate failed over an existing bundle (kept as it
+    was: the manifest says ``written: false``)."""
+    p = prepared
+    manifest = Manifest(
+        name=p.model_path.stem,
+        task=p.task,
+        input=p.spec,
+        outputs=[{"name": name, "shape": list(o.shape), "dtype": "float32",
+                  "class_scores": i in p.outputs.class_scores}
+                 for i, (name, o) in enumerate(zip(p.outputs.names, p.keras_outputs))],
+        labels=p.labels,
+        decoder=p.card.get("decoder", {}),
+        source=_source(p.model_path, p.model),
+        validation=_validation_summary(p.validation, p.scoring, val or p.card.get("validation")),
+        artifacts=artifacts,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        edgekit_version=__version__,
+    )
+    manifest.source["warnings"] = p.warnings
+    if p.gate.minimum is not None:
+        manifest.validation["min_agreement"] = p.gate.minimum
+    if p.validation is not None:
+        p.validation.save(tmp)
+    write_manifest(manifest, tmp)
+    gated = [a.format for a in artifacts if a.status == "failed" and a.fidelity is not None]
+    if gated and output.exists():
+        p.warnings.append(f"{output} was not replaced: {', '.join(gated)} failed the fidelity "
+                          "checks, so the previous bundle is left untouched")
+        manifest.source["written"] = False
+    else:
+        _publish(tmp, output)
     return manifest
 
 
