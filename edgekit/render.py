@@ -1,11 +1,12 @@
 """Plain-text tables and number formats for the CLI's human output."""
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Sequence
 
 from edgekit.manifest import Artifact, Fidelity, Manifest
 from edgekit.tensors import TensorInfo
-from edgekit.tflite_file import TFLiteInfo
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -18,8 +19,32 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    lines = ["| " + " | ".join(map(str, headers)) + " |", "|" + "---|" * len(headers)]
-    return "\n".join(lines + ["| " + " | ".join(map(str, r)) + " |" for r in rows])
+    def cell(value: object) -> str:
+        return ("" if value is None else str(value)).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(map(cell, headers)) + " |", "|" + "---|" * len(headers)]
+    return "\n".join(lines + ["| " + " | ".join(map(cell, r)) + " |" for r in rows])
+
+
+def csv_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """The rows as CSV, one header line first."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(headers)
+    writer.writerows([["" if c is None else c for c in r] for r in rows])
+    return out.getvalue()
+
+
+def render_table(headers: Sequence[str], rows: Sequence[Sequence[object]], output: str,
+                 notes: Notes | None = None, footer: str = "") -> str:
+    """A table as the CLI prints it: "text" (with ``footer`` and the notes under it),
+    "markdown" (with the notes) or "csv" (the rows alone)."""
+    if output == "csv":
+        return csv_table(headers, rows).rstrip("\n")
+    rendered = notes.render("\n\n" if output == "markdown" else "\n") if notes else ""
+    if output == "markdown":
+        return markdown_table(headers, rows) + rendered
+    return table(headers, rows) + (f"\n{footer}" if footer else "") + rendered
 
 
 class Notes:
@@ -116,11 +141,14 @@ def _largest_diff(f: Fidelity) -> str:
     return f"{number(top.max_abs_diff)} ({top.name})"
 
 
-def conversion_table(manifest: Manifest) -> str:
-    """The convert/inspect table: one row per format, notes with reasons below it.
+CONVERSION_HEADERS = ["format", "status", "size", "time", "agreement", "accuracy",
+                      "max |diff|", "TFLite runtimes that load it"]
 
-    The input spec, with where each value came from, heads it.
-    """
+
+def conversion_table(manifest: Manifest, output: str = "text") -> str:
+    """The convert/inspect table: one row per format, notes with reasons below it, as "text",
+    "markdown" or "csv". The input spec, with where each value came from, heads it (not in
+    CSV, which holds the rows alone)."""
     rows: list[list[object]] = []
     notes = Notes()
     keras_acc = manifest.validation.get("keras_accuracy")
@@ -133,37 +161,25 @@ def conversion_table(manifest: Manifest) -> str:
                      _worst(percent(f.top1_agreement), f) if f else "-",
                      percent(f.accuracy) if f else "-",
                      _largest_diff(f) if f else "-", _runtimes(a)])
-    out = manifest.input.describe() + "\n" + table(
-        ["format", "status", "size", "time", "agreement", "accuracy", "max |diff|",
-         "TFLite runtimes that load it"], rows)
+    if output == "csv":
+        return render_table(CONVERSION_HEADERS, rows, output)
+    footer = ""
     if manifest.validation.get("metric") == "mAP@0.5":
-        out += ("\nagreement and accuracy are mAP@0.5: against the Keras model's own detections, "
-                "and against the validation boxes")
-    return out + notes.render() + "".join(f"\nwarning: {w}"
-                                          for w in manifest.source.get("warnings", []))
+        footer = ("agreement and accuracy are mAP@0.5: against the Keras model's own "
+                  "detections, and against the validation boxes")
+    separator = "\n\n" if output == "markdown" else "\n"
+    body = render_table(CONVERSION_HEADERS, rows, output, notes, footer)
+    if output == "markdown" and footer:
+        body += f"\n\n{footer}"
+    return manifest.input.describe() + separator + body + "".join(
+        f"{separator}warning: {w}" for w in manifest.source.get("warnings", []))
 
 
-def _quant(t: TensorInfo) -> str:
+def quantisation(t: TensorInfo) -> str:
+    """A tensor's quantisation in a few words ("-" for none)."""
     q = t.quantization
     if q is None:
         return "-"
     if q.per_channel:
         return f"per-channel ({len(q.scale)} scales, axis {q.axis})"
     return f"scale {q.scale[0]:.6g}, zero point {q.zero_point[0]}"
-
-
-def tflite_report(info: TFLiteInfo) -> str:
-    """What ``edgekit inspect FILE.tflite`` prints."""
-    head = [
-        f"{info.path.name}: {size(info.size)}, {info.subgraphs} subgraph(s)",
-        "Edge TPU compiled: " + ("yes (edgetpu-custom-op)" if info.edgetpu_compiled else "no"),
-        "full integer: " + ("yes" if info.full_integer else "no"),
-    ]
-    tensors = table(["", "name", "shape", "dtype", "quantisation"],
-                    [[kind, t.name, "x".join(map(str, t.shape)), t.dtype, _quant(t)]
-                     for kind, group in (("input", info.inputs), ("output", info.outputs))
-                     for t in group])
-    ops = table(["operator", "version", "nodes"],
-                [[op.name + (" (custom)" if op.custom else ""), op.version, op.count]
-                 for op in info.ops])
-    return "\n".join(head) + "\n\n" + tensors + "\n\n" + ops

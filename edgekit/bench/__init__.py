@@ -7,19 +7,19 @@ own; and no two runtimes share a process. Rows that cannot run say why.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgekit.backends import backend_class, backend_names
-from edgekit.errors import UsageError
-from edgekit.formats import FORMATS
+from edgekit.backends import backend_class, backend_names, backend_status, parse_backends
+from edgekit.errors import BackendUnavailable, UsageError
+from edgekit.formats import FORMATS, why_not
 from edgekit.manifest import is_bundle, read_manifest
 from edgekit.model import BARE_SUFFIXES, file_format
 from edgekit.stats import Latency
+from edgekit.subproc import run_json
 
 MODE = "sync, 1 request"
 WORKER_TIMEOUT_S = 900
@@ -31,6 +31,7 @@ class BenchSettings:
     warmup: int = 10
     duration: float | None = None  # seconds; overrides runs when given
     threads: int | None = None
+    device: str | None = None  # for every backend (None: each backend's default)
     fidelity: bool = True
 
 
@@ -69,59 +70,72 @@ class BenchRow:
 
 @dataclass
 class Pair:
+    """One row to bench: an artifact on a backend, or why it will not run."""
+
     path: Path
     format: str
     backend: str
+    skip: str = ""  # set when it will not run: not built, or the backend is not usable here
 
 
 def plan(target: Path, backends: Sequence[str] | None) -> list[Pair]:
-    """Every (artifact, backend) pair to bench for a bundle or a bare model file: each
-    artifact on every backend that runs its format (the format table's ``runs_on``)."""
-    names = list(backends) if backends else backend_names()
-    unknown = [n for n in names if n not in backend_names()]
-    if unknown:
-        raise UsageError(f"unknown backend {', '.join(map(repr, unknown))}; choose from: "
-                         f"{', '.join(backend_names())}")
+    """Every row to bench for a bundle or a bare model file, in the format table's order: each
+    artifact on every chosen backend that runs its format (``runs_on``). ``backends``: names,
+    each optionally ``name:format`` for one artifact (None: every registered backend). A
+    format the bundle did not build gets skipped rows with convert's reason."""
+    chosen = parse_backends(",".join(backends) if backends else None)
     if target.is_dir():
         manifest = read_manifest(target)
-        artifacts = [(target / a.file, a.format) for a in manifest.artifacts if a.ok]
+        artifacts = [(target / (a.file or FORMATS[a.format].filename(manifest.name)), a.format,
+                      "" if a.ok else f"not in the bundle ({a.status} at convert: {a.reason})")
+                     for a in manifest.artifacts if a.format in FORMATS]
     elif target.suffix.lower() in BARE_SUFFIXES and target.exists():
-        artifacts = [(target, file_format(target).key)]  # InvalidModel for a damaged file
+        artifacts = [(target, file_format(target).key, "")]  # InvalidModel for a damaged file
     elif not target.exists():
         raise UsageError(f"{target}: no such bundle or model file")
     else:
         raise UsageError(f"{target.name}: bench takes a bundle or a .tflite/.onnx/.xml file")
-    return [Pair(path, key, name) for path, key in artifacts for name in names
-            if backend_class(name).runs(key)]
+    have = [key for _, key, _ in artifacts]
+    for fmt in {fmt for _, fmt in chosen if fmt is not None}:
+        if fmt not in have:
+            raise UsageError(f"{target} has no {fmt} artifact (it has: {', '.join(have)}); "
+                             f"see edgekit inspect {target}")
+    pairs, broken = [], {}
+    for path, key, missing in artifacts:
+        for name, fmt in chosen:
+            if fmt not in (None, key) or name in broken:
+                continue
+            try:
+                cls = backend_class(name)
+            except BackendUnavailable as exc:
+                broken[name] = Pair(Path("-"), "-", name, skip=str(exc))
+                continue
+            if cls.runs(key):
+                pairs.append(Pair(path, key, name, missing))
+            elif fmt is not None:
+                pairs.append(Pair(path, key, name, why_not(name, key, cls.runtime_version())))
+    return pairs + list(broken.values())
 
 
 def _run_worker(pair: Pair, bundle: Path | None, settings: BenchSettings) -> dict[str, Any]:
     job = {"artifact": str(pair.path), "backend": pair.backend, "format": pair.format,
            "bundle": str(bundle) if bundle else None, **asdict(settings)}
-    try:
-        result = subprocess.run([sys.executable, "-m", "edgekit.bench.worker", json.dumps(job)],
-                                capture_output=True, text=True, timeout=WORKER_TIMEOUT_S,
-                                check=False)
-    except subprocess.TimeoutExpired:
-        return {"status": "failed", "reason": f"no result in {WORKER_TIMEOUT_S} s (hung?)"}
-    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
-    if not lines:
-        tail = (result.stderr.strip().splitlines() or ["no output"])[-1][:300]
-        how = f"signal {-result.returncode}" if result.returncode < 0 else \
-            f"exit {result.returncode}"
-        return {"status": "failed", "reason": f"the worker died ({how}): {tail}"}
-    return json.loads(lines[-1])
+    answer = run_json([sys.executable, "-m", "edgekit.bench.worker", json.dumps(job)],
+                      WORKER_TIMEOUT_S)
+    if not isinstance(answer.value, dict):
+        return {"status": "failed", "reason": f"the worker gave no result ({answer.why()})"}
+    return answer.value
 
 
-def _row(pair: Pair, outcome: dict[str, Any], threads: int | None) -> BenchRow:
+def _row(pair: Pair, outcome: dict[str, Any], settings: BenchSettings) -> BenchRow:
     extra = FORMATS[pair.format].extra_files if pair.format in FORMATS else ()
     row = BenchRow(artifact=pair.path.name, format=pair.format, backend=pair.backend,
                    status=outcome.get("status", "failed"), reason=outcome.get("reason", ""),
-                   threads="default" if threads is None else str(threads),
+                   threads="default" if settings.threads is None else str(settings.threads),
                    size=sum(p.stat().st_size for p in [pair.path, *map(pair.path.with_suffix,
                                                                       extra)] if p.is_file()))
     if row.status != "ok":
-        row.device = outcome.get("device", "")
+        row.device = outcome.get("device", settings.device or "")
         return row
     samples_ns = outcome["latencies_ns"]
     row.latency = Latency.from_ns(samples_ns)
@@ -133,27 +147,11 @@ def _row(pair: Pair, outcome: dict[str, Any], threads: int | None) -> BenchRow:
     return row
 
 
-def _missing_artifacts(bundle: Path, backends: Sequence[str] | None) -> list[BenchRow]:
-    """Rows for the bundle's formats that were not built, with the reason convert gave."""
-    manifest = read_manifest(bundle)
-    rows = []
-    for a in manifest.artifacts:
-        fmt = FORMATS.get(a.format)
-        if a.ok or fmt is None:
-            continue
-        for name in fmt.backends:
-            if backends is None or name in backends:
-                rows.append(BenchRow(artifact=fmt.filename(manifest.name), format=a.format,
-                                     backend=name, status="skipped",
-                                     reason=f"not in the bundle ({a.status} at convert: "
-                                            f"{a.reason})"))
-    return rows
-
-
 def bench(target: str | Path, backends: Sequence[str] | None = None,
           settings: BenchSettings | None = None,
           progress: Callable[[str], None] = lambda _: None) -> list[BenchRow]:
-    """Bench every runnable pair; unusable backends become skipped rows with the reason."""
+    """Bench every planned pair, each in its own worker process; a pair that cannot run here
+    (not built, a backend not usable) becomes a skipped row with the reason and the fix."""
     target = Path(target)
     settings = settings or BenchSettings()
     if settings.runs < 1 or settings.warmup < 0 or \
@@ -161,20 +159,22 @@ def bench(target: str | Path, backends: Sequence[str] | None = None,
             (settings.threads is not None and settings.threads < 1):
         raise UsageError("--runs must be >= 1, --warmup >= 0, --duration > 0 and --threads >= 1")
     pairs = plan(target, backends)
-    bundle = target if target.is_dir() and is_bundle(target) else None
-    statuses = {name: backend_class(name).probe() for name in {p.backend for p in pairs}}
-    rows = _missing_artifacts(bundle, backends) if bundle else []
-    if not pairs and not rows:
+    if not pairs:
         raise UsageError(f"none of the backends ({', '.join(backends or backend_names())}) runs "
                          f"an artifact of {target}; see edgekit backends")
+    bundle = target if target.is_dir() and is_bundle(target) else None
+    statuses = {name: backend_status(name) for name in {p.backend for p in pairs if not p.skip}}
+    for pair in pairs:
+        status = statuses.get(pair.backend)
+        if not pair.skip and status is not None and not status.usable:
+            pair.skip = status.reason + (f"; {status.hint}" if status.hint else "")
+    rows = []
     for i, pair in enumerate(pairs, 1):
-        status = statuses[pair.backend]
         label = f"[{i}/{len(pairs)}] {pair.path.name} on {pair.backend}"
-        if not status.usable:
-            progress(f"{label}: skipped ({status.reason})")
-            reason = status.reason + (f"; {status.hint}" if status.hint else "")
-            rows.append(_row(pair, {"status": "skipped", "reason": reason}, settings.threads))
+        if pair.skip:
+            progress(f"{label}: skipped ({pair.skip.split('; ')[0]})")
+            rows.append(_row(pair, {"status": "skipped", "reason": pair.skip}, settings))
             continue
         progress(f"{label}: running")
-        rows.append(_row(pair, _run_worker(pair, bundle, settings), settings.threads))
+        rows.append(_row(pair, _run_worker(pair, bundle, settings), settings))
     return rows

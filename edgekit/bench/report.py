@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from edgekit.bench import BenchRow
+from edgekit.bench import MODE, BenchRow
 from edgekit.plot import distributions
 from edgekit.render import Notes, markdown_table, percent, size, table
 
@@ -68,10 +68,18 @@ def json_text(rows: Sequence[BenchRow]) -> str:
     return json.dumps([r.to_dict() for r in rows], indent=2)
 
 
-def plot(rows: Sequence[BenchRow], path: Path) -> Path:
-    """Latency distribution per row (box plot over every timed run, log scale)."""
+def plot(rows: Sequence[BenchRow], path: Path, model: str = "") -> Path:
+    """Latency distribution per row (box plot over every timed run, log scale), titled with
+    the model; rows that did not run are listed under it with the reason."""
     ran = [r for r in rows if r.latencies_ms]
+    name = Path(model).name if model else ""
+    threads = {r.threads for r in ran}
     return distributions(
-        {f"{r.artifact} / {r.backend} ({r.device}, {r.threads} thr)": r.latencies_ms for r in ran},
-        f"edgekit bench: {ran[0].mode if ran else ''}",
-        "latency per inference, ms (box: p25-p75, whiskers: p1-p99)", path)
+        {f"{r.artifact} on {r.backend} ({r.device or 'default'})": r.latencies_ms
+         for r in ran},
+        f"edgekit bench{': ' + name if name else ''} - latency per inference "
+        f"({ran[0].mode if ran else MODE}, threads {', '.join(sorted(threads)) or '-'})",
+        "ms per inference, pre-processed input, quantisation included "
+        "(box: p25-p75, whiskers: p1-p99)", path,
+        notes=[f"{r.status}: {r.artifact} on {r.backend}: {r.reason.split('; ')[0]}"
+               for r in rows if not r.latencies_ms])

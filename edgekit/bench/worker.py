@@ -55,7 +55,7 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     baseline = _rss_mb()
     start = time.perf_counter_ns()
     model = load_model(job["bundle"] or job["artifact"], backend=job["backend"],
-                       threads=job["threads"],
+                       device=job["device"], threads=job["threads"],
                        fmt=job["format"] if job["bundle"] else None)
     load_ns = time.perf_counter_ns() - start
     x = _sample(model, Path(job["bundle"]) if job["bundle"] else None)

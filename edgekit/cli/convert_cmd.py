@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from edgekit.cli import options
 from edgekit.cli.app import cli, debug_option, progress_printer
 from edgekit.errors import EdgekitError, UsageError
 from edgekit.formats import FORMATS
@@ -51,18 +52,19 @@ def _shape(text: str | None) -> tuple[int, ...] | None:
     return dims
 
 
-def _report(manifest, as_json: bool, output: Path | None) -> None:
+def _report(manifest, view: str, folder: Path | None) -> None:
     from edgekit.render import conversion_table
 
-    if as_json:
+    if view == "json":
         click.echo(json.dumps(manifest.to_dict(), indent=2))
     else:
-        click.echo(conversion_table(manifest))
-        if output is not None and manifest.source.get("written") is not False:
-            click.echo(f"\nbundle: {output}")
+        click.echo(conversion_table(manifest, view))
+        if view == "text" and folder is not None and \
+                manifest.source.get("written") is not False:
+            click.echo(f"\nbundle: {folder}")
     failed = [a.format for a in manifest.artifacts if a.status == "failed"]
     if failed:
-        where = (f"{output} was left as it was" if manifest.source.get("written") is False
+        where = (f"{folder} was left as it was" if manifest.source.get("written") is False
                  else "the bundle holds the others")
         raise EdgekitError(f"{len(failed)} format(s) failed ({', '.join(failed)}); {where}. "
                            "The notes under the table say why")
@@ -70,59 +72,60 @@ def _report(manifest, as_json: bool, output: Path | None) -> None:
 
 @cli.command()
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
-              help="Bundle folder to create (built aside, renamed into place at the end).")
-@click.option("--formats", metavar="LIST",
-              help=f"Comma-separated formats, default all: {', '.join(FORMATS)}.")
-@click.option("--calib", type=click.Path(path_type=Path),
+@options.output
+@click.option("--formats", metavar="LIST", show_default="all",
+              help=f"Comma-separated formats: {', '.join(FORMATS)}.")
+@click.option("--calib", type=click.Path(path_type=Path), metavar="PATH",
+              show_default="the model card's",
               help="Calibration data for int8: a folder of images, or a .npy/.npz of "
                    "pre-processed samples (100+ recommended).")
-@click.option("--val", type=click.Path(path_type=Path),
+@click.option("--val", type=click.Path(path_type=Path), metavar="PATH",
+              show_default="the model card's",
               help="Validation data to measure fidelity (.npz with x and y, .npy, or a folder "
                    "of images, in sub-folders named after their labels for accuracy: matched "
                    "to the labels by name, a numeric name is the class number).")
-@click.option("--labels", type=click.Path(path_type=Path),
-              help="Labels file, one per line (or 'ID NAME' lines).")
+@options.labels
 @click.option("--force", is_flag=True, help="Replace an existing bundle at --output.")
-@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
-@click.option("--input-shape", metavar="H,W,C",
+@click.option("--input-shape", metavar="H,W,C", show_default="the model's",
               help="Fix the input size of a model with unknown spatial dimensions.")
 @click.option("--int8-io", type=click.Choice(["int8", "uint8"]), default="int8",
               show_default=True, help="Input/output type of the full-integer model.")
-@click.option("--color", type=click.Choice(["rgb", "bgr", "gray"]),
-              help="Colour order the model takes (default: rgb, or gray for 1 channel).")
-@click.option("--mean", metavar="LIST", help="Per-channel mean subtracted from 0..255 pixels.")
-@click.option("--std", metavar="LIST", help="Per-channel divisor after the mean (default 255).")
+@options.color
+@options.mean
+@options.std
 @click.option("--task", type=click.Choice(["classification", "detection", "generic"]),
-              help="What the outputs mean (default: guessed from the output shape).")
+              show_default="the model card's, else guessed from the outputs",
+              help="What the outputs mean.")
 @click.option("--import", "imports", multiple=True, metavar="MODULE",
               help="Module or .py file to import first: one that registers custom layers or "
                    "a subclassed model with keras.saving.register_keras_serializable.")
 @click.option("--trust-model", is_flag=True,
               help="Let Keras load Python code (Lambda layers) from the file. Only for files "
                    "you made yourself: safe mode is on without it.")
-@click.option("--min-agreement", metavar="X",
+@click.option("--min-agreement", metavar="X", show_default="the model card's, else none",
               help="Fail any artifact that agrees with Keras less than X (0..1: top-1 "
                    "agreement, or mAP-agreement for a detector); then exit 1 and leave an "
-                   "existing bundle untouched. Also 'min_agreement' in the model card.")
+                   "existing bundle untouched.")
 @click.option("--no-remedy", is_flag=True,
               help="Keep the default int8 quantisation even when it misses the bar (by default "
                    "edgekit tries per-tensor/per-channel weights, entropy and percentile "
                    "calibration, then keeping the most sensitive layers float).")
-@click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
+@options.table_output
+@options.quiet
 @debug_option
-def convert(model: Path, output: Path, formats: str | None, calib: Path | None,
-            val: Path | None, labels: Path | None, force: bool, as_json: bool,
-            input_shape: str | None, int8_io: str, color: str | None, mean: str | None,
-            std: str | None, task: str | None, imports: tuple[str, ...], trust_model: bool,
-            min_agreement: str | None, no_remedy: bool, quiet: bool) -> None:
+def convert(model: Path, out_dir: Path, formats: str | None, calib: Path | None,
+            val: Path | None, labels: Path | None, force: bool, input_shape: str | None,
+            int8_io: str, color: str | None, mean: str | None, std: str | None,
+            task: str | None, imports: tuple[str, ...], trust_model: bool,
+            min_agreement: str | None, no_remedy: bool, view: str, quiet: bool) -> None:
     """Convert a Keras model to every edge format, with fidelity per artifact.
 
     \b
     Writes a bundle folder: the artifacts (TFLite float32, dynamic-range and
-    full-int8, Edge-TPU-compiled TFLite, ONNX, OpenVINO IR FP32/FP16), the
-    validation set with the Keras outputs on it, and edgekit.json, the
-    manifest that bench, run and deploy read.
+    full-int8, Edge-TPU-compiled TFLite, ONNX and ONNX int8, OpenVINO IR
+    FP32/FP16), the validation set with the Keras outputs on it, and
+    edgekit.json, the manifest that bench, run and deploy read. It is built
+    aside and renamed into place at the end.
 
     \b
     A MODEL.edgekit.json beside the model can give the defaults for
@@ -138,49 +141,58 @@ def convert(model: Path, output: Path, formats: str | None, calib: Path | None,
     max/mean |diff| and cosine similarity; class-score outputs top-1
     agreement. An int8 artifact below 99% agreement (98% mAP for a
     detector) tries remedies and, if none reaches it, gets a warning.
+    Every .tflite is loaded by each TFLite runtime configured: this
+    Python's, $EDGEKIT_TFLITE_PYTHONS, else [convert] tflite_pythons in
+    ~/.config/edgekit/config.toml, else .venv-legacy beside the checkout.
 
     \b
     Example:
       edgekit convert models/lenet5_digits/lenet5_digits.keras -o out/lenet5
     """
+    from edgekit.convert import ConvertOptions
     from edgekit.convert import convert as run_convert
 
-    manifest = run_convert(
-        model, output, formats=formats, calib=calib, val=val, labels=labels, force=force,
-        input_shape_override=_shape(input_shape), int8_io=int8_io, color=color,
+    settings = ConvertOptions(
+        formats=formats, calib=calib, val=val, labels=labels, force=force,
+        input_shape=_shape(input_shape), int8_io=int8_io, color=color,
         mean=_numbers(mean, "--mean"), std=_numbers(std, "--std"), task=task, imports=imports,
-        trust_model=trust_model, min_agreement=_share(min_agreement), remedy=not no_remedy,
-        progress=progress_printer(not quiet),
-    )
-    _report(manifest, as_json, output)
+        trust_model=trust_model, min_agreement=_share(min_agreement), remedy=not no_remedy)
+    manifest = run_convert(model, out_dir, settings, progress=progress_printer(not quiet))
+    _report(manifest, view, out_dir)
 
 
 @cli.command()
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print the facts as JSON.")
+@options.table_output
+@options.quiet
 @debug_option
-def inspect(path: Path, as_json: bool) -> None:
-    """Show what a .tflite file or a bundle holds.
+def inspect(path: Path, view: str, quiet: bool) -> None:
+    """Show what a bundle or a model file holds, without running it.
 
     \b
-    For a .tflite: its operators with their versions, the inputs and outputs
-    with dtype, shape and quantisation, and whether it is compiled for the
-    Edge TPU. For a bundle: its manifest as a table.
+    A bundle: its manifest as the convert table. A .tflite: its operators
+    with their versions, the inputs and outputs with dtype, shape and
+    quantisation, and whether it is compiled for the Edge TPU. An .onnx
+    (needs the onnx package): opset, producer, int8 or not, operators. An
+    OpenVINO .xml: IR version, constants' precision, layers, and its .bin.
+    A .keras: the model class, Keras version, parameters, input shape and
+    layers, read from the archive (no TensorFlow needed).
     """
     from edgekit.inspect import inspect_path
 
-    facts, text = inspect_path(path)
-    click.echo(json.dumps(facts, indent=2) if as_json else text)
+    facts, text = inspect_path(path, "text" if view == "json" else view)
+    click.echo(json.dumps(facts, indent=2) if view == "json" else text)
 
 
 @cli.command()
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("out/demo"),
-              show_default=True, help="Folder for the demo's bundles, clip and report.")
-@click.option("--runs", default=100, show_default=True, help="Timed inferences per bench row.")
-@click.option("--json", "as_json", is_flag=True, help="Print everything as JSON.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
+@click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path),
+              default=Path("out/demo"), metavar="DIR", show_default=True,
+              help="Folder to write into: a bundle per example and report/.")
+@options.runs
+@options.table_output
+@options.quiet
 @debug_option
-def demo(out_dir: Path, runs: int, as_json: bool, quiet: bool) -> None:
+def demo(out_dir: Path, runs: int, view: str, quiet: bool) -> None:
     """The whole path on the bundled examples, into a report folder.
 
     \b
@@ -190,18 +202,25 @@ def demo(out_dir: Path, runs: int, as_json: bool, quiet: bool) -> None:
     3. makes a clip of digits moving over photos, with ground truth;
     4. runs the detection loop on it through every backend (edgekit compare);
     5. saves the annotated video from the default backend;
-    6. writes OUT/report/REPORT.md with every table, as Markdown and JSON,
+    6. writes DIR/report/REPORT.md with every table, as Markdown and JSON,
        and latency plots.
 
     Needs the repository checkout (the examples live in models/) and the
     convert and train extras. Re-running replaces the demo's own output.
+    --markdown prints REPORT.md; --csv the loop comparison's table.
     """
     from edgekit.demo import demo_json, run_demo
-    from edgekit.loop.report import compare_table
+    from edgekit.loop.report import compare_csv, compare_table
 
     report = run_demo(out_dir, progress=progress_printer(not quiet), runs=runs)
-    if as_json:
+    if view == "json":
         click.echo(demo_json(report))
+        return
+    if view == "markdown":
+        click.echo((report.folder / "REPORT.md").read_text().rstrip("\n"))
+        return
+    if view == "csv":
+        click.echo(compare_csv(report.compare))
         return
     from edgekit.render import conversion_table
 

@@ -6,14 +6,16 @@ from pathlib import Path
 
 import click
 
+from edgekit.cli import options
 from edgekit.cli.app import cli, debug_option, progress_printer
 from edgekit.errors import DeployError, EdgekitError, UsageError
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print every profile in full as JSON.")
+@options.table_output
+@options.quiet
 @debug_option
-def targets(as_json: bool) -> None:
+def targets(view: str, quiet: bool) -> None:
     """List the device profiles that edgekit deploy --target takes.
 
     \b
@@ -22,37 +24,43 @@ def targets(as_json: bool) -> None:
     (a file there replaces a built-in one of the same name), or pass a file
     directly: edgekit deploy ... --target ./my-device.toml
     """
-    from edgekit.render import table
+    from edgekit.render import render_table
     from edgekit.targets import list_targets, user_dir
 
     found = list_targets()
-    if as_json:
+    if view == "json":
         click.echo(json.dumps([t.to_dict() for t in found], indent=2))
         return
+    def where(t) -> str:  # built-in, or the user's own file
+        if t.origin == "built-in" or t.path is None:
+            return t.origin or "-"
+        return str(t.path).replace(str(Path.home()), "~", 1)
+
     rows = [[t.name, t.description, t.arch, f"{t.python}", t.tflite_runtime.split(" (")[0],
              ", ".join(t.formats), t.backend + (f" ({t.device})" if t.device else ""),
-             "" if t.origin == "built-in" else t.origin] for t in found]
-    click.echo(table(["target", "device", "arch", "python", "tflite runtime", "formats",
-                      "backend", "from"], rows))
-    click.echo(f"\nyour own profiles: {user_dir()}/NAME.toml; details: edgekit targets --json")
+             where(t)] for t in found]
+    click.echo(render_table(["target", "device", "arch", "python", "tflite runtime", "formats",
+                             "backend", "from"], rows, view))
+    if view == "text" and not quiet:
+        click.echo(f"\nyour own profiles: {user_dir()}/NAME.toml; details: edgekit targets "
+                   "--json")
 
 
 @cli.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("--backend", help="Backend to run the samples on (default: tflite).")
-@click.option("--device", help="The backend's device (CPU, MYRIAD, usb, pci:0, ...).")
-@click.option("--format", "fmt", help="Which artifact to run (default: the best one for the "
-              "backend).")
-@click.option("--samples", default=10, show_default=True,
-              help="Validation samples to run (0: all).")
-@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the runtime.")
+@options.backend
+@options.device
+@options.threads
+@options.fmt
+@options.samples
 @click.option("--allow-empty", is_flag=True,
               help="Pass a bundle without validation samples after one inference on zeros "
                    "(without it there is nothing to compare, and verify exits 1).")
-@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+@options.json_output
+@options.quiet
 @debug_option
-def verify(bundle: Path, backend: str | None, device: str | None, fmt: str | None,
-           samples: int, threads: int | None, allow_empty: bool, as_json: bool) -> None:
+def verify(bundle: Path, backend: str | None, device: str | None, threads: int | None,
+           fmt: str | None, samples: int, allow_empty: bool, view: str, quiet: bool) -> None:
     """Check a bundle where it lies: file hashes, then a few validation samples.
 
     \b
@@ -70,11 +78,9 @@ def verify(bundle: Path, backend: str | None, device: str | None, fmt: str | Non
     """
     from edgekit.verify import summary, verify_bundle
 
-    if samples < 0:
-        raise UsageError("--samples takes 0 (all) or more")
     report = verify_bundle(bundle, backend=backend, device=device, fmt=fmt, samples=samples,
                            threads=threads)
-    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else summary(report))
+    click.echo(json.dumps(report.to_dict(), indent=2) if view == "json" else summary(report))
     problem = report.problem()
     if problem:
         raise EdgekitError(problem)

@@ -8,20 +8,13 @@ from pathlib import Path
 
 import click
 
+from edgekit.cli import options
 from edgekit.cli.app import cli, debug_option, fail_on_failed_rows, progress_printer
 from edgekit.errors import EdgekitError, UsageError
 
 
 def _source_options(f):
-    f = click.option("--truth", type=click.Path(path_type=Path),
-                     help="Ground-truth JSON for mAP (default: SOURCE.json beside a video or "
-                          "folder, as the demo clip has).")(f)
-    f = click.option("--max-frames", type=click.IntRange(min=1),
-                     help="Stop after this many frames.")(f)
-    f = click.option("--source", required=True, help="Camera index (0), video file, folder of "
-                     "images, stream URL (anything OpenCV's VideoCapture opens), or picamera2[:N] "
-                     "(a Raspberry Pi camera module, through Picamera2).")(f)
-    return f
+    return options.source(options.max_frames(options.truth(f)))
 
 
 def _stage_rows(stats) -> list[list[str]]:
@@ -35,13 +28,18 @@ def _stage_rows(stats) -> list[list[str]]:
     return rows
 
 
-def _summary(report) -> str:
-    from edgekit.render import table
+def _summary(report, view: str = "text") -> str:
+    """What run prints: the stage table between the source line and the totals ("text" or
+    "markdown"; "csv" is the stage table alone)."""
+    from edgekit.render import render_table
 
     s = report.stats
+    stages = render_table(["stage", "p50 ms", "p90 ms", "max ms"], _stage_rows(s), view)
+    if view == "csv":
+        return stages
     lines = [f"{report.source} -> {Path(report.artifact).name} on {report.backend}",
              f"mode: {'pipelined (one thread per stage)' if s.pipelined else 'sequential'}", "",
-             table(["stage", "p50 ms", "p90 ms", "max ms"], _stage_rows(s)), "",
+             stages, "",
              f"frames {s.frames} in {s.wall_s:.2f} s: {s.fps:.1f} FPS; dropped {s.dropped}; "
              f"failed to decode {s.decode_failures}"
              + (f"; reconnects {s.reconnects}" if s.reconnects else "")]
@@ -49,7 +47,8 @@ def _summary(report) -> str:
         lines.append(f"mAP@0.5 {report.map50:.4f} on {report.map_frames} frames"
                      + (f" ({report.map_note})" if report.map_note else ""))
     lines += [f"wrote {p}" for p in report.outputs]
-    return "\n".join(lines)
+    return ("\n\n" if view == "markdown" else "\n").join(
+        line for line in lines if line or view != "markdown")
 
 
 def _live_view(serve: str | None, token: str | None):
@@ -60,30 +59,31 @@ def _live_view(serve: str | None, token: str | None):
         return nullcontext()
     from edgekit.loop.serve import TOKEN_ENV, LiveView, serve_options
 
-    options = serve_options(serve, token if token is not None else
-                            os.environ.get(TOKEN_ENV) or None)
-    view = LiveView(options)
-    needs = "; open it once with ?token=TOKEN" if options.token else ""
-    click.echo(f"live view: {view.url}{needs}", err=True)
-    return view
+    settings = serve_options(serve, token if token is not None else
+                             os.environ.get(TOKEN_ENV) or None)
+    live = LiveView(settings)
+    needs = "; open it once with ?token=TOKEN" if settings.token else ""
+    click.echo(f"live view: {live.url}{needs}", err=True)
+    return live
 
 
 @cli.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @_source_options
-@click.option("--backend", help="Backend (default: tflite for a bundle, by file type otherwise).")
-@click.option("--device", help="Device for the backend (CPU, GPU, usb:0, ...).")
-@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the runtime.")
-@click.option("--format", "fmt", help="Which artifact of a bundle to run.")
-@click.option("--decoder", help="Output decoder for a bare detector: edgekit-grid, ssd, yolo.")
-@click.option("--labels", type=click.Path(path_type=Path), help="Labels file for a bare model.")
-@click.option("--score-threshold", type=click.FloatRange(0, 1), help="Minimum score shown, "
-              "0 to 1 (default: the manifest's decoder setting).")
+@options.backend
+@options.device
+@options.threads
+@options.fmt
+@click.option("--decoder", type=click.Choice(["edgekit-grid", "ssd", "yolo"]),
+              show_default="the manifest's", help="Output decoder for a bare detector.")
+@options.labels
+@click.option("--score-threshold", type=click.FloatRange(0, 1), metavar="X",
+              show_default="the manifest's decoder setting", help="Minimum score shown, 0 to 1.")
 @click.option("--show", is_flag=True, help="Show a window (needs the GUI build of OpenCV).")
-@click.option("--save", type=click.Path(path_type=Path), help="Write an annotated video "
-              "(.avi MJPG or .mp4): boxes, labels, FPS and per-stage ms.")
-@click.option("--jsonl", type=click.Path(path_type=Path), help="Write one JSON line per "
-              "frame: detections and stage timings.")
+@click.option("--save", type=click.Path(path_type=Path), metavar="FILE", help="Write an "
+              "annotated video (.avi MJPG or .mp4): boxes, labels, FPS and per-stage ms.")
+@click.option("--jsonl", type=click.Path(path_type=Path), metavar="FILE", help="Write one "
+              "JSON line per frame: detections and stage timings.")
 @click.option("--repeat", is_flag=True, help="Play a video file or folder again each time it "
               "ends, until stopped or --max-frames (a demo, or a service without a camera). "
               "No mAP: frames repeat.")
@@ -91,19 +91,20 @@ def _live_view(serve: str | None, token: str | None):
               "the annotated video, FPS, per-stage latency and detections at http://HOST:PORT/ "
               "(also /stream.mjpg, /snapshot.jpg, /stats.json, /metrics). HOST defaults to "
               "127.0.0.1 (this machine only); 0.0.0.0 (every interface) needs --token.")
-@click.option("--token", metavar="TOKEN", help="The live view's token (16+ characters): every "
-              "path answers 401 without it; open /?token=TOKEN once in a browser. Default: "
-              "$EDGEKIT_SERVE_TOKEN (which keeps it off the command line).")
+@click.option("--token", metavar="TOKEN", show_default="$EDGEKIT_SERVE_TOKEN, which keeps it "
+              "off the command line", help="The live view's token (16+ characters): every "
+              "path answers 401 without it; open /?token=TOKEN once in a browser.")
 @click.option("--no-pipeline", is_flag=True, help="Run the stages one after another.")
 @click.option("--queue-size", default=2, show_default=True, type=click.IntRange(min=1),
-              help="Frames between two stages.")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+              metavar="N", help="Frames between two stages.")
+@options.table_output
+@options.quiet
 @debug_option
 def run(model: Path, source: str, max_frames: int | None, truth: Path | None,
         backend: str | None, device: str | None, threads: int | None, fmt: str | None,
         decoder: str | None, labels: Path | None, score_threshold: float | None, show: bool,
         save: Path | None, jsonl: Path | None, repeat: bool, serve: str | None,
-        token: str | None, no_pipeline: bool, queue_size: int, as_json: bool) -> None:
+        token: str | None, no_pipeline: bool, queue_size: int, view: str, quiet: bool) -> None:
     """Run the detection loop on a camera, a video, a folder of images or a stream.
 
     \b
@@ -129,15 +130,16 @@ def run(model: Path, source: str, max_frames: int | None, truth: Path | None,
 
     check_run_outputs(save, jsonl, source, truth,
                       [model, labels, model / "edgekit.json" if model.is_dir() else None])
-    with _live_view(serve, token) as view, \
+    with _live_view(serve, token) as live, \
             detection_model(model, backend=backend, device=device, threads=threads, fmt=fmt,
                             decoder=decoder, labels=labels) as loaded:
         report = run_detection(loaded, source, save=save, jsonl=jsonl, show=show,
                                max_frames=max_frames, pipelined=not no_pipeline,
                                queue_size=queue_size, truth=truth,
                                score_threshold=score_threshold, repeat=repeat,
-                               serve=view)
-    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else _summary(report))
+                               serve=live)
+    click.echo(json.dumps(report.to_dict(), indent=2) if view == "json"
+               else _summary(report, view))
     if report.stopped:
         kept = f"; what was processed is in {', '.join(report.outputs)}" if report.outputs else ""
         raise EdgekitError(report.stopped + kept)
@@ -146,16 +148,14 @@ def run(model: Path, source: str, max_frames: int | None, truth: Path | None,
 @cli.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
 @_source_options
-@click.option("--backends", "backend_list", metavar="LIST",
-              help="Comma-separated backends, each optionally name:format (default: every "
-                   "built-in backend).")
-@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for every runtime.")
-@click.option("--json", "as_json", is_flag=True, help="Rows as JSON.")
-@click.option("--markdown", "as_markdown", is_flag=True, help="Rows as a Markdown table.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
+@options.backends
+@options.threads
+@options.plot
+@options.table_output
+@options.quiet
 @debug_option
 def compare(bundle: Path, source: str, max_frames: int | None, truth: Path | None,
-            backend_list: str | None, threads: int | None, as_json: bool, as_markdown: bool,
+            backend_list: str | None, threads: int | None, plot: Path | None, view: str,
             quiet: bool) -> None:
     """Run the same frames through each usable backend: one table, per-stage latency.
 
@@ -168,16 +168,23 @@ def compare(bundle: Path, source: str, max_frames: int | None, truth: Path | Non
     Example:
       edgekit compare out/demo/digit_detector --source out/demo/clip.avi --markdown
     """
-    from edgekit.backends import BUILTIN_BACKENDS
-    from edgekit.loop.report import compare_json, compare_markdown, compare_table
+    from edgekit.backends import parse_backends
+    from edgekit.loop.report import compare_json, compare_plot, compare_table
     from edgekit.loop.run import compare as run_compare
+    from edgekit.outputs import check as check_outputs
+    from edgekit.plot import SUFFIXES
 
-    if as_json and as_markdown:
-        raise UsageError("choose one of --json and --markdown")
-    names = [n.strip() for n in backend_list.split(",") if n.strip()] if backend_list \
-        else list(BUILTIN_BACKENDS)
-    rows = run_compare(bundle, source, names, max_frames=max_frames, threads=threads,
-                       truth=truth, progress=progress_printer(not quiet))
-    render = compare_json if as_json else compare_markdown if as_markdown else compare_table
-    click.echo(render(rows))
+    check_outputs({"--plot": plot}, [bundle, source], {"--plot": SUFFIXES})
+    chosen = parse_backends(backend_list)
+    rows = run_compare(bundle, source, [f"{n}:{f}" if f else n for n, f in chosen],
+                       max_frames=max_frames, threads=threads, truth=truth,
+                       progress=progress_printer(not quiet))
+    click.echo(compare_json(rows) if view == "json" else compare_table(rows, view))
+    if plot is not None:
+        ran = any(r.report for r in rows)
+        if ran:
+            compare_plot(rows, plot, str(bundle))
+        if not quiet:
+            click.echo(f"plot: {plot}" if ran else "plot: no backend ran, so none was drawn",
+                       err=True)
     fail_on_failed_rows([(r.backend, r.status, r.reason) for r in rows], "backend")

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from edgekit.loop.run import CompareRow
-from edgekit.render import Notes, markdown_table, table
+from edgekit.render import Notes, render_table
 
 HEADERS = ["backend", "artifact", "status", "pre p50/p90", "infer p50/p90", "post p50/p90",
            "sink p50/p90", "e2e p50/p90 ms", "FPS", "frames", "mAP@0.5"]
@@ -29,17 +29,37 @@ def _cells(row: CompareRow, notes: Notes) -> list[str]:
             f"{s.fps:.1f}", str(s.frames), "-" if r.map50 is None else f"{r.map50:.4f}"]
 
 
-def compare_table(rows: Sequence[CompareRow]) -> str:
+def compare_table(rows: Sequence[CompareRow], view: str = "text") -> str:
+    """The comparison as "text" (with the source and the notes under it), "markdown" or
+    "csv"."""
     notes = Notes()
-    body = table(HEADERS, [_cells(r, notes) for r in rows])
     source = next((r.report.source for r in rows if r.report), "")
-    return body + f"\nsource: {source}; stage times in ms; pipelined" + notes.render()
+    return render_table(HEADERS, [_cells(r, notes) for r in rows], view, notes,
+                        f"source: {source}; stage times in ms; pipelined")
 
 
 def compare_markdown(rows: Sequence[CompareRow]) -> str:
-    notes = Notes()
-    return markdown_table(HEADERS, [_cells(r, notes) for r in rows]) + notes.render("\n\n") \
-        + "\n"
+    return compare_table(rows, "markdown") + "\n"
+
+
+def compare_csv(rows: Sequence[CompareRow]) -> str:
+    return compare_table(rows, "csv")
+
+
+def compare_plot(rows: Sequence[CompareRow], path: Path, bundle: str = "") -> Path:
+    """End-to-end latency per backend with its FPS and mAP beside it; backends that did not
+    run are listed under the plot."""
+    from edgekit.plot import comparison
+
+    ran = {f"{r.backend} ({Path(r.report.artifact).name})": {
+        "latency_ms": list(r.report.stats.latency_ns.values() / 1e6),
+        "fps": r.report.stats.fps, "map": r.report.map50} for r in rows if r.report}
+    source = next((Path(r.report.source).name for r in rows if r.report), "")
+    name = Path(bundle).name if bundle else ""
+    return comparison(ran, f"edgekit compare{': ' + name if name else ''} on {source}, "
+                           "every backend (pipelined loop)", path,
+                      notes=[f"{r.status}: {r.backend}: {r.reason.split('; ')[0]}"
+                             for r in rows if r.report is None])
 
 
 def compare_json(rows: Sequence[CompareRow]) -> str:

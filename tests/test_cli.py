@@ -1,0 +1,104 @@
+"""One CLI: every command takes --json and -q, every command that prints a table takes
+--markdown and --csv, and an option that appears in several commands has one name, metavar,
+default and help text (edgekit/cli/options.py declares those once); defaults are shown one way,
+by click's [default: ...]."""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import click
+import pytest
+from conftest import run_cli
+
+from edgekit.cli import cli
+
+# Commands whose result is a table (or tables): they take --markdown and --csv too.
+TABLES = {"backends", "bench", "classify", "compare", "convert", "demo", "inspect", "run",
+          "targets"}
+# Commands whose result is a report of another shape: --json only.
+REPORTS = {"verify", "deploy"}
+# Options that share a name across commands but not a meaning, and why.
+DIFFERENT = {"--output": "convert writes one bundle there, demo a bundle per example and a "
+                         "report"}
+
+
+def _commands() -> dict[str, click.Command]:
+    return dict(cli.commands)
+
+
+def test_every_command_is_classified() -> None:
+    assert set(_commands()) == TABLES | REPORTS
+
+
+@pytest.mark.parametrize("name", sorted(TABLES | REPORTS))
+def test_every_command_takes_json_and_quiet_and_tables_markdown_and_csv(name: str) -> None:
+    flags = {opt for p in _commands()[name].params for opt in p.opts}
+    assert {"--json", "-q", "--quiet", "--debug"} <= flags
+    assert ({"--markdown", "--csv"} <= flags) == (name in TABLES)
+
+
+def test_the_same_option_means_the_same_everywhere() -> None:
+    seen: dict[str, list[tuple[str, click.Parameter]]] = defaultdict(list)
+    for name, command in _commands().items():
+        for param in command.params:
+            if isinstance(param, click.Option):
+                seen[max(param.opts, key=len)].append((name, param))
+    shared = {opt: uses for opt, uses in seen.items() if len(uses) > 1}
+    assert {"--backend", "--backends", "--device", "--threads", "--format", "--samples",
+            "--labels", "--json", "-q", "--quiet"} - {o for opts in [p.opts for uses in
+                                                                      shared.values()
+                                                                      for _, p in uses]
+                                                       for o in opts} == set()
+    for opt, uses in shared.items():
+        first_name, first = uses[0]
+        for name, param in uses[1:]:
+            where = f"{opt} in {first_name} and {name}"
+            assert param.opts == first.opts and param.metavar == first.metavar, where
+            assert param.type.to_info_dict() == first.type.to_info_dict(), where
+            if opt not in DIFFERENT:
+                assert param.help == first.help, where
+                if not (param.required or first.required):
+                    assert param.default == first.default, where
+                    assert param.show_default == first.show_default, where
+
+
+def test_defaults_are_shown_one_way() -> None:
+    """Every default is click's [default: ...]; no help text spells out a default itself."""
+    for name, command in _commands().items():
+        for param in command.params:
+            if not isinstance(param, click.Option) or param.is_flag or param.opts == ["--help"]:
+                continue
+            where = f"{name} {param.opts[0]}"
+            assert "(default" not in (param.help or "").lower(), where
+            assert "default:" not in (param.help or "").lower(), where
+            unset = param.default is None or repr(param.default) == "Sentinel.UNSET"
+            if not unset and not param.required and not param.multiple:
+                assert param.show_default, where
+
+
+def test_two_output_formats_are_refused() -> None:
+    result = run_cli("targets", "--json", "--csv")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: choose one of --json, --csv"
+
+
+@pytest.mark.parametrize("view", ["--json", "--markdown", "--csv"])
+def test_targets_and_backends_in_every_view(view: str) -> None:
+    import csv
+    import io
+    import json
+
+    for command in ("targets", "backends"):
+        result = run_cli(command, view)
+        assert result.returncode == 0, result.stderr
+        out = result.stdout
+        if view == "--json":
+            assert isinstance(json.loads(out), list)
+        elif view == "--csv":
+            rows = list(csv.reader(io.StringIO(out)))
+            assert len(rows) > 3 and len({len(r) for r in rows}) == 1
+        else:
+            assert out.splitlines()[1].startswith("|---|")
+    listed = run_cli("targets")
+    assert listed.returncode == 0, listed.stderr
+    assert all(line.rstrip().endswith("built-in") for line in listed.stdout.splitlines()[2:6])
