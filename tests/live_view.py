@@ -19,7 +19,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from edgekit.loop.live import ServeSink
-from edgekit.loop.pipeline import Item, Pipeline, Stage
+from edgekit.loop.pipeline import Item, LoopStats, Pipeline, Stage
 from edgekit.loop.serve import LiveView, ServeOptions, serve_options
 from edgekit.loop.sources import Frame, Source
 from edgekit.tasks.detection import Detection
@@ -60,13 +60,13 @@ FAKE_MODEL = SimpleNamespace(
     artifact=Path("bundle/model_int8.tflite"), format="tflite-int8")
 
 
-def _stages(sink: ServeSink, stats) -> list[Stage]:
+def _stages(sink: ServeSink, stats: LoopStats) -> list[Stage]:
     def postprocess(item: Item) -> None:
-        item.data["detections"] = [Detection("seven", 7, 0.91, (10.0, 20.0, 60.0, 80.0))]
+        item.detections = [Detection("seven", 7, 0.91, (10.0, 20.0, 60.0, 80.0))]
 
     return [Stage("preprocess", lambda item: None), Stage("infer", lambda item: None),
             Stage("postprocess", postprocess),
-            Stage("sink", lambda item: sink.write(item, stats()))]
+            Stage("sink", lambda item: sink.write(item, stats))]
 
 
 @dataclass
@@ -82,9 +82,9 @@ def running_view(options: ServeOptions | None = None, camera: Source | None = No
     """A LiveView fed by a pipeline in a thread until the block ends."""
     view = LiveView(options or serve_options("127.0.0.1:0"))
     camera = camera or PacedCamera()
-    pipeline = Pipeline(camera, [])
     sink = ServeSink(view, camera, FAKE_MODEL)
-    pipeline.stages = _stages(sink, lambda: pipeline.stats)
+    stats = LoopStats()
+    pipeline = Pipeline(camera, _stages(sink, stats), stats=stats)
     thread = threading.Thread(target=pipeline.run, daemon=True)
     thread.start()
     try:

@@ -11,7 +11,7 @@ import pytest
 from mjpeg import MjpegStream
 
 from edgekit.errors import InvalidData, UsageError
-from edgekit.loop.pipeline import Item, Pipeline, Stage
+from edgekit.loop.pipeline import Item, LoopStats, Pipeline, Stage
 from edgekit.loop.sources import (
     Frame,
     ImageFolder,
@@ -38,22 +38,25 @@ class Counter(Source):
         return Frame(self.next - 1, np.zeros((2, 2, 3), np.uint8), time.perf_counter_ns())
 
 
-def _jittery(name: str) -> Stage:
+def _jittery(name: str, seen: dict[int, list[str]] | None = None) -> Stage:
     rng = random.Random(name)
 
     def run(item: Item) -> None:
         time.sleep(rng.random() * 0.002)
-        item.data.setdefault("seen", []).append(name)
+        if seen is not None:
+            seen.setdefault(item.frame.index, []).append(name)
     return Stage(name, run)
 
 
 @pytest.mark.parametrize("pipelined", [True, False])
 def test_results_in_frame_order_with_every_stage_timed(pipelined: bool) -> None:
-    stages = [_jittery(n) for n in ("preprocess", "infer", "postprocess", "sink")]
+    seen: dict[int, list[str]] = {}
+    stages = [_jittery(n, seen) for n in ("preprocess", "infer", "postprocess", "sink")]
     done: list[Item] = []
     stats = Pipeline(Counter(40), stages, pipelined=pipelined).run(on_result=done.append)
     assert [i.frame.index for i in done] == list(range(40))
-    assert all(i.data["seen"] == ["preprocess", "infer", "postprocess", "sink"] for i in done)
+    assert all(seen[i.frame.index] == ["preprocess", "infer", "postprocess", "sink"]
+               for i in done)
     assert stats.frames == 40 and stats.fps > 0 and stats.pipelined == pipelined
     for item in done:
         assert set(item.timings_ns) == {"capture", "preprocess", "infer", "postprocess", "sink"}
@@ -61,9 +64,31 @@ def test_results_in_frame_order_with_every_stage_timed(pipelined: bool) -> None:
     assert stats.stage("infer").count == 40 and stats.end_to_end().p50 > 0
 
 
-def test_max_frames_and_stop() -> None:
-    stats = Pipeline(Counter(100), [_jittery("infer")]).run(max_frames=7)
+@pytest.mark.parametrize("pipelined", [True, False])
+def test_max_frames_and_stop(pipelined: bool) -> None:
+    stats = Pipeline(Counter(100), [_jittery("infer")], pipelined=pipelined).run(max_frames=7)
     assert stats.frames == 7
+    # stop() from a stage: the frames already captured finish, no new one is taken.
+    pipeline: Pipeline | None = None
+
+    def stop_at_ten(item: Item) -> None:
+        if item.frame.index == 10:
+            pipeline.stop()
+
+    pipeline = Pipeline(Counter(10_000), [Stage("infer", stop_at_ten), _jittery("sink")],
+                        pipelined=pipelined, queue_size=2)
+    done: list[Item] = []
+    stats = pipeline.run(on_result=done.append)
+    assert 11 <= stats.frames <= 11 + 2 * 2 + 1, stats.frames  # what was in flight finishes
+    assert [i.frame.index for i in done] == list(range(stats.frames))
+
+
+def test_a_pipeline_takes_its_stages_at_construction() -> None:
+    figures = LoopStats()
+    pipeline = Pipeline(Counter(3), [_jittery("sink")], pipelined=False, stats=figures)
+    assert pipeline.run() is figures and figures.frames == 3 and not figures.pipelined
+    with pytest.raises(ValueError, match="at least one stage"):
+        Pipeline(Counter(3), [])
 
 
 @pytest.mark.parametrize("failing", ["infer", "sink"])

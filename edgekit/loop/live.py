@@ -268,7 +268,7 @@ class ServeSink(Sink):
         if self.view.figures.wanted:
             self.view.figures.publish(self._snapshot(stats, item, running=True))
         if self.view.frames.wanted():
-            self.view.frames.offer(item.frame.image, item.data.get("detections", []),
+            self.view.frames.offer(item.frame.image, item.detections,
                                    overlay_lines(stats, self.name), item.frame.index)
         self.cpu_ns += time.thread_time_ns() - started  # what the view costs the loop's thread
 
@@ -282,7 +282,7 @@ class ServeSink(Sink):
                            decode_failures=s.decode_failures, reconnects=s.reconnects)
         latest = {"frame": item.frame.index, "detections": [
             {"label": d.label, "class_id": d.class_id, "score": round(d.score, 4),
-             "box": [round(v, 1) for v in d.box]} for d in item.data.get("detections", [])]} \
+             "box": [round(v, 1) for v in d.box]} for d in item.detections]} \
             if item is not None else None
         recent = {**stats.recent(), "end_to_end": self.view.figures.recent_latency_ms()}
         return {**figures, "running": running, "fps_recent": self.view.figures.recent_fps(),

@@ -21,9 +21,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from edgekit import interrupt
 from edgekit.loop.sources import Frame, Source
+from edgekit.preprocess import Transform
 from edgekit.stats import Latency, Samples
+from edgekit.tasks.detection import Detection
 
 STAGES = ("capture", "preprocess", "infer", "postprocess", "sink")
 _END = object()
@@ -31,11 +35,15 @@ _END = object()
 
 @dataclass
 class Item:
-    """One frame's journey through the loop."""
+    """One frame's journey through the loop: each stage fills in its fields."""
 
     frame: Frame
-    timings_ns: dict[str, int] = field(default_factory=dict)
-    data: dict[str, Any] = field(default_factory=dict)  # tensor, transform, outputs, detections
+    timings_ns: dict[str, int] = field(default_factory=dict)  # stage name -> its time
+    tensor: np.ndarray | None = None  # preprocess: the model's input
+    transform: Transform | None = None  # preprocess: how frame pixels map onto the input
+    outputs: list[np.ndarray] | None = None  # infer: the model's outputs, in Keras's order
+    detections: list[Detection] = field(default_factory=list)  # postprocess: those shown
+    candidates: list[Detection] = field(default_factory=list)  # postprocess: all, for mAP
     done_ns: int = 0
 
     @property
@@ -45,7 +53,7 @@ class Item:
 
 @dataclass
 class Stage:
-    """A named step: ``run(item)`` fills in ``item.data``."""
+    """A named step: ``run(item)`` fills in the item's fields."""
 
     name: str
     run: Callable[[Item], None]
@@ -105,15 +113,22 @@ class LoopStats:
 
 
 class Pipeline:
-    """Run ``stages`` on every frame of ``source``, pipelined or one after another."""
+    """Run ``stages`` on every frame of ``source``, pipelined or one after another.
+
+    ``stats``: where the run's figures go (give one when a stage shows them while the loop
+    runs, as the sinks do); a fresh one otherwise.
+    """
 
     def __init__(self, source: Source, stages: Sequence[Stage], *, queue_size: int = 2,
-                 pipelined: bool = True) -> None:
+                 pipelined: bool = True, stats: LoopStats | None = None) -> None:
+        if not stages:
+            raise ValueError("a pipeline needs at least one stage after capture")
         self.source = source
-        self.stages = list(stages)
+        self.stages: tuple[Stage, ...] = tuple(stages)
         self.queue_size = max(1, queue_size)
         self.pipelined = pipelined
-        self.stats = LoopStats(pipelined=pipelined)
+        self.stats = stats if stats is not None else LoopStats()
+        self.stats.pipelined = pipelined
         self._stop = threading.Event()
         self._abort = threading.Event()  # Ctrl-C: no frame in flight is finished
         self._error: BaseException | None = None

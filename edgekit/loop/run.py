@@ -78,9 +78,9 @@ def detection_model(path: str | Path, *, backend: str | None = None, device: str
     return model
 
 
-def detection_stages(model: LoadedModel, sinks: Sequence[Sink], stats: Callable[[], LoopStats],
+def detection_stages(model: LoadedModel, sinks: Sequence[Sink], stats: LoopStats,
                      score_threshold: float | None, keep_all: bool) -> list[Stage]:
-    """The four stages after capture, for a detection model."""
+    """The four stages after capture, for a detection model; the sinks see ``stats``."""
     spec, labels = model.spec, model.labels
     size = (spec.width, spec.height)
     shown = score_threshold if score_threshold is not None else \
@@ -89,21 +89,18 @@ def detection_stages(model: LoadedModel, sinks: Sequence[Sink], stats: Callable[
               else shown}
 
     def preprocess(item: Item) -> None:
-        item.data["tensor"], item.data["transform"] = prepare(item.frame.image, spec)
+        item.tensor, item.transform = prepare(item.frame.image, spec)
 
     def infer(item: Item) -> None:
-        item.data["outputs"] = model.predict(item.data["tensor"])
+        item.outputs = model.predict(item.tensor)
 
     def postprocess(item: Item) -> None:
-        found = to_frame(decode(item.data["outputs"], params, size, labels),
-                         item.data["transform"])
-        item.data["all_detections"] = found
-        item.data["detections"] = [d for d in found if d.score >= shown]
+        item.candidates = to_frame(decode(item.outputs, params, size, labels), item.transform)
+        item.detections = [d for d in item.candidates if d.score >= shown]
 
     def sink(item: Item) -> None:
-        current = stats()
         for s in sinks:
-            s.write(item, current)
+            s.write(item, stats)
 
     return [Stage("preprocess", preprocess), Stage("infer", infer),
             Stage("postprocess", postprocess), Stage("sink", sink)]
@@ -174,13 +171,14 @@ def run_detection(model: LoadedModel, source_spec: str | int | Path, *,
             from edgekit.loop.live import ServeSink
 
             sinks.append(ServeSink(serve, source, model))
-        pipeline = Pipeline(source, [], queue_size=queue_size, pipelined=pipelined)
-        pipeline.stages = detection_stages(model, sinks, lambda: pipeline.stats,
-                                           score_threshold, keep_all=gt is not None)
+        figures = LoopStats()
+        pipeline = Pipeline(source, detection_stages(model, sinks, figures, score_threshold,
+                                                     keep_all=gt is not None),
+                            queue_size=queue_size, pipelined=pipelined, stats=figures)
 
         def collect(item: Item) -> None:
             if gt is not None:
-                predicted[item.frame.index] = item.data["all_detections"]
+                predicted[item.frame.index] = item.candidates
 
         stopped = ""
         try:

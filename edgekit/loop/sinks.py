@@ -28,12 +28,18 @@ SPACE_CHECK_S = 1.0  # how often the video sink checks the disk still has room
 
 
 def overlay_lines(stats: LoopStats, backend: str) -> list[str]:
-    """The text drawn on each frame: FPS, end-to-end latency and per-stage milliseconds."""
+    """The text drawn on each frame: FPS, end-to-end latency and per-stage milliseconds, each
+    once there is something to show (no "0.0 FPS" before the first frames are done)."""
     recent = stats.latency_ns.recent()
-    e2e = statistics.median(recent) / 1e6 if recent else 0.0
+    head = [backend]
+    if stats.frames >= 2:
+        head.append(f"{stats.running_fps():.1f} FPS")
+    if recent:
+        head.append(f"end-to-end {statistics.median(recent) / 1e6:.1f} ms")
+    else:
+        head.append("measuring...")
     stages = "  ".join(f"{_SHORT.get(name, name)} {ms:.1f}" for name, ms in stats.recent().items())
-    return [f"{backend}  {stats.running_fps():.1f} FPS  end-to-end {e2e:.1f} ms",
-            f"{stages} ms" if stages else ""]
+    return ["  ".join(head), f"{stages} ms" if stages else ""]
 
 
 _SHORT = {"capture": "cap", "preprocess": "pre", "infer": "infer", "postprocess": "post",
@@ -43,7 +49,7 @@ _SHORT = {"capture": "cap", "preprocess": "pre", "infer": "infer", "postprocess"
 class Sink(ABC):
     @abstractmethod
     def write(self, item: Item, stats: LoopStats) -> None:
-        """Take one finished frame (detections in ``item.data["detections"]``)."""
+        """Take one finished frame (its detections in ``item.detections``)."""
 
     def close(self) -> None:
         """Flush and finish; safe to call twice. Raises WriteFailed if the file is not whole."""
@@ -73,7 +79,7 @@ class VideoSink(Sink):
     def write(self, item: Item, stats: LoopStats) -> None:
         import cv2
 
-        image = annotate(item.frame.image, item.data.get("detections", []),
+        image = annotate(item.frame.image, item.detections,
                          overlay_lines(stats, self.backend))
         if self._writer is None:
             fourcc = "MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"
@@ -157,7 +163,7 @@ class JsonlSink(Sink):
             **({"image": item.frame.name} if item.frame.name else {}),
             "detections": [{"label": d.label, "class_id": d.class_id, "score": round(d.score, 4),
                             "box": [round(v, 1) for v in d.box]}
-                           for d in item.data.get("detections", [])],
+                           for d in item.detections],
             "timings_ms": {k: round(v / 1e6, 3) for k, v in item.timings_ns.items()},
             "latency_ms": round((time.perf_counter_ns() - item.frame.captured_ns) / 1e6, 3),
         }
@@ -230,7 +236,7 @@ class WindowSink(Sink):
     def write(self, item: Item, stats: LoopStats) -> None:
         import cv2
 
-        cv2.imshow("edgekit", annotate(item.frame.image, item.data.get("detections", []),
+        cv2.imshow("edgekit", annotate(item.frame.image, item.detections,
                                        overlay_lines(stats, self.backend)))
         if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
             self.on_quit()
