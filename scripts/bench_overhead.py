@@ -6,8 +6,9 @@ bundle and on MobileNetV2 (224x224, weights=None, converted by edgekit).
 
 The raw call is each runtime's fastest plain use: LiteRT set_tensor/invoke/get_tensor;
 ONNX Runtime session.run; OpenVINO one reused infer request with its input tensor bound
-once (FACTS.md: 65 us against 158 us for infer(dict) on LeNet). Both sides load the same
-file with the same settings; calls alternate A/B, B/A so drift hits both equally.
+once (measured on LeNet on a 2-core VM: 65 us against 158 us for infer(dict)). Both sides
+load the same file with the same settings; calls alternate A/B, B/A so drift hits both
+equally.
 Goal: ratio <= 1.05 on the MobileNet-sized model.
 """
 from __future__ import annotations

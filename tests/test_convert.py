@@ -46,7 +46,7 @@ def test_int8_meets_the_accuracy_bar(lenet_bundle: Path) -> None:
     info = read_tflite(lenet_bundle / int8.file)
     assert info.full_integer and info.inputs[0].dtype == "int8"
     assert info.inputs[0].shape == (1, 32, 32, 1) and not info.inputs[0].dynamic_dims
-    # Batch 1 keeps shape ops out of the graph (FACTS.md): only LeNet's own layers remain.
+    # Batch 1 keeps shape ops (SHAPE, STRIDED_SLICE, PACK) out: only LeNet's own layers remain.
     assert {op.name for op in info.ops} <= {"CONV_2D", "MAX_POOL_2D", "RESHAPE",
                                             "FULLY_CONNECTED", "SOFTMAX", "QUANTIZE"}
 

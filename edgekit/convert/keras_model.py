@@ -1,8 +1,9 @@
 """Load a Keras model safely, pin its input to batch 1 with static shapes, export it once.
 
 Every converter starts from the one SavedModel exported here (or, for ONNX,
-from the loaded model itself): the batch-1 signature keeps SHAPE/STRIDED_SLICE
-ops out of the TFLite graph (FACTS.md).
+from the loaded model itself): the batch-1 signature keeps SHAPE/STRIDED_SLICE/PACK
+ops out of the TFLite graph (a free batch size adds them: LeNet with TF 2.21;
+tests/test_convert.py checks the op list).
 """
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""ONNX through tf2onnx, from a batch-1 tf.function of the Keras model (FACTS.md: from_keras
-fails on Keras 3), checked with onnx.checker's full check."""
+"""ONNX through tf2onnx, from a batch-1 tf.function of the Keras model, checked with
+onnx.checker's full check. Not ``tf2onnx.convert.from_keras``: on Keras 3 it fails with
+``KeyError: 'keras_tensor_..'`` (tf2onnx 1.17 here; onnx/tensorflow-onnx#2448, #2329)."""
 from __future__ import annotations
 
 import contextlib

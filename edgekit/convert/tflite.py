@@ -51,7 +51,8 @@ def convert_dynamic(job: Job, out: Path) -> dict[str, Any]:
     converter = _converter(job)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     # Per-channel dense weights give FULLY_CONNECTED version 12, which tflite-runtime 2.14 (what
-    # Raspberry Pi users have) rejects; per-tensor keeps version 9 at the same accuracy (FACTS.md).
+    # Raspberry Pi users have) rejects ("Didn't find op for builtin opcode 'FULLY_CONNECTED'
+    # version '12'": tests/test_runtimes.py); per-tensor keeps version 9 at the same accuracy.
     converter._experimental_disable_per_channel_quantization_for_dense_layers = True
     return _write(converter, out, "dynamic-range")
 
