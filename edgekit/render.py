@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Sequence
 
 from edgekit.manifest import Artifact, Fidelity, Manifest
@@ -35,12 +36,30 @@ def csv_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return out.getvalue()
 
 
+_MARK = re.compile(r" \[(\d+)\]")
+
+
+def _unmarked(row: Sequence[object], notes: Notes) -> list[object]:
+    """A row for CSV: its cells without the note marks, the notes' text in a last column."""
+    found: list[str] = []
+    cells: list[object] = []
+    for cell in row:
+        if isinstance(cell, str):
+            found += [notes.items[int(n) - 1] for n in _MARK.findall(cell)]
+            cell = _MARK.sub("", cell)
+        cells.append(cell)
+    return [*cells, "; ".join(found)]
+
+
 def render_table(headers: Sequence[str], rows: Sequence[Sequence[object]], output: str,
                  notes: Notes | None = None, footer: str = "") -> str:
     """A table as the CLI prints it: "text" (with ``footer`` and the notes under it),
     "markdown" (with the notes) or "csv" (the rows alone)."""
     if output == "csv":
-        return csv_table(headers, rows).rstrip("\n")
+        if notes is None or not notes.items:
+            return csv_table(headers, rows).rstrip("\n")
+        return csv_table([*headers, "notes"], [_unmarked(row, notes) for row in rows]).rstrip(
+            "\n")
     rendered = notes.render("\n\n" if output == "markdown" else "\n") if notes else ""
     if output == "markdown":
         return markdown_table(headers, rows) + rendered
@@ -162,7 +181,7 @@ def conversion_table(manifest: Manifest, output: str = "text") -> str:
                      percent(f.accuracy) if f else "-",
                      _largest_diff(f) if f else "-", _runtimes(a)])
     if output == "csv":
-        return render_table(CONVERSION_HEADERS, rows, output)
+        return render_table(CONVERSION_HEADERS, rows, output, notes)
     footer = ""
     if manifest.validation.get("metric") == "mAP@0.5":
         footer = ("agreement and accuracy are mAP@0.5: against the Keras model's own "

@@ -1,11 +1,13 @@
 """Shared fixtures: paths, the Coral test data from ../shared, a converted LeNet bundle."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,6 +51,14 @@ def run_cli(*args: str | Path, cwd: Path | None = None, env: dict | None = None)
         cwd=cwd, env={**os.environ, **(env or {})}, timeout=600, check=False,
     )
     return CliResult(result.returncode, result.stdout, result.stderr)
+
+
+def cli_json(*args: str | Path, code: int = 0, env: dict | None = None) -> Any:
+    """Run the CLI, check its exit code first (with its stderr when it is wrong), then parse
+    the JSON it printed."""
+    result = run_cli(*args, env=env)
+    assert result.returncode == code, (result.returncode, result.stderr)
+    return json.loads(result.stdout)
 
 
 def assert_clean_error(result: CliResult, *needles: str) -> None:

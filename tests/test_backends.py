@@ -1,6 +1,7 @@
 """The Backend contract and registry, on the real CPU runtimes."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -68,6 +69,45 @@ def test_third_party_backend_through_entry_point(tmp_path: Path) -> None:
     assert "[[2.0, 2.0, 2.0]]" in out.stdout and "'echo'" in out.stdout
     listed = run_cli("backends", env={"PYTHONPATH": str(tmp_path)})
     assert any(line.startswith("echo ") and " yes " in line for line in listed.stdout.splitlines())
+
+
+def test_a_plugin_that_fails_to_import_is_unavailable_with_its_error(tmp_path: Path) -> None:
+    """A third-party backend whose module raises on import is a BackendUnavailable naming the
+    error (not "unexpected ImportError"); the others are still listed and usable."""
+    (tmp_path / "broken_backend.py").write_text("import numpy_that_is_not_there\n")
+    info = tmp_path / "edgekit_broken-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: edgekit-broken\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(
+        "[edgekit.backends]\nbroken = broken_backend:BrokenBackend\n")
+    env = {"PYTHONPATH": str(tmp_path)}
+    listed = run_cli("backends", "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    statuses = {s["name"]: s for s in json.loads(listed.stdout)}
+    assert not statuses["broken"]["usable"]
+    assert "ModuleNotFoundError: No module named 'numpy_that_is_not_there'" in \
+        statuses["broken"]["reason"]
+    assert statuses["tflite"]["usable"]
+    (tmp_path / "x.tflite").write_bytes(b"\0" * 64)
+    result = run_cli("classify", tmp_path / "x.tflite", tmp_path / "y.png", "--backend", "broken",
+                     env=env)
+    assert_clean_error(result, "backend 'broken' cannot be loaded", "numpy_that_is_not_there")
+    assert result.returncode == 1 and "unexpected" not in result.stderr
+
+
+def test_the_registry_resolves_a_class_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    import edgekit.backends as registry
+
+    monkeypatch.setattr(registry, "_RESOLVED", {})
+    imported: list[str] = []
+    real = importlib.import_module
+    monkeypatch.setattr(importlib, "import_module",
+                        lambda name, *a: imported.append(name) or real(name, *a))
+    first = backend_class("onnxruntime")
+    assert backend_class("onnxruntime") is first and backend_class("onnxruntime") is first
+    assert imported == ["edgekit.backends.onnxruntime"]
 
 
 @pytest.mark.parametrize("backend", ["tflite", "openvino"])

@@ -142,7 +142,7 @@ class Case:
     code: int = 1  # exit code (CLI); for the API, ``error`` is the exception class
     says: str = ""  # in the error line (case-insensitive)
     api: Callable[[Ctx], Callable[[], object]] | None = None
-    error: type[EdgekitError] = EdgekitError
+    error: type[EdgekitError] = EdgekitError  # the API case's exact exception class
     slow: bool = False
 
 
@@ -522,6 +522,7 @@ def test_bad_input(case: Case, ctx: Ctx) -> None:
         before = snapshot(ctx.tmp)
         with pytest.raises(case.error) as raised:
             call()
+        assert type(raised.value) is case.error, type(raised.value)  # the specific type
         message = str(raised.value)
         assert "\n" not in message and case.says.lower() in message.lower(), message
         assert snapshot(ctx.tmp) == before

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import assert_clean_error, run_cli
+from conftest import assert_clean_error, cli_json, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -48,18 +48,22 @@ def test_ok_rows_carry_consistent_numbers(rows: list[dict]) -> None:
 def test_csv_markdown_plot_and_threads(lenet_bundle: Path, tmp_path: Path) -> None:
     base = ["bench", lenet_bundle, "--backends", "tflite,onnxruntime", "--runs", "5",
             "--warmup", "1", "--threads", "1", "-q", "--no-fidelity"]
-    table = list(csv.DictReader(io.StringIO(run_cli(*base, "--csv").stdout)))
+    as_csv = run_cli(*base, "--csv")
+    assert as_csv.returncode == 0, as_csv.stderr
+    table = list(csv.DictReader(io.StringIO(as_csv.stdout)))
     assert {r["backend"] for r in table} == {"tflite", "onnxruntime"}
     assert all(r["threads"] == "1" for r in table)
     assert all(float(r["p50_ms"]) > 0 for r in table if r["status"] == "ok")
-    md = run_cli(*base, "--markdown").stdout
+    md = run_cli(*base, "--markdown")
+    assert md.returncode == 0, md.stderr
+    md = md.stdout
     assert md.startswith("| artifact | backend |") and "|---|" in md
     png = tmp_path / "lat.png"
     shown = run_cli(*base, "--plot", png)
     assert shown.returncode == 0, shown.stderr
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    timed = json.loads(run_cli("bench", lenet_bundle, "--backends", "onnxruntime", "--duration",
-                               "0.3", "--json", "-q", "--no-fidelity").stdout)
+    timed = cli_json("bench", lenet_bundle, "--backends", "onnxruntime", "--duration", "0.3",
+                     "--json", "-q", "--no-fidelity")
     assert timed[0]["latency"]["count"] > 10
 
 
@@ -79,9 +83,8 @@ def test_a_failing_pair_does_not_stop_the_rest(lenet_bundle: Path, tmp_path: Pat
 
 
 def test_bare_model_and_bad_arguments(coral: Path, tmp_path: Path) -> None:
-    result = run_cli("bench", coral / "mobilenet_v1_0.25_128_quant.tflite", "--runs", "3",
-                     "--json", "-q")
-    rows = json.loads(result.stdout)
+    rows = cli_json("bench", coral / "mobilenet_v1_0.25_128_quant.tflite", "--runs", "3",
+                    "--json", "-q")
     assert {r["backend"] for r in rows} == {"tflite", "openvino"}
     assert all(r["status"] == "ok" and r["agreement"] is None for r in rows)
     assert_clean_error(run_cli("bench", coral / "cat.bmp"), "bench takes a bundle")
@@ -98,8 +101,34 @@ def test_peak_memory_is_the_workers_own(lenet_bundle: Path) -> None:
 
     from edgekit.bench import BenchSettings, bench
 
-    ballast = np.ones(400 * 2**20 // 8)  # make this (parent) process hold 400 MB
+    _ballast = np.ones(400 * 2**20 // 8)  # this (parent) process holds 400 MB meanwhile
     rows = bench(lenet_bundle, ["tflite"], BenchSettings(runs=3, warmup=0, fidelity=False))
-    assert ballast.sum() > 0
     ok = [r for r in rows if r.status == "ok"]
     assert ok and all(10 < r.peak_memory_mb < 300 for r in ok), [r.peak_memory_mb for r in ok]
+
+
+def test_name_format_pairs_device_and_a_progress_line_per_row(lenet_bundle: Path) -> None:
+    """--backends takes NAME:FORMAT as compare does; --device goes to every row; the progress
+    counts every row, skipped ones included."""
+    result = run_cli("bench", lenet_bundle, "--backends",
+                     "tflite:tflite-fp32,openvino:onnx,edgetpu", "--device", "CPU", "--runs",
+                     "3", "--warmup", "0", "--no-fidelity", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [(r["format"], r["backend"], r["status"]) for r in rows] == [
+        ("tflite-fp32", "tflite", "ok"), ("edgetpu", "edgetpu", "skipped"),
+        ("onnx", "openvino", "ok")]
+    assert {r["device"] for r in rows if r["status"] == "ok"} == {"CPU"}
+    progress = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+    assert len(progress) == len(rows)
+    assert all(line.startswith(f"[{i}/{len(rows)}] ") for i, line in enumerate(progress, 1))
+    assert "skipped (not in the bundle" in progress[1]
+    refused = run_cli("bench", lenet_bundle, "--backends", "onnxruntime:tflite-int8", "-q")
+    assert refused.returncode == 0, refused.stderr  # a pair the backend cannot run: one row
+    assert "does not run tflite-int8" in refused.stdout
+    assert_clean_error(run_cli("bench", lenet_bundle, "--backends", "tflite:tflite-int4"),
+                       "unknown format 'tflite-int4'")
+    gpu = run_cli("bench", lenet_bundle, "--backends", "tflite", "--device", "GPU", "--runs",
+                  "2", "-q", "--json")
+    assert_clean_error(gpu, "every row that could run failed", "CPU only")  # each row says so
+    assert all("CPU only" in r["reason"] for r in json.loads(gpu.stdout))

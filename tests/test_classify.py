@@ -48,3 +48,45 @@ def test_lenet_bundle_reads_digit_images(lenet_bundle: Path, tmp_path: Path,
     assert result.returncode == 0, result.stderr
     predicted = [int(r["classes"][0]["label"]) for r in json.loads(result.stdout)["results"]]
     assert np.mean(np.array(predicted) == v.y[:8]) >= 7 / 8
+
+
+@pytest.mark.slow
+def test_an_unreadable_image_gets_its_own_line_and_the_others_are_classified(
+        lenet_bundle: Path, tmp_path: Path) -> None:
+    from edgekit.fidelity import load_validation
+
+    v = load_validation(lenet_bundle)
+    good = tmp_path / "seven.png"
+    cv2.imwrite(str(good), np.round(v.x[0, :, :, 0] * 255).astype(np.uint8))
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(good.read_bytes()[:40])
+    missing = tmp_path / "missing.png"
+    result = run_cli("classify", lenet_bundle, good, broken, missing, "-k", "1")
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("error: 2 of 3 images could not be read")
+    assert f"{good}\n  1. {v.y[0]} " in result.stdout
+    assert f"{broken}\n  could not read it: " in result.stdout
+    assert f"{missing}\n  could not read it: {missing}: no such image file" in result.stdout
+    as_json = run_cli("classify", lenet_bundle, good, missing, "--json")
+    assert as_json.returncode == 1, as_json.stderr
+    results = json.loads(as_json.stdout)["results"]
+    assert results[0]["classes"] and "no such image file" in results[1]["error"]
+    table = run_cli("classify", lenet_bundle, good, missing, "--csv", "-k", "2")
+    assert table.returncode == 1
+    assert table.stdout.splitlines()[0] == "image,rank,class,score,id"
+    assert len(table.stdout.splitlines()) == 1 + 2 + 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("fmt", "backend"), [("onnx", "onnxruntime"), ("onnx-int8", "onnxruntime"),
+                                              ("openvino-fp16", "openvino"),
+                                              ("tflite-fp32", "tflite")])
+def test_format_alone_picks_a_backend_that_runs_it(lenet_bundle: Path, fmt: str, backend: str,
+                                                   tmp_path: Path) -> None:
+    image = tmp_path / "digit.png"
+    cv2.imwrite(str(image), np.full((32, 32), 200, np.uint8))
+    result = run_cli("classify", lenet_bundle, image, "--format", fmt, "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert (data["backend"], data["format"]) == (backend, fmt)

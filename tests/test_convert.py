@@ -36,6 +36,16 @@ def test_every_cpu_format_is_built_and_faithful(lenet_bundle: Path) -> None:
         assert by_format[key].fidelity.max_abs_diff < 1e-4, key
 
 
+def test_the_bundle_folder_has_a_plain_folders_mode(lenet_bundle: Path) -> None:
+    """Not tempfile.mkdtemp's 0700: the mode a plain mkdir gives under this umask."""
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    assert lenet_bundle.stat().st_mode & 0o777 == 0o777 & ~umask
+    assert all(p.stat().st_mode & 0o777 == 0o666 & ~umask for p in lenet_bundle.iterdir())
+
+
 def test_int8_meets_the_accuracy_bar(lenet_bundle: Path) -> None:
     manifest = read_manifest(lenet_bundle)
     int8 = manifest.artifact("tflite-int8")

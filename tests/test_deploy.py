@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, assert_clean_error, run_cli
+from conftest import ROOT, assert_clean_error, cli_json, run_cli
 from deploy_support import HERE, local_profile, ssh_args
 from sshd import SshServer, free_port
 
@@ -173,7 +173,7 @@ def test_status_of_an_empty_device(ssh_server: SshServer) -> None:
     result = run_cli("deploy", "--status", *ssh_args(ssh_server))
     assert result.returncode == 0, result.stderr
     assert "no releases yet" in result.stdout
-    data = json.loads(run_cli("deploy", "--status", "--json", *ssh_args(ssh_server)).stdout)
+    data = cli_json("deploy", "--status", "--json", *ssh_args(ssh_server))
     assert data["releases"] == [] and data["current"] is None
     assert data["platform"] == f"linux-{HERE}"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import cli_json, run_cli
 from deploy_support import intact, ssh_args
 from sshd import SshServer
 
@@ -61,7 +61,7 @@ def test_deploy_lenet_to_the_emulated_pi(emulated_pi: SshServer, lenet_bundle: P
                              "--json", "-k", "1"], timeout=600)
     assert on_pi.returncode == 0, on_pi.stderr.decode()
     pi_answers = json.loads(on_pi.stdout)
-    here = json.loads(run_cli("classify", lenet_bundle, *pictures, "--json", "-k", "1").stdout)
+    here = cli_json("classify", lenet_bundle, *pictures, "--json", "-k", "1")
     assert pi_answers["runtime"] == "tflite-runtime 2.14.0"
     assert [r["classes"][0]["id"] for r in pi_answers["results"]] == \
         [r["classes"][0]["id"] for r in here["results"]]

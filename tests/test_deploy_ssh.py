@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import assert_clean_error, run_cli
+from conftest import assert_clean_error, cli_json, run_cli
 from deploy_support import intact, local_profile, release_files, sha256, ssh_args
 from sshd import CuttingProxy, SshServer
 
@@ -86,7 +86,7 @@ def test_deploy_redeploy_rollback_status(ssh_server: SshServer, lenet_bundle: Pa
     assert again.stat().st_ino == (release / "bundle" / "lenet5_digits_int8.tflite").stat().st_ino
     assert second["seconds"]["total"] < first["seconds"]["total"]
     # Status, rollback, and no rollback past the first release.
-    status = json.loads(run_cli("deploy", "--status", "--json", *ssh_args(ssh_server)).stdout)
+    status = cli_json("deploy", "--status", "--json", *ssh_args(ssh_server))
     assert [(r["id"], r["current"], r["complete"]) for r in status["releases"]] == [
         (first["release"], False, True), (second["release"], True, True)]
     text = run_cli("deploy", "--status", *ssh_args(ssh_server)).stdout

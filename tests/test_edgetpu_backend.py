@@ -18,7 +18,7 @@ from conftest import assert_clean_error, run_cli
 
 from edgekit.backends import backend_class, open_backend
 from edgekit.backends.edgetpu import list_edge_tpus, usb_accelerators_present
-from edgekit.errors import BackendUnavailable, EdgekitError, InvalidModel
+from edgekit.errors import BackendUnavailable, InvalidModel, UsageError
 
 COMPILED = "mobilenet_v1_0.25_128_quant_edgetpu.tflite"
 NO_DEVICE_LIBRARY = r"""
@@ -73,7 +73,7 @@ def test_without_the_library(coral: Path) -> None:
 def test_model_and_device_string_checks(coral: Path) -> None:
     with pytest.raises(InvalidModel, match="not compiled for the Edge TPU"):
         open_backend("edgetpu", coral / "mobilenet_v1_0.25_128_quant.tflite")
-    with pytest.raises(EdgekitError, match="bad Edge TPU device 'usb:x'"):
+    with pytest.raises(UsageError, match="bad Edge TPU device 'usb:x'"):
         open_backend("edgetpu", coral / COMPILED, device="usb:x")
 
 

@@ -32,9 +32,20 @@ def test_every_error_is_in_the_tree_and_exported() -> None:
     assert set(edgekit.__all__) == classes | {"__version__"}
     for name in classes:
         assert getattr(edgekit, name) is getattr(errors, name)
-    for parent_line in re.findall(r"^ +(\w+) .*\n +└── (\w+)", errors.__doc__, re.M):
-        parent, child = (getattr(errors, n) for n in parent_line)
-        assert issubclass(child, parent)
+    stack: list[tuple[int, type]] = [(-1, errors.EdgekitError)]  # the tree, by indentation
+    checked = 0
+    for line in errors.__doc__.splitlines():
+        found = re.search(r"[├└]── (\w+)", line)
+        if not found:
+            continue
+        depth = found.start()
+        while stack[-1][0] >= depth:
+            stack.pop()
+        cls = getattr(errors, found.group(1))
+        assert cls.__bases__ == (stack[-1][1],), (cls, stack[-1][1])
+        stack.append((depth, cls))
+        checked += 1
+    assert checked == len(classes) - 1
     assert errors.UsageError.exit_code == 2 and errors.ConnectionFailed.exit_code == 1
     # No EdgekitError subclass hides elsewhere in the package (the agent is stdlib-only).
     import importlib

@@ -1,11 +1,13 @@
 """`edgekit inspect` on Coral's real models and on a bundle."""
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 
 import pytest
-from conftest import assert_clean_error, run_cli
+from conftest import assert_clean_error, cli_json, run_cli
 
 
 def test_inspect_plain_mobilenet(coral: Path) -> None:
@@ -32,7 +34,7 @@ def test_inspect_bundle(lenet_bundle: Path) -> None:
     result = run_cli("inspect", lenet_bundle)
     assert result.returncode == 0, result.stderr
     assert "tflite-int8" in result.stdout and "keras (reference)" in result.stdout
-    data = json.loads(run_cli("inspect", lenet_bundle, "--json").stdout)
+    data = cli_json("inspect", lenet_bundle, "--json")
     assert data["schema"] == "edgekit.bundle/1"
 
 
@@ -42,3 +44,30 @@ def test_inspect_bad_paths(tmp_path: Path) -> None:
     junk = tmp_path / "junk.tflite"
     junk.write_bytes(b"\x00" * 64)
     assert_clean_error(run_cli("inspect", junk), "not a TFLite model")
+
+
+@pytest.mark.slow
+def test_inspect_onnx_openvino_and_keras_files(lenet_bundle: Path) -> None:
+    from conftest import LENET
+
+    onnx = run_cli("inspect", lenet_bundle / "lenet5_digits_int8.onnx")
+    assert onnx.returncode == 0, onnx.stderr
+    assert "int8 (QDQ): yes" in onnx.stdout and "QuantizeLinear" in onnx.stdout
+    assert "input   image" in onnx.stdout and "1x32x32x1" in onnx.stdout
+    ir = cli_json("inspect", lenet_bundle / "lenet5_digits_fp16.xml", "--json")
+    assert ir["kind"] == "openvino" and ir["ir_version"] == "11" and ir["weights_file"]
+    assert "f16" in ir["constants"] and ir["inputs"][0]["shape"] == [1, 32, 32, 1]
+    assert ir["outputs"][0]["shape"] == [1, 10]
+    keras = run_cli("inspect", LENET / "lenet5_digits.keras")
+    assert keras.returncode == 0, keras.stderr
+    assert "model: Sequential lenet5_digits" in keras.stdout
+    assert "parameters: 61,706" in keras.stdout  # Keras's count_params, not the optimizer's
+    assert "?x32x32x1" in keras.stdout and "Conv2D" in keras.stdout
+    table = run_cli("inspect", lenet_bundle / "lenet5_digits_int8.tflite", "--csv")
+    assert table.returncode == 0, table.stderr
+    rows = list(csv.reader(io.StringIO(table.stdout)))
+    assert rows[0] == ["kind", "name", "shape", "dtype", "quantisation", "version", "count"]
+    assert len({len(r) for r in rows}) == 1 and ["input", "output"] == [r[0] for r in rows[1:3]]
+    markdown = run_cli("inspect", lenet_bundle, "--markdown")
+    assert markdown.returncode == 0, markdown.stderr
+    assert "| format | status |" in markdown.stdout and "max \\|diff\\|" in markdown.stdout

@@ -7,7 +7,6 @@ sample in fifteen.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,16 +16,19 @@ from edgekit.manifest import read_manifest
 from edgekit.tflite_file import read_tflite
 
 pytestmark = pytest.mark.slow
-sys.path.insert(0, str(ROOT / "scripts"))
 INT8 = "tflite-int8,onnx-int8"
 
 
 @pytest.fixture(scope="module")
 def outlier_cnn(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("sklearn")
-    from outlier_cnn import build
+    import importlib.util
 
-    return build(tmp_path_factory.mktemp("outlier"))["model"]
+    spec = importlib.util.spec_from_file_location("outlier_cnn", ROOT / "scripts" /
+                                                  "outlier_cnn.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)  # the script, without putting scripts/ on sys.path
+    return recipe.build(tmp_path_factory.mktemp("outlier"))["model"]
 
 
 @pytest.fixture(scope="module")

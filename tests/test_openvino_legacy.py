@@ -61,7 +61,9 @@ def test_openvino_backend_on_the_old_api(version: str, lenet_bundle: Path,
 @pytest.mark.parametrize("version", list(ENVS))
 def test_myriad_stops_at_the_device_boundary(version: str, lenet_bundle: Path,
                                              digits: list[Path]) -> None:
-    statuses = {s["name"]: s for s in json.loads(_cli(version, "backends", "--json").stdout)}
+    listed = _cli(version, "backends", "--json")
+    assert listed.returncode == 0, listed.stderr
+    statuses = {s["name"]: s for s in json.loads(listed.stdout)}
     myriad = statuses["myriad"]
     assert not myriad["usable"] and myriad["runtime"] == f"openvino {version}"
     result = _cli(version, "classify", lenet_bundle, digits[0], "--backend", "myriad")

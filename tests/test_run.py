@@ -11,7 +11,7 @@ from pathlib import Path
 
 import cv2
 import pytest
-from conftest import assert_clean_error, run_cli
+from conftest import assert_clean_error, cli_json, run_cli
 from mjpeg import MjpegStream
 
 pytestmark = pytest.mark.slow
@@ -47,9 +47,8 @@ def test_run_on_the_clip(detector_bundle: Path, demo_clip: Path, tmp_path: Path)
 
 
 def test_sequential_mode_finds_the_same(detector_bundle: Path, demo_clip: Path) -> None:
-    piped = json.loads(run_cli("run", detector_bundle, "--source", demo_clip, "--json").stdout)
-    plain = json.loads(run_cli("run", detector_bundle, "--source", demo_clip, "--json",
-                               "--no-pipeline").stdout)
+    piped = cli_json("run", detector_bundle, "--source", demo_clip, "--json")
+    plain = cli_json("run", detector_bundle, "--source", demo_clip, "--json", "--no-pipeline")
     assert plain["pipelined"] is False and plain["map50"] == piped["map50"]
 
 
@@ -87,7 +86,7 @@ def test_a_damaged_clip_completes(detector_bundle: Path, demo_clip: Path, tmp_pa
     assert 0 < report["decode_failures"] and report["frames"] + report["decode_failures"] == 90
     truncated = tmp_path / "truncated.avi"
     truncated.write_bytes(demo_clip.read_bytes()[: len(data) * 2 // 3])
-    report = json.loads(run_cli("run", detector_bundle, "--source", truncated, "--json").stdout)
+    report = cli_json("run", detector_bundle, "--source", truncated, "--json")
     assert 30 < report["frames"] < 90 and report["frames"] + report["decode_failures"] == 90
 
 
@@ -171,5 +170,20 @@ def test_compare_every_cpu_backend(detector_bundle: Path, demo_clip: Path) -> No
         assert r["frames"] == 90 and r["fps"] > 0 and r["stages_ms"]["infer"]["p90"] > 0
     markdown = run_cli("compare", detector_bundle, "--source", demo_clip, "--markdown", "-q",
                        "--backends", "tflite,openvino:tflite-int8")
+    assert markdown.returncode == 0, markdown.stderr
     assert markdown.stdout.startswith("| backend | artifact |")
     assert "digit_detector_int8.tflite" in markdown.stdout
+
+
+def test_compare_csv_and_plot(detector_bundle: Path, demo_clip: Path, tmp_path: Path) -> None:
+    import csv
+    import io
+
+    plot = tmp_path / "compare.png"
+    result = run_cli("compare", detector_bundle, "--source", demo_clip, "--max-frames", "20",
+                     "--backends", "tflite,onnxruntime,edgetpu", "--csv", "--plot", plot)
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [r["backend"] for r in rows] == ["tflite", "onnxruntime", "edgetpu"]
+    assert rows[2]["status"] == "skipped" and float(rows[0]["FPS"]) > 0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"plot: {plot}" in result.stderr

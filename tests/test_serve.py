@@ -270,5 +270,5 @@ def test_bind_failures() -> None:
             LiveView(serve_options(f"127.0.0.1:{port}"))
     finally:
         taken.close()
-    with pytest.raises(EdgekitError, match="192.0.2.1 is not an address of this machine"):
+    with pytest.raises(UsageError, match="192.0.2.1 is not an address of this machine"):
         LiveView(serve_options("192.0.2.1:8080", TOKEN))  # TEST-NET-1: nobody's address

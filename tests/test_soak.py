@@ -19,8 +19,8 @@ def test_a_minute_at_full_speed(detector_bundle: Path, demo_clip: Path, tmp_path
         [sys.executable, str(ROOT / "scripts" / "soak_loop.py"), "--seconds", "60", "--json",
          "--bundle", str(detector_bundle), "--clip", str(demo_clip), "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, (result.stderr, result.stdout)
     report = json.loads(result.stdout)
-    assert result.returncode == 0, report
     assert report["exit_code"] == 130 and report["exit_after_sigint_s"] <= 2
     assert report["frames_video"] == report["frames_jsonl"] > 90  # the clip repeated
     assert report["growth_mb"] <= 5

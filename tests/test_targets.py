@@ -11,8 +11,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, assert_clean_error, run_cli
+from conftest import ROOT, assert_clean_error, cli_json, run_cli
 
+from edgekit.errors import UsageError
 from edgekit.formats import FORMATS
 from edgekit.targets import find_target, list_targets, load_target
 
@@ -57,7 +58,7 @@ def test_targets_command_lists_them(config_home: Path) -> None:
     for name in REQUIRED:
         assert name in result.stdout
     assert "tflite-runtime 2.14.0" in result.stdout
-    data = json.loads(run_cli("targets", "--json").stdout)
+    data = cli_json("targets", "--json")
     assert {d["name"] for d in data} >= REQUIRED
     assert {"arch", "python", "tflite_runtime", "formats", "backend"} <= set(data[0])
 
@@ -98,9 +99,9 @@ def test_a_bad_profile_gets_one_line_naming_file_and_field(config_home: Path, ed
 
 
 def test_unknown_target_names_the_known_ones(config_home: Path) -> None:
-    with pytest.raises(Exception, match="unknown target 'rpi9'.*rpi4-cpu"):
+    with pytest.raises(UsageError, match="unknown target 'rpi9'.*rpi4-cpu"):
         find_target("rpi9")
-    with pytest.raises(Exception, match="no such profile file"):
+    with pytest.raises(UsageError, match="no such profile file"):
         find_target("./nowhere.toml")
 
 

@@ -204,13 +204,13 @@ def _bind(options: ServeOptions, view: LiveView) -> _Server:
                                f"{options.port}'` shows by what): choose another port, or 0 for "
                                "any free one") from None
         if exc.errno == errno.EACCES and options.port < 1024:
-            raise EdgekitError(f"{where}: ports below 1024 need root or the "
-                               "CAP_NET_BIND_SERVICE capability: use a port from 1024 up, such "
-                               "as 8080") from None
+            raise UsageError(f"{where}: ports below 1024 need root or the "
+                             "CAP_NET_BIND_SERVICE capability: use a port from 1024 up, such "
+                             "as 8080") from None
         if exc.errno == errno.EADDRNOTAVAIL:
-            raise EdgekitError(f"{where}: {options.host} is not an address of this machine: "
-                               "use one of its addresses, 0.0.0.0 for all of them, or "
-                               "127.0.0.1") from None
+            raise UsageError(f"{where}: {options.host} is not an address of this machine: "
+                             "use one of its addresses, 0.0.0.0 for all of them, or "
+                             "127.0.0.1") from None
         raise EdgekitError(f"{where}: cannot listen there ({exc.strerror or exc})") from None
 
 
