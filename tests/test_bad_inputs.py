@@ -440,8 +440,11 @@ CASES = [
                                              "pi@device.invalid"], 2, "unknown target"),
     Case("deploy-rollback-with-bundle", lambda c: ["deploy", c.lenet, "--rollback", "--host",
                                                    "pi@device.invalid"], 2, "takes no BUNDLE"),
-    Case("deploy-samples-0", lambda c: ["deploy", c.lenet, "--target", "rpi4-cpu", "--host",
-                                        "pi@device.invalid", "--samples", "0"], 2, "--samples"),
+    Case("deploy-samples-negative", lambda c: ["deploy", c.lenet, "--target", "rpi4-cpu",
+                                               "--host", "pi@device.invalid", "--samples", "-1"],
+         2, "--samples"),
+    Case("deploy-keep-0", lambda c: ["deploy", c.lenet, "--target", "rpi4-cpu", "--host",
+                                     "pi@device.invalid", "--keep", "0"], 2, "--keep"),
     Case("deploy-bad-host", lambda c: ["deploy", c.lenet, "--target", "rpi4-cpu", "--host",
                                        "pi@"], 2, "pi@"),
     Case("deploy-tampered-bundle", lambda c: [

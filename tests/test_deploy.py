@@ -340,9 +340,37 @@ def test_the_device_lock(python: str, tmp_path: Path) -> None:
     assert agent.lock_holder(str(base)) is None and (base / "lock").read_text() == ""
 
 
+@pytest.mark.parametrize("python", ["this", "3.7"])
+def test_the_agent_answers_json_whatever_the_payload(python: str, tmp_path: Path) -> None:
+    """Run as deploy runs it (source on stdin): a payload that is not JSON, not an object,
+    lacks a field, or has one of the wrong type gets one JSON line with the cause, never a
+    traceback; no release is made."""
+    from edgekit.deploy.remote import AGENT
+
+    exe, base = _python(python), tmp_path / "edgekit"
+    cases = [("probe", "{not json", "bad_payload", "the payload is not JSON"),
+             ("probe", "[1, 2]", "bad_payload", "not a JSON object"),
+             ("hold", json.dumps({"base": str(base)}), "bad_payload", "the payload lacks 'token'"),
+             ("probe", json.dumps({"base": 7}), "agent_error",
+              "the device agent failed: TypeError"),
+             ("nonsense", "{}", "bad_payload", "usage: agent COMMAND JSON")]
+    for command, payload, code, says in cases:
+        done = subprocess.run([exe, "-", command, payload], input=AGENT.read_bytes(),
+                              capture_output=True, timeout=60, check=False)
+        assert b"Traceback" not in done.stderr, done.stderr.decode()
+        lines = done.stdout.decode().splitlines()
+        assert len(lines) == 1, done.stdout
+        answer = json.loads(lines[0])
+        assert answer["ok"] is False and answer["code"] == code, answer
+        assert says in answer["error"], answer
+    assert not (base / "releases").exists()
+
+
 def test_negative_waits_are_refused(tmp_path: Path) -> None:
-    for args in (("deploy", tmp_path / "bundle", "--target", "rpi4-cpu", "--settle", "-1"),
-                 ("deploy", "--rollback", "--lock-timeout", "-5")):
+    for args, option in ((("deploy", tmp_path / "bundle", "--target", "rpi4-cpu", "--settle",
+                           "-1"), "--settle"),
+                         (("deploy", "--rollback", "--lock-timeout", "-5"), "--lock-timeout"),
+                         (("deploy", "--status", "--timeout", "0"), "--timeout")):
         result = run_cli(*args, "--host", "pi@device.invalid")
-        assert_clean_error(result, "--settle and --lock-timeout take 0 or more seconds")
+        assert_clean_error(result, f"invalid value for '{option}'")
         assert result.returncode == 2

@@ -112,11 +112,12 @@ def verify(bundle: Path, backend: str | None, device: str | None, threads: int |
               "ansible-playbook, AWX or CI; send nothing.")
 @click.option("--target", "target_name", metavar="NAME|FILE",
               help="Device profile: a name from `edgekit targets`, or a .toml file.")
-@click.option("--port", type=int, help="SSH port (default 22, or your ~/.ssh/config).")
+@click.option("--port", type=click.IntRange(1, 65535), metavar="PORT",
+              show_default="22, or your ~/.ssh/config", help="SSH port.")
 @click.option("--identity", type=click.Path(path_type=Path), metavar="KEYFILE",
-              help="Private key to log in with (default: ssh's own keys and agent).")
+              show_default="ssh's own keys and agent", help="Private key to log in with.")
 @click.option("--known-hosts", type=click.Path(path_type=Path), metavar="FILE",
-              help="The only known_hosts file to trust (default: ssh's own).")
+              show_default="ssh's own", help="The only known_hosts file to trust.")
 @click.option("--service", is_flag=True, help="Install a systemd user unit that runs "
               "`edgekit run` on the current release at boot, restarting on failure; it must "
               "stay up for --settle seconds, or current switches back.")
@@ -133,21 +134,24 @@ def verify(bundle: Path, backend: str | None, device: str | None, threads: int |
               help="The device's Python that makes the environment.")
 @click.option("--remote-dir", default="edgekit", show_default=True, metavar="DIR",
               help="Where releases live on the device (relative: to the login home).")
-@click.option("--samples", default=5, show_default=True,
-              help="Validation samples the smoke test runs on the device.")
-@click.option("--keep", default=3, show_default=True, help="Complete releases kept.")
-@click.option("--timeout", default=60.0, show_default=True, metavar="SECONDS",
+@options.samples
+@click.option("--keep", default=3, show_default=True, type=click.IntRange(min=1), metavar="N",
+              help="Complete releases kept.")
+@click.option("--timeout", default=60.0, show_default=True,
+              type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
               help="How long a silent link is tolerated before giving up.")
-@click.option("--settle", default=10.0, show_default=True, metavar="SECONDS",
+@click.option("--settle", default=10.0, show_default=True, type=click.FloatRange(min=0),
+              metavar="SECONDS",
               help="How long a (re)started service must stay up (no restart) to count as "
               "healthy; if it does not, current switches back to the previous release.")
-@click.option("--lock-timeout", default=0.0, show_default=True, metavar="SECONDS",
+@click.option("--lock-timeout", default=0.0, show_default=True, type=click.FloatRange(min=0),
+              metavar="SECONDS",
               help="How long to wait while another deploy or rollback holds the device's "
               "lock (0: refuse at once, naming the holder).")
 @click.option("--wheel", type=click.Path(path_type=Path), metavar="FILE",
               help="Ship this edgekit wheel instead of building one from the checkout.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
+@options.json_output
+@options.quiet
 @debug_option
 def deploy(bundle: Path | None, host_text: str | None, inventory: Path | None,
            limit: str | None, serial: str | None, max_fail_percentage: float | None,
@@ -155,7 +159,7 @@ def deploy(bundle: Path | None, host_text: str | None, inventory: Path | None,
            identity: Path | None, known_hosts: Path | None, service: bool, offline: bool,
            dry_run: bool, rollback: bool, to_release: str | None, show_status: bool,
            python: str, remote_dir: str, samples: int, keep: int, timeout: float,
-           settle: float, lock_timeout: float, wheel: Path | None, as_json: bool,
+           settle: float, lock_timeout: float, wheel: Path | None, view: str,
            quiet: bool) -> None:
     """Deploy a bundle to a device over SSH, atomically, and prove it runs there.
 
@@ -231,20 +235,19 @@ def deploy(bundle: Path | None, host_text: str | None, inventory: Path | None,
                          "or one of --status and --rollback")
     if show_status and dry_run:
         raise UsageError("--status only reads the device; --dry-run is for deploy and rollback")
-    if samples < 1 or keep < 1:
-        raise UsageError("--samples and --keep take 1 or more")
     host = parse_host(host_text, port)
     ssh = SshOptions(identity, known_hosts, timeout)
     progress = progress_printer(not quiet)
     if show_status:
         state = run_status(host, ssh, python=python, base=remote_dir)
-        click.echo(json.dumps(state, indent=2) if as_json else status_text(host.label, state))
+        click.echo(json.dumps(state, indent=2) if view == "json"
+                   else status_text(host.label, state))
         return
     if rollback:
         done = run_rollback(host, ssh, to=to_release, python=python, base=remote_dir,
                             dry_run=dry_run, settle=settle, lock_timeout=lock_timeout,
                             progress=progress)
-        click.echo(json.dumps(done.to_dict(), indent=2) if as_json else rollback_text(done))
+        click.echo(json.dumps(done.to_dict(), indent=2) if view == "json" else rollback_text(done))
     else:
         from edgekit.targets import find_target
 
@@ -252,6 +255,6 @@ def deploy(bundle: Path | None, host_text: str | None, inventory: Path | None,
                                 remote_dir, service, offline, dry_run, samples, keep, wheel,
                                 settle, lock_timeout)
         done = run_deploy(request, progress)
-        click.echo(json.dumps(done.to_dict(), indent=2) if as_json else deploy_text(done))
+        click.echo(json.dumps(done.to_dict(), indent=2) if view == "json" else deploy_text(done))
     if done.problem:  # after the report: it holds the journal lines the error points to
         raise DeployError(done.problem)

@@ -69,7 +69,7 @@ class DeployRequest:
     service: bool = False
     offline: bool = False
     dry_run: bool = False
-    samples: int = 5  # validation samples the smoke test runs
+    samples: int = 10  # validation samples the smoke test runs (0: all)
     keep: int = 3  # complete releases kept on the device
     wheel: Path | None = None  # an edgekit wheel to ship instead of building one
     settle: float = 10.0  # seconds the restarted service must stay up
