@@ -39,6 +39,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+import traceback
 
 INCOMING = ".incoming-"
 RELEASE_FILE = "release.json"
@@ -1124,17 +1125,43 @@ def describe(exc):
     return f"{exc.strerror or exc}{where}", "os_error"
 
 
+def read_payload(text):
+    """The command's JSON object; Failure (not a traceback) when it is not one."""
+    try:
+        payload = json.loads(text)
+    except ValueError as exc:
+        raise Failure(f"the payload is not JSON ({exc}): a workstation and an agent of "
+                      "different edgekit versions?", code="bad_payload") from None
+    if not isinstance(payload, dict):
+        raise Failure("the payload is not a JSON object", code="bad_payload")
+    return payload
+
+
+def unexpected(exc):
+    """One line for an error the agent did not foresee: its type, message and where."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" (agent line {frames[-1].lineno}, in {frames[-1].name})" if frames else ""
+    if isinstance(exc, KeyError):  # a payload without a field this command needs
+        return f"the payload lacks {exc}{where}", "bad_payload"
+    return f"the device agent failed: {type(exc).__name__}: {exc}{where}", "agent_error"
+
+
 def main(argv):
+    """Answer one JSON line whatever happens (only Ctrl-C or a kill ends it without one)."""
     if len(argv) != 3 or argv[1] not in COMMANDS:
-        print(json.dumps({"ok": False, "error": "usage: agent COMMAND JSON"}))
+        print(json.dumps({"ok": False, "error": "usage: agent COMMAND JSON",
+                          "code": "bad_payload"}))
         return 2
     try:
-        result = COMMANDS[argv[1]](json.loads(argv[2]))
+        result = COMMANDS[argv[1]](read_payload(argv[2]))
         result["ok"] = True
     except Failure as exc:
         result = dict(exc.fields, ok=False, error=str(exc))
     except OSError as exc:
         message, code = describe(exc)
+        result = {"ok": False, "error": message, "code": code}
+    except Exception as exc:  # noqa: BLE001 - the workstation reads JSON, never a traceback
+        message, code = unexpected(exc)
         result = {"ok": False, "error": message, "code": code}
     print(json.dumps(result))
     return 0

@@ -16,7 +16,7 @@ from typing import Any
 from edgekit.deploy import agent
 from edgekit.deploy.wheels import WheelInfo, merge_requirements
 from edgekit.errors import UsageError
-from edgekit.formats import FORMATS, preferred_formats
+from edgekit.formats import runs
 from edgekit.integrity import check_artifact, sha256_file
 from edgekit.manifest import (
     VALIDATION_NAME,
@@ -117,16 +117,11 @@ def shipped_formats(manifest: Manifest, target: Target) -> tuple[list[str], dict
     return ship, missing
 
 
-def runnable(backend: str, fmt: str) -> bool:
-    """Whether ``backend`` runs the ``fmt`` artifact (by the format table)."""
-    return backend in FORMATS[fmt].backends or fmt in preferred_formats(backend)
-
-
 def choose_backend(target: Target, formats: list[str]) -> tuple[str, str, list[str]]:
     """(backend, device, notes): the target's default, else its fallback for what ships."""
-    if any(runnable(target.backend, f) for f in formats):
+    if any(runs(target.backend, f) for f in formats):
         return target.backend, target.device, []
-    if target.fallback_backend and any(runnable(target.fallback_backend, f) for f in formats):
+    if target.fallback_backend and any(runs(target.fallback_backend, f) for f in formats):
         note = (f"nothing in this bundle runs on {target.backend} (it ships "
                 f"{', '.join(formats)}): the smoke test and the service use "
                 f"{target.fallback_backend}")

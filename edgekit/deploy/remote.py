@@ -26,6 +26,7 @@ from typing import Any
 
 from edgekit.deploy.ssh import SshClient
 from edgekit.errors import DeployError
+from edgekit.subproc import last_json
 
 AGENT = Path(__file__).with_name("agent.py")
 UNIT_NAME = "edgekit.service"
@@ -181,11 +182,7 @@ def _close(session: subprocess.Popen[bytes], timeout: float = 30) -> None:
 
 
 def _answer(stdout: bytes) -> dict[str, Any] | None:
-    lines = stdout.decode(errors="replace").strip().splitlines()
-    try:
-        answer = json.loads(lines[-1]) if lines else None
-    except ValueError:
-        return None
+    answer = last_json(stdout)
     return answer if isinstance(answer, dict) else None
 
 
