@@ -6,6 +6,7 @@ Each failure gets one clear line and a non-zero exit, and leaves the device unto
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -94,7 +95,12 @@ def test_dry_run_prints_every_step_and_touches_nothing(ssh_server: SshServer,
                      "--dry-run", "--service", "--offline")
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert out.startswith(f"dry run: nothing was sent to {ssh_server.destination}")
+    # The device was asked, read-only, what it holds: nothing yet, so every file would go.
+    first = out.splitlines()[0]
+    assert first.startswith(f"dry run: nothing on {ssh_server.destination}")
+    assert re.search(r"was changed; asked \(read-only\) what it holds, it would get (\d+) of "
+                     r"\1 files \(.*; 0 already there, reused\) and its Python environment "
+                     "created", first), first
     for step in ("deploy lock", "check ", "stage a new release", "copy the files",
                  "sha256 of every file", "Python environment", "smoke test", "switch current",
                  "systemd user unit", "watch it 10 s", "switch back"):
@@ -107,10 +113,35 @@ def test_dry_run_prints_every_step_and_touches_nothing(ssh_server: SshServer,
     assert "$ scp " in out and "digit_detector_int8.tflite" in out
     assert "digit_detector.onnx" not in out  # only what the target runs
     assert "pip download" in out or "wheels/numpy" in out  # --offline: the wheels ship
-    assert nothing_on(ssh_server)
+    assert not ssh_server.local_path("edgekit").exists()
     rollback = run_cli("deploy", "--rollback", "--dry-run", *ssh_args(ssh_server))
     assert rollback.returncode == 0 and "python3 - rollback" in rollback.stdout
-    assert nothing_on(ssh_server)
+    assert not ssh_server.local_path("edgekit").exists()
+
+
+def test_dry_run_json_claims_no_copies(ssh_server: SshServer, lenet_bundle: Path,
+                                       tmp_path: Path) -> None:
+    """--json of a dry run: what a deploy would copy, as the device said; nothing copied."""
+    profile = local_profile(tmp_path)
+    plan = cli_json("deploy", lenet_bundle, "--target", profile, *ssh_args(ssh_server),
+                    "--dry-run", "--json")
+    assert plan["dry_run"] and plan["device_unknown"] == ""
+    assert plan["files_copied"] == plan["bytes_copied"] == plan["files_reused"] == 0
+    assert plan["would_copy"] == {"files": plan["files"], "bytes": plan["bytes_total"],
+                                  "files_reused": 0, "venv_reused": False,
+                                  "device_asked": True}
+    assert plan["python"] and plan["platform"]  # the device's own, as it answered
+    assert not ssh_server.local_path("edgekit").exists()
+
+
+def test_dry_run_of_a_device_that_cannot_be_asked(lenet_bundle: Path, tmp_path: Path) -> None:
+    """Unreachable: the plan says why and assumes an empty device; still exit 0."""
+    result = run_cli("deploy", lenet_bundle, "--target", local_profile(tmp_path), "--host",
+                     "pi@127.0.0.1", "--port", str(free_port()), "--timeout", "5", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    first = result.stdout.splitlines()[0]
+    assert first.startswith("dry run: nothing was sent to pi@127.0.0.1")
+    assert "could not be asked what it holds" in first and "for an empty device" in first
 
 
 def test_unknown_host_key_says_how_to_trust_it(ssh_server: SshServer, lenet_bundle: Path,

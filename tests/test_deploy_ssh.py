@@ -73,9 +73,15 @@ def test_deploy_redeploy_rollback_status(ssh_server: SshServer, lenet_bundle: Pa
     assert first["bytes_copied"] == first["bytes_total"] and not first["venv_reused"]
     smoke = first["smoke"]
     assert smoke["runtime"] == "tflite-runtime 2.14.0" and smoke["format"] == "tflite-int8"
-    assert smoke["devices"] == ["CPU"] and smoke["matches"] == 5
+    assert smoke["devices"] == ["CPU"] and smoke["matches"] == 10
     assert [s["device"] for s in smoke["samples"]] == [s["workstation"] for s in
                                                        smoke["samples"]]
+    # A dry run asks the device (read-only) and plans to copy nothing; nothing changes.
+    plan = run_deploy(lenet_bundle, profile, ssh_server, "--dry-run")
+    assert plan["would_copy"] == {"files": 0, "bytes": 0, "files_reused": 5,
+                                  "venv_reused": True, "device_asked": True}
+    assert plan["bytes_copied"] == plan["files_copied"] == 0
+    assert [p.name for p in (base / "releases").iterdir()] == [first["release"]]
     # A redeploy of the same bundle copies nothing and reinstalls nothing.
     second = run_deploy(lenet_bundle, profile, ssh_server)
     assert second["bytes_copied"] == 0 and second["files_copied"] == 0
@@ -270,7 +276,7 @@ def test_damaged_files_on_the_device_are_never_used(ssh_server: SshServer, lenet
     third = run_deploy(lenet_bundle, local_profile(tmp_path), ssh_server)
     assert third["files_copied"] == 1 and third["bytes_copied"] == damaged.stat().st_size
     assert intact(releases / third["release"])  # a fresh copy, not the damaged one
-    assert third["smoke"]["matches"] == 5
+    assert third["smoke"]["matches"] == 10
 
 
 def test_a_failed_smoke_test_switches_nothing(ssh_server: SshServer, lenet_bundle: Path,

@@ -382,17 +382,34 @@ def known_files(base):
     return index
 
 
+def intact_copy(sources, sha256):
+    """The first of ``sources`` that is a file with this sha256 (a damaged one is never used)."""
+    for source in sources:
+        if os.path.isfile(source) and sha256_of(source) == sha256:
+            return source
+    return None
+
+
 def reuse(sources, sha256, dest):
     """Hard-link (or, across file systems, copy) a file with this sha256 into ``dest``."""
-    for source in sources:
-        if not os.path.isfile(source) or sha256_of(source) != sha256:
-            continue  # damaged or gone: never spread it
-        try:
-            os.link(source, dest)
-        except OSError:
-            shutil.copyfile(source, dest)
-        return True
-    return False
+    source = intact_copy(sources, sha256)
+    if source is None:
+        return False
+    try:
+        os.link(source, dest)
+    except OSError:
+        shutil.copyfile(source, dest)
+    return True
+
+
+def preview(payload):
+    """Read-only, for --dry-run: the device as probe sees it, and which of the release's files
+    its complete releases already hold intact (what stage would link instead of a copy)."""
+    found = probe(payload)
+    index = known_files(base_dir(payload))
+    found["held"] = [f["path"] for f in payload["files"]
+                     if intact_copy(index.get(f["sha256"], []), f["sha256"])]
+    return found
 
 
 def remove_leftovers(base, keep=None):
@@ -1113,8 +1130,8 @@ def cleanup(payload):
     return {"removed": existed}
 
 
-COMMANDS = {"probe": probe, "hold": hold, "stage": stage, "verify": verify, "venv": make_venv,
-            "smoke": smoke, "activate": activate, "rollback": rollback,
+COMMANDS = {"probe": probe, "preview": preview, "hold": hold, "stage": stage, "verify": verify,
+            "venv": make_venv, "smoke": smoke, "activate": activate, "rollback": rollback,
             "serve_token": serve_token, "cleanup": cleanup}
 
 

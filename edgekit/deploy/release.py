@@ -200,6 +200,8 @@ def _run(request: DeployRequest, plan: ReleasePlan, session: Session) -> DeployR
     if plan.missing_formats:
         report.notes.append("not shipped (the bundle lacks them): " + "; ".join(
             f"{f}: {why}" for f, why in plan.missing_formats.items()))
+    if request.dry_run:
+        device.known, report.device_unknown = _preview(request, plan)
     with ExitStack() as held_until_done:
         with session.step("lock", _lock_title(request.base, request.lock_timeout)
                           + f"; check {request.host.label}: platform, Python, releases"):
@@ -208,6 +210,18 @@ def _run(request: DeployRequest, plan: ReleasePlan, session: Session) -> DeployR
         _note_taken_over(held, report)
         _deploy_locked(request, plan, session, device, report, held["probe"])
     return report
+
+
+def _preview(request: DeployRequest, plan: ReleasePlan) -> tuple[dict[str, Any] | None, str]:
+    """A dry run asks the device, read-only and without its lock, what it holds (releases,
+    environments, which of the files by sha256), so the plan shows what a deploy would copy.
+    (None, why) when it cannot be asked: the plan then assumes an empty device."""
+    reader = Device(SshClient(request.host, request.ssh), request.python, request.base)
+    try:
+        return reader.call("preview", "asking the device what it holds (read-only)",
+                           files=[f.to_dict() for f in plan.files]), ""
+    except EdgekitError as exc:
+        return None, str(exc)
 
 
 def _lock_title(base: str, wait: float) -> str:
@@ -226,7 +240,7 @@ def _note_taken_over(held: dict[str, Any], report: DeployReport | RollbackReport
 def _deploy_locked(request: DeployRequest, plan: ReleasePlan, session: Session, device: Device,
                    report: DeployReport, probe: dict[str, Any]) -> None:
     """The deploy's steps, with the lock held; ``probe``: the device, as the lock found it."""
-    if not request.dry_run:
+    if not request.dry_run or device.known is not None:
         check_device(probe, plan, request)
         report.python = ".".join(map(str, probe["python"]))
         report.platform = probe["platform"]
@@ -267,10 +281,16 @@ def _fill_and_check(device: Device, plan: ReleasePlan, staged: dict[str, Any], k
                     probe: dict[str, Any]) -> None:
     release = staged["release"]
     missing = [f for f in plan.files if f.path in set(staged["missing"])]
-    report.files_copied, report.bytes_copied = len(missing), sum(f.size for f in missing)
-    report.files_reused = len(staged["linked"])
+    need = sum(f.size for f in missing)
+    if request.dry_run:  # what a deploy would copy: nothing was
+        report.would_copy = {"files": len(missing), "bytes": need,
+                             "files_reused": len(staged["linked"]),
+                             "device_asked": device.known is not None}
+    else:
+        report.files_copied, report.bytes_copied = len(missing), need
+        report.files_reused = len(staged["linked"])
     with session.step("copy", f"copy the files the device lacks ({len(missing)} files, "
-                      f"{size(report.bytes_copied) if missing else '0 B'}) with scp"):
+                      f"{size(need) if missing else '0 B'}) with scp"):
         try:
             for folder in sorted({f.path.split("/")[0] for f in missing}):
                 device.client.upload(
@@ -292,7 +312,11 @@ def _fill_and_check(device: Device, plan: ReleasePlan, staged: dict[str, Any], k
     with session.step("venv", what):
         venv = device.call("venv", "preparing the Python environment", release=release,
                            key=key, **plan.venv_payload())
-    report.venv, report.venv_reused = key, bool(venv.get("reused"))
+    report.venv = key
+    if request.dry_run:
+        report.would_copy["venv_reused"] = bool(venv.get("reused"))
+    else:
+        report.venv_reused = bool(venv.get("reused"))
     report.venv_seconds = float(venv.get("seconds", 0))
     with session.step("smoke", f"smoke test: edgekit backends, then edgekit verify with "
                       f"{plan.backend} on {request.samples} validation samples"):

@@ -31,7 +31,7 @@ from edgekit.subproc import last_json
 AGENT = Path(__file__).with_name("agent.py")
 UNIT_NAME = "edgekit.service"
 # Seconds a step may take on the device before the workstation gives up on it.
-TIMEOUTS = {"probe": 180, "stage": 900, "verify": 900, "venv": 3600, "smoke": 1800,
+TIMEOUTS = {"probe": 180, "preview": 600, "stage": 900, "verify": 900, "venv": 3600, "smoke": 1800,
             "activate": 300, "rollback": 900, "serve_token": 60, "cleanup": 300}
 # Commands that change the device: they run only while this deploy holds the device's lock.
 LOCKED = {"stage", "verify", "venv", "smoke", "activate", "rollback", "serve_token", "cleanup"}
@@ -48,6 +48,9 @@ class Device:
         self.client = client
         self.python = python
         self.base = base
+        # A dry run's read-only look at the device (``preview``), when it could be asked: the
+        # simulated answers then say what this device would do, not what an empty one would.
+        self.known: dict[str, Any] | None = None
         self.source = AGENT.read_bytes()
         self.token = ""  # the lock's token while this deploy holds it
 
@@ -62,7 +65,7 @@ class Device:
         result = self.client.run(remote, step=step, stdin=self.source,
                                  timeout=timeout or TIMEOUTS[command], note=note)
         if self.client.dry_run:
-            return simulate(command, payload)
+            return simulate(command, payload, self.known)
         answer = _answer(result.stdout)
         if answer is None:
             raise DeployError(f"{step}: {self._no_answer(result.returncode, result.stderr)}")
@@ -87,7 +90,7 @@ class Device:
         session = self.client.start(remote, note=note)
         if session is None:  # dry run
             self.token = token
-            yield {"ok": True, "probe": simulate("probe", payload)}
+            yield {"ok": True, "probe": simulate("probe", payload, self.known)}
             self.token = ""
             return
         step = "taking the device's deploy lock"
@@ -186,19 +189,29 @@ def _answer(stdout: bytes) -> dict[str, Any] | None:
     return answer if isinstance(answer, dict) else None
 
 
-def simulate(command: str, payload: dict[str, Any]) -> dict[str, Any]:
-    """What an empty, healthy device answers (for --dry-run, which sends nothing)."""
+def simulate(command: str, payload: dict[str, Any],
+             known: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What the device answers in a dry run, which changes nothing: as ``known`` (the agent's
+    read-only ``preview`` of it) says, else as an empty, healthy device would."""
     if command == "probe":
+        if known is not None:
+            return {**known, "dry_run": True}
         return {"ok": True, "releases": [], "venvs": [], "current": None, "incomplete": [],
                 "free_bytes": None, "systemd": None, "unit": None, "dry_run": True}
     if command == "stage":
+        held = set(known["held"]) if known is not None else set()
+        missing = [f for f in payload["files"] if f["path"] not in held]
         return {"ok": True, "release": f"<time>-{payload['content_hash'][:8]}",
                 "incoming": f"{payload['base']}/releases/.incoming-<time>-"
                             f"{payload['content_hash'][:8]}",
-                "linked": [], "missing": [f["path"] for f in payload["files"]],
-                "missing_bytes": sum(f["size"] for f in payload["files"]), "removed": []}
+                "linked": [f["path"] for f in payload["files"] if f["path"] in held],
+                "missing": [f["path"] for f in missing],
+                "missing_bytes": sum(f["size"] for f in missing),
+                "removed": list(known["incomplete"]) if known is not None else []}
     if command == "venv":
-        return {"ok": True, "reused": False, "key": payload["key"]}
+        reused = known is not None and any(v["key"] == payload["key"] and v["complete"]
+                                           for v in known.get("venvs", []))
+        return {"ok": True, "reused": reused, "key": payload["key"]}
     if command == "serve_token":
         return {"ok": True, "env_file": f"{payload['base']}/service.env", "created": True,
                 "token": "<made on the device>"}

@@ -59,6 +59,11 @@ class DeployReport:
     seconds: dict[str, float] = field(default_factory=dict)  # per step, and "total"
     dry_run: bool = False
     steps: list[Step] = field(default_factory=list)  # the dry run's transcript
+    # A dry run's: what a deploy would copy and reuse (files, bytes, files_reused,
+    # venv_reused, device_asked), as the device said when asked read-only; the *_copied
+    # fields stay 0, since nothing was. device_unknown: why the device could not be asked.
+    would_copy: dict[str, Any] | None = None
+    device_unknown: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -126,7 +131,18 @@ def deploy_text(report: DeployReport) -> str:
 
 
 def dry_run_text(report: DeployReport) -> str:
-    lines = [f"dry run: nothing was sent to {report.host}; these are the steps and commands"]
+    if report.device_unknown:
+        lines = [f"dry run: nothing was sent to {report.host}, which could not be asked what it "
+                 f"holds ({report.device_unknown}); these are the steps and commands for an "
+                 "empty device"]
+    else:
+        would = report.would_copy or {}
+        env = "reused" if would.get("venv_reused") else "created"
+        lines = [f"dry run: nothing on {report.host} was changed; asked (read-only) what it "
+                 f"holds, it would get {would.get('files', 0)} of {report.files} files "
+                 f"({_bytes(would.get('bytes', 0))} of {size(report.bytes_total)}; "
+                 f"{would.get('files_reused', 0)} already there, reused) and its Python "
+                 f"environment {env}. These are the steps and commands"]
     for i, step in enumerate(report.steps, 1):
         lines.append(f"\n{i}. {step.title}")
         for command in step.commands:
