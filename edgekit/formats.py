@@ -65,7 +65,7 @@ class Format:
 # OpenVINO reads the IR v11 that today's converter writes from 2022.1 on (2021.4 fails with
 # "Cannot find reader for model format: xml"), and .tflite from 2023.0 on (2022.3's frontends
 # are paddle, ir, tf and onnx: tests/test_openvino_legacy.py runs both).
-_IR11 = ("2022.1", "the IR is v11, which OpenVINO reads from 2022.1 on")
+_IR11 = ("2022.1", "it is IR v11, which OpenVINO reads from 2022.1 on")
 _OV_TFLITE = ("2023.0", "OpenVINO reads .tflite from 2023.0 on")
 
 FORMATS: dict[str, Format] = {

@@ -27,9 +27,12 @@ def _pyplot() -> Any:
 
 def _log_axis(axis: Any) -> None:
     """A log scale whose ticks read as plain numbers (0.02, 0.05, 0.1, 0.2 ...), not 10^-1."""
+    from matplotlib.axis import XAxis
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    axis.set_scale("log")
+    # The Axes sets the scale (an Axis has no public setter); the ticks come after it, since
+    # setting a scale resets them.
+    (axis.axes.set_xscale if isinstance(axis, XAxis) else axis.axes.set_yscale)("log")
     axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     axis.set_minor_locator(LogLocator(base=10, subs=tuple(range(2, 10))))

@@ -44,7 +44,7 @@ def test_old_openvino_gets_onnx_first_through_the_table() -> None:
     assert "tflite-fp32" not in preferred_formats("openvino", "2022.3.2")
     assert preferred_formats("openvino", "2022.3.2")[0] == "openvino-fp32"
     assert preferred_formats("openvino", "2026.4.1") == preferred_formats("openvino")
-    assert "IR is v11" in why_not("openvino", "openvino-fp32", "2021.4.2")
+    assert "it is IR v11" in why_not("openvino", "openvino-fp32", "2021.4.2")
     assert why_not("openvino", "openvino-fp32", "2026.4.1") == ""
     assert "runs on tflite, openvino" in why_not("onnxruntime", "tflite-int8")
 
