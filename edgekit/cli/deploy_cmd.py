@@ -103,7 +103,7 @@ def verify(bundle: Path, backend: str | None, device: str | None, threads: int |
 @click.option("--serial", metavar="N|N%", help="With --inventory: hosts per batch (Ansible's "
               "serial); the first batch is the canary.")
 @click.option("--max-fail-percentage", type=float, metavar="P", help="With --inventory: stop "
-              "the rollout when more than P%% of a batch fails (0: any failure).")
+              "the rollout when more than P% of a batch fails (0: any failure).")
 @click.option("--forks", default=5, show_default=True, metavar="N",
               help="With --inventory: hosts deployed at the same time (Ansible's forks).")
 @click.option("--emit-playbook", type=click.Path(path_type=Path), metavar="DIR",
@@ -123,7 +123,8 @@ def verify(bundle: Path, backend: str | None, device: str | None, threads: int |
               "stay up for --settle seconds, or current switches back.")
 @click.option("--offline", is_flag=True, help="Download the target's wheels here and ship "
               "them, for a device without internet.")
-@click.option("--dry-run", is_flag=True, help="Print every step and command; send nothing.")
+@click.option("--dry-run", is_flag=True, help="Print every step and command; change nothing "
+              "(the device is only asked, read-only, what it already holds).")
 @click.option("--rollback", is_flag=True, help="Switch back to the release before the "
               "current one (checked first).")
 @click.option("--to", "to_release", metavar="RELEASE", help="With --rollback: this release.")

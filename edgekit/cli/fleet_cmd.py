@@ -17,7 +17,7 @@ def fleet(*, bundle: Path | None, host_text: str | None, inventory: Path | None,
           identity: Path | None, known_hosts: Path | None, service: bool, offline: bool,
           dry_run: bool, rollback: bool, to_release: str | None, show_status: bool,
           python: str, remote_dir: str, samples: int, keep: int, timeout: float,
-          settle: float, lock_timeout: float, wheel: Path | None, as_json: bool,
+          settle: float, lock_timeout: float, wheel: Path | None, view: str,
           quiet: bool, **_: Any) -> None:
     """Deploy, roll back or read every host of ``inventory`` (or write the playbook)."""
     from edgekit.deploy.fleet import (
@@ -55,8 +55,6 @@ def fleet(*, bundle: Path | None, host_text: str | None, inventory: Path | None,
     if inventory is None:
         raise UsageError("--emit-playbook needs --inventory: its hosts' edgekit_target (and "
                          "--target for the rest) say which targets the playbook carries")
-    if samples < 1 or keep < 1:
-        raise UsageError("--samples and --keep take 1 or more")
     request = FleetRequest(
         inventory, limit, Rollout(serial, max_fail_percentage, forks),
         SshOptions(identity, known_hosts, timeout), python, remote_dir, samples, keep, settle,
@@ -65,7 +63,7 @@ def fleet(*, bundle: Path | None, host_text: str | None, inventory: Path | None,
     if emit_playbook is not None:
         what = FleetBundle(bundle, target_name, service, offline, wheel)
         files = write_playbook(what, request, emit_playbook, progress)
-        if as_json:
+        if view == "json":
             click.echo(json.dumps({"folder": str(emit_playbook), "files": files}, indent=2))
         else:
             click.echo(f"wrote {emit_playbook}/ ({len(files)} files): ansible-playbook -i "
@@ -78,7 +76,7 @@ def fleet(*, bundle: Path | None, host_text: str | None, inventory: Path | None,
     else:
         report = fleet_deploy(FleetBundle(bundle, target_name, service, offline, wheel),
                               request, progress)
-    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else fleet_text(report))
+    click.echo(json.dumps(report.to_dict(), indent=2) if view == "json" else fleet_text(report))
     problem = report.problem()
     if problem:
         raise DeployError(problem)

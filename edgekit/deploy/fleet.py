@@ -67,7 +67,7 @@ class FleetRequest:
     ssh: SshOptions = field(default_factory=SshOptions)
     python: str = "python3"
     base: str = "edgekit"
-    samples: int = 5
+    samples: int = 10  # validation samples each host's smoke test runs (0: all)
     keep: int = 3
     settle: float = 10.0
     lock_timeout: float = 0.0

@@ -57,7 +57,7 @@ class RoleSettings:
     default_target: str = ""  # the target of hosts without edgekit_target
     python: str = "python3"
     remote_dir: str = "edgekit"
-    samples: int = 5
+    samples: int = 10
     keep: int = 3
     settle: float = 10.0
     lock_timeout: float = 0.0
@@ -70,7 +70,7 @@ _COMMENTS = {
     "default_target": "the target of hosts without edgekit_target",
     "python": "the device's Python that makes the environment",
     "remote_dir": "where releases live on the device (relative: to the login home)",
-    "samples": "validation samples the smoke test runs on the device",
+    "samples": "validation samples the smoke test runs on the device (0: all)",
     "keep": "complete releases kept on each device",
     "settle": "seconds a restarted service must stay up, or current switches back",
     "lock_timeout": "seconds to wait for another deploy's lock on a device (0: refuse)",

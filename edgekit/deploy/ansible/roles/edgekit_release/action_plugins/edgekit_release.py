@@ -315,7 +315,7 @@ class ActionModule(ActionBase):
                           venv_seconds=float(venv.get("seconds", 0)))
             with self.step("smoke", "smoke test with the new release"):
                 smoke = device.call("smoke", "the smoke test", release=release,
-                                    samples=int(args.get("samples") or 5), **plan["smoke"])
+                                    samples=int(args.get("samples", 10)), **plan["smoke"])
             record["smoke"] = smoke
             failure = agent.smoke_problem(smoke)
             if failure:
