@@ -52,6 +52,7 @@ def ensure_mobilenet_bundle(out: Path = OUT) -> Path:
     import keras
 
     from edgekit.convert import convert
+    from edgekit.preprocess import SpecOptions
 
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(0)
@@ -63,7 +64,8 @@ def ensure_mobilenet_bundle(out: Path = OUT) -> Path:
              x=photo_crops(32, 2, ["flower.jpg", "retina",
                                    "immunohistochemistry", "hubble_deep_field"]))
     convert(out / "mobilenetv2.keras", bundle, calib=out / "mobilenetv2_calib.npz",
-            val=out / "mobilenetv2_val.npz", mean=(127.5,) * 3, std=(127.5,) * 3,
+            val=out / "mobilenetv2_val.npz",
+            spec=SpecOptions(mean=(127.5,) * 3, std=(127.5,) * 3),
             progress=lambda m: print(f"  {m}", file=sys.stderr))
     return bundle
 

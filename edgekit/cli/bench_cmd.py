@@ -8,8 +8,9 @@ from pathlib import Path
 import click
 
 from edgekit.cli.app import cli, debug_option, fail_on_failed_rows, progress_printer
-from edgekit.cli.convert_cmd import _numbers
+from edgekit.cli.options import input_spec_options, references_epilog
 from edgekit.errors import UsageError
+from edgekit.preprocess import SpecOptions
 
 
 @cli.command()
@@ -46,7 +47,7 @@ def _backend_options(f):
     return f
 
 
-@cli.command()
+@cli.command(epilog=references_epilog())
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @_backend_options
@@ -55,10 +56,7 @@ def _backend_options(f):
 @click.option("--labels", type=click.Path(path_type=Path), help="Labels file (one per line, "
               "or 'ID NAME' lines); a bundle has its own.")
 @click.option("-k", "--top-k", default=5, show_default=True, help="How many classes to show.")
-@click.option("--color", type=click.Choice(["rgb", "bgr", "gray"]),
-              help="Colour order of a bare model's input (default rgb).")
-@click.option("--mean", metavar="LIST", help="Override the input mean (pixels 0..255).")
-@click.option("--std", metavar="LIST", help="Override the input std.")
+@input_spec_options
 @click.option("--max-megapixels", default=50.0, show_default=True,
               type=click.FloatRange(min=0, min_open=True),
               help="Refuse an image whose header declares more pixels (checked before it is "
@@ -67,18 +65,23 @@ def _backend_options(f):
 @debug_option
 def classify(model: Path, images: tuple[Path, ...], backend: str | None, device: str | None,
              threads: int | None, fmt: str | None, labels: Path | None, top_k: int,
-             color: str | None, mean: str | None, std: str | None, max_megapixels: float,
-             as_json: bool) -> None:
+             spec: SpecOptions, max_megapixels: float, as_json: bool) -> None:
     """Classify images with a bundle or a bare .tflite / .onnx / OpenVINO .xml.
 
     \b
-    A bare model's pre-processing is read from its own input: an int8/uint8
-    input's scale and zero point say how pixels map onto it. For a float
-    model give --mean/--std (default: pixels / 255).
+    A bundle brings its own input spec (colour, mean, std, resize,
+    interpolation). A bare model's normalisation is read from its own
+    input: an int8/uint8 input's scale and zero point say how pixels map
+    onto it; for a float model give --mean/--std (default: pixels / 255).
+    Flags override either; --reference NAME pre-processes as a known
+    pipeline does. The first line says every value used and where it came
+    from.
 
     \b
-    Example (Coral's MobileNet, on the CPU and through OpenVINO):
+    Examples (Coral's MobileNet):
       edgekit classify mobilenet_v1_0.25_128_quant.tflite cat.bmp --labels imagenet_labels.txt
+      edgekit classify mobilenet_v1_0.5_160_quant.tflite cat.bmp --labels imagenet_labels.txt \\
+          --reference pycoral            # = --resize stretch --interpolation nearest
       edgekit classify mobilenet_v1_0.25_128_quant.tflite cat.bmp --labels imagenet_labels.txt \\
           --backend openvino
     """
@@ -90,8 +93,7 @@ def classify(model: Path, images: tuple[Path, ...], backend: str | None, device:
         raise UsageError("--top-k must be 1 or more")
     results = []
     with load_model(model, backend=backend, device=device, threads=threads, fmt=fmt,
-                    labels=labels, color=color, mean=_numbers(mean, "--mean"),
-                    std=_numbers(std, "--std")) as loaded:
+                    labels=labels, spec=spec) as loaded:
         if loaded.task == "detection":
             raise UsageError(f"{model} is a detector: classify answers one class per image; "
                              f"run it with: edgekit run {model} --source IMAGE_OR_FOLDER")
@@ -100,12 +102,14 @@ def classify(model: Path, images: tuple[Path, ...], backend: str | None, device:
             classes = run_classify(loaded, pixels, top_k)
             results.append({"image": str(image), "classes": [asdict(c) for c in classes]})
         where = {"backend": loaded.backend.name, "runtime": loaded.backend.runtime,
-                 "device": loaded.backend.device, "artifact": str(loaded.artifact)}
+                 "device": loaded.backend.device, "artifact": str(loaded.artifact),
+                 "input": loaded.spec.to_dict()}
+        described = loaded.spec.describe()
     if as_json:
         click.echo(json.dumps({**where, "results": results}, indent=2))
         return
     click.echo(f"{Path(where['artifact']).name} on {where['backend']} ({where['runtime']}, "
-               f"{where['device'] or 'default device'})")
+               f"{where['device'] or 'default device'})\n{described}")
     for result in results:
         click.echo(f"\n{result['image']}")
         for rank, c in enumerate(result["classes"], 1):
@@ -126,6 +130,7 @@ def classify(model: Path, images: tuple[Path, ...], backend: str | None, device:
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for every runtime "
               "(default: each runtime's own choice).")
 @click.option("--no-fidelity", is_flag=True, help="Skip the validation-set run per row.")
+@input_spec_options
 @click.option("--json", "as_json", is_flag=True, help="Rows as JSON.")
 @click.option("--csv", "as_csv", is_flag=True, help="Rows as CSV.")
 @click.option("--markdown", "as_markdown", is_flag=True, help="Rows as a Markdown table.")
@@ -134,14 +139,17 @@ def classify(model: Path, images: tuple[Path, ...], backend: str | None, device:
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
 @debug_option
 def bench(model: Path, backend_list: str | None, runs: int, warmup: int,
-          duration: float | None, threads: int | None, no_fidelity: bool, as_json: bool,
-          as_csv: bool, as_markdown: bool, plot: Path | None, quiet: bool) -> None:
+          duration: float | None, threads: int | None, no_fidelity: bool, spec: SpecOptions,
+          as_json: bool, as_csv: bool, as_markdown: bool, plot: Path | None,
+          quiet: bool) -> None:
     """Time every artifact on every backend that can run it, side by side.
 
     \b
     For a bundle, each (artifact, backend) pair gets a row: load time,
     first-inference time, latency min/p50/p90/p99/max/mean, throughput,
-    peak memory, and agreement/accuracy on the bundle's validation set.
+    peak memory, and agreement/accuracy on the bundle's validation set;
+    "pre ms" is the time to make the input from a 640x480 frame with the
+    input spec (the bundle's, or the flags': resize mode and filter cost).
     Each pair runs in its own process; a backend that is not usable here
     gives a "skipped" row with the reason, a failing pair a "failed" row,
     and neither stops the rest. Mode: synchronous, one request. The exit
@@ -165,7 +173,7 @@ def bench(model: Path, backend_list: str | None, runs: int, warmup: int,
     check_outputs({"--plot": plot}, [model], {"--plot": SUFFIXES})
     names = [n.strip() for n in backend_list.split(",") if n.strip()] if backend_list else None
     settings = BenchSettings(runs=runs, warmup=warmup, duration=duration, threads=threads,
-                             fidelity=not no_fidelity)
+                             fidelity=not no_fidelity, spec=spec)
     rows = run_bench(model, names, settings, progress=progress_printer(not quiet))
     render = json_text if as_json else csv_text if as_csv else markdown if as_markdown \
         else text_table

@@ -46,6 +46,8 @@ from edgekit.manifest import (
     write_manifest,
 )
 from edgekit.outputs import cause, write_probe
+from edgekit.preprocess import SpecOptions
+from edgekit.tasks.detection import DetectionOptions, describe_decoder
 
 Progress = Callable[[str], None]
 CARD_SUFFIX = ".edgekit.json"
@@ -230,9 +232,8 @@ def convert(
     force: bool = False,
     input_shape_override: Sequence[int] | None = None,
     int8_io: str = "int8",
-    color: str | None = None,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
+    spec: SpecOptions | None = None,
+    detect: DetectionOptions | None = None,
     task: str | None = None,
     imports: Sequence[str] = (),
     trust_model: bool = False,
@@ -242,6 +243,8 @@ def convert(
 ) -> Manifest:
     """Convert a Keras model file to every requested format; return the bundle's manifest.
 
+    ``spec``: the input spec asked for (flags, a reference pipeline) over the model card's.
+    ``detect``: the decoder and its parameters over the card's ``decoder`` (a detector).
     ``min_agreement``: artifacts that agree with Keras less are ``failed`` (and an existing
     bundle is then left as it was). ``remedy``: let an int8 artifact below the bar try the
     remedies (better calibration, sensitive layers kept float).
@@ -263,8 +266,8 @@ def convert(
     import_modules(imports)
     model = load_keras_model(model_path, trust=trust_model)
     shape = input_shape(model, input_shape_override)
-    spec = inputs.input_spec(shape, card, {"color": color, "mean": mean, "std": std},
-                             input_name(model), "flag" if input_shape_override else "model")
+    spec = inputs.input_spec(shape, card, spec, input_name(model),
+                             "flag" if input_shape_override else "model")
     progress(spec.describe())
     reference_input = np.zeros(spec.shape, np.float32)
     try:
@@ -274,6 +277,10 @@ def convert(
                           f"{first_line(exc, 200)}") from None
     keras_outputs = [np.asarray(o) for o in _as_list(probe_out)]
     task = task or card.get("task") or _guess_task([o.shape for o in keras_outputs])
+    decoder = inputs.decoder_settings(task, card, detect, label_list,
+                                      [o.shape for o in keras_outputs], spec)
+    if decoder:
+        progress(describe_decoder(decoder, decoder["origin"]))
     outputs = inputs.describe_outputs(model, keras_outputs, task, card,
                                       list(probe_out) if isinstance(probe_out, dict) else None)
     inputs.check_labels_file(label_list, outputs, str(label_file))
@@ -295,7 +302,7 @@ def convert(
         validation = Validation(val_samples.x, val_samples.y, predicted, val_samples.boxes)
     else:
         warnings.append("no validation data: give --val to measure fidelity")
-    scoring = Task(task, card.get("decoder"), tuple(label_list), (spec.width, spec.height),
+    scoring = Task(task, decoder or None, tuple(label_list), (spec.width, spec.height),
                    outputs.class_scores, outputs.names)
     measurable = validation is not None and bool(scoring.class_outputs or (
         task == "detection" and scoring.decoder))
@@ -351,7 +358,7 @@ def convert(
                       "class_scores": i in outputs.class_scores}
                      for i, (name, o) in enumerate(zip(outputs.names, keras_outputs))],
             labels=label_list,
-            decoder=card.get("decoder", {}),
+            decoder=inputs.bundled_decoder(decoder, tmp),
             source=_source(model_path, model),
             validation=_validation_summary(validation, scoring, val or card.get("validation")),
             artifacts=artifacts,

@@ -32,8 +32,10 @@ def _cells(row: CompareRow, notes: Notes) -> list[str]:
 def compare_table(rows: Sequence[CompareRow]) -> str:
     notes = Notes()
     body = table(HEADERS, [_cells(r, notes) for r in rows])
-    source = next((r.report.source for r in rows if r.report), "")
-    return body + f"\nsource: {source}; stage times in ms; pipelined" + notes.render()
+    ran = next((r.report for r in rows if r.report), None)
+    source = ran.source if ran else ""
+    used = f"\n{ran.input}\n{ran.decoder}" if ran else ""
+    return body + f"\nsource: {source}; stage times in ms; pipelined" + used + notes.render()
 
 
 def compare_markdown(rows: Sequence[CompareRow]) -> str:
