@@ -314,9 +314,10 @@ def apply_options(spec: InputSpec, options: SpecOptions | None) -> InputSpec:
                 value = value * spec.channels
         if key == "resize":
             value = str(parse_resize(value, setting_name(key, given[key][1])))
-        if key == "color" and spec.channels == 1 and value != "gray":
-            raise UsageError(f"{setting_name(key, given[key][1])} {value}: the model takes one "
-                             "channel (gray)")
+        if key == "color" and (spec.channels == 1) != (value == "gray"):
+            raise UsageError(f"{setting_name(key, given[key][1])} {value}: the model takes "
+                             f"{spec.channels} channel(s); gray is for one, rgb and bgr for "
+                             "three")
         values[key] = value
     origin = {**spec.origin, **{key: where for key, (_, where) in given.items()}}
     return replace(spec, **values, origin=origin)
