@@ -55,8 +55,13 @@ class LoadedModel:
         return [outputs[i] for i in self.output_order] if self.output_order else outputs
 
     def blank_outputs(self) -> list[np.ndarray]:
-        """Zeros of the shapes ``predict`` returns, to try a decoder before any frame."""
+        """Outputs of the shapes ``predict`` returns, to try a decoder before any frame: zeros,
+        or where the model does not declare its output shapes until it runs (TFLite's
+        post-process op), its outputs for an input of zeros."""
         shapes = [tuple(t.shape) for t in self.backend.outputs]
+        if not all(shape and all(isinstance(d, int) and d > 0 for d in shape)
+                   for shape in shapes):
+            return self.predict(np.zeros(self.spec.shape, np.float32))
         if self.output_order:
             shapes = [shapes[i] for i in self.output_order]
         return [np.zeros(shape, np.float32) for shape in shapes]

@@ -608,6 +608,8 @@ def _ssd_anchors(num_layers: int, min_scale: float, max_scale: float,
                  feature_map_sizes: tuple[int, ...] | None,
                  input_size: tuple[int, int]) -> np.ndarray:
     width, height = input_size
+    if num_layers < 1:
+        raise UsageError("ssd-raw num_layers must be 1 or more")
     if feature_map_sizes is None:
         shapes = [(math.ceil(height / 2 ** (4 + i)), math.ceil(width / 2 ** (4 + i)))
                   for i in range(num_layers)]
@@ -616,8 +618,6 @@ def _ssd_anchors(num_layers: int, min_scale: float, max_scale: float,
                          f"num_layers is {num_layers}")
     else:
         shapes = [(int(n), int(n)) for n in feature_map_sizes]
-    if num_layers < 1 or (num_layers == 1 and not reduce_lowest):
-        raise UsageError("ssd-raw num_layers must be 1 or more")
     scales = [min_scale + (max_scale - min_scale) * i / max(1, num_layers - 1)
               for i in range(num_layers)] + [1.0]
     base_h, base_w = min(width, height) / height, min(width, height) / width
@@ -659,12 +659,16 @@ def _read_anchors(path: str, mtime_ns: int, size: int) -> np.ndarray:
         if path.endswith(".npy"):
             anchors = np.load(path, allow_pickle=False)
         else:
-            anchors = np.loadtxt(path, dtype=np.float64, delimiter=None, ndmin=2,
-                                 converters=lambda v: float(v.strip(b",") or 0)
-                                 if isinstance(v, bytes) else float(v.strip(",") or 0))
-    except (OSError, ValueError) as exc:
+            rows = [line.replace(",", " ").split() for line in Path(path).read_text().splitlines()
+                    if line.strip() and not line.lstrip().startswith("#")]
+            anchors = np.array([[float(v) for v in row] for row in rows], np.float64) \
+                if len({len(row) for row in rows}) == 1 else np.array(rows, dtype=object)
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
         raise UsageError(f"--anchors {path}: cannot read it as anchors ({exc}); give a .npy of "
                          "shape (N, 4) or text lines 'y_center x_center height width'") from None
+    if anchors.dtype == object:
+        raise UsageError(f"--anchors {path}: its lines hold different counts of numbers; give "
+                         "four a line: y_center x_center height width")
     anchors = np.asarray(anchors, np.float32)
     if anchors.ndim != 2 or anchors.shape[1] != 4 or not len(anchors) \
             or not np.all(np.isfinite(anchors)):
