@@ -216,6 +216,9 @@ def class_filter(classes: Sequence[str | int], labels: Sequence[str]) -> frozens
     for item in classes:
         text = str(item).strip()
         if text.isdigit():
+            if labels and int(text) >= len(labels):
+                raise UsageError(f"--classes {text}: this model's labels number its classes "
+                                 f"0 to {len(labels) - 1}")
             ids.add(int(text))
         elif text in labels:
             ids.add(list(labels).index(text))
