@@ -141,12 +141,18 @@ def _params(cls: type, params: Mapping[str, Any] | None, decoder: str,
             f"the {decoder} decoder has no parameter {', '.join(unknown)} (its parameters: "
             f"{', '.join(sorted(known))})"
         )
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     values = {key: _coerce(value, hints[key], f"{decoder} {key}", error)
               for key, value in given.items()}
     built = cls(**values)
     _check_common(built, decoder, error)
     return built
+
+
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    """The field types of a params class (resolved once: decoders run on every frame)."""
+    return typing.get_type_hints(cls)
 
 
 def _coerce(value: Any, hint: Any, what: str, error: type[EdgekitError]) -> Any:
