@@ -197,6 +197,15 @@ def test_convert_records_the_decoder_and_ships_the_anchors(ssd_twin, photos: Pat
     assert decoder["iou_threshold"] == 0.6 and decoder["origin"]["iou_threshold"] == "flag"
     assert manifest["input"]["mean"] == [127.5] and manifest["input"]["origin"]["mean"] == "flag"
     assert np.array_equal(np.load(bundle / "anchors.npy"), np.load(ssd_twin.anchors))
+    from edgekit.deploy.plan import ShippedFile, plan_release
+    from edgekit.deploy.wheels import WheelInfo
+    from edgekit.targets import find_target
+
+    wheel = ShippedFile("wheels/edgekit-0.1.0-py3-none-any.whl", tmp_path / "x.whl", "0" * 64, 0)
+    (staging := tmp_path / "staging").mkdir()
+    plan = plan_release(bundle, find_target("rpi4-cpu"), wheel,
+                        WheelInfo("edgekit", "0.1.0", "", ()), staging)
+    assert "bundle/anchors.npy" in [f.path for f in plan.files]  # a deploy ships them too
     moved = tmp_path / "moved"
     bundle.rename(moved)  # the anchors are found beside the manifest, wherever it is
     op = _run(ssd_twin.postprocess, photos, tmp_path / "op.jsonl", "--decoder", "ssd",
