@@ -63,8 +63,11 @@ class Task:
 
 def task_of(manifest: Manifest) -> Task:
     """How a bundle's outputs are scored, as its manifest records it."""
+    from edgekit.tasks.detection import with_bundle_files
+
     outputs = manifest.outputs
-    return Task(manifest.task, manifest.decoder or None, tuple(manifest.labels),
+    decoder = with_bundle_files(manifest.decoder, manifest.folder) if manifest.decoder else None
+    return Task(manifest.task, decoder, tuple(manifest.labels),
                 (manifest.input.width, manifest.input.height),
                 tuple(i for i, o in enumerate(outputs) if o.get("class_scores")),
                 tuple(o.get("name") or f"output {i}" for i, o in enumerate(outputs)))

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from edgekit.errors import InvalidModel
+from edgekit.errors import InvalidModel, UsageError
 from edgekit.preprocess import InputSpec
 
 MANIFEST_NAME = "edgekit.json"
@@ -103,12 +103,14 @@ class Manifest:
     created: str = ""
     edgekit_version: str = ""
     schema: str = SCHEMA
+    # The bundle folder it was read from (not stored): files the decoder names live there.
+    folder: Path | None = field(default=None, compare=False, repr=False)
 
     def artifact(self, fmt: str) -> Artifact | None:
         return next((a for a in self.artifacts if a.format == fmt), None)
 
     def to_dict(self) -> dict[str, Any]:
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "folder"}
         data["input"] = self.input.to_dict()
         data["artifacts"] = [asdict(a) for a in self.artifacts]
         return {"schema": data.pop("schema"), **data}
@@ -121,7 +123,7 @@ class Manifest:
             a["files"] = {k: FileRecord(**v) for k, v in a.get("files", {}).items()}
             a["fidelity"] = Fidelity.from_dict(a["fidelity"]) if a.get("fidelity") else None
             artifacts.append(Artifact(**a))
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls)} - {"folder"}
         rest = {k: v for k, v in data.items() if k in known and k not in ("input", "artifacts")}
         return cls(input=InputSpec.from_dict(data["input"]), artifacts=artifacts, **rest)
 
@@ -145,9 +147,14 @@ def read_manifest(folder: str | Path) -> Manifest:
     try:
         data = json.loads(path.read_text())
         _check_shape(data)
-        return Manifest.from_dict(data)
+        manifest = Manifest.from_dict(data)
+        manifest.folder = Path(folder)
+        return manifest
     except OSError as exc:
         raise InvalidModel(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    except UsageError as exc:  # a value the input spec refuses (a hand-edited resize, say)
+        raise InvalidModel(f"{path}: {exc}; fix the manifest or convert the model again") \
+            from None
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         why = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
         raise InvalidModel(f"{path}: not a valid edgekit manifest ({why}); "

@@ -8,7 +8,6 @@ all start here.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -20,7 +19,16 @@ from edgekit.errors import InvalidModel, UsageError
 from edgekit.formats import FORMATS, Format, format_of_file, why_not
 from edgekit.integrity import check_artifact
 from edgekit.manifest import Manifest, is_bundle, read_manifest
-from edgekit.preprocess import InputSpec, guess_layout, image_to_tensor
+from edgekit.preprocess import (
+    SPEC_KEYS,
+    InputSpec,
+    SpecOptions,
+    apply_options,
+    guess_layout,
+    image_to_tensor,
+    pillow,
+)
+from edgekit.tasks.detection import with_bundle_files
 from edgekit.tensors import TensorInfo
 from edgekit.tflite_file import read_tflite
 
@@ -40,11 +48,24 @@ class LoadedModel:
     format: str | None = None
     artifact: Path | None = None
     manifest: Manifest | None = None
+    decoder_origin: dict = field(default_factory=dict)  # where each decoder value came from
 
     def predict(self, tensor: np.ndarray) -> list[np.ndarray]:
         """One inference on a pre-processed float tensor; outputs in the Keras model's order."""
         outputs = self.backend.infer(tensor)
         return [outputs[i] for i in self.output_order] if self.output_order else outputs
+
+    def blank_outputs(self) -> list[np.ndarray]:
+        """Outputs of the shapes ``predict`` returns, to try a decoder before any frame: zeros,
+        or where the model does not declare its output shapes until it runs (TFLite's
+        post-process op), its outputs for an input of zeros."""
+        shapes = [tuple(t.shape) for t in self.backend.outputs]
+        if not all(shape and all(isinstance(d, int) and d > 0 for d in shape)
+                   for shape in shapes):
+            return self.predict(np.zeros(self.spec.shape, np.float32))
+        if self.output_order:
+            shapes = [shapes[i] for i in self.output_order]
+        return [np.zeros(shape, np.float32) for shape in shapes]
 
     def tensor(self, image_bgr: np.ndarray) -> np.ndarray:
         """A BGR frame -> the input tensor this model takes."""
@@ -127,37 +148,42 @@ def pick_artifact(manifest: Manifest, backend: str, fmt: str | None = None) -> s
                      f"{', '.join(runs_here) or 'none of them'})")
 
 
-def spec_from_tensor(info: TensorInfo, color: str = "rgb", resize: str = "stretch") -> InputSpec:
+def spec_from_tensor(info: TensorInfo) -> InputSpec:
     """An input spec for a bare model, read from its input tensor.
 
     For an integer input with a scale and zero point, mean and std are chosen
     so that each 0..255 pixel quantises to itself (uint8) or to itself - 128
-    (int8): exactly what the model was trained to take.
+    (int8): exactly what the model was trained to take (``origin`` says "model"
+    for those; the rest are defaults: rgb, stretch, bilinear).
     """
     layout = guess_layout(info.shape)
     channels = info.shape[3] if layout == "NHWC" else info.shape[1]
-    color = "gray" if channels == 1 else color
+    color = "gray" if channels == 1 else "rgb"
     q = info.quantization
+    origin = {key: "default" for key in SPEC_KEYS}
     if q is not None and info.dtype in ("uint8", "int8") and not q.per_channel:
         offset = 128 if info.dtype == "int8" else 0
         mean, std = (float(q.zero_point[0] + offset),), (1.0 / q.scale[0],)
+        origin.update(mean="model", std="model")
     elif info.dtype in ("uint8", "int8"):
         mean, std = (128.0 if info.dtype == "int8" else 0.0,), (1.0,)
     else:
         mean, std = (0.0,), (255.0,)
     return InputSpec(shape=tuple(info.shape), layout=layout, color=color, mean=mean * channels,
-                     std=std * channels, resize=resize, name=info.name)
+                     std=std * channels, name=info.name, origin=origin)
 
 
 def load_model(path: str | Path, *, backend: str | None = None, device: str | None = None,
                threads: int | None = None, fmt: str | None = None,
-               labels: str | Path | None = None, color: str | None = None,
-               mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-               resize: str | None = None) -> LoadedModel:
+               labels: str | Path | None = None,
+               spec: SpecOptions | None = None) -> LoadedModel:
     """Load a bundle's best artifact for ``backend``, or a bare model file, ready to use.
 
-    A bundle's artifact is first checked against the manifest's sha256 (cached by the file's
-    size and times): a changed or missing file is an InvalidModel that says what to do.
+    The input spec is the bundle's (else read from the bare model's input), with what
+    ``spec`` asks for on top (flags, a reference pipeline); ``model.spec.origin`` says where
+    each value came from. A bundle's artifact is first checked against the manifest's sha256
+    (cached by the file's size and times): a changed or missing file is an InvalidModel that
+    says what to do.
     """
     path = Path(path)
     if path.is_dir():
@@ -169,27 +195,27 @@ def load_model(path: str | Path, *, backend: str | None = None, device: str | No
         record = manifest.artifact(key)
         check_artifact(path, record)  # a file changed since conversion must not run
         loaded = open_backend(backend, path / record.file, device=device, threads=threads)
-        spec = manifest.input
+        own = replace(manifest.input, origin={k: "bundle" for k in SPEC_KEYS})
         label_list = list(manifest.labels)
-        model = LoadedModel(loaded, spec, manifest.task, label_list, dict(manifest.decoder),
+        decoder = with_bundle_files(manifest.decoder, path)
+        model = LoadedModel(loaded, own, manifest.task, label_list, decoder,
                             record.output_order or None, key, path / record.file, manifest)
     else:
         if not path.exists():
             raise InvalidModel(f"{path}: no such file or bundle")
         backend = backend or default_backend(path)
         loaded = open_backend(backend, path, device=device, threads=threads)
-        spec = spec_from_tensor(loaded.inputs[0], color or "rgb", resize or "stretch")
-        model = LoadedModel(loaded, spec, "classification" if len(loaded.outputs) == 1 and
-                            len(loaded.outputs[0].shape) == 2 else "generic",
+        task = "classification" if len(loaded.outputs) == 1 and \
+            len(loaded.outputs[0].shape) == 2 else "generic"
+        model = LoadedModel(loaded, spec_from_tensor(loaded.inputs[0]), task,
                             format=file_format(path).key, artifact=path)
-    overrides = {k: tuple(v) for k, v in (("mean", mean), ("std", std)) if v}
-    if color:
-        overrides["color"] = color
-    if resize:
-        overrides["resize"] = resize
-    if overrides:
-        origin = {**model.spec.origin, **{key: "flag" for key in overrides}}
-        model.spec = replace(model.spec, **overrides, origin=origin)
+    try:
+        model.spec = apply_options(model.spec, spec)
+        if model.spec.antialias:
+            pillow()  # missing: say so now, not at the first frame
+    except BaseException:
+        model.close()
+        raise
     if labels:
         model.labels = read_labels(labels)
     return model

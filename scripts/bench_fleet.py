@@ -33,12 +33,12 @@ PYTHON = "/usr/bin/python3"  # the devices' Python
 
 
 def lenet_bundle(folder: Path) -> Path:
-    from edgekit.convert import convert
+    from edgekit.convert import ConvertOptions, convert
 
     out = folder / "lenet5_digits"
     print("converting the bundled LeNet-5 (tflite formats) ...", file=sys.stderr)
     convert(ROOT / "models" / "lenet5_digits" / "lenet5_digits.keras", out,
-            formats="tflite-fp32,tflite-int8")
+            ConvertOptions(formats="tflite-fp32,tflite-int8"))
     return out
 
 

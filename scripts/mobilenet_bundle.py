@@ -52,6 +52,7 @@ def ensure_mobilenet_bundle(out: Path = OUT) -> Path:
     import keras
 
     from edgekit.convert import ConvertOptions, convert
+    from edgekit.preprocess import SpecOptions
 
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(0)
@@ -64,7 +65,8 @@ def ensure_mobilenet_bundle(out: Path = OUT) -> Path:
                                    "immunohistochemistry", "hubble_deep_field"]))
     convert(out / "mobilenetv2.keras", bundle, ConvertOptions(
         calib=out / "mobilenetv2_calib.npz", val=out / "mobilenetv2_val.npz",
-        mean=(127.5,) * 3, std=(127.5,) * 3), progress=lambda m: print(f"  {m}", file=sys.stderr))
+        spec=SpecOptions(mean=(127.5,) * 3, std=(127.5,) * 3)),
+        progress=lambda m: print(f"  {m}", file=sys.stderr))
     return bundle
 
 

@@ -104,3 +104,39 @@ def detector_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     convert(DETECTOR / "digit_detector.keras", out,
             ConvertOptions(formats="tflite-fp32,tflite-int8,onnx,openvino-fp32"))
     return out
+
+
+@pytest.fixture(scope="session")
+def ssd_twin(tmp_path_factory: pytest.TempPathFactory):
+    """models/ssd_twin: one SSD-style model as a raw .tflite and with TFLite's post-process
+    op (``make_twin.Twin``), once per test session."""
+    pytest.importorskip("tensorflow")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("edgekit_ssd_twin",
+                                                  ROOT / "models" / "ssd_twin" / "make_twin.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module.make_twin(tmp_path_factory.mktemp("ssd_twin"))
+
+
+@pytest.fixture(scope="session")
+def photos(coral: Path, demo_clip: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of real pictures: Coral's two photos and every 10th frame of the demo clip."""
+    import cv2
+
+    folder = tmp_path_factory.mktemp("photos")
+    for name in ("cat.bmp", "grace_hopper.bmp"):
+        cv2.imwrite(str(folder / f"{Path(name).stem}.png"), cv2.imread(str(coral / name)))
+    capture = cv2.VideoCapture(str(demo_clip))
+    index = 0
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        if index % 10 == 0:
+            cv2.imwrite(str(folder / f"frame{index:03d}.png"), frame)
+        index += 1
+    capture.release()
+    return folder

@@ -128,7 +128,8 @@ def test_without_labels_folder_names_become_the_labels_and_are_recorded(tmp_path
     assert "no --mean/--std and no model card" in warnings
     origin = data["input"]["origin"]
     assert origin == {"shape": "model", "color": "default", "mean": "default",
-                      "std": "default", "resize": "default"}
+                      "std": "default", "resize": "default", "interpolation": "default",
+                      "antialias": "default"}
     few = _image_folder(tmp_path / "few", WORDS[:3])
     refused = run_cli("convert", bare, "-o", tmp_path / "out2", "--val", few,
                       "--formats", "tflite-fp32")

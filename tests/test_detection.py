@@ -216,11 +216,11 @@ def test_yolo_decode_checks_channel_count():
 
 
 def test_registry_runs_the_named_decoder():
-    assert set(DECODERS) == {"edgekit-grid", "ssd", "yolo"}
+    assert set(DECODERS) == {"edgekit-grid", "ssd", "ssd-raw", "yolo"}
     card = {"name": "edgekit-grid", "score_threshold": 0.3, "iou_threshold": 0.45}
     (found,) = decode(list(grid_heads()), card, (128, 128), LABELS)
     assert found.class_id == 7
-    with pytest.raises(UsageError, match="edgekit-grid, ssd, yolo"):
+    with pytest.raises(UsageError, match="edgekit-grid, ssd, ssd-raw, yolo"):
         decode([], {"name": "retinanet"}, (128, 128))
 
 

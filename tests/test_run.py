@@ -11,7 +11,7 @@ from pathlib import Path
 
 import cv2
 import pytest
-from conftest import assert_clean_error, cli_json, run_cli
+from conftest import DETECTOR, assert_clean_error, cli_json, run_cli
 from mjpeg import MjpegStream
 
 pytestmark = pytest.mark.slow
@@ -187,3 +187,43 @@ def test_compare_csv_and_plot(detector_bundle: Path, demo_clip: Path, tmp_path: 
     assert [r["backend"] for r in rows] == ["tflite", "onnxruntime", "edgetpu"]
     assert rows[2]["status"] == "skipped" and float(rows[0]["FPS"]) > 0
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"plot: {plot}" in result.stderr
+def _as_flags(manifest: dict) -> list[str]:
+    """A bundle's input spec and decoder written as the flags a bare model takes."""
+    spec, decoder = manifest["input"], dict(manifest["decoder"])
+    flags = ["--decoder", decoder.pop("name"), "--resize", spec["resize"],
+             "--color", spec["color"], "--mean", ",".join(map(str, spec["mean"])),
+             "--std", ",".join(map(str, spec["std"]))]
+    if "interpolation" in spec:
+        flags += ["--interpolation", spec["interpolation"]]
+    named = {"score_threshold": "--score-threshold", "iou_threshold": "--iou",
+             "max_detections": "--max-detections"}
+    for key, value in decoder.items():
+        if key in named:
+            flags += [named[key], str(value)]
+        elif key != "origin":
+            flags += ["--decoder-param", f"{key}={value}"]
+    return flags
+
+
+def test_a_bare_detector_with_the_bundles_parameters_scores_as_the_bundle(
+        detector_bundle: Path, demo_clip: Path) -> None:
+    """The bundle's own .tflite taken out of it: with defaults it scores below the bundle (the
+    frame is stretched, not letterboxed; the grid's box scale is the default); with the
+    manifest's spec and decoder given as flags it scores the same on the same frames."""
+    manifest = json.loads((detector_bundle / "edgekit.json").read_text())
+    bare = detector_bundle / "digit_detector_int8.tflite"
+    labels = ["--labels", str(DETECTOR / "labels.txt")]
+
+    def score(*args: str | Path) -> dict:
+        result = run_cli("run", *args, "--source", demo_clip, "--json")
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    bundle = score(detector_bundle, "--backend", "tflite")
+    plain = score(bare, "--decoder", "edgekit-grid", *labels)
+    flagged = score(bare, *_as_flags(manifest), *labels)
+    assert bundle["artifact"].endswith("digit_detector_int8.tflite")
+    assert plain["map50"] < bundle["map50"] - 0.02
+    assert flagged["map50"] == bundle["map50"] and flagged["map_frames"] == 90
+    assert "resize letterbox (flag)" in flagged["input"]
+    assert "size_scale 0.5 (flag)" in flagged["decoder"]

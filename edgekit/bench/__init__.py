@@ -18,6 +18,7 @@ from edgekit.errors import BackendUnavailable, UsageError
 from edgekit.formats import FORMATS, why_not
 from edgekit.manifest import is_bundle, read_manifest
 from edgekit.model import BARE_SUFFIXES, file_format
+from edgekit.preprocess import SpecOptions
 from edgekit.stats import Latency
 from edgekit.subproc import run_json
 
@@ -33,6 +34,8 @@ class BenchSettings:
     threads: int | None = None
     device: str | None = None  # for every backend (None: each backend's default)
     fidelity: bool = True
+    spec: SpecOptions | None = None  # the input spec asked for on top of the model's own
+    frame: tuple[int, int] = (640, 480)  # the frame whose pre-processing is timed (w, h)
 
 
 @dataclass
@@ -50,6 +53,8 @@ class BenchRow:
     mode: str = MODE
     load_ms: float | None = None
     first_ms: float | None = None
+    preprocess_ms: float | None = None  # median time to make the input from one frame
+    input: str = ""  # the input spec used, with where each value came from
     latency: Latency | None = None
     throughput: float | None = None  # inferences per second, from the mean latency
     peak_memory_mb: float | None = None  # the worker process's peak RSS
@@ -141,7 +146,8 @@ def _row(pair: Pair, outcome: dict[str, Any], settings: BenchSettings) -> BenchR
     row.latency = Latency.from_ns(samples_ns)
     row.latencies_ms = [ns / 1e6 for ns in samples_ns]
     row.throughput = 1000.0 / row.latency.mean if row.latency.mean else None
-    for key in ("device", "runtime", "load_ms", "first_ms", "peak_memory_mb",
+    for key in ("device", "runtime", "load_ms", "first_ms", "preprocess_ms", "input",
+                "peak_memory_mb",
                 "model_memory_mb", "agreement", "accuracy", "max_abs_diff"):
         setattr(row, key, outcome.get(key))
     return row

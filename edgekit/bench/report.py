@@ -12,8 +12,8 @@ from edgekit.plot import distributions
 from edgekit.render import Notes, markdown_table, percent, size, table
 
 COLUMNS = ["artifact", "backend", "device", "threads", "status", "load ms", "first ms",
-           "p50 ms", "p90 ms", "p99 ms", "min ms", "max ms", "mean ms", "inf/s", "peak MB",
-           "agreement", "accuracy", "size"]
+           "pre ms", "p50 ms", "p90 ms", "p99 ms", "min ms", "max ms", "mean ms", "inf/s",
+           "peak MB", "agreement", "accuracy", "size"]
 
 
 def _ms(x: float | None) -> str:
@@ -24,7 +24,7 @@ def _cells(row: BenchRow, notes: Notes) -> list[str]:
     status = notes.mark(row.status, row.reason and f"{row.artifact} on {row.backend}: {row.reason}")
     lat = row.latency
     return [row.artifact, row.backend, row.device or "-", row.threads, status,
-            _ms(row.load_ms), _ms(row.first_ms),
+            _ms(row.load_ms), _ms(row.first_ms), _ms(row.preprocess_ms),
             *([_ms(lat.p50), _ms(lat.p90), _ms(lat.p99), _ms(lat.min), _ms(lat.max),
                _ms(lat.mean)] if lat else ["-"] * 6),
             "-" if row.throughput is None else f"{row.throughput:.0f}",
@@ -36,9 +36,10 @@ def text_table(rows: Sequence[BenchRow]) -> str:
     notes = Notes()
     body = table(COLUMNS, [_cells(r, notes) for r in rows])
     footer = f"\nmode: {rows[0].mode if rows else 'sync, 1 request'}; latency per inference " \
-             "(pre-processed input, quantisation included); peak MB is the worker process's " \
-             "peak RSS"
-    return body + footer + notes.render()
+             "(pre-processed input, quantisation included); pre ms: the median time to make " \
+             "that input from a 640x480 frame; peak MB is the worker process's peak RSS"
+    used = next((r.input for r in rows if r.input), "")
+    return body + footer + (f"\n{used}" if used else "") + notes.render()
 
 
 def markdown(rows: Sequence[BenchRow]) -> str:
@@ -49,9 +50,9 @@ def markdown(rows: Sequence[BenchRow]) -> str:
 def csv_text(rows: Sequence[BenchRow]) -> str:
     out = io.StringIO()
     fields = ["artifact", "format", "backend", "device", "runtime", "threads", "mode", "status",
-              "reason", "load_ms", "first_ms", "p50_ms", "p90_ms", "p99_ms", "min_ms", "max_ms",
-              "mean_ms", "runs", "throughput", "peak_memory_mb", "model_memory_mb", "agreement",
-              "accuracy", "max_abs_diff", "size"]
+              "reason", "load_ms", "first_ms", "preprocess_ms", "p50_ms", "p90_ms", "p99_ms",
+              "min_ms", "max_ms", "mean_ms", "runs", "throughput", "peak_memory_mb",
+              "model_memory_mb", "agreement", "accuracy", "max_abs_diff", "size", "input"]
     writer = csv.DictWriter(out, fieldnames=fields)
     writer.writeheader()
     for r in rows:

@@ -9,8 +9,9 @@ import click
 
 from edgekit.cli import options
 from edgekit.cli.app import cli, debug_option, fail_on_failed_rows, progress_printer
-from edgekit.cli.convert_cmd import _numbers
+from edgekit.cli.options import input_spec_options, references_epilog
 from edgekit.errors import UsageError
+from edgekit.preprocess import SpecOptions
 
 
 @cli.command()
@@ -57,7 +58,7 @@ def _classify_rows(results: list[dict]) -> list[list[object]]:
     return rows
 
 
-@cli.command()
+@cli.command(epilog=references_epilog())
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @options.backend
@@ -67,9 +68,7 @@ def _classify_rows(results: list[dict]) -> list[list[object]]:
 @options.labels
 @click.option("-k", "--top-k", default=5, show_default=True, type=click.IntRange(min=1),
               metavar="K", help="How many classes to show per image.")
-@options.color
-@options.mean
-@options.std
+@input_spec_options
 @click.option("--max-megapixels", default=50.0, show_default=True, metavar="N",
               type=click.FloatRange(min=0, min_open=True),
               help="Refuse an image whose header declares more pixels (checked before it is "
@@ -79,20 +78,25 @@ def _classify_rows(results: list[dict]) -> list[list[object]]:
 @debug_option
 def classify(model: Path, images: tuple[Path, ...], backend: str | None, device: str | None,
              threads: int | None, fmt: str | None, labels: Path | None, top_k: int,
-             color: str | None, mean: str | None, std: str | None, max_megapixels: float,
-             view: str, quiet: bool) -> None:
+             spec: SpecOptions, max_megapixels: float, view: str, quiet: bool) -> None:
     """Classify images with a bundle or a bare .tflite / .onnx / OpenVINO .xml.
 
     \b
-    A bare model's pre-processing is read from its own input: an int8/uint8
-    input's scale and zero point say how pixels map onto it. For a float
-    model give --mean/--std (default: pixels / 255). An image that cannot
-    be read (missing, damaged, too large) gets a line of its own saying why;
-    the others are still classified, and the exit code is then 1.
+    A bundle brings its own input spec (colour, mean, std, resize,
+    interpolation). A bare model's normalisation is read from its own
+    input: an int8/uint8 input's scale and zero point say how pixels map
+    onto it; for a float model give --mean/--std (default: pixels / 255).
+    Flags override either; --reference NAME pre-processes as a known
+    pipeline does. The first line says every value used and where it came
+    from. An image that cannot be read (missing, damaged, too large) gets a
+    line of its own saying why; the others are still classified, and the
+    exit code is then 1.
 
     \b
-    Example (Coral's MobileNet, on the CPU and through OpenVINO):
+    Examples (Coral's MobileNet):
       edgekit classify mobilenet_v1_0.25_128_quant.tflite cat.bmp --labels imagenet_labels.txt
+      edgekit classify mobilenet_v1_0.5_160_quant.tflite cat.bmp --labels imagenet_labels.txt \\
+          --reference pycoral            # = --resize stretch --interpolation nearest
       edgekit classify mobilenet_v1_0.25_128_quant.tflite cat.bmp --labels imagenet_labels.txt \\
           --backend openvino
     """
@@ -104,8 +108,7 @@ def classify(model: Path, images: tuple[Path, ...], backend: str | None, device:
 
     results = []
     with load_model(model, backend=backend, device=device, threads=threads, fmt=fmt,
-                    labels=labels, color=color, mean=_numbers(mean, "--mean"),
-                    std=_numbers(std, "--std")) as loaded:
+                    labels=labels, spec=spec) as loaded:
         if loaded.task == "detection":
             raise UsageError(f"{model} is a detector: classify answers one class per image; "
                              f"run it with: edgekit run {model} --source IMAGE_OR_FOLDER")
@@ -119,7 +122,8 @@ def classify(model: Path, images: tuple[Path, ...], backend: str | None, device:
             results.append({"image": str(image), "classes": [asdict(c) for c in classes]})
         where = {"backend": loaded.backend.name, "runtime": loaded.backend.runtime,
                  "device": loaded.backend.device, "format": loaded.format,
-                 "artifact": str(loaded.artifact)}
+                 "artifact": str(loaded.artifact), "input": loaded.spec.to_dict()}
+        described = loaded.spec.describe()
     if view == "json":
         click.echo(json.dumps({**where, "results": results}, indent=2))
     elif view in ("markdown", "csv"):
@@ -127,7 +131,7 @@ def classify(model: Path, images: tuple[Path, ...], backend: str | None, device:
                                 _classify_rows(results), view))
     else:
         click.echo(f"{Path(where['artifact']).name} on {where['backend']} ({where['runtime']}, "
-                   f"{where['device'] or 'default device'})")
+                   f"{where['device'] or 'default device'})\n{described}")
         for result in results:
             click.echo(f"\n{result['image']}")
             if "error" in result:
@@ -154,19 +158,22 @@ def classify(model: Path, images: tuple[Path, ...], backend: str | None, device:
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
               show_default="--runs decides", help="Time each row for this long instead.")
 @click.option("--no-fidelity", is_flag=True, help="Skip the validation-set run per row.")
+@input_spec_options
 @options.plot
 @options.table_output
 @options.quiet
 @debug_option
 def bench(model: Path, backend_list: str | None, device: str | None, threads: int | None,
           runs: int, warmup: int, duration: float | None, no_fidelity: bool,
-          plot: Path | None, view: str, quiet: bool) -> None:
+          spec: SpecOptions, plot: Path | None, view: str, quiet: bool) -> None:
     """Time every artifact on every backend that can run it, side by side.
 
     \b
     For a bundle, each (artifact, backend) pair gets a row: load time,
     first-inference time, latency min/p50/p90/p99/max/mean, throughput,
-    peak memory, and agreement/accuracy on the bundle's validation set.
+    peak memory, and agreement/accuracy on the bundle's validation set;
+    "pre ms" is the time to make the input from a 640x480 frame with the
+    input spec (the bundle's, or the flags': resize mode and filter cost).
     Each pair runs in its own process; a backend that is not usable here
     gives a "skipped" row with the reason, a failing pair a "failed" row,
     and neither stops the rest. Mode: synchronous, one request. --device
@@ -190,7 +197,7 @@ def bench(model: Path, backend_list: str | None, device: str | None, threads: in
     check_outputs({"--plot": plot}, [model], {"--plot": SUFFIXES})
     names = [n.strip() for n in backend_list.split(",") if n.strip()] if backend_list else None
     settings = BenchSettings(runs=runs, warmup=warmup, duration=duration, threads=threads,
-                             device=device, fidelity=not no_fidelity)
+                             device=device, fidelity=not no_fidelity, spec=spec)
     rows = run_bench(model, names, settings, progress=progress_printer(not quiet))
     render = {"json": json_text, "csv": csv_text, "markdown": markdown}.get(view, text_table)
     click.echo(render(rows).rstrip("\n"))

@@ -8,23 +8,11 @@ import click
 
 from edgekit.cli import options
 from edgekit.cli.app import cli, debug_option, progress_printer
+from edgekit.cli.options import detection_options, input_spec_options
 from edgekit.errors import EdgekitError, UsageError
 from edgekit.formats import FORMATS
-
-
-def _numbers(text: str | None, what: str) -> tuple[float, ...] | None:
-    from edgekit.preprocess import check_normalisation
-
-    if text is None:
-        return None
-    try:
-        values = tuple(float(v) for v in text.replace(" ", "").split(",") if v)
-    except ValueError:
-        raise UsageError(f"{what} takes comma-separated numbers, e.g. 127.5,127.5,127.5") from None
-    if not values:
-        raise UsageError(f"{what} takes comma-separated numbers, e.g. 127.5,127.5,127.5")
-    check_normalisation(what.lstrip("-"), values, len(values), "flag")  # before the model loads
-    return values
+from edgekit.preprocess import SpecOptions
+from edgekit.tasks.detection import DetectionOptions
 
 
 def _share(text: str | None) -> float | None:
@@ -90,12 +78,11 @@ def _report(manifest, view: str, folder: Path | None) -> None:
               help="Fix the input size of a model with unknown spatial dimensions.")
 @click.option("--int8-io", type=click.Choice(["int8", "uint8"]), default="int8",
               show_default=True, help="Input/output type of the full-integer model.")
-@options.color
-@options.mean
-@options.std
+@input_spec_options
 @click.option("--task", type=click.Choice(["classification", "detection", "generic"]),
               show_default="the model card's, else guessed from the outputs",
               help="What the outputs mean.")
+@detection_options
 @click.option("--import", "imports", multiple=True, metavar="MODULE",
               help="Module or .py file to import first: one that registers custom layers or "
                    "a subclassed model with keras.saving.register_keras_serializable.")
@@ -115,9 +102,9 @@ def _report(manifest, view: str, folder: Path | None) -> None:
 @debug_option
 def convert(model: Path, out_dir: Path, formats: str | None, calib: Path | None,
             val: Path | None, labels: Path | None, force: bool, input_shape: str | None,
-            int8_io: str, color: str | None, mean: str | None, std: str | None,
-            task: str | None, imports: tuple[str, ...], trust_model: bool,
-            min_agreement: str | None, no_remedy: bool, view: str, quiet: bool) -> None:
+            int8_io: str, spec: SpecOptions, task: str | None, detect: DetectionOptions,
+            imports: tuple[str, ...], trust_model: bool, min_agreement: str | None,
+            no_remedy: bool, view: str, quiet: bool) -> None:
     """Convert a Keras model to every edge format, with fidelity per artifact.
 
     \b
@@ -129,10 +116,12 @@ def convert(model: Path, out_dir: Path, formats: str | None, calib: Path | None,
 
     \b
     A MODEL.edgekit.json beside the model can give the defaults for
-    --calib, --val, --labels, the task, the input's colour and
-    normalisation, and min_agreement (see models/lenet5_digits/). The
-    output starts with the input spec and where each value came from
-    (model card, flag or default).
+    --calib, --val, --labels, the task, the input spec (colour, mean, std,
+    resize, interpolation, antialias), a detector's decoder and its
+    parameters, and min_agreement (see models/lenet5_digits/ and
+    models/digit_detector/). Flags override it. The output starts with the
+    input spec (and the decoder) and where each value came from (flag,
+    model card or default); the manifest keeps both.
 
     \b
     Calibration and validation data are checked first: NaN/inf, no
@@ -154,9 +143,9 @@ def convert(model: Path, out_dir: Path, formats: str | None, calib: Path | None,
 
     settings = ConvertOptions(
         formats=formats, calib=calib, val=val, labels=labels, force=force,
-        input_shape=_shape(input_shape), int8_io=int8_io, color=color,
-        mean=_numbers(mean, "--mean"), std=_numbers(std, "--std"), task=task, imports=imports,
-        trust_model=trust_model, min_agreement=_share(min_agreement), remedy=not no_remedy)
+        input_shape=_shape(input_shape), int8_io=int8_io, spec=spec, detect=detect, task=task,
+        imports=imports, trust_model=trust_model, min_agreement=_share(min_agreement),
+        remedy=not no_remedy)
     manifest = run_convert(model, out_dir, settings, progress=progress_printer(not quiet))
     _report(manifest, view, out_dir)
 

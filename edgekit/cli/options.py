@@ -4,6 +4,12 @@ Each has one name, metavar, default and help text wherever it appears (tests/tes
 holds every command to that), and every default is shown one way: click's ``[default: ...]``
 (in parentheses where it depends on the model or the machine). Every command takes ``--json``
 and ``-q``; every command that prints a table takes ``--markdown`` and ``--csv`` too.
+
+``input_spec_options`` (--reference, --resize, --interpolation, --antialias, --color, --mean,
+--std) hands the command one ``spec: SpecOptions``; ``detection_options`` (--decoder,
+--score-threshold, --iou, --max-detections, --classes, --anchors, --decoder-param) one
+``detect: DetectionOptions``. Values are checked as they are parsed, so a bad one stops the
+command in one line (exit 2) before any model loads.
 """
 from __future__ import annotations
 
@@ -16,6 +22,15 @@ import click
 
 from edgekit.errors import UsageError
 from edgekit.formats import FORMATS
+from edgekit.preprocess import (
+    COLORS,
+    INTERPOLATIONS,
+    REFERENCES,
+    RESIZE_HELP,
+    SpecOptions,
+    check_normalisation,
+)
+from edgekit.tasks.detection import DECODERS, DetectionOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -56,19 +71,6 @@ labels = _option(
     "--labels", type=click.Path(path_type=Path), metavar="FILE",
     show_default="a bundle's own",
     help="Labels file: one label per line, or 'ID NAME' lines.")
-
-color = _option(
-    "--color", type=click.Choice(["rgb", "bgr", "gray"]),
-    show_default="the model card's, else rgb; gray for one channel",
-    help="Colour order the model takes.")
-
-mean = _option(
-    "--mean", metavar="LIST", show_default="the model card's, else 0",
-    help="Per-channel mean subtracted from 0..255 pixels: tensor = (pixel - mean) / std.")
-
-std = _option(
-    "--std", metavar="LIST", show_default="the model card's, else 255",
-    help="Per-channel divisor after the mean.")
 
 samples = _option(
     "--samples", default=10, type=click.IntRange(min=0), metavar="N",
@@ -131,3 +133,131 @@ def _output_options(table: bool) -> Callable[[F], F]:
 
 json_output = _output_options(table=False)
 table_output = _output_options(table=True)
+
+
+def numbers(text: str | None, what: str) -> tuple[float, ...] | None:
+    """Comma-separated numbers (``--mean 127.5,127.5,127.5``), checked as a mean or std."""
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise UsageError(f"{what} takes comma-separated numbers, e.g. 127.5,127.5,127.5") from None
+    if not values:
+        raise UsageError(f"{what} takes comma-separated numbers, e.g. 127.5,127.5,127.5")
+    check_normalisation(what.lstrip("-"), values, len(values), "flag")  # before the model loads
+    return values
+
+
+def references_epilog() -> str:
+    """The reference pipelines, for a command's --help."""
+    import textwrap
+
+    lines = ["\b", "Reference pipelines (--reference NAME):"]
+    for r in REFERENCES.values():
+        lines.append(f"  {r.name}")
+        lines += textwrap.wrap(r.source, 86, initial_indent="      ", subsequent_indent="      ")
+    return "\n".join(lines)
+
+
+SPEC_OPTION_NAMES = ("reference", "resize", "interpolation", "antialias", "color", "mean", "std")
+
+
+def input_spec_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the input-spec options; the command receives them as ``spec: SpecOptions``."""
+    @functools.wraps(f)
+    def command(*args: Any, **kwargs: Any) -> Any:
+        given = {name: kwargs.pop(name) for name in SPEC_OPTION_NAMES}
+        kwargs["spec"] = SpecOptions(
+            reference=given["reference"], resize=given["resize"],
+            interpolation=given["interpolation"], antialias=given["antialias"],
+            color=given["color"], mean=numbers(given["mean"], "--mean"),
+            std=numbers(given["std"], "--std"))
+        return f(*args, **kwargs)
+
+    command.__click_params__ = list(getattr(f, "__click_params__", []))  # not shared with f
+    options = [
+        _option("--std", metavar="LIST", show_default="the model card's, else 255",
+                help="Per-channel divisor after the mean (tensor = (pixel - mean) / std; 255 "
+                     "for pixels scaled to 0..1)."),
+        _option("--mean", metavar="LIST", show_default="the model card's, else 0",
+                help="Per-channel mean subtracted from 0..255 pixels (one value, or one per "
+                     "channel)."),
+        _option("--color", type=click.Choice(COLORS),
+                show_default="the model card's, else rgb; gray for one channel",
+                help="Colour order the model takes."),
+        _option("--antialias/--no-antialias", default=None,
+                show_default="the model card's, else off: OpenCV's filters",
+                help="Resample with Pillow's filters, which widen when shrinking "
+                     "(antialiasing), with PIL's bicubic and Lanczos-3: what PIL pipelines and "
+                     "tf.image.resize(antialias=True) do."),
+        _option("--interpolation", type=click.Choice(list(INTERPOLATIONS)),
+                show_default="the model card's, else bilinear",
+                help="The resize filter. nearest is PIL's NEAREST, byte for byte."),
+        _option("--resize", metavar="MODE", show_default="the model card's, else stretch",
+                help=f"How a picture becomes the input size: {RESIZE_HELP}."),
+        _option("--reference", type=click.Choice(list(REFERENCES)), metavar="NAME",
+                help=f"Pre-process as a reference pipeline does: {', '.join(REFERENCES)} "
+                     "(each described at the end of edgekit classify --help); the other flags "
+                     "here override its values."),
+    ]
+    for option in options:
+        command = option(command)
+    return command
+
+
+DETECTION_OPTION_NAMES = ("decoder", "score_threshold", "iou", "max_detections", "classes",
+                          "anchors", "decoder_param")
+
+
+def detection_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the detection options; the command receives them as ``detect: DetectionOptions``."""
+    @functools.wraps(f)
+    def command(*args: Any, **kwargs: Any) -> Any:
+        given = {name: kwargs.pop(name) for name in DETECTION_OPTION_NAMES}
+        classes = None
+        if given["classes"] is not None:
+            classes = tuple(c.strip() for c in given["classes"].split(",") if c.strip())
+            if not classes:
+                raise UsageError("--classes takes class names or ids, comma-separated, e.g. "
+                                 "--classes person,dog or --classes 0,16")
+        kwargs["detect"] = DetectionOptions(
+            decoder=given["decoder"], score_threshold=given["score_threshold"],
+            iou_threshold=given["iou"], max_detections=given["max_detections"],
+            classes=classes, anchors=given["anchors"], params=tuple(given["decoder_param"]))
+        kwargs["detect"].given()  # KEY=VALUE checked now
+        return f(*args, **kwargs)
+
+    command.__click_params__ = list(getattr(f, "__click_params__", []))
+    options = [
+        _option("--decoder-param", multiple=True, metavar="KEY=VALUE",
+                help="One of the decoder's own parameters (repeatable): edgekit-grid "
+                     "size_scale, offset_low, offset_high; yolo layout (NC, CN), objectness, "
+                     "num_classes, coordinates, apply_sigmoid; ssd-raw num_layers, min_scale, "
+                     "max_scale, aspect_ratios, feature_map_sizes, y_scale..w_scale, "
+                     "class_agnostic_nms; ssd class_offset, output_order. An unknown key is "
+                     "refused with the decoder's list."),
+        _option("--anchors", metavar="FILE",
+                show_default="made from the SSD anchor parameters",
+                help="Anchors for raw SSD outputs (--decoder ssd-raw): a .npy of shape (N, 4) "
+                     "or text lines 'y_center x_center height width', normalised, in the "
+                     "model's output order."),
+        _option("--classes", metavar="LIST", help="Keep only these classes, by name or id, "
+                "comma-separated (person,dog or 0,16); host decoders drop the others before "
+                "their NMS."),
+        _option("--max-detections", type=click.IntRange(min=1), metavar="N",
+                show_default="the decoder's setting, 100",
+                help="At most this many detections per frame."),
+        _option("--iou", type=click.FloatRange(0, 1), metavar="X",
+                show_default="the decoder's setting",
+                help="IoU above which NMS drops the lower-scoring of two boxes, 0 to 1."),
+        _option("--score-threshold", type=click.FloatRange(0, 1), metavar="X",
+                show_default="the decoder's setting", help="Minimum score kept, 0 to 1."),
+        _option("--decoder", type=click.Choice(list(DECODERS)),
+                show_default="the bundle's", help="Output decoder: edgekit-grid (edgekit's "
+                "own head), ssd (TFLite_Detection_PostProcess outputs), ssd-raw (box "
+                "encodings and scores before NMS), yolo."),
+    ]
+    for option in options:
+        command = option(command)
+    return command

@@ -10,7 +10,10 @@ import click
 
 from edgekit.cli import options
 from edgekit.cli.app import cli, debug_option, fail_on_failed_rows, progress_printer
+from edgekit.cli.options import detection_options, input_spec_options
 from edgekit.errors import EdgekitError, UsageError
+from edgekit.preprocess import SpecOptions
+from edgekit.tasks.detection import DetectionOptions
 
 
 def _source_options(f):
@@ -38,6 +41,7 @@ def _summary(report, view: str = "text") -> str:
     if view == "csv":
         return stages
     lines = [f"{report.source} -> {Path(report.artifact).name} on {report.backend}",
+             report.input, report.decoder,
              f"mode: {'pipelined (one thread per stage)' if s.pipelined else 'sequential'}", "",
              stages, "",
              f"frames {s.frames} in {s.wall_s:.2f} s: {s.fps:.1f} FPS; dropped {s.dropped}; "
@@ -74,11 +78,9 @@ def _live_view(serve: str | None, token: str | None):
 @options.device
 @options.threads
 @options.fmt
-@click.option("--decoder", type=click.Choice(["edgekit-grid", "ssd", "yolo"]),
-              show_default="the manifest's", help="Output decoder for a bare detector.")
 @options.labels
-@click.option("--score-threshold", type=click.FloatRange(0, 1), metavar="X",
-              show_default="the manifest's decoder setting", help="Minimum score shown, 0 to 1.")
+@detection_options
+@input_spec_options
 @click.option("--show", is_flag=True, help="Show a window (needs the GUI build of OpenCV).")
 @click.option("--save", type=click.Path(path_type=Path), metavar="FILE", help="Write an "
               "annotated video (.avi MJPG or .mp4): boxes, labels, FPS and per-stage ms.")
@@ -102,7 +104,7 @@ def _live_view(serve: str | None, token: str | None):
 @debug_option
 def run(model: Path, source: str, max_frames: int | None, truth: Path | None,
         backend: str | None, device: str | None, threads: int | None, fmt: str | None,
-        decoder: str | None, labels: Path | None, score_threshold: float | None, show: bool,
+        labels: Path | None, detect: DetectionOptions, spec: SpecOptions, show: bool,
         save: Path | None, jsonl: Path | None, repeat: bool, serve: str | None,
         token: str | None, no_pipeline: bool, queue_size: int, view: str, quiet: bool) -> None:
     """Run the detection loop on a camera, a video, a folder of images or a stream.
@@ -113,6 +115,9 @@ def run(model: Path, source: str, max_frames: int | None, truth: Path | None,
     processed whole; a live camera drops stale frames instead of queueing
     them (and counts them), and is reconnected with back-off if it vanishes.
     With ground truth beside the source (CLIP.json) it also prints mAP@0.5.
+    A bundle brings its input spec and decoder; the flags override them, and
+    a bare detector gets them all from flags (--decoder, --labels, ...). The
+    summary says every value used and where it came from.
     --repeat plays a file or folder in a loop, like a camera that never ends.
     --save and --jsonl are written aside and renamed into place at the end
     (also on Ctrl-C): an earlier file there stays until the new one is whole,
@@ -123,6 +128,10 @@ def run(model: Path, source: str, max_frames: int | None, truth: Path | None,
     Examples:
       edgekit run out/demo/digit_detector --source out/demo/clip.avi --save annotated.avi
       edgekit run out/demo/digit_detector --source out/demo/clip.avi --repeat --serve 8080
+      edgekit run detector_int8.tflite --decoder edgekit-grid --labels labels.txt \\
+        --resize letterbox --iou 0.45 --source out/demo/clip.avi
+      edgekit run ssd_no_nms.tflite --decoder ssd-raw --labels coco_labels.txt \\
+        --source 0 --classes person
       EDGEKIT_SERVE_TOKEN=$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))') \\
         edgekit run bundle --source picamera2 --serve 0.0.0.0:8080
     """
@@ -132,11 +141,10 @@ def run(model: Path, source: str, max_frames: int | None, truth: Path | None,
                       [model, labels, model / "edgekit.json" if model.is_dir() else None])
     with _live_view(serve, token) as live, \
             detection_model(model, backend=backend, device=device, threads=threads, fmt=fmt,
-                            decoder=decoder, labels=labels) as loaded:
+                            labels=labels, spec=spec, detect=detect) as loaded:
         report = run_detection(loaded, source, save=save, jsonl=jsonl, show=show,
                                max_frames=max_frames, pipelined=not no_pipeline,
-                               queue_size=queue_size, truth=truth,
-                               score_threshold=score_threshold, repeat=repeat,
+                               queue_size=queue_size, truth=truth, repeat=repeat,
                                serve=live)
     click.echo(json.dumps(report.to_dict(), indent=2) if view == "json"
                else _summary(report, view))
@@ -150,17 +158,21 @@ def run(model: Path, source: str, max_frames: int | None, truth: Path | None,
 @_source_options
 @options.backends
 @options.threads
+@detection_options
+@input_spec_options
 @options.plot
 @options.table_output
 @options.quiet
 @debug_option
 def compare(bundle: Path, source: str, max_frames: int | None, truth: Path | None,
-            backend_list: str | None, threads: int | None, plot: Path | None, view: str,
-            quiet: bool) -> None:
+            backend_list: str | None, threads: int | None, detect: DetectionOptions,
+            spec: SpecOptions, plot: Path | None, view: str, quiet: bool) -> None:
     """Run the same frames through each usable backend: one table, per-stage latency.
 
     \b
     Backends that cannot run here are listed as skipped, with the reason.
+    Every backend gets the bundle's input spec and decoder, with the flags
+    on top; the lines under the table say which values were used.
     For a camera, give --max-frames (each backend gets its own frames).
     The exit code is 1 when a backend failed.
 
@@ -177,8 +189,8 @@ def compare(bundle: Path, source: str, max_frames: int | None, truth: Path | Non
     check_outputs({"--plot": plot}, [bundle, source], {"--plot": SUFFIXES})
     chosen = parse_backends(backend_list)
     rows = run_compare(bundle, source, [f"{n}:{f}" if f else n for n, f in chosen],
-                       max_frames=max_frames, threads=threads, truth=truth,
-                       progress=progress_printer(not quiet))
+                       max_frames=max_frames, threads=threads, truth=truth, spec=spec,
+                       detect=detect, progress=progress_printer(not quiet))
     click.echo(compare_json(rows) if view == "json" else compare_table(rows, view))
     if plot is not None:
         ran = any(r.report for r in rows)

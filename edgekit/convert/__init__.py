@@ -46,7 +46,8 @@ from edgekit.manifest import (
     write_manifest,
 )
 from edgekit.outputs import cause, normal_permissions, write_probe
-from edgekit.preprocess import InputSpec
+from edgekit.preprocess import InputSpec, SpecOptions
+from edgekit.tasks.detection import DetectionOptions, describe_decoder
 
 Progress = Callable[[str], None]
 CARD_SUFFIX = ".edgekit.json"
@@ -232,9 +233,8 @@ class ConvertOptions:
     force: bool = False  # replace an existing bundle at the output
     input_shape: Sequence[int] | None = None  # H, W, C for a model with unknown sizes
     int8_io: str = "int8"  # or "uint8": the full-integer model's input and output type
-    color: str | None = None
-    mean: Sequence[float] | None = None
-    std: Sequence[float] | None = None
+    spec: SpecOptions | None = None  # the input spec asked for (flags, a reference pipeline)
+    detect: DetectionOptions | None = None  # the decoder and its parameters (a detector)
     task: str | None = None  # classification, detection, generic
     imports: Sequence[str] = ()  # modules that register custom layers
     trust_model: bool = False  # let Keras load Python code (Lambda layers)
@@ -264,6 +264,7 @@ class Prepared:
     scoring: Task
     gate: gates.Gate
     measurable: bool
+    decoder: dict[str, Any]  # the detector's decoder settings, with where each came from
     warnings: list[str] = field(default_factory=list)
 
 
@@ -325,9 +326,8 @@ def prepare(model_path: Path, options: ConvertOptions, progress: Progress) -> Pr
     import_modules(options.imports)
     model = load_keras_model(model_path, trust=options.trust_model)
     shape = input_shape(model, options.input_shape)
-    spec = inputs.input_spec(shape, card, {"color": options.color, "mean": options.mean,
-                                           "std": options.std},
-                             input_name(model), "flag" if options.input_shape else "model")
+    spec = inputs.input_spec(shape, card, options.spec, input_name(model),
+                             "flag" if options.input_shape else "model")
     progress(spec.describe())
     try:
         probe_out = model(np.zeros(spec.shape, np.float32), training=False)
@@ -336,6 +336,10 @@ def prepare(model_path: Path, options: ConvertOptions, progress: Progress) -> Pr
                           f"{first_line(exc, 200)}") from None
     keras_outputs = [np.asarray(o) for o in _as_list(probe_out)]
     task = options.task or card.get("task") or _guess_task([o.shape for o in keras_outputs])
+    decoder = inputs.decoder_settings(task, card, options.detect, label_list,
+                                      [o.shape for o in keras_outputs], spec)
+    if decoder:
+        progress(describe_decoder(decoder, decoder["origin"]))
     outputs = inputs.describe_outputs(model, keras_outputs, task, card,
                                       list(probe_out) if isinstance(probe_out, dict) else None)
     inputs.check_labels_file(label_list, outputs, str(label_file))
@@ -357,7 +361,7 @@ def prepare(model_path: Path, options: ConvertOptions, progress: Progress) -> Pr
         validation = Validation(val_samples.x, val_samples.y, predicted, val_samples.boxes)
     else:
         warnings.append("no validation data: give --val to measure fidelity")
-    scoring = Task(task, card.get("decoder"), tuple(label_list), (spec.width, spec.height),
+    scoring = Task(task, decoder or None, tuple(label_list), (spec.width, spec.height),
                    outputs.class_scores, outputs.names)
     measurable = validation is not None and bool(scoring.class_outputs or (
         task == "detection" and scoring.decoder))
@@ -369,7 +373,7 @@ def prepare(model_path: Path, options: ConvertOptions, progress: Progress) -> Pr
     if unsure:
         warnings.append(unsure)
     return Prepared(model, model_path, spec, task, card, label_list, outputs, keras_outputs,
-                    calibration, validation, scoring, gate, measurable, warnings)
+                    calibration, validation, scoring, gate, measurable, decoder, warnings)
 
 
 def build_formats(prepared: Prepared, job: Job, keys: Sequence[str],
@@ -427,7 +431,7 @@ def publish(prepared: Prepared, artifacts: list[Artifact], tmp: Path, output: Pa
                   "class_scores": i in p.outputs.class_scores}
                  for i, (name, o) in enumerate(zip(p.outputs.names, p.keras_outputs))],
         labels=p.labels,
-        decoder=p.card.get("decoder", {}),
+        decoder=inputs.bundled_decoder(p.decoder, tmp),
         source=_source(p.model_path, p.model),
         validation=_validation_summary(p.validation, p.scoring, val or p.card.get("validation")),
         artifacts=artifacts,

@@ -9,33 +9,38 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgekit.datacheck import check_label_names, check_samples
 from edgekit.datasets import Samples, load_samples
-from edgekit.errors import InvalidData, UsageError
+from edgekit.errors import InvalidData, InvalidModel, UsageError
 from edgekit.fidelity import looks_like_class_scores
-from edgekit.preprocess import InputSpec
+from edgekit.preprocess import InputSpec, SpecOptions, parse_resize, setting_name
+from edgekit.tasks.detection import DetectionOptions, configure, decode, read_anchors
 
 CARD, FLAG, DEFAULT, MODEL = "model card", "flag", "default", "model"
 MIN_CALIBRATION = 100
 
 
-def input_spec(shape: tuple[int, ...], card: dict[str, Any], flags: dict[str, Any],
+def input_spec(shape: tuple[int, ...], card: dict[str, Any], options: SpecOptions | None,
                name: str, shape_origin: str = MODEL) -> InputSpec:
-    """The input spec from the flags, else the model card, else the defaults; the spec's
-    ``origin`` records which for every value (shown at the top of convert's output)."""
+    """The input spec from the flags (and a --reference), else the model card, else the
+    defaults; the spec's ``origin`` records which for every value (shown at the top of
+    convert's output, kept in the manifest)."""
     from_card = card.get("input", {})
     channels = shape[-1]
     defaults = {"color": "gray" if channels == 1 else "rgb", "mean": (0.0,) * channels,
-                "std": (255.0,) * channels, "resize": "stretch"}
+                "std": (255.0,) * channels, "resize": "stretch", "interpolation": "bilinear",
+                "antialias": False}
+    given = options.given() if options is not None else {}
     values: dict[str, Any] = {}
     origin = {"shape": shape_origin}
     for key, default in defaults.items():
-        if flags.get(key) is not None:
-            values[key], origin[key] = flags[key], FLAG
+        if key in given:
+            values[key], origin[key] = given[key]
         elif from_card.get(key) is not None:
             values[key], origin[key] = from_card[key], CARD
         else:
@@ -43,7 +48,50 @@ def input_spec(shape: tuple[int, ...], card: dict[str, Any], flags: dict[str, An
     for key in ("mean", "std"):
         values[key] = tuple(float(v) for v in (values[key] if isinstance(values[key], (
             list, tuple)) else [values[key]]))
+    if not isinstance(values["antialias"], bool):
+        raise UsageError(f"antialias in the model card is {values['antialias']!r}; give true "
+                         "or false")
+    values["resize"] = str(parse_resize(values["resize"], setting_name("resize", origin["resize"])))
     return InputSpec(shape=(1, *shape), name=name, origin=origin, **values)
+
+
+def decoder_settings(task: str, card: dict[str, Any], detect: DetectionOptions | None,
+                     labels: Sequence[str], output_shapes: Sequence[tuple[int, ...]],
+                     spec: InputSpec) -> dict[str, Any]:
+    """A detector's decoder: the model card's ``decoder`` with the flags on top, checked (and
+    tried once on outputs of the model's shapes); ``origin`` says where each value came from.
+    Detection flags for a model that is not a detector are refused."""
+    asked = detect is not None and (detect.decoder is not None or bool(detect.given()))
+    if task != "detection":
+        if asked:
+            raise UsageError(f"the detection options (--decoder, --iou, ...) are for a "
+                             f"detector; this model's task is {task} (give --task detection "
+                             "if it is one)")
+        return {}
+    card_decoder = dict(card.get("decoder") or {})
+    if not card_decoder and not asked:
+        return {}
+    card_decoder.pop("origin", None)
+    decoder, origin = configure(card_decoder, detect, CARD)
+    try:
+        decode([np.zeros((1, *shape[1:]), np.float32) for shape in output_shapes], decoder,
+               (spec.width, spec.height), labels)
+    except InvalidModel as exc:
+        raise UsageError(f"the {decoder['name']} decoder does not fit this model's outputs "
+                         f"{[tuple(s) for s in output_shapes]}: {exc}") from None
+    return {**decoder, "origin": origin}
+
+
+ANCHORS_NAME = "anchors.npy"
+
+
+def bundled_decoder(decoder: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """The decoder as the manifest keeps it: an anchors file given at convert is copied into
+    the bundle (``anchors.npy``) and named relative to it, so the bundle stands alone."""
+    if not decoder.get("anchors"):
+        return decoder
+    np.save(folder / ANCHORS_NAME, read_anchors(decoder["anchors"]))
+    return {**decoder, "anchors": ANCHORS_NAME}
 
 
 @dataclass

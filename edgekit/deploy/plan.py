@@ -155,6 +155,9 @@ def plan_release(bundle: Path, target: Target, wheel: ShippedFile, edgekit: Whee
             files += _bundle_files(bundle, artifact)
     shipped = replace(manifest, artifacts=[a for a in manifest.artifacts if a.format in formats])
     files.insert(0, _file(write_manifest(shipped, staging), "bundle"))
+    anchors = manifest.decoder.get("anchors")
+    if anchors and Path(str(anchors)).name == anchors and (bundle / anchors).is_file():
+        files.append(_file(bundle / str(anchors), "bundle"))
     if (bundle / VALIDATION_NAME).is_file():
         files.append(_file(bundle / VALIDATION_NAME, "bundle"))
     else:

@@ -33,9 +33,11 @@ def compare_table(rows: Sequence[CompareRow], view: str = "text") -> str:
     """The comparison as "text" (with the source and the notes under it), "markdown" or
     "csv"."""
     notes = Notes()
-    source = next((r.report.source for r in rows if r.report), "")
+    ran = next((r.report for r in rows if r.report), None)
+    source = ran.source if ran else ""
+    used = f"\n{ran.input}\n{ran.decoder}" if ran else ""
     return render_table(HEADERS, [_cells(r, notes) for r in rows], view, notes,
-                        f"source: {source}; stage times in ms; pipelined")
+                        f"source: {source}; stage times in ms; pipelined{used}")
 
 
 def compare_markdown(rows: Sequence[CompareRow]) -> str:

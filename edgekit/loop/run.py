@@ -27,8 +27,17 @@ from edgekit.loop.sources import (
 from edgekit.manifest import read_manifest
 from edgekit.model import LoadedModel, load_model
 from edgekit.outputs import check as check_outputs
-from edgekit.preprocess import prepare
-from edgekit.tasks.detection import DECODERS, Detection, decode, to_frame
+from edgekit.preprocess import SpecOptions, prepare
+from edgekit.tasks.detection import (
+    DECODERS,
+    Detection,
+    DetectionOptions,
+    configure,
+    decode,
+    decoder_params,
+    describe_decoder,
+    to_frame,
+)
 from edgekit.tasks.metrics import mean_average_precision
 
 if TYPE_CHECKING:
@@ -50,31 +59,46 @@ class RunReport:
     map_note: str = ""
     outputs: list[str] = field(default_factory=list)
     stopped: str = ""  # why the source ended early (a camera that vanished), if it did
+    input: str = ""  # the input spec used, one line with where each value came from
+    decoder: str = ""  # the decoder and its parameters used, likewise
 
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, "artifact": self.artifact, "backend": self.backend,
+                "input": self.input, "decoder": self.decoder,
                 **self.stats.to_dict(), "map50": self.map50, "map_frames": self.map_frames,
                 "map_note": self.map_note, "outputs": self.outputs, "stopped": self.stopped}
 
 
 def detection_model(path: str | Path, *, backend: str | None = None, device: str | None = None,
                     threads: int | None = None, fmt: str | None = None,
-                    decoder: str | None = None, labels: str | Path | None = None) -> LoadedModel:
-    """Load a model for the detection loop; a classifier or an unknown head is a UsageError."""
+                    labels: str | Path | None = None, spec: SpecOptions | None = None,
+                    detect: DetectionOptions | None = None) -> LoadedModel:
+    """Load a model for the detection loop, its decoder configured (the bundle's, with
+    ``detect`` on top) and tried once on outputs of the model's shapes, so a wrong decoder
+    parameter or anchors file stops the run before a frame is read. A classifier or an
+    unknown head is a UsageError."""
+    detect = detect or DetectionOptions()
+    if detect.decoder is not None and detect.decoder not in DECODERS:
+        raise UsageError(f"unknown --decoder {detect.decoder!r}; choose from "
+                         f"{', '.join(DECODERS)}")
     model = load_model(path, backend=backend, device=device, threads=threads, fmt=fmt,
-                       labels=labels)
-    if decoder is not None:
-        if decoder not in DECODERS:
-            model.close()
-            raise UsageError(f"unknown --decoder {decoder!r}; choose from {', '.join(DECODERS)}")
-        model.task, model.decoder = "detection", {**model.decoder, "name": decoder}
-    if model.task != "detection":
+                       labels=labels, spec=spec)
+    try:
+        if detect.decoder is not None:
+            model.task = "detection"
+        if model.task != "detection":
+            if model.task == "classification":
+                raise UsageError(f"{Path(path).name} is a classification model; edgekit run is "
+                                 "the detection loop: use edgekit classify for classifiers")
+            raise UsageError(f"{Path(path).name} is not a detection bundle: for a bare detector "
+                             f"give --decoder ({', '.join(DECODERS)}) and --labels")
+        model.decoder, model.decoder_origin = configure(
+            model.decoder, detect, "bundle" if model.manifest else "default")
+        decode(model.blank_outputs(), model.decoder, (model.spec.width, model.spec.height),
+               model.labels)
+    except BaseException:
         model.close()
-        if model.task == "classification":
-            raise UsageError(f"{Path(path).name} is a classification model; edgekit run is the "
-                             "detection loop: use edgekit classify for classifiers")
-        raise UsageError(f"{Path(path).name} is not a detection bundle: for a bare detector "
-                         f"give --decoder ({', '.join(DECODERS)}) and --labels")
+        raise
     return model
 
 
@@ -84,7 +108,7 @@ def detection_stages(model: LoadedModel, sinks: Sequence[Sink], stats: LoopStats
     spec, labels = model.spec, model.labels
     size = (spec.width, spec.height)
     shown = score_threshold if score_threshold is not None else \
-        float(model.decoder.get("score_threshold", 0.3))
+        decoder_params(model.decoder).score_threshold
     params = {**model.decoder, "score_threshold": min(shown, METRIC_THRESHOLD) if keep_all
               else shown}
 
@@ -198,7 +222,9 @@ def run_detection(model: LoadedModel, source_spec: str | int | Path, *,
     if failed is not None:
         raise _naming_kept(failed, sinks)
     report = RunReport(source.description, str(model.artifact), model.backend.describe(), stats,
-                       outputs=[str(s.written) for s in sinks if s.written], stopped=stopped)
+                       outputs=[str(s.written) for s in sinks if s.written], stopped=stopped,
+                       input=model.spec.describe(),
+                       decoder=describe_decoder(model.decoder, model.decoder_origin))
     if gt is not None:
         report.map50, report.map_frames, report.map_note = _score(
             predicted, gt, source.stats.uncertain_from)
@@ -222,7 +248,8 @@ class CompareRow:
 
 def compare(bundle: Path, source_spec: str | int | Path, backends: Sequence[str],
             *, max_frames: int | None = None, threads: int | None = None,
-            truth: Path | None = None,
+            truth: Path | None = None, spec: SpecOptions | None = None,
+            detect: DetectionOptions | None = None,
             progress: Callable[[str], None] = lambda _: None) -> list[CompareRow]:
     """The same source through each backend in turn; unusable ones become skipped rows.
 
@@ -249,7 +276,8 @@ def compare(bundle: Path, source_spec: str | int | Path, backends: Sequence[str]
             continue
         progress(f"{entry}: running")
         try:
-            with detection_model(bundle, backend=name, threads=threads, fmt=fmt or None) as model:
+            with detection_model(bundle, backend=name, threads=threads, fmt=fmt or None,
+                                 spec=spec, detect=detect) as model:
                 report = run_detection(model, source_spec, max_frames=max_frames, truth=truth)
         except EdgekitError as exc:
             rows.append(CompareRow(entry, "failed", str(exc)))
