@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.backends import Backend, backend_class, open_backend
+from edgekit.backends import Backend, Concurrency, backend_class, open_backend
 from edgekit.datasets import read_labels
 from edgekit.errors import InvalidModel, UsageError
 from edgekit.formats import FORMATS, Format, format_of_file, why_not
@@ -52,7 +52,10 @@ class LoadedModel:
 
     def predict(self, tensor: np.ndarray) -> list[np.ndarray]:
         """One inference on a pre-processed float tensor; outputs in the Keras model's order."""
-        outputs = self.backend.infer(tensor)
+        return self.in_keras_order(self.backend.infer(tensor))
+
+    def in_keras_order(self, outputs: list[np.ndarray]) -> list[np.ndarray]:
+        """The artifact's outputs in the Keras model's order (``Backend.start``'s results)."""
         return [outputs[i] for i in self.output_order] if self.output_order else outputs
 
     def blank_outputs(self) -> list[np.ndarray]:
@@ -175,13 +178,14 @@ def spec_from_tensor(info: TensorInfo) -> InputSpec:
 
 def load_model(path: str | Path, *, backend: str | None = None, device: str | None = None,
                threads: int | None = None, fmt: str | None = None,
-               labels: str | Path | None = None,
-               spec: SpecOptions | None = None) -> LoadedModel:
+               labels: str | Path | None = None, spec: SpecOptions | None = None,
+               concurrency: Concurrency | None = None) -> LoadedModel:
     """Load a bundle's best artifact for ``backend``, or a bare model file, ready to use.
 
     The input spec is the bundle's (else read from the bare model's input), with what
     ``spec`` asks for on top (flags, a reference pipeline); ``model.spec.origin`` says where
-    each value came from. A bundle's artifact is first checked against the manifest's sha256
+    each value came from. ``concurrency``: the backend's mode and requests in flight
+    (``Backend.start``). A bundle's artifact is first checked against the manifest's sha256
     (cached by the file's size and times): a changed or missing file is an InvalidModel that
     says what to do.
     """
@@ -194,7 +198,8 @@ def load_model(path: str | Path, *, backend: str | None = None, device: str | No
         key = pick_artifact(manifest, backend, fmt)
         record = manifest.artifact(key)
         check_artifact(path, record)  # a file changed since conversion must not run
-        loaded = open_backend(backend, path / record.file, device=device, threads=threads)
+        loaded = open_backend(backend, path / record.file, device=device, threads=threads,
+                              concurrency=concurrency)
         own = replace(manifest.input, origin={k: "bundle" for k in SPEC_KEYS})
         label_list = list(manifest.labels)
         decoder = with_bundle_files(manifest.decoder, path)
@@ -204,7 +209,8 @@ def load_model(path: str | Path, *, backend: str | None = None, device: str | No
         if not path.exists():
             raise InvalidModel(f"{path}: no such file or bundle")
         backend = backend or default_backend(path)
-        loaded = open_backend(backend, path, device=device, threads=threads)
+        loaded = open_backend(backend, path, device=device, threads=threads,
+                              concurrency=concurrency)
         task = "classification" if len(loaded.outputs) == 1 and \
             len(loaded.outputs[0].shape) == 2 else "generic"
         model = LoadedModel(loaded, spec_from_tensor(loaded.inputs[0]), task,

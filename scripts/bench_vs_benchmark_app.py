@@ -1,5 +1,6 @@
 """The same OpenVINO IR timed by `edgekit bench` and by OpenVINO's own benchmark_app (it ships
-in the openvino wheel): latency mode, synchronous, one stream, the same threads.
+in the openvino wheel): latency mode, synchronous, one stream, the same threads, both in f32
+(benchmark_app's default on a CPU with bfloat16 is bf16; edgekit runs an FP32 IR in f32).
 
     .venv/bin/python scripts/bench_vs_benchmark_app.py [--threads 2] [--rounds 3]
 
@@ -33,7 +34,8 @@ def edgekit_p50(xml: Path, threads: int, runs: int) -> float:
 def benchmark_app_p50(xml: Path, threads: int, runs: int) -> float:
     out = subprocess.run([str(BIN / "benchmark_app"), "-m", str(xml), "-d", "CPU", "-api",
                           "sync", "-hint", "none", "-nstreams", "1", "-nthreads", str(threads),
-                          "-niter", str(runs)], capture_output=True, text=True, check=True)
+                          "-niter", str(runs), "-infer_precision", "f32"],
+                         capture_output=True, text=True, check=True)
     match = re.search(r"Median:\s+([\d.]+) (ms|us)", out.stdout)
     if match is None:
         raise SystemExit(f"no median in benchmark_app's output:\n{out.stdout[-2000:]}")

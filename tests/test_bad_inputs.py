@@ -173,6 +173,31 @@ def _infer_after_close(bundle: Path) -> object:
     return b.infer(np.zeros(b.inputs[0].shape, np.float32))
 
 
+def _start(bundle: Path, value: float, closed: bool = False) -> object:
+    from edgekit.backends import Concurrency, open_backend
+
+    b = open_backend("onnxruntime", bundle / "lenet5_digits.onnx",
+                     concurrency=Concurrency("throughput", 2))
+    if closed:
+        b.close()
+    try:
+        return b.start(np.full(b.inputs[0].shape, value, np.float32)).result()
+    finally:
+        b.close()
+
+
+def _concurrency(mode: str, requests: int | None = None) -> object:
+    from edgekit.backends import Concurrency
+
+    return Concurrency(mode, requests)
+
+
+def _streams_on(bundle: Path, backend: str, name: str) -> object:
+    from edgekit.backends import Concurrency, open_backend
+
+    return open_backend(backend, bundle / name, concurrency=Concurrency("throughput", 2, 2))
+
+
 def _infer(bundle: Path, make: Callable[[tuple], object], backend: str = "tflite",
            name: str = "lenet5_digits_int8.tflite") -> object:
     with _backend(bundle, name, backend) as b:
@@ -361,7 +386,29 @@ CASES = [
     Case("bench-missing-artifact", lambda c: [
         "bench", c.without(c.lenet, "lenet5_digits.onnx"), "-q", "--runs", "3", "--backends",
         "onnxruntime", "--no-fidelity"], 1, "1 of 2 rows failed", slow=True),
+    Case("bench-mode-unknown", lambda c: ["bench", c.lenet, "--mode", "fastest", "-q"], 2,
+         "unknown --mode 'fastest'"),
+    Case("bench-requests-0", lambda c: ["bench", c.lenet, "--mode", "throughput",
+                                        "--requests", "0", "-q"], 2, "--requests must be 1"),
+    Case("bench-requests-negative", lambda c: ["bench", c.lenet, "--requests", "-2", "-q"], 2,
+         "--requests must be 1"),
+    Case("bench-streams-on-tflite", lambda c: ["bench", c.lenet, "--backends", "tflite",
+                                               "--mode", "throughput", "--streams", "2", "-q"],
+         2, "the tflite backend has no execution streams"),
+    Case("bench-streams-in-latency-mode", lambda c: ["bench", c.lenet, "--backends", "openvino",
+                                                     "--streams", "2", "-q"], 2,
+         "--streams goes with --mode throughput"),
+    Case("bench-streams-0", lambda c: ["bench", c.lenet, "--mode", "throughput", "--streams",
+                                       "0", "-q"], 2, "--streams must be 1"),
     # --- run -----------------------------------------------------------------------------
+    Case("run-requests-0", lambda c: ["run", c.detector, "--source", c.clip, "--requests", "0"],
+         2, "--requests must be 1"),
+    Case("run-requests-negative", lambda c: ["run", c.detector, "--source", c.clip,
+                                             "--requests", "-1"], 2, "--requests must be 1"),
+    Case("run-realtime-0", lambda c: ["run", c.detector, "--source", c.clip, "--realtime", "0"],
+         2, "--realtime takes a frame rate above 0"),
+    Case("run-realtime-not-a-number", lambda c: ["run", c.detector, "--source", c.clip,
+                                                 "--realtime", "fast"], 2, "--realtime"),
     Case("run-save-over-the-source", lambda c: ["run", c.detector, "--source", c.clip,
                                                 "--save", c.clip], 2, "also an input"),
     Case("run-save-over-the-source-by-another-name", lambda c: [
@@ -451,6 +498,8 @@ CASES = [
                                             c.folder("empty"), "-q"], 1, "no image files"),
     Case("compare-max-frames-0", lambda c: ["compare", c.detector, "--source", c.clip,
                                             "--max-frames", "0", "-q"], 2, "--max-frames"),
+    Case("compare-requests-0", lambda c: ["compare", c.detector, "--source", c.clip,
+                                          "--requests", "0", "-q"], 2, "--requests must be 1"),
     Case("compare-threads-0", lambda c: ["compare", c.detector, "--source", c.clip,
                                          "--threads", "0", "-q"], 2, "--threads"),
     Case("compare-iou-above-1", lambda c: ["compare", c.detector, "--source", c.clip, "--iou",
@@ -503,6 +552,17 @@ CASES = [
     Case("cli-unknown-option", lambda c: ["--nonsense"], 2, "no such option"),
     Case("cli-missing-argument", lambda c: ["classify"], 2, "missing argument"),
     # --- the Python API (each prepares its files, then returns the call that must raise) ---
+    Case("api-start-nan", None, api=lambda c: partial(_start, c.lenet, np.nan),
+         error=InferenceError, says="NaN"),
+    Case("api-start-after-close", None, api=lambda c: partial(_start, c.lenet, 0.0, True),
+         error=InferenceError, says="closed"),
+    Case("api-mode-unknown", None, api=lambda c: partial(_concurrency, "fast"),
+         error=UsageError, says="unknown --mode"),
+    Case("api-requests-0", None, api=lambda c: partial(_concurrency, "throughput", 0),
+         error=UsageError, says="--requests must be 1"),
+    Case("api-streams-on-onnxruntime", None, api=lambda c: partial(
+        _streams_on, c.lenet, "onnxruntime", "lenet5_digits.onnx"), error=UsageError,
+        says="has no execution streams"),
     Case("api-infer-after-close", None, api=lambda c: partial(_infer_after_close, c.lenet),
          error=InferenceError, says="closed"),
     Case("api-infer-none", None, api=_int8(lambda shape: None), error=InferenceError,

@@ -41,7 +41,8 @@ def test_ok_rows_carry_consistent_numbers(rows: list[dict]) -> None:
         assert r["load_ms"] > 0 and r["first_ms"] > 0 and r["throughput"] > 0
         assert r["peak_memory_mb"] > 10 and r["model_memory_mb"] >= 0
         assert r["agreement"] >= 0.99 and r["accuracy"] > 0.95
-        assert r["mode"] == "sync, 1 request" and r["threads"] == "default"
+        assert r["mode"] == "latency" and r["requests"] == 1 and r["threads"] == "default"
+        assert r["streams"] == ("1" if r["backend"] == "openvino" else "-")
         assert r["device"] == "CPU" and r["runtime"]
 
 
@@ -132,3 +133,36 @@ def test_name_format_pairs_device_and_a_progress_line_per_row(lenet_bundle: Path
                   "2", "-q", "--json")
     assert_clean_error(gpu, "every row that could run failed", "CPU only")  # each row says so
     assert all("CPU only" in r["reason"] for r in json.loads(gpu.stdout))
+
+
+def test_throughput_mode_rows_say_mode_requests_streams_threads(lenet_bundle: Path) -> None:
+    rows = cli_json("bench", lenet_bundle, "--backends",
+                    "tflite:tflite-fp32,onnxruntime:onnx,openvino:openvino-fp32",
+                    "--mode", "throughput", "--requests", "2", "--threads", "2", "--runs", "40",
+                    "--warmup", "2", "--json", "-q", "--no-fidelity")
+    by_backend = {r["backend"]: r for r in rows}
+    assert set(by_backend) == {"tflite", "onnxruntime", "openvino"}
+    for r in rows:
+        assert r["status"] == "ok" and r["mode"] == "throughput" and r["requests"] == 2
+        assert r["latency"]["count"] == 40 and r["throughput"] > 0
+    assert by_backend["tflite"]["threads"] == "1 per request"
+    assert by_backend["onnxruntime"]["threads"] == "1 per request"
+    assert by_backend["tflite"]["streams"] == "-"
+    assert by_backend["openvino"]["threads"] == "2" and int(by_backend["openvino"]["streams"]) >= 1
+    streams = cli_json("bench", lenet_bundle, "--backends", "openvino:openvino-fp32", "--mode",
+                       "throughput", "--streams", "2", "--runs", "10", "--json", "-q",
+                       "--no-fidelity")
+    assert streams[0]["streams"] == "2" and streams[0]["requests"] >= 2
+    table = run_cli("bench", lenet_bundle, "--backends", "onnxruntime:onnx", "--mode",
+                    "throughput", "--runs", "10", "-q", "--no-fidelity")
+    assert table.returncode == 0, table.stderr
+    assert "throughput" in table.stdout and "requests in flight" in table.stdout
+
+
+def test_streams_with_every_backend_skip_the_rows_without_streams(lenet_bundle: Path) -> None:
+    rows = cli_json("bench", lenet_bundle, "--mode", "throughput", "--streams", "1", "--runs",
+                    "5", "--json", "-q", "--no-fidelity")
+    for r in rows:
+        if r["backend"] in ("tflite", "onnxruntime"):
+            assert r["status"] == "skipped" and "no execution streams" in r["reason"]
+    assert any(r["backend"] == "openvino" and r["status"] == "ok" for r in rows)

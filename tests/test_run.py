@@ -52,6 +52,55 @@ def test_sequential_mode_finds_the_same(detector_bundle: Path, demo_clip: Path) 
     assert plain["pipelined"] is False and plain["map50"] == piped["map50"]
 
 
+@pytest.mark.parametrize("backend", ["tflite", "onnxruntime", "openvino"])
+def test_requests_in_flight_keep_frame_order(detector_bundle: Path, demo_clip: Path,
+                                             tmp_path: Path, backend: str) -> None:
+    lines = tmp_path / "frames.jsonl"
+    one = cli_json("run", detector_bundle, "--source", demo_clip, "--backend", backend, "--json")
+    two = cli_json("run", detector_bundle, "--source", demo_clip, "--backend", backend,
+                   "--requests", "2", "--jsonl", lines, "--json")
+    assert two["requests"] == 2 and "2 requests" in two["backend"]
+    assert two["frames"] == 90 and two["map50"] == pytest.approx(one["map50"], abs=1e-4)
+    assert [r["frame"] for r in _jsonl(lines)] == list(range(90))
+    assert two["stages_ms"]["infer"]["count"] == 90
+
+
+def test_realtime_paces_a_file_and_splits_out_the_queue_wait(detector_bundle: Path,
+                                                             demo_clip: Path) -> None:
+    fast = run_cli("run", detector_bundle, "--source", demo_clip, "--max-frames", "30")
+    assert fast.returncode == 0, fast.stderr
+    assert "queue wait" in fast.stdout and "end-to-end latency includes the queue wait" in \
+        fast.stdout
+    paced = cli_json("run", detector_bundle, "--source", demo_clip, "--realtime",
+                     "--max-frames", "30", "--json")
+    assert paced["paced_fps"] == 15 and paced["frames"] == 30
+    assert paced["fps"] <= 15 * 30 / 29  # frame k is read no earlier than k / 15 s
+    assert paced["queue_wait_ms"]["count"] == 30
+    text = run_cli("run", detector_bundle, "--source", demo_clip, "--realtime", "60",
+                   "--max-frames", "10")
+    assert text.returncode == 0, text.stderr
+    assert "read in real time at 60 FPS" in text.stdout
+
+
+def test_realtime_on_a_camera_is_a_note(detector_bundle: Path, tmp_path: Path) -> None:
+    stream = MjpegStream(fps=20, size=(160, 120))
+    try:
+        result = run_cli("run", detector_bundle, "--source", stream.url, "--realtime",
+                         "--max-frames", "5")
+    finally:
+        stream.stop()
+    assert result.returncode == 0, result.stderr
+    assert "note: --realtime:" in result.stdout and "at its own rate already" in result.stdout
+    assert "frames arrive at the camera's rate" in result.stdout
+
+
+def test_compare_with_requests(detector_bundle: Path, demo_clip: Path) -> None:
+    rows = cli_json("compare", detector_bundle, "--source", demo_clip, "--backends",
+                    "openvino,tflite", "--requests", "2", "--max-frames", "20", "--json", "-q")
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    assert all(r["requests"] == 2 and r["frames"] == 20 for r in rows)
+
+
 def test_human_summary(detector_bundle: Path, demo_clip: Path) -> None:
     result = run_cli("run", detector_bundle, "--source", demo_clip, "--max-frames", "20")
     assert result.returncode == 0, result.stderr

@@ -11,7 +11,7 @@ import importlib
 from collections.abc import Sequence
 from pathlib import Path
 
-from edgekit.backends.base import Backend, BackendStatus, Inputs
+from edgekit.backends.base import MODES, Backend, BackendStatus, Concurrency, Inputs, Pending
 from edgekit.errors import BackendUnavailable, UsageError, first_line
 
 ENTRY_POINT_GROUP = "edgekit.backends"
@@ -98,9 +98,32 @@ def _import(name: str, target: str) -> object:
 
 
 def open_backend(name: str, model: str | Path, *, device: str | None = None,
-                 threads: int | None = None) -> Backend:
-    """Load ``model`` on backend ``name``. Raises a typed EdgekitError on any failure."""
-    return backend_class(name)(model, device=device, threads=threads)
+                 threads: int | None = None, concurrency: Concurrency | None = None) -> Backend:
+    """Load ``model`` on backend ``name``. Raises a typed EdgekitError on any failure.
+
+    ``concurrency``: the mode and how many inferences to keep in flight (``Backend.start``);
+    streams on a backend that has none is a UsageError. A backend with no asynchronous path
+    of its own (``async_api`` empty, a third-party one) is opened as before: one at a time."""
+    cls = backend_class(name)
+    check_concurrency(cls, concurrency)
+    if concurrency is None or not cls.async_api:
+        backend = cls(model, device=device, threads=threads)
+        if concurrency is not None:
+            backend.concurrency = concurrency
+        return backend
+    return cls(model, device=device, threads=threads, concurrency=concurrency)
+
+
+def check_concurrency(cls: type[Backend], concurrency: Concurrency | None) -> None:
+    """Refuse what the backend cannot do with ``concurrency``, before anything loads."""
+    if concurrency is None:
+        return
+    if concurrency.streams is not None and not cls.has_streams:
+        raise UsageError(f"--streams: the {cls.name} backend has no execution streams "
+                         "(OpenVINO has); use --requests N to keep N inferences in flight")
+    if concurrency.streams is not None and concurrency.mode != "throughput":
+        raise UsageError("--streams goes with --mode throughput (latency mode runs one "
+                         "inference at a time on every core)")
 
 
 def parse_backends(text: str | None,
@@ -150,7 +173,8 @@ def probe_all() -> list[BackendStatus]:
 
 
 __all__ = [
-    "Backend", "BackendStatus", "Inputs", "BUILTIN_BACKENDS", "ENTRY_POINT_GROUP",
-    "backend_class", "backend_names", "backend_status", "open_backend", "parse_backends",
+    "Backend", "BackendStatus", "Concurrency", "Inputs", "MODES", "Pending", "BUILTIN_BACKENDS",
+    "ENTRY_POINT_GROUP", "backend_class", "backend_names", "backend_status",
+    "check_concurrency", "open_backend", "parse_backends",
     "probe_all", "register", "registry",
 ]

@@ -3,15 +3,26 @@
 Subclasses implement ``_invoke`` on tensors already in the artifact's own
 shapes and dtypes; ``infer`` checks the inputs, quantises float data for an
 integer artifact and dequantises the outputs, once, for every backend.
+
+Several inferences in flight: ``start(inputs) -> Pending`` begins one and
+``Pending.result()`` collects it (the same outputs ``infer`` gives). A backend
+opened with ``Concurrency(requests=N)`` holds N requests: OpenVINO through its
+infer-request queue, TFLite and ONNX Runtime with one interpreter or session per
+request, each on its own thread, the threads shared out between them. A backend
+with no asynchronous path of its own gets the default: ``start`` runs the
+inference at once and hands back a finished ``Pending``.
 """
 from __future__ import annotations
 
 import math
+import os
+import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Union
+from typing import Callable, ClassVar, Union
 
 import numpy as np
 
@@ -35,10 +46,132 @@ class BackendStatus:
     hint: str = ""
 
 
+MODES = ("latency", "throughput")
+
+
+@dataclass(frozen=True)
+class Concurrency:
+    """How many inferences a backend keeps in flight, and what its runtime is tuned for.
+
+    ``mode``: "latency" (one inference as fast as possible: OpenVINO's LATENCY hint) or
+    "throughput" (as many per second as possible: the THROUGHPUT hint). ``requests``: the
+    inferences in flight (None: 1 in latency mode, the runtime's recommendation in throughput
+    mode: OpenVINO's optimal number of requests, else the core count). ``streams``: OpenVINO's
+    execution streams (None: the runtime's choice); only backends that have streams take it.
+    """
+
+    mode: str = "latency"
+    requests: int | None = None
+    streams: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise UsageError(f"unknown --mode {self.mode!r}; choose latency (one inference at "
+                             "a time, as fast as it goes) or throughput (several in flight)")
+        if self.requests is not None and self.requests < 1:
+            raise UsageError(f"--requests must be 1 or more (inferences in flight), not "
+                             f"{self.requests}")
+        if self.streams is not None and self.streams < 1:
+            raise UsageError(f"--streams must be 1 or more, not {self.streams}")
+
+
+def cpu_count() -> int:
+    """The cores this process may use (its affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def shared_threads(threads: int | None, requests: int) -> int | None:
+    """Threads per request when ``requests`` runtimes share the CPU: ``threads`` (or every
+    core) divided between them, at least 1 each; None (the runtime's choice) for one request."""
+    if requests <= 1:
+        return threads
+    return max(1, (threads or cpu_count()) // requests)
+
+
+class Pending:
+    """One inference begun with ``Backend.start``: ``result()`` waits for it and gives the
+    outputs ``infer`` would have; ``started_ns`` and ``done_ns`` (``perf_counter_ns``) say
+    when it began and when the runtime finished it.
+
+    Three ways to finish one: at once (the default wrapper: ``complete`` before ``start``
+    returns); from another thread (``waiting()``, then ``complete`` or ``fail`` there); or on
+    demand (``later(collect, poll)``: ``result`` calls ``collect``, which waits for the
+    runtime and then calls ``complete``; ``poll`` says whether it would wait)."""
+
+    __slots__ = ("started_ns", "done_ns", "_event", "_raw", "_error", "_finish", "_collect",
+                 "_poll", "_lock")
+
+    def __init__(self, finish: Callable[[list[np.ndarray]], list[np.ndarray]]) -> None:
+        self.started_ns = time.perf_counter_ns()
+        self.done_ns = 0
+        self._event: threading.Event | None = None
+        self._raw: list[np.ndarray] | None = None
+        self._error: BaseException | None = None
+        self._finish = finish
+        self._collect: Callable[[], None] | None = None
+        self._poll: Callable[[], bool] | None = None
+        self._lock: threading.Lock | None = None
+
+    def waiting(self) -> Pending:
+        """Mark it as finished later, on another thread (``complete`` or ``fail``)."""
+        self._event = threading.Event()
+        return self
+
+    def later(self, collect: Callable[[], None], poll: Callable[[], bool]) -> Pending:
+        """Mark it as finished by ``collect()`` when its result is asked for."""
+        self._collect, self._poll, self._lock = collect, poll, threading.Lock()
+        return self
+
+    def complete(self, raw: list[np.ndarray], done_ns: int | None = None) -> None:
+        self._raw = raw
+        self.done_ns = done_ns or time.perf_counter_ns()
+        if self._event is not None:
+            self._event.set()
+
+    def fail(self, error: BaseException) -> None:
+        self._error = error
+        self.done_ns = time.perf_counter_ns()
+        if self._event is not None:
+            self._event.set()
+
+    def finished(self) -> bool:
+        """Whether its outputs (or its error) are here: ``result`` will not wait."""
+        return self._raw is not None or self._error is not None
+
+    def done(self) -> bool:
+        """Whether the runtime has finished it (``result`` returns without waiting for it)."""
+        if self.finished():
+            return True
+        if self._event is not None:
+            return self._event.is_set()
+        return self._poll() if self._poll is not None else True
+
+    def settle(self) -> None:
+        """Wait for the runtime and take its outputs (once, whichever thread asks first)."""
+        if self._event is not None:
+            self._event.wait()
+        elif self._collect is not None and not self.finished():
+            with self._lock:
+                if not self.finished():
+                    self._collect()
+
+    def result(self) -> list[np.ndarray]:
+        """The outputs (float32, dequantised), once the runtime has them; raises the
+        inference's InferenceError if it failed."""
+        self.settle()
+        if self._error is not None:
+            raise self._error
+        return self._finish(self._raw)
+
+
 @dataclass
 class _Plan:
     inputs: list[tuple[TensorInfo, tuple[int, ...], np.dtype]]
     dequantize: bool
+    single: tuple[tuple[int, ...], np.dtype] | None = None  # a one-input model's shape, dtype
 
 
 class Backend(ABC):
@@ -56,12 +189,23 @@ class Backend(ABC):
     device: str
     threads: int | None
     precision: str = ""  # the precision the runtime computes in, where it chooses one (OpenVINO)
+    # How ``start`` runs several inferences at once ("": the default, one after another).
+    async_api: ClassVar[str] = ""
+    has_streams: ClassVar[bool] = False  # takes Concurrency.streams (OpenVINO)
+    requests: int = 1  # inferences it holds in flight
+    streams: int | None = None  # the runtime's execution streams, where it has them
+    threads_per_request: int | None = None  # where requests share the threads out
 
     def __init__(self, model: str | Path, *, device: str | None = None,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, concurrency: Concurrency | None = None) -> None:
         self.model_path = Path(model)
         self.device = device or self.default_device
         self.threads = threads
+        self.concurrency = concurrency or Concurrency()
+        # Without an asynchronous path of its own, a backend runs one inference at a time.
+        self.requests = 1 if not self.async_api else self.concurrency.requests or (
+            1 if self.concurrency.mode == "latency" else cpu_count())
+        self.threads_per_request = threads
         if threads is not None and threads < 1:
             raise UsageError(f"threads must be 1 or more (None: the runtime's choice), not "
                              f"{threads}")
@@ -118,6 +262,21 @@ class Backend(ABC):
         that is neither the artifact's nor float (int32 for a float model, bool, object...),
         NaN or infinite values, and a backend already closed.
         """
+        plan = self._plan
+        if plan is not None and plan.single is not None and inputs.__class__ is np.ndarray \
+                and not self._closed:  # the hot path: one array, ready as it is
+            shape, dtype = plan.single
+            if inputs.shape == shape and inputs.dtype == dtype and inputs.flags.c_contiguous \
+                    and (dtype.kind != "f" or _all_finite(inputs)):
+                raw = self._invoke([inputs])
+                return raw if not plan.dequantize else self._outputs(raw)
+        raw = self._invoke(self._ready(inputs))
+        if not self._plan.dequantize:  # float outputs: nothing to do
+            return raw
+        return [dequantize(r, spec) for r, spec in zip(raw, self.outputs)]
+
+    def _ready(self, inputs: Inputs) -> list[np.ndarray]:
+        """The inputs checked and in the artifact's own shapes and dtypes (infer's errors)."""
         if self._closed:
             raise InferenceError(f"{self.model_path.name} on {self.name}: this backend was "
                                  "closed; open the model again to run it")
@@ -147,8 +306,36 @@ class Backend(ABC):
                   and a.flags.c_contiguous) else prepare_input(a, spec, i)
             for i, (a, (spec, shape, dtype)) in enumerate(zip(arrays, plan.inputs))
         ]
-        raw = self._invoke(ready)
-        if not plan.dequantize:  # float outputs: nothing to do (the hot path for small models)
+        return ready
+
+    def start(self, inputs: Inputs) -> Pending:
+        """Begin one inference and return at once (or when a request is free: at most
+        ``requests`` are in flight); ``Pending.result()`` gives what ``infer`` would. Inputs
+        are checked, and copied, before it returns: the caller may reuse its array. Collect
+        results in the order started to keep every request busy."""
+        pending = Pending(self._outputs)
+        self._start(self._ready(inputs), pending)
+        return pending
+
+    # Where each request has a runtime of its own (TFLite, ONNX Runtime): a RequestPool
+    # (pool.py) that ``_start`` hands inferences to, closed with the backend.
+    _pool = None
+
+    def _start(self, ready: list[np.ndarray], pending: Pending) -> None:
+        """Run ``ready`` and complete ``pending``: on the request pool where there is one,
+        else now, on this thread (the default). A backend that runs it later must copy any
+        array of ``ready`` it keeps: the caller's own array may be among them."""
+        if self._pool is not None:
+            self._pool.submit(ready, pending)
+            return
+        try:
+            pending.complete(self._invoke(ready))
+        except InferenceError as exc:
+            pending.fail(exc)
+
+    def _outputs(self, raw: list[np.ndarray]) -> list[np.ndarray]:
+        plan = self._plan or self._make_plan()
+        if not plan.dequantize:
             return raw
         return [dequantize(r, spec) for r, spec in zip(raw, self.outputs)]
 
@@ -161,6 +348,8 @@ class Backend(ABC):
             dequantize=any(t.quantization is not None or t.dtype != "float32"
                            for t in self.outputs),
         )
+        if len(self._plan.inputs) == 1:
+            self._plan.single = self._plan.inputs[0][1:]
         return self._plan
 
     _closed = False
@@ -171,6 +360,9 @@ class Backend(ABC):
     def close(self) -> None:
         """Release the runtime's resources. Safe to call twice; ``infer`` then refuses."""
         self._closed = True
+        if self._pool is not None:
+            self._pool.close()  # inferences already started finish first
+            self._pool = None
         self._release()
 
     def _release(self) -> None:
@@ -184,8 +376,16 @@ class Backend(ABC):
 
     def describe(self) -> str:
         threads = "default" if self.threads is None else str(self.threads)
+        if self.requests > 1 and self.threads_per_request != self.threads:
+            threads = f"{self.threads_per_request} per request"
         precision = f", precision {self.precision}" if self.precision else ""
-        return f"{self.name} ({self.runtime}, device {self.device}, threads {threads}{precision})"
+        flight = ""
+        if self.requests > 1 or self.concurrency.mode != "latency":
+            flight = f", {self.concurrency.mode} mode, {self.requests} requests"
+            if self.streams:
+                flight += f", {self.streams} stream{'' if self.streams == 1 else 's'}"
+        return (f"{self.name} ({self.runtime}, device {self.device}, threads {threads}"
+                f"{precision}{flight})")
 
 
 def _all_finite(x: np.ndarray) -> bool:

@@ -89,6 +89,10 @@ class EdgeTPUBackend(TFLiteBackend):
 
     name = "edgetpu"
     install_hint = INSTALL_HINT
+    # libedgetpu has no asynchronous API and one Edge TPU runs one inference at a time: the
+    # default (start runs it at once). The loop still overlaps the TPU with pre- and
+    # post-processing on the CPU, each stage on its own thread.
+    async_api = ""
     default_device = ""  # the first Edge TPU found, as pycoral does
 
     def _check_model(self, info: TFLiteInfo) -> None:

@@ -1,11 +1,14 @@
 """ONNX models on ONNX Runtime's CPU execution provider."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from edgekit.backends.base import Backend, BackendStatus
+from edgekit.backends.base import Backend, BackendStatus, Concurrency, shared_threads
+from edgekit.backends.pool import RequestPool
 from edgekit.errors import BackendUnavailable, InferenceError, InvalidModel, UsageError, first_line
 from edgekit.tensors import TensorInfo
 
@@ -37,32 +40,25 @@ def _tensor(node) -> TensorInfo:
 
 
 class OnnxRuntimeBackend(Backend):
-    """ONNX Runtime, CPUExecutionProvider; ``threads`` sets intra-op threads."""
+    """ONNX Runtime, CPUExecutionProvider; ``threads`` sets intra-op threads. With N
+    requests: N sessions, each on its own thread with its share of the threads."""
 
     name = "onnxruntime"
     install_hint = INSTALL_HINT
+    async_api = "one session per request"
 
     def __init__(self, model: str | Path, *, device: str | None = None,
-                 threads: int | None = None) -> None:
-        super().__init__(model, device=device, threads=threads)
+                 threads: int | None = None, concurrency: Concurrency | None = None) -> None:
+        super().__init__(model, device=device, threads=threads, concurrency=concurrency)
         if self.device.upper() != "CPU":
             raise UsageError(f"the onnxruntime backend runs on the CPU only, not --device "
                              f"{self.device!r}; leave --device out")
         ort = _import_ort()
         self.runtime = f"onnxruntime {ort.__version__}"
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if threads:
-            options.intra_op_num_threads = threads
-        try:
-            self._session = ort.InferenceSession(
-                str(self.model_path), options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
-            raise InvalidModel(
-                f"{self.model_path.name}: ONNX Runtime cannot load it ({first_line(exc)}); "
-                "is it a complete .onnx file? convert it again"
-            ) from exc
+        if self.requests > 1:
+            self.threads_per_request = shared_threads(threads, self.requests)
+        sessions = [self._load(ort) for _ in range(self.requests)]
+        self._session = sessions[0]
         self.inputs = tuple(_tensor(n) for n in self._session.get_inputs())
         self.outputs = tuple(_tensor(n) for n in self._session.get_outputs())
         if any(t.dynamic_dims for t in self.inputs):
@@ -72,6 +68,25 @@ class OnnxRuntimeBackend(Backend):
             )
         self._input_names = [t.name for t in self.inputs]
         self._output_names = [t.name for t in self.outputs]
+        self._invoke = functools.partial(self._run_on, self._session)  # type: ignore
+        if len(sessions) > 1:
+            self._pool = RequestPool(self._run_on, sessions, self.name)
+
+    def _load(self, ort) -> Any:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if self.threads_per_request:
+            options.intra_op_num_threads = self.threads_per_request
+        try:
+            return ort.InferenceSession(
+                str(self.model_path), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
+            raise InvalidModel(
+                f"{self.model_path.name}: ONNX Runtime cannot load it ({first_line(exc)}); "
+                "is it a complete .onnx file? convert it again"
+            ) from exc
+
 
     @classmethod
     def probe(cls) -> BackendStatus:
@@ -84,10 +99,14 @@ class OnnxRuntimeBackend(Backend):
                              devices=["CPU"])
 
     def _invoke(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        return self._run_on(self._session, inputs)
+
+    def _run_on(self, session: Any, inputs: list[np.ndarray]) -> list[np.ndarray]:
         try:
-            return self._session.run(self._output_names, dict(zip(self._input_names, inputs)))
+            return session.run(self._output_names, dict(zip(self._input_names, inputs)))
         except Exception as exc:
             raise InferenceError(f"{self.model_path.name}: inference failed: {exc}") from exc
 
     def _release(self) -> None:
+        self.__dict__.pop("_invoke", None)  # the runtime call bound in __init__
         self._session = None

@@ -4,7 +4,10 @@ Three generations of the Python API exist in the field and this backend speaks
 all of them: ``openvino`` (2023.1+), ``openvino.runtime`` (2022.x, the last
 with the MYRIAD plugin for the Intel NCS2) and ``openvino.inference_engine``
 (2021.4 and older). The fast path is one infer request, reused, with each input
-tensor bound once to a buffer that ``infer`` copies into.
+tensor bound once to a buffer that ``infer`` copies into. Several requests in flight
+(``Concurrency``) are as many such requests, started with ``start_async`` and waited on
+in order, compiled under the LATENCY or THROUGHPUT hint, with ``NUM_STREAMS`` when streams
+are given.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.backends.base import Backend, BackendStatus
+from edgekit.backends.base import Backend, BackendStatus, Concurrency, Pending
 from edgekit.errors import (
     BackendUnavailable,
     DeviceNotFound,
@@ -121,6 +124,14 @@ def _inference_precision(compiled: Any) -> str:
     return {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}.get(name, name)
 
 
+def _int_property(compiled: Any, name: str) -> int | None:
+    """An integer property of a compiled model (NUM_STREAMS...), or None if it has none."""
+    try:
+        return int(compiled.get_property(name))
+    except Exception:
+        return None
+
+
 def _tensor(port: Any) -> TensorInfo:
     shape = tuple(d.get_length() if d.is_static else -1 for d in port.get_partial_shape())
     names = port.get_names()
@@ -133,14 +144,20 @@ def _tensor(port: Any) -> TensorInfo:
 
 
 class OpenVINOBackend(Backend):
-    """OpenVINO Runtime, one synchronous infer request, latency hint."""
+    """OpenVINO Runtime: one synchronous infer request for ``infer``, ``requests`` infer
+    requests started asynchronously for ``start``; the LATENCY or THROUGHPUT hint."""
 
     name = "openvino"
     install_hint = INSTALL_HINT
+    async_api = "OpenVINO infer requests (start_async / wait)"
+    has_streams = True
 
     def __init__(self, model: str | Path, *, device: str | None = None,
-                 threads: int | None = None) -> None:
-        super().__init__(model, device=device, threads=threads)
+                 threads: int | None = None, concurrency: Concurrency | None = None) -> None:
+        super().__init__(model, device=device, threads=threads, concurrency=concurrency)
+        self._slots: list[tuple[Any, list[np.ndarray]]] = []  # (request, input buffers)
+        self._held: list[Pending | None] = []  # each slot's last inference
+        self._next = 0
         self.device = self.device.upper()
         core_class, self.version, self.api = _import_core()
         self.runtime = f"openvino {self.version}"
@@ -201,7 +218,9 @@ class OpenVINOBackend(Backend):
             )
 
     def _config(self) -> dict[str, str]:
-        config = {"PERFORMANCE_HINT": "LATENCY"}
+        config = {"PERFORMANCE_HINT": self.concurrency.mode.upper()}
+        if self.concurrency.streams:
+            config["NUM_STREAMS"] = str(self.concurrency.streams)
         if self.device == "CPU":
             # On a CPU with bfloat16 (AVX512_BF16, AMX) OpenVINO's CPU plugin computes in bf16
             # unless told otherwise: on an AMD EPYC here, LeNet's FP32 IR then strayed 5.4e-3
@@ -219,18 +238,68 @@ class OpenVINOBackend(Backend):
             raise _explain_load_error(self.model_path, self.device, self.version, exc) from exc
         self.inputs = self._boundary([_tensor(p) for p in compiled.inputs], "inputs")
         self.outputs = self._boundary([_tensor(p) for p in compiled.outputs], "outputs")
-        self._request = compiled.create_infer_request()
         self._compiled = compiled
         self.precision = _inference_precision(compiled)
-        tensor_class = type(self._request.get_input_tensor(0))
-        self._buffers = []
+        self.streams = _int_property(compiled, "NUM_STREAMS")
+        if self.concurrency.requests is None and self.concurrency.mode == "throughput":
+            self.requests = _int_property(compiled, "OPTIMAL_NUMBER_OF_INFER_REQUESTS") or \
+                self.requests
+        self._request, self._buffers = self._bound_request(compiled)
+        if self.requests > 1:
+            self._slots = [self._bound_request(compiled) for _ in range(self.requests)]
+            self._held = [None] * self.requests
+
+    def _bound_request(self, compiled: Any) -> tuple[Any, list[np.ndarray]]:
+        """A new infer request with each input tensor bound to a buffer it reads in place."""
+        request = compiled.create_infer_request()
+        tensor_class = type(request.get_input_tensor(0))
+        buffers = []
         for i, spec in enumerate(self.inputs):
             buffer = np.zeros(spec.shape, dtype=spec.dtype)
-            self._request.set_input_tensor(i, tensor_class(buffer, shared_memory=True))
-            self._buffers.append(buffer)
+            request.set_input_tensor(i, tensor_class(buffer, shared_memory=True))
+            buffers.append(buffer)
+        return request, buffers
+
+    def _start(self, ready: list[np.ndarray], pending: Pending) -> None:
+        """The next of ``requests`` infer requests, round robin, started asynchronously (its
+        previous inference collected first); ``result`` waits on it. No Python callback runs
+        on OpenVINO's threads: one that waits for the GIL while the interpreter tears the
+        compiled model down (which joins those threads) deadlocks, as AsyncInferQueue's
+        callbacks did here at the end of a bench worker."""
+        if not self._slots:
+            return super()._start(ready, pending)
+        i = self._next
+        self._next = (i + 1) % len(self._slots)
+        earlier = self._held[i]
+        if earlier is not None:
+            earlier.settle()  # its request is about to be reused
+        request, buffers = self._slots[i]
+        try:
+            for buffer, x in zip(buffers, ready):
+                np.copyto(buffer, x)
+            request.start_async()
+        except Exception as exc:
+            raise InferenceError(f"{self.model_path.name}: inference failed: {exc}") from exc
+        pending.later(lambda: self._collect(request, pending), lambda: request.wait_for(0))
+        self._held[i] = pending
+
+    def _collect(self, request: Any, pending: Pending) -> None:
+        try:
+            request.wait()
+            outputs = [request.get_output_tensor(i).data.copy()
+                       for i in range(len(self.outputs))]
+        except Exception as exc:
+            pending.fail(InferenceError(f"{self.model_path.name}: inference failed: {exc}"))
+            return
+        # The request's own latency, start_async to completion, measured by OpenVINO.
+        latency_ms = getattr(request, "latency", None)
+        pending.complete(outputs, pending.started_ns + int(latency_ms * 1e6)
+                         if latency_ms else None)
 
     def _load_legacy(self) -> None:
-        """OpenVINO 2021.4 and older (inference_engine): IR or ONNX, no TFLite."""
+        """OpenVINO 2021.4 and older (inference_engine): IR or ONNX, no TFLite; one request
+        at a time (``start`` is the default, synchronous)."""
+        self.requests = 1
         try:
             weights = self.model_path.with_suffix(".bin")
             network = self._core.read_network(
@@ -279,13 +348,19 @@ class OpenVINOBackend(Backend):
                 return [result[n] for n in self._out_names]
             for buffer, x in zip(self._buffers, inputs):
                 np.copyto(buffer, x)
-            self._request.infer()
-            return [self._request.get_output_tensor(i).data.copy()
-                    for i in range(len(self.outputs))]
+            request = self._request
+            request.infer()
+            if len(self.outputs) == 1:
+                return [request.get_output_tensor(0).data.copy()]
+            return [request.get_output_tensor(i).data.copy() for i in range(len(self.outputs))]
         except Exception as exc:
             raise InferenceError(f"{self.model_path.name}: inference failed: {exc}") from exc
 
     def _release(self) -> None:
+        for pending in self._held:
+            if pending is not None:
+                pending.settle()
+        self._slots, self._held = [], []
         self._request = None
         self._compiled = None
         self._exec = None

@@ -13,7 +13,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgekit.backends import backend_class, backend_names, backend_status, parse_backends
+from edgekit.backends import (
+    Concurrency,
+    backend_class,
+    backend_names,
+    backend_status,
+    check_concurrency,
+    parse_backends,
+)
 from edgekit.errors import BackendUnavailable, UsageError
 from edgekit.formats import FORMATS, why_not
 from edgekit.manifest import is_bundle, read_manifest
@@ -22,13 +29,12 @@ from edgekit.preprocess import SpecOptions
 from edgekit.stats import Latency
 from edgekit.subproc import run_json
 
-MODE = "sync, 1 request"
 WORKER_TIMEOUT_S = 900
 
 
 @dataclass
 class BenchSettings:
-    runs: int = 100
+    runs: int = 100  # timed inferences (in throughput mode: completed ones)
     warmup: int = 10
     duration: float | None = None  # seconds; overrides runs when given
     threads: int | None = None
@@ -36,6 +42,13 @@ class BenchSettings:
     fidelity: bool = True
     spec: SpecOptions | None = None  # the input spec asked for on top of the model's own
     frame: tuple[int, int] = (640, 480)  # the frame whose pre-processing is timed (w, h)
+    mode: str = "latency"  # latency: one at a time; throughput: ``requests`` in flight
+    requests: int | None = None  # None: 1 in latency mode, the runtime's choice in throughput
+    streams: int | None = None  # OpenVINO's execution streams (None: its choice)
+
+    def concurrency(self) -> Concurrency:
+        """The settings' mode, requests and streams (UsageError for a bad one)."""
+        return Concurrency(self.mode, self.requests, self.streams)
 
 
 @dataclass
@@ -49,14 +62,16 @@ class BenchRow:
     reason: str = ""
     device: str = ""
     runtime: str = ""
-    threads: str = "default"
-    mode: str = MODE
+    threads: str = "default"  # the runtime's threads; "N per request" where requests share
+    mode: str = "latency"
+    requests: int | None = None  # inferences in flight (None: the row did not run)
+    streams: str = "-"  # OpenVINO's execution streams; "-" for a runtime without them
     load_ms: float | None = None
     first_ms: float | None = None
     preprocess_ms: float | None = None  # median time to make the input from one frame
     input: str = ""  # the input spec used, with where each value came from
     latency: Latency | None = None
-    throughput: float | None = None  # inferences per second, from the mean latency
+    throughput: float | None = None  # inferences per second: completed / wall time
     peak_memory_mb: float | None = None  # the worker process's peak RSS
     model_memory_mb: float | None = None  # peak RSS growth from loading and running
     agreement: float | None = None
@@ -64,6 +79,12 @@ class BenchRow:
     max_abs_diff: float | None = None
     size: int = 0
     latencies_ms: list[float] = field(default_factory=list, repr=False)
+
+    def setting(self) -> str:
+        """"latency, 1 request" or "throughput, 4 requests, 2 streams"."""
+        requests = "-" if self.requests is None else str(self.requests)
+        text = f"{self.mode}, {requests} request{'' if self.requests == 1 else 's'}"
+        return text + (f", {self.streams} streams" if self.streams != "-" else "")
 
     def to_dict(self, samples: bool = False) -> dict[str, Any]:
         data = asdict(self)
@@ -83,11 +104,14 @@ class Pair:
     skip: str = ""  # set when it will not run: not built, or the backend is not usable here
 
 
-def plan(target: Path, backends: Sequence[str] | None) -> list[Pair]:
+def plan(target: Path, backends: Sequence[str] | None,
+         concurrency: Concurrency | None = None) -> list[Pair]:
     """Every row to bench for a bundle or a bare model file, in the format table's order: each
     artifact on every chosen backend that runs its format (``runs_on``). ``backends``: names,
     each optionally ``name:format`` for one artifact (None: every registered backend). A
-    format the bundle did not build gets skipped rows with convert's reason."""
+    format the bundle did not build gets skipped rows with convert's reason. ``--streams`` on
+    a backend named in ``backends`` that has no streams is a UsageError; with every backend,
+    those rows are skipped with the reason."""
     chosen = parse_backends(",".join(backends) if backends else None)
     if target.is_dir():
         manifest = read_manifest(target)
@@ -115,8 +139,15 @@ def plan(target: Path, backends: Sequence[str] | None) -> list[Pair]:
             except BackendUnavailable as exc:
                 broken[name] = Pair(Path("-"), "-", name, skip=str(exc))
                 continue
+            skip = missing
+            try:
+                check_concurrency(cls, concurrency)
+            except UsageError as exc:
+                if backends:
+                    raise
+                skip = skip or str(exc).removeprefix("--streams: ")
             if cls.runs(key):
-                pairs.append(Pair(path, key, name, missing))
+                pairs.append(Pair(path, key, name, skip))
             elif fmt is not None:
                 pairs.append(Pair(path, key, name, why_not(name, key, cls.runtime_version())))
     return pairs + list(broken.values())
@@ -137,6 +168,7 @@ def _row(pair: Pair, outcome: dict[str, Any], settings: BenchSettings) -> BenchR
     row = BenchRow(artifact=pair.path.name, format=pair.format, backend=pair.backend,
                    status=outcome.get("status", "failed"), reason=outcome.get("reason", ""),
                    threads="default" if settings.threads is None else str(settings.threads),
+                   mode=settings.mode,
                    size=sum(p.stat().st_size for p in [pair.path, *map(pair.path.with_suffix,
                                                                       extra)] if p.is_file()))
     if row.status != "ok":
@@ -145,10 +177,14 @@ def _row(pair: Pair, outcome: dict[str, Any], settings: BenchSettings) -> BenchR
     samples_ns = outcome["latencies_ns"]
     row.latency = Latency.from_ns(samples_ns)
     row.latencies_ms = [ns / 1e6 for ns in samples_ns]
-    row.throughput = 1000.0 / row.latency.mean if row.latency.mean else None
+    row.throughput = outcome.get("throughput")
+    row.requests = outcome.get("requests", 1)
+    row.streams = str(outcome["streams"]) if outcome.get("streams") else "-"
+    per_request = outcome.get("threads_per_request")
+    if row.requests > 1 and per_request is not None and str(per_request) != row.threads:
+        row.threads = f"{per_request} per request"
     for key in ("device", "runtime", "load_ms", "first_ms", "preprocess_ms", "input",
-                "peak_memory_mb",
-                "model_memory_mb", "agreement", "accuracy", "max_abs_diff"):
+                "peak_memory_mb", "model_memory_mb", "agreement", "accuracy", "max_abs_diff"):
         setattr(row, key, outcome.get(key))
     return row
 
@@ -164,7 +200,7 @@ def bench(target: str | Path, backends: Sequence[str] | None = None,
             (settings.duration is not None and settings.duration <= 0) or \
             (settings.threads is not None and settings.threads < 1):
         raise UsageError("--runs must be >= 1, --warmup >= 0, --duration > 0 and --threads >= 1")
-    pairs = plan(target, backends)
+    pairs = plan(target, backends, settings.concurrency())
     if not pairs:
         raise UsageError(f"none of the backends ({', '.join(backends or backend_names())}) runs "
                          f"an artifact of {target}; see edgekit backends")

@@ -7,13 +7,13 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from edgekit.bench import MODE, BenchRow
+from edgekit.bench import BenchRow
 from edgekit.plot import distributions
 from edgekit.render import Notes, markdown_table, percent, size, table
 
-COLUMNS = ["artifact", "backend", "device", "threads", "status", "load ms", "first ms",
-           "pre ms", "p50 ms", "p90 ms", "p99 ms", "min ms", "max ms", "mean ms", "inf/s",
-           "peak MB", "agreement", "accuracy", "size"]
+COLUMNS = ["artifact", "backend", "device", "mode", "requests", "streams", "threads", "status",
+           "load ms", "first ms", "pre ms", "p50 ms", "p90 ms", "p99 ms", "min ms", "max ms",
+           "mean ms", "inf/s", "peak MB", "agreement", "accuracy", "size"]
 
 
 def _ms(x: float | None) -> str:
@@ -23,7 +23,8 @@ def _ms(x: float | None) -> str:
 def _cells(row: BenchRow, notes: Notes) -> list[str]:
     status = notes.mark(row.status, row.reason and f"{row.artifact} on {row.backend}: {row.reason}")
     lat = row.latency
-    return [row.artifact, row.backend, row.device or "-", row.threads, status,
+    return [row.artifact, row.backend, row.device or "-", row.mode,
+            "-" if row.requests is None else str(row.requests), row.streams, row.threads, status,
             _ms(row.load_ms), _ms(row.first_ms), _ms(row.preprocess_ms),
             *([_ms(lat.p50), _ms(lat.p90), _ms(lat.p99), _ms(lat.min), _ms(lat.max),
                _ms(lat.mean)] if lat else ["-"] * 6),
@@ -35,9 +36,13 @@ def _cells(row: BenchRow, notes: Notes) -> list[str]:
 def text_table(rows: Sequence[BenchRow]) -> str:
     notes = Notes()
     body = table(COLUMNS, [_cells(r, notes) for r in rows])
-    footer = f"\nmode: {rows[0].mode if rows else 'sync, 1 request'}; latency per inference " \
-             "(pre-processed input, quantisation included); pre ms: the median time to make " \
-             "that input from a 640x480 frame; peak MB is the worker process's peak RSS"
+    throughput = any(r.mode == "throughput" for r in rows)
+    footer = ("\nlatency per inference (pre-processed input, quantisation included"
+              + ("; in throughput mode from its start to its completion, requests in flight "
+                 "queueing for the cores" if throughput else "")
+              + "); pre ms: the median time to make that input from a 640x480 frame; inf/s: "
+              "inferences completed per second of wall time; peak MB is the worker process's "
+              "peak RSS")
     used = next((r.input for r in rows if r.input), "")
     return body + footer + (f"\n{used}" if used else "") + notes.render()
 
@@ -49,10 +54,11 @@ def markdown(rows: Sequence[BenchRow]) -> str:
 
 def csv_text(rows: Sequence[BenchRow]) -> str:
     out = io.StringIO()
-    fields = ["artifact", "format", "backend", "device", "runtime", "threads", "mode", "status",
-              "reason", "load_ms", "first_ms", "preprocess_ms", "p50_ms", "p90_ms", "p99_ms",
-              "min_ms", "max_ms", "mean_ms", "runs", "throughput", "peak_memory_mb",
-              "model_memory_mb", "agreement", "accuracy", "max_abs_diff", "size", "input"]
+    fields = ["artifact", "format", "backend", "device", "runtime", "mode", "requests",
+              "streams", "threads", "status", "reason", "load_ms", "first_ms", "preprocess_ms",
+              "p50_ms", "p90_ms", "p99_ms", "min_ms", "max_ms", "mean_ms", "runs", "throughput",
+              "peak_memory_mb", "model_memory_mb", "agreement", "accuracy", "max_abs_diff",
+              "size", "input"]
     writer = csv.DictWriter(out, fieldnames=fields)
     writer.writeheader()
     for r in rows:
@@ -76,10 +82,10 @@ def plot(rows: Sequence[BenchRow], path: Path, model: str = "") -> Path:
     name = Path(model).name if model else ""
     threads = {r.threads for r in ran}
     return distributions(
-        {f"{r.artifact} on {r.backend} ({r.device or 'default'})": r.latencies_ms
+        {f"{r.artifact} on {r.backend} ({r.device or 'default'}, {r.setting()})": r.latencies_ms
          for r in ran},
         f"edgekit bench{': ' + name if name else ''} - latency per inference "
-        f"({ran[0].mode if ran else MODE}, threads {', '.join(sorted(threads)) or '-'})",
+        f"(threads {', '.join(sorted(threads)) or '-'})",
         "ms per inference, pre-processed input, quantisation included "
         "(box: p25-p75, whiskers: p1-p99)", path,
         notes=[f"{r.status}: {r.artifact} on {r.backend}: {r.reason.split('; ')[0]}"

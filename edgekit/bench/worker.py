@@ -1,7 +1,14 @@
 """One bench pair in its own process: ``python -m edgekit.bench.worker JOB_JSON``.
 
 Prints one JSON line: load and first-inference times, every timed latency in
-nanoseconds, peak memory, and fidelity on the bundle's validation set.
+nanoseconds, inferences per second, peak memory, and fidelity on the bundle's
+validation set.
+
+Latency mode times one inference at a time. Throughput mode keeps the backend's
+``requests`` in flight (``Backend.start``), starting a new one as soon as the oldest is
+collected, and times each from its start to the moment the runtime finished it;
+inferences per second are those completed over the wall time from the first start to
+the last completion (as OpenVINO's benchmark_app counts them).
 """
 from __future__ import annotations
 
@@ -9,6 +16,7 @@ import json
 import resource
 import sys
 import time
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -63,7 +71,7 @@ def _preprocess_ms(model: Any, frame_size: Sequence[int], runs: int = 30) -> flo
 
 
 def run(job: dict[str, Any]) -> dict[str, Any]:
-    from edgekit.backends import backend_class
+    from edgekit.backends import Concurrency, backend_class
     from edgekit.model import load_model
 
     backend_class(job["backend"]).probe()  # imports the runtime before the baseline
@@ -73,23 +81,22 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
                           for k, v in (job.get("spec") or {}).items()})
     model = load_model(job["bundle"] or job["artifact"], backend=job["backend"],
                        device=job["device"], threads=job["threads"],
-                       fmt=job["format"] if job["bundle"] else None, spec=spec)
+                       fmt=job["format"] if job["bundle"] else None, spec=spec,
+                       concurrency=Concurrency(job["mode"], job["requests"], job["streams"]))
     load_ns = time.perf_counter_ns() - start
     x = _sample(model, Path(job["bundle"]) if job["bundle"] else None)
     start = time.perf_counter_ns()
     model.predict(x)
     first_ns = time.perf_counter_ns() - start
-    for _ in range(job["warmup"]):
-        model.predict(x)
-    latencies = []
-    deadline = time.perf_counter() + job["duration"] if job["duration"] else None
-    while (len(latencies) < job["runs"]) if deadline is None else time.perf_counter() < deadline:
-        start = time.perf_counter_ns()
-        model.predict(x)
-        latencies.append(time.perf_counter_ns() - start)
-    result = {"status": "ok", "device": model.backend.device or "default",
-              "runtime": model.backend.runtime, "load_ms": load_ns / 1e6,
+    timed = _one_at_a_time if job["mode"] == "latency" else _in_flight
+    latencies, wall_ns = timed(model, x, job)
+    backend = model.backend
+    result = {"status": "ok", "device": backend.device or "default",
+              "runtime": backend.runtime, "load_ms": load_ns / 1e6,
               "first_ms": first_ns / 1e6, "latencies_ns": latencies,
+              "throughput": len(latencies) / (wall_ns / 1e9) if wall_ns else None,
+              "requests": backend.requests, "streams": backend.streams,
+              "threads_per_request": backend.threads_per_request,
               "peak_memory_mb": _peak_mb(), "model_memory_mb": max(0.0, _peak_mb() - baseline)}
     # after the memory figures: OpenCV's own memory is not the model's
     result["preprocess_ms"] = _preprocess_ms(model, job.get("frame") or (640, 480))
@@ -98,6 +105,51 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
         result.update(_fidelity(model, Path(job["bundle"])))
     model.close()
     return result
+
+
+def _more(done: int, job: dict[str, Any], deadline: float | None) -> bool:
+    return done < job["runs"] if deadline is None else time.perf_counter() < deadline
+
+
+def _one_at_a_time(model: Any, x: np.ndarray, job: dict[str, Any]) -> tuple[list[int], int]:
+    """Latency mode: each inference timed on its own; the wall time is their sum."""
+    for _ in range(job["warmup"]):
+        model.predict(x)
+    latencies: list[int] = []
+    deadline = time.perf_counter() + job["duration"] if job["duration"] else None
+    while _more(len(latencies), job, deadline):
+        start = time.perf_counter_ns()
+        model.predict(x)
+        latencies.append(time.perf_counter_ns() - start)
+    return latencies, sum(latencies)
+
+
+def _in_flight(model: Any, x: np.ndarray, job: dict[str, Any]) -> tuple[list[int], int]:
+    """Throughput mode: ``requests`` inferences in flight until ``runs`` have started (or the
+    duration is over); each timed from its start to its completion by the runtime."""
+    backend = model.backend
+    depth = backend.requests
+    for _ in range(max(1, job["warmup"] // depth)):  # every request warmed up
+        for pending in [backend.start(x) for _ in range(depth)]:
+            pending.result()
+    inflight: deque = deque()
+    latencies: list[int] = []
+    started = 0
+    deadline = time.perf_counter() + job["duration"] if job["duration"] else None
+    first_ns = time.perf_counter_ns()
+    last_ns = first_ns
+    while True:
+        if len(inflight) < depth and _more(started, job, deadline):
+            inflight.append(backend.start(x))
+            started += 1
+            continue
+        if not inflight:
+            break
+        pending = inflight.popleft()
+        pending.result()
+        latencies.append(pending.done_ns - pending.started_ns)
+        last_ns = max(last_ns, pending.done_ns)
+    return latencies, last_ns - first_ns
 
 
 def _fidelity(model: Any, bundle: Path) -> dict[str, Any]:

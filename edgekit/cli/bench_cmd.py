@@ -157,6 +157,14 @@ def classify(model: Path, images: tuple[Path, ...], backend: str | None, device:
               metavar="N", help="Untimed inferences before the timed ones.")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
               show_default="--runs decides", help="Time each row for this long instead.")
+@click.option("--mode", default="latency", show_default=True, metavar="latency|throughput",
+              help="latency: one inference at a time, each timed (OpenVINO's LATENCY hint); "
+                   "throughput: --requests inferences in flight, inferences per second over "
+                   "the wall time and each request's latency (the THROUGHPUT hint).")
+@options.requests
+@click.option("--streams", type=int, metavar="N", show_default="the runtime's choice",
+              help="OpenVINO's execution streams, with --mode throughput (other backends "
+                   "have none).")
 @click.option("--no-fidelity", is_flag=True, help="Skip the validation-set run per row.")
 @input_spec_options
 @options.plot
@@ -164,8 +172,9 @@ def classify(model: Path, images: tuple[Path, ...], backend: str | None, device:
 @options.quiet
 @debug_option
 def bench(model: Path, backend_list: str | None, device: str | None, threads: int | None,
-          runs: int, warmup: int, duration: float | None, no_fidelity: bool,
-          spec: SpecOptions, plot: Path | None, view: str, quiet: bool) -> None:
+          runs: int, warmup: int, duration: float | None, mode: str, requests: int | None,
+          streams: int | None, no_fidelity: bool, spec: SpecOptions, plot: Path | None,
+          view: str, quiet: bool) -> None:
     """Time every artifact on every backend that can run it, side by side.
 
     \b
@@ -176,7 +185,11 @@ def bench(model: Path, backend_list: str | None, device: str | None, threads: in
     input spec (the bundle's, or the flags': resize mode and filter cost).
     Each pair runs in its own process; a backend that is not usable here
     gives a "skipped" row with the reason, a failing pair a "failed" row,
-    and neither stops the rest. Mode: synchronous, one request. --device
+    and neither stops the rest. Every row says its mode, requests, streams
+    and threads. --mode latency (the default) times one inference at a
+    time; --mode throughput keeps --requests in flight and reports how
+    many complete per second (the figure for a camera feed or a batch of
+    files), with each request's latency including its wait. --device
     goes to every backend benched: pick them with --backends. The exit
     code is 1 when any row failed (an artifact that no longer matches the
     bundle's manifest fails its rows).
@@ -186,6 +199,8 @@ def bench(model: Path, backend_list: str | None, device: str | None, threads: in
       edgekit bench out/demo/lenet5_digits --runs 500 --plot bench.png
       edgekit bench out/demo/lenet5_digits --backends tflite,openvino:onnx
       edgekit bench out/demo/lenet5_digits --backends openvino --device GPU
+      edgekit bench out/demo/lenet5_digits --mode throughput --duration 10
+      edgekit bench out/demo/lenet5_digits --backends openvino --mode throughput --streams 2
     """
     from edgekit.bench import BenchSettings
     from edgekit.bench import bench as run_bench
@@ -197,7 +212,9 @@ def bench(model: Path, backend_list: str | None, device: str | None, threads: in
     check_outputs({"--plot": plot}, [model], {"--plot": SUFFIXES})
     names = [n.strip() for n in backend_list.split(",") if n.strip()] if backend_list else None
     settings = BenchSettings(runs=runs, warmup=warmup, duration=duration, threads=threads,
-                             device=device, fidelity=not no_fidelity, spec=spec)
+                             device=device, fidelity=not no_fidelity, spec=spec, mode=mode,
+                             requests=requests, streams=streams)
+    settings.concurrency()  # a bad --mode, --requests or --streams: one line, before any row
     rows = run_bench(model, names, settings, progress=progress_printer(not quiet))
     render = {"json": json_text, "csv": csv_text, "markdown": markdown}.get(view, text_table)
     click.echo(render(rows).rstrip("\n"))

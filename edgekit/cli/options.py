@@ -76,6 +76,22 @@ samples = _option(
     "--samples", default=10, type=click.IntRange(min=0), metavar="N",
     help="Validation samples to run and compare with Keras (0: all).")
 
+requests = _option(
+    "--requests", type=int, metavar="N",
+    show_default="1; for bench --mode throughput the runtime's recommendation (OpenVINO's "
+                 "optimal number of requests), else the core count",
+    help="Inferences kept in flight at once (the loop: frames in the infer stage, results "
+         "still in frame order): OpenVINO's infer-request queue, one TFLite interpreter or "
+         "ONNX Runtime session per request (the threads shared out between them); a backend "
+         "without an asynchronous path (edgetpu) runs one at a time.")
+
+realtime = _option(
+    "--realtime", is_flag=False, flag_value="source", metavar="[FPS]",
+    show_default="a file or folder is read as fast as the loop takes it",
+    help="Read a video file or folder at its own frame rate (or at FPS), as a camera "
+         "delivers frames: end-to-end latency then has no queueing in it. A camera or "
+         "stream already is real-time (a note, not an error).")
+
 runs = _option(
     "--runs", default=100, type=click.IntRange(min=1), metavar="N",
     help="Timed inferences per bench row.")

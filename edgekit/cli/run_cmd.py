@@ -26,9 +26,40 @@ def _stage_rows(stats) -> list[list[str]]:
         lat = stats.stage(name)
         if lat.count:
             rows.append([name, f"{lat.p50:.2f}", f"{lat.p90:.2f}", f"{lat.max:.2f}"])
-    e2e = stats.end_to_end()
+    wait, e2e = stats.queue_wait(), stats.end_to_end()
+    if wait.count:
+        rows.append(["queue wait", f"{wait.p50:.2f}", f"{wait.p90:.2f}", f"{wait.max:.2f}"])
     rows.append(["end to end", f"{e2e.p50:.2f}", f"{e2e.p90:.2f}", f"{e2e.max:.2f}"])
     return rows
+
+
+def realtime_value(text: str | None) -> bool | float:
+    """``--realtime`` as run_detection takes it: False, True (the source's rate) or an FPS."""
+    if text is None:
+        return False
+    if text == "source":
+        return True
+    try:
+        fps = float(text)
+    except ValueError:
+        fps = 0.0
+    if not fps > 0:
+        raise UsageError(f"--realtime takes a frame rate above 0 (or nothing: the source's own "
+                         f"rate), not {text!r}")
+    return fps
+
+
+def _pacing(report) -> str:
+    """How frames arrived, and what that means for the end-to-end latency."""
+    s = report.stats
+    if report.live:
+        return "frames arrive at the camera's rate"
+    if report.paced_fps:
+        return f"read in real time at {report.paced_fps:g} FPS (--realtime), as a camera delivers"
+    if not s.pipelined:
+        return "read one frame at a time"
+    return ("read as fast as the loop takes frames: end-to-end latency includes the queue "
+            "wait in front of the slowest stage; --realtime paces it as a camera would")
 
 
 def _summary(report, view: str = "text") -> str:
@@ -42,7 +73,10 @@ def _summary(report, view: str = "text") -> str:
         return stages
     lines = [f"{report.source} -> {Path(report.artifact).name} on {report.backend}",
              report.input, report.decoder,
-             f"mode: {'pipelined (one thread per stage)' if s.pipelined else 'sequential'}", "",
+             f"mode: {'pipelined (one thread per stage)' if s.pipelined else 'sequential'}"
+             + (f", {report.requests} frames in the infer stage at once"
+                if report.requests > 1 and s.pipelined else ""),
+             f"source: {_pacing(report)}", "",
              stages, "",
              f"frames {s.frames} in {s.wall_s:.2f} s: {s.fps:.1f} FPS; dropped {s.dropped}; "
              f"failed to decode {s.decode_failures}"
@@ -51,6 +85,7 @@ def _summary(report, view: str = "text") -> str:
         lines.append(f"mAP@0.5 {report.map50:.4f} on {report.map_frames} frames"
                      + (f" ({report.map_note})" if report.map_note else ""))
     lines += [f"wrote {p}" for p in report.outputs]
+    lines += [f"note: {n}" for n in report.notes]
     return ("\n\n" if view == "markdown" else "\n").join(
         line for line in lines if line or view != "markdown")
 
@@ -96,6 +131,8 @@ def _live_view(serve: str | None, token: str | None):
 @click.option("--token", metavar="TOKEN", show_default="$EDGEKIT_SERVE_TOKEN, which keeps it "
               "off the command line", help="The live view's token (16+ characters): every "
               "path answers 401 without it; open /?token=TOKEN once in a browser.")
+@options.requests
+@options.realtime
 @click.option("--no-pipeline", is_flag=True, help="Run the stages one after another.")
 @click.option("--queue-size", default=2, show_default=True, type=click.IntRange(min=1),
               metavar="N", help="Frames between two stages.")
@@ -106,7 +143,8 @@ def run(model: Path, source: str, max_frames: int | None, truth: Path | None,
         backend: str | None, device: str | None, threads: int | None, fmt: str | None,
         labels: Path | None, detect: DetectionOptions, spec: SpecOptions, show: bool,
         save: Path | None, jsonl: Path | None, repeat: bool, serve: str | None,
-        token: str | None, no_pipeline: bool, queue_size: int, view: str, quiet: bool) -> None:
+        token: str | None, requests: int | None, realtime: str | None, no_pipeline: bool,
+        queue_size: int, view: str, quiet: bool) -> None:
     """Run the detection loop on a camera, a video, a folder of images or a stream.
 
     \b
@@ -123,6 +161,10 @@ def run(model: Path, source: str, max_frames: int | None, truth: Path | None,
     (also on Ctrl-C): an earlier file there stays until the new one is whole,
     and a path that is the source or another output is refused first.
     --serve shows it all live in a browser, for a device without a screen.
+    --requests N keeps N frames in the infer stage at once (results still
+    in frame order). A file is read as fast as the loop takes it, so its
+    end-to-end latency includes queueing (shown apart as "queue wait");
+    --realtime reads it at its frame rate, as a camera delivers frames.
 
     \b
     Examples:
@@ -132,20 +174,25 @@ def run(model: Path, source: str, max_frames: int | None, truth: Path | None,
         --resize letterbox --iou 0.45 --source out/demo/clip.avi
       edgekit run ssd_no_nms.tflite --decoder ssd-raw --labels coco_labels.txt \\
         --source 0 --classes person
+      edgekit run out/demo/digit_detector --source out/demo/clip.avi --realtime --requests 2
       EDGEKIT_SERVE_TOKEN=$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))') \\
         edgekit run bundle --source picamera2 --serve 0.0.0.0:8080
     """
+    from edgekit.backends import Concurrency
     from edgekit.loop.run import check_run_outputs, detection_model, run_detection
 
+    paced = realtime_value(realtime)
+    Concurrency(requests=requests)  # --requests 0: one line, before anything loads
     check_run_outputs(save, jsonl, source, truth,
                       [model, labels, model / "edgekit.json" if model.is_dir() else None])
     with _live_view(serve, token) as live, \
             detection_model(model, backend=backend, device=device, threads=threads, fmt=fmt,
-                            labels=labels, spec=spec, detect=detect) as loaded:
+                            labels=labels, spec=spec, detect=detect,
+                            requests=1 if requests is None else requests) as loaded:
         report = run_detection(loaded, source, save=save, jsonl=jsonl, show=show,
                                max_frames=max_frames, pipelined=not no_pipeline,
                                queue_size=queue_size, truth=truth, repeat=repeat,
-                               serve=live)
+                               serve=live, realtime=paced)
     click.echo(json.dumps(report.to_dict(), indent=2) if view == "json"
                else _summary(report, view))
     if report.stopped:
@@ -158,6 +205,8 @@ def run(model: Path, source: str, max_frames: int | None, truth: Path | None,
 @_source_options
 @options.backends
 @options.threads
+@options.requests
+@options.realtime
 @detection_options
 @input_spec_options
 @options.plot
@@ -165,8 +214,9 @@ def run(model: Path, source: str, max_frames: int | None, truth: Path | None,
 @options.quiet
 @debug_option
 def compare(bundle: Path, source: str, max_frames: int | None, truth: Path | None,
-            backend_list: str | None, threads: int | None, detect: DetectionOptions,
-            spec: SpecOptions, plot: Path | None, view: str, quiet: bool) -> None:
+            backend_list: str | None, threads: int | None, requests: int | None,
+            realtime: str | None, detect: DetectionOptions, spec: SpecOptions,
+            plot: Path | None, view: str, quiet: bool) -> None:
     """Run the same frames through each usable backend: one table, per-stage latency.
 
     \b
@@ -190,7 +240,9 @@ def compare(bundle: Path, source: str, max_frames: int | None, truth: Path | Non
     chosen = parse_backends(backend_list)
     rows = run_compare(bundle, source, [f"{n}:{f}" if f else n for n, f in chosen],
                        max_frames=max_frames, threads=threads, truth=truth, spec=spec,
-                       detect=detect, progress=progress_printer(not quiet))
+                       detect=detect, requests=1 if requests is None else requests,
+                       realtime=realtime_value(realtime),
+                       progress=progress_printer(not quiet))
     click.echo(compare_json(rows) if view == "json" else compare_table(rows, view))
     if plot is not None:
         ran = any(r.report for r in rows)

@@ -6,6 +6,15 @@ stay in frame order (one worker per stage, FIFO queues). Every stage is timed
 with ``perf_counter_ns``; end-to-end latency runs from capture to the sink.
 ``pipelined=False`` runs the same stages one after another, for comparison.
 
+A stage that can hold several frames at once (the infer stage with ``--requests N``:
+``Stage.begin``/``Stage.end`` around a ``Backend.start``) gets two threads: one starts
+frames while fewer than ``depth`` are in flight, the other collects them in the order
+started and hands them on, so results stay in frame order.
+
+End-to-end latency is split into the stages' own time and the time frames waited in the
+queues between them (``LoopStats.queue_ns``): a file read as fast as possible queues
+frames in front of the slowest stage, a source paced at its frame rate does not.
+
 A failure in any stage stops the capture, lets the frames already in flight
 finish and is raised to the caller. Ctrl-C stops at once: the frame being written
 reaches every sink (the sink stage defers the interrupt), frames still in flight are
@@ -24,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from edgekit import interrupt
+from edgekit.backends.base import Pending
 from edgekit.loop.sources import Frame, Source
 from edgekit.preprocess import Transform
 from edgekit.stats import Latency, Samples
@@ -48,15 +58,23 @@ class Item:
 
     @property
     def latency_ns(self) -> int:
+        """End to end: from the frame's capture (its timestamp) to the end of the sink."""
         return self.done_ns - self.frame.captured_ns
 
 
 @dataclass
 class Stage:
-    """A named step: ``run(item)`` fills in the item's fields."""
+    """A named step: ``run(item)`` fills in the item's fields.
+
+    ``begin(item)`` and ``end(item, pending)``, when given, split ``run`` around an
+    inference in flight: the pipelined loop keeps up to ``depth`` frames begun at once.
+    The stage's time is then the inference's own, from its start to its completion."""
 
     name: str
     run: Callable[[Item], None]
+    begin: Callable[[Item], Pending] | None = None
+    end: Callable[[Item, Pending], None] | None = None
+    depth: int = 1
 
 
 @dataclass
@@ -67,6 +85,7 @@ class LoopStats:
     wall_s: float = 0.0
     stage_ns: dict[str, Samples] = field(default_factory=dict)
     latency_ns: Samples = field(default_factory=Samples)  # end to end, capture to sink
+    queue_ns: Samples = field(default_factory=Samples)  # end to end less the stages' own time
     dropped: int = 0
     decode_failures: int = 0
     reconnects: int = 0
@@ -89,11 +108,18 @@ class LoopStats:
     def end_to_end(self) -> Latency:
         return Latency.from_samples(self.latency_ns)
 
+    def queue_wait(self) -> Latency:
+        """Per frame, the time it spent waiting between stages (end to end less its stages)."""
+        return Latency.from_samples(self.queue_ns)
+
     def record(self, item: Item) -> None:
         self.frames += 1
         for name, ns in item.timings_ns.items():
             self.stage_ns.setdefault(name, Samples()).add(ns)
-        self.latency_ns.add(item.latency_ns)
+        latency = item.latency_ns  # from the end of capture (the frame's timestamp)
+        self.latency_ns.add(latency)
+        own = sum(ns for name, ns in item.timings_ns.items() if name != "capture")
+        self.queue_ns.add(max(0, latency - own))
 
     def recent(self) -> dict[str, float]:
         """Median milliseconds of the last frames per stage (for on-frame display)."""
@@ -109,6 +135,7 @@ class LoopStats:
             "decode_failures": self.decode_failures, "reconnects": self.reconnects,
             "stages_ms": {name: self.stage(name).to_dict() for name in self.stage_ns},
             "end_to_end_ms": self.end_to_end().to_dict(),
+            "queue_wait_ms": self.queue_wait().to_dict(),
         }
 
 
@@ -156,6 +183,7 @@ class Pipeline:
         return self.stats
 
     def _capture(self) -> Item | None:
+        self.source.wait_turn()
         start = time.perf_counter_ns()
         frame = self.source.read()
         if frame is None:
@@ -197,6 +225,9 @@ class Pipeline:
         threads = [threading.Thread(target=self._capture_worker, args=(queues[0], max_frames),
                                     name="edgekit-capture", daemon=True)]
         for i, stage in enumerate(self.stages[:-1]):
+            if stage.begin is not None and stage.end is not None and stage.depth > 1:
+                threads += self._in_flight_workers(stage, queues[i], queues[i + 1])
+                continue
             threads.append(threading.Thread(target=self._stage_worker,
                                             args=(stage, queues[i], queues[i + 1]),
                                             name=f"edgekit-{stage.name}", daemon=True))
@@ -273,6 +304,59 @@ class Pipeline:
                 self._fail(exc, item)
                 continue
             self._put(out, item)
+
+    def _in_flight_workers(self, stage: Stage, inbox: queue.Queue,
+                           out: queue.Queue) -> list[threading.Thread]:
+        """Two threads for a stage with frames in flight: one begins each frame once one of
+        ``depth`` slots is free, the other ends them in the order begun."""
+        slots = threading.Semaphore(stage.depth)
+        begun: queue.SimpleQueue = queue.SimpleQueue()
+
+        def start() -> None:
+            while not self._abort.is_set():
+                if not slots.acquire(timeout=0.1):
+                    continue
+                item = _END
+                while not self._abort.is_set():
+                    try:
+                        item = inbox.get(timeout=0.1)
+                        break
+                    except queue.Empty:
+                        continue
+                if item is _END or self._abort.is_set():
+                    begun.put((_END, None))
+                    return
+                if not self._keeps(item):
+                    slots.release()
+                    continue
+                try:
+                    begun.put((item, stage.begin(item)))
+                except BaseException as exc:
+                    slots.release()
+                    self._fail(exc, item)
+
+        def finish() -> None:
+            while not self._abort.is_set():
+                try:
+                    item, pending = begun.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                if item is _END:
+                    self._put(out, _END, force=True)
+                    return
+                try:
+                    stage.end(item, pending)
+                    item.timings_ns[stage.name] = pending.done_ns - pending.started_ns
+                except BaseException as exc:
+                    self._fail(exc, item)
+                    continue
+                finally:
+                    slots.release()
+                if self._keeps(item):
+                    self._put(out, item)
+
+        return [threading.Thread(target=start, name=f"edgekit-{stage.name}-start", daemon=True),
+                threading.Thread(target=finish, name=f"edgekit-{stage.name}-end", daemon=True)]
 
     def _put(self, q: queue.Queue, item: object, force: bool = False) -> None:
         """Put, but give up on a frame (not on the end marker) once the loop is stopping, and on

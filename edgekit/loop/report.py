@@ -9,7 +9,7 @@ from edgekit.loop.run import CompareRow
 from edgekit.render import Notes, render_table
 
 HEADERS = ["backend", "artifact", "status", "pre p50/p90", "infer p50/p90", "post p50/p90",
-           "sink p50/p90", "e2e p50/p90 ms", "FPS", "frames", "mAP@0.5"]
+           "sink p50/p90", "queue wait p50", "e2e p50/p90 ms", "FPS", "frames", "mAP@0.5"]
 
 
 def _pair(stats, name: str) -> str:
@@ -25,7 +25,9 @@ def _cells(row: CompareRow, notes: Notes) -> list[str]:
     s = r.stats
     e2e = s.end_to_end()
     return [row.backend, Path(r.artifact).name, status, _pair(s, "preprocess"), _pair(s, "infer"),
-            _pair(s, "postprocess"), _pair(s, "sink"), f"{e2e.p50:.2f} / {e2e.p90:.2f}",
+            _pair(s, "postprocess"), _pair(s, "sink"),
+            f"{s.queue_wait().p50:.2f}" if s.queue_wait().count else "-",
+            f"{e2e.p50:.2f} / {e2e.p90:.2f}",
             f"{s.fps:.1f}", str(s.frames), "-" if r.map50 is None else f"{r.map50:.4f}"]
 
 
@@ -33,11 +35,18 @@ def compare_table(rows: Sequence[CompareRow], view: str = "text") -> str:
     """The comparison as "text" (with the source and the notes under it), "markdown" or
     "csv"."""
     notes = Notes()
-    ran = next((r.report for r in rows if r.report), None)
-    source = ran.source if ran else ""
-    used = f"\n{ran.input}\n{ran.decoder}" if ran else ""
+    ran = [r.report for r in rows if r.report]
+    source = ran[0].source if ran else ""
+    used = f"\n{ran[0].input}\n{ran[0].decoder}" if ran else ""
+    requests = max((r.requests for r in ran), default=1)
+    paced = any(r.paced_fps for r in ran)
     return render_table(HEADERS, [_cells(r, notes) for r in rows], view, notes,
-                        f"source: {source}; stage times in ms; pipelined{used}")
+                        f"source: {source}; stage times in ms; pipelined"
+                        + (f", {requests} frames in the infer stage at once" if requests > 1
+                           else "")
+                        + ("" if paced or (ran and ran[0].live) else
+                           "; the file is read as fast as the loop takes it, so end to end "
+                           "includes the queue wait (--realtime paces it)") + used)
 
 
 def compare_markdown(rows: Sequence[CompareRow]) -> str:

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgekit.backends import backend_status
+import numpy as np
+
+from edgekit.backends import Concurrency, Pending, backend_status
 from edgekit.errors import EdgekitError, SourceLost, UsageError, WriteFailed
 from edgekit.loop.pipeline import Item, LoopStats, Pipeline, Stage
 from edgekit.loop.sinks import VIDEO_SUFFIXES, JsonlSink, Sink, VideoSink, WindowSink, close_all
@@ -21,7 +23,9 @@ from edgekit.loop.sources import (
     GroundTruth,
     check_source,
     find_ground_truth,
+    is_live,
     open_source,
+    paced,
     truth_path,
 )
 from edgekit.manifest import read_manifest
@@ -61,28 +65,37 @@ class RunReport:
     stopped: str = ""  # why the source ended early (a camera that vanished), if it did
     input: str = ""  # the input spec used, one line with where each value came from
     decoder: str = ""  # the decoder and its parameters used, likewise
+    requests: int = 1  # frames in the infer stage at once
+    paced_fps: float | None = None  # --realtime: the rate a file or folder was read at
+    live: bool = False  # a camera or stream: frames arrive at their own rate
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, "artifact": self.artifact, "backend": self.backend,
                 "input": self.input, "decoder": self.decoder,
-                **self.stats.to_dict(), "map50": self.map50, "map_frames": self.map_frames,
-                "map_note": self.map_note, "outputs": self.outputs, "stopped": self.stopped}
+                **self.stats.to_dict(), "requests": self.requests, "paced_fps": self.paced_fps,
+                "live": self.live, "map50": self.map50, "map_frames": self.map_frames,
+                "map_note": self.map_note, "outputs": self.outputs, "stopped": self.stopped,
+                "notes": self.notes}
 
 
 def detection_model(path: str | Path, *, backend: str | None = None, device: str | None = None,
                     threads: int | None = None, fmt: str | None = None,
                     labels: str | Path | None = None, spec: SpecOptions | None = None,
-                    detect: DetectionOptions | None = None) -> LoadedModel:
+                    detect: DetectionOptions | None = None, requests: int = 1) -> LoadedModel:
     """Load a model for the detection loop, its decoder configured (the bundle's, with
     ``detect`` on top) and tried once on outputs of the model's shapes, so a wrong decoder
     parameter or anchors file stops the run before a frame is read. A classifier or an
-    unknown head is a UsageError."""
+    unknown head is a UsageError. ``requests``: frames the infer stage keeps in flight
+    (latency mode: the runtime is tuned for each inference's latency, not for the most per
+    second)."""
     detect = detect or DetectionOptions()
     if detect.decoder is not None and detect.decoder not in DECODERS:
         raise UsageError(f"unknown --decoder {detect.decoder!r}; choose from "
                          f"{', '.join(DECODERS)}")
     model = load_model(path, backend=backend, device=device, threads=threads, fmt=fmt,
-                       labels=labels, spec=spec)
+                       labels=labels, spec=spec, concurrency=Concurrency("latency", requests)
+                       if requests != 1 else None)
     try:
         if detect.decoder is not None:
             model.task = "detection"
@@ -118,6 +131,12 @@ def detection_stages(model: LoadedModel, sinks: Sequence[Sink], stats: LoopStats
     def infer(item: Item) -> None:
         item.outputs = model.predict(item.tensor)
 
+    def begin(item: Item) -> Pending:
+        return model.backend.start(item.tensor)
+
+    def end(item: Item, pending: Pending) -> None:
+        item.outputs = model.in_keras_order(pending.result())
+
     def postprocess(item: Item) -> None:
         item.candidates = to_frame(decode(item.outputs, params, size, labels), item.transform)
         item.detections = [d for d in item.candidates if d.score >= shown]
@@ -126,7 +145,8 @@ def detection_stages(model: LoadedModel, sinks: Sequence[Sink], stats: LoopStats
         for s in sinks:
             s.write(item, stats)
 
-    return [Stage("preprocess", preprocess), Stage("infer", infer),
+    return [Stage("preprocess", preprocess),
+            Stage("infer", infer, begin, end, depth=model.backend.requests),
             Stage("postprocess", postprocess), Stage("sink", sink)]
 
 
@@ -164,13 +184,16 @@ def run_detection(model: LoadedModel, source_spec: str | int | Path, *,
                   save: Path | None = None, jsonl: Path | None = None, show: bool = False,
                   max_frames: int | None = None, pipelined: bool = True, queue_size: int = 2,
                   truth: Path | None = None, score_threshold: float | None = None,
-                  repeat: bool = False, serve: LiveView | None = None) -> RunReport:
+                  repeat: bool = False, serve: LiveView | None = None,
+                  realtime: bool | float = False) -> RunReport:
     """Run the detection loop on a source; sinks are always closed, whatever happens.
 
     Outputs are checked before the source is read; a file that cannot be written completely
     raises WriteFailed and leaves nothing (an earlier file at that path stays). ``repeat``: a
     file or folder starts again when it ends (no mAP: frames repeat).
     ``serve``: a live view (``edgekit run --serve``) that shows the frames and figures.
+    ``realtime``: read a file or folder at its frame rate (True) or at this many frames per
+    second, as a camera delivers them; a camera or stream already is (a note, not an error).
     """
     check_run_outputs(save, jsonl, source_spec, truth, [model.artifact])
     if score_threshold is not None and not 0 <= score_threshold <= 1:
@@ -178,8 +201,17 @@ def run_detection(model: LoadedModel, source_spec: str | int | Path, *,
     if repeat and truth is not None:
         raise UsageError("--truth scores one pass over the source, and --repeat loops it: "
                          "choose one")
+    if realtime is not True and realtime is not False and not realtime > 0:
+        raise UsageError(f"--realtime takes a frame rate above 0, not {realtime}")
+    notes = []
+    live = is_live(source_spec)
+    if realtime is not False and live:
+        notes.append(f"--realtime: {source_spec} is a camera or stream, which delivers frames "
+                     "at its own rate already; nothing to pace")
     gt = None if repeat else find_ground_truth(source_spec, truth)
     source = open_source(source_spec, repeat=repeat)
+    if realtime is not False and not live:
+        source = paced(source, source_spec, None if realtime is True else float(realtime))
     sinks: list[Sink] = []
     pipeline: Pipeline | None = None
     predicted: dict[int, list[Detection]] = {}
@@ -195,6 +227,7 @@ def run_detection(model: LoadedModel, source_spec: str | int | Path, *,
             from edgekit.loop.live import ServeSink
 
             sinks.append(ServeSink(serve, source, model))
+        warm_up(model)
         figures = LoopStats()
         pipeline = Pipeline(source, detection_stages(model, sinks, figures, score_threshold,
                                                      keep_all=gt is not None),
@@ -224,11 +257,23 @@ def run_detection(model: LoadedModel, source_spec: str | int | Path, *,
     report = RunReport(source.description, str(model.artifact), model.backend.describe(), stats,
                        outputs=[str(s.written) for s in sinks if s.written], stopped=stopped,
                        input=model.spec.describe(),
-                       decoder=describe_decoder(model.decoder, model.decoder_origin))
+                       decoder=describe_decoder(model.decoder, model.decoder_origin),
+                       requests=model.backend.requests, live=live,
+                       paced_fps=source.fps if realtime is not False and not live else None,
+                       notes=notes)
     if gt is not None:
         report.map50, report.map_frames, report.map_note = _score(
             predicted, gt, source.stats.uncertain_from)
     return report
+
+
+def warm_up(model: LoadedModel) -> None:
+    """One untimed inference on every request before the first frame: a runtime's first
+    (kernels compiled, memory allocated: 130 ms for OpenVINO's first on the digit detector
+    here) would otherwise sit in the first frame's latency and queue the frames behind it."""
+    tensor = np.zeros(model.spec.shape, np.float32)
+    for pending in [model.backend.start(tensor) for _ in range(model.backend.requests)]:
+        pending.result()
 
 
 def _naming_kept(failed: WriteFailed, sinks: Sequence[Sink]) -> WriteFailed:
@@ -249,7 +294,8 @@ class CompareRow:
 def compare(bundle: Path, source_spec: str | int | Path, backends: Sequence[str],
             *, max_frames: int | None = None, threads: int | None = None,
             truth: Path | None = None, spec: SpecOptions | None = None,
-            detect: DetectionOptions | None = None,
+            detect: DetectionOptions | None = None, requests: int = 1,
+            realtime: bool | float = False,
             progress: Callable[[str], None] = lambda _: None) -> list[CompareRow]:
     """The same source through each backend in turn; unusable ones become skipped rows.
 
@@ -264,6 +310,7 @@ def compare(bundle: Path, source_spec: str | int | Path, backends: Sequence[str]
                          "classifiers)")
     if max_frames is not None and max_frames < 1:
         raise UsageError("--max-frames must be 1 or more")
+    Concurrency(requests=requests)  # --requests 0: one line, before any row
     check_source(source_spec)
     rows = []
     for entry in backends:
@@ -277,8 +324,9 @@ def compare(bundle: Path, source_spec: str | int | Path, backends: Sequence[str]
         progress(f"{entry}: running")
         try:
             with detection_model(bundle, backend=name, threads=threads, fmt=fmt or None,
-                                 spec=spec, detect=detect) as model:
-                report = run_detection(model, source_spec, max_frames=max_frames, truth=truth)
+                                 spec=spec, detect=detect, requests=requests) as model:
+                report = run_detection(model, source_spec, max_frames=max_frames, truth=truth,
+                                       realtime=realtime)
         except EdgekitError as exc:
             rows.append(CompareRow(entry, "failed", str(exc)))
             continue

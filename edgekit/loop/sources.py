@@ -64,6 +64,9 @@ class Source(ABC):
     def read(self) -> Frame | None:
         """The next frame, or None when the source has ended."""
 
+    def wait_turn(self) -> None:
+        """Wait until the next frame is due (a paced file, ``--realtime``); untimed."""
+
     def close(self) -> None:
         """Release the device or file."""
 
@@ -315,6 +318,48 @@ class Repeating(Source):
     def close(self) -> None:
         self._sum()
         self._inner.close()
+
+
+class Paced(Source):
+    """A file or folder delivered at ``fps`` frames per second, as a camera delivers them
+    (``--realtime``): frame k is read no earlier than k / fps seconds after the first. A
+    loop slower than that falls behind and catches up as fast as it can."""
+
+    def __init__(self, inner: Source, fps: float) -> None:
+        super().__init__()
+        self._inner = inner
+        self.stats = inner.stats
+        self.fps = fps
+        self.description = f"{inner.description}, paced at {fps:g} FPS"
+        self._start_ns = 0
+        self._count = 0
+
+    def wait_turn(self) -> None:
+        now = time.perf_counter_ns()
+        if self._count == 0:
+            self._start_ns = now
+        due = self._start_ns + int(self._count * 1e9 / self.fps)
+        if due > now:
+            time.sleep((due - now) / 1e9)
+
+    def read(self) -> Frame | None:
+        self.wait_turn()  # a no-op when the loop waited already
+        self._count += 1
+        return self._inner.read()
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def paced(source: Source, spec: str | int | Path, fps: float | None) -> Source:
+    """``source`` paced at ``fps`` (None: its own frame rate) for ``--realtime``. A folder of
+    images has no frame rate of its own: it needs a number (UsageError)."""
+    rate = fps or source.fps
+    if rate is None:
+        source.close()
+        raise UsageError(f"--realtime: {spec} has no frame rate of its own (a folder of images, "
+                         "or a video that does not say); give one, e.g. --realtime 30")
+    return Paced(source, rate)
 
 
 def is_live(spec: str | int | Path) -> bool:
