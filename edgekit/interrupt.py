@@ -207,14 +207,28 @@ def _hard_exit() -> None:
     with _State.lock:
         paths = list(_State.paths)
     for path in paths:
-        try:
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
-        except OSError:
-            pass
+        _remove(path)
     exit_now(EXIT_CODE, "interrupted", tidy=False)
+
+
+def _remove(path: Path) -> None:
+    """Remove a temporary file or folder that the main thread may still be writing into (a
+    runtime's C++ code does not stop for Ctrl-C). A folder is first renamed aside, so no new
+    file can be opened at its old path, then removed until it is gone (a file that was already
+    open can still appear in it for a moment)."""
+    try:
+        if not path.is_dir() or path.is_symlink():
+            path.unlink(missing_ok=True)
+            return
+        doomed = path.with_name(f".{path.name}.removing-{os.getpid()}")
+        os.rename(path, doomed)
+    except OSError:
+        doomed = path
+    deadline = time.monotonic() + 0.5
+    while doomed.exists() and time.monotonic() < deadline:
+        shutil.rmtree(doomed, ignore_errors=True)
+        if doomed.exists():
+            time.sleep(0.02)
 
 
 def _say(text: str) -> None:

@@ -124,6 +124,39 @@ with interrupt.deferred():
     assert not partial.exists() and not alive([child])
 
 
+def test_a_folder_still_being_written_is_removed(tmp_path: Path) -> None:
+    """The hard exit removes a temporary folder while another thread keeps writing files into
+    it (a runtime's C++ serialising a model ignores Ctrl-C): once removed, nothing is left at
+    its path or beside it. Removing it in place left the files written meanwhile."""
+    import threading
+
+    from edgekit import interrupt
+
+    partial = tmp_path / ".bundle.partial-x"
+    partial.mkdir()
+    (partial / "model.tflite").write_bytes(b"x" * 1000)
+    stop = threading.Event()
+
+    def write() -> None:
+        n = 0
+        while not stop.is_set():
+            try:
+                (partial / f"model_{n % 50}.xml").write_bytes(b"<net/>" * 200)
+            except OSError:
+                pass
+            n += 1
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    time.sleep(0.05)
+    try:
+        interrupt._remove(partial)
+    finally:
+        stop.set()
+        writer.join()
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_second_ctrl_c_ends_it_at_once(tmp_path: Path) -> None:
     code = """
 import time
