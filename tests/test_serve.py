@@ -170,15 +170,18 @@ def test_a_slow_viewer_gets_the_newest_frame_never_a_queue() -> None:
     with running_view(camera=camera) as run:
         reader = StreamReader(run.view.port, receive_buffer=8192)
         reader.part()
-        received, lags = [reader.frame], []
+        received, looped, lags = [reader.frame], [run.pipeline.stats.frames], []
         for _ in range(8):
             time.sleep(0.4)
             reader.part()
             received.append(reader.frame)
-            lags.append(run.pipeline.stats.frames - reader.frame)
+            looped.append(run.pipeline.stats.frames)
+            lags.append(looped[-1] - reader.frame)
         reader.close()
     jumps = [b - a for a, b in zip(received, received[1:])]
-    assert statistics.median(jumps) >= 12, received  # frames skipped, not queued
+    made = [b - a for a, b in zip(looped, looped[1:])]  # ~24 at 60 FPS; fewer on a busy machine
+    # frames skipped, not queued: the viewer keeps up with what the loop makes
+    assert statistics.median(jumps) >= max(3, 0.5 * statistics.median(made)), (received, made)
     assert max(lags[2:]) < 60, lags  # at most a frame or two in the kernel's buffers
 
 
