@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -10,6 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+# A test run started in the background by a shell without job control (`make test &` in a
+# script) inherits SIGINT ignored, and so would every process the tests start: the Ctrl-C
+# tests would then send a signal nothing hears. Python's own handler here means the
+# processes the tests start get the default action again (a handler is reset by exec).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 pytest_plugins = ["conftest_sshd"]  # the loopback OpenSSH server and the emulated Pi
 
