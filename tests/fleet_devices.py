@@ -21,8 +21,6 @@ from sshd import (
     LoopbackSshd,
     SshdUnavailable,
     SshServer,
-    free_port,
-    known_hosts_line,
     make_key_pair,
     public_key,
     sshd_config,
@@ -87,19 +85,9 @@ class FleetSshd(LoopbackSshd):
             identity = make_key_pair(root / f"id_{user}", user)
             (keys / user).write_text(public_key(identity) + "\n")
             identities.append((user, home, identity))
-        for attempt in range(attempts):
-            port = free_port()
-            config = sshd_config(root, port, " ".join(self.users), Path("%d"))
-            config = config.replace(f"AuthorizedKeysFile {keys}",
-                                    f"AuthorizedKeysFile {keys}/%u")
-            (root / "sshd_config").write_text(config)
-            if self._launch(port):
-                break
-            if attempt == attempts - 1:
-                raise RuntimeError(f"sshd did not start:\n{self.log_text()}")
-        host_key = public_key(root / "ssh_host_ed25519_key")
-        known_hosts = root / "known_hosts"
-        known_hosts.write_text(known_hosts_line(LOOPBACK, port, host_key))
+        port, known_hosts, host_key = self._listen(
+            lambda port: sshd_config(root, port, " ".join(self.users), Path("%d")).replace(
+                f"AuthorizedKeysFile {keys}", f"AuthorizedKeysFile {keys}/%u"), attempts)
         self.devices = [SshServer(LOOPBACK, port, user, identity, known_hosts, host_key, root,
                                   str(home), root / "sshd.log")
                         for user, home, identity in identities]

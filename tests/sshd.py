@@ -269,16 +269,8 @@ class LoopbackSshd:
         if os.geteuid() == 0:
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation
         user = getpass.getuser()
-        for attempt in range(attempts):
-            port = free_port()
-            (root / "sshd_config").write_text(sshd_config(root, port, user, home))
-            if self._launch(port):
-                break
-            if attempt == attempts - 1:
-                raise RuntimeError(f"sshd did not start:\n{self.log_text()}")
-        host_key = public_key(root / "ssh_host_ed25519_key")
-        known_hosts = root / "known_hosts"
-        known_hosts.write_text(known_hosts_line(LOOPBACK, port, host_key))
+        port, known_hosts, host_key = self._listen(
+            lambda port: sshd_config(root, port, user, home), attempts)
         self.server = SshServer(
             LOOPBACK,
             port,
@@ -291,6 +283,22 @@ class LoopbackSshd:
             root / "sshd.log",
         )
         return self.server
+
+    def _listen(self, config: Callable[[int], str], attempts: int) -> tuple[int, Path, str]:
+        """Write ``config(port)`` and start sshd on a free port, another one if it was taken;
+        the port, the known_hosts file that trusts it, and its host key."""
+        root = self.root_dir
+        for attempt in range(attempts):
+            port = free_port()
+            (root / "sshd_config").write_text(config(port))
+            if self._launch(port):
+                break
+            if attempt == attempts - 1:
+                raise RuntimeError(f"sshd did not start:\n{self.log_text()}")
+        host_key = public_key(root / "ssh_host_ed25519_key")
+        known_hosts = root / "known_hosts"
+        known_hosts.write_text(known_hosts_line(LOOPBACK, port, host_key))
+        return port, known_hosts, host_key
 
     def _launch(self, port: int, timeout: float = 10) -> bool:
         """Run sshd on ``port``; True once it listens, False if it exited (port taken)."""
