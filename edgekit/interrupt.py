@@ -204,11 +204,25 @@ def _hard_exit() -> None:
     while _State.deferring and time.monotonic() < settle:
         time.sleep(0.01)
     kill_children()  # first: a child may be writing into a temporary folder
+    _silence()  # the main thread runs on meanwhile: its errors about the paths removed
     with _State.lock:
         paths = list(_State.paths)
     for path in paths:
         _remove(path)
     exit_now(EXIT_CODE, "interrupted", tidy=False)
+
+
+def _silence() -> None:
+    """Point stdout and stderr at /dev/null: whatever the main thread still prints (an error
+    about a folder the hard exit removed) is not the command's outcome. "interrupted" goes to
+    the copy of stderr taken at ``install``."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        for fd in (1, 2):
+            os.dup2(null, fd)
+        os.close(null)
+    except OSError:
+        pass
 
 
 def _remove(path: Path) -> None:

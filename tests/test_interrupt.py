@@ -157,6 +157,63 @@ def test_a_folder_still_being_written_is_removed(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_what_the_main_thread_says_after_the_hard_exit_began_is_not_shown(
+        tmp_path: Path) -> None:
+    """A runtime that ignores Ctrl-C goes on, and fails on the folder the hard exit removed
+    ("writing .../validation.npz failed: No such file or directory", once in CI): that error
+    is not the command's outcome, so the user sees "interrupted" alone."""
+    partial = tmp_path / ".bundle.partial"
+    code = f"""
+import sys, time
+from pathlib import Path
+from edgekit import interrupt
+interrupt.install()
+partial = Path({str(partial)!r})
+partial.mkdir()
+interrupt.remember(partial)
+with interrupt.deferred():  # Ctrl-C held off, as by a runtime busy in C++
+    print("ready", flush=True)
+    while partial.exists():
+        pass
+    print("error: writing validation.npz failed", flush=True)
+    print("error: writing validation.npz failed", file=sys.stderr, flush=True)
+    time.sleep(30)
+"""
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    assert process.stdout.readline() == "ready\n"
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 130
+    assert (out.strip(), err.strip()) == ("", "interrupted")
+    assert not partial.exists()
+
+
+@pytest.mark.parametrize("error", ["ConversionError('exporting the Keras model failed')",
+                                   "SystemError('Objects/listobject.c:338: bad argument')"])
+def test_an_error_after_ctrl_c_is_reported_as_the_interrupt(error: str) -> None:
+    """TensorFlow turns a KeyboardInterrupt into a SystemError (once in CI: "exporting the
+    Keras model as a SavedModel failed: Objects/listobject.c:338: bad argument to internal
+    function", exit 1): once Ctrl-C came, the command says "interrupted" and exits 130."""
+    code = f"""
+import sys
+from edgekit import interrupt
+from edgekit.cli.app import cli, main
+from edgekit.errors import ConversionError
+
+@cli.command("boom")
+def boom() -> None:
+    interrupt._seen()  # what the signal handler records
+    raise {error}
+
+sys.argv = ["edgekit", "boom"]
+main()
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert (done.returncode, done.stderr.strip()) == (130, "interrupted")
+
+
 def test_a_second_ctrl_c_ends_it_at_once(tmp_path: Path) -> None:
     code = """
 import time

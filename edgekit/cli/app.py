@@ -60,12 +60,13 @@ class EdgekitGroup(click.Group):
         try:
             with captured_stderr():
                 return super().invoke(ctx)
+        except KeyboardInterrupt:
+            _interrupted()
         except EdgekitError as exc:
+            if interrupt.interrupted():  # a runtime turned Ctrl-C into its own error
+                _interrupted()
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            interrupt.exit_now(interrupt.EXIT_CODE)  # children gone, no slow teardown
         except click.exceptions.UsageError as exc:  # bad arguments: one line, not three
             if _shows_help(exc):
                 raise
@@ -80,11 +81,20 @@ class EdgekitGroup(click.Group):
         except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except Exception as exc:
+            if interrupt.interrupted():  # e.g. TensorFlow's SystemError from a KeyboardInterrupt
+                _interrupted()
             first = first_line(exc, 300, default="")
             click.echo(f"error: unexpected {type(exc).__name__}: {first} "
                        "(run again with --debug for the traceback, and please report it)",
                        err=True)
             ctx.exit(1)
+
+
+def _interrupted() -> None:
+    from edgekit import interrupt
+
+    click.echo("interrupted", err=True)
+    interrupt.exit_now(interrupt.EXIT_CODE)  # children gone, no slow teardown
 
 
 def _shows_help(exc: click.exceptions.UsageError) -> bool:

@@ -382,6 +382,7 @@ def build_formats(prepared: Prepared, job: Job, keys: Sequence[str],
     its fidelity, hold it to the gate; a failed artifact's files leave the bundle."""
     artifacts = []
     for i, key in enumerate(keys, 1):
+        interrupt.check()  # a runtime that swallowed Ctrl-C (TF's calibration) went on
         fmt = FORMATS[key]
         target = prepared.gate.target(key) if prepared.measurable else None
         job.remedy = None if target is None else RemedyPlan(
@@ -406,6 +407,7 @@ def check_runtimes(artifacts: Sequence[Artifact], folder: Path, progress: Progre
     """Phase 3: load and invoke every .tflite artifact in every TFLite runtime configured
     (``edgekit.config.tflite_pythons``), each in its own process; the verdicts go in the
     artifacts' ``runtimes``."""
+    interrupt.check()
     tflite = {a.format: folder / a.file for a in artifacts
               if a.ok and a.file.endswith(".tflite") and a.format != "edgetpu"}
     if not tflite:
