@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekit import interrupt
 from edgekit.errors import EdgekitError, first_line
 
 MAX_FLOAT_TENSORS = 4  # keep at most this many tensors' layers in float before giving up
@@ -88,6 +89,7 @@ def search(out: Path, fmt: str, candidates: Iterable[Candidate], plan: RemedyPla
             try:
                 attempt = _attempt(candidate, path, fmt, plan)
             except EdgekitError as exc:
+                interrupt.check()  # a runtime that turned Ctrl-C into its own error
                 if not i:
                     raise  # the default quantisation failing is the artifact failing
                 attempts.append((Attempt(candidate.remedy, None, 0, None, 0.0,
