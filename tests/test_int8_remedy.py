@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, assert_clean_error, run_cli
+from conftest import DETECTOR, ROOT, assert_clean_error, run_cli
 
 from edgekit.manifest import read_manifest
 from edgekit.tflite_file import read_tflite
@@ -76,7 +76,8 @@ def test_remedies_keep_the_sensitive_layers_float(outlier_cnn: Path, tmp_path: P
         assert remedy["remedy_seconds"] > 0
     tried = [x["remedy"] for x in manifest.artifact("onnx-int8").details["int8_remedy"][
         "attempts"]]
-    assert tried[1:3] == ["entropy calibration", "percentile calibration"]
+    assert tried[1:4] == ["7-bit weights (reduce_range)", "entropy calibration",
+                          "percentile calibration"]
     tflite_tried = [x["remedy"] for x in manifest.artifact("tflite-int8").details[
         "int8_remedy"]["attempts"]]
     assert tflite_tried[1] == "per-tensor weights"
@@ -139,3 +140,17 @@ def test_gate_needs_something_to_measure(outlier_cnn: Path, tmp_path: Path) -> N
     assert_clean_error(result, "--min-agreement needs an agreement", "--val")
     assert result.returncode == 2
     assert not (tmp_path / "out").exists()
+
+
+def test_the_detectors_onnx_int8_stays_faithful_on_any_x86(tmp_path: Path) -> None:
+    """The bundled detector's onnx-int8 agreed 86.5% (mAP) with Keras on this AVX2-only CPU
+    (ONNX Runtime's int8 kernels saturate without VNNI) and 99.8% on one with AVX512-VNNI;
+    the remedies, 7-bit weights first, bring it to the bar wherever it runs."""
+    out = tmp_path / "bundle"
+    result = run_cli("convert", DETECTOR / "digit_detector.keras", "-o", out, "--formats",
+                     "onnx-int8", "-q")
+    assert result.returncode == 0, result.stderr
+    artifact = read_manifest(out).artifact("onnx-int8")
+    remedy = artifact.details.get("int8_remedy", {})
+    assert artifact.fidelity.top1_agreement >= 0.98, remedy
+    assert "reaches only" not in result.stderr
