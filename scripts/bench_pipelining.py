@@ -54,7 +54,7 @@ def ensure_inputs(bundle: Path | None, clip: Path | None) -> tuple[Path, Path, P
 
 
 def fps(bundle: Path, clip: Path, backend: str, pipelined: bool, requests: int) -> float:
-    with detection_model(bundle, backend=backend, requests=requests) as model:
+    with detection_model(bundle, backend=backend, requests=requests, pipelined=pipelined) as model:
         return run_detection(model, clip, pipelined=pipelined).stats.fps
 
 

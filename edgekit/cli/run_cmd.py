@@ -188,7 +188,8 @@ def run(model: Path, source: str, max_frames: int | None, truth: Path | None,
     with _live_view(serve, token) as live, \
             detection_model(model, backend=backend, device=device, threads=threads, fmt=fmt,
                             labels=labels, spec=spec, detect=detect,
-                            requests=1 if requests is None else requests) as loaded:
+                            requests=1 if requests is None else requests,
+                            pipelined=not no_pipeline) as loaded:
         report = run_detection(loaded, source, save=save, jsonl=jsonl, show=show,
                                max_frames=max_frames, pipelined=not no_pipeline,
                                queue_size=queue_size, truth=truth, repeat=repeat,
