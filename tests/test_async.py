@@ -244,3 +244,18 @@ def test_paced_source_delivers_at_its_frame_rate() -> None:
     assert paced(Counter(2), "folder", 25.0).fps == 25.0
     with pytest.raises(UsageError, match="no frame rate of its own.*--realtime 30"):
         paced(Counter(2), "folder", None)
+
+
+def test_the_pipelined_loop_leaves_a_core_to_the_other_stages(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pipelined with one request and no --threads, the runtime gets every core but one;
+    what the user asked, the sequential loop and several requests keep their threads."""
+    import edgekit.loop.run as run
+
+    monkeypatch.setattr(run, "cpu_count", lambda: 4)
+    assert run.loop_threads(None, pipelined=True) == 3
+    assert run.loop_threads(2, pipelined=True) == 2
+    assert run.loop_threads(None, pipelined=False) is None
+    assert run.loop_threads(None, pipelined=True, requests=2) is None
+    monkeypatch.setattr(run, "cpu_count", lambda: 1)
+    assert run.loop_threads(None, pipelined=True) is None
