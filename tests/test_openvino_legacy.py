@@ -81,3 +81,41 @@ def test_ir_v11_on_openvino_2021_is_explained(lenet_bundle: Path, digits: list[P
     result = _cli("2021.4.2", "classify", lenet_bundle, digits[0], "--backend", "openvino",
                   "--format", "openvino-fp32")
     assert_clean_error(result, "IR v11", "--format onnx")
+
+
+@pytest.mark.parametrize("version", list(ENVS))
+def test_several_requests_in_flight_on_the_old_api(version: str, lenet_bundle: Path) -> None:
+    """OpenVINO 2021.4 and 2022.3 (the NCS2's runtimes) keep several inferences in flight
+    with their own async APIs: results equal the synchronous call's, in the order started."""
+    python = ENVS[version] / "bin" / "python"
+    if not (ENVS[version] / ".installed").exists():
+        pytest.skip(f"needs {ENVS[version].name} (make setup-tests)")
+    artifact = "lenet5_digits.onnx" if version.startswith("2021") else "lenet5_digits_fp32.xml"
+    script = f"""
+import json, numpy as np
+from edgekit.backends import Concurrency, open_backend
+from edgekit.fidelity import load_validation
+x = load_validation({str(lenet_bundle)!r}).x[:12].astype(np.float32)
+path = {str(lenet_bundle / artifact)!r}
+with open_backend("openvino", path) as b:
+    expected = [b.infer(x[i:i + 1])[0] for i in range(len(x))]
+rows = []
+for c in (Concurrency("latency", 3), Concurrency("throughput", None, 2)):
+    with open_backend("openvino", path, concurrency=c) as b:
+        started = [b.start(x[i:i + 1]) for i in range(len(x))]
+        got = [p.result()[0] for p in started]
+        rows.append({{"describe": b.describe(), "requests": b.requests, "streams": b.streams,
+                      "same": all(np.allclose(g, e, atol=1e-6) for g, e in zip(got, expected)),
+                      "timed": all(p.done_ns > p.started_ns for p in started)}})
+print(json.dumps(rows))
+"""
+    import subprocess
+
+    result = subprocess.run([str(python), "-c", script], capture_output=True, text=True,
+                            timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    latency, throughput = json.loads(result.stdout.splitlines()[-1])
+    assert latency["requests"] == 3 and latency["same"] and latency["timed"]
+    assert "latency mode, 3 requests" in latency["describe"]
+    assert throughput["requests"] == 2 and throughput["streams"] == 2
+    assert throughput["same"] and throughput["timed"]

@@ -381,7 +381,8 @@ class Backend(ABC):
         precision = f", precision {self.precision}" if self.precision else ""
         flight = ""
         if self.requests > 1 or self.concurrency.mode != "latency":
-            flight = f", {self.concurrency.mode} mode, {self.requests} requests"
+            flight = (f", {self.concurrency.mode} mode, {self.requests} request"
+                      f"{'' if self.requests == 1 else 's'}")
             if self.streams:
                 flight += f", {self.streams} stream{'' if self.streams == 1 else 's'}"
         return (f"{self.name} ({self.runtime}, device {self.device}, threads {threads}"

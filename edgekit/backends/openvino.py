@@ -7,7 +7,9 @@ with the MYRIAD plugin for the Intel NCS2) and ``openvino.inference_engine``
 tensor bound once to a buffer that ``infer`` copies into. Several requests in flight
 (``Concurrency``) are as many such requests, started with ``start_async`` and waited on
 in order, compiled under the LATENCY or THROUGHPUT hint, with ``NUM_STREAMS`` when streams
-are given.
+are given. OpenVINO 2021.4 (the NCS2's runtime) has no hints: its requests come from
+``load_network(num_requests=...)`` and start with ``async_infer``; on a CPU, throughput
+mode asks for ``CPU_THROUGHPUT_STREAMS``.
 """
 from __future__ import annotations
 
@@ -128,6 +130,14 @@ def _int_property(compiled: Any, name: str) -> int | None:
     """An integer property of a compiled model (NUM_STREAMS...), or None if it has none."""
     try:
         return int(compiled.get_property(name))
+    except Exception:
+        return None
+
+
+def _legacy_streams(executable: Any) -> int | None:
+    """The CPU streams OpenVINO 2021.4 compiled with (None if it cannot say)."""
+    try:
+        return int(executable.get_config("CPU_THROUGHPUT_STREAMS"))
     except Exception:
         return None
 
@@ -274,20 +284,31 @@ class OpenVINOBackend(Backend):
         if earlier is not None:
             earlier.settle()  # its request is about to be reused
         request, buffers = self._slots[i]
+        legacy = self.api == "openvino.inference_engine"
         try:
             for buffer, x in zip(buffers, ready):
                 np.copyto(buffer, x)
-            request.start_async()
+            if legacy:
+                request.async_infer()
+            else:
+                request.start_async()
         except Exception as exc:
             raise InferenceError(f"{self.model_path.name}: inference failed: {exc}") from exc
-        pending.later(lambda: self._collect(request, pending), lambda: request.wait_for(0))
+        poll = (lambda: request.wait(0) == 0) if legacy else (lambda: request.wait_for(0))
+        pending.later(lambda: self._collect(request, pending), poll)
         self._held[i] = pending
 
     def _collect(self, request: Any, pending: Pending) -> None:
         try:
-            request.wait()
-            outputs = [request.get_output_tensor(i).data.copy()
-                       for i in range(len(self.outputs))]
+            if self.api == "openvino.inference_engine":
+                status = request.wait(-1)  # 0: OK; anything else is an InferenceEngine error
+                if status != 0:
+                    raise RuntimeError(f"the request ended with status {status}")
+                outputs = [request.output_blobs[n].buffer.copy() for n in self._out_names]
+            else:
+                request.wait()
+                outputs = [request.get_output_tensor(i).data.copy()
+                           for i in range(len(self.outputs))]
         except Exception as exc:
             pending.fail(InferenceError(f"{self.model_path.name}: inference failed: {exc}"))
             return
@@ -296,16 +317,38 @@ class OpenVINOBackend(Backend):
         pending.complete(outputs, pending.started_ns + int(latency_ms * 1e6)
                          if latency_ms else None)
 
+    def _legacy_config(self) -> dict[str, str]:
+        """OpenVINO 2021.4's settings: no performance hints there; on a CPU the threads, and
+        in throughput mode the plugin's streams (``CPU_THROUGHPUT_AUTO`` unless given)."""
+        if self.device != "CPU":
+            if self.concurrency.streams:
+                raise UsageError(f"OpenVINO {self.version} takes --streams on the CPU only, not "
+                                 f"on {self.device}; leave --streams out (--requests sets how "
+                                 "many inferences are in flight)")
+            return {}
+        config = {}
+        if self.threads:
+            config["CPU_THREADS_NUM"] = str(self.threads)
+        if self.concurrency.streams:
+            config["CPU_THROUGHPUT_STREAMS"] = str(self.concurrency.streams)
+        elif self.concurrency.mode == "throughput":
+            config["CPU_THROUGHPUT_STREAMS"] = "CPU_THROUGHPUT_AUTO"
+        return config
+
     def _load_legacy(self) -> None:
-        """OpenVINO 2021.4 and older (inference_engine): IR or ONNX, no TFLite; one request
-        at a time (``start`` is the default, synchronous)."""
-        self.requests = 1
+        """OpenVINO 2021.4 and older (inference_engine): IR or ONNX, no TFLite. ``infer`` runs
+        the network's synchronous call; with several requests, ``start`` hands each inference
+        to the next of the requests ``load_network`` made (0 asks it for the plugin's optimal
+        number: in throughput mode without --requests)."""
+        optimal = self.concurrency.requests is None and self.concurrency.mode == "throughput"
+        config = self._legacy_config()
         try:
             weights = self.model_path.with_suffix(".bin")
             network = self._core.read_network(
                 model=str(self.model_path), weights=str(weights) if weights.exists() else ""
             )
-            self._exec = self._core.load_network(network, self.device)
+            self._exec = self._core.load_network(network, self.device, config,
+                                                 num_requests=0 if optimal else self.requests)
         except Exception as exc:
             raise _explain_load_error(self.model_path, self.device, self.version, exc) from exc
         self._in_names = list(network.input_info)
@@ -317,6 +360,13 @@ class OpenVINOBackend(Backend):
         self.outputs = tuple(
             TensorInfo(n, tuple(network.outputs[n].shape), "float32") for n in self._out_names
         )
+        self.requests = len(self._exec.requests)
+        if self.device == "CPU":
+            self.streams = _legacy_streams(self._exec)
+        if self.requests > 1:
+            self._slots = [(r, [r.input_blobs[n].buffer for n in self._in_names])
+                           for r in self._exec.requests]
+            self._held = [None] * self.requests
 
     def _boundary(self, found: list[TensorInfo], which: str) -> tuple[TensorInfo, ...]:
         """For a .tflite file, keep the file's quantisation on the inputs and outputs."""
