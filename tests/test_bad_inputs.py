@@ -405,6 +405,8 @@ CASES = [
          2, "--requests must be 1"),
     Case("run-requests-negative", lambda c: ["run", c.detector, "--source", c.clip,
                                              "--requests", "-1"], 2, "--requests must be 1"),
+    Case("run-mode-unknown", lambda c: ["run", c.detector, "--source", c.clip, "--mode",
+                                        "fast"], 2, "unknown --mode 'fast'"),
     Case("run-realtime-0", lambda c: ["run", c.detector, "--source", c.clip, "--realtime", "0"],
          2, "--realtime takes a frame rate above 0"),
     Case("run-realtime-not-a-number", lambda c: ["run", c.detector, "--source", c.clip,

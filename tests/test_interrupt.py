@@ -194,7 +194,8 @@ with interrupt.deferred():  # Ctrl-C held off, as by a runtime busy in C++
 def test_an_error_after_ctrl_c_is_reported_as_the_interrupt(error: str) -> None:
     """TensorFlow turns a KeyboardInterrupt into a SystemError (once, in a rerun of the
     convert moments: "exporting the Keras model as a SavedModel failed: Objects/listobject.c:
-    338: bad argument to internal function", exit 1): once Ctrl-C came, the command says "interrupted" and exits 130."""
+    338: bad argument to internal function", exit 1): once Ctrl-C came, the command says
+    "interrupted" and exits 130."""
     code = f"""
 import sys
 from edgekit import interrupt

@@ -65,6 +65,22 @@ def test_requests_in_flight_keep_frame_order(detector_bundle: Path, demo_clip: P
     assert two["stages_ms"]["infer"]["count"] == 90
 
 
+def test_throughput_mode_tunes_the_runtime_and_keeps_its_requests_in_flight(
+        detector_bundle: Path, demo_clip: Path) -> None:
+    one = cli_json("run", detector_bundle, "--source", demo_clip, "--backend", "openvino",
+                   "--json")
+    many = cli_json("run", detector_bundle, "--source", demo_clip, "--backend", "openvino",
+                    "--mode", "throughput", "--json")
+    assert "throughput mode" in many["backend"] and "latency mode" not in one["backend"]
+    # without --requests: OpenVINO's optimal number of requests under the THROUGHPUT hint
+    assert f"{many['requests']} request" in many["backend"]
+    assert many["frames"] == 90 and many["map50"] == pytest.approx(one["map50"], abs=1e-4)
+    rows = cli_json("compare", detector_bundle, "--source", demo_clip, "--backends", "openvino",
+                    "--mode", "throughput", "--requests", "3", "--max-frames", "20", "--json",
+                    "-q")
+    assert rows[0]["status"] == "ok" and "throughput mode, 3 requests" in rows[0]["runs_on"]
+
+
 def test_realtime_paces_a_file_and_splits_out_the_queue_wait(detector_bundle: Path,
                                                              demo_clip: Path) -> None:
     fast = run_cli("run", detector_bundle, "--source", demo_clip, "--max-frames", "30")

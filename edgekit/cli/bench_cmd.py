@@ -157,10 +157,7 @@ def classify(model: Path, images: tuple[Path, ...], backend: str | None, device:
               metavar="N", help="Untimed inferences before the timed ones.")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
               show_default="--runs decides", help="Time each row for this long instead.")
-@click.option("--mode", default="latency", show_default=True, metavar="latency|throughput",
-              help="latency: one inference at a time, each timed (OpenVINO's LATENCY hint); "
-                   "throughput: --requests inferences in flight, inferences per second over "
-                   "the wall time and each request's latency (the THROUGHPUT hint).")
+@options.mode
 @options.requests
 @click.option("--streams", type=int, metavar="N", show_default="the runtime's choice",
               help="OpenVINO's execution streams, with --mode throughput (other backends "

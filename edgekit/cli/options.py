@@ -76,9 +76,16 @@ samples = _option(
     "--samples", default=10, type=click.IntRange(min=0), metavar="N",
     help="Validation samples to run and compare with Keras (0: all).")
 
+mode = _option(
+    "--mode", default="latency", show_default=True, metavar="latency|throughput",
+    help="latency: the runtime tuned for each inference's latency (OpenVINO's LATENCY hint; "
+         "bench times one inference at a time); throughput: for the most inferences per "
+         "second (the THROUGHPUT hint and its streams), with --requests in flight (bench "
+         "reports inferences per second over the wall time and each request's latency).")
+
 requests = _option(
     "--requests", type=int, metavar="N",
-    show_default="1; for bench --mode throughput the runtime's recommendation (OpenVINO's "
+    show_default="1; with --mode throughput the runtime's recommendation (OpenVINO's "
                  "optimal number of requests), else the core count",
     help="Inferences kept in flight at once (the loop: frames in the infer stage, results "
          "still in frame order): OpenVINO's infer-request queue, one TFLite interpreter or "

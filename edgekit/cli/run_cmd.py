@@ -131,6 +131,7 @@ def _live_view(serve: str | None, token: str | None):
 @click.option("--token", metavar="TOKEN", show_default="$EDGEKIT_SERVE_TOKEN, which keeps it "
               "off the command line", help="The live view's token (16+ characters): every "
               "path answers 401 without it; open /?token=TOKEN once in a browser.")
+@options.mode
 @options.requests
 @options.realtime
 @click.option("--no-pipeline", is_flag=True, help="Run the stages one after another.")
@@ -143,7 +144,8 @@ def run(model: Path, source: str, max_frames: int | None, truth: Path | None,
         backend: str | None, device: str | None, threads: int | None, fmt: str | None,
         labels: Path | None, detect: DetectionOptions, spec: SpecOptions, show: bool,
         save: Path | None, jsonl: Path | None, repeat: bool, serve: str | None,
-        token: str | None, requests: int | None, realtime: str | None, no_pipeline: bool,
+        token: str | None, mode: str, requests: int | None, realtime: str | None,
+        no_pipeline: bool,
         queue_size: int, view: str, quiet: bool) -> None:
     """Run the detection loop on a camera, a video, a folder of images or a stream.
 
@@ -162,8 +164,10 @@ def run(model: Path, source: str, max_frames: int | None, truth: Path | None,
     and a path that is the source or another output is refused first.
     --serve shows it all live in a browser, for a device without a screen.
     --requests N keeps N frames in the infer stage at once (results still
-    in frame order). A file is read as fast as the loop takes it, so its
-    end-to-end latency includes queueing (shown apart as "queue wait");
+    in frame order); --mode throughput tunes the runtime for frames per
+    second and keeps its recommended number in flight. A file is read as
+    fast as the loop takes it, so its end-to-end latency includes queueing
+    (shown apart as "queue wait");
     --realtime reads it at its frame rate, as a camera delivers frames.
 
     \b
@@ -182,14 +186,13 @@ def run(model: Path, source: str, max_frames: int | None, truth: Path | None,
     from edgekit.loop.run import check_run_outputs, detection_model, run_detection
 
     paced = realtime_value(realtime)
-    Concurrency(requests=requests)  # --requests 0: one line, before anything loads
+    Concurrency(mode, requests)  # --requests 0, --mode x: one line, before anything loads
     check_run_outputs(save, jsonl, source, truth,
                       [model, labels, model / "edgekit.json" if model.is_dir() else None])
     with _live_view(serve, token) as live, \
             detection_model(model, backend=backend, device=device, threads=threads, fmt=fmt,
-                            labels=labels, spec=spec, detect=detect,
-                            requests=1 if requests is None else requests,
-                            pipelined=not no_pipeline) as loaded:
+                            labels=labels, spec=spec, detect=detect, mode=mode,
+                            requests=requests, pipelined=not no_pipeline) as loaded:
         report = run_detection(loaded, source, save=save, jsonl=jsonl, show=show,
                                max_frames=max_frames, pipelined=not no_pipeline,
                                queue_size=queue_size, truth=truth, repeat=repeat,
@@ -206,6 +209,7 @@ def run(model: Path, source: str, max_frames: int | None, truth: Path | None,
 @_source_options
 @options.backends
 @options.threads
+@options.mode
 @options.requests
 @options.realtime
 @detection_options
@@ -215,8 +219,8 @@ def run(model: Path, source: str, max_frames: int | None, truth: Path | None,
 @options.quiet
 @debug_option
 def compare(bundle: Path, source: str, max_frames: int | None, truth: Path | None,
-            backend_list: str | None, threads: int | None, requests: int | None,
-            realtime: str | None, detect: DetectionOptions, spec: SpecOptions,
+            backend_list: str | None, threads: int | None, mode: str,
+            requests: int | None, realtime: str | None, detect: DetectionOptions, spec: SpecOptions,
             plot: Path | None, view: str, quiet: bool) -> None:
     """Run the same frames through each usable backend: one table, per-stage latency.
 
@@ -241,7 +245,7 @@ def compare(bundle: Path, source: str, max_frames: int | None, truth: Path | Non
     chosen = parse_backends(backend_list)
     rows = run_compare(bundle, source, [f"{n}:{f}" if f else n for n, f in chosen],
                        max_frames=max_frames, threads=threads, truth=truth, spec=spec,
-                       detect=detect, requests=1 if requests is None else requests,
+                       detect=detect, mode=mode, requests=requests,
                        realtime=realtime_value(realtime),
                        progress=progress_printer(not quiet))
     click.echo(compare_json(rows) if view == "json" else compare_table(rows, view))

@@ -82,11 +82,12 @@ class RunReport:
 
 def loop_threads(threads: int | None, pipelined: bool, requests: int = 1) -> int | None:
     """The runtime's CPU threads in the loop: ``threads`` when given; in the pipelined loop
-    with one request, every core but one, which capture, pre- and post-processing then have
-    to themselves; else the runtime's own choice (None). Measured on the bundled detector on
-    2 cores (300 frames, medians of 4 rounds): ONNX Runtime's two intra-op threads spin while
-    they wait, and the pipelined loop ran at 0.92x sequential with them, 1.21x with one
-    thread (1.14x with two that do not spin); TFLite 1.23x with either."""
+    with one request (``requests``; 0: as many as the runtime recommends), every core but
+    one, which capture, pre- and post-processing then have to themselves; else the
+    runtime's own choice (None). Measured on the bundled detector on 2 cores (300 frames,
+    medians of 4 rounds): ONNX Runtime's two intra-op threads spin while they wait, and the
+    pipelined loop ran at 0.92x sequential with them, 1.21x with one thread (1.14x with two
+    that do not spin); TFLite 1.23x with either."""
     if threads is not None or not pipelined or requests != 1:
         return threads
     cores = cpu_count()
@@ -96,22 +97,24 @@ def loop_threads(threads: int | None, pipelined: bool, requests: int = 1) -> int
 def detection_model(path: str | Path, *, backend: str | None = None, device: str | None = None,
                     threads: int | None = None, fmt: str | None = None,
                     labels: str | Path | None = None, spec: SpecOptions | None = None,
-                    detect: DetectionOptions | None = None, requests: int = 1,
-                    pipelined: bool = True) -> LoadedModel:
+                    detect: DetectionOptions | None = None, mode: str = "latency",
+                    requests: int | None = None, pipelined: bool = True) -> LoadedModel:
     """Load a model for the detection loop, its decoder configured (the bundle's, with
     ``detect`` on top) and tried once on outputs of the model's shapes, so a wrong decoder
     parameter or anchors file stops the run before a frame is read. A classifier or an
-    unknown head is a UsageError. ``requests``: frames the infer stage keeps in flight
-    (latency mode: the runtime is tuned for each inference's latency, not for the most per
-    second). ``pipelined``: the loop will run its stages at once (``loop_threads``)."""
+    unknown head is a UsageError. ``mode`` and ``requests``: the runtime tuned for each
+    inference's latency or for the most per second, and the frames the infer stage keeps in
+    flight (None: 1 in latency mode, the runtime's recommendation in throughput mode; see
+    ``Concurrency``). ``pipelined``: the loop will run its stages at once (``loop_threads``)."""
     detect = detect or DetectionOptions()
     if detect.decoder is not None and detect.decoder not in DECODERS:
         raise UsageError(f"unknown --decoder {detect.decoder!r}; choose from "
                          f"{', '.join(DECODERS)}")
-    threads = loop_threads(threads, pipelined, requests)
+    concurrency = Concurrency(mode, requests)
+    in_flight = requests or (1 if mode == "latency" else 0)
+    threads = loop_threads(threads, pipelined, in_flight)
     model = load_model(path, backend=backend, device=device, threads=threads, fmt=fmt,
-                       labels=labels, spec=spec, concurrency=Concurrency("latency", requests)
-                       if requests != 1 else None)
+                       labels=labels, spec=spec, concurrency=concurrency)
     try:
         if detect.decoder is not None:
             model.task = "detection"
@@ -310,8 +313,8 @@ class CompareRow:
 def compare(bundle: Path, source_spec: str | int | Path, backends: Sequence[str],
             *, max_frames: int | None = None, threads: int | None = None,
             truth: Path | None = None, spec: SpecOptions | None = None,
-            detect: DetectionOptions | None = None, requests: int = 1,
-            realtime: bool | float = False,
+            detect: DetectionOptions | None = None, mode: str = "latency",
+            requests: int | None = None, realtime: bool | float = False,
             progress: Callable[[str], None] = lambda _: None) -> list[CompareRow]:
     """The same source through each backend in turn; unusable ones become skipped rows.
 
@@ -326,7 +329,7 @@ def compare(bundle: Path, source_spec: str | int | Path, backends: Sequence[str]
                          "classifiers)")
     if max_frames is not None and max_frames < 1:
         raise UsageError("--max-frames must be 1 or more")
-    Concurrency(requests=requests)  # --requests 0: one line, before any row
+    Concurrency(mode, requests)  # --requests 0, --mode x: one line, before any row
     check_source(source_spec)
     rows = []
     for entry in backends:
@@ -340,8 +343,8 @@ def compare(bundle: Path, source_spec: str | int | Path, backends: Sequence[str]
         progress(f"{entry}: running")
         try:
             with detection_model(bundle, backend=name, threads=threads, fmt=fmt or None,
-                                 spec=spec, detect=detect, requests=requests,
-                                 pipelined=True) as model:
+                                 spec=spec, detect=detect, mode=mode,
+                                 requests=requests, pipelined=True) as model:
                 report = run_detection(model, source_spec, max_frames=max_frames, truth=truth,
                                        realtime=realtime)
         except EdgekitError as exc:
