@@ -4,7 +4,8 @@ every CPU backend; then --realtime on a 30 FPS clip.
     .venv/bin/python scripts/bench_pipelining.py [--rounds 5] [--bundle DIR] [--clip FILE]
 
 Each round runs, on the same clip and one after another, the sequential loop, the pipelined
-loop and the pipelined loop with --requests 2, for each backend (the real stages: decode,
+loop, the pipelined loop with --requests 2 and in --mode throughput (the runtime's own number
+of requests), for each backend (the real stages: decode,
 letterbox, inference, decoder; no sink). Printed: the median FPS of each and the median of
 the per-round ratios to sequential. Goals: pipelined >= 1.2x sequential on every CPU
 backend, never below 1.0x; --requests 2 higher again on OpenVINO.
@@ -29,7 +30,10 @@ sys.path.insert(0, str(ROOT))
 from edgekit.loop.run import detection_model, run_detection  # noqa: E402
 
 BACKENDS = ["tflite", "onnxruntime", "openvino"]
-CONFIGS = [("sequential", False, 1), ("pipelined", True, 1), ("pipelined, 2 requests", True, 2)]
+# (name, pipelined, requests, mode); requests None: the runtime's recommendation
+CONFIGS = [("sequential", False, 1, "latency"), ("pipelined", True, 1, "latency"),
+           ("pipelined, 2 requests", True, 2, "latency"),
+           ("pipelined, throughput mode", True, None, "throughput")]
 
 
 def ensure_inputs(bundle: Path | None, clip: Path | None) -> tuple[Path, Path, Path]:
@@ -53,8 +57,10 @@ def ensure_inputs(bundle: Path | None, clip: Path | None) -> tuple[Path, Path, P
     return bundle, clip, clip30
 
 
-def fps(bundle: Path, clip: Path, backend: str, pipelined: bool, requests: int) -> float:
-    with detection_model(bundle, backend=backend, requests=requests, pipelined=pipelined) as model:
+def fps(bundle: Path, clip: Path, backend: str, pipelined: bool, requests: int | None,
+        mode: str) -> float:
+    with detection_model(bundle, backend=backend, requests=requests, pipelined=pipelined,
+                         mode=mode) as model:
         return run_detection(model, clip, pipelined=pipelined).stats.fps
 
 
@@ -68,14 +74,15 @@ def main() -> None:
     results = {(b, c[0]): [] for b in BACKENDS for c in CONFIGS}
     for _ in range(args.rounds):
         for backend in BACKENDS:
-            for name, pipelined, requests in CONFIGS:
-                results[(backend, name)].append(fps(bundle, clip, backend, pipelined, requests))
+            for name, pipelined, requests, mode in CONFIGS:
+                results[(backend, name)].append(fps(bundle, clip, backend, pipelined, requests,
+                                                    mode))
     print(f"{clip.name}, {bundle.name}: FPS, median of {args.rounds} alternating rounds; ratio: "
           "median of the per-round ratios to sequential (min-max)")
     for backend in BACKENDS:
         base = results[(backend, "sequential")]
         cells = []
-        for name, _, _ in CONFIGS:
+        for name, *_ in CONFIGS:
             values = results[(backend, name)]
             ratios = [v / b for v, b in zip(values, base)]
             cells.append(f"{name} {statistics.median(values):6.1f}"
