@@ -153,6 +153,39 @@ def test_cpu_backends_agree_on_lenet(lenet_bundle: Path) -> None:
         assert np.abs(out - reference).max() < 0.1, key
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered")
+@pytest.mark.parametrize("backend,name", [
+    ("tflite", "lenet5_digits_fp32.tflite"), ("tflite", "lenet5_digits_int8.tflite"),
+    ("onnxruntime", "lenet5_digits.onnx"), ("openvino", "lenet5_digits_fp32.xml")])
+def test_the_hot_path_checks_what_the_first_call_checks(lenet_bundle: Path, backend: str,
+                                                        name: str) -> None:
+    """After the first call, infer takes its one-closure hot path (``_fast_infer``): bad
+    input is still refused with the same errors, and anything it does not take as it is
+    gives what the checked path gives."""
+    from edgekit.fidelity import load_validation
+
+    x = load_validation(lenet_bundle).x[:1].astype(np.float32)
+    with open_backend(backend, lenet_bundle / name) as b:
+        first = b.infer(x)[0]
+        assert b._fast is not None
+        assert np.array_equal(b.infer(x)[0], first)  # the hot path gives the same
+        assert np.array_equal(b.infer(x.astype(np.float64))[0], first)  # converted
+        wide = np.zeros((1, 32, 64, 1), np.float32)
+        wide[:, :, ::2] = x
+        assert np.array_equal(b.infer(wide[:, :, ::2])[0], first)  # not contiguous
+        assert len(b.infer(np.full_like(x, 1e20))) == 1  # x.x overflows; finite: it runs
+        for bad, says in ((np.nan, "NaN"), (np.inf, "infinite"), (-np.inf, "infinite")):
+            y = x.copy()
+            y[0, 5, 5, 0] = bad
+            with pytest.raises(InferenceError, match=says):
+                b.infer(y)
+        with pytest.raises(InferenceError, match=r"\(1, 28, 28, 1\)|takes"):
+            b.infer(np.zeros((1, 28, 28, 1), np.float32))
+        assert np.array_equal(b.infer(x)[0], first)  # and it goes on after an error
+    with pytest.raises(InferenceError, match="closed"):
+        b.infer(x)
+
+
 def test_bad_model_files_raise_typed_errors(tmp_path: Path, coral: Path) -> None:
     data = (coral / MOBILENET).read_bytes()
     truncated = tmp_path / "cut.tflite"

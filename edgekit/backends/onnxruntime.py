@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -100,6 +100,17 @@ class OnnxRuntimeBackend(Backend):
 
     def _invoke(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         return self._run_on(self._session, inputs)
+
+    def _runner(self) -> Callable[[np.ndarray], list[np.ndarray]] | None:
+        session_run, outputs, name = self._session.run, self._output_names, self._input_names[0]
+        model = self.model_path.name
+
+        def run(x: np.ndarray) -> list[np.ndarray]:
+            try:
+                return session_run(outputs, {name: x})
+            except Exception as exc:
+                raise InferenceError(f"{model}: inference failed: {exc}") from exc
+        return run
 
     def _run_on(self, session: Any, inputs: list[np.ndarray]) -> list[np.ndarray]:
         try:

@@ -14,7 +14,7 @@ mode asks for ``CPU_THROUGHPUT_STREAMS``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -390,6 +390,24 @@ class OpenVINOBackend(Backend):
             return BackendStatus(cls.name, False, reason=f"OpenVINO failed to start: {exc}",
                                  hint="reinstall openvino")
         return BackendStatus(cls.name, True, runtime=f"openvino {version}", devices=devices)
+
+    def _runner(self) -> Callable[[np.ndarray], list[np.ndarray]] | None:
+        if self.api == "openvino.inference_engine" or len(self._buffers) != 1:
+            return None
+        request, buffer, model = self._request, self._buffers[0], self.model_path.name
+        infer, output, copyto = request.infer, request.get_output_tensor, np.copyto
+        count = len(self.outputs)
+
+        def run(x: np.ndarray) -> list[np.ndarray]:
+            try:
+                copyto(buffer, x)
+                infer()
+                if count == 1:
+                    return [output(0).data.copy()]
+                return [output(i).data.copy() for i in range(count)]
+            except Exception as exc:
+                raise InferenceError(f"{model}: inference failed: {exc}") from exc
+        return run
 
     def _invoke(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         try:

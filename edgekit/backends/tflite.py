@@ -157,6 +157,21 @@ class TFLiteBackend(Backend):
     def _invoke(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         return self._run_on(self._interpreter, inputs)
 
+    def _runner(self) -> Callable[[np.ndarray], list[np.ndarray]] | None:
+        interpreter, name = self._interpreter, self.model_path.name
+        set_tensor, invoke, get_tensor = (interpreter.set_tensor, interpreter.invoke,
+                                          interpreter.get_tensor)
+        index, outputs = self._in[0], tuple(self._out)
+
+        def run(x: np.ndarray) -> list[np.ndarray]:
+            try:
+                set_tensor(index, x)
+                invoke()
+            except (RuntimeError, ValueError) as exc:
+                raise InferenceError(f"{name}: inference failed: {exc}") from exc
+            return [get_tensor(i) for i in outputs]
+        return run
+
     def _run_on(self, interpreter: Any, inputs: list[np.ndarray]) -> list[np.ndarray]:
         try:
             for index, x in zip(self._in, inputs):
