@@ -546,8 +546,9 @@ def test_the_service_with_the_live_view_on_every_host(fleet: fd.FleetSshd,
 def test_the_emulated_pi_is_one_more_host(fleet: fd.FleetSshd, emulated_pi: SshServer,
                                           lenet_bundle: Path, tmp_path: Path) -> None:
     """Two loopback devices and the emulated arm64 Pi in one inventory, the Pi with its own
-    edgekit_target (rpi4-cpu): all get a verified current."""
-    emulated_pi.run("rm -rf edgekit")
+    edgekit_target (rpi4-cpu): all get a verified current. What an earlier test left on the Pi
+    stays (test_deploy_pi's releases and environment, which is then reused: building it under
+    qemu takes two minutes, and test_deploy_pi deploys to a fresh Pi already)."""
     devices = fleet.devices[:2]
     known = tmp_path / "known_hosts"
     known.write_text(devices[0].known_hosts_file.read_text()
