@@ -270,10 +270,7 @@ class Backend(ABC):
     def _checked_infer(self, inputs: Inputs) -> list[np.ndarray]:
         """``infer`` with every check, any input: a first call, several inputs, an array that
         needs converting, an error to explain."""
-        raw = self._invoke(self._ready(inputs))
-        if not self._plan.dequantize:  # float outputs: nothing to do
-            return raw
-        return [dequantize(r, spec) for r, spec in zip(raw, self.outputs)]
+        return self._outputs(self._invoke(self._ready(inputs)))
 
     def _runner(self) -> Callable[[np.ndarray], list[np.ndarray]] | None:
         """The runtime call for a one-input model's ready array, with as little as possible

@@ -170,11 +170,12 @@ class OpenVINOBackend(Backend):
         self._next = 0
         self.device = self.device.upper()
         core_class, self.version, self.api = _import_core()
+        self._legacy = self.api == "openvino.inference_engine"  # 2021.4: requests, blobs
         self.runtime = f"openvino {self.version}"
         self._check_file()
         self._core = core_class()
         self._check_device(self._core)
-        if self.api == "openvino.inference_engine":
+        if self._legacy:
             self._load_legacy()
         else:
             self._load()
@@ -284,7 +285,7 @@ class OpenVINOBackend(Backend):
         if earlier is not None:
             earlier.settle()  # its request is about to be reused
         request, buffers = self._slots[i]
-        legacy = self.api == "openvino.inference_engine"
+        legacy = self._legacy
         try:
             for buffer, x in zip(buffers, ready):
                 np.copyto(buffer, x)
@@ -300,7 +301,7 @@ class OpenVINOBackend(Backend):
 
     def _collect(self, request: Any, pending: Pending) -> None:
         try:
-            if self.api == "openvino.inference_engine":
+            if self._legacy:
                 status = request.wait(-1)  # 0: OK; anything else is an InferenceEngine error
                 if status != 0:
                     raise RuntimeError(f"the request ended with status {status}")
@@ -392,7 +393,7 @@ class OpenVINOBackend(Backend):
         return BackendStatus(cls.name, True, runtime=f"openvino {version}", devices=devices)
 
     def _runner(self) -> Callable[[np.ndarray], list[np.ndarray]] | None:
-        if self.api == "openvino.inference_engine" or len(self._buffers) != 1:
+        if self._legacy or len(self._buffers) != 1:
             return None
         request, buffer, model = self._request, self._buffers[0], self.model_path.name
         infer, output, copyto = request.infer, request.get_output_tensor, np.copyto
@@ -411,7 +412,7 @@ class OpenVINOBackend(Backend):
 
     def _invoke(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         try:
-            if self.api == "openvino.inference_engine":
+            if self._legacy:
                 result = self._exec.infer(dict(zip(self._in_names, inputs)))
                 return [result[n] for n in self._out_names]
             for buffer, x in zip(self._buffers, inputs):
