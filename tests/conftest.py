@@ -19,6 +19,8 @@ import pytest
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
+from system_packages import tool_version, tools_of
+
 pytest_plugins = ["conftest_sshd"]  # the loopback OpenSSH server and the emulated Pi
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,6 +29,18 @@ CORAL = SHARED / "testdata" / "coral"
 LENET = ROOT / "models" / "lenet5_digits"
 DETECTOR = ROOT / "models" / "digit_detector"
 LEGACY_PYTHON = ROOT / ".venv-legacy" / "bin" / "python"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """A failed test that drives a system tool (Chromium, systemd-nspawn, qemu, ...) names the
+    tool's version in its report: ``system_packages.tools_of``."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        names = tools_of(list(item.iter_markers()))
+        if names:
+            report.sections.append(("system tools", "\n".join(map(tool_version, names))))
 
 
 @pytest.fixture(scope="session")

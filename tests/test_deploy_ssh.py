@@ -31,7 +31,7 @@ from edgekit.errors import ConnectionFailed, DeployError
 from edgekit.manifest import read_manifest
 from edgekit.targets import find_target
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.system_tools("openssh")]
 
 INT8_ONLY = {'formats = ["tflite-int8", "tflite-fp32"]': 'formats = ["tflite-int8"]'}
 THREE = {'formats = ["tflite-int8", "tflite-fp32"]':

@@ -21,7 +21,7 @@ import pytest
 from sshd import OPENSSH, SSHD
 from system_packages import install_hint
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.system_tools("unshare", "openssh")]
 
 TESTS = Path(__file__).resolve().parent
 SCRIPT = TESTS.parent / "scripts" / "pi_userland.sh"
@@ -51,6 +51,11 @@ for dir in usr etc; do
 done
 for link in bin sbin lib lib64; do ln -s "usr/$link" "$pi/$link"; done
 mount --rbind /dev "$pi/dev"  # a user namespace may bind /dev only with what is mounted in it
+# A host with its own user pi (a Raspberry Pi, or any workstation with such an account) must not
+# change the Pi made here: its line would sit beside ours, authorize_key would read two uid:gid
+# pairs and fail ("install: invalid user '1004:1004\n0'"). HOST_PI=yes plays such a host.
+[[ $HOST_PI != yes ]] || echo "pi:x:1004:1004:pi:/home/pi:/bin/bash" >>"$pi/etc/passwd"
+sed -i '/^pi:/d' "$pi/etc/passwd"  # the overlay's copy only: the host's /etc is not written
 echo "pi:x:0:0:pi:/home/pi:/bin/sh" >>"$pi/etc/passwd"  # uid 0: the only one mapped here
 [[ $BREAK_SSHD != yes ]] || rm "$pi/etc/ssh/sshd_config"
 # The host's extra CA certificates, as a start before would have left them (saves seconds).
@@ -110,7 +115,8 @@ def private_binfmt_misc_reason() -> str | None:
 
 
 def run_fixture(tmp_path: Path, *, ending: str = "pass", before: str = "",
-                mount_binfmt: bool = True, break_sshd: bool = False) -> tuple[dict, dict]:
+                mount_binfmt: bool = True, break_sshd: bool = False,
+                host_pi: bool = False) -> tuple[dict, dict]:
     """Run a pytest that uses ``emulated_pi`` in the namespaces; what the test saw while the Pi
     ran ({} if it never ran), and what was left after (pytest's exit status, entries)."""
     reason = private_binfmt_misc_reason()
@@ -126,7 +132,8 @@ def run_fixture(tmp_path: Path, *, ending: str = "pass", before: str = "",
         "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "HOME": str(tmp_path),
         "PYTHONPATH": str(TESTS), "SCRIPT": str(SCRIPT), "AARCH64": AARCH64,
         "BEFORE": before, "MOUNT_BINFMT": "yes" if mount_binfmt else "no",
-        "BREAK_SSHD": "yes" if break_sshd else "no", "ENDING": ending, "SEEN": str(seen),
+        "BREAK_SSHD": "yes" if break_sshd else "no", "HOST_PI": "yes" if host_pi else "no",
+        "ENDING": ending, "SEEN": str(seen),
         "EDGEKIT_PI_ROOT": str(work / "pi"), "EDGEKIT_BINFMT_DIR": str(work / "binfmt"),
         "EDGEKIT_PI_QEMU": "/usr/bin/true",  # registered, never run: the Pi here is x86-64
     }
@@ -195,3 +202,12 @@ def test_binfmt_misc_mounted_only_while_needed(tmp_path: Path) -> None:
     assert after["pytest"] == 0, after["output"]
     assert len(edgekit_entries(seen["entries"])) == 1  # so it was mounted meanwhile
     assert not after["mounted"], after["output"]
+
+
+def test_a_host_with_its_own_user_pi(tmp_path: Path) -> None:
+    """The machine running the tests may have an account named pi (a Raspberry Pi, a
+    workstation): the fixture's Pi is still the one it makes (issue 26)."""
+    seen, after = run_fixture(tmp_path, host_pi=True)
+    assert after["pytest"] == 0, after["output"]
+    assert seen["banner"].startswith("SSH-2.0-OpenSSH")
+    assert "invalid user" not in after["output"]

@@ -10,7 +10,7 @@ page takes it once and keeps it in an HttpOnly cookie.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
@@ -20,7 +20,7 @@ from mjpeg import MjpegStream
 from system_packages import install_hint
 from test_serve_cli import TOKEN, serving
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.system_tools("chromium", "playwright")]
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
@@ -56,34 +56,48 @@ def _number(page, selector: str) -> float:
     return float(text) if text not in ("", "-") else -1.0
 
 
+def _until(what: str, condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    """Poll ``condition`` from Python until it holds. Not ``page.wait_for_function``: that
+    evaluates its string with ``eval`` inside the page, which the live view's
+    Content-Security-Policy (no 'unsafe-eval', rightly) refuses since Chromium 150 (issue 26).
+    Locators and screenshots evaluate nothing, so the page runs under its own policy here, as
+    in a user's browser (no ``bypass_csp``)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout_s:.0f} s"
+        time.sleep(0.1)
+
+
+def _painted(png: bytes) -> int:
+    """Pixels that differ from the picture's most common colour (its background)."""
+    pixels = _pixels(png).reshape(-1, 3)
+    colours, counts = np.unique(pixels, axis=0, return_counts=True)
+    return int(np.any(pixels != colours[counts.argmax()], axis=1).sum())
+
+
 def _check_live_page(page, folder: Path, name: str) -> None:
     """The video changes, the figures update, the page logs no error; a screenshot is kept."""
-    page.wait_for_function("document.getElementById('video').naturalWidth > 0", timeout=30_000)
-    page.wait_for_function("Number(document.getElementById('frames').textContent) > 0",
-                           timeout=30_000)
+    video = page.locator("#video")
+    _until("the video shows a picture", lambda: _pixels(video.screenshot()).std() > 10)
+    _until("the figures count frames", lambda: _number(page, "#frames") > 0)
     frames = _number(page, "#frames")
-    first = _pixels(page.locator("#video").screenshot())
+    first = _pixels(video.screenshot())
     time.sleep(1.5)
-    second = _pixels(page.locator("#video").screenshot())
+    second = _pixels(video.screenshot())
     assert first.shape == second.shape and first.std() > 10  # a picture, not a blank
     assert np.abs(first - second).mean() > 1.0, "the video did not change"
     # the page polls once a second and the figures it gets may be up to a second old
     # (live.STATS_MAX_AGE_S), so they may show the same count for up to two seconds
-    page.wait_for_function(f"Number(document.getElementById('frames').textContent) > {frames}",
-                           timeout=10_000)  # the figures update
+    _until("the figures update", lambda: _number(page, "#frames") > frames, timeout_s=10)
     assert _number(page, "#fps") > 0
-    stages = page.locator("#stages tbody tr").evaluate_all(
-        "rows => rows.map(r => r.dataset.stage)")
+    stages = [row.get_attribute("data-stage") for row in page.locator("#stages tbody tr").all()]
     assert stages == ["capture", "preprocess", "infer", "postprocess", "sink", "end to end"]
     infer_p50 = page.inner_text("#stages tbody tr[data-stage=infer] td:nth-child(2)")
     assert float(infer_p50) > 0
-    page.wait_for_function("document.querySelectorAll('#detections li:not(.none)').length > 0",
-                           timeout=30_000)  # the clip's digits, as the detector found them
-    drawn = page.evaluate("""() => {
-        const c = document.getElementById('chart');
-        const data = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-        let n = 0; for (let i = 3; i < data.length; i += 4) if (data[i]) n++; return n; }""")
-    assert drawn > 200, "the latency chart is empty"
+    found = page.locator("#detections li:not(.none)")
+    _until("the clip's digits are listed", lambda: found.count() > 0)  # as the detector found
+    chart = page.locator("#chart")
+    _until("the latency chart is drawn", lambda: _painted(chart.screenshot()) > 200)
     path = folder / f"{name}.png"
     page.screenshot(path=str(path))
     assert path.stat().st_size > 10_000
@@ -99,6 +113,8 @@ def test_the_page_in_a_browser(browser, camera: MjpegStream, detector_bundle: Pa
         page.on("pageerror", lambda e: errors.append(str(e)))
         response = page.goto(served.url)
         assert response.status == 200
+        policy = response.headers["content-security-policy"]  # enforced: no bypass_csp here
+        assert "script-src 'self'" in policy and "unsafe-eval" not in policy, policy
         _check_live_page(page, tmp_path, "live-view")
         assert "digit_detector" in page.inner_text("#what")
         assert "tflite" in page.inner_text("#backend")
@@ -130,5 +146,6 @@ def test_with_a_token(browser, camera: MjpegStream, detector_bundle: Path,
         _check_live_page(page, tmp_path, "live-view-with-token")
         assert errors == []
         page.reload()  # the cookie carries on
-        page.wait_for_function("document.getElementById('video').naturalWidth > 0")
+        _until("the video shows a picture again",
+               lambda: _pixels(page.locator("#video").screenshot()).std() > 10)
         context.close()

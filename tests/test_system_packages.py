@@ -12,6 +12,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -306,3 +307,38 @@ def test_skip_reasons_say_when_the_user_chose_no_packages(monkeypatch: pytest.Mo
     monkeypatch.setenv("EDGEKIT_NO_SYSTEM_PACKAGES", "1")
     assert install_hint("mmdebstrap").startswith(
         "not installed, as EDGEKIT_NO_SYSTEM_PACKAGES=1 asks: apt-get install mmdebstrap")
+
+
+def test_a_failed_test_names_the_versions_of_the_tools_it_drives(tmp_path: Path) -> None:
+    """A failing test marked with the tools it drives gets a "system tools" report section with
+    their versions (conftest's makereport hook); a passing one and an unmarked one do not."""
+    tests = Path(__file__).resolve().parent
+    (tmp_path / "test_inner.py").write_text(
+        "import pytest\n\n"
+        "@pytest.mark.system_tools('bash', 'no-such-tool-here')\n"
+        "def test_fails():\n    assert False\n\n"
+        "@pytest.mark.system_tools('bash')\n"
+        "def test_passes():\n    pass\n\n"
+        "def test_fails_unmarked():\n    assert False\n")
+    (tmp_path / "pytest.ini").write_text(
+        "[pytest]\nmarkers =\n    system_tools: tools\n    pi: pi\n    systemd: systemd\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "conftest", "-p", "no:cacheprovider",
+         "--rootdir", str(tmp_path), "-c", str(tmp_path / "pytest.ini"), "-rA",
+         str(tmp_path / "test_inner.py")],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "PYTHONPATH": str(tests)})
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output
+    sections = re.findall(r"-+ system tools -+\n(.*?)\n(?:[=_-]|$)", output, re.S)
+    assert len(sections) == 1, output  # the failed marked test only
+    assert re.search(r"^bash: GNU bash, version \d", sections[0], re.M), output
+    assert "no-such-tool-here: not installed" in sections[0]
+
+
+def test_the_pi_and_systemd_marks_name_their_tools() -> None:
+    from system_packages import tools_of
+    marks = [pytest.mark.slow.mark, pytest.mark.pi.mark, pytest.mark.systemd.mark,
+             pytest.mark.system_tools("chromium", "openssh").mark]
+    assert tools_of(marks) == ["qemu-aarch64-static", "mmdebstrap", "openssh", "systemd-nspawn",
+                               "chromium"]
