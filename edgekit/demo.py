@@ -76,7 +76,7 @@ def _write(report: DemoReport, name: str, text: str) -> Path:
 def run_demo(out_dir: Path, progress: Progress, runs: int = 100) -> DemoReport:
     """Everything above, into ``out_dir`` (re-running replaces the demo's own output)."""
     from edgekit.loop.report import compare_json, compare_markdown, compare_plot
-    from edgekit.loop.run import compare, detection_model, run_detection
+    from edgekit.loop.run import compare, loop_model, run_loop
 
     out_dir.mkdir(parents=True, exist_ok=True)
     report = DemoReport(out_dir / "report")
@@ -109,8 +109,8 @@ def run_demo(out_dir: Path, progress: Progress, runs: int = 100) -> DemoReport:
     _plot(report, lambda path: compare_plot(report.compare, path, detector.name),
           "compare.png")
     progress("the annotated video (tflite)")
-    with detection_model(detector, backend="tflite") as model:
-        report.loop = run_detection(model, clip, save=report.folder / "annotated.avi",
+    with loop_model(detector, backend="tflite") as model:
+        report.loop = run_loop(model, clip, save=report.folder / "annotated.avi",
                                     jsonl=report.folder / "annotated.jsonl")
     report.files += [report.folder / "annotated.avi", report.folder / "annotated.jsonl"]
     _write(report, "REPORT.md", _summary(report, clip))

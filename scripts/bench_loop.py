@@ -90,13 +90,13 @@ def ensure_detector_and_clip() -> tuple[Path, Path]:
 
 
 def pipelining_with_delay_backend(bundle: Path, clip: Path) -> None:
-    from edgekit.loop.run import detection_model, run_detection
+    from edgekit.loop.run import loop_model, run_loop
 
     register("delay", DelayBackend)
     for delay in (0.004, 0.008):
         DelayBackend.delay_s = delay
-        with detection_model(bundle, backend="delay", fmt="tflite-int8") as model:
-            report = run_detection(model, clip)
+        with loop_model(bundle, backend="delay", fmt="tflite-int8") as model:
+            report = run_loop(model, clip)
         s = report.stats
         p50 = {name: s.stage(name).p50 for name in s.stage_ns}
         slowest = max(p50, key=p50.get)

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "out" / "bench"
 sys.path.insert(0, str(ROOT))
 
-from edgekit.loop.run import detection_model, run_detection  # noqa: E402
+from edgekit.loop.run import loop_model, run_loop  # noqa: E402
 
 BACKENDS = ["tflite", "onnxruntime", "openvino"]
 # (name, pipelined, requests, mode); requests None: the runtime's recommendation
@@ -59,9 +59,9 @@ def ensure_inputs(bundle: Path | None, clip: Path | None) -> tuple[Path, Path, P
 
 def fps(bundle: Path, clip: Path, backend: str, pipelined: bool, requests: int | None,
         mode: str) -> float:
-    with detection_model(bundle, backend=backend, requests=requests, pipelined=pipelined,
+    with loop_model(bundle, backend=backend, requests=requests, pipelined=pipelined,
                          mode=mode) as model:
-        return run_detection(model, clip, pipelined=pipelined).stats.fps
+        return run_loop(model, clip, pipelined=pipelined).stats.fps
 
 
 def main() -> None:
@@ -92,8 +92,8 @@ def main() -> None:
         print(f"  {backend:12} " + "; ".join(cells))
     print(f"--realtime on {clip30.name} (30 FPS):")
     for backend in BACKENDS:
-        with detection_model(bundle, backend=backend) as model:
-            stats = run_detection(model, clip30, realtime=True).stats
+        with loop_model(bundle, backend=backend) as model:
+            stats = run_loop(model, clip30, realtime=True).stats
         stages = sum(stats.stage(n).p50 for n in ("preprocess", "infer", "postprocess", "sink"))
         e2e = stats.end_to_end().p50
         print(f"  {backend:12} FPS {stats.fps:5.2f}; end-to-end p50 {e2e:.2f} ms, stages' p50 "

@@ -87,14 +87,14 @@ def preprocessing(rounds: int) -> None:
 
 
 def raw_ssd(twin: Path, rounds: int) -> None:
-    from edgekit.loop.run import detection_model
+    from edgekit.loop.run import loop_model
     from edgekit.preprocess import SpecOptions
     from edgekit.tasks.detection import DetectionOptions, decode
 
     spec = SpecOptions(mean=(127.5,), std=(127.5,))
-    host = detection_model(twin / "ssd_twin_raw.tflite", spec=spec, detect=DetectionOptions(
+    host = loop_model(twin / "ssd_twin_raw.tflite", spec=spec, detect=DetectionOptions(
         decoder="ssd-raw", score_threshold=0.3, iou_threshold=0.6, max_detections=20))
-    op = detection_model(twin / "ssd_twin_postprocess.tflite", spec=spec,
+    op = loop_model(twin / "ssd_twin_postprocess.tflite", spec=spec,
                          detect=DetectionOptions(decoder="ssd"))
     tensor = prepare(frame(), host.spec)[0]
     size = (host.spec.width, host.spec.height)

@@ -22,7 +22,7 @@ from edgekit.loop.live import ServeSink
 from edgekit.loop.pipeline import Item, LoopStats, Pipeline, Stage
 from edgekit.loop.serve import LiveView, ServeOptions, serve_options
 from edgekit.loop.sources import Frame, Source
-from edgekit.tasks.detection import Detection
+from edgekit.tasks.detection import Detection, DetectionsResult
 
 
 class PacedCamera(Source):
@@ -62,7 +62,8 @@ FAKE_MODEL = SimpleNamespace(
 
 def _stages(sink: ServeSink, stats: LoopStats) -> list[Stage]:
     def postprocess(item: Item) -> None:
-        item.detections = [Detection("seven", 7, 0.91, (10.0, 20.0, 60.0, 80.0))]
+        seven = [Detection("seven", 7, 0.91, (10.0, 20.0, 60.0, 80.0))]
+        item.result = DetectionsResult(seven, seven)
 
     return [Stage("preprocess", lambda item: None), Stage("infer", lambda item: None),
             Stage("postprocess", postprocess),

@@ -205,10 +205,10 @@ def _infer(bundle: Path, make: Callable[[tuple], object], backend: str = "tflite
 
 
 def _run_api(bundle: Path, clip: Path, **kw) -> object:
-    from edgekit.loop.run import detection_model, run_detection
+    from edgekit.loop.run import loop_model, run_loop
 
-    with detection_model(bundle) as model:
-        return run_detection(model, clip, **kw)
+    with loop_model(bundle) as model:
+        return run_loop(model, clip, **kw)
 
 
 def _load(bundle: Path) -> object:
@@ -473,8 +473,27 @@ CASES = [
                                                  "--resize", "center-crop:2"], 2, "(0, 1]"),
     Case("run-threads-0", lambda c: ["run", c.detector, "--source", c.clip, "--threads", "0"],
          2, "--threads"),
-    Case("run-classifier-bundle", lambda c: ["run", c.lenet, "--source", c.clip], 2,
-         "classification model"),
+    # --- run: the task (issue 21) ------------------------------------------------------
+    Case("run-classifier-save-masks", lambda c: ["run", c.lenet, "--source", c.clip,
+                                                 "--save-masks", c.path("masks")], 2,
+         "--save-masks"),
+    Case("run-top-k-0", lambda c: ["run", c.lenet, "--source", c.clip, "--top-k", "0"], 2,
+         "--top-k"),
+    Case("run-top-k-beyond-the-classes", lambda c: ["run", c.lenet, "--source", c.clip,
+                                                    "--top-k", "11"], 2, "10 classes"),
+    Case("run-smooth-0", lambda c: ["run", c.lenet, "--source", c.clip, "--smooth", "0"], 2,
+         "--smooth"),
+    Case("run-task-contradicts-the-bundle", lambda c: ["run", c.detector, "--source", c.clip,
+                                                       "--task", "classification"], 2,
+         "holds a detection model"),
+    Case("run-segmentation-of-a-vector", lambda c: [
+        "run", c.lenet / "lenet5_digits_int8.tflite", "--source", c.clip, "--task",
+        "segmentation"], 1, "H x W x C"),
+    Case("run-detection-options-on-a-classifier", lambda c: [
+        "run", c.lenet, "--source", c.clip, "--iou", "0.3"], 2, "detection options"),
+    Case("run-truth-on-a-classifier", lambda c: [
+        "run", c.lenet, "--source", c.clip, "--truth", c.clip.with_suffix(".json")], 2,
+        "--truth"),
     Case("run-source-missing", lambda c: ["run", c.detector, "--source", c.path("none.avi")], 1,
          "no such file or folder"),
     Case("run-source-empty-folder", lambda c: ["run", c.detector, "--source",
@@ -492,8 +511,9 @@ CASES = [
         "run", c.tampered(c.detector, "digit_detector_int8.tflite"), "--source", c.clip,
         "--save", c.path("o.avi")], 1, "does not match"),
     # --- compare -------------------------------------------------------------------------
-    Case("compare-classifier-bundle", lambda c: ["compare", c.lenet, "--source", c.clip, "-q"],
-         2, "classification model"),
+    Case("compare-task-contradicts-the-bundle", lambda c: [
+        "compare", c.lenet, "--source", c.clip, "--task", "detection", "-q"], 2,
+        "holds a classification model"),
     Case("compare-source-missing", lambda c: ["compare", c.detector, "--source",
                                               c.path("none.avi"), "-q"], 1, "no such file"),
     Case("compare-empty-folder", lambda c: ["compare", c.detector, "--source",

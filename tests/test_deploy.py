@@ -66,9 +66,6 @@ def test_bad_input_is_one_line(tmp_path: Path, lenet_bundle: Path) -> None:
     assert_clean_error(run_cli("deploy", tmp_path, "--target", "rpi4-cpu", *host),
                        "not an edgekit bundle")
     assert_clean_error(run_cli("deploy", lenet_bundle, *host), "needs a BUNDLE and --target")
-    assert_clean_error(run_cli("deploy", lenet_bundle, "--target", "rpi4-cpu", "--service",
-                               "--dry-run", *host), "--service runs the detection loop",
-                       "classification model")
     assert_clean_error(run_cli("deploy", lenet_bundle, "--rollback", *host), "takes no BUNDLE")
     assert_clean_error(run_cli("deploy", "--status", "--dry-run", *host), "only reads")
     assert_clean_error(run_cli("deploy", "--status", "--to", "x", *host), "--to goes with")

@@ -157,8 +157,8 @@ def test_a_damaged_clip_completes(detector_bundle: Path, demo_clip: Path, tmp_pa
 
 def test_bad_input(detector_bundle: Path, lenet_bundle: Path, demo_clip: Path,
                    tmp_path: Path) -> None:
-    assert_clean_error(run_cli("run", lenet_bundle, "--source", demo_clip),
-                       "classification model", "edgekit classify")
+    assert_clean_error(run_cli("run", lenet_bundle, "--source", demo_clip, "--task",
+                               "detection"), "holds a classification model")
     assert_clean_error(run_cli("run", detector_bundle, "--source", tmp_path / "no.avi"),
                        "no such file or folder")
     codec = tmp_path / "codec.avi"

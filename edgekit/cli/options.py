@@ -30,6 +30,7 @@ from edgekit.preprocess import (
     SpecOptions,
     check_normalisation,
 )
+from edgekit.tasks.base import TASKS
 from edgekit.tasks.detection import DECODERS, DetectionOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -98,6 +99,24 @@ realtime = _option(
     help="Read a video file or folder at its own frame rate (or at FPS), as a camera "
          "delivers frames: end-to-end latency then has no queueing in it. A camera or "
          "stream already is real-time (a note, not an error).")
+
+task = _option(
+    "--task", type=click.Choice(list(TASKS)), show_default="the bundle's; a bare model: "
+    "classification for one score vector, else generic (a decoder makes it a detector)",
+    help="What the model's outputs mean: classification (top-k), detection (boxes), "
+         "segmentation (H x W x C class scores or H x W class ids: a mask), generic (each "
+         "output's shape and summary). A bundle's own task cannot be changed, except to "
+         "generic.")
+
+top_k = _option(
+    "--top-k", default=5, type=click.IntRange(min=1), metavar="N",
+    help="A classifier's best classes per frame: drawn as bars, in --jsonl and the live view "
+         "(at most the model's class count).")
+
+smooth = _option(
+    "--smooth", default=1, type=click.IntRange(min=1), metavar="N",
+    help="Average a classifier's scores over the last N frames, against per-frame flicker "
+         "(1: none); --jsonl then has the raw and the smoothed top-1.")
 
 runs = _option(
     "--runs", default=100, type=click.IntRange(min=1), metavar="N",

@@ -1,4 +1,4 @@
-"""``edgekit run`` and ``edgekit compare``: the detection loop."""
+"""``edgekit run`` and ``edgekit compare``: the camera loop, for any task."""
 from __future__ import annotations
 
 import json
@@ -34,7 +34,7 @@ def _stage_rows(stats) -> list[list[str]]:
 
 
 def realtime_value(text: str | None) -> bool | float:
-    """``--realtime`` as run_detection takes it: False, True (the source's rate) or an FPS."""
+    """``--realtime`` as run_loop takes it: False, True (the source's rate) or an FPS."""
     if text is None:
         return False
     if text == "source":
@@ -84,6 +84,7 @@ def _summary(report, view: str = "text") -> str:
     if report.map50 is not None:
         lines.append(f"mAP@0.5 {report.map50:.4f} on {report.map_frames} frames"
                      + (f" ({report.map_note})" if report.map_note else ""))
+    lines += report.summary.lines
     lines += [f"wrote {p}" for p in report.outputs]
     lines += [f"note: {n}" for n in report.notes]
     return ("\n\n" if view == "markdown" else "\n").join(
@@ -114,13 +115,24 @@ def _live_view(serve: str | None, token: str | None):
 @options.threads
 @options.fmt
 @options.labels
+@options.task
+@options.top_k
+@options.smooth
 @detection_options
 @input_spec_options
 @click.option("--show", is_flag=True, help="Show a window (needs the GUI build of OpenCV).")
 @click.option("--save", type=click.Path(path_type=Path), metavar="FILE", help="Write an "
-              "annotated video (.avi MJPG or .mp4): boxes, labels, FPS and per-stage ms.")
+              "annotated video (.avi MJPG or .mp4): the task's result (boxes, top-k bars, the "
+              "mask), FPS and per-stage ms.")
 @click.option("--jsonl", type=click.Path(path_type=Path), metavar="FILE", help="Write one "
-              "JSON line per frame: detections and stage timings.")
+              "JSON line per frame: the task's result (detections, top-k classes, class "
+              "shares, output summaries) and stage timings.")
+@click.option("--save-masks", type=click.Path(path_type=Path), metavar="DIR", help="A "
+              "segmenter's class-id mask per frame, as an 8-bit PNG at the frame's size, "
+              "named after the source image (a folder) or frame_NNNNNN (a video).")
+@click.option("--raw-outputs", type=click.Path(path_type=Path), metavar="FILE.npz",
+              help="Every frame's outputs, as the model gave them, into one .npz "
+                   "(frameN_outI arrays).")
 @click.option("--repeat", is_flag=True, help="Play a video file or folder again each time it "
               "ends, until stopped or --max-frames (a demo, or a service without a camera). "
               "No mAP: frames repeat.")
@@ -142,14 +154,19 @@ def _live_view(serve: str | None, token: str | None):
 @debug_option
 def run(model: Path, source: str, max_frames: int | None, truth: Path | None,
         backend: str | None, device: str | None, threads: int | None, fmt: str | None,
-        labels: Path | None, detect: DetectionOptions, spec: SpecOptions, show: bool,
-        save: Path | None, jsonl: Path | None, repeat: bool, serve: str | None,
+        labels: Path | None, task: str | None, top_k: int, smooth: int,
+        detect: DetectionOptions, spec: SpecOptions, show: bool,
+        save: Path | None, jsonl: Path | None, save_masks: Path | None,
+        raw_outputs: Path | None, repeat: bool, serve: str | None,
         token: str | None, mode: str, requests: int | None, realtime: str | None,
         no_pipeline: bool,
         queue_size: int, view: str, quiet: bool) -> None:
-    """Run the detection loop on a camera, a video, a folder of images or a stream.
+    """Run the camera loop on a camera, a video, a folder of images or a stream.
 
     \b
+    Any model: a classifier's top-k (--top-k, --smooth), a detector's boxes,
+    a segmenter's mask (--task segmentation, --save-masks), or any other
+    model's outputs (--task generic, --raw-outputs); the bundle says which.
     Stages capture -> preprocess -> infer -> postprocess -> sink run pipelined,
     one thread each, results in frame order; each is timed. A file is
     processed whole; a live camera drops stale frames instead of queueing
@@ -173,6 +190,7 @@ def run(model: Path, source: str, max_frames: int | None, truth: Path | None,
     \b
     Examples:
       edgekit run out/demo/digit_detector --source out/demo/clip.avi --save annotated.avi
+      edgekit run out/demo/lenet5_digits --source out/demo/clip.avi --top-k 3 --smooth 5
       edgekit run out/demo/digit_detector --source out/demo/clip.avi --repeat --serve 8080
       edgekit run detector_int8.tflite --decoder edgekit-grid --labels labels.txt \\
         --resize letterbox --iou 0.45 --source out/demo/clip.avi
@@ -183,20 +201,25 @@ def run(model: Path, source: str, max_frames: int | None, truth: Path | None,
         edgekit run bundle --source picamera2 --serve 0.0.0.0:8080
     """
     from edgekit.backends import Concurrency
-    from edgekit.loop.run import check_run_outputs, detection_model, run_detection
+    from edgekit.loop.run import check_run_outputs, loop_model, run_loop
+    from edgekit.loop.sinks import check_mask_folder
 
     paced = realtime_value(realtime)
     Concurrency(mode, requests)  # --requests 0, --mode x: one line, before anything loads
     check_run_outputs(save, jsonl, source, truth,
-                      [model, labels, model / "edgekit.json" if model.is_dir() else None])
+                      [model, labels, model / "edgekit.json" if model.is_dir() else None],
+                      raw_outputs=raw_outputs)
+    if save_masks is not None:
+        check_mask_folder(save_masks)
     with _live_view(serve, token) as live, \
-            detection_model(model, backend=backend, device=device, threads=threads, fmt=fmt,
-                            labels=labels, spec=spec, detect=detect, mode=mode,
-                            requests=requests, pipelined=not no_pipeline) as loaded:
-        report = run_detection(loaded, source, save=save, jsonl=jsonl, show=show,
-                               max_frames=max_frames, pipelined=not no_pipeline,
-                               queue_size=queue_size, truth=truth, repeat=repeat,
-                               serve=live, realtime=paced)
+            loop_model(model, task=task, backend=backend, device=device, threads=threads,
+                       fmt=fmt, labels=labels, spec=spec, detect=detect, mode=mode,
+                       requests=requests, pipelined=not no_pipeline) as loaded:
+        report = run_loop(loaded, source, save=save, jsonl=jsonl, show=show,
+                          max_frames=max_frames, pipelined=not no_pipeline,
+                          queue_size=queue_size, truth=truth, repeat=repeat,
+                          serve=live, realtime=paced, top_k=top_k, smooth=smooth,
+                          save_masks=save_masks, raw_outputs=raw_outputs)
     click.echo(json.dumps(report.to_dict(), indent=2) if view == "json"
                else _summary(report, view))
     if report.stopped:
@@ -212,6 +235,9 @@ def run(model: Path, source: str, max_frames: int | None, truth: Path | None,
 @options.mode
 @options.requests
 @options.realtime
+@options.task
+@options.top_k
+@options.smooth
 @detection_options
 @input_spec_options
 @options.plot
@@ -220,7 +246,8 @@ def run(model: Path, source: str, max_frames: int | None, truth: Path | None,
 @debug_option
 def compare(bundle: Path, source: str, max_frames: int | None, truth: Path | None,
             backend_list: str | None, threads: int | None, mode: str,
-            requests: int | None, realtime: str | None, detect: DetectionOptions, spec: SpecOptions,
+            requests: int | None, realtime: str | None, task: str | None, top_k: int,
+            smooth: int, detect: DetectionOptions, spec: SpecOptions,
             plot: Path | None, view: str, quiet: bool) -> None:
     """Run the same frames through each usable backend: one table, per-stage latency.
 
@@ -246,8 +273,8 @@ def compare(bundle: Path, source: str, max_frames: int | None, truth: Path | Non
     rows = run_compare(bundle, source, [f"{n}:{f}" if f else n for n, f in chosen],
                        max_frames=max_frames, threads=threads, truth=truth, spec=spec,
                        detect=detect, mode=mode, requests=requests,
-                       realtime=realtime_value(realtime),
-                       progress=progress_printer(not quiet))
+                       realtime=realtime_value(realtime), task=task, top_k=top_k,
+                       smooth=smooth, progress=progress_printer(not quiet))
     click.echo(compare_json(rows) if view == "json" else compare_table(rows, view))
     if plot is not None:
         ran = any(r.report for r in rows)

@@ -142,10 +142,6 @@ def _unbuilt_wheel(path: Path) -> ShippedFile:
 def make_plan(request: DeployRequest, session: Session, staging: Path) -> ReleasePlan:
     """Everything the workstation decides before it talks to the device."""
     manifest = read_manifest(request.bundle)
-    if request.service and manifest.task != "detection":
-        raise UsageError(f"--service runs the detection loop (edgekit run) on the camera, and "
-                         f"{manifest.name} is a {manifest.task} model: deploy it without "
-                         "--service and call edgekit classify (or the library) from your code")
     formats, _ = shipped_formats(manifest, request.target)  # fail fast
     choose_backend(request.target, formats)
     wheel, info = _edgekit(request, session)

@@ -4,10 +4,10 @@ The loop's sink stage (``ServeSink``) runs on the loop's thread and must stay ch
 server's threads read what it leaves, safely:
 
 - ``FrameHub``: the loop offers a frame (a reference, no copy) only while a viewer waits for
-  one and at most ``max_fps`` times a second; one encoder thread draws the boxes and encodes
-  it to JPEG once; every waiting viewer gets those bytes. Each viewer takes the newest frame
-  when it is ready for one: nothing queues, a slow viewer skips frames, a stalled one asks
-  for none.
+  one and at most ``max_fps`` times a second; one encoder thread draws the task's result
+  (boxes, top-k bars, a mask) and encodes it to JPEG once; every waiting viewer gets those
+  bytes. Each viewer takes the newest frame when it is ready for one: nothing queues, a slow
+  viewer skips frames, a stalled one asks for none.
 - ``Figures``: latency histograms and counters (for /metrics) kept as frames finish, and the
   figures of ``edgekit run --json`` (for /stats.json) taken on the loop's thread when a
   request asks for them, at most every ``STATS_MAX_AGE_S``, so they agree with each other.
@@ -24,10 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgekit.loop.draw import annotate
 from edgekit.loop.pipeline import Item, LoopStats
-from edgekit.loop.sinks import Sink, overlay_lines
-from edgekit.tasks.detection import Detection
+from edgekit.loop.sinks import Sink, drawn, overlay_lines
 
 if TYPE_CHECKING:
     from edgekit.loop.serve import LiveView
@@ -38,6 +36,8 @@ STATS_MAX_AGE_S = 1.0  # /stats.json figures are at most this old (the page asks
 STATS_WAIT_S = 1.0  # how long a request waits for the loop to take fresh figures
 PENDING_MAX = 256  # frames whose timings wait to be counted into the histograms at once
 END_TO_END = "end to end"
+MAX_CLASS_SERIES = 50  # /metrics: per-class series kept apart; the rest count as one
+OTHER_CLASSES = "(other)"
 BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
 
@@ -62,7 +62,7 @@ class FrameHub:
         self.encoded = 0  # frames encoded so far
         self.encode_cpu_ns = 0  # the encoder thread's CPU time for them (boxes drawn + JPEG)
         self._cond = threading.Condition()
-        self._raw: tuple[Any, Sequence[Detection], list[str], int] | None = None
+        self._raw: tuple[Item, list[str]] | None = None
         self._raw_seq = 0
         self._newest = NOTHING
         self._waiting = 0
@@ -77,11 +77,11 @@ class FrameHub:
         """Whether the loop should hand over this frame: a viewer waits and it is time."""
         return self._waiting > 0 and time.monotonic() - self._offered_at >= self.interval
 
-    def offer(self, image: Any, detections: Sequence[Detection], lines: list[str],
-              frame: int) -> None:
-        """The loop's newest frame (a reference: the loop makes a new array per frame)."""
+    def offer(self, item: Item, lines: list[str]) -> None:
+        """The loop's newest frame (a reference: the loop makes a new array per frame) and
+        its result."""
         with self._cond:
-            self._raw = (image, detections, lines, frame)
+            self._raw = (item, lines)
             self._raw_seq += 1
             self._offered_at = time.monotonic()
             self._cond.notify_all()
@@ -111,14 +111,14 @@ class FrameHub:
                 self._cond.wait_for(lambda: self._raw is not None or self._closed)
                 if self._closed:
                     return
-                (image, detections, lines, frame), seq = self._raw, self._raw_seq
+                (item, lines), seq = self._raw, self._raw_seq
                 self._raw = None
             started = time.thread_time_ns()
-            ok, data = cv2.imencode(".jpg", annotate(image, detections, lines), params)
+            ok, data = cv2.imencode(".jpg", drawn(item, lines), params)
             if not ok:
                 continue
             with self._cond:
-                self._newest = Encoded(seq, data.tobytes(), frame)
+                self._newest = Encoded(seq, data.tobytes(), item.frame.index)
                 self.encoded += 1
                 self.encode_cpu_ns += time.thread_time_ns() - started
                 self._cond.notify_all()
@@ -181,6 +181,7 @@ class Figures:
         self._snapshot: dict[str, Any] = {}
         self._taken_at = -math.inf
         self.wanted = False  # read by the loop without the lock: a hint, set under it
+        self.classes: dict[str, int] = {}  # frames that showed each class (MAX_CLASS_SERIES)
 
     def add(self, item: Item) -> None:
         """A finished frame (every stage timed, ``done_ns`` set; one that never finished, as
@@ -194,9 +195,24 @@ class Figures:
             self._pending.setdefault(END_TO_END, []).append(item.latency_ns)
             self._latency.append(item.latency_ns)
             self.frames += 1
+            self._count_classes(item)
             self._done.append(time.monotonic())
             if len(self._pending[END_TO_END]) >= PENDING_MAX:
                 self._fold()
+
+    def _count_classes(self, item: Item) -> None:
+        """Frames per class shown (the lock held): the first ``MAX_CLASS_SERIES`` classes by
+        name, the rest together as ``OTHER_CLASSES``, so /metrics stays small."""
+        if item.result is None:
+            return
+        for name in item.result.label_counts():
+            key = name if name in self.classes or len(self.classes) < MAX_CLASS_SERIES \
+                else OTHER_CLASSES
+            self.classes[key] = self.classes.get(key, 0) + 1
+
+    def class_frames(self) -> dict[str, int]:
+        with self._cond:
+            return dict(self.classes)
 
     def _fold(self) -> None:
         """Count the pending timings into the histograms (the lock held)."""
@@ -243,17 +259,17 @@ class Figures:
 class ServeSink(Sink):
     """Hands the loop's frames and figures to a LiveView, cheaply, on the loop's thread."""
 
-    def __init__(self, view: LiveView, source: Any, model: Any) -> None:
+    def __init__(self, view: LiveView, source: Any, model: Any, task: str = "detection") -> None:
         backend = model.backend
         self.view, self.source = view, source
-        self.name = backend.name
+        self.name, self.task = backend.name, task
         artifact = str(model.artifact) if model.artifact else ""
         view.info.update({
             "source": source.description, "artifact": artifact,
             "artifact_name": artifact.rsplit("/", 1)[-1], "format": model.format or "",
             "backend": backend.describe(), "backend_name": backend.name,
             "device": str(getattr(backend, "device", "")),
-            "runtime": str(getattr(backend, "runtime", ""))})
+            "runtime": str(getattr(backend, "runtime", "")), "task": task})
         view.source_stats = source.stats
         self._previous: Item | None = None
         self._stats: LoopStats | None = None
@@ -268,8 +284,7 @@ class ServeSink(Sink):
         if self.view.figures.wanted:
             self.view.figures.publish(self._snapshot(stats, item, running=True))
         if self.view.frames.wanted():
-            self.view.frames.offer(item.frame.image, item.detections,
-                                   overlay_lines(stats, self.name), item.frame.index)
+            self.view.frames.offer(item, overlay_lines(stats, self.name))
         self.cpu_ns += time.thread_time_ns() - started  # what the view costs the loop's thread
 
     def _snapshot(self, stats: LoopStats, item: Item | None, running: bool) -> dict[str, Any]:
@@ -280,9 +295,8 @@ class ServeSink(Sink):
             s = self.source.stats
             figures.update(wall_s=wall, fps=stats.running_fps(), dropped=s.dropped,
                            decode_failures=s.decode_failures, reconnects=s.reconnects)
-        latest = {"frame": item.frame.index, "detections": [
-            {"label": d.label, "class_id": d.class_id, "score": round(d.score, 4),
-             "box": [round(v, 1) for v in d.box]} for d in item.detections]} \
+        latest = {"frame": item.frame.index, "task": self.task,
+                  **(item.result.record() if item.result is not None else {})} \
             if item is not None else None
         recent = {**stats.recent(), "end_to_end": self.view.figures.recent_latency_ms()}
         return {**figures, "running": running, "fps_recent": self.view.figures.recent_fps(),

@@ -43,7 +43,8 @@ HTML = """<!doctype html>
     <canvas id="chart" width="360" height="130" aria-label="per-stage milliseconds, last
       minute"></canvas>
     <div id="legend" class="legend"></div>
-    <h2>latest detections <span id="latest_frame" class="dim"></span></h2>
+    <h2><span id="result_title">latest detections</span>
+        <span id="latest_frame" class="dim"></span></h2>
     <ol id="detections"></ol>
   </section>
 </main>
@@ -83,6 +84,7 @@ canvas { width: 100%; height: auto; margin-top: 10px; background: #101010; }
 .legend span { margin-right: 10px; font-size: 12px; }
 ol { margin: 0; padding-left: 20px; font-variant-numeric: tabular-nums; }
 li.none { list-style: none; margin-left: -20px; }
+li meter { width: 90px; margin-left: 8px; vertical-align: middle; }
 """
 
 SCRIPT = """
@@ -156,21 +158,51 @@ function chart() {
   }));
 }
 
-function detections(s) {
-  const list = (s.latest && s.latest.detections) || [];
-  setText("latest_frame", s.latest ? "(frame " + s.latest.frame + ")" : "");
-  $("detections").replaceChildren(...list.map((d) => {
-    const li = document.createElement("li");
-    li.textContent = (d.label || d.class_id) + "  " + d.score.toFixed(2) +
-      "  [" + d.box.map((v) => Math.round(v)).join(", ") + "]";
-    return li;
-  }));
-  if (!list.length) {
-    const li = document.createElement("li");
-    li.textContent = "none above the score threshold";
-    li.className = "dim none";
-    $("detections").replaceChildren(li);
+// What the latest frame's result says, by task: a list item per detection, class (with a
+// score bar), share of the mask or output. Text only, through textContent.
+const TITLES = { detection: "latest detections", classification: "top classes",
+                 segmentation: "classes in the mask", generic: "outputs" };
+
+function item(text, value) {
+  const li = document.createElement("li");
+  li.textContent = text;
+  if (value !== undefined) {
+    const bar = document.createElement("meter");
+    bar.min = 0; bar.max = 1; bar.value = Math.max(0, Math.min(1, value));
+    li.appendChild(bar);
   }
+  return li;
+}
+
+function resultItems(latest) {
+  if (latest.detections) {
+    return latest.detections.map((d) => item((d.label || d.class_id) + "  " +
+      d.score.toFixed(2) + "  [" + d.box.map((v) => Math.round(v)).join(", ") + "]"));
+  }
+  if (latest.classes) {
+    const shown = latest.smoothed || latest.classes;
+    return shown.map((c) => item((c.label || c.class_id) + "  " + c.score.toFixed(2), c.score));
+  }
+  if (latest.shares) {
+    return Object.entries(latest.shares).map(([name, share]) =>
+      item(name + "  " + (100 * share).toFixed(1) + "%", share));
+  }
+  return (latest.outputs || []).map((o, i) => item("out" + i + " " + o.shape.join("x") +
+    (o.values ? ": " + o.values.join(" ") :
+     o.mean !== undefined ? ": mean " + o.mean + ", min " + o.min + ", max " + o.max : "")));
+}
+
+function results(s) {
+  const latest = s.latest || {};
+  setText("result_title", TITLES[latest.task || s.task] || TITLES.detection);
+  setText("latest_frame", s.latest ? "(frame " + s.latest.frame + ")" : "");
+  const items = s.latest ? resultItems(latest) : [];
+  if (!items.length) {
+    const li = item(latest.detections ? "none above the score threshold" : "none yet");
+    li.className = "dim none";
+    items.push(li);
+  }
+  $("detections").replaceChildren(...items);
 }
 
 function render(s) {
@@ -184,7 +216,7 @@ function render(s) {
   setText("decode_failures", String(s.decode_failures || 0));
   stages(s);
   chart();
-  detections(s);
+  results(s);
   const when = new Date().toLocaleTimeString();
   setText("status", (s.running === false ? "the loop has ended" : "running") +
           "; updated " + when + "; viewers " + (s.viewers || 0));

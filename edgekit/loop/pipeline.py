@@ -37,7 +37,7 @@ from edgekit.backends.base import Pending
 from edgekit.loop.sources import Frame, Source
 from edgekit.preprocess import Transform
 from edgekit.stats import Latency, Samples
-from edgekit.tasks.detection import Detection
+from edgekit.tasks.base import FrameResult
 
 STAGES = ("capture", "preprocess", "infer", "postprocess", "sink")
 _END = object()
@@ -52,8 +52,7 @@ class Item:
     tensor: np.ndarray | None = None  # preprocess: the model's input
     transform: Transform | None = None  # preprocess: how frame pixels map onto the input
     outputs: list[np.ndarray] | None = None  # infer: the model's outputs, in Keras's order
-    detections: list[Detection] = field(default_factory=list)  # postprocess: those shown
-    candidates: list[Detection] = field(default_factory=list)  # postprocess: all, for mAP
+    result: FrameResult | None = None  # postprocess: the task's result for this frame
     done_ns: int = 0
 
     @property

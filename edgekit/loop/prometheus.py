@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from edgekit.loop.live import Histogram
+from edgekit.loop.live import MAX_CLASS_SERIES, OTHER_CLASSES, Histogram
 from edgekit.loop.pipeline import STAGES
 
 if TYPE_CHECKING:
@@ -49,7 +49,15 @@ def prometheus_text(view: LiveView) -> str:
            artifact=info.get("artifact_name", ""), format=info.get("format", ""),
            device=info.get("device", ""), runtime=info.get("runtime", ""),
            source=info.get("source", ""))
-    metric("edgekit_frames_total", "counter", "Frames the detection loop finished.", frames)
+    metric("edgekit_frames_total", "counter", "Frames the loop finished.", frames)
+    classes = view.figures.class_frames()
+    if classes:
+        lines += ["# HELP edgekit_class_frames_total Frames that showed each class (a "
+                  "classifier's top-1, a detected object, a class in a mask); at most "
+                  f"{MAX_CLASS_SERIES} classes apart, the rest as {OTHER_CLASSES}.",
+                  "# TYPE edgekit_class_frames_total counter"]
+        lines += [f"edgekit_class_frames_total{_labels(backend=backend, **{'class': name})} "
+                  f"{count}" for name, count in sorted(classes.items())]
     for name, field_name, help_text in (
             ("edgekit_dropped_frames_total", "dropped",
              "Frames a live source replaced before the loop took them."),

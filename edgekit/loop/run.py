@@ -1,10 +1,12 @@
-"""``edgekit run`` and ``edgekit compare``: the detection loop on a model and a source.
+"""``edgekit run`` and ``edgekit compare``: the camera loop on a model and a source.
 
-``run_detection`` wires a detection model into the pipeline's stages
-(preprocess: letterbox or resize, colour, normalisation; infer; postprocess: the
-manifest's decoder and boxes mapped back to frame pixels; sink: the outputs)
-and scores the result against ground truth when the source has some.
-``compare`` runs the same source through several backends, one after another.
+``loop_model`` loads a model for the loop and settles its task (the bundle's, or
+``--task``); ``run_loop`` wires it into the pipeline's stages (preprocess: letterbox or
+resize, colour, normalisation; infer; postprocess: the task's, in frame pixels; sink: the
+outputs) and scores a detector against ground truth when the source has some. Every task
+(detection, classification, segmentation, generic) runs the same loop: what differs is the
+task object (``edgekit.tasks.make_task``). ``compare`` runs the same source through several
+backends, one after another.
 """
 from __future__ import annotations
 
@@ -19,7 +21,17 @@ from edgekit.backends import Concurrency, Pending, backend_status
 from edgekit.backends.base import cpu_count
 from edgekit.errors import EdgekitError, SourceLost, UsageError, WriteFailed
 from edgekit.loop.pipeline import Item, LoopStats, Pipeline, Stage
-from edgekit.loop.sinks import VIDEO_SUFFIXES, JsonlSink, Sink, VideoSink, WindowSink, close_all
+from edgekit.loop.sinks import (
+    VIDEO_SUFFIXES,
+    JsonlSink,
+    MaskSink,
+    RawOutputsSink,
+    Sink,
+    VideoSink,
+    WindowSink,
+    check_mask_folder,
+    close_all,
+)
 from edgekit.loop.sources import (
     GroundTruth,
     check_source,
@@ -33,23 +45,20 @@ from edgekit.manifest import read_manifest
 from edgekit.model import LoadedModel, load_model
 from edgekit.outputs import check as check_outputs
 from edgekit.preprocess import SpecOptions, prepare
+from edgekit.tasks import TaskOptions, check_task, make_task
+from edgekit.tasks.base import LoopTask, Summary
 from edgekit.tasks.detection import (
     DECODERS,
+    FLAG_OF,
     Detection,
     DetectionOptions,
     configure,
     decode,
-    decoder_params,
-    describe_decoder,
-    to_frame,
 )
 from edgekit.tasks.metrics import mean_average_precision
 
 if TYPE_CHECKING:
     from edgekit.loop.serve import LiveView
-
-METRIC_THRESHOLD = 0.01  # detections kept for mAP (the PR curve needs the low scores too)
-
 
 @dataclass
 class RunReport:
@@ -59,13 +68,15 @@ class RunReport:
     artifact: str
     backend: str  # the backend's description: name, runtime, device, threads
     stats: LoopStats
+    task: str = "detection"
     map50: float | None = None
     map_frames: int = 0
     map_note: str = ""
     outputs: list[str] = field(default_factory=list)
     stopped: str = ""  # why the source ended early (a camera that vanished), if it did
     input: str = ""  # the input spec used, one line with where each value came from
-    decoder: str = ""  # the decoder and its parameters used, likewise
+    decoder: str = ""  # the task's line: the decoder and its parameters used, the top-k...
+    summary: Summary = field(default_factory=Summary)  # what the clip added up to (the task's)
     requests: int = 1  # frames in the infer stage at once
     paced_fps: float | None = None  # --realtime: the rate a file or folder was read at
     live: bool = False  # a camera or stream: frames arrive at their own rate
@@ -73,7 +84,8 @@ class RunReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, "artifact": self.artifact, "backend": self.backend,
-                "input": self.input, "decoder": self.decoder,
+                "task": self.task, "input": self.input, "decoder": self.decoder,
+                "summary": self.summary.data,
                 **self.stats.to_dict(), "requests": self.requests, "paced_fps": self.paced_fps,
                 "live": self.live, "map50": self.map50, "map_frames": self.map_frames,
                 "map_note": self.map_note, "outputs": self.outputs, "stopped": self.stopped,
@@ -94,22 +106,28 @@ def loop_threads(threads: int | None, pipelined: bool, requests: int = 1) -> int
     return cores - 1 if cores > 1 else None
 
 
-def detection_model(path: str | Path, *, backend: str | None = None, device: str | None = None,
-                    threads: int | None = None, fmt: str | None = None,
-                    labels: str | Path | None = None, spec: SpecOptions | None = None,
-                    detect: DetectionOptions | None = None, mode: str = "latency",
-                    requests: int | None = None, pipelined: bool = True) -> LoadedModel:
-    """Load a model for the detection loop, its decoder configured (the bundle's, with
-    ``detect`` on top) and tried once on outputs of the model's shapes, so a wrong decoder
-    parameter or anchors file stops the run before a frame is read. A classifier or an
-    unknown head is a UsageError. ``mode`` and ``requests``: the runtime tuned for each
-    inference's latency or for the most per second, and the frames the infer stage keeps in
-    flight (None: 1 in latency mode, the runtime's recommendation in throughput mode; see
-    ``Concurrency``). ``pipelined``: the loop will run its stages at once (``loop_threads``)."""
+def loop_model(path: str | Path, *, task: str | None = None, backend: str | None = None,
+               device: str | None = None, threads: int | None = None, fmt: str | None = None,
+               labels: str | Path | None = None, spec: SpecOptions | None = None,
+               detect: DetectionOptions | None = None, mode: str = "latency",
+               requests: int | None = None, pipelined: bool = True) -> LoadedModel:
+    """Load a model for the camera loop, its task settled: the bundle's (or a bare model's
+    guess), or ``task`` (``check_task``: a bundle's own task cannot be contradicted). A
+    detector's decoder is configured (the bundle's, with ``detect`` on top; ``detect.decoder``
+    makes a bare model a detector) and tried once on outputs of the model's shapes, so a
+    wrong decoder parameter or anchors file stops the run before a frame is read; a
+    classifier's or segmenter's outputs are checked the same way (``make_task``).
+    ``mode`` and ``requests``: the runtime tuned for each inference's latency or for the most
+    per second, and the frames the infer stage keeps in flight (None: 1 in latency mode, the
+    runtime's recommendation in throughput mode; see ``Concurrency``). ``pipelined``: the
+    loop will run its stages at once (``loop_threads``)."""
     detect = detect or DetectionOptions()
     if detect.decoder is not None and detect.decoder not in DECODERS:
         raise UsageError(f"unknown --decoder {detect.decoder!r}; choose from "
                          f"{', '.join(DECODERS)}")
+    if detect.decoder is not None and task not in (None, "detection"):
+        raise UsageError(f"a decoder makes the model a detector, not a {task} model: give "
+                         "one of them")
     concurrency = Concurrency(mode, requests)
     in_flight = requests or (1 if mode == "latency" else 0)
     threads = loop_threads(threads, pipelined, in_flight)
@@ -118,31 +136,30 @@ def detection_model(path: str | Path, *, backend: str | None = None, device: str
     try:
         if detect.decoder is not None:
             model.task = "detection"
-        if model.task != "detection":
-            if model.task == "classification":
-                raise UsageError(f"{Path(path).name} is a classification model; edgekit run is "
-                                 "the detection loop: use edgekit classify for classifiers")
-            raise UsageError(f"{Path(path).name} is not a detection bundle: for a bare detector "
-                             f"give --decoder ({', '.join(DECODERS)}) and --labels")
-        model.decoder, model.decoder_origin = configure(
-            model.decoder, detect, "bundle" if model.manifest else "default")
-        decode(model.blank_outputs(), model.decoder, (model.spec.width, model.spec.height),
-               model.labels)
+        model.task = check_task(model.task, task, model.manifest is not None)
+        if model.task == "detection":
+            if not model.decoder and detect.decoder is None:
+                raise UsageError(f"{Path(path).name} has no decoder: for a bare detector give "
+                                 f"--decoder ({', '.join(DECODERS)}) and --labels")
+            model.decoder, model.decoder_origin = configure(
+                model.decoder, detect, "bundle" if model.manifest else "default")
+            decode(model.blank_outputs(), model.decoder, (model.spec.width, model.spec.height),
+                   model.labels)
+        elif detect.given():
+            flags = ", ".join(FLAG_OF.get(k, f"--decoder-param {k}") for k in detect.given())
+            raise UsageError(f"{flags}: detection options, and {Path(path).name} runs as a "
+                             f"{model.task} model")
+        make_task(model)  # a classifier's or segmenter's outputs checked now
     except BaseException:
         model.close()
         raise
     return model
 
 
-def detection_stages(model: LoadedModel, sinks: Sequence[Sink], stats: LoopStats,
-                     score_threshold: float | None, keep_all: bool) -> list[Stage]:
-    """The four stages after capture, for a detection model; the sinks see ``stats``."""
-    spec, labels = model.spec, model.labels
-    size = (spec.width, spec.height)
-    shown = score_threshold if score_threshold is not None else \
-        decoder_params(model.decoder).score_threshold
-    params = {**model.decoder, "score_threshold": min(shown, METRIC_THRESHOLD) if keep_all
-              else shown}
+def loop_stages(model: LoadedModel, task: LoopTask, sinks: Sequence[Sink],
+                stats: LoopStats) -> list[Stage]:
+    """The four stages after capture, for any task; the sinks see ``stats``."""
+    spec = model.spec
 
     def preprocess(item: Item) -> None:
         item.tensor, item.transform = prepare(item.frame.image, spec)
@@ -157,8 +174,7 @@ def detection_stages(model: LoadedModel, sinks: Sequence[Sink], stats: LoopStats
         item.outputs = model.in_keras_order(pending.result())
 
     def postprocess(item: Item) -> None:
-        item.candidates = to_frame(decode(item.outputs, params, size, labels), item.transform)
-        item.detections = [d for d in item.candidates if d.score >= shown]
+        item.result = task.postprocess(item.outputs, item.transform)
 
     def sink(item: Item) -> None:
         for s in sinks:
@@ -190,22 +206,25 @@ def _score(predicted: dict[int, list[Detection]], gt: GroundTruth,
 
 def check_run_outputs(save: Path | None, jsonl: Path | None, source: str | int | Path,
                       truth: Path | None = None,
-                      others: Sequence[str | Path | None] = ()) -> None:
-    """Refuse --save/--jsonl paths that are an input (the source, its ground truth, found
-    beside it or given, ``others`` such as the model), each other or a folder, before
-    anything is read."""
+                      others: Sequence[str | Path | None] = (),
+                      raw_outputs: Path | None = None) -> None:
+    """Refuse --save/--jsonl/--raw-outputs paths that are an input (the source, its ground
+    truth, found beside it or given, ``others`` such as the model), each other or a folder,
+    before anything is read."""
     found = truth_path(str(source), None if truth is None else Path(truth))
     inputs = [str(i) for i in [source, found, *others] if i is not None]
-    check_outputs({"--save": save, "--jsonl": jsonl}, inputs, {"--save": VIDEO_SUFFIXES})
+    check_outputs({"--save": save, "--jsonl": jsonl, "--raw-outputs": raw_outputs}, inputs,
+                  {"--save": VIDEO_SUFFIXES, "--raw-outputs": (".npz",)})
 
 
-def run_detection(model: LoadedModel, source_spec: str | int | Path, *,
-                  save: Path | None = None, jsonl: Path | None = None, show: bool = False,
-                  max_frames: int | None = None, pipelined: bool = True, queue_size: int = 2,
-                  truth: Path | None = None, score_threshold: float | None = None,
-                  repeat: bool = False, serve: LiveView | None = None,
-                  realtime: bool | float = False) -> RunReport:
-    """Run the detection loop on a source; sinks are always closed, whatever happens.
+def run_loop(model: LoadedModel, source_spec: str | int | Path, *,
+             save: Path | None = None, jsonl: Path | None = None, show: bool = False,
+             max_frames: int | None = None, pipelined: bool = True, queue_size: int = 2,
+             truth: Path | None = None, score_threshold: float | None = None,
+             repeat: bool = False, serve: LiveView | None = None,
+             realtime: bool | float = False, top_k: int = 5, smooth: int = 1,
+             save_masks: Path | None = None, raw_outputs: Path | None = None) -> RunReport:
+    """Run the camera loop on a source; sinks are always closed, whatever happens.
 
     Outputs are checked before the source is read; a file that cannot be written completely
     raises WriteFailed and leaves nothing (an earlier file at that path stays). ``repeat``: a
@@ -213,8 +232,12 @@ def run_detection(model: LoadedModel, source_spec: str | int | Path, *,
     ``serve``: a live view (``edgekit run --serve``) that shows the frames and figures.
     ``realtime``: read a file or folder at its frame rate (True) or at this many frames per
     second, as a camera delivers them; a camera or stream already is (a note, not an error).
+    ``top_k`` and ``smooth``: a classifier's classes per frame, and the frames its scores are
+    averaged over. ``save_masks``: a segmenter's masks, one 8-bit PNG per frame, into that
+    folder. ``raw_outputs``: every frame's outputs into an .npz.
     """
-    check_run_outputs(save, jsonl, source_spec, truth, [model.artifact])
+    check_run_outputs(save, jsonl, source_spec, truth, [model.artifact],
+                      raw_outputs=raw_outputs)
     if score_threshold is not None and not 0 <= score_threshold <= 1:
         raise UsageError(f"--score-threshold is a score from 0 to 1, not {score_threshold}")
     if repeat and truth is not None:
@@ -222,12 +245,21 @@ def run_detection(model: LoadedModel, source_spec: str | int | Path, *,
                          "choose one")
     if realtime is not True and realtime is not False and not realtime > 0:
         raise UsageError(f"--realtime takes a frame rate above 0, not {realtime}")
+    if save_masks is not None and model.task != "segmentation":
+        raise UsageError(f"--save-masks writes a segmenter's masks, and this is a {model.task} "
+                         "model")
+    if truth is not None and model.task != "detection":
+        raise UsageError(f"--truth scores a detector's boxes, and this is a {model.task} model")
     notes = []
     live = is_live(source_spec)
     if realtime is not False and live:
         notes.append(f"--realtime: {source_spec} is a camera or stream, which delivers frames "
                      "at its own rate already; nothing to pace")
-    gt = None if repeat else find_ground_truth(source_spec, truth)
+    gt = None if repeat or model.task != "detection" else find_ground_truth(source_spec, truth)
+    task = make_task(model, TaskOptions(model.task, top_k, smooth, score_threshold,
+                                        keep_all=gt is not None))
+    if save_masks is not None:
+        check_mask_folder(save_masks)
     source = open_source(source_spec, repeat=repeat)
     if realtime is not False and not live:
         source = paced(source, source_spec, None if realtime is True else float(realtime))
@@ -240,21 +272,24 @@ def run_detection(model: LoadedModel, source_spec: str | int | Path, *,
             sinks.append(VideoSink(save, source.fps, name))
         if jsonl is not None:
             sinks.append(JsonlSink(jsonl))
+        if save_masks is not None:
+            sinks.append(MaskSink(save_masks))
+        if raw_outputs is not None:
+            sinks.append(RawOutputsSink(raw_outputs))
         if show:
             sinks.append(WindowSink(name, lambda: pipeline.stop() if pipeline else None))
         if serve is not None:
             from edgekit.loop.live import ServeSink
 
-            sinks.append(ServeSink(serve, source, model))
+            sinks.append(ServeSink(serve, source, model, task.name))
         warm_up(model)
         figures = LoopStats()
-        pipeline = Pipeline(source, detection_stages(model, sinks, figures, score_threshold,
-                                                     keep_all=gt is not None),
+        pipeline = Pipeline(source, loop_stages(model, task, sinks, figures),
                             queue_size=queue_size, pipelined=pipelined, stats=figures)
 
         def collect(item: Item) -> None:
             if gt is not None:
-                predicted[item.frame.index] = item.candidates
+                predicted[item.frame.index] = item.result.candidates
 
         stopped = ""
         try:
@@ -274,9 +309,9 @@ def run_detection(model: LoadedModel, source_spec: str | int | Path, *,
     if failed is not None:
         raise _naming_kept(failed, sinks)
     report = RunReport(source.description, str(model.artifact), model.backend.describe(), stats,
-                       outputs=[str(s.written) for s in sinks if s.written], stopped=stopped,
-                       input=model.spec.describe(),
-                       decoder=describe_decoder(model.decoder, model.decoder_origin),
+                       task=task.name, outputs=[str(s.written) for s in sinks if s.written],
+                       stopped=stopped, input=model.spec.describe(), decoder=task.describe(),
+                       summary=task.summary(source.fps or 0.0),
                        requests=model.backend.requests, live=live,
                        paced_fps=source.fps if realtime is not False and not live else None,
                        notes=notes)
@@ -315,18 +350,16 @@ def compare(bundle: Path, source_spec: str | int | Path, backends: Sequence[str]
             truth: Path | None = None, spec: SpecOptions | None = None,
             detect: DetectionOptions | None = None, mode: str = "latency",
             requests: int | None = None, realtime: bool | float = False,
+            task: str | None = None, top_k: int = 5, smooth: int = 1,
             progress: Callable[[str], None] = lambda _: None) -> list[CompareRow]:
     """The same source through each backend in turn; unusable ones become skipped rows.
 
     A backend may be written ``name:format`` to pick the bundle's artifact. What would fail
-    every row is refused first, in one line: a bundle that is not a detector, a source that
+    every row is refused first, in one line: a task the bundle does not hold, a source that
     does not exist.
     """
     manifest = read_manifest(bundle)
-    if manifest.task != "detection":
-        raise UsageError(f"{bundle} holds a {manifest.task} model; edgekit compare runs the "
-                         "detection loop: give a detection bundle (edgekit bench compares "
-                         "classifiers)")
+    check_task(manifest.task, task, from_bundle=True)
     if max_frames is not None and max_frames < 1:
         raise UsageError("--max-frames must be 1 or more")
     Concurrency(mode, requests)  # --requests 0, --mode x: one line, before any row
@@ -342,11 +375,11 @@ def compare(bundle: Path, source_spec: str | int | Path, backends: Sequence[str]
             continue
         progress(f"{entry}: running")
         try:
-            with detection_model(bundle, backend=name, threads=threads, fmt=fmt or None,
-                                 spec=spec, detect=detect, mode=mode,
-                                 requests=requests, pipelined=True) as model:
-                report = run_detection(model, source_spec, max_frames=max_frames, truth=truth,
-                                       realtime=realtime)
+            with loop_model(bundle, task=task, backend=name, threads=threads,
+                            fmt=fmt or None, spec=spec, detect=detect, mode=mode,
+                            requests=requests, pipelined=True) as model:
+                report = run_loop(model, source_spec, max_frames=max_frames, truth=truth,
+                                  realtime=realtime, top_k=top_k, smooth=smooth)
         except EdgekitError as exc:
             rows.append(CompareRow(entry, "failed", str(exc)))
             continue

@@ -1,4 +1,6 @@
-"""Where results go: an annotated video, JSON lines, a window.
+"""Where results go: an annotated video, JSON lines, a window, a segmenter's masks, the raw
+outputs. Each takes any task's results (``Item.result``: it draws itself and says itself in
+JSON), so every sink works for every task.
 
 Files are written under a hidden name beside the target and renamed into place when the sink
 closes, which it always does (end of the source, an error, Ctrl-C), so the video's index is
@@ -46,10 +48,17 @@ _SHORT = {"capture": "cap", "preprocess": "pre", "infer": "infer", "postprocess"
           "sink": "sink"}
 
 
+def drawn(item: Item, lines: list[str]) -> Any:
+    """The frame with its result drawn on it and ``lines`` in a panel."""
+    if item.result is None:
+        return annotate(item.frame.image, [], lines)
+    return item.result.draw(item.frame.image, lines)
+
+
 class Sink(ABC):
     @abstractmethod
     def write(self, item: Item, stats: LoopStats) -> None:
-        """Take one finished frame (its detections in ``item.detections``)."""
+        """Take one finished frame (its task's result in ``item.result``)."""
 
     def close(self) -> None:
         """Flush and finish; safe to call twice. Raises WriteFailed if the file is not whole."""
@@ -79,8 +88,7 @@ class VideoSink(Sink):
     def write(self, item: Item, stats: LoopStats) -> None:
         import cv2
 
-        image = annotate(item.frame.image, item.detections,
-                         overlay_lines(stats, self.backend))
+        image = drawn(item, overlay_lines(stats, self.backend))
         if self._writer is None:
             fourcc = "MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"
             height, width = image.shape[:2]
@@ -145,7 +153,8 @@ def _folder_problem(file: PendingFile) -> OSError | None:
 
 
 class JsonlSink(Sink):
-    """One JSON line per frame: detections in frame pixels and the stage timings."""
+    """One JSON line per frame: the task's result (detections in frame pixels, top-k
+    classes, class shares, output summaries) and the stage timings."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -161,9 +170,7 @@ class JsonlSink(Sink):
         line = {
             "frame": item.frame.index,
             **({"image": item.frame.name} if item.frame.name else {}),
-            "detections": [{"label": d.label, "class_id": d.class_id, "score": round(d.score, 4),
-                            "box": [round(v, 1) for v in d.box]}
-                           for d in item.detections],
+            **(item.result.record() if item.result is not None else {}),
             "timings_ms": {k: round(v / 1e6, 3) for k, v in item.timings_ns.items()},
             "latency_ms": round((time.perf_counter_ns() - item.frame.captured_ns) / 1e6, 3),
         }
@@ -236,8 +243,7 @@ class WindowSink(Sink):
     def write(self, item: Item, stats: LoopStats) -> None:
         import cv2
 
-        cv2.imshow("edgekit", annotate(item.frame.image, item.detections,
-                                       overlay_lines(stats, self.backend)))
+        cv2.imshow("edgekit", drawn(item, overlay_lines(stats, self.backend)))
         if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
             self.on_quit()
 
@@ -245,3 +251,109 @@ class WindowSink(Sink):
         import cv2
 
         cv2.destroyAllWindows()
+
+
+def frame_stem(index: int, name: str) -> str:
+    """A file name stem for a frame: the source image's own stem, else its number."""
+    if name:
+        return Path(name).stem or f"frame_{index:06d}"
+    return f"frame_{index:06d}"
+
+
+def check_mask_folder(folder: Path) -> None:
+    """``--save-masks`` is a folder that exists or can be made, not a file."""
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--save-masks {folder}: that is a file; give a folder for the masks")
+
+
+class MaskSink(Sink):
+    """A segmenter's class-id mask per frame, as an 8-bit PNG at the frame's size, named
+    after the source image (a folder) or the frame number (a video or camera). Each file is
+    written aside and renamed into place: a mask file is whole or absent."""
+
+    def __init__(self, folder: Path) -> None:
+        check_mask_folder(folder)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise WriteFailed(f"--save-masks {folder}: cannot make the folder: "
+                              f"{exc.strerror or exc}") from None
+        self.folder = folder
+        self.frames = 0
+
+    def write(self, item: Item, stats: LoopStats) -> None:
+        import cv2
+
+        mask = getattr(item.result, "mask", None)
+        if mask is None:
+            return
+        target = PendingFile(self.folder / f"{frame_stem(item.frame.index, item.frame.name)}"
+                                           ".png", "--save-masks")
+        try:
+            ok, data = cv2.imencode(".png", mask)
+            if not ok:
+                raise target.failure("OpenCV could not encode the mask as PNG")
+            target.tmp.write_bytes(data.tobytes())
+        except OSError as exc:
+            raise target.failure(exc) from None
+        target.commit()
+        self.frames += 1
+
+    @property
+    def written(self) -> Path | None:
+        return self.folder if self.frames else None
+
+
+class RawOutputsSink(Sink):
+    """Every frame's outputs, as they came from the model (Keras order), into one .npz:
+    ``frame{N}_out{I}`` arrays. Written entry by entry (memory does not grow with the run),
+    aside, and renamed into place when the loop ends."""
+
+    def __init__(self, path: Path) -> None:
+        import zipfile
+
+        self.path = path
+        self._pending = PendingFile(path, "--raw-outputs")
+        try:
+            self._zip = zipfile.ZipFile(self._pending.tmp, "w", zipfile.ZIP_STORED,
+                                        allowZip64=True)
+        except OSError as exc:
+            raise self._pending.failure(exc) from None
+        self._closed = False
+        self.frames = 0
+
+    def write(self, item: Item, stats: LoopStats) -> None:
+        import numpy as np
+
+        try:
+            for i, array in enumerate(item.outputs or ()):
+                with self._zip.open(f"frame{item.frame.index}_out{i}.npy", "w",
+                                    force_zip64=True) as entry:
+                    np.lib.format.write_array(entry, np.asarray(array), allow_pickle=False)
+        except OSError as exc:
+            self._abandon()
+            raise self._pending.failure(exc) from None
+        self.frames += 1
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._zip.close()
+        except OSError as exc:
+            self._pending.discard()
+            raise self._pending.failure(exc) from None
+        self._pending.commit()
+
+    def _abandon(self) -> None:
+        self._closed = True
+        try:
+            self._zip.close()
+        except OSError:
+            pass
+        self._pending.discard()
+
+    @property
+    def written(self) -> Path | None:
+        return self.path if self._pending.committed else None

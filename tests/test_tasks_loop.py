@@ -1,0 +1,208 @@
+"""Every task through the one camera loop (issue 21): a classifier's top-k and smoothing, a
+segmenter's mask (a bare ONNX model made here: a pixel's class is whether it is red), any
+model's raw outputs, each through --jsonl, --save, the live view and /metrics."""
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import cli_json, run_cli
+from live_view import get, wait_for
+from test_serve_cli import TOKEN, serving
+
+SIZE = 32  # the segmenter's input: 32 x 32 RGB
+
+
+def red_segmenter(path: Path) -> Path:
+    """An ONNX model, NHWC 1x32x32x3 float in [0, 1] -> 1x32x32x2 class scores: class 1
+    where red is over 0.5 and green and blue under it, else class 0 (background)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    def const(name: str, values: list, dtype=TensorProto.INT64) -> onnx.TensorProto:
+        return helper.make_tensor(name, dtype, [len(values)], values)
+
+    nodes = [
+        helper.make_node("Slice", ["x", "c0", "c1", "axis"], ["r"]),
+        helper.make_node("Slice", ["x", "c1", "c3", "axis"], ["gb"]),
+        helper.make_node("ReduceMax", ["gb"], ["gb_max"], axes=[3], keepdims=1),
+        helper.make_node("Sub", ["r", "gb_max"], ["red"]),  # > 0 where red stands out
+        helper.make_node("Neg", ["red"], ["not_red"]),
+        helper.make_node("Concat", ["not_red", "red"], ["scores"], axis=3),
+    ]
+    graph = helper.make_graph(
+        nodes, "red_segmenter",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, SIZE, SIZE, 3])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, SIZE, SIZE, 2])],
+        [const("c0", [0]), const("c1", [1]), const("c3", [3]), const("axis", [3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def red_squares(folder: Path, count: int = 6) -> list[tuple[Path, np.ndarray]]:
+    """Images of several sizes, each with a red rectangle on grey; and each one's true mask."""
+    folder.mkdir()
+    made = []
+    rng = np.random.default_rng(3)
+    for i in range(count):
+        height, width = (120, 160) if i % 2 else (90, 60)
+        image = np.full((height, width, 3), 90, np.uint8)
+        x, y = int(rng.integers(0, width // 2)), int(rng.integers(0, height // 2))
+        image[y:y + height // 3, x:x + width // 3] = (0, 0, 230)  # BGR red
+        truth = np.zeros((height, width), np.uint8)
+        truth[y:y + height // 3, x:x + width // 3] = 1
+        path = folder / f"shot_{i:02d}.png"
+        cv2.imwrite(str(path), image)
+        made.append((path, truth))
+    return made
+
+
+@pytest.fixture
+def segmenter(tmp_path: Path) -> Path:
+    return red_segmenter(tmp_path / "red.onnx")
+
+
+def test_a_segmenter_through_the_loop(segmenter: Path, tmp_path: Path) -> None:
+    """The mask is at each frame's size, names follow the images, shares go to --jsonl, and
+    the loop's mask is what the Python API gives for the same image."""
+    from edgekit.model import load_model
+    from edgekit.preprocess import prepare
+    from edgekit.tasks.segmentation import class_ids, mask_to_frame
+
+    shots = red_squares(tmp_path / "shots")
+    masks, lines = tmp_path / "masks", tmp_path / "seg.jsonl"
+    report = cli_json("run", segmenter, "--task", "segmentation", "--source", tmp_path / "shots",
+                      "--save-masks", masks, "--jsonl", lines,
+                      "--resize", "letterbox", "--labels", _labels(tmp_path, "background", "red"),
+                      "--json")
+    assert report["task"] == "segmentation" and report["frames"] == len(shots)
+    records = [json.loads(line) for line in lines.read_text().splitlines()]
+    with load_model(segmenter, spec=_letterbox()) as model:
+        for (path, truth), record in zip(shots, records):
+            saved = cv2.imread(str(masks / f"{path.stem}.png"), cv2.IMREAD_UNCHANGED)
+            assert saved.dtype == np.uint8 and saved.shape == truth.shape
+            agreement = (saved == truth).mean()
+            assert agreement > 0.97, (path.name, agreement)  # 32 x 32 scaled up: edges blur
+            image = cv2.imread(str(path))
+            tensor, transform = prepare(image, model.spec)
+            api = mask_to_frame(class_ids(model.predict(tensor)[0]), transform,
+                                (model.spec.width, model.spec.height))
+            assert np.array_equal(api, saved)
+            assert record["image"] == path.name
+            assert record["shares"]["red"] == pytest.approx((saved == 1).mean(), abs=1e-4)
+            assert sum(record["shares"].values()) == pytest.approx(1, abs=1e-3)
+    # the mask drawn over the frames (a video holds frames of one size: the first three)
+    same = tmp_path / "same"
+    same.mkdir()
+    for path, _ in shots[::2]:
+        (same / path.name).write_bytes(path.read_bytes())
+    cli_json("run", segmenter, "--task", "segmentation", "--source", same, "--save",
+             tmp_path / "seg.avi", "--json")
+    capture = cv2.VideoCapture(str(tmp_path / "seg.avi"))
+    ok, drawn = capture.read()
+    capture.release()
+    image = cv2.imread(str(shots[0][0]))
+    assert ok and drawn.shape == image.shape
+    red = shots[0][1] == 1
+    assert np.abs(drawn[red].astype(int) - image[red]).mean() > 20  # the overlay is there
+
+
+def test_a_segmenter_on_every_cpu_backend_agrees(segmenter: Path, tmp_path: Path) -> None:
+    red_squares(tmp_path / "shots", count=3)
+    found = {}
+    for backend in ("onnxruntime", "openvino"):
+        lines = tmp_path / f"{backend}.jsonl"
+        cli_json("run", segmenter, "--task", "segmentation", "--backend", backend, "--source",
+                 tmp_path / "shots", "--jsonl", lines, "--json")
+        found[backend] = [json.loads(x)["shares"] for x in lines.read_text().splitlines()]
+    assert found["onnxruntime"] == found["openvino"]
+
+
+def test_a_classifier_through_the_loop(lenet_bundle: Path, demo_clip: Path,
+                                       tmp_path: Path) -> None:
+    """Top-k and smoothing in --jsonl, bars in --save, the clip's summary; each frame's raw
+    top-1 is what edgekit classify's function gives for the same frame."""
+    from edgekit.model import load_model
+    from edgekit.tasks.classification import classify
+
+    lines, video = tmp_path / "c.jsonl", tmp_path / "c.avi"
+    report = cli_json("run", lenet_bundle, "--source", demo_clip, "--top-k", "3", "--smooth",
+                      "5", "--jsonl", lines, "--save", video, "--max-frames", "30", "--json")
+    assert report["task"] == "classification" and report["frames"] == 30
+    assert "top-3, smoothed over the last 5 frames" in report["decoder"]
+    summary = report["summary"]
+    assert sum(summary["top1_frames"].values()) == 30
+    assert summary["top1_changes"] >= 0 and summary["top1_seconds"]
+    records = [json.loads(line) for line in lines.read_text().splitlines()]
+    assert len(records) == 30
+    capture = cv2.VideoCapture(str(demo_clip))
+    with load_model(lenet_bundle) as model:
+        for record in records:
+            ok, frame = capture.read()
+            assert ok
+            assert len(record["classes"]) == 3 and len(record["smoothed"]) == 3
+            assert record["top1"] == record["classes"][0]
+            best = classify(model, frame, k=1)[0]
+            assert (record["top1"]["class_id"], record["top1"]["label"]) == (best.id,
+                                                                              best.label)
+            assert record["top1"]["score"] == pytest.approx(best.score, abs=1e-3)
+            assert set(record["smoothed_top1"]) == {"label", "class_id", "score"}
+    capture.release()
+    assert video.stat().st_size > 1000
+    text = run_cli("run", lenet_bundle, "--source", demo_clip, "--max-frames", "10")
+    assert text.returncode == 0, text.stderr
+    assert "task: classification, top-5" in text.stdout and "top-1 per class:" in text.stdout
+
+
+def test_raw_outputs_of_any_model(lenet_bundle: Path, demo_clip: Path, tmp_path: Path) -> None:
+    """--task generic: each output's shape and summary per frame; --raw-outputs: the arrays."""
+    lines, raw = tmp_path / "g.jsonl", tmp_path / "raw.npz"
+    report = cli_json("run", lenet_bundle, "--task", "generic", "--source", demo_clip,
+                      "--max-frames", "4", "--jsonl", lines, "--raw-outputs", raw, "--json")
+    assert report["task"] == "generic" and str(raw) in report["outputs"]
+    records = [json.loads(line) for line in lines.read_text().splitlines()]
+    assert records[0]["outputs"][0]["shape"] == [1, 10]
+    with np.load(raw) as arrays:
+        assert sorted(arrays.files) == [f"frame{i}_out0.npy"[:-4] for i in range(4)]
+        first = arrays["frame0_out0"]
+    assert first.shape == (1, 10)
+    assert int(first.argmax()) == records[0]["outputs"][0]["argmax"]
+    assert float(first.mean()) == pytest.approx(records[0]["outputs"][0]["mean"], abs=1e-5)
+    assert zipfile.is_zipfile(raw) and not list(tmp_path.glob(".*partial*"))
+
+
+@pytest.mark.slow
+def test_a_classifier_in_the_live_view(lenet_bundle: Path, demo_clip: Path) -> None:
+    with serving(lenet_bundle, "--source", demo_clip, "--repeat", "--realtime", "30",
+                 "--smooth", "3", "--serve", "0", "--token", TOKEN) as served:
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        assert wait_for(lambda: served.stats()["frames"] >= 3, 30)
+        latest = served.stats()["latest"]
+        assert latest["task"] == "classification" and len(latest["classes"]) == 5
+        assert latest["smoothed_top1"]["label"]
+        metrics = get(served.port, "/metrics", headers).body.decode()
+        series = [line for line in metrics.splitlines()
+                  if line.startswith("edgekit_class_frames_total{")]
+        assert series and all('class="' in line for line in series)
+        assert sum(float(line.rsplit(" ", 1)[1]) for line in series) > 0
+        page = get(served.port, "/app.js", headers).body.decode()
+        assert "top classes" in page
+
+
+def _labels(folder: Path, *names: str) -> Path:
+    path = folder / "labels.txt"
+    path.write_text("\n".join(names) + "\n")
+    return path
+
+
+def _letterbox():
+    from edgekit.preprocess import SpecOptions
+
+    return SpecOptions(resize="letterbox")
