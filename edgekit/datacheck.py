@@ -38,6 +38,9 @@ def check_samples(samples: Samples, spec: InputSpec, what: str,
         check_scale(samples.x, spec, where)
     if samples.y is not None and classes is not None:
         check_labels(samples.y, classes, where)
+    if samples.masks is not None and classes is not None and samples.masks.max() >= classes:
+        raise InvalidData(f"{where}: the masks hold class {int(samples.masks.max())}, outside "
+                          f"the model's {classes} classes (0..{classes - 1})")
 
 
 def check_scale(x: np.ndarray, spec: InputSpec, where: str) -> None:

@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import InvalidData
-from edgekit.preprocess import InputSpec, image_to_tensor, list_images, read_image
+from edgekit.preprocess import InputSpec, image_to_tensor, list_images, prepare, read_image
 
 X_KEYS = ("x", "images", "inputs", "data")
 Y_KEYS = ("y", "labels", "targets")
 BOX_KEYS = ("boxes", "classes", "counts")  # detection ground truth: (N, K, 4), (N, K), (N,)
+MASKS_KEY = "masks"  # segmentation ground truth: (N, H, W) class ids
 
 
 @dataclass
@@ -32,12 +33,14 @@ class Samples:
     boxes: dict[str, np.ndarray] | None = None  # detection truth (BOX_KEYS), boxes in input px
     label_names: list[str] | None = None  # labels learnt from sub-folder names (none given)
     from_images: bool = False  # made from image files with the input spec (not an array)
+    masks: np.ndarray | None = None  # segmentation truth (MASKS_KEY), class ids per pixel
 
     def __len__(self) -> int:
         return len(self.x)
 
 
-def _from_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray] | None]:
+def _from_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None,
+                                   dict[str, np.ndarray] | None, np.ndarray | None]:
     try:
         with np.load(path, allow_pickle=False) as data:
             keys = list(data.keys())
@@ -47,7 +50,8 @@ def _from_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.n
                                   f"(found {keys}); name it 'x' (and the labels 'y')")
             y_key = next((k for k in Y_KEYS if k in keys), None)
             boxes = {k: data[k] for k in BOX_KEYS} if all(k in keys for k in BOX_KEYS) else None
-            return data[x_key], (data[y_key] if y_key else None), boxes
+            masks = data[MASKS_KEY] if MASKS_KEY in keys else None
+            return data[x_key], (data[y_key] if y_key else None), boxes, masks
     except (zipfile.BadZipFile, ValueError, OSError) as exc:
         raise InvalidData(f"{path}: not a readable .npz file ({exc})") from None
 
@@ -110,6 +114,44 @@ def _images(folder: Path, spec: InputSpec) -> list[np.ndarray]:
     return [image_to_tensor(read_image(p), spec)[0] for p in list_images(folder)]
 
 
+def _masked_folder(path: Path, spec: InputSpec) -> tuple[np.ndarray, np.ndarray] | None:
+    """A segmentation set: ``DIR/images/`` and ``DIR/masks/``, one mask per image, named after
+    it (``a.jpg`` -> ``a.png``), an 8-bit image of class ids at the image's size. Each mask is
+    brought to the model input the way its image is (letterbox, crop...), nearest neighbour,
+    padding as class 0. None when ``path`` is not laid out so."""
+    import cv2
+
+    images, masks = path / "images", path / "masks"
+    if not (images.is_dir() and masks.is_dir()):
+        return None
+    files = list_images(images)
+    by_stem = {m.stem: m for m in list_images(masks)}
+    lonely = [f.name for f in files if f.stem not in by_stem]
+    spare = sorted(set(by_stem) - {f.stem for f in files})
+    if lonely or spare:
+        raise InvalidData(f"{masks}: the masks do not match the images in {images} "
+                          f"({len(lonely)} image(s) without a mask, e.g. {lonely[:3]}; "
+                          f"{len(spare)} mask(s) without an image, e.g. {spare[:3]}): name "
+                          "each mask after its image, as a .png")
+    if not files:
+        raise InvalidData(f"{images}: no image files in it (.png, .jpg, .bmp, ...)")
+    xs, ms = [], []
+    for f in files:
+        image = read_image(f)
+        tensor, transform = prepare(image, spec)
+        mask = cv2.imread(str(by_stem[f.stem]), cv2.IMREAD_UNCHANGED)
+        if mask is None or mask.ndim != 2 or mask.shape != image.shape[:2]:
+            got = "unreadable" if mask is None else f"of shape {mask.shape}"
+            raise InvalidData(f"{by_stem[f.stem]}: a mask is one channel of class ids at its "
+                              f"image's size {image.shape[:2]}, and this one is {got}")
+        matrix = np.array([[transform.scale_x, 0, transform.pad_x],
+                           [0, transform.scale_y, transform.pad_y]], np.float32)
+        ms.append(cv2.warpAffine(mask, matrix, (spec.width, spec.height),
+                                 flags=cv2.INTER_NEAREST, borderValue=0))
+        xs.append(tensor[0])
+    return np.stack(xs), np.stack(ms)
+
+
 def _from_folder(path: Path, spec: InputSpec, labels: Sequence[str], classes: int | None,
                  labelled: bool) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
     folders = sorted(p for p in path.iterdir() if p.is_dir())
@@ -157,11 +199,14 @@ def load_samples(path: str | Path, spec: InputSpec, labels: Sequence[str] = (),
     path = Path(path)
     if not path.exists():
         raise InvalidData(f"{what}: {path} does not exist")
-    boxes, learnt = None, None
-    if path.is_dir():
+    boxes, learnt, masks = None, None, None
+    masked = _masked_folder(path, spec) if path.is_dir() else None
+    if masked is not None:
+        (x, masks), y = masked, None
+    elif path.is_dir():
         x, y, learnt = _from_folder(path, spec, labels, classes, labelled)
     elif path.suffix == ".npz":
-        x, y, boxes = _from_npz(path)
+        x, y, boxes, masks = _from_npz(path)
     elif path.suffix == ".npy":
         x, y = _from_npy(path), None
     else:
@@ -179,7 +224,22 @@ def load_samples(path: str | Path, spec: InputSpec, labels: Sequence[str] = (),
         y = _labels_array(np.asarray(y), len(x), path)
     if boxes is not None and any(len(v) != len(x) for v in boxes.values()):
         raise InvalidData(f"{path}: {len(x)} samples but the box arrays hold a different count")
-    return Samples(x.astype(np.float32), y, str(path), boxes, learnt, path.is_dir())
+    if masks is not None:
+        masks = _masks_array(np.asarray(masks), len(x), path)
+    return Samples(x.astype(np.float32), y, str(path), boxes, learnt, path.is_dir(), masks)
+
+
+def _masks_array(masks: np.ndarray, count: int, path: Path) -> np.ndarray:
+    """Segmentation truth: (N, H, W) whole class ids 0..255, one mask per sample."""
+    if masks.ndim == 4 and masks.shape[-1] == 1:
+        masks = masks[..., 0]
+    if masks.ndim != 3 or len(masks) != count:
+        raise InvalidData(f"{path}: {count} samples but masks of shape {masks.shape}: give "
+                          f"'{MASKS_KEY}' as (N, H, W) class ids, one mask per sample")
+    if not np.issubdtype(masks.dtype, np.integer) or masks.min() < 0 or masks.max() > 255:
+        raise InvalidData(f"{path}: the masks are not class ids 0..255 ({masks.dtype}, "
+                          f"{masks.min()}..{masks.max()})")
+    return masks.astype(np.int64)
 
 
 def _shape_problem(what: str, path: Path, x: np.ndarray, spec: InputSpec) -> str:

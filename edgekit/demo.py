@@ -1,10 +1,15 @@
 """``edgekit demo``: the whole path on the bundled example models, into one report folder.
 
-1. convert LeNet-5 (handwritten digits) and the digit detector to every format;
-2. bench every (artifact, backend) pair of both bundles;
-3. generate the demo clip (digits moving over photos, with ground truth);
-4. run the detection loop on the clip through every backend (edgekit compare);
-5. run it once more on the default backend, saving the annotated video and JSON lines;
+1. convert LeNet-5 (handwritten digits), the digit detector and the digit segmenter to every
+   format;
+2. bench every (artifact, backend) pair of the classifier and the detector;
+3. generate the demo clip (digits moving over photos, with ground truth) and the
+   classification clip (held-out digits one at a time, with a labels sidecar);
+4. run the loop through every backend (edgekit compare): the detector on the demo clip, the
+   classifier on the classification clip (top-1 against its labels), the segmenter on the
+   demo clip;
+5. run the detector once more on the default backend, saving the annotated video and JSON
+   lines;
 6. write REPORT.md and the tables as JSON and Markdown, with latency plots.
 """
 from __future__ import annotations
@@ -26,7 +31,8 @@ from edgekit.manifest import Manifest
 from edgekit.render import conversion_table
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
-EXAMPLES = ("lenet5_digits", "digit_detector")
+EXAMPLES = ("lenet5_digits", "digit_detector", "digit_segmenter")
+BENCHED = ("lenet5_digits", "digit_detector")  # the segmenter's bench would add a minute
 
 
 def example_model(name: str) -> Path:
@@ -42,10 +48,17 @@ def example_model(name: str) -> Path:
 
 def make_clip(path: Path, seconds: float = 6, fps: float = 15, seed: int = 0) -> Path:
     """The demo clip and its ground truth (``CLIP.json``), from the detector's recipe."""
-    recipe = MODELS_DIR / "digit_detector" / "make_clip.py"
+    return Path(_recipe("digit_detector", "make_clip.py").make_clip(path, seconds=seconds,
+                                                                     fps=fps, seed=seed))
+
+
+def _recipe(example: str, name: str) -> Any:
+    """A bundled example's script, imported from the checkout's models/ folder."""
+    recipe = MODELS_DIR / example / name
     if not recipe.is_file():
         raise UsageError(f"{recipe} is missing: run the demo from a checkout of edgekit")
-    spec = importlib.util.spec_from_file_location("edgekit_demo_make_clip", recipe)
+    spec = importlib.util.spec_from_file_location(f"edgekit_demo_{example}_{recipe.stem}",
+                                                  recipe)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     try:
@@ -53,7 +66,15 @@ def make_clip(path: Path, seconds: float = 6, fps: float = 15, seed: int = 0) ->
     except ImportError as exc:
         raise UsageError(f"the demo clip needs the train extra ({exc.name} is missing): "
                          "pip install 'edgekit[train]'") from None
-    return Path(module.make_clip(path, seconds=seconds, fps=fps, seed=seed))
+    return module
+
+
+def make_classification_clip(path: Path, frames: int = 300, fps: float = 15,
+                             seed: int = 0) -> Path:
+    """The classification clip (held-out digits, one at a time) and its labels sidecar
+    (``CLIP.labels.txt``), from LeNet's recipe."""
+    return Path(_recipe("lenet5_digits", "make_clip.py").make_clip(path, frames=frames,
+                                                                    fps=fps, seed=seed))
 
 
 @dataclass
@@ -61,7 +82,8 @@ class DemoReport:
     folder: Path
     manifests: dict[str, Manifest] = field(default_factory=dict)
     bench: dict[str, list[BenchRow]] = field(default_factory=dict)
-    compare: list[Any] = field(default_factory=list)
+    compare: list[Any] = field(default_factory=list)  # the detector on the demo clip
+    compare_tasks: dict[str, list[Any]] = field(default_factory=dict)  # the other tasks
     loop: Any = None  # the default backend's RunReport
     files: list[Path] = field(default_factory=list)
 
@@ -87,7 +109,7 @@ def run_demo(out_dir: Path, progress: Progress, runs: int = 100) -> DemoReport:
                                          ConvertOptions(force=True),
                                          progress=lambda m: progress(f"  {m}"))
         _write(report, f"convert_{name}.txt", conversion_table(report.manifests[name]) + "\n")
-    for name in EXAMPLES:
+    for name in BENCHED:
         progress(f"bench {name}")
         rows = bench(out_dir / name, None, BenchSettings(runs=runs, warmup=10),
                      progress=lambda m: progress(f"  {m}"))
@@ -108,6 +130,16 @@ def run_demo(out_dir: Path, progress: Progress, runs: int = 100) -> DemoReport:
     _write(report, "compare.json", compare_json(report.compare))
     _plot(report, lambda path: compare_plot(report.compare, path, detector.name),
           "compare.png")
+    progress("making the classification clip")
+    digits = make_classification_clip(out_dir / "digits.avi")
+    for task, name, source in (("classification", "lenet5_digits", digits),
+                               ("segmentation", "digit_segmenter", clip)):
+        progress(f"the {task} loop on {source.name}, every backend")
+        rows = compare(out_dir / name, source, list(BUILTIN_BACKENDS),
+                       progress=lambda m: progress(f"  {m}"))
+        report.compare_tasks[task] = rows
+        _write(report, f"compare_{name}.md", compare_markdown(rows))
+        _write(report, f"compare_{name}.json", compare_json(rows))
     progress("the annotated video (tflite)")
     with loop_model(detector, backend="tflite") as model:
         report.loop = run_loop(model, clip, save=report.folder / "annotated.avi",
@@ -134,6 +166,11 @@ def _summary(report: DemoReport, clip: Path) -> str:
         parts += [f"## {name}: every artifact on every backend", "", bench_markdown(rows), ""]
     parts += [f"## The detection loop on {clip.name}, every backend", "",
               compare_markdown(report.compare), ""]
+    for task, rows in report.compare_tasks.items():
+        ran = next((r.report for r in rows if r.report), None)
+        source = Path(ran.source.split(",")[0].rsplit(" ", 1)[-1]).name if ran else ""
+        parts += [f"## The {task} loop{f' on {source}' if source else ''}, every backend", "",
+                  compare_markdown(rows), ""]
     loop = report.loop
     if loop is not None:
         parts += ["## The annotated video", "",
@@ -153,5 +190,7 @@ def demo_json(report: DemoReport) -> str:
         "manifests": {k: m.to_dict() for k, m in report.manifests.items()},
         "bench": {k: [r.to_dict() for r in rows] for k, rows in report.bench.items()},
         "compare": json.loads(compare_json(report.compare)),
+        "compare_tasks": {task: json.loads(compare_json(rows))
+                          for task, rows in report.compare_tasks.items()},
         "loop": report.loop.to_dict() if report.loop else None,
     }, indent=2)

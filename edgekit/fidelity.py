@@ -5,8 +5,9 @@ The bundle keeps a validation set with the Keras model's own outputs on it
 without TensorFlow. Every output gets the largest and mean absolute difference
 and the cosine similarity; outputs that are class scores get top-1 agreement
 (``top1`` and ``agreeing`` are the one definition of it, used by convert,
-verify, bench and deploy's smoke test); a detector gets mAP against the Keras
-model's own detections; accuracy when labels are known.
+verify, bench and deploy's smoke test); a segmenter's class scores get it per pixel, and the
+mean IoU of its masks against Keras's; a detector gets mAP against the Keras model's own
+detections; accuracy when labels (or masks) are known.
 """
 from __future__ import annotations
 
@@ -31,11 +32,12 @@ class Validation:
     y: np.ndarray | None
     reference: list[np.ndarray]  # one (N, ...) array per Keras output
     boxes: dict[str, np.ndarray] | None = None  # detection truth: boxes, classes, counts
+    masks: np.ndarray | None = None  # segmentation truth: (N, H, W) class ids
 
     def save(self, folder: Path) -> Path:
         path = Path(folder) / VALIDATION_NAME
         arrays = {"x": self.x, **{f"reference_{i}": r for i, r in enumerate(self.reference)},
-                  **(self.boxes or {})}
+                  **(self.boxes or {}), **({} if self.masks is None else {"masks": self.masks})}
         if self.y is not None:
             arrays["y"] = self.y
         np.savez_compressed(path, **arrays)
@@ -54,7 +56,7 @@ class Task:
     output_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.name == "classification" and not self.class_outputs:
+        if self.name in ("classification", "segmentation") and not self.class_outputs:
             self.class_outputs = (0,)
 
     def output_name(self, index: int) -> str:
@@ -163,7 +165,8 @@ def load_validation(folder: str | Path) -> Validation | None:
             count = sum(1 for k in data.keys() if k.startswith("reference_"))
             boxes = {k: data[k] for k in BOX_KEYS} if all(k in data for k in BOX_KEYS) else None
             return Validation(data["x"], data["y"] if "y" in data else None,
-                              [data[f"reference_{i}"] for i in range(count)], boxes)
+                              [data[f"reference_{i}"] for i in range(count)], boxes,
+                              data["masks"] if "masks" in data else None)
     except (ValueError, OSError, KeyError) as exc:
         raise InvalidData(f"{path}: damaged validation set ({exc}); convert again") from None
 
@@ -265,10 +268,46 @@ def compare(reference: list[np.ndarray], produced: list[np.ndarray], validation:
         fidelity.top1_agreement, fidelity.accuracy = detection_scores(
             reference, produced, validation.boxes, task)
         fidelity.worst = ""
+    elif task.name == "segmentation" and scored:
+        fidelity.top1_agreement = worst.top1_agreement  # per pixel
+        fidelity.miou_agreement, fidelity.accuracy, fidelity.miou = segmentation_scores(
+            reference, produced, validation.masks, task)
     elif scored:
         fidelity.top1_agreement = worst.top1_agreement
         fidelity.accuracy = label_accuracy(validation.y, produced, task)
     return fidelity
+
+
+def class_maps(output: np.ndarray) -> np.ndarray:
+    """A segmenter's stacked class scores (N, H, W, C) -> its masks (N, H, W) (-1 where a
+    pixel's scores are not finite)."""
+    return top1(output).reshape(output.shape[:-1])
+
+
+def fit_masks(masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """True masks (N, h, w) at the output's resolution ``size`` (H, W), nearest neighbour."""
+    import cv2
+
+    if masks.shape[1:] == size:
+        return masks
+    return np.stack([cv2.resize(m.astype(np.uint8), size[::-1], interpolation=cv2.INTER_NEAREST)
+                     for m in masks]).astype(masks.dtype)
+
+
+def segmentation_scores(reference: list[np.ndarray], produced: list[np.ndarray],
+                        masks: np.ndarray | None, task: Task
+                        ) -> tuple[float, float | None, float | None]:
+    """(mIoU agreement with Keras's masks, pixel accuracy, mIoU) for a segmenter's first
+    class-score output; the last two against the true masks when there are some."""
+    from edgekit.tasks.metrics import mean_iou
+
+    index = task.class_outputs[0]
+    keras, got = class_maps(reference[index]), class_maps(produced[index])
+    agreement_iou = mean_iou(keras, got)
+    if masks is None:
+        return agreement_iou, None, None
+    truth = fit_masks(masks, got.shape[1:])
+    return agreement_iou, agreement(truth.reshape(-1), got.reshape(-1)), mean_iou(truth, got)
 
 
 def _worst_of(values: list[float | None], pick) -> float | None:
@@ -288,7 +327,13 @@ def label_accuracy(labels: np.ndarray | None, outputs: list[np.ndarray],
 
 
 def keras_accuracy(validation: Validation, task: Task) -> float | None:
-    """The Keras model's own accuracy (top-1, or mAP@0.5 for a detector) on the set."""
+    """The Keras model's own accuracy (top-1, pixel accuracy for a segmenter, mAP@0.5 for a
+    detector) on the set."""
+    if task.name == "segmentation":
+        if validation.masks is None or not task.class_outputs:
+            return None
+        got = class_maps(validation.reference[task.class_outputs[0]])
+        return agreement(fit_masks(validation.masks, got.shape[1:]).reshape(-1), got.reshape(-1))
     if task.class_outputs and task.name != "detection":
         return label_accuracy(validation.y, validation.reference, task)
     if task.name == "detection" and task.decoder and validation.boxes is not None:

@@ -44,8 +44,11 @@ class Fidelity:
     samples: int
     max_abs_diff: float | None
     mean_abs_diff: float | None
-    top1_agreement: float | None = None  # class scores: share of equal argmax; detector: mAP
+    top1_agreement: float | None = None  # class scores: share of equal argmax (a segmenter: of
+    # equal pixels); detector: mAP
     accuracy: float | None = None  # when labels are known
+    miou_agreement: float | None = None  # a segmenter: mean IoU of its masks and Keras's
+    miou: float | None = None  # a segmenter: mean IoU against the validation masks
     cosine: float | None = None
     worst: str = ""  # the output the figures above are worst on (multi-output models)
     nonfinite: int = 0  # samples where any output holds NaN or inf
@@ -92,7 +95,7 @@ class Artifact:
 @dataclass
 class Manifest:
     name: str
-    task: str  # "classification", "detection" or "generic"
+    task: str  # "classification", "detection", "segmentation" or "generic"
     input: InputSpec
     outputs: list[dict[str, Any]]  # the Keras model's outputs, in its own order
     labels: list[str] = field(default_factory=list)

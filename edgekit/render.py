@@ -151,6 +151,12 @@ def _worst(value: str, f: Fidelity | None) -> str:
     return f"{value} ({f.worst})" if f is not None and f.worst and value != "-" else value
 
 
+def _agreement(f: Fidelity) -> str:
+    """Agreement with Keras; a segmenter's mean IoU with Keras's masks beside it."""
+    text = _worst(percent(f.top1_agreement), f)
+    return f"{text} (mIoU {f.miou_agreement:.3f})" if f.miou_agreement is not None else text
+
+
 def _largest_diff(f: Fidelity) -> str:
     """The largest |diff| over the outputs, naming the output when there are several."""
     known = [o for o in f.outputs if o.max_abs_diff is not None]
@@ -177,7 +183,7 @@ def conversion_table(manifest: Manifest, output: str = "text") -> str:
             f"{label}: {v}" for label, v in a.runtimes.items() if v != "ok"]
         f = a.fidelity
         rows.append([a.format, notes.mark(a.status, *texts), size(a.size), seconds(a.seconds),
-                     _worst(percent(f.top1_agreement), f) if f else "-",
+                     _agreement(f) if f else "-",
                      percent(f.accuracy) if f else "-",
                      _largest_diff(f) if f else "-", _runtimes(a)])
     if output == "csv":
@@ -186,6 +192,10 @@ def conversion_table(manifest: Manifest, output: str = "text") -> str:
     if manifest.validation.get("metric") == "mAP@0.5":
         footer = ("agreement and accuracy are mAP@0.5: against the Keras model's own "
                   "detections, and against the validation boxes")
+    elif manifest.validation.get("metric") == "pixel":
+        footer = ("agreement and accuracy are per pixel: the share of pixels of the same class "
+                  "as in the Keras model's masks, and as in the validation masks; mIoU: the "
+                  "mean IoU of the masks and Keras's")
     separator = "\n\n" if output == "markdown" else "\n"
     body = render_table(CONVERSION_HEADERS, rows, output, notes, footer)
     if output == "markdown" and footer:

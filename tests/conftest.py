@@ -28,6 +28,7 @@ SHARED = ROOT.parent / "shared"
 CORAL = SHARED / "testdata" / "coral"
 LENET = ROOT / "models" / "lenet5_digits"
 DETECTOR = ROOT / "models" / "digit_detector"
+SEGMENTER = ROOT / "models" / "digit_segmenter"
 LEGACY_PYTHON = ROOT / ".venv-legacy" / "bin" / "python"
 
 
@@ -102,6 +103,17 @@ def lenet_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("lenet") / "bundle"
     convert(LENET / "lenet5_digits.keras", out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def segmenter_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled digit segmenter converted to the CPU formats, once per test session."""
+    from edgekit.convert import ConvertOptions, convert
+
+    out = tmp_path_factory.mktemp("segmenter") / "bundle"
+    convert(SEGMENTER / "digit_segmenter.keras", out, ConvertOptions(
+        formats="tflite-fp32,tflite-int8,onnx,onnx-int8,openvino-fp32,openvino-fp16"))
     return out
 
 

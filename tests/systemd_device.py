@@ -29,7 +29,8 @@ TOOLS = {"systemd-nspawn": "systemd-container", "mmdebstrap": "mmdebstrap",
          "ssh": "openssh-client", "ssh-keygen": "openssh-client"}
 PI_UID = 1000
 # What systemctl --user show reports about a unit, for the tests.
-UNIT_PROPERTIES = "ActiveState,SubState,NRestarts,ExecMainStatus,MainPID,ActiveEnterTimestamp"
+UNIT_PROPERTIES = ("ActiveState,SubState,NRestarts,ExecMainStatus,MainPID,ActiveEnterTimestamp,"
+                   "UnitFileState")
 
 
 def missing_requirement() -> str | None:

@@ -120,12 +120,18 @@ def test_a_failing_release_is_switched_back_and_its_journal_reported(
         device: SystemdDevice, detector_bundle: Path, profiles: tuple[Path, Path]) -> None:
     good, no_camera = profiles
     device.reset(linger=True)
-    # No earlier release: the failing one stays current, and deploy says so and why.
+    # No earlier release: the failing one stays current, its service is stopped and disabled
+    # (not left crash-looping), and deploy says so and why.
     first = deploy(device, detector_bundle, no_camera, "--settle", SETTLE)
     assert_clean_error(first, "edgekit.service is failing with release",
-                       "no camera at index 0", "no earlier release to switch back to")
+                       "no camera at index 0", "no earlier release to switch back to",
+                       "stopped and disabled rather than left restarting")
     failing = json.loads(first.stdout)
     assert current(device) == failing["release"] and failing["service"]["check"]["journal"]
+    assert failing["service"]["stopped"]
+    state = device.unit()
+    assert state["ActiveState"] in ("inactive", "failed") and \
+        state["UnitFileState"] == "disabled", state
     status = run_cli("deploy", "--status", *ssh_args(device.pi))
     assert "service: edgekit.service NOT running" in status.stdout or "auto-restart" in \
         status.stdout, status.stdout
@@ -166,6 +172,33 @@ def test_a_first_service_that_fails_is_removed_when_switching_back(
     assert current(device) == plain["release"]
     assert not device.pi.local_path(".config/systemd/user/edgekit.service").exists()
     assert device.unit().get("ActiveState") == "inactive"
+
+
+def test_a_classifier_runs_as_the_service_and_shows_in_the_live_view(
+        device: SystemdDevice, lenet_bundle: Path, tmp_path: Path) -> None:
+    """Issue 21: the service runs any task. LeNet as the service, on the clip, stays up, and
+    its live view (on the device's loopback, behind the token deploy made) shows its classes
+    and counts frames."""
+    from live_view import get, wait_for
+    from sshd import free_port
+
+    device.reset(linger=True)
+    port = free_port()
+    profile = local_profile(tmp_path, "bookworm-classifier", edits={
+        'camera = "0"': f'camera = "{CLIP}"\nserve = "127.0.0.1:{port}"'})
+    report = report_of(deploy(device, lenet_bundle, profile, "--settle", SETTLE))
+    assert report["service"]["check"]["healthy"], report["service"]
+    token = report["live_view"]["url_with_token"].rsplit("token=", 1)[1]
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def stats() -> dict:
+        answer = get(port, "/stats.json", headers)
+        return json.loads(answer.body) if answer.status == 200 else {}
+
+    assert wait_for(lambda: stats().get("frames", 0) >= 3, 60), stats()
+    latest = stats()["latest"]
+    assert latest["task"] == "classification" and len(latest["classes"]) == 5
+    assert device.running() and device.unit()["NRestarts"] == "0"
 
 
 def test_the_service_comes_back_after_a_reboot_with_no_login(

@@ -206,3 +206,88 @@ def _letterbox():
     from edgekit.preprocess import SpecOptions
 
     return SpecOptions(resize="letterbox")
+
+
+@pytest.fixture(scope="module")
+def digit_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The classification clip (models/lenet5_digits/make_clip.py): 60 frames, a labels
+    sidecar beside it."""
+    from edgekit.demo import make_classification_clip
+
+    return make_classification_clip(tmp_path_factory.mktemp("digits") / "digits.avi",
+                                    frames=60)
+
+
+def test_a_classifier_scored_against_the_clips_labels(lenet_bundle: Path,
+                                                      digit_clip: Path) -> None:
+    """The loop's top-1 accuracy on the labelled clip is the accuracy of edgekit classify's
+    function on the same frames (the one definition, fidelity.agreeing)."""
+    from edgekit.loop.labels import read_sidecar
+    from edgekit.model import load_model
+    from edgekit.tasks.classification import classify
+
+    report = cli_json("run", lenet_bundle, "--source", digit_clip, "--json")
+    assert report["accuracy_frames"] == 60 and report["accuracy_source"].endswith(".labels.txt")
+    with load_model(lenet_bundle) as model:
+        truth = read_sidecar(digit_clip.with_name("digits.labels.txt"), model.labels, 60)
+        capture = cv2.VideoCapture(str(digit_clip))
+        right = 0
+        for i in range(60):
+            ok, frame = capture.read()
+            right += classify(model, frame, k=1)[0].id == truth.by_index[i]
+        capture.release()
+    assert report["accuracy"] == pytest.approx(right / 60)
+    assert report["accuracy"] > 0.8
+
+
+def test_compare_a_classifier(lenet_bundle: Path, digit_clip: Path, tmp_path: Path) -> None:
+    """With labels: each backend's top-1 accuracy; without: its agreement with the first."""
+    rows = cli_json("compare", lenet_bundle, "--source", digit_clip, "--backends",
+                    "tflite,onnxruntime", "-q", "--json")
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    assert all(r["task"] == "classification" and r["accuracy"] > 0.8 for r in rows)
+    bare = tmp_path / "bare.avi"
+    bare.write_bytes(digit_clip.read_bytes())  # no sidecar beside it
+    table = run_cli("compare", lenet_bundle, "--source", bare, "--backends", "tflite,onnxruntime",
+                    "-q")
+    assert table.returncode == 0, table.stderr
+    assert "top-1 = tflite's" in table.stdout and "100.0%" in table.stdout
+
+
+def test_a_folder_with_class_sub_folders(lenet_bundle: Path, digit_clip: Path,
+                                         tmp_path: Path) -> None:
+    """An image folder with a sub-folder per class: frames named SUB/FILE, scored by folder."""
+    capture = cv2.VideoCapture(str(digit_clip))
+    lines = digit_clip.with_name("digits.labels.txt").read_text().splitlines()
+    runs = [line.split() for line in lines if line and not line.startswith("#")]
+    for span, label in runs[:2]:
+        first = int(span.split("-")[0])
+        capture.set(cv2.CAP_PROP_POS_FRAMES, first)
+        ok, frame = capture.read()
+        (tmp_path / "shots" / label).mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(tmp_path / "shots" / label / f"f{first}.png"), frame)
+    capture.release()
+    lines_out = tmp_path / "f.jsonl"
+    report = cli_json("run", lenet_bundle, "--source", tmp_path / "shots", "--jsonl", lines_out,
+                      "--json")
+    assert report["accuracy_frames"] == 2 and "sub-folders" in report["accuracy_source"]
+    names = [json.loads(x)["image"] for x in lines_out.read_text().splitlines()]
+    assert names == sorted(f"{label}/f{span.split('-')[0]}.png" for span, label in runs[:2])
+
+
+@pytest.mark.parametrize("text,says", [
+    ("0-9 1\n5-12 2\n", "frame 5 is already labelled"),
+    ("0-99 1\n", "beyond the clip's 60 frames"),
+    ("9-3 1\n", "ends before it starts"),
+    ("0-9 seven\n", "not one of the model's classes"),
+    ("frames 0 to 9: 1\n", "is not 'FIRST-LAST LABEL'"),
+])
+def test_a_bad_labels_sidecar_is_one_line(lenet_bundle: Path, digit_clip: Path, tmp_path: Path,
+                                          text: str, says: str) -> None:
+    clip = tmp_path / "c.avi"
+    clip.write_bytes(digit_clip.read_bytes())
+    (tmp_path / "c.labels.txt").write_text(text)
+    result = run_cli("run", lenet_bundle, "--source", clip, "--jsonl", tmp_path / "o.jsonl")
+    assert result.returncode == 1 and says in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o.jsonl").exists() and not list(tmp_path.glob(".*partial*"))

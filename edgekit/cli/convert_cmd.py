@@ -79,7 +79,8 @@ def _report(manifest, view: str, folder: Path | None) -> None:
 @click.option("--int8-io", type=click.Choice(["int8", "uint8"]), default="int8",
               show_default=True, help="Input/output type of the full-integer model.")
 @input_spec_options
-@click.option("--task", type=click.Choice(["classification", "detection", "generic"]),
+@click.option("--task", type=click.Choice(["classification", "detection", "segmentation",
+                                           "generic"]),
               show_default="the model card's, else guessed from the outputs",
               help="What the outputs mean.")
 @detection_options
@@ -185,12 +186,15 @@ def demo(out_dir: Path, runs: int, view: str, quiet: bool) -> None:
     """The whole path on the bundled examples, into a report folder.
 
     \b
-    1. converts LeNet-5 (real handwritten digits) and the digit detector to
-       every format, with fidelity per artifact;
-    2. benches every artifact on every backend (unusable ones say why);
-    3. makes a clip of digits moving over photos, with ground truth;
-    4. runs the detection loop on it through every backend (edgekit compare);
-    5. saves the annotated video from the default backend;
+    1. converts LeNet-5 (real handwritten digits), the digit detector and the
+       digit segmenter to every format, with fidelity per artifact;
+    2. benches every artifact of the first two on every backend (unusable
+       ones say why);
+    3. makes a clip of digits moving over photos, with ground truth, and a
+       clip of held-out digits one at a time, with their labels;
+    4. runs the loop through every backend (edgekit compare): the detector
+       and the segmenter on the first clip, the classifier on the second;
+    5. saves the detector's annotated video from the default backend;
     6. writes DIR/report/REPORT.md with every table, as Markdown and JSON,
        and latency plots.
 
@@ -217,4 +221,6 @@ def demo(out_dir: Path, runs: int, view: str, quiet: bool) -> None:
         click.echo(f"{name}\n{conversion_table(manifest)}\n")
     click.echo(f"the detection loop on the demo clip, every backend\n"
                f"{compare_table(report.compare)}\n")
+    for task, rows in report.compare_tasks.items():
+        click.echo(f"the {task} loop, every backend\n{compare_table(rows)}\n")
     click.echo(f"report: {report.folder / 'REPORT.md'} (bench tables, plots, annotated video)")

@@ -84,6 +84,9 @@ def _summary(report, view: str = "text") -> str:
     if report.map50 is not None:
         lines.append(f"mAP@0.5 {report.map50:.4f} on {report.map_frames} frames"
                      + (f" ({report.map_note})" if report.map_note else ""))
+    if report.accuracy is not None:
+        lines.append(f"top-1 accuracy {100 * report.accuracy:.1f}% on {report.accuracy_frames} "
+                     f"frames (labels: {report.accuracy_source})")
     lines += report.summary.lines
     lines += [f"wrote {p}" for p in report.outputs]
     lines += [f"note: {n}" for n in report.notes]

@@ -235,7 +235,7 @@ class ConvertOptions:
     int8_io: str = "int8"  # or "uint8": the full-integer model's input and output type
     spec: SpecOptions | None = None  # the input spec asked for (flags, a reference pipeline)
     detect: DetectionOptions | None = None  # the decoder and its parameters (a detector)
-    task: str | None = None  # classification, detection, generic
+    task: str | None = None  # classification, detection, segmentation, generic
     imports: Sequence[str] = ()  # modules that register custom layers
     trust_model: bool = False  # let Keras load Python code (Lambda layers)
     min_agreement: float | None = None  # the gate: artifacts below it are failed
@@ -336,6 +336,10 @@ def prepare(model_path: Path, options: ConvertOptions, progress: Progress) -> Pr
                           f"{first_line(exc, 200)}") from None
     keras_outputs = [np.asarray(o) for o in _as_list(probe_out)]
     task = options.task or card.get("task") or _guess_task([o.shape for o in keras_outputs])
+    if task == "segmentation":
+        from edgekit.tasks.segmentation import mask_layout
+
+        mask_layout(keras_outputs[0].shape)  # H x W x C or H x W, or one line
     decoder = inputs.decoder_settings(task, card, options.detect, label_list,
                                       [o.shape for o in keras_outputs], spec)
     if decoder:
@@ -358,7 +362,8 @@ def prepare(model_path: Path, options: ConvertOptions, progress: Progress) -> Pr
         predicted = [np.asarray(p) for p in _as_list(
             model.predict(val_samples.x, batch_size=32, verbose=0))]
         inputs.check_reference(predicted, val_samples.source)
-        validation = Validation(val_samples.x, val_samples.y, predicted, val_samples.boxes)
+        validation = Validation(val_samples.x, val_samples.y, predicted, val_samples.boxes,
+                                val_samples.masks)
     else:
         warnings.append("no validation data: give --val to measure fidelity")
     scoring = Task(task, decoder or None, tuple(label_list), (spec.width, spec.height),
@@ -475,7 +480,8 @@ def _validation_summary(validation: Validation | None, task: Task,
                         source: str | Path | None) -> dict[str, Any]:
     if validation is None:
         return {}
-    metric = "mAP@0.5" if task.name == "detection" else "top-1"
+    metric = {"detection": "mAP@0.5", "segmentation": "pixel"}.get(task.name, "top-1")
     return {"file": "validation.npz", "source": str(source), "samples": int(len(validation.x)),
             "labels": validation.y is not None, "boxes": validation.boxes is not None,
+            "masks": validation.masks is not None,
             "metric": metric, "keras_accuracy": keras_accuracy(validation, task)}

@@ -62,7 +62,8 @@ def judge(artifact: Artifact, gate: Gate) -> str | None:
         return None
     f = artifact.fidelity
     agreement = None if f is None else f.top1_agreement
-    what = "mAP-agreement" if gate.task == "detection" else "top-1 agreement"
+    what = {"detection": "mAP-agreement", "segmentation": "pixel agreement"}.get(
+        gate.task, "top-1 agreement")
     worst = f" (worst output: {f.worst})" if f is not None and f.worst else ""
     if f is not None and f.nonfinite:
         artifact.status = "failed"

@@ -723,16 +723,25 @@ def read_text(path):
 def switch_and_check(base, release, fallback, payload):
     """Switch ``current`` to ``release`` and (re)start its service; when the service does not
     stay up and ``fallback`` is a release, switch back to that one, with the unit that was
-    installed before (none: the service is removed again), and restart it too."""
-    before = read_text(unit_path(payload.get("unit", "edgekit.service")))
+    installed before (none: the service is removed again), and restart it too. With nothing
+    to switch back to (the first release), the failing service is stopped and disabled, not
+    left restarting: the release stays current and its unit in place, for after the fix."""
+    name = payload.get("unit", "edgekit.service")
+    before = read_text(unit_path(name))
     switch_current(base, release)
     service = start_service(base, release, payload)
     check = (service or {}).get("check")
-    if check and not check["healthy"] and fallback and fallback != release:
-        switch_current(base, fallback)
-        service["switched_back"] = fallback
-        service["fallback"] = start_service(base, fallback, payload, restore=True,
-                                            before=before)
+    if check and not check["healthy"]:
+        if fallback and fallback != release:
+            switch_current(base, fallback)
+            service["switched_back"] = fallback
+            service["fallback"] = start_service(base, fallback, payload, restore=True,
+                                                before=before)
+        else:
+            code, out = systemctl("disable", "--now", name)
+            service["stopped"] = code == 0
+            if code != 0:
+                service["stop_error"] = f"systemctl --user disable --now {name}: {tail(out, 2)}"
     return (service or {}).get("switched_back") or release, service
 
 

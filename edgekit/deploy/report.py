@@ -277,9 +277,14 @@ def service_problem(service: dict[str, Any] | None, release: str, host: str) -> 
         return (f"on {host}, {name} did not stay up with release {release} ({check['why']}); "
                 f"current is back on {back}, {now}. The report above has the failing "
                 "release's last journal lines")
+    stopped = (f", and {name} was stopped and disabled rather than left restarting: fix the "
+               f"cause and deploy again (or systemctl --user start {name})"
+               if service.get("stopped") else
+               f"; stopping it failed too ({service['stop_error']})"
+               if service.get("stop_error") else "")
     return (f"on {host}, {name} is failing with release {release} ({check['why']}), and there "
-            f"is no earlier release to switch back to, so {release} stays current. The report "
-            "above has its last journal lines")
+            f"is no earlier release to switch back to, so {release} stays current{stopped}. "
+            "The report above has its last journal lines")
 
 
 def service_status_text(probe: dict[str, Any]) -> list[str]:

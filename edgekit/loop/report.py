@@ -1,4 +1,6 @@
-"""The compare table: one row per backend, per-stage and end-to-end latency, FPS, mAP."""
+"""The compare table: one row per backend, per-stage and end-to-end latency, FPS, and the
+task's score: a detector's mAP@0.5, a classifier's top-1 accuracy against the source's labels
+(or, without labels, its top-1 agreement with the first backend)."""
 from __future__ import annotations
 
 import json
@@ -10,6 +12,23 @@ from edgekit.render import Notes, render_table
 
 HEADERS = ["backend", "artifact", "status", "pre p50/p90", "infer p50/p90", "post p50/p90",
            "sink p50/p90", "queue wait p50", "e2e p50/p90 ms", "FPS", "frames", "mAP@0.5"]
+
+
+def _score_header(rows: Sequence[CompareRow]) -> str:
+    """The last column: what the task's score is."""
+    ran = [r for r in rows if r.report]
+    if ran and ran[0].report.task == "classification":
+        return "top-1 accuracy" if any(r.report.accuracy is not None for r in ran) else \
+            f"top-1 = {ran[0].backend}'s"
+    return "mAP@0.5" if not ran or ran[0].report.task == "detection" else "score"
+
+
+def _score(row: CompareRow) -> str:
+    r = row.report
+    for value in (r.map50, r.accuracy, row.agreement):
+        if value is not None:
+            return f"{value:.4f}" if value is r.map50 else f"{100 * value:.1f}%"
+    return "-"
 
 
 def _pair(stats, name: str) -> str:
@@ -28,7 +47,7 @@ def _cells(row: CompareRow, notes: Notes) -> list[str]:
             _pair(s, "postprocess"), _pair(s, "sink"),
             f"{s.queue_wait().p50:.2f}" if s.queue_wait().count else "-",
             f"{e2e.p50:.2f} / {e2e.p90:.2f}",
-            f"{s.fps:.1f}", str(s.frames), "-" if r.map50 is None else f"{r.map50:.4f}"]
+            f"{s.fps:.1f}", str(s.frames), _score(row)]
 
 
 def compare_table(rows: Sequence[CompareRow], view: str = "text") -> str:
@@ -40,7 +59,8 @@ def compare_table(rows: Sequence[CompareRow], view: str = "text") -> str:
     used = f"\n{ran[0].input}\n{ran[0].decoder}" if ran else ""
     requests = max((r.requests for r in ran), default=1)
     paced = any(r.paced_fps for r in ran)
-    return render_table(HEADERS, [_cells(r, notes) for r in rows], view, notes,
+    headers = [*HEADERS[:-1], _score_header(rows)]
+    return render_table(headers, [_cells(r, notes) for r in rows], view, notes,
                         f"source: {source}; stage times in ms; pipelined"
                         + (f", {requests} frames in the infer stage at once" if requests > 1
                            else "")

@@ -20,6 +20,8 @@ import numpy as np
 from edgekit.backends import Concurrency, Pending, backend_status
 from edgekit.backends.base import cpu_count
 from edgekit.errors import EdgekitError, SourceLost, UsageError, WriteFailed
+from edgekit.fidelity import agreeing
+from edgekit.loop.labels import ClassTruth, find_class_truth
 from edgekit.loop.pipeline import Item, LoopStats, Pipeline, Stage
 from edgekit.loop.sinks import (
     VIDEO_SUFFIXES,
@@ -72,6 +74,10 @@ class RunReport:
     map50: float | None = None
     map_frames: int = 0
     map_note: str = ""
+    accuracy: float | None = None  # a classifier: top-1 against the source's labels
+    accuracy_frames: int = 0
+    accuracy_source: str = ""  # where the labels came from
+    top1: dict[int, int] = field(default_factory=dict)  # a classifier on a file: frame -> top-1
     outputs: list[str] = field(default_factory=list)
     stopped: str = ""  # why the source ended early (a camera that vanished), if it did
     input: str = ""  # the input spec used, one line with where each value came from
@@ -88,8 +94,10 @@ class RunReport:
                 "summary": self.summary.data,
                 **self.stats.to_dict(), "requests": self.requests, "paced_fps": self.paced_fps,
                 "live": self.live, "map50": self.map50, "map_frames": self.map_frames,
-                "map_note": self.map_note, "outputs": self.outputs, "stopped": self.stopped,
-                "notes": self.notes}
+                "map_note": self.map_note, "accuracy": self.accuracy,
+                "accuracy_frames": self.accuracy_frames,
+                "accuracy_source": self.accuracy_source, "outputs": self.outputs,
+                "stopped": self.stopped, "notes": self.notes}
 
 
 def loop_threads(threads: int | None, pipelined: bool, requests: int = 1) -> int | None:
@@ -261,11 +269,20 @@ def run_loop(model: LoadedModel, source_spec: str | int | Path, *,
     if save_masks is not None:
         check_mask_folder(save_masks)
     source = open_source(source_spec, repeat=repeat)
+    classes = None  # a classifier on a file or folder: its labels, if the source has some
+    if model.task == "classification" and not repeat and not live:
+        try:
+            classes = find_class_truth(source_spec, model.labels, source.stats.expected)
+        except BaseException:
+            source.close()
+            raise
     if realtime is not False and not live:
         source = paced(source, source_spec, None if realtime is True else float(realtime))
     sinks: list[Sink] = []
     pipeline: Pipeline | None = None
     predicted: dict[int, list[Detection]] = {}
+    answers: dict[int, tuple[int, str]] = {}  # a classifier: frame -> (its top-1, its name)
+    keep_answers = model.task == "classification" and not repeat and not live
     name = model.backend.name
     try:
         if save is not None:
@@ -290,6 +307,8 @@ def run_loop(model: LoadedModel, source_spec: str | int | Path, *,
         def collect(item: Item) -> None:
             if gt is not None:
                 predicted[item.frame.index] = item.result.candidates
+            if keep_answers:
+                answers[item.frame.index] = (item.result.top[0].id, item.frame.name)
 
         stopped = ""
         try:
@@ -318,7 +337,22 @@ def run_loop(model: LoadedModel, source_spec: str | int | Path, *,
     if gt is not None:
         report.map50, report.map_frames, report.map_note = _score(
             predicted, gt, source.stats.uncertain_from)
+    report.top1 = {index: top for index, (top, _) in answers.items()}
+    if classes is not None:
+        report.accuracy, report.accuracy_frames = _accuracy(answers, classes)
+        report.accuracy_source = classes.source
     return report
+
+
+def _accuracy(answers: dict[int, tuple[int, str]], truth: ClassTruth) -> tuple[float | None,
+                                                                               int]:
+    """A classifier's top-1 accuracy on the frames the truth labels (``fidelity.agreeing``,
+    the one definition), and how many those were."""
+    pairs = [(known, top) for index, (top, name) in sorted(answers.items())
+             if (known := truth.of(index, name)) is not None]
+    if not pairs:
+        return None, 0
+    return agreeing([k for k, _ in pairs], [t for _, t in pairs]) / len(pairs), len(pairs)
 
 
 def warm_up(model: LoadedModel) -> None:
@@ -343,6 +377,21 @@ class CompareRow:
     status: str
     reason: str = ""
     report: RunReport | None = None
+    agreement: float | None = None  # a classifier without labels: top-1 equal to the first row's
+
+
+def agree_with_first(rows: Sequence[CompareRow]) -> None:
+    """A classifier's rows without labels to score against: each backend's per-frame top-1
+    against the first backend that ran, on the frames both finished."""
+    ran = [r for r in rows if r.report is not None and r.report.top1]
+    if len(ran) < 2 or any(r.report.accuracy is not None for r in ran):
+        return
+    first = ran[0].report.top1
+    for row in ran:
+        frames = sorted(set(first) & set(row.report.top1))
+        if frames:
+            row.agreement = agreeing([first[i] for i in frames],
+                                     [row.report.top1[i] for i in frames]) / len(frames)
 
 
 def compare(bundle: Path, source_spec: str | int | Path, backends: Sequence[str],
@@ -384,4 +433,5 @@ def compare(bundle: Path, source_spec: str | int | Path, backends: Sequence[str]
             rows.append(CompareRow(entry, "failed", str(exc)))
             continue
         rows.append(CompareRow(entry, "ok", report.stopped, report))
+    agree_with_first(rows)
     return rows

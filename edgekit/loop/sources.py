@@ -150,13 +150,24 @@ class VideoFile(Source):
         self._cap.release()
 
 
+def folder_images(path: Path) -> list[Path]:
+    """The images of a source folder, sorted: its own, else those of its sub-folders (a
+    labelled folder: one sub-folder per class, named by label or class id), by sub-folder."""
+    files = list_images(path)
+    if files:
+        return files
+    return [f for sub in sorted(p for p in path.iterdir() if p.is_dir())
+            for f in list_images(sub)]
+
+
 class ImageFolder(Source):
-    """Every image in a folder, sorted by name; unreadable files are skipped and counted."""
+    """Every image in a folder (or in its class sub-folders), sorted by name; unreadable files
+    are skipped and counted. A frame's name is the file's, with its sub-folder in front."""
 
     def __init__(self, path: Path) -> None:
         super().__init__()
         self.path = path
-        self._files = list_images(path) if path.is_dir() else [path]
+        self._files = folder_images(path) if path.is_dir() else [path]
         if not self._files:
             raise InvalidData(f"{path}: no image files in it (.png, .jpg, .bmp, ...)")
         self.stats.expected = len(self._files)
@@ -178,7 +189,9 @@ class ImageFolder(Source):
                 self.stats.decode_failures += 1
                 continue
             self.stats.decoded += 1
-            return Frame(index, image, time.perf_counter_ns(), name=file.name)
+            name = file.name if file.parent == self.path or not self.path.is_dir() else \
+                f"{file.parent.name}/{file.name}"
+            return Frame(index, image, time.perf_counter_ns(), name=name)
         return None
 
 

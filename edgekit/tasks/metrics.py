@@ -1,4 +1,5 @@
-"""Detection quality: average precision per class and its mean (mAP), numpy only.
+"""Detection quality (average precision per class and its mean, mAP) and segmentation
+quality (mean IoU of two class maps), numpy only.
 
 AP is the all-point interpolated area under the precision-recall curve
 (PASCAL VOC 2010 onwards; COCO samples the same envelope at 101 recalls).
@@ -97,3 +98,18 @@ def mean_average_precision(
     if not per_class:
         raise InvalidData("mAP needs at least one ground-truth object; the ground truth is empty")
     return float(np.mean(list(per_class.values())))
+
+
+def mean_iou(reference: np.ndarray, produced: np.ndarray, ignore: int = -1) -> float:
+    """Mean intersection over union of two class maps (any shape, the same), over the classes
+    present in either; positions where either is ``ignore`` (a missing answer) are left out.
+    1.0 when both hold nothing."""
+    ref = np.asarray(reference).reshape(-1)
+    got = np.asarray(produced).reshape(-1)
+    kept = (ref != ignore) & (got != ignore)
+    ref, got = ref[kept], got[kept]
+    classes = np.union1d(np.unique(ref), np.unique(got))
+    if not len(classes):
+        return 1.0
+    ious = [np.sum((ref == c) & (got == c)) / np.sum((ref == c) | (got == c)) for c in classes]
+    return float(np.mean(ious))
