@@ -2,15 +2,21 @@
 folders whose sorted order the model contradicts, TFLite runtimes that hang or are not one."""
 from __future__ import annotations
 
+import json
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+from live_view import get, running_view, wait_for
+from mjpeg import MjpegStream
 
 from edgekit.backends import Concurrency, open_backend
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, SourceLost
+from edgekit.loop.live import Figures
+from edgekit.loop.sources import STREAM_TIMEOUT_S, LiveSource
 
 # --- one backend, several threads ------------------------------------------------------------
 
@@ -127,3 +133,107 @@ def test_close_from_another_thread_waits_for_the_inference(lenet_bundle: Path) -
     for thread in threads:
         thread.join()
     assert set(outcomes) <= {"ok", "closed"}, [o for o in outcomes if o not in ("ok", "closed")]
+
+
+# --- liveness: a stream that freezes ---------------------------------------------------------
+
+def test_the_recent_fps_falls_and_the_state_says_stalled_when_frames_stop(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [100.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    figures = Figures()
+    assert figures.liveness()["state"] == "starting"
+    figures._done.extend(95.0 + 0.1 * i for i in range(50))  # 10 a second until 99.9
+    now[0] = 99.95
+    live = figures.liveness()
+    assert live["state"] == "running" and live["fps_recent"] == pytest.approx(10, rel=0.01)
+    falling = []
+    for t in (100.5, 101.0, 101.5, 102.5, 105.0):
+        now[0] = t
+        falling.append(figures.liveness())
+    assert [f["fps_recent"] for f in falling] == sorted((f["fps_recent"] for f in falling),
+                                                        reverse=True)
+    assert falling[0]["fps_recent"] < 9.5 and falling[-1]["fps_recent"] == 0
+    assert [f["state"] for f in falling] == ["running"] * 3 + ["stalled"] * 2
+    assert falling[-1]["since_frame_s"] == pytest.approx(5.1)
+    assert figures.liveness(reconnecting=True)["state"] == "reconnecting"
+    assert figures.liveness(running=False)["state"] == "ended"
+    assert figures.recent_fps() == 0  # /metrics' edgekit_fps, the same figure
+
+
+def test_a_slow_camera_is_not_called_stalled_between_its_frames(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [100.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    figures = Figures()
+    figures._done.extend([96.0, 97.0, 98.0, 99.0])  # 1 a second
+    now[0] = 101.5  # 2.5 s since the last: within three of its intervals
+    assert figures.liveness()["state"] == "running"
+    now[0] = 102.5
+    assert figures.liveness()["state"] == "stalled"
+
+
+def test_a_frozen_stream_shows_as_stalled_within_seconds() -> None:
+    """The camera's process stops and its connection stays open: /stats.json says so within
+    seconds (state, seconds since the last frame, FPS falling), then that it reconnects; the
+    page shows the state."""
+    stream = MjpegStream(fps=10)
+    source = LiveSource(stream.url, reconnect_delays=(0.5,) * 5, timeout_s=3.0)
+    try:
+        with running_view(camera=source) as run:
+            def stats() -> dict:
+                return json.loads(get(run.view.port, "/stats.json").body)
+
+            assert wait_for(lambda: run.pipeline.stats.frames > 20)
+            before = stats()
+            assert before["state"] == "running" and before["fps_recent"] > 5
+            assert before["since_frame_s"] < 1
+            stream.freeze()
+            frozen = time.monotonic()
+            assert wait_for(lambda: stats()["state"] == "stalled", timeout=5)
+            stalled = stats()
+            assert time.monotonic() - frozen < 6
+            assert stalled["since_frame_s"] >= 2
+            assert stalled["fps_recent"] < 0.8 * before["fps_recent"]
+            assert stalled["running"] is True  # the loop runs, waiting for frames
+            # The read times out (3 s here): the stream has failed and is reopened.
+            assert wait_for(lambda: stats()["state"] == "reconnecting", timeout=6)
+            assert source.stats.reconnecting
+            script = get(run.view.port, "/app.js").body.decode()
+            assert "stalled: no frame for" in script and "s.state" in script
+            source.close()  # ends the loop
+    finally:
+        stream.stop()
+
+
+def test_a_frozen_stream_is_given_up_after_the_documented_tries() -> None:
+    stream = MjpegStream(fps=20)
+    source = LiveSource(stream.url, reconnect_delays=(0.05, 0.1, 0.2), timeout_s=1.0)
+    try:
+        assert source.read() is not None
+        stream.freeze()
+        started = time.perf_counter()
+        with pytest.raises(SourceLost, match="did not come back after 3 reconnect attempts"):
+            for _ in range(10**6):
+                source.read()
+        # one read that times out, then 3 tries, each its delay and at most one timeout
+        assert time.perf_counter() - started < 1.0 + 3 * 1.0 + 0.35 + 3.0
+    finally:
+        source.close()
+        stream.stop()
+
+
+def test_a_stream_that_freezes_with_the_defaults_fails_its_read_within_the_timeout() -> None:
+    """With the defaults, a frozen stream counts as a failure after STREAM_TIMEOUT_S (not
+    FFmpeg's 30 s): the source starts reconnecting."""
+    stream = MjpegStream(fps=20)
+    source = LiveSource(stream.url)
+    try:
+        assert source.read() is not None
+        stream.freeze()
+        frozen = time.monotonic()
+        assert wait_for(lambda: source.stats.reconnecting, timeout=STREAM_TIMEOUT_S + 3)
+        assert time.monotonic() - frozen > STREAM_TIMEOUT_S - 1
+    finally:
+        stream.stop()
+        source.close()
