@@ -3,6 +3,7 @@ folders whose sorted order the model contradicts, TFLite runtimes that hang or a
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -237,3 +238,64 @@ def test_a_stream_that_freezes_with_the_defaults_fails_its_read_within_the_timeo
     finally:
         stream.stop()
         source.close()
+
+
+# --- TFLite runtimes that hang, are not a Python, or have no runtime -------------------------
+
+def _script(path: Path, body: str) -> str:
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_each_skipped_runtime_is_said_and_a_hanging_one_is_stopped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from edgekit.convert import runtimes
+
+    pid = tmp_path / "sleep.pid"
+    hang = _script(tmp_path / "hang", f"sleep 1000 & echo $! > {pid}; wait\n")
+    not_python = _script(tmp_path / "hello", "echo hello\n")
+    empty = _script(tmp_path / "bare", "echo '[]'\n")  # answers: no runtime there
+    data = tmp_path / "notes.txt"
+    data.write_text("not a program\n")
+    missing = tmp_path / "gone" / "python"
+    monkeypatch.setenv("EDGEKIT_TFLITE_PYTHONS",
+                       os.pathsep.join([hang, not_python, empty, str(data), str(missing)]))
+    monkeypatch.setattr(runtimes, "FIND_TIMEOUT_S", 2)
+    said: list[str] = []
+    started = time.monotonic()
+    found = runtimes.find_runtimes(said.append)
+    assert time.monotonic() - started < 15
+    assert [python for python, _, _ in found] == [sys.executable]  # this one still checked
+    assert len(said) == 5, said
+    why = {line.split(" not checked: ")[0].split("TFLite runtimes in ")[1].split(" (from")[0]:
+           line.split(" not checked: ")[1] for line in said}
+    assert why[hang] == "no answer within 2 s (it hangs)"
+    assert why[not_python].startswith("not a Python that answers (exit 0")
+    assert why[empty].startswith("it has no TFLite runtime")
+    assert why[str(data)].startswith("cannot be run (Permission denied")
+    assert why[str(missing)] == "no such file"
+    assert all("(from $EDGEKIT_TFLITE_PYTHONS)" in line for line in said)
+    sleeper = int(pid.read_text())
+    assert wait_for(lambda: not Path(f"/proc/{sleeper}").exists() or
+                    Path(f"/proc/{sleeper}/stat").read_text().split()[2] == "Z", timeout=5), \
+        "the hanging Python's child was left running"
+
+
+@pytest.mark.slow
+def test_convert_says_which_runtimes_it_skipped(tmp_path: Path) -> None:
+    from conftest import LENET, run_cli
+
+    hang = _script(tmp_path / "hang", "sleep 1000\n")
+    not_python = _script(tmp_path / "hello", "echo hello\n")
+    started = time.monotonic()
+    result = run_cli("convert", LENET / "lenet5_digits.keras", "-o", tmp_path / "bundle",
+                     "--formats", "tflite-fp32",
+                     env={"EDGEKIT_TFLITE_PYTHONS": f"{hang}:{not_python}"})
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started < 240
+    for path, why in ((hang, "no answer within 30 s"), (not_python, "not a Python")):
+        line = f"TFLite runtimes in {path} (from $EDGEKIT_TFLITE_PYTHONS) not checked: {why}"
+        assert line in result.stderr and f"warning: {line}" in result.stdout
