@@ -299,3 +299,77 @@ def test_convert_says_which_runtimes_it_skipped(tmp_path: Path) -> None:
     for path, why in ((hang, "no answer within 30 s"), (not_python, "not a Python")):
         line = f"TFLite runtimes in {path} (from $EDGEKIT_TFLITE_PYTHONS) not checked: {why}"
         assert line in result.stderr and f"warning: {line}" in result.stdout
+
+
+# --- validation folders whose sorted order the model contradicts -----------------------------
+
+WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+def _answers(truth: np.ndarray, right: float, seed: int = 0) -> np.ndarray:
+    """A model's top-1 answers: ``truth`` for a share ``right`` of the samples, else random."""
+    rng = np.random.default_rng(seed)
+    return np.where(rng.random(len(truth)) < right, truth, rng.integers(0, 10, len(truth)))
+
+
+def test_one_to_one_finds_the_assignment_that_explains_the_answers() -> None:
+    from edgekit.datacheck import one_to_one
+
+    counts = np.array([[0, 9, 1], [8, 0, 0], [1, 0, 7]])
+    assert one_to_one(counts) == [1, 0, 2]
+    assert one_to_one(np.eye(4, dtype=int) * 5) == [0, 1, 2, 3]
+
+
+def test_labels_in_sorted_order_that_the_model_contradicts_are_refused() -> None:
+    from edgekit.datacheck import check_folder_order
+
+    names = sorted(WORDS)  # eight, five, four, nine, one, seven, six, three, two, zero
+    digit = np.repeat(np.arange(10), 6)  # what each image shows
+    assumed = np.array([names.index(WORDS[d]) for d in digit])  # its folder's sorted position
+    with pytest.raises(EdgekitError) as refused:
+        check_folder_order(names, assumed, _answers(digit, 0.95), "val/")
+    message = str(refused.value)
+    assert "\n" not in message and message.startswith("val/: ")
+    assert "eight=0, five=1" in message and "zero -> 0, one -> 1" in message
+    assert "eight -> 8, nine -> 9" in message and "--labels FILE" in message
+    assert "zero, one, two, three, four, five, six, seven, eight, nine)" in message
+
+
+def test_labels_the_model_agrees_with_or_cannot_judge_are_kept() -> None:
+    from edgekit.datacheck import check_folder_order
+
+    names = [f"c{i}" for i in range(10)]
+    truth = np.repeat(np.arange(10), 6)
+    check_folder_order(names, truth, _answers(truth, 0.95), "val/")  # the sorted order holds
+    check_folder_order(names, truth, _answers(truth, 0.3, seed=1), "val/")  # a weak model
+    check_folder_order(names, truth, _answers(truth, 0.0, seed=2), "val/")  # guesses
+    check_folder_order(names, truth, np.full(len(truth), -1), "val/")  # NaN scores
+
+
+@pytest.mark.slow
+def test_convert_refuses_folder_names_the_model_contradicts(tmp_path: Path) -> None:
+    """A model without a card or labels, validation folders named zero..nine: their sorted
+    order is not the model's; convert says so, and with --labels in its order it scores."""
+    import shutil
+
+    import cv2
+    from conftest import LENET, assert_clean_error, run_cli
+
+    bare = tmp_path / "bare.keras"
+    shutil.copy(LENET / "lenet5_digits.keras", bare)
+    val = np.load(LENET / "val.npz")
+    for digit, word in enumerate(WORDS):
+        (tmp_path / "val" / word).mkdir(parents=True)
+        for i in np.flatnonzero(val["y"] == digit)[:6]:
+            cv2.imwrite(str(tmp_path / "val" / word / f"{i}.png"),
+                        np.rint(val["x"][i, ..., 0] * 255).astype(np.uint8))
+    common = ["--val", tmp_path / "val", "--formats", "tflite-fp32"]
+    refused = run_cli("convert", bare, "-o", tmp_path / "out", *common)
+    assert_clean_error(refused, "contradict", "eight=0", "zero -> 0", "--labels")
+    assert not (tmp_path / "out").exists()
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(WORDS) + "\n")
+    scored = run_cli("convert", bare, "-o", tmp_path / "out", *common, "--labels", labels,
+                     "--json", "-q")
+    assert scored.returncode == 0, scored.stderr
+    assert json.loads(scored.stdout)["validation"]["keras_accuracy"] > 0.9

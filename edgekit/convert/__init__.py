@@ -350,7 +350,8 @@ def prepare(model_path: Path, options: ConvertOptions, progress: Progress) -> Pr
     coverage = inputs.calibration_coverage(calibration, val_samples)
     if coverage:
         warnings.append(coverage)
-    if not label_list and val_samples is not None and val_samples.label_names:
+    learnt = not label_list and val_samples is not None and bool(val_samples.label_names)
+    if learnt:
         label_list = list(val_samples.label_names)
     validation = None
     if val_samples is not None:
@@ -358,6 +359,8 @@ def prepare(model_path: Path, options: ConvertOptions, progress: Progress) -> Pr
         predicted = [np.asarray(p) for p in _as_list(
             model.predict(val_samples.x, batch_size=32, verbose=0))]
         inputs.check_reference(predicted, val_samples.source)
+        if learnt:
+            inputs.check_learnt_labels(val_samples, predicted, outputs)
         validation = Validation(val_samples.x, val_samples.y, predicted, val_samples.boxes)
     else:
         warnings.append("no validation data: give --val to measure fidelity")
