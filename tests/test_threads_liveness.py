@@ -373,3 +373,53 @@ def test_convert_refuses_folder_names_the_model_contradicts(tmp_path: Path) -> N
                      "--json", "-q")
     assert scored.returncode == 0, scored.stderr
     assert json.loads(scored.stdout)["validation"]["keras_accuracy"] > 0.9
+
+
+@pytest.mark.slow
+def test_a_run_on_a_frozen_stream_shows_it_stalled_then_ends_in_one_line(
+        detector_bundle: Path, tmp_path: Path) -> None:
+    """`edgekit run --serve` on a camera whose process stops: the live view says stalled within
+    seconds, and the run ends after the documented tries (about 40 s), keeping what it wrote."""
+    import re
+    import subprocess
+
+    stream = MjpegStream(fps=10)
+    jsonl = tmp_path / "frames.jsonl"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edgekit", "run", str(detector_bundle), "--source", stream.url,
+         "--serve", "127.0.0.1:0", "--jsonl", str(jsonl)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stderr), daemon=True)
+    reader.start()
+    try:
+        def port() -> int | None:
+            found = re.search(r"live view: http://\S+?:(\d+)/", "".join(lines))
+            return int(found[1]) if found else None
+
+        assert wait_for(lambda: port() or process.poll() is not None, timeout=90), lines
+        assert port(), "".join(lines)
+
+        def stats() -> dict:
+            return json.loads(get(port(), "/stats.json").body)
+
+        assert wait_for(lambda: stats()["frames"] > 20, timeout=90)
+        assert stats()["state"] == "running"
+        stream.freeze()
+        frozen = time.monotonic()
+        assert wait_for(lambda: stats()["state"] in ("stalled", "reconnecting"), timeout=8)
+        assert time.monotonic() - frozen < 8
+        process.wait(timeout=120)
+        took = time.monotonic() - frozen
+    finally:
+        stream.stop()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    reader.join(timeout=5)
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert process.returncode == 1 and len(errors) == 1, "".join(lines)
+    assert "did not come back after 5 reconnect attempts" in errors[0]
+    assert "Traceback" not in "".join(lines)
+    assert 5 + 7 < took < 60, took  # the read timeout, the five tries: not 188 s
+    assert len(jsonl.read_text().splitlines()) > 20  # what it wrote is kept
