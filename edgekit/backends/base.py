@@ -313,8 +313,9 @@ class Backend(ABC):
         finish = self._outputs if plan.dequantize else None
         checked = self._checked_infer
         ndarray, vdot, isfinite, all_finite = np.ndarray, np.vdot, math.isfinite, _all_finite
-        # The lock, uncontended, as bound methods and try/finally: 0.1-0.15 us a call here,
-        # against 0.2-0.35 us for ``with lock`` (measured on this 2-core VM).
+        # The lock as bound methods and try/finally (``with lock`` costs twice as much here).
+        # Uncontended, on LeNet (p50, A/B on one backend): +0.2 us on tflite, +0.6-1.6 us on
+        # onnxruntime and openvino, whose threads leave the caches cold; 1-2% of the call.
         acquire, release = self._lock.acquire, self._lock.release
 
         def infer(inputs: Inputs) -> list[np.ndarray]:
