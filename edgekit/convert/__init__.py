@@ -299,7 +299,7 @@ def convert(model_path: str | Path, output: str | Path, options: ConvertOptions 
                   calibration=None if prepared.calibration is None else prepared.calibration.x,
                   int8_io=options.int8_io, progress=progress, output=output)
         artifacts = build_formats(prepared, job, keys, options.remedy)
-        check_runtimes(artifacts, tmp, progress)
+        prepared.warnings.extend(check_runtimes(artifacts, tmp, progress))
         manifest = publish(prepared, artifacts, tmp, output, options.val)
     except OSError as exc:  # the bundle's own files (manifest, validation set), or the rename
         _check_room(tmp if tmp.exists() else output.parent, output)
@@ -350,7 +350,8 @@ def prepare(model_path: Path, options: ConvertOptions, progress: Progress) -> Pr
     coverage = inputs.calibration_coverage(calibration, val_samples)
     if coverage:
         warnings.append(coverage)
-    if not label_list and val_samples is not None and val_samples.label_names:
+    learnt = not label_list and val_samples is not None and bool(val_samples.label_names)
+    if learnt:
         label_list = list(val_samples.label_names)
     validation = None
     if val_samples is not None:
@@ -358,6 +359,8 @@ def prepare(model_path: Path, options: ConvertOptions, progress: Progress) -> Pr
         predicted = [np.asarray(p) for p in _as_list(
             model.predict(val_samples.x, batch_size=32, verbose=0))]
         inputs.check_reference(predicted, val_samples.source)
+        if learnt:
+            inputs.check_learnt_labels(val_samples, predicted, outputs)
         validation = Validation(val_samples.x, val_samples.y, predicted, val_samples.boxes)
     else:
         warnings.append("no validation data: give --val to measure fidelity")
@@ -403,20 +406,28 @@ def build_formats(prepared: Prepared, job: Job, keys: Sequence[str],
     return artifacts
 
 
-def check_runtimes(artifacts: Sequence[Artifact], folder: Path, progress: Progress) -> None:
+def check_runtimes(artifacts: Sequence[Artifact], folder: Path, progress: Progress
+                   ) -> list[str]:
     """Phase 3: load and invoke every .tflite artifact in every TFLite runtime configured
     (``edgekit.config.tflite_pythons``), each in its own process; the verdicts go in the
-    artifacts' ``runtimes``."""
+    artifacts' ``runtimes``. Returns a line for each configured Python that was skipped (it is
+    missing, is not a Python, hangs, has no runtime), also shown as progress when it happens."""
     interrupt.check()
     tflite = {a.format: folder / a.file for a in artifacts
               if a.ok and a.file.endswith(".tflite") and a.format != "edgetpu"}
     if not tflite:
-        return
+        return []
     progress("checking which TFLite runtimes load each artifact")
-    checked = check_tflite_runtimes(list(tflite.values()))
+    skipped: list[str] = []
+
+    def skip(line: str) -> None:
+        skipped.append(line)
+        progress(line)
+    checked = check_tflite_runtimes(list(tflite.values()), skip)
     for a in artifacts:
         if a.format in tflite:
             a.runtimes = checked[tflite[a.format]]
+    return skipped
 
 
 def publish(prepared: Prepared, artifacts: list[Artifact], tmp: Path, output: Path,
