@@ -70,7 +70,7 @@ def check(outputs: Mapping[str, Path | None], inputs: Sequence[str | Path | None
                 raise UsageError(f"{option} and {other_option} are the same file ({path}); "
                                  "give each output its own path")
         seen.append((option, path))
-        _refuse_bundle_file(option, path)
+        refuse_bundle_file(option, path)
         holder = writer_of(path)
         if holder is not None:
             raise UsageError(_busy(option, path, holder))
@@ -86,19 +86,18 @@ def check(outputs: Mapping[str, Path | None], inputs: Sequence[str | Path | None
 
 
 def bundle_holding(path: Path) -> Path | None:
-    """The edgekit bundle folder ``path`` lies in (at any depth), or None."""
+    """The edgekit bundle folder ``path`` would be a file of, or None (a bundle is flat: its
+    files, and only they, lie directly in the folder holding its manifest)."""
     folder = Path(os.path.abspath(path)).parent
     try:
         folder = folder.resolve()
     except (OSError, RuntimeError):
         pass
-    for candidate in (folder, *folder.parents):
-        if (candidate / BUNDLE_MANIFEST).is_file():
-            return candidate
-    return None
+    return folder if (folder / BUNDLE_MANIFEST).is_file() else None
 
 
-def _refuse_bundle_file(option: str, path: Path) -> None:
+def refuse_bundle_file(option: str, path: Path) -> None:
+    """UsageError when ``path`` lies inside an edgekit bundle (``bundle_holding``)."""
     bundle = bundle_holding(path)
     if bundle is not None:
         raise UsageError(f"{option} {path} is inside the edgekit bundle {bundle}; writing "

@@ -23,7 +23,7 @@ import pytest
 from conftest import LENET, assert_clean_error, run_cli
 
 from edgekit.errors import InvalidData, InvalidModel, UsageError, WriteFailed
-from edgekit.outputs import Claim, PendingFile, check, identity, lock_path
+from edgekit.outputs import PendingFile, check, identity, lock_path
 
 MODEL = LENET / "lenet5_digits.keras"
 
@@ -76,6 +76,13 @@ def test_cli_refuses_a_plot_into_a_bundle(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert sorted(p.name for p in bundle.iterdir()) == [
         "digit_detector.onnx", "edgekit.json", "validation.npz"]
+
+
+def test_convert_refuses_an_output_inside_a_bundle(tmp_path: Path) -> None:
+    bundle = _fake_bundle(tmp_path / "bundle")
+    result = run_cli("convert", MODEL, "-o", bundle / "inner")
+    assert_clean_error(result, "inside the edgekit bundle")
+    assert not (bundle / "inner").exists()
 
 
 # --- never a source being read: temporary names unique per process ----------------------

@@ -54,6 +54,7 @@ from edgekit.outputs import (
     check_unchanged,
     identity,
     normal_permissions,
+    refuse_bundle_file,
     write_probe,
 )
 from edgekit.preprocess import InputSpec, SpecOptions
@@ -87,6 +88,7 @@ def load_card(model_path: Path) -> dict[str, Any]:
 
 
 def _check_output(output: Path, force: bool) -> None:
+    refuse_bundle_file("-o", output)  # a bundle inside another would change that one
     if not output.exists():
         if not output.parent.exists():
             raise UsageError(f"cannot write {output}: {output.parent} does not exist")
