@@ -255,6 +255,14 @@ def test_a_device_or_fifo_source_is_refused(tmp_path: Path, kind: str) -> None:
         open_source(path)
 
 
+@pytest.mark.slow
+def test_run_refuses_dev_zero_as_source(detector_bundle: Path) -> None:
+    started = time.monotonic()
+    result = run_cli("run", detector_bundle, "--source", "/dev/zero")
+    assert_clean_error(result, "--source /dev/zero", "character device")
+    assert time.monotonic() - started < 120
+
+
 @pytest.mark.parametrize("name", ["data.npz", "data.npy"])
 def test_a_device_or_fifo_as_data_is_refused(tmp_path: Path, name: str) -> None:
     from edgekit.datasets import load_samples
@@ -358,3 +366,23 @@ def test_a_bad_validation_set_is_one_clear_line(tmp_path: Path, damage: str, say
     message = str(caught.value)
     assert "allow_pickle" not in message and "\n" not in message
     assert "convert the model again" in message
+
+
+@pytest.mark.slow
+def test_deploy_refuses_a_validation_set_that_is_a_device(tmp_path: Path,
+                                                          lenet_bundle: Path) -> None:
+    import shutil
+
+    from edgekit.deploy.plan import ShippedFile, plan_release
+    from edgekit.deploy.wheels import WheelInfo
+    from edgekit.targets import find_target
+
+    bundle = Path(shutil.copytree(lenet_bundle, tmp_path / "bundle"))
+    (bundle / "validation.npz").unlink()
+    (bundle / "validation.npz").symlink_to("/dev/zero")
+    wheel = ShippedFile("wheels/edgekit-0.1.0-py3-none-any.whl", tmp_path / "x.whl", "0" * 64, 0)
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    with pytest.raises(InvalidData, match="validation set .* character device"):
+        plan_release(bundle, find_target("rpi4-cpu"), wheel,
+                     WheelInfo("edgekit", "0.1.0", ">=3.9", ("numpy",)), staging)
