@@ -1,9 +1,10 @@
 """Files a command writes: checked before anything is read, written aside, renamed into place.
 
 ``check`` refuses, before a command reads anything, an output path that is one of its inputs
-(``--save clip.avi`` over ``--source clip.avi``), the same as another output, a file inside
-an edgekit bundle, a path another edgekit process is writing, a folder, in a folder that does
-not exist or cannot be written, or with an extension nothing can write.
+(``--save clip.avi`` over ``--source clip.avi``) or inside a folder it reads, the same as
+another output, a file inside an edgekit bundle, a path another edgekit process is writing,
+a folder, in a folder that does not exist or cannot be written, or with an extension nothing
+can write.
 
 ``Claim`` is one process's hold on an output path while it writes it: an ``flock`` on a hidden
 lock file beside the target (``.NAME.edgekit-lock``, holding the writer's pid), so a second
@@ -61,16 +62,12 @@ def check(outputs: Mapping[str, Path | None], inputs: Sequence[str | Path | None
         if allowed and path.suffix.lower() not in allowed:
             raise UsageError(f"{option} {path}: write a file ending in "
                              f"{' or '.join(allowed)} (not {path.suffix or 'a name without one'})")
-        for source in read:
-            if same_file(path, source):
-                raise UsageError(f"{option} {path} is also an input of this command; writing "
-                                 "it would replace what is being read: choose another file")
+        _refuse_reading(option, path, read)
         for other_option, other in seen:
             if same_file(path, other):
                 raise UsageError(f"{option} and {other_option} are the same file ({path}); "
                                  "give each output its own path")
         seen.append((option, path))
-        refuse_bundle_file(option, path)
         holder = writer_of(path)
         if holder is not None:
             raise UsageError(_busy(option, path, holder))
@@ -83,6 +80,32 @@ def check(outputs: Mapping[str, Path | None], inputs: Sequence[str | Path | None
         problem = write_probe(folder)
         if problem is not None:
             raise WriteFailed(f"{option} {path}: cannot write in {folder}: {cause(problem)}")
+
+
+def _refuse_reading(option: str, path: Path, read: Sequence[Path]) -> None:
+    """UsageError when writing ``path`` would change what is read: an input itself, a file of
+    a bundle, or anything inside a folder that is an input."""
+    for source in read:
+        if same_file(path, source):
+            raise UsageError(f"{option} {path} is also an input of this command; writing "
+                             "it would replace what is being read: choose another file")
+    refuse_bundle_file(option, path)
+    for folder in read:
+        if _inside(path, folder):
+            raise UsageError(f"{option} {path} is inside {folder}, a folder this command "
+                             "reads; writing there would change what is being read: "
+                             "write it elsewhere")
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` lies inside the existing folder ``folder`` (at any depth)."""
+    if not folder.is_dir():
+        return False
+    try:
+        where = Path(os.path.abspath(path)).parent.resolve()
+        return where == folder.resolve() or folder.resolve() in where.parents
+    except (OSError, RuntimeError):
+        return False
 
 
 def bundle_holding(path: Path) -> Path | None:

@@ -87,6 +87,17 @@ def test_convert_refuses_an_output_inside_a_bundle(tmp_path: Path) -> None:
 
 # --- never a source being read: temporary names unique per process ----------------------
 
+def test_no_output_inside_a_folder_being_read(tmp_path: Path) -> None:
+    frames = tmp_path / "frames"
+    (frames / "sub").mkdir(parents=True)
+    (frames / "a.png").write_bytes(b"an image being read")
+    for target in (frames / "a.png", frames / "sub" / "plot.png"):
+        with pytest.raises(UsageError, match="a folder this command reads"):
+            check({"--plot": target}, [frames])
+    check({"--plot": tmp_path / "plot.png"}, [frames])  # beside it is fine
+    assert (frames / "a.png").read_bytes() == b"an image being read"
+
+
 def test_temporary_name_is_unique_and_never_the_source(tmp_path: Path) -> None:
     source = tmp_path / ".x.partial.avi"  # what a killed run of an older edgekit left
     source.write_bytes(b"the frames being read")
