@@ -27,12 +27,15 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import InvalidData, SourceLost, UsageError
+from edgekit.files import is_camera_device, read_head, read_small, refuse_special
 from edgekit.loop.picamera import Picamera2Capture, camera_number, is_picamera2
 from edgekit.preprocess import check_pixels, list_images
 
 MAX_CONSECUTIVE_FAILURES = 8  # a file that fails this many reads in a row has ended
 RECONNECT_DELAYS_S = (0.25, 0.5, 1.0, 2.0, 4.0)
 STREAM_TIMEOUT_S = 5.0  # a stream that answers nothing for this long (to open, or a frame)
+AVI_HEAD_BYTES = 4096  # an AVI's stream headers, where its codec is named
+TRUTH_MAX_BYTES = 256 * 1024 * 1024  # a ground-truth file: boxes per frame, as JSON
 
 
 @dataclass
@@ -102,7 +105,7 @@ def _capture(target: int | str, timeout_s: float = STREAM_TIMEOUT_S) -> Any:
 def avi_fourcc(path: Path) -> str | None:
     """The video codec FOURCC an AVI file declares (to name it when OpenCV cannot decode it)."""
     try:
-        head = path.read_bytes()[:4096]
+        head = read_head(path, AVI_HEAD_BYTES)
     except OSError:
         return None
     if head[:4] != b"RIFF" or head[8:12] != b"AVI ":
@@ -397,7 +400,7 @@ def is_live(spec: str | int | Path) -> bool:
     """A camera index, a camera module or a stream URL: it runs until stopped (a file or a
     folder ends)."""
     text = str(spec)
-    return text.isdigit() or "://" in text or is_picamera2(text)
+    return text.isdigit() or "://" in text or is_picamera2(text) or is_camera_device(text)
 
 
 def check_source(spec: str | int | Path) -> None:
@@ -429,6 +432,9 @@ def open_source(spec: str | int | Path, repeat: bool = False) -> Source:
     if not path.exists():
         raise InvalidData(f"--source {text}: no such file or folder (give a camera index such "
                           "as 0, a video file, a folder of images, or a stream URL)")
+    if is_camera_device(path):
+        return LiveSource(text)
+    refuse_special(path, "--source")
     if path.is_dir():
         return ImageFolder(path)
     if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"):
@@ -464,11 +470,11 @@ def find_ground_truth(spec: str | Path, explicit: Path | None = None) -> GroundT
     if path is None:
         return None
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(read_small(path, TRUTH_MAX_BYTES, "--truth"))
         objects = data["objects"]
         frames = objects if isinstance(objects, dict) else dict(enumerate(objects))
         return GroundTruth(list(data.get("labels", [])),
                            {int(k): list(v) for k, v in frames.items()})
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise InvalidData(f"{path}: not a ground-truth file edgekit reads ({exc}); it needs "
                           '"objects": a list per frame of {"label", "class_id", "box"}') from None
