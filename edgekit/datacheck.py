@@ -85,6 +85,48 @@ def check_label_names(labels: Sequence[str], classes: int, source: str) -> None:
                           f"{classes}: give one label per class, in the model's class order")
 
 
+def one_to_one(counts: np.ndarray) -> list[int]:
+    """A one-to-one assignment of the rows of a square matrix to its columns that covers
+    many of its counts, greedily: the largest cell first, then the largest whose row and
+    column are both still free. (Not always the optimum the Hungarian method finds, which
+    needs scipy; close enough to see a contradiction.) ``result[row]`` is its column."""
+    n = len(counts)
+    order = np.argsort(counts, axis=None, kind="stable")[::-1]
+    assigned = [-1] * n
+    taken = np.zeros(n, bool)
+    for cell in order:
+        row, column = divmod(int(cell), n)
+        if assigned[row] < 0 and not taken[column]:
+            assigned[row], taken[column] = column, True
+    return assigned
+
+
+def check_folder_order(names: Sequence[str], y: np.ndarray, answers: np.ndarray,
+                       source: str) -> None:
+    """Labels taken from sub-folder names in sorted order are a guess: refuse it
+    (InvalidData, naming the assignment the model suggests) when the model's own top-1
+    ``answers`` on the validation samples fit another one-to-one assignment of folders to
+    classes far better: it explains at least twice the samples, and at least half of them."""
+    n = len(names)
+    known = (answers >= 0) & (answers < n)
+    confusion = np.zeros((n, n), np.int64)
+    np.add.at(confusion, (y[known], answers[known]), 1)
+    assumed = int(np.trace(confusion))
+    suggested = one_to_one(confusion)
+    explained = int(sum(confusion[i, c] for i, c in enumerate(suggested)))
+    if explained <= assumed or explained < max(2 * assumed, len(y) / 2):
+        return
+    by_class = sorted(range(n), key=lambda i: suggested[i])
+    pairs = ", ".join(f"{names[i]} -> {suggested[i]}" for i in by_class)
+    raise InvalidData(
+        f"{source}: the sub-folders' names were taken as the labels in sorted order "
+        f"({', '.join(f'{name}={i}' for i, name in enumerate(names))}), but the model's own "
+        f"answers contradict it: it agrees with {assumed} of {len(y)} samples that way and "
+        f"with {explained} as {pairs}; give --labels FILE with the labels in the model's "
+        f"class order, one per line (as its answers suggest: "
+        f"{', '.join(names[i] for i in by_class)})")
+
+
 def _values(values: Sequence[float]) -> str:
     return ",".join(f"{v:g}" for v in values)
 

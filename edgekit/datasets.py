@@ -8,19 +8,25 @@ from __future__ import annotations
 
 import re
 import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from edgekit.errors import InvalidData
+from edgekit.errors import InvalidData, first_line
+from edgekit.files import read_head, read_small, refuse_special
 from edgekit.preprocess import InputSpec, image_to_tensor, list_images, prepare, read_image
 
 X_KEYS = ("x", "images", "inputs", "data")
 Y_KEYS = ("y", "labels", "targets")
 BOX_KEYS = ("boxes", "classes", "counts")  # detection ground truth: (N, K, 4), (N, K), (N,)
 MASKS_KEY = "masks"  # segmentation ground truth: (N, H, W) class ids
+LABELS_MAX_BYTES = 16 * 1024 * 1024  # a labels file: one name per line
+MAGIC = {".npz": (b"PK\x03\x04", b"PK\x05\x06"), ".npy": (b"\x93NUMPY",)}  # zip; numpy
+# What numpy raises on a damaged, truncated or pickled .npy/.npz (while opening or reading it).
+ARRAY_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError, KeyError)
 
 
 @dataclass
@@ -39,8 +45,33 @@ class Samples:
         return len(self.x)
 
 
+def check_array_file(path: Path, kind: str) -> None:
+    """InvalidData unless ``path`` is a regular file that starts like a ``kind`` (".npz" or
+    ".npy") file: a device, an empty file, text, a pickle get one line before numpy sees it."""
+    refuse_special(path, "")
+    try:
+        head = read_head(path, 8)
+    except OSError as exc:
+        raise InvalidData(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if not head.startswith(MAGIC[kind]):
+        what = "it is empty" if not head else "it does not start like a numpy one"
+        raise InvalidData(f"{path}: not a readable {kind} file ({what}); save the arrays with "
+                          f"numpy.{'savez' if kind == '.npz' else 'save'}")
+
+
+def array_problem(exc: BaseException) -> str:
+    """What is wrong with a .npy/.npz file numpy failed on (one of ARRAY_ERRORS), in words:
+    never numpy's advice to unpickle it."""
+    if "pickle" in str(exc):
+        return "it holds Python objects, not plain numeric arrays (edgekit never unpickles data)"
+    if isinstance(exc, (zipfile.BadZipFile, zlib.error, EOFError)):
+        return f"it is damaged or truncated ({first_line(exc)})"
+    return first_line(exc)
+
+
 def _from_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None,
                                    dict[str, np.ndarray] | None, np.ndarray | None]:
+    check_array_file(path, ".npz")
     try:
         with np.load(path, allow_pickle=False) as data:
             keys = list(data.keys())
@@ -52,15 +83,16 @@ def _from_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None,
             boxes = {k: data[k] for k in BOX_KEYS} if all(k in keys for k in BOX_KEYS) else None
             masks = data[MASKS_KEY] if MASKS_KEY in keys else None
             return data[x_key], (data[y_key] if y_key else None), boxes, masks
-    except (zipfile.BadZipFile, ValueError, OSError) as exc:
-        raise InvalidData(f"{path}: not a readable .npz file ({exc})") from None
+    except ARRAY_ERRORS as exc:
+        raise InvalidData(f"{path}: not a readable .npz file: {array_problem(exc)}") from None
 
 
 def _from_npy(path: Path) -> np.ndarray:
+    check_array_file(path, ".npy")
     try:
         return np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise InvalidData(f"{path}: not a readable .npy file ({exc})") from None
+    except ARRAY_ERRORS as exc:
+        raise InvalidData(f"{path}: not a readable .npy file: {array_problem(exc)}") from None
 
 
 def _listing(names: Sequence[str], limit: int = 12) -> str:
@@ -178,9 +210,13 @@ def read_labels(path: str | Path) -> list[str]:
     """Labels, one per line; "ID NAME" / "ID: NAME" lines (Coral's format) index by ID."""
     path = Path(path)
     try:
-        lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        text = read_small(path, LABELS_MAX_BYTES, "labels:").decode()
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidData(f"labels: cannot read {path} ({exc})") from None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise InvalidData(f"labels: {path} holds no labels (it is empty); give one label per "
+                          "line, in the model's class order")
     pairs = [re.match(r"^(\d+)[\s:]+(.+)$", line) for line in lines]
     if lines and all(pairs):
         table = {int(m.group(1)): m.group(2).strip() for m in pairs}
@@ -199,6 +235,7 @@ def load_samples(path: str | Path, spec: InputSpec, labels: Sequence[str] = (),
     path = Path(path)
     if not path.exists():
         raise InvalidData(f"{what}: {path} does not exist")
+    refuse_special(path, f"{what}:")
     boxes, learnt, masks = None, None, None
     masked = _masked_folder(path, spec) if path.is_dir() else None
     if masked is not None:

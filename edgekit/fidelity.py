@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.backends.base import Backend
-from edgekit.datasets import BOX_KEYS
+from edgekit.datasets import ARRAY_ERRORS, BOX_KEYS, array_problem, check_array_file
 from edgekit.errors import InvalidData
 from edgekit.manifest import VALIDATION_NAME, Fidelity, Manifest, OutputFidelity
 
@@ -158,17 +158,22 @@ def detection_scores(reference: list[np.ndarray], produced: list[np.ndarray],
 def load_validation(folder: str | Path) -> Validation | None:
     """The bundle's validation set, or None when the bundle has none."""
     path = Path(folder) / VALIDATION_NAME
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         return None
     try:
+        check_array_file(path, ".npz")
         with np.load(path, allow_pickle=False) as data:
             count = sum(1 for k in data.keys() if k.startswith("reference_"))
             boxes = {k: data[k] for k in BOX_KEYS} if all(k in data for k in BOX_KEYS) else None
             return Validation(data["x"], data["y"] if "y" in data else None,
                               [data[f"reference_{i}"] for i in range(count)], boxes,
                               data["masks"] if "masks" in data else None)
-    except (ValueError, OSError, KeyError) as exc:
-        raise InvalidData(f"{path}: damaged validation set ({exc}); convert again") from None
+    except InvalidData as exc:
+        raise InvalidData(f"the bundle's validation set is not usable: {exc}; convert the "
+                          "model again") from None
+    except ARRAY_ERRORS as exc:
+        raise InvalidData(f"{path}: damaged validation set: {array_problem(exc)}; convert the "
+                          "model again") from None
 
 
 def align_outputs(reference: list[np.ndarray], produced: list[np.ndarray]) -> list[int]:

@@ -11,12 +11,16 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from edgekit.errors import InvalidModel, UsageError
+from edgekit.errors import InvalidData, InvalidModel, UsageError
+from edgekit.files import read_small
 from edgekit.preprocess import InputSpec
 
 MANIFEST_NAME = "edgekit.json"
 VALIDATION_NAME = "validation.npz"
-SCHEMA = "edgekit.bundle/1"
+SCHEMA_PREFIX = "edgekit.bundle/"
+SCHEMA_VERSION = 1  # the newest manifest version this edgekit reads
+SCHEMA = f"{SCHEMA_PREFIX}{SCHEMA_VERSION}"
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024  # a real one is a few KB
 
 
 @dataclass
@@ -148,13 +152,20 @@ def read_manifest(folder: str | Path) -> Manifest:
         raise InvalidModel(f"{folder} is not an edgekit bundle (no {MANIFEST_NAME}); "
                            "make one with: edgekit convert MODEL.keras -o FOLDER")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_small(path, MAX_MANIFEST_BYTES, "the manifest"))
         _check_shape(data)
         manifest = Manifest.from_dict(data)
         manifest.folder = Path(folder)
         return manifest
     except OSError as exc:
         raise InvalidModel(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    except InvalidData as exc:  # a device, a FIFO, a file far too large
+        raise InvalidModel(f"{exc}; convert the model again") from None
+    except InvalidModel as exc:  # a newer schema
+        raise InvalidModel(f"{path}: {exc}") from None
+    except RecursionError:
+        raise InvalidModel(f"{path}: not a valid edgekit manifest (its JSON is nested too "
+                           "deeply to be one); convert the model again") from None
     except UsageError as exc:  # a value the input spec refuses (a hand-edited resize, say)
         raise InvalidModel(f"{path}: {exc}; fix the manifest or convert the model again") \
             from None
@@ -173,8 +184,7 @@ def _check_shape(data: Any) -> None:
     """ValueError naming the first thing a manifest lacks (before any field is used)."""
     if not isinstance(data, dict):
         raise ValueError(f"it holds a JSON {type(data).__name__}, not an object")
-    if not str(data.get("schema", "")).startswith("edgekit.bundle/"):
-        raise ValueError(f"unknown schema {data.get('schema')!r}")
+    _check_schema(data.get("schema"))
     _fields(data, _REQUIRED, "")
     if not isinstance(data["input"].get("shape"), list):
         raise ValueError("'input' has no 'shape' list")
@@ -191,6 +201,21 @@ def _check_shape(data: Any) -> None:
                                      "in the bundle folder")
             if artifact["file"] not in artifact["files"]:
                 raise ValueError(f"{where}: its file {artifact['file']!r} has no sha256 record")
+
+
+def _check_schema(schema: Any) -> None:
+    """ValueError for a schema that is not an edgekit bundle's; InvalidModel for a newer
+    version than this edgekit reads (its fields may mean what this one cannot know)."""
+    text = str(schema or "")
+    version = text[len(SCHEMA_PREFIX):] if text.startswith(SCHEMA_PREFIX) else ""
+    if not version.isdigit():
+        raise ValueError(f"unknown schema {schema!r}")
+    if int(version) > SCHEMA_VERSION:
+        from edgekit import __version__
+
+        raise InvalidModel(f"the bundle's manifest is {text}, and this edgekit ({__version__}) "
+                           f"reads {SCHEMA} at most: upgrade edgekit (pip install -U edgekit) "
+                           "to run it, or convert the model again with this one")
 
 
 def _fields(data: dict[str, Any], required: dict[str, type], where: str) -> None:

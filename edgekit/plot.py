@@ -115,6 +115,9 @@ def _save(fig: Any, path: Path, plt: Any) -> Path:
         fig.savefig(pending.tmp, dpi=110)
     except OSError as exc:
         raise pending.failure(exc) from None
+    except BaseException:
+        pending.discard()
+        raise
     finally:
         plt.close(fig)
     pending.commit()

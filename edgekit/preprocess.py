@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import InvalidData, UsageError
+from edgekit.files import refuse_special
 
 COLORS = ("rgb", "bgr", "gray")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
@@ -386,6 +387,7 @@ def read_image(path: str | Path, max_pixels: float | None = MAX_PIXELS) -> np.nd
     from edgekit.quiet import captured_stderr
 
     path = Path(path)
+    refuse_special(path, "image")
     if not path.is_file():
         raise InvalidData(f"{path}: no such image file")
     check_pixels(path, max_pixels)

@@ -34,6 +34,7 @@ class MjpegStream:
             self._encode = lambda i: cv2.imencode(
                 ".jpg", np.full((size[1], size[0], 3), (i * 7) % 255, np.uint8))[1].tobytes()
         self._stopped = threading.Event()
+        self._frozen = threading.Event()  # set: the camera hangs (its process stopped)
         stream = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -41,6 +42,7 @@ class MjpegStream:
                 pass
 
             def do_GET(self) -> None:
+                stream._hang()
                 self.send_response(200)
                 self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
                 self.end_headers()
@@ -48,6 +50,7 @@ class MjpegStream:
                 try:
                     while not stream._stopped.is_set() and (stream.frames is None
                                                              or i < stream.frames):
+                        stream._hang()
                         jpg = stream._encode(i)
                         self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\n"
                                          b"Content-Length: %d\r\n\r\n" % len(jpg) + jpg + b"\r\n")
@@ -61,6 +64,15 @@ class MjpegStream:
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/stream.mjpg"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
+
+    def freeze(self) -> None:
+        """The camera hangs, as when its process is stopped: connections stay open, new ones
+        are accepted, and nothing more is sent on any of them until ``stop()``."""
+        self._frozen.set()
+
+    def _hang(self) -> None:
+        while self._frozen.is_set() and not self._stopped.wait(0.05):
+            pass
 
     def stop(self) -> None:
         """The camera vanishes: stop streaming and refuse new connections."""

@@ -182,10 +182,10 @@ def _start_run(bundle: Path, url: str, folder: Path) -> subprocess.Popen:
 
 
 def _wait_for_frames(folder: Path, count: int, timeout: float = 60) -> None:
-    partial = folder / ".live.partial.jsonl"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if partial.exists() and len(partial.read_text().splitlines()) >= count:
+        if any(len(p.read_text().splitlines()) >= count  # the JSONL being written
+               for p in folder.glob(".live.partial-*.jsonl")):
             return
         time.sleep(0.1)
     raise AssertionError("the loop never produced frames")

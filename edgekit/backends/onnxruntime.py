@@ -70,7 +70,7 @@ class OnnxRuntimeBackend(Backend):
         self._output_names = [t.name for t in self.outputs]
         self._invoke = functools.partial(self._run_on, self._session)  # type: ignore
         if len(sessions) > 1:
-            self._pool = RequestPool(self._run_on, sessions, self.name)
+            self._pool = RequestPool(self._run_on, sessions, self.name, self._lock)
 
     def _load(self, ort) -> Any:
         options = ort.SessionOptions()

@@ -3,7 +3,8 @@
 A ``RequestPool`` holds one runtime instance per request (a TFLite interpreter, an ONNX
 Runtime session), each driven by its own thread: request k goes to instance k mod N, so
 results come back in the order started when they are collected in that order. The
-runtimes release the GIL while they compute, so the instances run at the same time.
+runtimes release the GIL while they compute, so the instances run at the same time. The first
+instance is also the one ``infer`` runs on: its runs take the backend's lock (``shared``).
 """
 from __future__ import annotations
 
@@ -23,11 +24,15 @@ Runner = Callable[[list[np.ndarray]], list[np.ndarray]]
 
 class RequestPool:
     """``run_on(runtimes[i], inputs)`` runs request i's inferences on its own thread;
-    ``submit`` hands one on."""
+    ``submit`` hands one on. ``shared``: the lock the backend's ``infer`` holds on
+    ``runtimes[0]``, which request 0 then holds too."""
 
     def __init__(self, run_on: Callable[[Any, list[np.ndarray]], list[np.ndarray]],
-                 runtimes: Sequence[Any], name: str) -> None:
-        runners = [functools.partial(run_on, runtime) for runtime in runtimes]
+                 runtimes: Sequence[Any], name: str,
+                 shared: threading.Lock | None = None) -> None:
+        runners: list[Runner] = [functools.partial(run_on, runtime) for runtime in runtimes]
+        if shared is not None:
+            runners[0] = _holding(shared, runners[0])
         self._inboxes: list[queue.SimpleQueue] = [queue.SimpleQueue() for _ in runners]
         self._threads = [threading.Thread(target=self._work, args=(run, inbox), daemon=True,
                                           name=f"edgekit-{name}-request-{i}")
@@ -62,3 +67,11 @@ class RequestPool:
             inbox.put(None)
         for thread in self._threads:
             thread.join(timeout=10)
+
+
+def _holding(lock: threading.Lock, run: Runner) -> Runner:
+    """``run`` with ``lock`` held."""
+    def locked(ready: list[np.ndarray]) -> list[np.ndarray]:
+        with lock:
+            return run(ready)
+    return locked

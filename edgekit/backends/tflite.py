@@ -106,7 +106,7 @@ class TFLiteBackend(Backend):
         if self.requests > 1 and self.async_api:
             self.threads_per_request = shared_threads(threads, self.requests)
             interpreters = [self._load(self._delegates()) for _ in range(self.requests)]
-            self._pool = RequestPool(self._run_on, interpreters, self.name)
+            self._pool = RequestPool(self._run_on, interpreters, self.name, self._lock)
         else:
             interpreters = [self._load(self._delegates())]
         self._interpreter = interpreters[0]

@@ -31,6 +31,7 @@ def fleet(*, bundle: Path | None, host_text: str | None, inventory: Path | None,
         emit_playbook as write_playbook,
     )
     from edgekit.deploy.fleet_report import fleet_text
+    from edgekit.deploy.inventory import check_inventory
     from edgekit.deploy.playbook import Rollout
     from edgekit.deploy.ssh import SshOptions
 
@@ -55,6 +56,7 @@ def fleet(*, bundle: Path | None, host_text: str | None, inventory: Path | None,
     if inventory is None:
         raise UsageError("--emit-playbook needs --inventory: its hosts' edgekit_target (and "
                          "--target for the rest) say which targets the playbook carries")
+    check_inventory(inventory)
     request = FleetRequest(
         inventory, limit, Rollout(serial, max_fail_percentage, forks),
         SshOptions(identity, known_hosts, timeout), python, remote_dir, samples, keep, settle,

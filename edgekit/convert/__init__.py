@@ -36,16 +36,27 @@ from edgekit.convert.runtimes import check_tflite_runtimes
 from edgekit.datasets import Samples, read_labels
 from edgekit.errors import EdgekitError, InvalidData, Skipped, UsageError, WriteFailed, first_line
 from edgekit.fidelity import Task, Validation, keras_accuracy, measure
+from edgekit.files import read_small
 from edgekit.formats import FORMATS, Format, parse_formats
 from edgekit.integrity import sha256_file
 from edgekit.manifest import (
+    MAX_MANIFEST_BYTES,
     Artifact,
     FileRecord,
     Manifest,
     is_bundle,
     write_manifest,
 )
-from edgekit.outputs import cause, normal_permissions, write_probe
+from edgekit.outputs import (
+    Claim,
+    Identity,
+    cause,
+    check_unchanged,
+    identity,
+    normal_permissions,
+    refuse_bundle_file,
+    write_probe,
+)
 from edgekit.preprocess import InputSpec, SpecOptions
 from edgekit.tasks.detection import DetectionOptions, describe_decoder
 
@@ -66,9 +77,10 @@ def load_card(model_path: Path) -> dict[str, Any]:
     if not card_path.is_file():
         return {}
     try:
-        card = json.loads(card_path.read_text())
-    except ValueError as exc:
-        raise UsageError(f"{card_path}: not valid JSON ({exc})") from None
+        card = json.loads(read_small(card_path, MAX_MANIFEST_BYTES, "the model card"))
+    except (ValueError, RecursionError) as exc:
+        why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise UsageError(f"{card_path}: not valid JSON ({why})") from None
     for key in ("labels", "calibration", "validation"):
         if card.get(key):
             card[key] = str(card_path.parent / card[key])
@@ -76,6 +88,7 @@ def load_card(model_path: Path) -> dict[str, Any]:
 
 
 def _check_output(output: Path, force: bool) -> None:
+    refuse_bundle_file("-o", output)  # a bundle inside another would change that one
     if not output.exists():
         if not output.parent.exists():
             raise UsageError(f"cannot write {output}: {output.parent} does not exist")
@@ -202,12 +215,15 @@ def _drop_files(artifact: Artifact, folder: Path) -> None:
     artifact.file, artifact.files, artifact.size = "", {}, 0
 
 
-def _publish(tmp: Path, output: Path) -> None:
-    """Move the finished bundle into place; an older bundle there is replaced only now.
+def _publish(tmp: Path, output: Path, before: Identity) -> None:
+    """Move the finished bundle into place; an older bundle there is replaced only now, and
+    only if it is still the one that was there at the start (``before``: None when nothing
+    was), untouched: WriteFailed otherwise, and what is there stays.
 
     Ctrl-C waits for the two renames: never the old bundle moved aside and the new one not in.
     """
     with interrupt.deferred():
+        check_unchanged(output, "-o", before)
         _swap_in(tmp, output)
 
 
@@ -285,6 +301,14 @@ def convert(model_path: str | Path, output: str | Path, options: ConvertOptions 
         raise UsageError(f"--int8-io must be int8 or uint8, not {options.int8_io!r}")
     _check_output(output, options.force)
     _check_room(output.parent, output)
+    with Claim(output, "-o"):  # a second convert to the same -o refuses while this one runs
+        return _convert(model_path, output, options, keys, identity(output), progress)
+
+
+def _convert(model_path: Path, output: Path, options: ConvertOptions, keys: list[str],
+             before: Identity, progress: Progress) -> Manifest:
+    """``convert`` once the output is checked and claimed; ``before``: what is at the output
+    now, which the bundle may replace only if it is still there, unchanged, at the end."""
     prepared = prepare(model_path, options, progress)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
     export_dir = Path(tempfile.mkdtemp(prefix="edgekit-savedmodel-"))
@@ -299,8 +323,8 @@ def convert(model_path: str | Path, output: str | Path, options: ConvertOptions 
                   calibration=None if prepared.calibration is None else prepared.calibration.x,
                   int8_io=options.int8_io, progress=progress, output=output)
         artifacts = build_formats(prepared, job, keys, options.remedy)
-        check_runtimes(artifacts, tmp, progress)
-        manifest = publish(prepared, artifacts, tmp, output, options.val)
+        prepared.warnings.extend(check_runtimes(artifacts, tmp, progress))
+        manifest = publish(prepared, artifacts, tmp, output, options.val, before)
     except OSError as exc:  # the bundle's own files (manifest, validation set), or the rename
         _check_room(tmp if tmp.exists() else output.parent, output)
         raise WriteFailed(f"-o {output}: writing {exc.filename or 'the bundle'} failed: "
@@ -354,7 +378,8 @@ def prepare(model_path: Path, options: ConvertOptions, progress: Progress) -> Pr
     coverage = inputs.calibration_coverage(calibration, val_samples)
     if coverage:
         warnings.append(coverage)
-    if not label_list and val_samples is not None and val_samples.label_names:
+    learnt = not label_list and val_samples is not None and bool(val_samples.label_names)
+    if learnt:
         label_list = list(val_samples.label_names)
     validation = None
     if val_samples is not None:
@@ -362,6 +387,8 @@ def prepare(model_path: Path, options: ConvertOptions, progress: Progress) -> Pr
         predicted = [np.asarray(p) for p in _as_list(
             model.predict(val_samples.x, batch_size=32, verbose=0))]
         inputs.check_reference(predicted, val_samples.source)
+        if learnt:
+            inputs.check_learnt_labels(val_samples, predicted, outputs)
         validation = Validation(val_samples.x, val_samples.y, predicted, val_samples.boxes,
                                 val_samples.masks)
     else:
@@ -408,27 +435,36 @@ def build_formats(prepared: Prepared, job: Job, keys: Sequence[str],
     return artifacts
 
 
-def check_runtimes(artifacts: Sequence[Artifact], folder: Path, progress: Progress) -> None:
+def check_runtimes(artifacts: Sequence[Artifact], folder: Path, progress: Progress
+                   ) -> list[str]:
     """Phase 3: load and invoke every .tflite artifact in every TFLite runtime configured
     (``edgekit.config.tflite_pythons``), each in its own process; the verdicts go in the
-    artifacts' ``runtimes``."""
+    artifacts' ``runtimes``. Returns a line for each configured Python that was skipped (it is
+    missing, is not a Python, hangs, has no runtime), also shown as progress when it happens."""
     interrupt.check()
     tflite = {a.format: folder / a.file for a in artifacts
               if a.ok and a.file.endswith(".tflite") and a.format != "edgetpu"}
     if not tflite:
-        return
+        return []
     progress("checking which TFLite runtimes load each artifact")
-    checked = check_tflite_runtimes(list(tflite.values()))
+    skipped: list[str] = []
+
+    def skip(line: str) -> None:
+        skipped.append(line)
+        progress(line)
+    checked = check_tflite_runtimes(list(tflite.values()), skip)
     for a in artifacts:
         if a.format in tflite:
             a.runtimes = checked[tflite[a.format]]
+    return skipped
 
 
 def publish(prepared: Prepared, artifacts: list[Artifact], tmp: Path, output: Path,
-            val: str | Path | None) -> Manifest:
+            val: str | Path | None, before: Identity = None) -> Manifest:
     """Phase 4: the manifest and the validation set into the bundle being built, then the
-    bundle renamed into place, unless a gate failed over an existing bundle (kept as it
-    was: the manifest says ``written: false``)."""
+    bundle renamed into place (if ``output`` is still ``before``, what was there at the
+    start), unless a gate failed over an existing bundle (kept as it was: the manifest says
+    ``written: false``)."""
     p = prepared
     manifest = Manifest(
         name=p.model_path.stem,
@@ -457,7 +493,7 @@ def publish(prepared: Prepared, artifacts: list[Artifact], tmp: Path, output: Pa
                           "checks, so the previous bundle is left untouched")
         manifest.source["written"] = False
     else:
-        _publish(tmp, output)
+        _publish(tmp, output, before)
     return manifest
 
 

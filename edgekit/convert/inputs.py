@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.datacheck import check_label_names, check_samples
+from edgekit.datacheck import check_folder_order, check_label_names, check_samples
 from edgekit.datasets import Samples, load_samples
 from edgekit.errors import InvalidData, InvalidModel, UsageError
-from edgekit.fidelity import looks_like_class_scores
+from edgekit.fidelity import looks_like_class_scores, top1
 from edgekit.preprocess import InputSpec, SpecOptions, parse_resize, setting_name
 from edgekit.tasks.detection import DetectionOptions, configure, decode, read_anchors
 
@@ -163,6 +163,19 @@ def load_data(path: str | None, spec: InputSpec, labels: Sequence[str], what: st
         warnings.append(f"labels taken from the validation sub-folders, in sorted order "
                         f"({mapping}); give --labels if the model numbers its classes otherwise")
     return samples
+
+
+def check_learnt_labels(samples: Samples, predicted: Sequence[np.ndarray],
+                        outputs: Outputs) -> None:
+    """Labels learnt from the validation sub-folders' names (sorted, not numbers) must not
+    be contradicted by the Keras model's own answers on them (``check_folder_order``)."""
+    names = samples.label_names
+    if not names or all(n.isdigit() for n in names) or samples.y is None \
+            or not outputs.class_scores:
+        return
+    answers = top1(predicted[outputs.class_scores[0]])
+    if answers.shape[1] == 1:  # one class per sample
+        check_folder_order(names, samples.y, answers[:, 0], samples.source)
 
 
 def calibration_coverage(calibration: Samples | None, validation: Samples | None) -> str | None:

@@ -7,18 +7,26 @@ runtimes, or TensorFlow, in one process breaks them), in this Python and in
 the other Pythons configured (``edgekit.config.tflite_pythons``: the
 ``EDGEKIT_TFLITE_PYTHONS`` variable, config.toml, or the checkout's
 .venv-legacy), such as a numpy<2 environment holding tflite-runtime.
+
+A configured Python that is missing, is not a Python, hangs (``FIND_TIMEOUT_S`` to say
+which runtimes it has) or has no TFLite runtime is skipped, and each skip is said in one
+line (``skipped``): a runtime left out must not pass for one that was checked.
 """
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from edgekit.config import tflite_pythons
-from edgekit.subproc import run_json
+from edgekit.subproc import Answer, last_json
 
-TIMEOUT_S = 300
+FIND_TIMEOUT_S = 30  # to start and list its runtimes (about 2-5 s on a busy 2-core machine)
+CHECK_TIMEOUT_S = 120  # to load and run every .tflite artifact in one runtime
 
 _FIND = r"""
 import importlib.util, json
@@ -58,6 +66,13 @@ print(json.dumps(results))
 """
 
 
+Skipped = Callable[[str], None]  # told one line for each Python left out, and why
+
+
+def _ignore(line: str) -> None:
+    pass
+
+
 def runtime_pythons() -> list[str]:
     """This Python, then the others configured (``config.tflite_pythons``) that exist."""
     extra = [p for p in tflite_pythons()[0] if Path(p).is_file()]
@@ -66,21 +81,73 @@ def runtime_pythons() -> list[str]:
     return [sys.executable] + [p for p in extra if os.path.abspath(p) != this]
 
 
-def _run(python: str, code: str, *args: str) -> Any:
-    answer = run_json([python, "-I", "-c", code, *args], TIMEOUT_S)
+def _ask(python: str, code: str, args: tuple[str, ...], timeout: float) -> Answer:
+    """Run ``python -I -c code args`` in a session of its own and read its JSON answer; on
+    the timeout (or Ctrl-C) the whole session is ended: a wrapper script that hangs leaves no
+    child behind. OSError when it cannot be started."""
+    process = subprocess.Popen([python, "-I", "-c", code, *args], stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               start_new_session=True)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _end_session(process)
+        return Answer(None, -signal.SIGKILL, "", timeout=timeout)
+    except BaseException:
+        _end_session(process)
+        raise
+    return Answer(last_json(out), process.returncode, err.decode("utf-8", "replace"))
+
+
+def _end_session(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except OSError:
+        pass
+    process.wait()
+    for stream in (process.stdout, process.stderr):
+        if stream is not None:
+            stream.close()
+
+
+def _run(python: str, code: str, *args: str, timeout: float = CHECK_TIMEOUT_S) -> Any:
+    answer = _ask(python, code, args, timeout)
     if not answer.ok:
         raise RuntimeError(answer.why())
     return answer.value
 
 
-def find_runtimes() -> list[tuple[str, str, str]]:
-    """(python, interpreter module, "package version") for every TFLite runtime reachable."""
+def _runtimes_in(python: str) -> tuple[list[list[str]], str]:
+    """The TFLite runtimes ``python`` has ([module, package, version] each), or why none
+    can be checked there ("" when it has some)."""
+    try:
+        answer = _ask(python, _FIND, (), FIND_TIMEOUT_S)
+    except OSError as exc:
+        return [], f"cannot be run ({exc.strerror or exc})"
+    if answer.timeout is not None:
+        return [], f"no answer within {FIND_TIMEOUT_S} s (it hangs)"
+    entries = answer.value
+    if not answer.ok or not isinstance(entries, list):
+        return [], f"not a Python that answers ({answer.why()})"
+    if not entries:
+        return [], "it has no TFLite runtime (neither ai-edge-litert nor tflite-runtime)"
+    return entries, ""
+
+
+def find_runtimes(skipped: Skipped = _ignore) -> list[tuple[str, str, str]]:
+    """(python, interpreter module, "package version") for every TFLite runtime reachable;
+    ``skipped`` is told, in one line each, every configured Python left out and why."""
+    configured, origin = tflite_pythons()
+    where = f" (from {origin})" if origin else ""
+    for python in configured:
+        if not Path(python).is_file():
+            skipped(f"TFLite runtimes in {python}{where} not checked: no such file")
     found, seen = [], set()
     for python in runtime_pythons():
-        try:
-            entries = _run(python, _FIND)
-        except (RuntimeError, OSError):
-            continue
+        entries, why = _runtimes_in(python)
+        if why:
+            this = "" if python == sys.executable else where
+            skipped(f"TFLite runtimes in {python}{this} not checked: {why}")
         for module, package, version in entries:
             label = f"{package} {version}"
             if label not in seen:
@@ -89,12 +156,14 @@ def find_runtimes() -> list[tuple[str, str, str]]:
     return found
 
 
-def check_tflite_runtimes(paths: list[Path]) -> dict[Path, dict[str, str]]:
-    """For each .tflite path: {"tflite-runtime 2.14.0": "ok" | "fails: <why>"}."""
+def check_tflite_runtimes(paths: list[Path], skipped: Skipped = _ignore
+                          ) -> dict[Path, dict[str, str]]:
+    """For each .tflite path: {"tflite-runtime 2.14.0": "ok" | "fails: <why>"}; ``skipped``
+    is told each Python left out (``find_runtimes``)."""
     results: dict[Path, dict[str, str]] = {p: {} for p in paths}
     if not paths:
         return results
-    for python, module, label in find_runtimes():
+    for python, module, label in find_runtimes(skipped):
         try:
             outcome = _run(python, _CHECK, module, *map(str, paths))
         except (RuntimeError, OSError) as exc:

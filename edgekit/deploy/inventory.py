@@ -21,6 +21,7 @@ from typing import Any
 
 from edgekit.deploy.ssh import Host, SshClient, SshOptions
 from edgekit.errors import DeployError, UsageError
+from edgekit.files import refuse_special
 
 EXTRA = "edgekit[fleet]"
 # Host variables that would turn host-key checking off.
@@ -104,12 +105,19 @@ class InventoryHost:
         return f"{user + '@' if user else ''}{host}{f':{port}' if port else ''}"
 
 
+def check_inventory(inventory: Path) -> None:
+    """UsageError for an inventory that is not there, or a device or pipe (Ansible would read
+    ``/dev/zero`` for minutes), before anything else runs."""
+    if not inventory.exists():
+        raise UsageError(f"--inventory {inventory}: no such file or folder")
+    refuse_special(inventory, "--inventory", UsageError)
+
+
 def read_inventory(inventory: Path, limit: str | None, folder: Path) -> list[InventoryHost]:
     """The hosts of ``inventory`` (INI, YAML, or anything Ansible reads) that ``limit``
     matches, in Ansible's order; UsageError when it does not parse or nothing matches."""
     inventory = Path(inventory)
-    if not inventory.exists():
-        raise UsageError(f"--inventory {inventory}: no such file or folder")
+    check_inventory(inventory)
     listing = list_inventory(inventory, limit, folder)
     hosts = ordered_hosts(listing)
     if not hosts:

@@ -16,6 +16,7 @@ from typing import Any
 from edgekit.deploy import agent
 from edgekit.deploy.wheels import WheelInfo, merge_requirements
 from edgekit.errors import UsageError
+from edgekit.files import refuse_special
 from edgekit.formats import runs
 from edgekit.integrity import check_artifact, sha256_file
 from edgekit.manifest import (
@@ -158,6 +159,7 @@ def plan_release(bundle: Path, target: Target, wheel: ShippedFile, edgekit: Whee
     anchors = manifest.decoder.get("anchors")
     if anchors and Path(str(anchors)).name == anchors and (bundle / anchors).is_file():
         files.append(_file(bundle / str(anchors), "bundle"))
+    refuse_special(bundle / VALIDATION_NAME, "the bundle's validation set")  # not "none"
     if (bundle / VALIDATION_NAME).is_file():
         files.append(_file(bundle / VALIDATION_NAME, "bundle"))
     else:

@@ -11,6 +11,8 @@ server's threads read what it leaves, safely:
 - ``Figures``: latency histograms and counters (for /metrics) kept as frames finish, and the
   figures of ``edgekit run --json`` (for /stats.json) taken on the loop's thread when a
   request asks for them, at most every ``STATS_MAX_AGE_S``, so they agree with each other.
+  Whether frames still come (``liveness``) is worked out when a request asks, on its own
+  thread: a loop whose source froze takes no figures, and must not look as if it ran.
 """
 from __future__ import annotations
 
@@ -38,6 +40,8 @@ PENDING_MAX = 256  # frames whose timings wait to be counted into the histograms
 END_TO_END = "end to end"
 MAX_CLASS_SERIES = 50  # /metrics: per-class series kept apart; the rest count as one
 OTHER_CLASSES = "(other)"
+STALL_AFTER_S = 2.0  # no frame for this long (or three frame intervals, if longer): stalled
+FPS_WINDOW_S = 5.0  # the recent FPS counts the frames of the last few seconds
 BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
 
@@ -180,6 +184,7 @@ class Figures:
         self._latency: deque[int] = deque(maxlen=30)  # end to end, recent frames
         self._snapshot: dict[str, Any] = {}
         self._taken_at = -math.inf
+        self._started = time.monotonic()
         self.wanted = False  # read by the loop without the lock: a hint, set under it
         self.classes: dict[str, int] = {}  # frames that showed each class (MAX_CLASS_SERIES)
 
@@ -223,11 +228,30 @@ class Figures:
         self._pending = {}
 
     def recent_fps(self) -> float:
+        """Frames a second over the last few seconds, up to now: it falls as soon as frames
+        come later than they did, and is 0 after ``FPS_WINDOW_S`` without one."""
+        return _recent_fps(self._recent_done(), time.monotonic())
+
+    def _recent_done(self) -> list[float]:
         with self._cond:
-            done = list(self._done)
-        if len(done) < 2 or time.monotonic() - done[-1] > 2.0:
-            return 0.0
-        return (len(done) - 1) / (done[-1] - done[0]) if done[-1] > done[0] else 0.0
+            return list(self._done)
+
+    def liveness(self, running: bool = True, reconnecting: bool = False) -> dict[str, Any]:
+        """Whether frames still come, as of now: ``state`` ("starting", "running", "stalled",
+        "reconnecting" or "ended"), ``since_frame_s`` (since the last frame reached the sink,
+        or since the start) and ``fps_recent``."""
+        done, now = self._recent_done(), time.monotonic()
+        since = now - (done[-1] if done else self._started)
+        if not running:
+            state = "ended"
+        elif reconnecting:
+            state = "reconnecting"
+        elif since > _stall_after(done):
+            state = "stalled"
+        else:
+            state = "running" if done else "starting"
+        return {"state": state, "since_frame_s": round(since, 2),
+                "fps_recent": _recent_fps(done, now)}
 
     def recent_latency_ms(self) -> float | None:
         with self._cond:
@@ -254,6 +278,29 @@ class Figures:
                 self.wanted = True
                 self._cond.wait_for(lambda: self._taken_at >= asked, wait)
             return self._snapshot
+
+
+def _interval(done: Sequence[float]) -> float:
+    """The mean time between the frames ``done`` (0 with fewer than two)."""
+    return (done[-1] - done[0]) / (len(done) - 1) if len(done) > 1 else 0.0
+
+
+def _stall_after(done: Sequence[float]) -> float:
+    """How long without a frame counts as a stall: ``STALL_AFTER_S``, or three frame
+    intervals of a slower source."""
+    return max(STALL_AFTER_S, 3 * _interval(done))
+
+
+def _recent_fps(done: Sequence[float], now: float) -> float:
+    """FPS of the frames finished in the last ``FPS_WINDOW_S`` (times ``done``) as of ``now``:
+    a frame later than the usual interval stretches the span, so the figure falls while the
+    source is silent instead of holding its last value."""
+    recent = [t for t in done if now - t <= FPS_WINDOW_S]
+    if len(recent) < 2:
+        return 0.0
+    late = max(0.0, now - recent[-1] - _interval(recent))
+    span = recent[-1] - recent[0] + late
+    return (len(recent) - 1) / span if span > 0 else 0.0
 
 
 class ServeSink(Sink):

@@ -205,11 +205,19 @@ function results(s) {
   $("detections").replaceChildren(...items);
 }
 
+const STATES = {
+  starting: () => "waiting for the first frame",
+  running: () => "running",
+  stalled: (t) => "stalled: no frame for " + t + " s",
+  reconnecting: (t) => "reconnecting to the source: no frame for " + t + " s",
+  ended: () => "the loop has ended",
+};
+
 function render(s) {
   const artifact = (s.artifact || "").split("/").pop();
   setText("what", [s.source, artifact].filter(Boolean).join("  \\u2192  "));
   setText("backend", s.backend || "");
-  const fps = s.fps_recent || s.fps || 0;
+  const fps = (s.running === false ? s.fps : s.fps_recent) || 0;
   setText("fps", fps.toFixed(1));
   setText("frames", String(s.frames || 0));
   setText("dropped", String(s.dropped || 0));
@@ -218,7 +226,7 @@ function render(s) {
   chart();
   results(s);
   const when = new Date().toLocaleTimeString();
-  setText("status", (s.running === false ? "the loop has ended" : "running") +
+  setText("status", (STATES[s.state] || STATES.running)(Math.round(s.since_frame_s || 0)) +
           "; updated " + when + "; viewers " + (s.viewers || 0));
 }
 

@@ -1,7 +1,8 @@
 """/metrics: the loop's figures in Prometheus' text format (version 0.0.4), series edgekit_*.
 
 Counters (frames, dropped, decode failures, reconnects, frames encoded), gauges (FPS over the
-last frames, viewers) and latency histograms per stage and end to end, labelled by backend.
+last few seconds, seconds since the last frame, viewers) and latency histograms per stage and
+end to end, labelled by backend.
 """
 from __future__ import annotations
 
@@ -64,8 +65,12 @@ def prometheus_text(view: LiveView) -> str:
             ("edgekit_decode_failures_total", "decode_failures", "Frames that failed to decode."),
             ("edgekit_reconnects_total", "reconnects", "Times a live source was reopened.")):
         metric(name, "counter", help_text, getattr(source, field_name, 0) if source else 0)
-    metric("edgekit_fps", "gauge", "Frames per second over the last frames.",
-           round(view.figures.recent_fps(), 3))
+    live = view.figures.liveness()
+    metric("edgekit_fps", "gauge", "Frames per second over the last few seconds.",
+           round(live["fps_recent"], 3))
+    metric("edgekit_seconds_since_frame", "gauge",
+           "Seconds since the last frame reached the sink (a stalled source grows it).",
+           live["since_frame_s"])
     metric("edgekit_viewers", "gauge", "Clients reading /stream.mjpg now.", view.viewers)
     metric("edgekit_encoded_frames_total", "counter",
            "Frames JPEG-encoded for viewers (once each, whatever the number of viewers).",

@@ -153,7 +153,9 @@ class LiveView:
     def stats(self) -> dict[str, Any]:
         """/stats.json: the loop's figures (as ``edgekit run --json`` gives them), live."""
         figures = self.figures.snapshot() or {"frames": 0, "running": True}
-        return finite({**self.info, **figures, "viewers": self.viewers,
+        live = self.figures.liveness(figures.get("running", True),
+                                     bool(getattr(self.source_stats, "reconnecting", False)))
+        return finite({**self.info, **figures, **live, "viewers": self.viewers,
                         "frames_encoded": self.frames.encoded})
 
     def close(self) -> None:

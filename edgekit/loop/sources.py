@@ -5,8 +5,12 @@ A file or a folder is processed whole, every frame, in order; frames that fail t
 decode are skipped and counted. A live source (camera, stream) is read by its own
 grabber thread that keeps only the newest frame: frames the loop is too slow to
 take are dropped and counted, never queued. A live source that stops delivering
-is reconnected with back-off; if it does not come back, ``read`` raises
-``SourceLost`` and the loop ends cleanly with what it has written. A file or folder
+is reconnected with back-off (``RECONNECT_DELAYS_S``: five tries, 0.25 to 4 s apart);
+if it does not come back, ``read`` raises ``SourceLost`` and the loop ends cleanly
+with what it has written. A stream URL that sends nothing for ``STREAM_TIMEOUT_S``
+(its camera hung, the connection still open) has failed as one that closed has:
+OpenCV's FFmpeg reader is opened with that timeout for connecting and for each
+read, not its default 30 s. A file or folder
 can be repeated (``--repeat``): it starts again from its first frame each time it
 ends, so the loop runs until stopped, like a camera (a demo, a deployed service).
 """
@@ -23,11 +27,15 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import InvalidData, SourceLost, UsageError
+from edgekit.files import is_camera_device, read_head, read_small, refuse_special
 from edgekit.loop.picamera import Picamera2Capture, camera_number, is_picamera2
 from edgekit.preprocess import check_pixels, list_images
 
 MAX_CONSECUTIVE_FAILURES = 8  # a file that fails this many reads in a row has ended
 RECONNECT_DELAYS_S = (0.25, 0.5, 1.0, 2.0, 4.0)
+STREAM_TIMEOUT_S = 5.0  # a stream that answers nothing for this long (to open, or a frame)
+AVI_HEAD_BYTES = 4096  # an AVI's stream headers, where its codec is named
+TRUTH_MAX_BYTES = 256 * 1024 * 1024  # a ground-truth file: boxes per frame, as JSON
 
 
 @dataclass
@@ -46,6 +54,7 @@ class SourceStats:
     decode_failures: int = 0
     dropped: int = 0  # live sources: frames replaced before the loop took them
     reconnects: int = 0
+    reconnecting: bool = False  # a live source is being reopened now
     expected: int | None = None  # frames a file says it holds
     uncertain_from: int | None = None  # after a mid-file decode failure, positions may be off
 
@@ -77,19 +86,26 @@ class Source(ABC):
         self.close()
 
 
-def _capture(target: int | str) -> Any:
+def _capture(target: int | str, timeout_s: float = STREAM_TIMEOUT_S) -> Any:
+    """An OpenCV capture (or a camera module's) for ``target``; a stream URL with
+    ``timeout_s`` to connect and for every read."""
     import cv2
 
     if isinstance(target, str) and is_picamera2(target):
         return Picamera2Capture(target)
-    return cv2.VideoCapture(target, cv2.CAP_ANY) if isinstance(target, int) else \
-        cv2.VideoCapture(target)
+    if isinstance(target, int):
+        return cv2.VideoCapture(target, cv2.CAP_ANY)
+    if "://" in target and cv2.videoio_registry.hasBackend(cv2.CAP_FFMPEG):
+        ms = int(timeout_s * 1000)
+        return cv2.VideoCapture(target, cv2.CAP_FFMPEG, [
+            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+    return cv2.VideoCapture(target)
 
 
 def avi_fourcc(path: Path) -> str | None:
     """The video codec FOURCC an AVI file declares (to name it when OpenCV cannot decode it)."""
     try:
-        head = path.read_bytes()[:4096]
+        head = read_head(path, AVI_HEAD_BYTES)
     except OSError:
         return None
     if head[:4] != b"RIFF" or head[8:12] != b"AVI ":
@@ -200,14 +216,15 @@ class LiveSource(Source):
 
     live = True
 
-    def __init__(self, target: int | str, reconnect_delays: tuple[float, ...] = RECONNECT_DELAYS_S
-                 ) -> None:
+    def __init__(self, target: int | str, reconnect_delays: tuple[float, ...] = RECONNECT_DELAYS_S,
+                 timeout_s: float = STREAM_TIMEOUT_S) -> None:
         super().__init__()
         import cv2
 
         self.target = target
         self.reconnect_delays = reconnect_delays
-        self._cap = _capture(target)
+        self.timeout_s = timeout_s
+        self._cap = _capture(target, timeout_s)
         self.description = getattr(self._cap, "description", None) or (
             f"camera {target}" if isinstance(target, int) else f"stream {target}")
         if not self._cap.isOpened():
@@ -233,6 +250,14 @@ class LiveSource(Source):
         return f"cannot open the stream {self.target}: check the URL and that it is serving"
 
     def _grab(self) -> None:
+        """The grabber thread. It owns the capture, and releases it when it ends: a read or an
+        open it is blocked in (up to ``timeout_s`` on a stream) never races a release."""
+        try:
+            self._grab_frames()
+        finally:
+            self._cap.release()
+
+    def _grab_frames(self) -> None:
         while not self._stop.is_set():
             ok, image = self._cap.read()
             if not ok or image is None:
@@ -250,16 +275,22 @@ class LiveSource(Source):
 
     def _reconnect(self) -> bool:
         started = time.perf_counter()
-        for delay in self.reconnect_delays:
-            if self._stop.wait(delay):
-                return False
-            self._cap.release()
-            self._cap = _capture(self.target)
-            if self._cap.isOpened():
-                ok, image = self._cap.read()
-                if ok and image is not None:
-                    self.stats.reconnects += 1
-                    return True
+        self.stats.reconnecting = True
+        try:
+            for delay in self.reconnect_delays:
+                if self._stop.wait(delay):
+                    return False
+                self._cap.release()
+                self._cap = _capture(self.target, self.timeout_s)
+                if self._stop.is_set():
+                    return False
+                if self._cap.isOpened():
+                    ok, image = self._cap.read()
+                    if ok and image is not None:
+                        self.stats.reconnects += 1
+                        return True
+        finally:
+            self.stats.reconnecting = False
         with self._cond:
             self._lost = (f"the {self.description} stopped delivering frames and did not come "
                           f"back after {len(self.reconnect_delays)} reconnect attempts over "
@@ -277,9 +308,12 @@ class LiveSource(Source):
             return frame
 
     def close(self) -> None:
+        """Stop the grabber (it releases the capture); wait for it as long as one blocked
+        read or open can take, at least 5 s."""
         self._stop.set()
-        self._thread.join(timeout=5)
-        self._cap.release()
+        with self._cond:
+            self._cond.notify_all()
+        self._thread.join(timeout=max(5.0, self.timeout_s + 1))
 
 
 class Repeating(Source):
@@ -379,7 +413,7 @@ def is_live(spec: str | int | Path) -> bool:
     """A camera index, a camera module or a stream URL: it runs until stopped (a file or a
     folder ends)."""
     text = str(spec)
-    return text.isdigit() or "://" in text or is_picamera2(text)
+    return text.isdigit() or "://" in text or is_picamera2(text) or is_camera_device(text)
 
 
 def check_source(spec: str | int | Path) -> None:
@@ -411,6 +445,9 @@ def open_source(spec: str | int | Path, repeat: bool = False) -> Source:
     if not path.exists():
         raise InvalidData(f"--source {text}: no such file or folder (give a camera index such "
                           "as 0, a video file, a folder of images, or a stream URL)")
+    if is_camera_device(path):
+        return LiveSource(text)
+    refuse_special(path, "--source")
     if path.is_dir():
         return ImageFolder(path)
     if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"):
@@ -446,11 +483,11 @@ def find_ground_truth(spec: str | Path, explicit: Path | None = None) -> GroundT
     if path is None:
         return None
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(read_small(path, TRUTH_MAX_BYTES, "--truth"))
         objects = data["objects"]
         frames = objects if isinstance(objects, dict) else dict(enumerate(objects))
         return GroundTruth(list(data.get("labels", [])),
                            {int(k): list(v) for k, v in frames.items()})
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise InvalidData(f"{path}: not a ground-truth file edgekit reads ({exc}); it needs "
                           '"objects": a list per frame of {"label", "class_id", "box"}') from None
