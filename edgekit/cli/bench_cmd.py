@@ -66,8 +66,7 @@ def _classify_rows(results: list[dict]) -> list[list[object]]:
 @options.threads
 @options.fmt
 @options.labels
-@click.option("-k", "--top-k", default=5, show_default=True, type=click.IntRange(min=1),
-              metavar="K", help="How many classes to show per image.")
+@options.top_k
 @input_spec_options
 @click.option("--max-megapixels", default=50.0, show_default=True, metavar="N",
               type=click.FloatRange(min=0, min_open=True),

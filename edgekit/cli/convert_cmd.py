@@ -79,10 +79,7 @@ def _report(manifest, view: str, folder: Path | None) -> None:
 @click.option("--int8-io", type=click.Choice(["int8", "uint8"]), default="int8",
               show_default=True, help="Input/output type of the full-integer model.")
 @input_spec_options
-@click.option("--task", type=click.Choice(["classification", "detection", "segmentation",
-                                           "generic"]),
-              show_default="the model card's, else guessed from the outputs",
-              help="What the outputs mean.")
+@options.task
 @detection_options
 @click.option("--import", "imports", multiple=True, metavar="MODULE",
               help="Module or .py file to import first: one that registers custom layers or "

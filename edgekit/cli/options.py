@@ -101,17 +101,18 @@ realtime = _option(
          "stream already is real-time (a note, not an error).")
 
 task = _option(
-    "--task", type=click.Choice(list(TASKS)), show_default="the bundle's; a bare model: "
-    "classification for one score vector, else generic (a decoder makes it a detector)",
+    "--task", type=click.Choice(list(TASKS)),
+    show_default="convert: the model card's, else guessed from the outputs; run and compare: "
+                 "the bundle's (a bare model: classification for one score vector, else generic)",
     help="What the model's outputs mean: classification (top-k), detection (boxes), "
          "segmentation (H x W x C class scores or H x W class ids: a mask), generic (each "
-         "output's shape and summary). A bundle's own task cannot be changed, except to "
-         "generic.")
+         "output's shape and summary). convert records it in the bundle; run and compare "
+         "cannot change a bundle's own, except to generic.")
 
 top_k = _option(
-    "--top-k", default=5, type=click.IntRange(min=1), metavar="N",
-    help="A classifier's best classes per frame: drawn as bars, in --jsonl and the live view "
-         "(at most the model's class count).")
+    "-k", "--top-k", default=5, type=click.IntRange(min=1), metavar="K",
+    help="A classifier's best classes to show per image or frame (at most the model's class "
+         "count); the loop draws them as bars and writes them to --jsonl and the live view.")
 
 smooth = _option(
     "--smooth", default=1, type=click.IntRange(min=1), metavar="N",
