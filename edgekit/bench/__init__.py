@@ -159,7 +159,9 @@ def _run_worker(pair: Pair, bundle: Path | None, settings: BenchSettings) -> dic
     answer = run_json([sys.executable, "-m", "edgekit.bench.worker", json.dumps(job)],
                       WORKER_TIMEOUT_S)
     if not isinstance(answer.value, dict):
-        return {"status": "failed", "reason": f"the worker gave no result ({answer.why()})"}
+        why = answer.why()  # "crashed (signal 11, SIGSEGV)" for a worker that died of one
+        return {"status": "failed", "reason": f"the bench worker {why}" if answer.died_of
+                else f"the bench worker gave no result ({why})"}
     return answer.value
 
 
