@@ -11,11 +11,13 @@ The helpers (``Running``, ``alive``, ``tree``) are the Ctrl-C tests' own (test_i
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Iterator
@@ -72,6 +74,14 @@ def tmpdir_env(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     folder = tmp_path / "tmp"
     folder.mkdir()
     return folder, {"TMPDIR": str(folder)}
+
+
+@pytest.fixture
+def short_tmpdir() -> Iterator[tuple[Path, dict[str, str]]]:
+    """A TMPDIR short enough for ssh's control sockets (a Unix socket's path is < 108 bytes)."""
+    folder = Path(tempfile.mkdtemp(prefix="ek-"))
+    yield folder, {"TMPDIR": str(folder)}
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 # --- the mechanism, in small scripts ------------------------------------------------------------
@@ -197,6 +207,35 @@ def test_a_crashed_child_is_named_as_a_crash(tmp_path: Path) -> None:
     assert answer.why().startswith("was killed (signal 9, SIGKILL")
     answer = run_json([sys.executable, "-c", "import sys; sys.exit('no runtime')"], 60)
     assert answer.died_of is None and answer.why() == "exit 1: no runtime"
+
+
+def test_a_crashed_bench_worker_is_reported_as_a_crash(monkeypatch: pytest.MonkeyPatch,
+                                                       tmp_path: Path) -> None:
+    import edgekit.bench as bench
+    from edgekit.subproc import Answer
+
+    monkeypatch.setattr(bench, "run_json", lambda *a, **k: Answer(None, -11, ""))
+    pair = bench.Pair(tmp_path / "m.onnx", "onnx", "onnxruntime")
+    outcome = bench._run_worker(pair, None, bench.BenchSettings())
+    assert outcome == {"status": "failed",
+                       "reason": "the bench worker crashed (signal 11, SIGSEGV)"}
+
+
+def test_a_stopped_service_is_a_clean_stop(tmp_path: Path, lenet_bundle: Path) -> None:
+    """systemctl stop sends SIGTERM, and edgekit then exits 143: the unit counts that (and
+    129, 130) as a clean stop, not a failure (the unit shown failed after every stop, and an
+    edgekit killed with SIGTERM restarted by Restart=on-failure). systemd-analyze checks the
+    whole unit in test_deploy.py::test_unit_file."""
+    from edgekit.deploy.plan import ShippedFile, plan_release
+    from edgekit.deploy.service import unit_text
+    from edgekit.deploy.wheels import WheelInfo
+    from edgekit.targets import find_target
+
+    wheel = ShippedFile("wheels/edgekit-0.1.0-py3-none-any.whl", tmp_path / "x.whl", "0" * 64, 0)
+    plan = plan_release(lenet_bundle, find_target("rpi4-cpu"), wheel,
+                        WheelInfo("edgekit", "0.1.0", "", ("numpy>=1.23",)), tmp_path)
+    codes = sorted(128 + signum for signum in interrupt.LINES)
+    assert f"\nSuccessExitStatus={' '.join(map(str, codes))}\n" in unit_text(plan, "/home/pi/e")
 
 
 def test_the_exit_code_and_line_follow_the_first_signal() -> None:
@@ -330,3 +369,52 @@ def _cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return ""
+
+
+@pytest.fixture(scope="module")
+def two_devices() -> Iterator[object]:
+    """Two fleet devices (real users behind one loopback sshd), as in test_fleet.py."""
+    pytest.importorskip("ansible", reason="needs ansible-core: pip install 'edgekit[fleet]'")
+    import fleet_devices as fd
+
+    reason = fd.missing_requirement()
+    if reason:
+        pytest.skip(reason)
+    sshd = fd.FleetSshd(2)
+    sshd.start()
+    yield sshd
+    sshd.stop()
+
+
+@pytest.mark.slow
+def test_deploy_to_an_inventory(two_devices, lenet_bundle: Path, tmp_path: Path,
+                                short_tmpdir) -> None:
+    """SIGTERM mid-rollout: ansible-playbook (its own session) and every ssh it started end,
+    its run folder is removed, and the devices' locks are free (a deploy goes ahead at once).
+    Before, ansible-playbook kept deploying."""
+    import fleet_devices as fd
+    from conftest import ROOT
+    from deploy_support import local_profile
+
+    temp, env = short_tmpdir
+    devices = two_devices.devices
+    known = devices[0].known_hosts_file
+    profile = local_profile(tmp_path, "sigterm", edits={
+        'formats = ["tflite-int8", "tflite-fp32"]': 'formats = ["tflite-fp32"]'})
+    inventory = tmp_path / "lab.ini"
+    inventory.write_text("\n".join(["[lab]", *[fd.inventory_line(f"d{i}", d)
+                                               for i, d in enumerate(devices)],
+                                     "", "[lab:vars]", f"edgekit_target={profile}", ""]))
+    args = ("deploy", lenet_bundle, "--inventory", inventory, "--known-hosts", known,
+            "--python", "/usr/bin/python3", "--offline")
+    run = Running(*args, env=env)
+    run.wait_for("stage a new release folder")
+    playbook = [pid for pid in descendants(run.process.pid) if "ansible" in _cmdline(pid)]
+    assert playbook, "ansible-playbook was running"
+    assert_stopped(run, signal.SIGTERM, *stop(run, signal.SIGTERM))
+    assert leftovers(temp) == []
+    assert not [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
+                if str(temp) in _cmdline(pid)], "an ssh it started is still running"
+    retry = subprocess.run([sys.executable, "-m", "edgekit", *map(str, args)], cwd=ROOT,
+                           capture_output=True, text=True, timeout=600)
+    assert retry.returncode == 0, retry.stderr
