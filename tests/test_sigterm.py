@@ -309,31 +309,50 @@ def test_convert(lenet_bundle: Path, tmp_path: Path, tmpdir_env) -> None:
     time.sleep(0.2)
     assert_stopped(run, signal.SIGTERM, *stop(run, signal.SIGTERM))
     assert tree(out.parent) == before
-    assert [p for p in leftovers(temp) if p.startswith("edgekit")] == []
+    assert leftovers(temp) == []
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["latency", "throughput"])
-def test_bench(mode: str, lenet_bundle: Path) -> None:
+def test_bench(mode: str, lenet_bundle: Path, tmpdir_env) -> None:
     """SIGTERM mid-row: the worker is gone. Before, in throughput mode it ran on at 100% CPU
     for the rest of --duration."""
+    temp, env = tmpdir_env
     run = Running("bench", lenet_bundle, "--backends", "onnxruntime", "--mode", mode,
-                  "--duration", "30", "--no-fidelity")
+                  "--duration", "30", "--no-fidelity", env=env)
     run.wait_for(": running")
     time.sleep(2.0)  # the worker is loading or timing
     code, seconds, children = stop(run, signal.SIGTERM)
     assert children, "a worker process was running"
     assert_stopped(run, signal.SIGTERM, code, seconds, children)
+    assert leftovers(temp) == []
 
 
 @pytest.mark.slow
-def test_compare(detector_bundle: Path, demo_clip: Path, tmp_path: Path) -> None:
+def test_bench_killed(lenet_bundle: Path) -> None:
+    """SIGKILL cannot be handled, so the command cannot end its worker: the worker ends
+    itself when its parent dies (it ran on at 100% CPU for the rest of --duration)."""
+    run = Running("bench", lenet_bundle, "--backends", "onnxruntime", "--mode", "throughput",
+                  "--duration", "30", "--no-fidelity")
+    run.wait_for(": running")
+    time.sleep(2.0)
+    workers = descendants(run.process.pid)
+    assert workers, "a worker process was running"
+    stop(run, signal.SIGKILL)
+    time.sleep(0.5)
+    assert not alive(workers), f"left running: {alive(workers)}"
+
+
+@pytest.mark.slow
+def test_compare(detector_bundle: Path, demo_clip: Path, tmp_path: Path, tmpdir_env) -> None:
+    temp, env = tmpdir_env
     clip = longer_clip(demo_clip, tmp_path / "long.avi", 10)
     run = Running("compare", detector_bundle, "--source", clip,
-                  "--backends", "openvino,onnxruntime")
+                  "--backends", "openvino,onnxruntime", env=env)
     run.wait_for("onnxruntime: running")
     time.sleep(0.5)
     assert_stopped(run, signal.SIGTERM, *stop(run, signal.SIGTERM))
+    assert leftovers(temp) == []
 
 
 @pytest.fixture
