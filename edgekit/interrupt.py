@@ -2,11 +2,11 @@
 
 ``systemctl stop``, ``docker stop``, ``timeout`` and ``kill`` send SIGTERM; a closed terminal
 sends SIGHUP (unless the command was started with it ignored, as ``nohup`` does). Each is one
-request to stop, handled as one Ctrl-C: outputs completed and kept, children asked to stop
-with SIGINT (what a Ctrl-C in a terminal sends them) and then ended with the command (with
-the process groups of those that lead their own, such as ansible-playbook), temporary paths
-removed, one line ("interrupted", "terminated", "hung up") and exit 128 + the signal's number
-(130, 143, 129).
+request to stop, handled as one Ctrl-C: outputs completed and kept, children ended with the
+command (with the process groups of those that lead their own, such as ansible-playbook;
+on SIGTERM and SIGHUP they are first sent SIGINT, which a terminal's Ctrl-C gives them
+itself, so pip and ssh clean up), temporary paths removed, one line ("interrupted",
+"terminated", "hung up") and exit 128 + the signal's number (130, 143, 129).
 
 Python turns a signal into KeyboardInterrupt only when the main thread next runs Python code,
 so a runtime busy in C++ (TensorFlow's converter, OpenVINO compiling a model) can hold it off
@@ -16,9 +16,9 @@ adds:
 
 - a watchdog thread woken by the signal itself, through ``signal.set_wakeup_fd`` (the C-level
   handler writes to it even while the main thread is in C++). If the command has not ended
-  ``GRACE_S`` after the first signal, or at a second one, it makes a hard exit: it removes the
-  temporary paths registered with ``remember``, kills every child process, says the line and
-  exits;
+  ``GRACE_S`` after the first signal, or at a second one (see below), it makes a hard exit: it
+  removes the temporary paths registered with ``remember``, kills every child process, says
+  the line and exits;
 - ``interrupted()`` / ``check()``: whether a signal came, so code that catches a runtime's
   errors can re-raise the interrupt instead of reporting a failure;
 - ``deferred()``: a few lines that must finish together (one frame to every sink, a bundle
@@ -26,7 +26,9 @@ adds:
   0.3 s for them;
 - ``saving()``: outputs being finished and renamed into place (a video's index written, the
   JSON lines closed). It defers the interrupt like ``deferred()``, and a hard exit waits for it
-  up to ``SAVE_WAIT_S`` before removing anything, so what was being saved is kept.
+  up to ``SAVE_WAIT_S`` before removing anything, so what was being saved is kept (renamed
+  into place, it is no longer a temporary path); only a save still unfinished then is removed
+  as half-made.
 
 Only the first signal raises KeyboardInterrupt: the code that runs after it (closing the
 outputs, ending the children) is not cut short by another. A second signal within
