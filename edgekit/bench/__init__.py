@@ -7,6 +7,7 @@ own; and no two runtimes share a process. Rows that cannot run say why.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -155,11 +156,13 @@ def plan(target: Path, backends: Sequence[str] | None,
 
 def _run_worker(pair: Pair, bundle: Path | None, settings: BenchSettings) -> dict[str, Any]:
     job = {"artifact": str(pair.path), "backend": pair.backend, "format": pair.format,
-           "bundle": str(bundle) if bundle else None, **asdict(settings)}
+           "bundle": str(bundle) if bundle else None, "parent": os.getpid(), **asdict(settings)}
     answer = run_json([sys.executable, "-m", "edgekit.bench.worker", json.dumps(job)],
                       WORKER_TIMEOUT_S)
     if not isinstance(answer.value, dict):
-        return {"status": "failed", "reason": f"the worker gave no result ({answer.why()})"}
+        why = answer.why()  # "crashed (signal 11, SIGSEGV)" for a worker that died of one
+        return {"status": "failed", "reason": f"the bench worker {why}" if answer.died_of
+                else f"the bench worker gave no result ({why})"}
     return answer.value
 
 

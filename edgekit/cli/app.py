@@ -91,10 +91,11 @@ class EdgekitGroup(click.Group):
 
 
 def _interrupted() -> None:
+    """Ctrl-C, SIGTERM or SIGHUP: one line ("interrupted", "terminated"), exit 128 + the
+    signal, children gone, no slow teardown."""
     from edgekit import interrupt
 
-    click.echo("interrupted", err=True)
-    interrupt.exit_now(interrupt.EXIT_CODE)  # children gone, no slow teardown
+    interrupt.leave()
 
 
 def _shows_help(exc: click.exceptions.UsageError) -> bool:
@@ -163,7 +164,8 @@ def main() -> None:
         code: object = 0
     except SystemExit as exc:
         code = exc.code
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # done: a late Ctrl-C changes nothing
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)  # done: a late signal changes nothing
     if code is None:
         code = 0
     elif not isinstance(code, int):

@@ -12,8 +12,6 @@ at a time per device.
 """
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -21,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgekit import interrupt
 from edgekit.deploy import agent
 from edgekit.deploy.plan import (
     ReleasePlan,
@@ -181,12 +180,9 @@ def deploy(request: DeployRequest, progress: Progress = _silent) -> DeployReport
     says which step failed and that the running release is untouched."""
     session = Session(progress, request.dry_run)
     started = time.perf_counter()
-    staging = Path(tempfile.mkdtemp(prefix="edgekit-deploy-"))
-    try:
+    with interrupt.temporary_folder("edgekit-deploy-") as staging:  # a hard exit removes it
         plan = make_plan(request, session, staging)
         report = _run(request, plan, session)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     report.seconds = {**session.seconds, "total": round(time.perf_counter() - started, 2)}
     report.steps = session.steps
     return report
