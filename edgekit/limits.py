@@ -60,6 +60,8 @@ def memory_bytes() -> int:
 
 def _bound_words(low: float | None, high: float | None, low_open: bool,
                  high_open: bool) -> str:
+    if low is not None and high is not None and not low_open and not high_open:
+        return f"from {low:g} to {high:g}"
     parts = []
     if low is not None:
         parts.append(f"above {low:g}" if low_open else f"at least {low:g}")
@@ -191,8 +193,16 @@ def check_arguments(function: Callable[..., Any], arguments: dict[str, Any]) -> 
 def _hints(function: Callable[..., Any]) -> dict[str, Any]:
     try:
         return typing.get_type_hints(function)
-    except Exception:  # a hint that cannot be resolved: check none rather than fail
-        return {}
+    except Exception:  # one hint names what is imported only for type checkers: skip that one
+        hints = {}
+        namespace = getattr(function, "__globals__", None) or vars(
+            __import__(function.__module__, fromlist=["_"]))
+        for name, hint in getattr(function, "__annotations__", {}).items():
+            try:
+                hints[name] = eval(hint, namespace) if isinstance(hint, str) else hint
+            except Exception:
+                continue
+        return hints
 
 
 def checked(function: F) -> F:

@@ -69,7 +69,7 @@ class Concurrency:
         if self.mode not in MODES:
             raise UsageError(f"unknown --mode {self.mode!r}; choose latency (one inference at "
                              "a time, as fast as it goes) or throughput (several in flight)")
-        parallel(self.requests, "--requests (inferences in flight)")
+        parallel(self.requests, "--requests")
         parallel(self.streams, "--streams")
 
 

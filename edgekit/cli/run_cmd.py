@@ -44,8 +44,8 @@ def realtime_value(text: str | None) -> bool | float:
     try:
         return finite(text, "--realtime", low=0, low_open=True)
     except UsageError:
-        raise UsageError(f"--realtime takes a finite frame rate above 0 (or nothing: the "
-                         f"source's own rate), not {text!r}") from None
+        raise UsageError(f"--realtime takes a frame rate above 0 (a finite number; or "
+                         f"nothing: the source's own rate), not {text!r}") from None
 
 
 def _pacing(report) -> str:
