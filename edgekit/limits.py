@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import numbers
 import os
 import types
 import typing
@@ -93,9 +94,10 @@ def whole(value: Any, what: str, *, low: int = 1, high: int | None = None,
           why: str = "") -> int:
     """``value``, an int within ``low``..``high``, else a UsageError that states the range
     (and ``why`` the upper bound is what it is)."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise UsageError(f"{what} must be a whole number, not {value!r} "
                          f"({type(value).__name__})")
+    value = int(value)  # a numpy integer too
     if value < low:
         raise UsageError(f"{what} must be {low} or more, not {value}")
     if high is not None and value > high:
@@ -124,14 +126,14 @@ def _size(n: float) -> str:
 def check_image_shape(shape: Sequence[Any], what: str = "the input shape") -> None:
     """A model input (N, H, W, C or N, C, H, W) this machine can hold: whole sizes of at least 1,
     no side above MAX_SIDE, and the float32 tensor within a TENSOR_SHARE-th of memory."""
-    if any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in shape):
+    if any(isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1 for d in shape):
         raise UsageError(f"{what} {tuple(shape)} must be whole sizes of 1 or more (a model "
                          "with dynamic or negative sizes needs static ones: export it with "
                          "a fixed input shape)")
     if max(shape) > MAX_SIDE:
         raise UsageError(f"{what} {tuple(shape)} has a side of {max(shape)}; edgekit makes "
                          f"images of at most {MAX_SIDE} pixels a side")
-    nbytes = math.prod(shape) * 4
+    nbytes = math.prod(int(d) for d in shape) * 4
     memory = memory_bytes()
     if memory and nbytes > memory / TENSOR_SHARE:
         raise UsageError(f"{what} {tuple(shape)} makes a float32 tensor of {_size(nbytes)}, "
@@ -163,9 +165,9 @@ def _accepts(value: Any, hint: Any) -> bool:
     if issubclass(hint, PurePath):  # a path may come as a string too
         return isinstance(value, (str, os.PathLike))
     if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
     if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
     return isinstance(value, hint)
 
 

@@ -281,6 +281,7 @@ def test_requests_and_streams_are_bounded_by_the_machine() -> None:
             Concurrency("throughput", **{field: 10 ** 5})
         assert "100000" in str(raised.value)
     assert Concurrency("throughput", max_parallel()).requests == max_parallel()
+    assert Concurrency("throughput", np.int64(2)).requests == 2  # numpy's integers are whole
     assert time.monotonic() - started < 1
 
 
