@@ -43,6 +43,7 @@ from edgekit.deploy.wheels import (
 )
 from edgekit.errors import ConnectionFailed, DeployError, EdgekitError, UsageError
 from edgekit.integrity import sha256_file
+from edgekit.limits import MAX_SECONDS, finite
 from edgekit.manifest import read_manifest
 from edgekit.render import size
 from edgekit.targets import Target
@@ -79,9 +80,9 @@ class DeployRequest:
 
 
 def check_waits(settle: float, lock_timeout: float) -> None:
-    """UsageError for a negative --settle or --lock-timeout."""
-    if settle < 0 or lock_timeout < 0:
-        raise UsageError("--settle and --lock-timeout take 0 or more seconds")
+    """UsageError for a --settle or --lock-timeout that is negative, NaN or above a day."""
+    finite(settle, "--settle (seconds)", low=0, high=MAX_SECONDS)
+    finite(lock_timeout, "--lock-timeout (seconds)", low=0, high=MAX_SECONDS)
 
 
 class Session:

@@ -18,7 +18,8 @@ import numpy as np
 from edgekit.backends import Concurrency, Pending, backend_status
 from edgekit.backends.base import cpu_count
 from edgekit.errors import EdgekitError, SourceLost, UsageError, WriteFailed
-from edgekit.loop.pipeline import Item, LoopStats, Pipeline, Stage
+from edgekit.limits import checked, finite, whole
+from edgekit.loop.pipeline import Item, LoopStats, Pipeline, Stage, check_queue_size
 from edgekit.loop.sinks import VIDEO_SUFFIXES, JsonlSink, Sink, VideoSink, WindowSink, close_all
 from edgekit.loop.sources import (
     GroundTruth,
@@ -94,6 +95,7 @@ def loop_threads(threads: int | None, pipelined: bool, requests: int = 1) -> int
     return cores - 1 if cores > 1 else None
 
 
+@checked
 def detection_model(path: str | Path, *, backend: str | None = None, device: str | None = None,
                     threads: int | None = None, fmt: str | None = None,
                     labels: str | Path | None = None, spec: SpecOptions | None = None,
@@ -199,6 +201,7 @@ def check_run_outputs(save: Path | None, jsonl: Path | None, source: str | int |
     check_outputs({"--save": save, "--jsonl": jsonl}, inputs, {"--save": VIDEO_SUFFIXES})
 
 
+@checked
 def run_detection(model: LoadedModel, source_spec: str | int | Path, *,
                   save: Path | None = None, jsonl: Path | None = None, show: bool = False,
                   max_frames: int | None = None, pipelined: bool = True, queue_size: int = 2,
@@ -215,20 +218,23 @@ def run_detection(model: LoadedModel, source_spec: str | int | Path, *,
     second, as a camera delivers them; a camera or stream already is (a note, not an error).
     """
     check_run_outputs(save, jsonl, source_spec, truth, [model.artifact])
+    check_queue_size(queue_size)
+    if max_frames is not None:
+        whole(max_frames, "--max-frames")
     if score_threshold is not None and not 0 <= score_threshold <= 1:
         raise UsageError(f"--score-threshold is a score from 0 to 1, not {score_threshold}")
     if repeat and truth is not None:
         raise UsageError("--truth scores one pass over the source, and --repeat loops it: "
                          "choose one")
-    if realtime is not True and realtime is not False and not realtime > 0:
-        raise UsageError(f"--realtime takes a frame rate above 0, not {realtime}")
+    if realtime is not True and realtime is not False:
+        finite(realtime, "--realtime (frames per second)", low=0, low_open=True)
     notes = []
     live = is_live(source_spec)
-    if realtime is not False and live:
-        notes.append(f"--realtime: {source_spec} is a camera or stream, which delivers frames "
-                     "at its own rate already; nothing to pace")
     gt = None if repeat else find_ground_truth(source_spec, truth)
     source = open_source(source_spec, repeat=repeat)
+    if realtime is not False and live:
+        notes.append(f"--realtime: {source.description} delivers frames at its own rate "
+                     "already, as a camera or stream does; nothing to pace")
     if realtime is not False and not live:
         source = paced(source, source_spec, None if realtime is True else float(realtime))
     sinks: list[Sink] = []
@@ -310,6 +316,7 @@ class CompareRow:
     report: RunReport | None = None
 
 
+@checked
 def compare(bundle: Path, source_spec: str | int | Path, backends: Sequence[str],
             *, max_frames: int | None = None, threads: int | None = None,
             truth: Path | None = None, spec: SpecOptions | None = None,
