@@ -2,7 +2,10 @@
 
 - settings: ``$XDG_CONFIG_HOME/edgekit/config.toml`` (default ``~/.config/edgekit``), beside
   the user's device profiles in ``targets/``;
-- caches: ``$XDG_CACHE_HOME/edgekit`` (default ``~/.cache/edgekit``);
+- caches: ``$XDG_CACHE_HOME/edgekit`` (default ``~/.cache/edgekit``; where the home folder
+  does not exist, as Debian's ``/nonexistent`` for daemon users, a private folder of this
+  user's under the temporary folder instead, with a note: nothing is made under a home that
+  is not there);
 - the checkout edgekit runs from, when it does (``make demo``'s examples, the targets/
   folder, the environments the Makefile builds beside it).
 
@@ -15,8 +18,13 @@ config.toml holds what cannot be found on its own; today one setting:
 """
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import shutil
+import stat
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +43,44 @@ def config_dir() -> Path:
 
 
 def cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/edgekit`` (default ``~/.cache/edgekit``)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "edgekit"
+    """``$XDG_CACHE_HOME/edgekit`` (default ``~/.cache/edgekit``); where the home folder does
+    not exist, ``temporary_cache()``."""
+    base = os.environ.get("XDG_CACHE_HOME")
+    if base:
+        return Path(base) / "edgekit"
+    try:
+        home = Path.home()
+    except RuntimeError:  # no HOME and no passwd entry
+        home = None
+    if home is not None and home.is_dir():
+        return home / ".cache" / "edgekit"
+    return temporary_cache(home)
+
+
+_temporary: dict[str, Path] = {}
+
+
+def temporary_cache(home: Path | None) -> Path:
+    """This user's own cache under the temporary folder (``edgekit-cache-UID``, mode 0700, and
+    used only when this user owns it and no one else can write to it; otherwise a fresh folder
+    for this process, removed at exit), said once on stderr."""
+    if "path" in _temporary:
+        return _temporary["path"]
+    uid = os.getuid()
+    folder = Path(tempfile.gettempdir()) / f"edgekit-cache-{uid}"
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        st = folder.lstat()
+        private = stat.S_ISDIR(st.st_mode) and st.st_uid == uid and not st.st_mode & 0o077
+    except OSError:
+        private = False
+    if not private:  # someone else's, or a link: not to be trusted with wheels
+        folder = Path(tempfile.mkdtemp(prefix="edgekit-cache-"))
+        atexit.register(shutil.rmtree, folder, True)
+    _temporary["path"] = folder
+    print(f"note: the home folder {home or '(none)'} does not exist, so edgekit caches in "
+          f"{folder} (set XDG_CACHE_HOME to choose where)", file=sys.stderr)
+    return folder
 
 
 def checkout_dir() -> Path | None:

@@ -18,6 +18,7 @@ from edgekit.datasets import read_labels
 from edgekit.errors import InvalidModel, UsageError
 from edgekit.formats import FORMATS, Format, format_of_file, why_not
 from edgekit.integrity import check_artifact
+from edgekit.limits import checked
 from edgekit.manifest import Manifest, is_bundle, read_manifest
 from edgekit.preprocess import (
     SPEC_KEYS,
@@ -176,6 +177,7 @@ def spec_from_tensor(info: TensorInfo) -> InputSpec:
                      std=std * channels, name=info.name, origin=origin)
 
 
+@checked
 def load_model(path: str | Path, *, backend: str | None = None, device: str | None = None,
                threads: int | None = None, fmt: str | None = None,
                labels: str | Path | None = None, spec: SpecOptions | None = None,

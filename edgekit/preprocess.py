@@ -23,6 +23,7 @@ import numpy as np
 
 from edgekit.errors import InvalidData, UsageError
 from edgekit.files import refuse_special
+from edgekit.limits import MAX_SIDE, check_image_shape, checked
 
 COLORS = ("rgb", "bgr", "gray")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
@@ -76,9 +77,10 @@ def parse_resize(text: str, where: str = "--resize") -> Resize:
     if mode == "center-crop" and not 0 < number <= 1:
         raise UsageError(f"{where} {text!r}: the crop fraction must be in (0, 1], e.g. "
                          "center-crop:0.875 (the central 87.5%)")
-    if mode == "shorter-side" and not (number >= 1 and number == int(number)):
-        raise UsageError(f"{where} {text!r}: the shorter side takes a whole number of pixels, "
-                         "e.g. shorter-side:256")
+    if mode == "shorter-side" and not (1 <= number <= MAX_SIDE and number == int(number)):
+        raise UsageError(f"{where} {text!r}: the shorter side takes a whole number of pixels "
+                         f"from 1 to {MAX_SIDE} (the largest image side edgekit makes), e.g. "
+                         "shorter-side:256")
     return Resize(mode, number if mode == "center-crop" else float(int(number)))
 
 
@@ -119,6 +121,7 @@ class InputSpec:
             raise UsageError(f"unknown layout {self.layout!r}; use NHWC or NCHW")
         if len(self.shape) != 4:
             raise UsageError(f"an image model takes a 4-D input (N, H, W, C); got {self.shape}")
+        check_image_shape(self.shape, "the model's input shape")  # before anything allocates
         for key in ("mean", "std"):
             check_normalisation(key, getattr(self, key), self.channels, self.origin.get(key))
         check_interpolation(self.interpolation, self.setting_name("interpolation"))
@@ -358,14 +361,21 @@ _DAMAGE = ("Premature end", "Corrupt JPEG data", "Read Error", "Unexpected end",
 
 
 def check_pixels(path: Path, max_pixels: float | None = MAX_PIXELS) -> None:
-    """InvalidData when the file's header declares more than ``max_pixels`` pixels."""
+    """InvalidData when the file's header declares more than ``max_pixels`` pixels (None: no
+    limit of edgekit's own; a limit that is not a finite number above 0 is a UsageError, never
+    a guard switched off)."""
     from edgekit.image_header import image_size
+    from edgekit.limits import MAX_DECODE_PIXELS, finite
+
+    if max_pixels is not None:
+        max_pixels = finite(max_pixels, "the limit on an image's pixels", low=0, low_open=True,
+                            high=MAX_DECODE_PIXELS)
 
     try:
         size = image_size(path)
     except OSError as exc:
         raise InvalidData(f"{path}: cannot read it ({exc.strerror or exc})") from None
-    if max_pixels and size and size[0] * size[1] > max_pixels:
+    if max_pixels is not None and size and size[0] * size[1] > max_pixels:
         width, height = size
         raise InvalidData(
             f"{path}: its header declares {width} x {height} pixels "
@@ -375,6 +385,7 @@ def check_pixels(path: Path, max_pixels: float | None = MAX_PIXELS) -> None:
             f"{-(-width * height // 1_000_000)} if you mean it")
 
 
+@checked
 def read_image(path: str | Path, max_pixels: float | None = MAX_PIXELS) -> np.ndarray:
     """Read an image file as a BGR (or grey) uint8 array; InvalidData when it cannot.
 

@@ -1,4 +1,8 @@
-"""Plain-text tables and number formats for the CLI's human output."""
+"""Plain-text tables and number formats for the CLI's human output.
+
+Every cell, header and note is shown through ``printable``: a label or a name with an escape
+sequence or a newline in it (from a manifest, a labels file, a model card) is shown escaped,
+and cannot forge a line of the table or drive the terminal."""
 from __future__ import annotations
 
 import csv
@@ -8,11 +12,16 @@ from collections.abc import Sequence
 
 from edgekit.manifest import Artifact, Fidelity, Manifest
 from edgekit.tensors import TensorInfo
+from edgekit.text import printable
+
+
+def _cell(value: object) -> str:
+    return "" if value is None else printable(value)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """A left-aligned text table with a rule under the header."""
-    cells = [[str(c) for c in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    cells = [[_cell(c) for c in headers]] + [[_cell(c) for c in r] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -21,7 +30,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     def cell(value: object) -> str:
-        return ("" if value is None else str(value)).replace("|", "\\|")
+        return _cell(value).replace("|", "\\|")
 
     lines = ["| " + " | ".join(map(cell, headers)) + " |", "|" + "---|" * len(headers)]
     return "\n".join(lines + ["| " + " | ".join(map(cell, r)) + " |" for r in rows])
@@ -31,8 +40,8 @@ def csv_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """The rows as CSV, one header line first."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(headers)
-    writer.writerows([["" if c is None else c for c in r] for r in rows])
+    writer.writerow([_cell(c) for c in headers])
+    writer.writerows([[c if isinstance(c, (int, float)) else _cell(c) for c in r] for r in rows])
     return out.getvalue()
 
 
@@ -80,7 +89,7 @@ class Notes:
         return cell
 
     def render(self, separator: str = "\n") -> str:
-        return "".join(f"{separator}[{i}] {n}" for i, n in enumerate(self.items, 1))
+        return "".join(f"{separator}[{i}] {printable(n)}" for i, n in enumerate(self.items, 1))
 
 
 def size(n: int | None) -> str:
@@ -200,8 +209,8 @@ def conversion_table(manifest: Manifest, output: str = "text") -> str:
     body = render_table(CONVERSION_HEADERS, rows, output, notes, footer)
     if output == "markdown" and footer:
         body += f"\n\n{footer}"
-    return manifest.input.describe() + separator + body + "".join(
-        f"{separator}warning: {w}" for w in manifest.source.get("warnings", []))
+    return printable(manifest.input.describe()) + separator + body + "".join(
+        f"{separator}warning: {printable(w)}" for w in manifest.source.get("warnings", []))
 
 
 def quantisation(t: TensorInfo) -> str:

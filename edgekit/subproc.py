@@ -7,6 +7,7 @@ The device agent itself (stdlib-only, sent to the device) keeps its own copy.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -40,13 +41,39 @@ class Answer:
     def ok(self) -> bool:
         return self.value is not None
 
+    @property
+    def died_of(self) -> int | None:
+        """The signal the child died of (None: it exited, or was stopped at the timeout)."""
+        return -self.returncode if self.returncode < 0 and self.timeout is None else None
+
     def why(self) -> str:
-        """Why there is no answer, in a few words: "exit 1: <its last stderr line>"."""
+        """Why there is no answer, in a few words: "exit 1: <its last stderr line>", or
+        "crashed (signal 11, SIGSEGV)" for a child that died of a signal."""
         if self.timeout is not None:
             return f"no answer in {self.timeout:g} s (hung?)"
-        tail = (self.stderr.strip().splitlines() or ["no output"])[-1][:300]
-        how = f"signal {-self.returncode}" if self.returncode < 0 else f"exit {self.returncode}"
-        return f"{how}: {tail}"
+        lines = self.stderr.strip().splitlines()
+        if self.died_of is not None:
+            died = killed_by(self.died_of)
+            return f"{died}; its last line on stderr: {lines[-1][:300]}" if lines else died
+        return f"exit {self.returncode}: {(lines or ['no output'])[-1][:300]}"
+
+
+CRASHES = {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT}
+
+
+def killed_by(signum: int) -> str:
+    """How a process that died of ``signum`` ended, in words: "crashed (signal 11, SIGSEGV)",
+    "was killed (signal 9, SIGKILL: ...)"."""
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:
+        name = "unknown"
+    if signum in CRASHES:
+        return f"crashed (signal {signum}, {name})"
+    if signum == signal.SIGKILL:
+        return (f"was killed (signal {signum}, {name}: by a person, or by the kernel when "
+                "memory ran out)")
+    return f"was stopped (signal {signum}, {name})"
 
 
 def run_json(argv: Sequence[str], timeout: float, env: Mapping[str, str] | None = None,

@@ -216,9 +216,14 @@ main()
 
 
 def test_a_second_ctrl_c_ends_it_at_once(tmp_path: Path) -> None:
+    """A second Ctrl-C, later than REPEAT_S after the first (a sooner one is the same
+    request), makes the hard exit without waiting for the grace period."""
+    from edgekit.interrupt import REPEAT_S
+
     code = """
 import time
 from edgekit import interrupt
+interrupt.GRACE_S = 20
 interrupt.install()
 with interrupt.deferred():
     print("ready", flush=True)
@@ -228,7 +233,7 @@ with interrupt.deferred():
                                stderr=subprocess.PIPE, text=True)
     process.stdout.readline()
     process.send_signal(signal.SIGINT)
-    time.sleep(0.1)
+    time.sleep(REPEAT_S + 0.1)
     start = time.monotonic()
     process.send_signal(signal.SIGINT)
     process.communicate(timeout=30)

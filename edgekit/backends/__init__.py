@@ -13,6 +13,7 @@ from pathlib import Path
 
 from edgekit.backends.base import MODES, Backend, BackendStatus, Concurrency, Inputs, Pending
 from edgekit.errors import BackendUnavailable, UsageError, first_line
+from edgekit.limits import checked
 
 ENTRY_POINT_GROUP = "edgekit.backends"
 
@@ -97,6 +98,7 @@ def _import(name: str, target: str) -> object:
             f"group {ENTRY_POINT_GROUP}") from exc
 
 
+@checked
 def open_backend(name: str, model: str | Path, *, device: str | None = None,
                  threads: int | None = None, concurrency: Concurrency | None = None) -> Backend:
     """Load ``model`` on backend ``name``. Raises a typed EdgekitError on any failure.

@@ -21,7 +21,6 @@ input: one inference at a time, whatever the number of threads. Several at once 
 from __future__ import annotations
 
 import math
-import os
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -34,6 +33,7 @@ import numpy as np
 
 from edgekit.errors import InferenceError, InvalidModel, UsageError
 from edgekit.formats import FORMATS, backend_suffixes, preferred_formats, table_backends
+from edgekit.limits import check_fields, cpu_count, parallel
 from edgekit.quant import dequantize, prepare_input
 from edgekit.tensors import TensorInfo
 
@@ -71,22 +71,12 @@ class Concurrency:
     streams: int | None = None
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.mode not in MODES:
             raise UsageError(f"unknown --mode {self.mode!r}; choose latency (one inference at "
                              "a time, as fast as it goes) or throughput (several in flight)")
-        if self.requests is not None and self.requests < 1:
-            raise UsageError(f"--requests must be 1 or more (inferences in flight), not "
-                             f"{self.requests}")
-        if self.streams is not None and self.streams < 1:
-            raise UsageError(f"--streams must be 1 or more, not {self.streams}")
-
-
-def cpu_count() -> int:
-    """The cores this process may use (its affinity), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+        parallel(self.requests, "--requests")
+        parallel(self.streams, "--streams")
 
 
 def shared_threads(threads: int | None, requests: int) -> int | None:
@@ -219,9 +209,7 @@ class Backend(ABC):
         self.requests = 1 if not self.async_api else self.concurrency.requests or (
             1 if self.concurrency.mode == "latency" else cpu_count())
         self.threads_per_request = threads
-        if threads is not None and threads < 1:
-            raise UsageError(f"threads must be 1 or more (None: the runtime's choice), not "
-                             f"{threads}")
+        parallel(threads, "threads (None: the runtime's choice)")
         if not self.model_path.exists():
             raise InvalidModel(f"{self.model_path}: no such file")
         readable = self.file_suffixes()

@@ -7,6 +7,7 @@ own; and no two runtimes share a process. Rows that cannot run say why.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -23,6 +24,7 @@ from edgekit.backends import (
 )
 from edgekit.errors import BackendUnavailable, UsageError
 from edgekit.formats import FORMATS, why_not
+from edgekit.limits import MAX_BENCH_SECONDS, MAX_RUNS, checked, finite, parallel, whole
 from edgekit.manifest import is_bundle, read_manifest
 from edgekit.model import BARE_SUFFIXES, file_format
 from edgekit.preprocess import SpecOptions
@@ -155,11 +157,13 @@ def plan(target: Path, backends: Sequence[str] | None,
 
 def _run_worker(pair: Pair, bundle: Path | None, settings: BenchSettings) -> dict[str, Any]:
     job = {"artifact": str(pair.path), "backend": pair.backend, "format": pair.format,
-           "bundle": str(bundle) if bundle else None, **asdict(settings)}
+           "bundle": str(bundle) if bundle else None, "parent": os.getpid(), **asdict(settings)}
     answer = run_json([sys.executable, "-m", "edgekit.bench.worker", json.dumps(job)],
-                      WORKER_TIMEOUT_S)
+                      WORKER_TIMEOUT_S + (settings.duration or 0))
     if not isinstance(answer.value, dict):
-        return {"status": "failed", "reason": f"the worker gave no result ({answer.why()})"}
+        why = answer.why()  # "crashed (signal 11, SIGSEGV)" for a worker that died of one
+        return {"status": "failed", "reason": f"the bench worker {why}" if answer.died_of
+                else f"the bench worker gave no result ({why})"}
     return answer.value
 
 
@@ -189,6 +193,21 @@ def _row(pair: Pair, outcome: dict[str, Any], settings: BenchSettings) -> BenchR
     return row
 
 
+def check_settings(settings: BenchSettings) -> None:
+    """UsageError for settings out of range, each bound in the message: the runs and warm-up
+    (every latency is kept and sent back), the duration (a row's worker has a deadline), the
+    threads, requests and streams (what this machine's cores can use)."""
+    why = "every latency is kept and reported"
+    whole(settings.runs, "--runs", high=MAX_RUNS, why=why)
+    whole(settings.warmup, "--warmup", low=0, high=MAX_RUNS, why=why)
+    if settings.duration is not None:
+        finite(settings.duration, "--duration (seconds per row)", low=0, low_open=True,
+               high=MAX_BENCH_SECONDS)
+    parallel(settings.threads, "--threads")
+    settings.concurrency()
+
+
+@checked
 def bench(target: str | Path, backends: Sequence[str] | None = None,
           settings: BenchSettings | None = None,
           progress: Callable[[str], None] = lambda _: None) -> list[BenchRow]:
@@ -196,10 +215,7 @@ def bench(target: str | Path, backends: Sequence[str] | None = None,
     (not built, a backend not usable) becomes a skipped row with the reason and the fix."""
     target = Path(target)
     settings = settings or BenchSettings()
-    if settings.runs < 1 or settings.warmup < 0 or \
-            (settings.duration is not None and settings.duration <= 0) or \
-            (settings.threads is not None and settings.threads < 1):
-        raise UsageError("--runs must be >= 1, --warmup >= 0, --duration > 0 and --threads >= 1")
+    check_settings(settings)
     pairs = plan(target, backends, settings.concurrency())
     if not pairs:
         raise UsageError(f"none of the backends ({', '.join(backends or backend_names())}) runs "

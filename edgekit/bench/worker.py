@@ -13,7 +13,9 @@ the last completion (as OpenVINO's benchmark_app counts them).
 from __future__ import annotations
 
 import json
+import os
 import resource
+import signal
 import sys
 import time
 from collections import deque
@@ -164,8 +166,25 @@ def _fidelity(model: Any, bundle: Path) -> dict[str, Any]:
             "max_abs_diff": f.max_abs_diff}
 
 
+def _end_with_parent(parent: int | None) -> None:
+    """Die with the bench process that started this worker, even when that one is SIGKILLed
+    and cannot end its children (Linux's PR_SET_PDEATHSIG; elsewhere nothing)."""
+    if parent is None or not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        if ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL) != 0:  # PR_SET_PDEATHSIG
+            return
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it was gone before the line above
+        os._exit(1)
+
+
 def main() -> None:
     job = json.loads(sys.argv[1])
+    _end_with_parent(job.get("parent"))
     try:
         with captured_stderr():
             result = run(job)

@@ -17,6 +17,7 @@ import click
 
 from edgekit import __version__
 from edgekit.errors import EdgekitError, first_line
+from edgekit.text import printable
 
 _debug = {"on": False}
 
@@ -65,7 +66,7 @@ class EdgekitGroup(click.Group):
         except EdgekitError as exc:
             if interrupt.interrupted():  # a runtime turned Ctrl-C into its own error
                 _interrupted()
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {printable(exc)}", err=True)  # a name in it cannot forge lines
             ctx.exit(exc.exit_code)
         except click.exceptions.UsageError as exc:  # bad arguments: one line, not three
             if _shows_help(exc):
@@ -84,17 +85,18 @@ class EdgekitGroup(click.Group):
             if interrupt.interrupted():  # e.g. TensorFlow's SystemError from a KeyboardInterrupt
                 _interrupted()
             first = first_line(exc, 300, default="")
-            click.echo(f"error: unexpected {type(exc).__name__}: {first} "
+            click.echo(f"error: unexpected {type(exc).__name__}: {printable(first)} "
                        "(run again with --debug for the traceback, and please report it)",
                        err=True)
             ctx.exit(1)
 
 
 def _interrupted() -> None:
+    """Ctrl-C, SIGTERM or SIGHUP: one line ("interrupted", "terminated"), exit 128 + the
+    signal, children gone, no slow teardown."""
     from edgekit import interrupt
 
-    click.echo("interrupted", err=True)
-    interrupt.exit_now(interrupt.EXIT_CODE)  # children gone, no slow teardown
+    interrupt.leave()
 
 
 def _shows_help(exc: click.exceptions.UsageError) -> bool:
@@ -104,7 +106,7 @@ def _shows_help(exc: click.exceptions.UsageError) -> bool:
 
 def _sentence(text: str) -> str:
     """Click's message as the start of one error line: lower-case first word, no end stop."""
-    text = " ".join(text.split()).rstrip(".")
+    text = printable(" ".join(text.split()).rstrip("."))
     return text[:1].lower() + text[1:] if text[:2] != text[:2].upper() else text
 
 
@@ -146,7 +148,7 @@ def progress_printer(enabled: bool = True) -> Callable[[str], None]:
     """Progress lines on stderr (stdout stays clean for tables and --json)."""
     def show(message: str) -> None:
         if enabled:
-            click.echo(f"  {message}", err=True)
+            click.echo(f"  {printable(message)}", err=True)
     return show
 
 
@@ -163,7 +165,8 @@ def main() -> None:
         code: object = 0
     except SystemExit as exc:
         code = exc.code
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # done: a late Ctrl-C changes nothing
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)  # done: a late signal changes nothing
     if code is None:
         code = 0
     elif not isinstance(code, int):

@@ -9,8 +9,9 @@ import click
 
 from edgekit.cli import options
 from edgekit.cli.app import cli, debug_option, fail_on_failed_rows, progress_printer
-from edgekit.cli.options import input_spec_options, references_epilog
+from edgekit.cli.options import Finite, input_spec_options, references_epilog
 from edgekit.errors import UsageError
+from edgekit.limits import MAX_BENCH_SECONDS, MAX_DECODE_PIXELS
 from edgekit.preprocess import SpecOptions
 
 
@@ -69,7 +70,7 @@ def _classify_rows(results: list[dict]) -> list[list[object]]:
 @options.top_k
 @input_spec_options
 @click.option("--max-megapixels", default=50.0, show_default=True, metavar="N",
-              type=click.FloatRange(min=0, min_open=True),
+              type=Finite(0, MAX_DECODE_PIXELS / 1e6, low_open=True),
               help="Refuse an image whose header declares more pixels (checked before it is "
                    "decoded: a small file can declare a gigantic image).")
 @options.table_output
@@ -104,6 +105,7 @@ def classify(model: Path, images: tuple[Path, ...], backend: str | None, device:
     from edgekit.preprocess import read_image
     from edgekit.render import render_table
     from edgekit.tasks.classification import classify as run_classify
+    from edgekit.text import printable
 
     results = []
     with load_model(model, backend=backend, device=device, threads=threads, fmt=fmt,
@@ -129,14 +131,15 @@ def classify(model: Path, images: tuple[Path, ...], backend: str | None, device:
         click.echo(render_table(["image", "rank", "class", "score", "id"],
                                 _classify_rows(results), view))
     else:
-        click.echo(f"{Path(where['artifact']).name} on {where['backend']} ({where['runtime']}, "
-                   f"{where['device'] or 'default device'})\n{described}")
+        click.echo(printable(f"{Path(where['artifact']).name} on {where['backend']} "
+                             f"({where['runtime']}, {where['device'] or 'default device'})"))
+        click.echo(printable(described))
         for result in results:
-            click.echo(f"\n{result['image']}")
+            click.echo(f"\n{printable(result['image'])}")
             if "error" in result:
-                click.echo(f"  could not read it: {result['error']}")
+                click.echo(f"  could not read it: {printable(result['error'])}")
             for rank, c in enumerate(result.get("classes", []), 1):
-                name = c["label"] or f"class {c['id']}"
+                name = printable(c["label"] or f"class {c['id']}")
                 click.echo(f"  {rank}. {name:30} {c['score']:.4f}  (id {c['id']})")
     failed = [r for r in results if "error" in r]
     if len(failed) == 1:
@@ -154,7 +157,7 @@ def classify(model: Path, images: tuple[Path, ...], backend: str | None, device:
 @options.runs
 @click.option("--warmup", default=10, show_default=True, type=click.IntRange(min=0),
               metavar="N", help="Untimed inferences before the timed ones.")
-@click.option("--duration", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+@click.option("--duration", type=Finite(0, MAX_BENCH_SECONDS, low_open=True), metavar="SECONDS",
               show_default="--runs decides", help="Time each row for this long instead.")
 @options.mode
 @options.requests

@@ -8,7 +8,9 @@ import click
 
 from edgekit.cli import options
 from edgekit.cli.app import cli, debug_option, progress_printer
+from edgekit.cli.options import Finite
 from edgekit.errors import DeployError, EdgekitError, UsageError
+from edgekit.limits import MAX_SECONDS
 
 
 @cli.command()
@@ -102,8 +104,9 @@ def verify(bundle: Path, backend: str | None, device: str | None, threads: int |
               "Ansible pattern matches (a host, a group, 'lab:!pi3', 'pi*').")
 @click.option("--serial", metavar="N|N%", help="With --inventory: hosts per batch (Ansible's "
               "serial); the first batch is the canary.")
-@click.option("--max-fail-percentage", type=float, metavar="P", help="With --inventory: stop "
-              "the rollout when more than P% of a batch fails (0: any failure).")
+@click.option("--max-fail-percentage", type=Finite(0, 100), metavar="P", help="With "
+              "--inventory: stop the rollout when more than P% of a batch fails (0: any "
+              "failure).")
 @click.option("--forks", default=5, show_default=True, metavar="N",
               help="With --inventory: hosts deployed at the same time (Ansible's forks).")
 @click.option("--emit-playbook", type=click.Path(path_type=Path), metavar="DIR",
@@ -139,13 +142,13 @@ def verify(bundle: Path, backend: str | None, device: str | None, threads: int |
 @click.option("--keep", default=3, show_default=True, type=click.IntRange(min=1), metavar="N",
               help="Complete releases kept.")
 @click.option("--timeout", default=60.0, show_default=True,
-              type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              type=Finite(3, MAX_SECONDS), metavar="SECONDS",
               help="How long a silent link is tolerated before giving up.")
-@click.option("--settle", default=10.0, show_default=True, type=click.FloatRange(min=0),
+@click.option("--settle", default=10.0, show_default=True, type=Finite(0, MAX_SECONDS),
               metavar="SECONDS",
               help="How long a (re)started service must stay up (no restart) to count as "
               "healthy; if it does not, current switches back to the previous release.")
-@click.option("--lock-timeout", default=0.0, show_default=True, type=click.FloatRange(min=0),
+@click.option("--lock-timeout", default=0.0, show_default=True, type=Finite(0, MAX_SECONDS),
               metavar="SECONDS",
               help="How long to wait while another deploy or rollback holds the device's "
               "lock (0: refuse at once, naming the holder).")

@@ -38,6 +38,26 @@ F = TypeVar("F", bound=Callable[..., Any])
 BACKEND_NAMES = "tflite, edgetpu, openvino, myriad, onnxruntime, or a third-party one"
 
 
+class Finite(click.ParamType):
+    """A float option: a finite number (NaN and infinity refused) within the bounds, the bounds
+    in the message. Every float option of every command takes its value through this."""
+
+    name = "number"
+
+    def __init__(self, low: float | None = None, high: float | None = None, *,
+                 low_open: bool = False, high_open: bool = False) -> None:
+        self.bounds = {"low": low, "high": high, "low_open": low_open, "high_open": high_open}
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        from edgekit.limits import finite
+
+        try:
+            return finite(value, "it", **self.bounds)
+        except UsageError as exc:
+            self.fail(str(exc), param, ctx)
+
+
 def _option(*names: str, **kwargs: Any) -> Callable[[F], F]:
     kwargs.setdefault("show_default", "default" in kwargs)
     return click.option(*names, **kwargs)
@@ -291,10 +311,10 @@ def detection_options(f: Callable[..., Any]) -> Callable[..., Any]:
         _option("--max-detections", type=click.IntRange(min=1), metavar="N",
                 show_default="the decoder's setting, 100",
                 help="At most this many detections per frame."),
-        _option("--iou", type=click.FloatRange(0, 1), metavar="X",
+        _option("--iou", type=Finite(0, 1), metavar="X",
                 show_default="the decoder's setting",
                 help="IoU above which NMS drops the lower-scoring of two boxes, 0 to 1."),
-        _option("--score-threshold", type=click.FloatRange(0, 1), metavar="X",
+        _option("--score-threshold", type=Finite(0, 1), metavar="X",
                 show_default="the decoder's setting", help="Minimum score kept, 0 to 1."),
         _option("--decoder", type=click.Choice(list(DECODERS)),
                 show_default="the bundle's", help="Output decoder: edgekit-grid (edgekit's "

@@ -39,14 +39,13 @@ def realtime_value(text: str | None) -> bool | float:
         return False
     if text == "source":
         return True
+    from edgekit.limits import finite
+
     try:
-        fps = float(text)
-    except ValueError:
-        fps = 0.0
-    if not fps > 0:
-        raise UsageError(f"--realtime takes a frame rate above 0 (or nothing: the source's own "
-                         f"rate), not {text!r}")
-    return fps
+        return finite(text, "--realtime", low=0, low_open=True)
+    except UsageError:
+        raise UsageError(f"--realtime takes a frame rate above 0 (a finite number; or "
+                         f"nothing: the source's own rate), not {text!r}") from None
 
 
 def _pacing(report) -> str:
@@ -66,6 +65,7 @@ def _summary(report, view: str = "text") -> str:
     """What run prints: the stage table between the source line and the totals ("text" or
     "markdown"; "csv" is the stage table alone)."""
     from edgekit.render import render_table
+    from edgekit.text import printable
 
     s = report.stats
     stages = render_table(["stage", "p50 ms", "p90 ms", "max ms"], _stage_rows(s), view)
@@ -91,7 +91,8 @@ def _summary(report, view: str = "text") -> str:
     lines += [f"wrote {p}" for p in report.outputs]
     lines += [f"note: {n}" for n in report.notes]
     return ("\n\n" if view == "markdown" else "\n").join(
-        line for line in lines if line or view != "markdown")
+        line if line is stages else printable(line)  # the table escapes its own cells
+        for line in lines if line or view != "markdown")
 
 
 def _live_view(serve: str | None, token: str | None):

@@ -39,6 +39,7 @@ from edgekit.fidelity import Task, Validation, keras_accuracy, measure
 from edgekit.files import read_small
 from edgekit.formats import FORMATS, Format, parse_formats
 from edgekit.integrity import sha256_file
+from edgekit.limits import check_image_shape, checked
 from edgekit.manifest import (
     MAX_MANIFEST_BYTES,
     Artifact,
@@ -284,6 +285,7 @@ class Prepared:
     warnings: list[str] = field(default_factory=list)
 
 
+@checked
 def convert(model_path: str | Path, output: str | Path, options: ConvertOptions | None = None,
             progress: Progress = _silent) -> Manifest:
     """Convert a Keras model file to every requested format; return the bundle's manifest.
@@ -299,6 +301,8 @@ def convert(model_path: str | Path, output: str | Path, options: ConvertOptions 
     keys = options.format_keys()
     if options.int8_io not in ("int8", "uint8"):
         raise UsageError(f"--int8-io must be int8 or uint8, not {options.int8_io!r}")
+    if options.input_shape:  # before TensorFlow loads (seconds) and allocates it
+        check_image_shape((1, *options.input_shape), "the input shape")
     _check_output(output, options.force)
     _check_room(output.parent, output)
     with Claim(output, "-o"):  # a second convert to the same -o refuses while this one runs

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgekit.config import cache_dir
 from edgekit.deploy.fleet_report import NOT_RUN, FleetReport, HostRow
 from edgekit.deploy.inventory import (
     InventoryHost,
@@ -160,8 +161,7 @@ def stop_control_masters(folder: Path) -> None:
 
 def log_path() -> Path:
     """Where the last fleet run's ansible-playbook output is kept (not the working folder)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "edgekit" / "fleet" / "ansible-playbook.log"
+    return cache_dir() / "fleet" / "ansible-playbook.log"
 
 
 def run_playbook(folder: Path, mode: str, request: FleetRequest, progress: Progress

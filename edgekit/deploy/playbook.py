@@ -21,6 +21,7 @@ from edgekit.deploy.remote import AGENT
 from edgekit.deploy.service import serve_note, unit_text
 from edgekit.deploy.ssh import SshOptions
 from edgekit.errors import UsageError
+from edgekit.limits import finite, whole
 
 ROLE = Path(__file__).with_name("ansible") / "roles" / "edgekit_release"
 ROLE_NAME = "edgekit_release"
@@ -43,10 +44,9 @@ class Rollout:
         if self.serial is not None and self.serial.endswith("%") and \
                 int(self.serial[:-1]) > 100:
             raise UsageError(f"--serial {self.serial}: a percentage is 1% to 100%")
-        if self.max_fail_percentage is not None and not 0 <= self.max_fail_percentage <= 100:
-            raise UsageError("--max-fail-percentage takes 0 to 100")
-        if self.forks < 1:
-            raise UsageError("--forks takes 1 or more")
+        if self.max_fail_percentage is not None:
+            finite(self.max_fail_percentage, "--max-fail-percentage", low=0, high=100)
+        whole(self.forks, "--forks (hosts at once)")
 
 
 @dataclass(frozen=True)

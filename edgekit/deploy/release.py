@@ -12,8 +12,6 @@ at a time per device.
 """
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -21,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgekit import interrupt
 from edgekit.deploy import agent
 from edgekit.deploy.plan import (
     ReleasePlan,
@@ -42,8 +41,9 @@ from edgekit.deploy.wheels import (
     offline_wheels,
     wheel_info,
 )
-from edgekit.errors import ConnectionFailed, DeployError, EdgekitError, UsageError
+from edgekit.errors import ConnectionFailed, DeployError, EdgekitError
 from edgekit.integrity import sha256_file
+from edgekit.limits import MAX_SECONDS, finite
 from edgekit.manifest import read_manifest
 from edgekit.render import size
 from edgekit.targets import Target
@@ -80,9 +80,9 @@ class DeployRequest:
 
 
 def check_waits(settle: float, lock_timeout: float) -> None:
-    """UsageError for a negative --settle or --lock-timeout."""
-    if settle < 0 or lock_timeout < 0:
-        raise UsageError("--settle and --lock-timeout take 0 or more seconds")
+    """UsageError for a --settle or --lock-timeout that is negative, NaN or above a day."""
+    finite(settle, "--settle (seconds)", low=0, high=MAX_SECONDS)
+    finite(lock_timeout, "--lock-timeout (seconds)", low=0, high=MAX_SECONDS)
 
 
 class Session:
@@ -177,12 +177,9 @@ def deploy(request: DeployRequest, progress: Progress = _silent) -> DeployReport
     says which step failed and that the running release is untouched."""
     session = Session(progress, request.dry_run)
     started = time.perf_counter()
-    staging = Path(tempfile.mkdtemp(prefix="edgekit-deploy-"))
-    try:
+    with interrupt.temporary_folder("edgekit-deploy-") as staging:  # a hard exit removes it
         plan = make_plan(request, session, staging)
         report = _run(request, plan, session)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     report.seconds = {**session.seconds, "total": round(time.perf_counter() - started, 2)}
     report.steps = session.steps
     return report

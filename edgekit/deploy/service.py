@@ -23,6 +23,7 @@ RESTART_SECONDS = 5
 # seconds, then left failed (systemctl --user status says why) instead of restarting forever.
 START_INTERVAL = 120
 START_BURST = 5
+STOPPED_EXIT_CODES = (129, 130, 143)  # edgekit's exit on SIGHUP, SIGINT, SIGTERM (interrupt.py)
 ENV_FILE = "service.env"  # under the releases' folder: the live view's token (mode 0600)
 TOKEN_VARIABLE = "EDGEKIT_SERVE_TOKEN"  # edgekit run --serve reads it (loop/serve.py)
 
@@ -66,6 +67,9 @@ def unit_text(plan: ReleasePlan, base: str) -> str:
         "ExecStart=" + " ".join(systemd_quote(a) for a in exec_start(plan, base)),
         "Restart=on-failure",
         f"RestartSec={RESTART_SECONDS}",
+        # systemctl stop sends SIGTERM: edgekit closes its outputs and exits 143 (129 for
+        # SIGHUP, 130 for SIGINT), a clean stop, not a failure to restart or report.
+        f"SuccessExitStatus={' '.join(str(code) for code in STOPPED_EXIT_CODES)}",
         "StandardOutput=journal",
         "StandardError=journal",
         "SyslogIdentifier=edgekit",

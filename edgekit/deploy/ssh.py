@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgekit.errors import ConnectionFailed, UsageError
+from edgekit.limits import MAX_SECONDS, finite
 
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
 _USER = r"[A-Za-z0-9._][A-Za-z0-9._-]*"
@@ -81,8 +82,8 @@ class SshOptions:
     timeout: float = 60.0  # seconds without an answer before the link counts as lost
 
     def __post_init__(self) -> None:
-        if self.timeout < 3:
-            raise UsageError(f"--timeout takes 3 seconds or more, not {self.timeout:g}")
+        finite(self.timeout, "--timeout (seconds a silent link is tolerated)", low=3,
+               high=MAX_SECONDS)
         if self.identity is not None and not Path(self.identity).is_file():
             raise UsageError(f"--identity {self.identity}: no such key file")
         if self.known_hosts is not None and not Path(self.known_hosts).is_file():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -19,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgekit import config
+from edgekit import config, interrupt
 from edgekit.errors import DeployError, UsageError
 from edgekit.targets import Target
 
@@ -125,7 +126,11 @@ def _publish(staging: Path, folder: Path) -> None:
 
 
 def _run(argv: list[str], what: str) -> None:
-    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    """Run pip with its own temporary folder, removed afterwards: pip stopped by a signal
+    leaves its build folders behind."""
+    with interrupt.temporary_folder("edgekit-pip-") as tmp:
+        result = subprocess.run(argv, capture_output=True, text=True, check=False,
+                                env={**os.environ, "TMPDIR": str(tmp)})
     if result.returncode != 0:
         lines = [line for line in (result.stderr or result.stdout).splitlines()
                  if line.strip() and not line.startswith("WARNING: Location")]

@@ -34,6 +34,7 @@ import numpy as np
 
 from edgekit import interrupt
 from edgekit.backends.base import Pending
+from edgekit.limits import MAX_QUEUE, whole
 from edgekit.loop.sources import Frame, Source
 from edgekit.preprocess import Transform
 from edgekit.stats import Latency, Samples
@@ -138,6 +139,12 @@ class LoopStats:
         }
 
 
+def check_queue_size(size: int) -> int:
+    """Frames between two stages: 1 to MAX_QUEUE (each holds a whole frame), else UsageError."""
+    return whole(size, "--queue-size (frames between two stages)", high=MAX_QUEUE,
+                 why="each place holds a whole camera frame")
+
+
 class Pipeline:
     """Run ``stages`` on every frame of ``source``, pipelined or one after another.
 
@@ -151,7 +158,7 @@ class Pipeline:
             raise ValueError("a pipeline needs at least one stage after capture")
         self.source = source
         self.stages: tuple[Stage, ...] = tuple(stages)
-        self.queue_size = max(1, queue_size)
+        self.queue_size = check_queue_size(queue_size)
         self.pipelined = pipelined
         self.stats = stats if stats is not None else LoopStats()
         self.stats.pipelined = pipelined

@@ -11,14 +11,18 @@ from typing import TYPE_CHECKING, Any
 
 from edgekit.loop.live import MAX_CLASS_SERIES, OTHER_CLASSES, Histogram
 from edgekit.loop.pipeline import STAGES
+from edgekit.text import printable
 
 if TYPE_CHECKING:
     from edgekit.loop.serve import LiveView
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
+
 def _label(value: Any) -> str:
-    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    """A label value in the exposition format: control characters shown escaped (a carriage
+    return or a newline in a name cannot break the line), then ``\\`` and ``"`` escaped."""
+    return printable(value).replace("\\", "\\\\").replace('"', '\\"')
 
 
 def _labels(**labels: Any) -> str:

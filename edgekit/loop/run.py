@@ -21,8 +21,9 @@ from edgekit.backends import Concurrency, Pending, backend_status
 from edgekit.backends.base import cpu_count
 from edgekit.errors import EdgekitError, SourceLost, UsageError, WriteFailed
 from edgekit.fidelity import agreeing
+from edgekit.limits import checked, finite, whole
 from edgekit.loop.labels import ClassTruth, find_class_truth
-from edgekit.loop.pipeline import Item, LoopStats, Pipeline, Stage
+from edgekit.loop.pipeline import Item, LoopStats, Pipeline, Stage, check_queue_size
 from edgekit.loop.sinks import (
     VIDEO_SUFFIXES,
     JsonlSink,
@@ -114,6 +115,7 @@ def loop_threads(threads: int | None, pipelined: bool, requests: int = 1) -> int
     return cores - 1 if cores > 1 else None
 
 
+@checked
 def loop_model(path: str | Path, *, task: str | None = None, backend: str | None = None,
                device: str | None = None, threads: int | None = None, fmt: str | None = None,
                labels: str | Path | None = None, spec: SpecOptions | None = None,
@@ -225,6 +227,7 @@ def check_run_outputs(save: Path | None, jsonl: Path | None, source: str | int |
                   {"--save": VIDEO_SUFFIXES, "--raw-outputs": (".npz",)})
 
 
+@checked
 def run_loop(model: LoadedModel, source_spec: str | int | Path, *,
              save: Path | None = None, jsonl: Path | None = None, show: bool = False,
              max_frames: int | None = None, pipelined: bool = True, queue_size: int = 2,
@@ -246,13 +249,16 @@ def run_loop(model: LoadedModel, source_spec: str | int | Path, *,
     """
     check_run_outputs(save, jsonl, source_spec, truth, [model.artifact],
                       raw_outputs=raw_outputs)
+    check_queue_size(queue_size)
+    if max_frames is not None:
+        whole(max_frames, "--max-frames")
     if score_threshold is not None and not 0 <= score_threshold <= 1:
         raise UsageError(f"--score-threshold is a score from 0 to 1, not {score_threshold}")
     if repeat and truth is not None:
         raise UsageError("--truth scores one pass over the source, and --repeat loops it: "
                          "choose one")
-    if realtime is not True and realtime is not False and not realtime > 0:
-        raise UsageError(f"--realtime takes a frame rate above 0, not {realtime}")
+    if realtime is not True and realtime is not False:
+        finite(realtime, "--realtime (frames per second)", low=0, low_open=True)
     if save_masks is not None and model.task != "segmentation":
         raise UsageError(f"--save-masks writes a segmenter's masks, and this is a {model.task} "
                          "model")
@@ -260,15 +266,15 @@ def run_loop(model: LoadedModel, source_spec: str | int | Path, *,
         raise UsageError(f"--truth scores a detector's boxes, and this is a {model.task} model")
     notes = []
     live = is_live(source_spec)
-    if realtime is not False and live:
-        notes.append(f"--realtime: {source_spec} is a camera or stream, which delivers frames "
-                     "at its own rate already; nothing to pace")
     gt = None if repeat or model.task != "detection" else find_ground_truth(source_spec, truth)
     task = make_task(model, TaskOptions(model.task, top_k, smooth, score_threshold,
                                         keep_all=gt is not None))
     if save_masks is not None:
         check_mask_folder(save_masks)
     source = open_source(source_spec, repeat=repeat)
+    if realtime is not False and live:
+        notes.append(f"--realtime: {source.description} delivers frames at its own rate "
+                     "already, as a camera or stream does; nothing to pace")
     classes = None  # a classifier on a file or folder: its labels, if the source has some
     if model.task == "classification" and not repeat and not live:
         try:
@@ -394,6 +400,7 @@ def agree_with_first(rows: Sequence[CompareRow]) -> None:
                                      [row.report.top1[i] for i in frames]) / len(frames)
 
 
+@checked
 def compare(bundle: Path, source_spec: str | int | Path, backends: Sequence[str],
             *, max_frames: int | None = None, threads: int | None = None,
             truth: Path | None = None, spec: SpecOptions | None = None,

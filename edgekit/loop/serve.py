@@ -16,8 +16,11 @@ viewers (live.py). The server is the standard library's threading HTTP server: o
 connection, which a handful of viewers needs, no dependency to install on a device; a thread
 blocked on a stalled viewer holds no lock and no frame.
 
-Safety: the default bind is 127.0.0.1 (and then a request must name this machine in its
-Host header, which stops DNS rebinding). A bind beyond loopback needs a token; with one,
+Safety: the default bind is 127.0.0.1. Whether a bind is loopback is decided once, on the
+address the name resolves to; a loopback view answers only requests whose Host header names
+loopback or the very name it was started with (``--serve $(hostname):8080`` where that name
+resolves to 127.0.1.1: the URL it prints works), which stops DNS rebinding. A bind beyond
+loopback needs a token; with one,
 every path answers 401 without it. The token comes as ``?token=`` (the page then keeps it in
 an HttpOnly cookie and drops it from the address bar), the cookie, or ``Authorization:
 Bearer``; it is compared in constant time and never logged (the server logs nothing).
@@ -223,14 +226,18 @@ def _digest(text: str) -> bytes:
 _LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
 
 
-def _names_this_machine(host_header: str | None) -> bool:
-    """Whether a Host header names loopback (a page from elsewhere rebinding a name does not)."""
+def _names_this_machine(host_header: str | None, served: str = DEFAULT_HOST) -> bool:
+    """Whether a Host header names loopback, or ``served``: the name the view was started
+    with, which resolved to a loopback address (a page from elsewhere rebinding a name of its
+    own does not)."""
     if not host_header:
         return True
     host = host_header.strip().lower()
     host = host.rsplit(":", 1)[0] if not host.endswith("]") and host.count(":") == 1 else host
     host = host[: host.index("]") + 1] if host.startswith("[") and "]" in host else host
-    if host in _LOOPBACK_NAMES or host.endswith(".localhost"):
+    host = host.rstrip(".")
+    if host in _LOOPBACK_NAMES or host.endswith(".localhost") or \
+            host.strip("[]") == served.lower().rstrip(".").strip("[]"):
         return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
@@ -259,18 +266,24 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass  # nothing is logged: a request line can carry the token
 
+    head_only = False  # a HEAD request: the same status and headers as GET, no body
+
     def do_GET(self) -> None:
         try:
             self._route()
         except (BrokenPipeError, ConnectionResetError, TimeoutError, OSError):
             self.close_connection = True  # the viewer left, or stopped taking data
 
+    def do_HEAD(self) -> None:
+        self.head_only = True
+        self.do_GET()
+
     def _route(self) -> None:
         view = self.server.view
         url = urlsplit(self.path)
         token = view.options.token
         if token is None:
-            if not _names_this_machine(self.headers.get("Host")):
+            if not _names_this_machine(self.headers.get("Host"), view.options.host):
                 return self._text(403, "this live view answers only to this machine's "
                                        "loopback names (localhost, 127.0.0.1)\n")
         else:
@@ -310,7 +323,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self._common_headers(headers)
-        self.wfile.write(body)
+        if not self.head_only:
+            self.wfile.write(body)
 
     def _common_headers(self, headers: dict[str, str] | None = None) -> None:
         for name, value in {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",
@@ -357,6 +371,8 @@ class _Handler(BaseHTTPRequestHandler):
                          f"multipart/x-mixed-replace; boundary={BOUNDARY.decode()}")
         self.send_header("Connection", "close")
         self._common_headers()
+        if self.head_only:
+            return
         view.joined(1)
         try:
             seq = 0

@@ -20,6 +20,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
+from edgekit import interrupt
 from edgekit.errors import UsageError, WriteFailed
 from edgekit.loop.draw import annotate
 from edgekit.loop.pipeline import Item, LoopStats
@@ -206,13 +207,15 @@ class JsonlSink(Sink):
 
 
 def close_all(sinks: list[Sink]) -> WriteFailed | None:
-    """Close every sink, even when one fails; the first failure is returned."""
+    """Close every sink, even when one fails; the first failure is returned. A signal to stop
+    (another Ctrl-C, SIGTERM) waits until the files are in place (``interrupt.saving``)."""
     first = None
-    for sink in sinks:
-        try:
-            sink.close()
-        except WriteFailed as exc:
-            first = first or exc
+    with interrupt.saving():
+        for sink in sinks:
+            try:
+                sink.close()
+            except WriteFailed as exc:
+                first = first or exc
     return first
 
 

@@ -30,6 +30,7 @@ from edgekit.errors import InvalidData, SourceLost, UsageError
 from edgekit.files import is_camera_device, read_head, read_small, refuse_special
 from edgekit.loop.picamera import Picamera2Capture, camera_number, is_picamera2
 from edgekit.preprocess import check_pixels, list_images
+from edgekit.text import redact
 
 MAX_CONSECUTIVE_FAILURES = 8  # a file that fails this many reads in a row has ended
 RECONNECT_DELAYS_S = (0.25, 0.5, 1.0, 2.0, 4.0)
@@ -225,8 +226,10 @@ class LiveSource(Source):
         self.reconnect_delays = reconnect_delays
         self.timeout_s = timeout_s
         self._cap = _capture(target, timeout_s)
+        # The one place a live source's description is made: every sink (the summary, --json,
+        # the live view's page, /stats.json, /metrics) shows a stream URL without its secrets.
         self.description = getattr(self._cap, "description", None) or (
-            f"camera {target}" if isinstance(target, int) else f"stream {target}")
+            f"camera {target}" if isinstance(target, int) else f"stream {redact(target)}")
         if not self._cap.isOpened():
             raise InvalidData(self._open_failure())
         fps = self._cap.get(cv2.CAP_PROP_FPS)
@@ -247,7 +250,8 @@ class LiveSource(Source):
             where = "" if device.exists() else f" ({device} does not exist)"
             return (f"no camera at index {self.target}{where}: plug one in, check `ls /dev/video*`"
                     " and that your user is in the video group, or give a video file or folder")
-        return f"cannot open the stream {self.target}: check the URL and that it is serving"
+        return (f"cannot open the stream {redact(self.target)}: check the URL and that it is "
+                "serving")
 
     def _grab(self) -> None:
         """The grabber thread. It owns the capture, and releases it when it ends: a read or an
@@ -432,7 +436,8 @@ def open_source(spec: str | int | Path, repeat: bool = False) -> Source:
     if repeat:
         if is_live(text):
             raise UsageError(f"--repeat loops a video file or a folder of images; --source "
-                             f"{text} is a camera or stream, which runs until stopped anyway")
+                             f"{redact(text)} is a camera or stream, which runs until stopped "
+                             "anyway")
         return Repeating(lambda: open_source(spec))
     if text.isdigit():
         return LiveSource(int(text))

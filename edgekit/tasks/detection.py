@@ -199,8 +199,9 @@ def _coerce(value: Any, hint: Any, what: str, error: type[EdgekitError]) -> Any:
                 raise ValueError
             return number
         return str(value)
-    except (TypeError, ValueError):
-        kind = {bool: "true or false", int: "a whole number", float: "a number"}.get(hint, "text")
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int("inf")
+        kind = {bool: "true or false", int: "a whole number", float: "a finite number"}.get(
+            hint, "text")
         raise error(f"{what} takes {kind}, not {value!r}") from None
 
 
@@ -212,6 +213,11 @@ def _check_common(p: Any, decoder: str, error: type[EdgekitError]) -> None:
             raise error(f"{decoder} {key} {value:g} is outside 0..1")
     if getattr(p, "max_detections", 1) < 1:
         raise error(f"{decoder} max_detections {p.max_detections} must be 1 or more")
+    roles = OUTPUT_ROLES.get(decoder)
+    order = getattr(p, "output_order", None)
+    if roles and order is not None and sorted(order) != sorted(roles):
+        raise error(f"{decoder} output_order names the role of each output in the model's "
+                    f"order: each of {', '.join(roles)} once, not {','.join(order)}")
 
 
 def class_filter(classes: Sequence[str | int], labels: Sequence[str]) -> frozenset[int] | None:
@@ -770,6 +776,8 @@ DECODERS: dict[str, Decoder] = {
 }
 PARAMS: dict[str, type] = {"edgekit-grid": GridParams, "ssd": SsdParams,
                            "ssd-raw": RawSsdParams, "yolo": YoloParams}
+OUTPUT_ROLES: dict[str, tuple[str, ...]] = {"edgekit-grid": GRID_ROLES, "ssd": SSD_ROLES,
+                                            "ssd-raw": SSD_RAW_ROLES}
 
 
 def decoder_params(decoder: Mapping[str, Any]) -> Any:
