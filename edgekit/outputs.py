@@ -128,6 +128,15 @@ def refuse_bundle_file(option: str, path: Path) -> None:
                          "manifest): write it elsewhere")
 
 
+def check_folder(option: str, folder: Path, inputs: Sequence[str | Path | None] = ()) -> None:
+    """Refuse an output folder (``--save-masks DIR``: files written into it) that is a file,
+    an input, inside a bundle or inside a folder the command reads (UsageError)."""
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{option} {folder}: that is a file; give a folder")
+    read = [Path(str(p)) for p in inputs if p is not None and str(p) and not _not_a_path(p)]
+    _refuse_reading(option, folder / "x", read)
+
+
 def _not_a_path(spec: object) -> bool:
     """Camera indexes and stream URLs are inputs but not files."""
     text = str(spec)

@@ -291,3 +291,14 @@ def test_a_bad_labels_sidecar_is_one_line(lenet_bundle: Path, digit_clip: Path, 
     assert result.returncode == 1 and says in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o.jsonl").exists() and not list(tmp_path.glob(".*partial*"))
+
+
+def test_save_masks_never_writes_into_what_is_read(segmenter: Path, tmp_path: Path) -> None:
+    from conftest import assert_clean_error
+
+    red_squares(tmp_path / "shots", count=2)
+    for folder, says in ((tmp_path / "shots" / "masks", "a folder this command reads"),
+                         (tmp_path / "red.onnx", "that is a file")):
+        assert_clean_error(run_cli("run", segmenter, "--task", "segmentation", "--source",
+                                   tmp_path / "shots", "--save-masks", folder), says)
+    assert not (tmp_path / "shots" / "masks").exists()

@@ -214,7 +214,7 @@ def run(model: Path, source: str, max_frames: int | None, truth: Path | None,
                       [model, labels, model / "edgekit.json" if model.is_dir() else None],
                       raw_outputs=raw_outputs)
     if save_masks is not None:
-        check_mask_folder(save_masks)
+        check_mask_folder(save_masks, [source, model, labels])
     with _live_view(serve, token) as live, \
             loop_model(model, task=task, backend=backend, device=device, threads=threads,
                        fmt=fmt, labels=labels, spec=spec, detect=detect, mode=mode,

@@ -270,7 +270,7 @@ def run_loop(model: LoadedModel, source_spec: str | int | Path, *,
     task = make_task(model, TaskOptions(model.task, top_k, smooth, score_threshold,
                                         keep_all=gt is not None))
     if save_masks is not None:
-        check_mask_folder(save_masks)
+        check_mask_folder(save_masks, [source_spec, model.artifact])
     source = open_source(source_spec, repeat=repeat)
     if realtime is not False and live:
         notes.append(f"--realtime: {source.description} delivers frames at its own rate "

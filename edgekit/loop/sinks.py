@@ -17,6 +17,7 @@ import os
 import statistics
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from edgekit import interrupt
 from edgekit.errors import UsageError, WriteFailed
 from edgekit.loop.draw import annotate
 from edgekit.loop.pipeline import Item, LoopStats
-from edgekit.outputs import PendingFile, write_probe
+from edgekit.outputs import PendingFile, check_folder, write_probe
 
 VIDEO_SUFFIXES = (".avi", ".mp4")
 SPACE_CHECK_S = 1.0  # how often the video sink checks the disk still has room
@@ -263,10 +264,10 @@ def frame_stem(index: int, name: str) -> str:
     return f"frame_{index:06d}"
 
 
-def check_mask_folder(folder: Path) -> None:
-    """``--save-masks`` is a folder that exists or can be made, not a file."""
-    if folder.exists() and not folder.is_dir():
-        raise UsageError(f"--save-masks {folder}: that is a file; give a folder for the masks")
+def check_mask_folder(folder: Path, inputs: Sequence[str | Path | None] = ()) -> None:
+    """``--save-masks`` is a folder (that exists or can be made) outside what is read and
+    outside any bundle (``outputs.check_folder``)."""
+    check_folder("--save-masks", folder, inputs)
 
 
 class MaskSink(Sink):
