@@ -44,7 +44,7 @@ STRIDE = 4  # the output grid is SIZE / STRIDE on a side
 TRAIN_SCENES = 2400
 VAL_SCENES = 48
 CALIB_SCENES = 64
-EPOCHS = 16
+EPOCHS = 48
 DIGIT_WEIGHT = 3.0  # a digit pixel's weight in the loss against a background pixel's
 INK = 0.35  # a pixel belongs to a digit where its stroke covers more than this
 
