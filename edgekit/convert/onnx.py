@@ -145,8 +145,8 @@ def _int8_candidates(job: Job, source: Path, tmp: Path) -> Iterator[Candidate]:
     graph = [GraphNode(n.name, n.op_type, tuple(n.input), tuple(n.output))
              for n in onnx.load(str(prepared), load_external_data=False).graph.node]
 
-    def keep(path: Path, layers: list[str]) -> None:
-        _quantize(prepared, path, job, exclude=layers)
+    def keep(path: Path, layers: list[str]) -> None:  # on 7-bit weights: see above
+        _quantize(prepared, path, job, exclude=layers, reduce_range=True)
 
     yield from float_layer_candidates(_sensitive_tensors(prepared, default, job), graph, keep)
 
