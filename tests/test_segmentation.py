@@ -96,3 +96,14 @@ def test_a_segmentation_task_for_a_vector_output(tmp_path: Path) -> None:
                                "--task", "segmentation", "--formats", "tflite-fp32"),
                        "H x W x C class scores or H x W class ids")
     assert not (tmp_path / "o").exists()
+
+
+def test_compare_a_segmenter(segmenter_bundle: Path, demo_clip: Path) -> None:
+    """No truth on the clip: each backend's masks against the first backend's, per pixel."""
+    table = run_cli("compare", segmenter_bundle, "--source", demo_clip, "--backends",
+                    "tflite:tflite-fp32,onnxruntime:onnx", "--max-frames", "20", "-q")
+    assert table.returncode == 0, table.stderr
+    assert "pixels = tflite:tflite-fp32's" in table.stdout
+    rows = [line for line in table.stdout.splitlines() if line.startswith(("tflite", "onnx"))]
+    assert len(rows) == 2 and all(row.rstrip().endswith("%") for row in rows), table.stdout
+    assert float(rows[1].rsplit(None, 1)[1].rstrip("%")) > 99.0  # two float artifacts

@@ -17,10 +17,13 @@ HEADERS = ["backend", "artifact", "status", "pre p50/p90", "infer p50/p90", "pos
 def _score_header(rows: Sequence[CompareRow]) -> str:
     """The last column: what the task's score is."""
     ran = [r for r in rows if r.report]
-    if ran and ran[0].report.task == "classification":
+    task = ran[0].report.task if ran else "detection"
+    if task == "classification":
         return "top-1 accuracy" if any(r.report.accuracy is not None for r in ran) else \
             f"top-1 = {ran[0].backend}'s"
-    return "mAP@0.5" if not ran or ran[0].report.task == "detection" else "score"
+    if task == "segmentation":
+        return f"pixels = {ran[0].backend}'s"
+    return "mAP@0.5" if task == "detection" else "score"
 
 
 def _score(row: CompareRow) -> str:

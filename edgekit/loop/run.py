@@ -63,6 +63,8 @@ from edgekit.tasks.metrics import mean_average_precision
 if TYPE_CHECKING:
     from edgekit.loop.serve import LiveView
 
+KEPT_FRAMES = 1000  # per-frame answers kept to compare backends (a mask each, for a segmenter)
+
 @dataclass
 class RunReport:
     """What one run of the loop did and measured."""
@@ -78,7 +80,9 @@ class RunReport:
     accuracy: float | None = None  # a classifier: top-1 against the source's labels
     accuracy_frames: int = 0
     accuracy_source: str = ""  # where the labels came from
-    top1: dict[int, int] = field(default_factory=dict)  # a classifier on a file: frame -> top-1
+    # A file through a classifier or a segmenter: per frame, its top-1 class id or its mask at
+    # the model's resolution (at most KEPT_FRAMES), to compare backends frame by frame.
+    answers: dict[int, Any] = field(default_factory=dict)
     outputs: list[str] = field(default_factory=list)
     stopped: str = ""  # why the source ended early (a camera that vanished), if it did
     input: str = ""  # the input spec used, one line with where each value came from
@@ -287,8 +291,8 @@ def run_loop(model: LoadedModel, source_spec: str | int | Path, *,
     sinks: list[Sink] = []
     pipeline: Pipeline | None = None
     predicted: dict[int, list[Detection]] = {}
-    answers: dict[int, tuple[int, str]] = {}  # a classifier: frame -> (its top-1, its name)
-    keep_answers = model.task == "classification" and not repeat and not live
+    answers: dict[int, tuple[Any, str]] = {}  # frame -> (its top-1 or mask, its name)
+    keep_answers = model.task in ("classification", "segmentation") and not repeat and not live
     name = model.backend.name
     try:
         if save is not None:
@@ -313,8 +317,8 @@ def run_loop(model: LoadedModel, source_spec: str | int | Path, *,
         def collect(item: Item) -> None:
             if gt is not None:
                 predicted[item.frame.index] = item.result.candidates
-            if keep_answers:
-                answers[item.frame.index] = (item.result.top[0].id, item.frame.name)
+            if keep_answers and len(answers) < KEPT_FRAMES:
+                answers[item.frame.index] = (item.result.answer(), item.frame.name)
 
         stopped = ""
         try:
@@ -343,14 +347,14 @@ def run_loop(model: LoadedModel, source_spec: str | int | Path, *,
     if gt is not None:
         report.map50, report.map_frames, report.map_note = _score(
             predicted, gt, source.stats.uncertain_from)
-    report.top1 = {index: top for index, (top, _) in answers.items()}
+    report.answers = {index: answer for index, (answer, _) in answers.items()}
     if classes is not None:
         report.accuracy, report.accuracy_frames = _accuracy(answers, classes)
         report.accuracy_source = classes.source
     return report
 
 
-def _accuracy(answers: dict[int, tuple[int, str]], truth: ClassTruth) -> tuple[float | None,
+def _accuracy(answers: dict[int, tuple[Any, str]], truth: ClassTruth) -> tuple[float | None,
                                                                                int]:
     """A classifier's top-1 accuracy on the frames the truth labels (``fidelity.agreeing``,
     the one definition), and how many those were."""
@@ -387,17 +391,19 @@ class CompareRow:
 
 
 def agree_with_first(rows: Sequence[CompareRow]) -> None:
-    """A classifier's rows without labels to score against: each backend's per-frame top-1
-    against the first backend that ran, on the frames both finished."""
-    ran = [r for r in rows if r.report is not None and r.report.top1]
+    """A classifier's or segmenter's rows without truth to score against: each backend's
+    answers against the first backend that ran, on the frames both finished: the share of
+    equal top-1 classes, or of equal pixels (the masks at the model's resolution)."""
+    ran = [r for r in rows if r.report is not None and r.report.answers]
     if len(ran) < 2 or any(r.report.accuracy is not None for r in ran):
         return
-    first = ran[0].report.top1
+    first = ran[0].report.answers
     for row in ran:
-        frames = sorted(set(first) & set(row.report.top1))
+        frames = sorted(set(first) & set(row.report.answers))
         if frames:
-            row.agreement = agreeing([first[i] for i in frames],
-                                     [row.report.top1[i] for i in frames]) / len(frames)
+            row.agreement = float(np.mean([np.mean(np.asarray(first[i]) ==
+                                                   np.asarray(row.report.answers[i]))
+                                           for i in frames]))
 
 
 @checked

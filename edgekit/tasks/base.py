@@ -40,6 +40,11 @@ class FrameResult(ABC):
         """Per class, how many times this frame shows it (for /metrics); none by default."""
         return {}
 
+    def answer(self) -> Any:
+        """What two backends' results for a frame are compared by (``edgekit compare``): a
+        classifier's top-1 class id, a segmenter's mask; None when the task has none."""
+        return None
+
 
 @dataclass
 class Summary:

@@ -74,6 +74,9 @@ class ClassesResult(FrameResult):
     def label_counts(self) -> dict[str, int]:
         return {self.shown[0].name: 1}
 
+    def answer(self) -> int:
+        return self.top[0].id
+
 
 class ClassificationTask(LoopTask):
     """Top-k per frame; with ``smooth`` > 1, the mean of the last ``smooth`` frames' scores

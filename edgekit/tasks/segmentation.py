@@ -80,6 +80,7 @@ class MaskResult(FrameResult):
 
     mask: np.ndarray
     labels: tuple[str, ...]
+    cells: np.ndarray | None = None  # the same classes at the model's output resolution
 
     def shares(self) -> dict[str, float]:
         return class_shares(self.mask, self.labels)
@@ -95,6 +96,9 @@ class MaskResult(FrameResult):
     def label_counts(self) -> dict[str, int]:
         return {name: 1 for name in self.shares()}
 
+    def answer(self) -> np.ndarray:
+        return self.cells if self.cells is not None else self.mask
+
 
 class SegmentationTask(LoopTask):
     """A class mask per frame, from the model's first output."""
@@ -105,8 +109,8 @@ class SegmentationTask(LoopTask):
         self.labels, self.input_size = tuple(labels), input_size
 
     def postprocess(self, outputs: list[np.ndarray], transform: Transform) -> MaskResult:
-        return MaskResult(mask_to_frame(class_ids(outputs[0]), transform, self.input_size),
-                          self.labels)
+        cells = class_ids(outputs[0])
+        return MaskResult(mask_to_frame(cells, transform, self.input_size), self.labels, cells)
 
     def describe(self) -> str:
         return "task: segmentation, a class per pixel (the first output)"
