@@ -184,7 +184,7 @@ function resultItems(latest) {
     return shown.map((c) => item((c.label || c.class_id) + "  " + c.score.toFixed(2), c.score));
   }
   if (latest.shares) {
-    return Object.entries(latest.shares).map(([name, share]) =>
+    return Object.entries(latest.shares).sort((a, b) => b[1] - a[1]).map(([name, share]) =>
       item(name + "  " + (100 * share).toFixed(1) + "%", share));
   }
   return (latest.outputs || []).map((o, i) => item("out" + i + " " + o.shape.join("x") +

@@ -6,11 +6,12 @@
 or from Python: ``make_clip(path, frames=300, fps=15, hold=20, seed=0, size=480) -> Path``.
 
 The video is MJPG in an .avi, ``size`` x ``size`` (square: LeNet's 32 x 32 input is the frame
-scaled down; 480 by default, a camera's height), white ink on black as LeNet was trained. Each digit is a scan from LeNet's held-out
-split (``train.py``'s stratified 80/20 split: scans it never saw), shown for ``hold``
-frames while it drifts a few pixels, then the next one. Beside the video,
-``OUT.labels.txt`` gives each run of frames its digit (``FIRST-LAST LABEL``), the sidecar
-``edgekit run`` and ``edgekit compare`` score a classifier against. Never imports TensorFlow.
+scaled down; 480 by default, a camera's height), white ink on black as LeNet was trained.
+Each digit is a scan from LeNet's held-out split (``train.py``'s stratified 80/20 split: scans
+it never saw), shown for ``hold`` frames while it drifts a little, then the next one.
+Beside the video, ``OUT.labels.txt`` gives each run of frames its digit (``FIRST-LAST
+LABEL``), the sidecar ``edgekit run`` and ``edgekit compare`` score a classifier against.
+Never imports TensorFlow.
 """
 from __future__ import annotations
 
