@@ -54,9 +54,9 @@ def compose(rng: np.random.Generator, split: str) -> tuple[np.ndarray, np.ndarra
     photos = scene_lib.photos(split)
     image = scene_lib.background(rng, photos[int(rng.integers(len(photos)))], (SIZE, SIZE))
     mask = np.zeros((SIZE, SIZE), np.uint8)
-    for _ in range(int(rng.integers(1, 4))):
+    for _ in range(int(rng.integers(1, 5))):
         digit = scene_lib.random_digit(rng, split)
-        h = int(rng.integers(18, 40))
+        h = int(rng.integers(10, 40))  # the demo clip's digits are 8-15 px once letterboxed
         w = max(8, round(h * rng.uniform(0.75, 1.2)))
         x, y = int(rng.integers(0, SIZE - w + 1)), int(rng.integers(0, SIZE - h + 1))
         if mask[y:y + h, x:x + w].any():
