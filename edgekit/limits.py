@@ -24,6 +24,9 @@ from typing import Any, TypeVar
 from edgekit.errors import UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
+# A union hint's origin: typing.Union, and types.UnionType for ``int | None`` (Python 3.10+;
+# edgekit also runs on 3.9, in the NCS2's OpenVINO 2021.4 environment).
+UNIONS = tuple({typing.Union, getattr(types, "UnionType", typing.Union)})
 
 PER_CORE = 8  # threads, requests or streams per core beyond which nothing more is gained
 MIN_PARALLEL = 16  # ... but never fewer than this, whatever the core count
@@ -150,7 +153,7 @@ def _accepts(value: Any, hint: Any) -> bool:
     if hint is Any or hint is typing.Any:
         return True
     origin = typing.get_origin(hint)
-    if origin is typing.Union or origin is types.UnionType:
+    if origin in UNIONS:
         return any(_accepts(value, arm) for arm in typing.get_args(hint))
     if hint is None or hint is type(None):
         return value is None
@@ -173,7 +176,7 @@ def _accepts(value: Any, hint: Any) -> bool:
 
 def _describe(hint: Any) -> str:
     origin = typing.get_origin(hint)
-    if origin is typing.Union or origin is types.UnionType:
+    if origin in UNIONS:
         return " or ".join(_describe(arm) for arm in typing.get_args(hint))
     if hint is None or hint is type(None):
         return "None"

@@ -25,6 +25,7 @@ import secrets
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Optional
 
 from edgekit import interrupt
 from edgekit.errors import UsageError, WriteFailed
@@ -315,7 +316,7 @@ class Claim:
         self.release()
 
 
-Identity = tuple[int, int, int] | None  # device, inode, mtime of a path; None: nothing there
+Identity = Optional[tuple[int, int, int]]  # device, inode, mtime of a path; None: nothing there
 
 
 def identity(path: Path) -> Identity:

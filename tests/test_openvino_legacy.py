@@ -7,6 +7,7 @@ otherwise. No NCS2 is attached here, so MYRIAD is tested up to the device bounda
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import cv2
@@ -119,3 +120,21 @@ print(json.dumps(rows))
     assert "latency mode, 3 requests" in latency["describe"]
     assert throughput["requests"] == 2 and throughput["streams"] == 2
     assert throughput["same"] and throughput["timed"]
+
+
+@pytest.mark.parametrize("version", sorted(ENVS))
+def test_every_module_of_the_device_side_imports_on_the_old_python(version: str) -> None:
+    """The NCS2's environments run Python 3.9/3.10: the loop, its tasks and the checks must
+    import there (``int | None`` at run time, types.UnionType are 3.10+)."""
+    modules = ["edgekit.cli.app", "edgekit.cli.run_cmd", "edgekit.cli.bench_cmd",
+               "edgekit.loop.run", "edgekit.loop.serve", "edgekit.loop.labels",
+               "edgekit.tasks.segmentation", "edgekit.tasks.generic", "edgekit.limits",
+               "edgekit.outputs", "edgekit.files", "edgekit.text", "edgekit.bench.worker"]
+    python = ENVS[version] / "bin" / "python"
+    if not python.is_file():
+        pytest.skip(f"needs {ENVS[version].name} (make setup-tests)")
+    done = subprocess.run([str(python), "-c", "import " + ", ".join(modules) + "; "
+                           "from edgekit.limits import check_arguments, checked\n"
+                           "@checked\ndef f(x: 'int | None' = None) -> None: pass\nf(3)"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
