@@ -57,7 +57,7 @@ class PacedCamera(Source):
 FAKE_MODEL = SimpleNamespace(
     backend=SimpleNamespace(name="fake", describe=lambda: "fake (test stages, device CPU)",
                             device="CPU", runtime="test stages"),
-    artifact=Path("bundle/model_int8.tflite"), format="tflite-int8")
+    artifact=Path("bundle/model_int8.tflite"), format="tflite-int8", task="detection")
 
 
 def _stages(sink: ServeSink, stats: LoopStats) -> list[Stage]:

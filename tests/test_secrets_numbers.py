@@ -153,7 +153,8 @@ def test_metrics_stay_parseable_with_a_carriage_return_in_a_name() -> None:
     model = SimpleNamespace(
         backend=SimpleNamespace(name="fake\rbackend", describe=lambda: "fake", device="CPU\n",
                                 runtime='rt "1" \\ 2'),
-        artifact=Path("bundle/evil\r\nedgekit_frames_total 999\rx.tflite"), format="tflite-int8")
+        artifact=Path("bundle/evil\r\nedgekit_frames_total 999\rx.tflite"), format="tflite-int8",
+        task="detection")
     source = SimpleNamespace(description="stream\r\nx", stats=None)
     with LiveView(serve_options("127.0.0.1:0")) as view:
         ServeSink(view, source, model)

@@ -306,17 +306,17 @@ def _recent_fps(done: Sequence[float], now: float) -> float:
 class ServeSink(Sink):
     """Hands the loop's frames and figures to a LiveView, cheaply, on the loop's thread."""
 
-    def __init__(self, view: LiveView, source: Any, model: Any, task: str = "detection") -> None:
+    def __init__(self, view: LiveView, source: Any, model: Any) -> None:
         backend = model.backend
         self.view, self.source = view, source
-        self.name, self.task = backend.name, task
+        self.name, self.task = backend.name, model.task
         artifact = str(model.artifact) if model.artifact else ""
         view.info.update({
             "source": source.description, "artifact": artifact,
             "artifact_name": artifact.rsplit("/", 1)[-1], "format": model.format or "",
             "backend": backend.describe(), "backend_name": backend.name,
             "device": str(getattr(backend, "device", "")),
-            "runtime": str(getattr(backend, "runtime", "")), "task": task})
+            "runtime": str(getattr(backend, "runtime", "")), "task": model.task})
         view.source_stats = source.stats
         self._previous: Item | None = None
         self._stats: LoopStats | None = None

@@ -308,7 +308,7 @@ def run_loop(model: LoadedModel, source_spec: str | int | Path, *,
         if serve is not None:
             from edgekit.loop.live import ServeSink
 
-            sinks.append(ServeSink(serve, source, model, task.name))
+            sinks.append(ServeSink(serve, source, model))
         warm_up(model)
         figures = LoopStats()
         pipeline = Pipeline(source, loop_stages(model, task, sinks, figures),

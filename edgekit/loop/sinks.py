@@ -346,8 +346,7 @@ class RawOutputsSink(Sink):
         try:
             self._zip.close()
         except OSError as exc:
-            self._pending.discard()
-            raise self._pending.failure(exc) from None
+            raise self._pending.failure(exc) from None  # failure() discards the file
         self._pending.commit()
 
     def _abandon(self) -> None:
