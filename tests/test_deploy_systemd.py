@@ -3,8 +3,9 @@
 
 The digit detector goes there with `deploy --service --offline` and a profile for this
 machine whose camera is a video file on the device (the unit plays it with --repeat); a
-second profile keeps camera 0, which the device lacks: its service fails. Each test starts
-from a device with no edgekit on it and pi's systemd stopped.
+second profile's camera is a file that is there but is no video: its service fails after
+the switch. A third keeps camera 0, which the device lacks: deploy refuses it before the
+switch. Each test starts from a device with no edgekit on it and pi's systemd stopped.
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ from systemd_device import SystemdDevice, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.systemd]
 CLIP = "/home/pi/clip.avi"
+NOT_A_VIDEO = "/etc/hostname"  # there on the device (the check before the switch passes)
+UNREADABLE = f"{NOT_A_VIDEO}: cannot read it: it is not a video OpenCV can open"
 SETTLE = "4"  # seconds, where a test does not check the default (10)
 
 
@@ -37,11 +40,14 @@ def device(systemd_device: SystemdDevice, demo_clip: Path) -> SystemdDevice:
 
 
 @pytest.fixture(scope="module")
-def profiles(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(a profile whose camera is the clip on the device, one whose camera 0 is not there)."""
+def profiles(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """(a profile whose camera is the clip on the device, one whose camera is a file that is
+    no video, one whose camera 0 is not there)."""
     folder = tmp_path_factory.mktemp("profiles")
     clip = local_profile(folder, "bookworm-clip", edits={'camera = "0"': f'camera = "{CLIP}"'})
-    return clip, local_profile(folder, "bookworm-camera")
+    broken = local_profile(folder, "bookworm-broken",
+                           edits={'camera = "0"': f'camera = "{NOT_A_VIDEO}"'})
+    return clip, broken, local_profile(folder, "bookworm-camera")
 
 
 def deploy(device: SystemdDevice, bundle: Path, profile: Path, *extra: str,
@@ -55,6 +61,10 @@ def report_of(result) -> dict:
     return json.loads(result.stdout)
 
 
+def unit_file(device: SystemdDevice) -> str:
+    return device.pi.local_path(".config/systemd/user/edgekit.service").read_text()
+
+
 def current(device: SystemdDevice) -> str:
     return os.readlink(device.pi.local_path("edgekit/current")).split("/")[-1]
 
@@ -65,7 +75,7 @@ def no_pi_session(device: SystemdDevice) -> None:
 
 
 def test_the_service_stays_up_and_keeps_running_after_deploy_with_lingering(
-        device: SystemdDevice, detector_bundle: Path, profiles: tuple[Path, Path]) -> None:
+        device: SystemdDevice, detector_bundle: Path, profiles: tuple[Path, Path, Path]) -> None:
     device.reset(linger=True)
     report = report_of(deploy(device, detector_bundle, profiles[0]))
     service = report["service"]
@@ -93,7 +103,7 @@ def test_the_service_stays_up_and_keeps_running_after_deploy_with_lingering(
 
 
 def test_without_lingering_the_report_says_it_stops_and_status_agrees(
-        device: SystemdDevice, detector_bundle: Path, profiles: tuple[Path, Path]) -> None:
+        device: SystemdDevice, detector_bundle: Path, profiles: tuple[Path, Path, Path]) -> None:
     device.reset(linger=False)
     result = deploy(device, detector_bundle, profiles[0], "--settle", SETTLE, as_json=False)
     assert result.returncode == 0, result.stderr
@@ -117,14 +127,14 @@ def test_without_lingering_the_report_says_it_stops_and_status_agrees(
 
 
 def test_a_failing_release_is_switched_back_and_its_journal_reported(
-        device: SystemdDevice, detector_bundle: Path, profiles: tuple[Path, Path]) -> None:
-    good, no_camera = profiles
+        device: SystemdDevice, detector_bundle: Path, profiles: tuple[Path, Path, Path]) -> None:
+    good, broken, no_camera = profiles
     device.reset(linger=True)
     # No earlier release: the failing one stays current, its service is stopped and disabled
     # (not left crash-looping), and deploy says so and why.
-    first = deploy(device, detector_bundle, no_camera, "--settle", SETTLE)
+    first = deploy(device, detector_bundle, broken, "--settle", SETTLE)
     assert_clean_error(first, "edgekit.service is failing with release",
-                       "no camera at index 0", "no earlier release to switch back to",
+                       UNREADABLE, "no earlier release to switch back to",
                        "stopped and disabled rather than left restarting")
     failing = json.loads(first.stdout)
     assert current(device) == failing["release"] and failing["service"]["check"]["journal"]
@@ -138,17 +148,16 @@ def test_a_failing_release_is_switched_back_and_its_journal_reported(
     # A good release over it, then the failing one again: deploy switches back to the good one.
     working = report_of(deploy(device, detector_bundle, good, "--settle", SETTLE))
     assert working["service"]["check"]["healthy"] and working["previous"] == failing["release"]
-    again = deploy(device, detector_bundle, no_camera, as_json=False)
+    again = deploy(device, detector_bundle, broken, as_json=False)
     assert_clean_error(again, "edgekit.service did not stay up with release",
-                       "its last error: no camera at index 0",
+                       f"its last error: {UNREADABLE}",
                        f"current is back on {working['release']}, which is running")
-    assert "edgekit: error: no camera at index 0 (/dev/video0 does not exist)" in again.stdout
+    assert f"edgekit: error: {UNREADABLE}" in again.stdout
     assert "edgekit.service: Main process exited, code=exited, status=1/FAILURE" in again.stdout
     assert f"current is {working['release']} again; edgekit.service running release" in \
         again.stdout
     assert current(device) == working["release"]
-    unit = device.pi.local_path(".config/systemd/user/edgekit.service").read_text()
-    assert f"--source {CLIP} --repeat" in unit  # the good release's unit, back in place
+    assert f"--source {CLIP} --repeat" in unit_file(device)  # the good release's, back
     state = device.unit()
     assert state["ActiveState"] == "active" and state["NRestarts"] == "0", state
     # --rollback to the failing release uses the same check, and switches back too.
@@ -156,10 +165,19 @@ def test_a_failing_release_is_switched_back_and_its_journal_reported(
                    "--settle", SETTLE, *ssh_args(device.pi))
     assert_clean_error(back, "did not stay up", f"current is back on {working['release']}")
     assert current(device) == working["release"] and device.running()
+    # A camera the device lacks is found before the switch: nothing switches, nothing restarts.
+    refused = deploy(device, detector_bundle, no_camera, as_json=False)
+    assert_clean_error(refused, "the smoke test failed on the device: the service's camera 0 "
+                       "is missing: no /dev/video0 on the device (plug the camera in, or set "
+                       "the target's camera to one this device has)",
+                       f"the running release ({working['release']}) is untouched")
+    assert current(device) == working["release"] and device.running()
+    assert device.unit()["NRestarts"] == "0"
+    assert f"--source {CLIP} --repeat" in unit_file(device)
 
 
 def test_a_first_service_that_fails_is_removed_when_switching_back(
-        device: SystemdDevice, detector_bundle: Path, profiles: tuple[Path, Path]) -> None:
+        device: SystemdDevice, detector_bundle: Path, profiles: tuple[Path, Path, Path]) -> None:
     """The release before had no service: switching back stops and removes the new unit."""
     device.reset(linger=True)
     plain = report_of(deploy(device, detector_bundle, profiles[0], service=False))
@@ -202,7 +220,7 @@ def test_a_classifier_runs_as_the_service_and_shows_in_the_live_view(
 
 
 def test_the_service_comes_back_after_a_reboot_with_no_login(
-        device: SystemdDevice, detector_bundle: Path, profiles: tuple[Path, Path]) -> None:
+        device: SystemdDevice, detector_bundle: Path, profiles: tuple[Path, Path, Path]) -> None:
     device.reset(linger=True)
     report = report_of(deploy(device, detector_bundle, profiles[0], "--settle", SETTLE))
     assert report["service"]["check"]["healthy"]
@@ -216,7 +234,7 @@ def test_the_service_comes_back_after_a_reboot_with_no_login(
 
 
 def test_two_deploys_at_once_one_refuses_naming_the_holder_and_current_is_always_complete(
-        device: SystemdDevice, detector_bundle: Path, profiles: tuple[Path, Path]) -> None:
+        device: SystemdDevice, detector_bundle: Path, profiles: tuple[Path, Path, Path]) -> None:
     good = profiles[0]
     device.reset(linger=True)
     report_of(deploy(device, detector_bundle, good, "--settle", SETTLE))  # a running release

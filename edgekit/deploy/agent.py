@@ -33,6 +33,7 @@ import platform
 import re
 import secrets
 import select
+import shlex
 import shutil
 import stat
 import subprocess
@@ -240,7 +241,7 @@ def smoke_problem(answer):
     if not verify.get("files_ok"):
         bad = [f"{f['name']}: {f['problem']}" for f in verify["files"] if not f["ok"]]
         return "artifact files do not match the manifest: " + "; ".join(bad)
-    return None
+    return answer.get("source_problem") or None
 
 
 def service_failed(service):
@@ -650,9 +651,56 @@ def smoke(payload):
     if payload.get("allow_empty"):  # a bundle converted without validation data
         argv.append("--allow-empty")
     result, error, code = run_json(argv, env, timeout)
+    unit = ((read_release(release) or {}).get("service") or {}).get("unit")
+    source = unit_source(unit) if unit and systemd_running() else None
     return {"backends": backends, "backends_error": backends_error, "verify": result,
             "verify_error": error if code != 0 else "", "verify_code": code,
-            "command": argv}
+            "command": argv,
+            "source_problem": source and source_problem(source, base, python, env)}
+
+
+# The service's camera, checked before the switch where the service is about to start (systemd
+# runs): a missing one would only show as a service that fails after it. Presence only: a
+# camera the running release's service holds open cannot be opened twice.
+PICAMERA_COUNT = ("from picamera2 import Picamera2; "
+                  "print(len(Picamera2.global_camera_info()))")
+
+
+def unit_source(unit):
+    """The ``--source`` of a unit's ExecStart (None when it has none)."""
+    for line in unit.splitlines():
+        if line.startswith("ExecStart="):
+            args = [a.replace("%%", "%").replace("$$", "$")
+                    for a in shlex.split(line[len("ExecStart="):])]
+            if "--source" in args[:-1]:
+                return args[args.index("--source") + 1]
+    return None
+
+
+def source_problem(source, base, python, env):
+    """Why the service's ``--source`` cannot be there on this device, or None (present, or a
+    stream URL, which the loop reconnects to)."""
+    text = str(source)
+    fix = "plug the camera in, or set the target's camera to one this device has"
+    if "://" in text:
+        return None
+    if text.isdigit():
+        path = "/dev/video" + text
+        return None if os.path.exists(path) else (
+            f"the service's camera {text} is missing: no {path} on the device ({fix})")
+    if text == "picamera2" or text.startswith("picamera2:"):
+        number = text.partition(":")[2] or "0"
+        code, out = run_text([python, "-c", PICAMERA_COUNT], env=env, timeout=120)
+        if code != 0:
+            return (f"the service's camera {text}: Picamera2 does not load in the release's "
+                    f"environment ({tail(out, 1)}; on Raspberry Pi OS: sudo apt install -y "
+                    "python3-picamera2, and a target with system_site_packages)")
+        found = int(out.split()[-1]) if out.split() and out.split()[-1].isdigit() else 0
+        return None if number.isdigit() and int(number) < found else (
+            f"the service's camera {text} is missing: libcamera sees {found} camera(s) ({fix})")
+    path = text if os.path.isabs(text) else os.path.join(base, text)
+    return None if os.path.exists(path) else (
+        f"the service's source {text} is missing: no {path} on the device ({fix})")
 
 
 # --- activate: the one switch, then tidy up -----------------------------------------------------
