@@ -8,6 +8,7 @@ EDGEKIT_PI_BUILD=1 .venv/bin/python -m pytest -m pi tests/test_deploy_pi.py
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import time
 from pathlib import Path
@@ -15,9 +16,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import cli_json, run_cli
+from conftest import ROOT, cli_json, run_cli
 from deploy_support import intact, ssh_args
-from sshd import SshServer
+from live_view import get, wait_for
+from sshd import SshServer, free_port
 
 from edgekit.fidelity import load_validation
 
@@ -95,3 +97,52 @@ def test_deploy_lenet_to_the_emulated_pi(emulated_pi: SshServer, lenet_bundle: P
     assert second["bytes_copied"] == 0 and second["venv_reused"]
     print(f"emulated Pi: first deploy {first_seconds:.0f} s (environment "
           f"{report['venv_seconds']:.0f} s), redeploy {redeploy_seconds:.0f} s")
+    classifier_service(emulated_pi, lenet_bundle, tmp_path)
+
+
+def classifier_service(pi: SshServer, bundle: Path, tmp_path: Path) -> None:
+    """Issue 21: LeNet as the service, its camera the clip already on the Pi, with the live
+    view. The chroot has no systemd, so the unit's command is run as systemd would run it
+    (its environment file read); it stays up and its live view shows the classifier."""
+    home = pi.run("pwd").stdout.decode().strip()
+    port = free_port()
+    profile = tmp_path / "rpi4-cpu-classifier.toml"
+    profile.write_text((ROOT / "targets" / "rpi4-cpu.toml").read_text().replace(
+        'camera = "0"', f'camera = "{home}/clip.avi"\nserve = "127.0.0.1:{port}"'))
+    result = run_cli("deploy", bundle, "--target", profile, *ssh_args(pi), "--service",
+                     "--json")
+    assert result.returncode == 0, result.stderr
+    deployed = json.loads(result.stdout)
+    assert deployed["venv_reused"] and deployed["service"]["installed"]
+    token = deployed["live_view"]["url_with_token"].rsplit("token=", 1)[1]
+    unit = pi.local_path(".config/systemd/user/edgekit.service").read_text()
+    argv = shlex.split(next(x for x in unit.splitlines()
+                            if x.startswith("ExecStart="))[len("ExecStart="):])
+    assert argv[3:6] == ["--source", f"{home}/clip.avi", "--repeat"]
+    as_systemd = (f"cd edgekit && set -a; . ./service.env; set +a; echo $$ > ../service.pid; "
+                  f"exec {shlex.join(argv)}")
+    running = subprocess.Popen(pi.ssh_command(["sh", "-c", as_systemd]),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def stats() -> dict:
+        try:
+            answer = get(port, "/stats.json", headers)
+        except OSError:
+            return {}
+        return json.loads(answer.body) if answer.status == 200 else {}
+
+    try:
+        assert wait_for(lambda: stats().get("frames", 0) >= 3 or running.poll() is not None,
+                        300, step=1.0), stats()
+        assert running.poll() is None, running.communicate(timeout=10)[1].decode()
+        latest = stats()["latest"]
+        assert latest["task"] == "classification" and len(latest["classes"]) == 5
+        assert "tflite-runtime 2.14.0" in stats()["backend"]
+        assert get(port, "/stats.json").status == 401  # the token deploy made guards it
+    finally:
+        pid = pi.local_path("service.pid")
+        if pid.exists():
+            pi.run(["kill", "-TERM", pid.read_text().strip()])
+        running.wait(timeout=120)
+    assert running.returncode == 143  # SIGTERM, as systemctl stop ends it
