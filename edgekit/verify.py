@@ -58,6 +58,8 @@ class VerifyReport:
     validation: bool = True  # the bundle has a validation set
     finite: bool = True  # every output on every sample run (or on zeros) was finite
     seconds: float = 0.0
+    pixel_agreement: float | None = None  # a segmenter: pixels whose class equals Keras's
+    miou_agreement: float | None = None  # a segmenter: mean IoU of its masks and Keras's
 
     @property
     def files_ok(self) -> bool:
@@ -149,6 +151,9 @@ def verify_bundle(bundle: str | Path, *, backend: str | None = None, device: str
     reference = [r[:count] for r in validation.reference]
     labels = None if validation.y is None else validation.y[:count]
     report.samples = _per_sample(reference, produced, labels, task)
+    if task.name == "segmentation" and task.class_outputs:
+        report.pixel_agreement, report.miou_agreement = _mask_agreement(
+            reference[task.class_outputs[0]], produced[task.class_outputs[0]])
     report.finite = all(s.finite for s in report.samples)
     report.seconds = time.perf_counter() - started
     return report
@@ -176,6 +181,16 @@ def _per_sample(reference: list[np.ndarray], produced: list[np.ndarray],
     return results
 
 
+def _mask_agreement(reference: np.ndarray, produced: np.ndarray) -> tuple[float, float]:
+    """A segmenter's (pixel agreement, mean-IoU agreement) with Keras's masks: the figures
+    convert gives (fidelity.class_maps, the one definition of a mask)."""
+    from edgekit.fidelity import agreement, class_maps
+    from edgekit.tasks.metrics import mean_iou
+
+    keras, got = class_maps(reference), class_maps(produced.reshape(reference.shape))
+    return agreement(keras.reshape(-1), got.reshape(-1)), mean_iou(keras, got)
+
+
 def summary(report: VerifyReport) -> str:
     """What ``edgekit verify`` prints."""
     bad = [f for f in report.files if not f.ok]
@@ -197,6 +212,9 @@ def summary(report: VerifyReport) -> str:
         text += f", NaN or inf on {sum(not s.finite for s in report.samples)}"
     if report.agreement is not None:
         text += f", top-1 agrees with Keras on {round(report.agreement * n)}/{n}"
+    if report.pixel_agreement is not None:
+        text += (f", {100 * report.pixel_agreement:.2f}% of pixels in Keras's class (mask "
+                 f"mIoU agreement {report.miou_agreement:.3f})")
     if report.accuracy is not None:
         text += f", accuracy {round(report.accuracy * n)}/{n}"
     lines.append(text)

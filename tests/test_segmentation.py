@@ -34,6 +34,29 @@ def test_every_cpu_artifact_agrees_with_keras_per_pixel(segmenter_bundle: Path) 
     assert "(mIoU " in table and "agreement and accuracy are per pixel" in table
 
 
+def test_verify_and_the_smoke_report_give_the_masks_agreement(segmenter_bundle: Path) -> None:
+    """What deploy's smoke test runs on the device (edgekit verify --json) and what it reports:
+    the segmenter's pixel and mIoU agreement with Keras, as convert gives them."""
+    from edgekit.deploy.report import _smoke_lines
+    from edgekit.deploy.smoke import smoke_report
+    from edgekit.manifest import read_manifest
+
+    answer = cli_json("verify", segmenter_bundle, "--backend", "tflite", "--format",
+                      "tflite-int8", "--samples", "0", "--json")
+    assert answer["task"] == "segmentation" and answer["agreement"] is None
+    convert = next(a.fidelity for a in read_manifest(segmenter_bundle).artifacts
+                   if a.format == "tflite-int8")
+    assert answer["pixel_agreement"] == pytest.approx(convert.top1_agreement, abs=1e-6)
+    assert answer["miou_agreement"] == pytest.approx(convert.miou_agreement, abs=1e-6)
+    text = run_cli("verify", segmenter_bundle, "--backend", "tflite", "--samples", "0").stdout
+    assert f"{100 * answer['pixel_agreement']:.2f}% of pixels in Keras's class" in text
+    smoke = smoke_report({"verify": answer, "verify_code": 0, "backends": []},
+                         segmenter_bundle, 0, workstation=lambda *_: ([], ""))
+    assert smoke.pixel_agreement == answer["pixel_agreement"]
+    assert ["masks", f"{100 * answer['pixel_agreement']:.2f}% of pixels in Keras's class "
+            f"(mIoU agreement {answer['miou_agreement']:.3f})"] in _smoke_lines(smoke)
+
+
 def test_the_loop_mask_is_the_apis(segmenter_bundle: Path, demo_clip: Path,
                                    tmp_path: Path) -> None:
     """The loop on the demo clip: each --save-masks PNG equals what the Python API gives for

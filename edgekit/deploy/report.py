@@ -93,6 +93,9 @@ def _smoke_lines(smoke: SmokeReport) -> list[list[str]]:
     elif smoke.samples:
         rows.append(["outputs", f"largest |device - Keras| {smoke.max_abs_diff:.3g} over "
                                 f"{len(smoke.samples)} samples"])
+    if smoke.pixel_agreement is not None:
+        rows.append(["masks", f"{100 * smoke.pixel_agreement:.2f}% of pixels in Keras's class "
+                              f"(mIoU agreement {smoke.miou_agreement:.3f})"])
     else:
         rows.append(["outputs", "one inference on zeros (the bundle has no validation set)"])
     return rows

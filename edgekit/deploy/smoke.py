@@ -41,6 +41,8 @@ class SmokeReport:
     samples: list[SampleCheck] = field(default_factory=list)
     compared_with: str = ""  # "tflite (ai-edge-litert 2.3.0) here", or "" (Keras only)
     max_abs_diff: float = 0.0  # the device's outputs against Keras's
+    pixel_agreement: float | None = None  # a segmenter's masks against Keras's, on the device
+    miou_agreement: float | None = None
 
     @property
     def matches(self) -> int | None:
@@ -69,6 +71,8 @@ def smoke_report(answer: dict[str, Any], bundle: Path, samples: int,
                          verify["format"], verify["artifact"])
     report.max_abs_diff = max((s["max_abs_diff"] for s in verify["samples"]
                                if s["max_abs_diff"] is not None), default=0.0)
+    report.pixel_agreement = verify.get("pixel_agreement")
+    report.miou_agreement = verify.get("miou_agreement")
     local, report.compared_with = (workstation or workstation_top1)(
         bundle, verify["format"], samples)
     for i, s in enumerate(verify["samples"]):
