@@ -67,7 +67,7 @@ class ClassesResult(FrameResult):
         return out
 
     def draw(self, image: np.ndarray, lines: Sequence[str]) -> np.ndarray:
-        from edgekit.loop.draw import annotate_classes
+        from edgekit.tasks.draw import annotate_classes
 
         return annotate_classes(image, self.shown, lines)
 

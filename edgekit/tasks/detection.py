@@ -941,7 +941,7 @@ class DetectionsResult(FrameResult):
                                for d in self.detections]}
 
     def draw(self, image: np.ndarray, lines: Sequence[str]) -> np.ndarray:
-        from edgekit.loop.draw import annotate
+        from edgekit.tasks.draw import annotate
 
         return annotate(image, self.detections, lines)
 

@@ -8,11 +8,13 @@ labels first), and the detections are drawn over it: a label is never hidden by 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgekit.tasks.classification import Class
-from edgekit.tasks.detection import Detection
+if TYPE_CHECKING:  # for the hints only: the tasks import this module to draw their results
+    from edgekit.tasks.classification import Class
+    from edgekit.tasks.detection import Detection
 
 _PALETTE = [(56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207),
             (10, 249, 72), (23, 204, 146), (134, 219, 61), (52, 147, 26), (187, 212, 0)]
