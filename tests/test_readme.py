@@ -53,7 +53,8 @@ def _page_blocks(page: Path) -> list[Block]:
                 i += 1
             before = lines[start - 1] if start else ""
             mark = re.fullmatch(r"<!-- readme: (\w+) -->", before.strip())
-            blocks.append(Block(name, start + 1, lang, "\n".join(body), mark.group(1) if mark else ""))
+            blocks.append(Block(name, start + 1, lang, "\n".join(body),
+                                mark.group(1) if mark else ""))
         i += 1
     return blocks
 
