@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import InvalidData, first_line
-from edgekit.files import read_head, read_small, refuse_special
+from edgekit.helpers.files import read_head, read_small, refuse_special
 from edgekit.preprocess import InputSpec, image_to_tensor, list_images, prepare, read_image
 
 X_KEYS = ("x", "images", "inputs", "data")

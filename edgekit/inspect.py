@@ -16,8 +16,15 @@ from typing import Any
 from xml.etree import ElementTree
 
 from edgekit.errors import BackendUnavailable, InvalidModel
+from edgekit.helpers.render import (
+    conversion_table,
+    csv_table,
+    markdown_table,
+    quantisation,
+    size,
+    table,
+)
 from edgekit.manifest import is_bundle, read_manifest
-from edgekit.render import conversion_table, csv_table, markdown_table, quantisation, size, table
 from edgekit.tensors import TensorInfo
 from edgekit.tflite_file import read_tflite
 

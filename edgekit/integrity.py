@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgekit.config import cache_dir
 from edgekit.errors import InvalidModel
+from edgekit.helpers.config import cache_dir
 from edgekit.manifest import Artifact, FileRecord
 
 CACHE_NAME = "verified.json"

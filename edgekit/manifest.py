@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.errors import InvalidData, InvalidModel, UsageError
-from edgekit.files import read_small
+from edgekit.helpers.files import read_small
 from edgekit.preprocess import InputSpec
 
 MANIFEST_NAME = "edgekit.json"

@@ -17,8 +17,8 @@ from edgekit.backends import Backend, Concurrency, backend_class, open_backend
 from edgekit.datasets import read_labels
 from edgekit.errors import InvalidModel, UsageError
 from edgekit.formats import FORMATS, Format, format_of_file, why_not
+from edgekit.helpers.limits import checked
 from edgekit.integrity import check_artifact
-from edgekit.limits import checked
 from edgekit.manifest import Manifest, is_bundle, read_manifest
 from edgekit.preprocess import (
     SPEC_KEYS,

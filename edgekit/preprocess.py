@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import InvalidData, UsageError
-from edgekit.files import refuse_special
-from edgekit.limits import MAX_SIDE, check_image_shape, checked
+from edgekit.helpers.files import refuse_special
+from edgekit.helpers.limits import MAX_SIDE, check_image_shape, checked
 
 COLORS = ("rgb", "bgr", "gray")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
@@ -364,8 +364,8 @@ def check_pixels(path: Path, max_pixels: float | None = MAX_PIXELS) -> None:
     """InvalidData when the file's header declares more than ``max_pixels`` pixels (None: no
     limit of edgekit's own; a limit that is not a finite number above 0 is a UsageError, never
     a guard switched off)."""
-    from edgekit.image_header import image_size
-    from edgekit.limits import MAX_DECODE_PIXELS, finite
+    from edgekit.helpers.image_header import image_size
+    from edgekit.helpers.limits import MAX_DECODE_PIXELS, finite
 
     if max_pixels is not None:
         max_pixels = finite(max_pixels, "the limit on an image's pixels", low=0, low_open=True,
@@ -395,7 +395,7 @@ def read_image(path: str | Path, max_pixels: float | None = MAX_PIXELS) -> np.nd
     """
     import cv2
 
-    from edgekit.quiet import captured_stderr
+    from edgekit.helpers.quiet import captured_stderr
 
     path = Path(path)
     refuse_special(path, "image")

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgekit.config import checkout_dir, config_dir
 from edgekit.errors import UsageError
 from edgekit.formats import FORMATS
+from edgekit.helpers.config import checkout_dir, config_dir
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -30,7 +30,7 @@ from edgekit.deploy.release import Session, make_plan  # noqa: E402
 from edgekit.deploy.remote import Device  # noqa: E402
 from edgekit.deploy.ssh import SshClient  # noqa: E402
 from edgekit.errors import EdgekitError  # noqa: E402
-from edgekit.render import size, table  # noqa: E402
+from edgekit.helpers.render import size, table  # noqa: E402
 from edgekit.targets import list_targets  # noqa: E402
 
 

@@ -1,7 +1,7 @@
 """Outputs never clobber inputs, reads stay bounded, a bundle is read strictly (issue 20).
 
-One place (``edgekit.outputs``) decides whether a path may be written: never a file of a
-bundle, never a source being read (temporary names are unique per process), never a path
+One place (``edgekit.helpers.output_files``) decides whether a path may be written: never a
+file of a bundle, never a source being read (temporary names are unique per process), never a path
 another edgekit process is writing (a lock beside it names that process); a converted bundle
 replaces only what was at ``-o`` when the conversion began. A device or FIFO given as a
 source or data file is refused up front; headers are read as bounded prefixes. A bundle's
@@ -23,7 +23,7 @@ import pytest
 from conftest import LENET, assert_clean_error, run_cli
 
 from edgekit.errors import InvalidData, InvalidModel, UsageError, WriteFailed
-from edgekit.outputs import PendingFile, check, identity, lock_path
+from edgekit.helpers.output_files import PendingFile, check, identity, lock_path
 
 MODEL = LENET / "lenet5_digits.keras"
 
@@ -40,7 +40,8 @@ class Holder:
     """Another process holding an output path, as a running edgekit writing it would."""
 
     def __init__(self, path: Path, option: str = "--save") -> None:
-        code = ("import sys, time; from pathlib import Path; from edgekit.outputs import Claim;"
+        code = ("import sys, time; from pathlib import Path; "
+                "from edgekit.helpers.output_files import Claim;"
                 f"c = Claim(Path({str(path)!r}), {option!r}); print('ready', flush=True); "
                 "sys.stdin.read()")
         self.process = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,

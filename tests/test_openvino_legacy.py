@@ -128,13 +128,14 @@ def test_every_module_of_the_device_side_imports_on_the_old_python(version: str)
     import there (``int | None`` at run time, types.UnionType are 3.10+)."""
     modules = ["edgekit.cli.app", "edgekit.cli.run_cmd", "edgekit.cli.bench_cmd",
                "edgekit.loop.run", "edgekit.loop.serve", "edgekit.loop.labels",
-               "edgekit.tasks.segmentation", "edgekit.tasks.generic", "edgekit.limits",
-               "edgekit.outputs", "edgekit.files", "edgekit.text", "edgekit.bench.worker"]
+               "edgekit.tasks.segmentation", "edgekit.tasks.generic", "edgekit.helpers.limits",
+               "edgekit.helpers.output_files", "edgekit.helpers.files", "edgekit.helpers.text",
+               "edgekit.bench.worker"]
     python = ENVS[version] / "bin" / "python"
     if not python.is_file():
         pytest.skip(f"needs {ENVS[version].name} (make setup-tests)")
     done = subprocess.run([str(python), "-c", "import " + ", ".join(modules) + "; "
-                           "from edgekit.limits import check_arguments, checked\n"
+                           "from edgekit.helpers.limits import check_arguments, checked\n"
                            "@checked\ndef f(x: 'int | None' = None) -> None: pass\nf(3)"],
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr

@@ -28,7 +28,7 @@ from live_view import get, running_view, wait_for
 from mjpeg import MjpegStream
 
 from edgekit.errors import EdgekitError, InvalidData, UsageError
-from edgekit.text import printable, redact
+from edgekit.helpers.text import printable, redact
 
 SECRET, PASSWORD = "SECRET0123456789", "hunter2pass"
 
@@ -132,7 +132,7 @@ def test_printable_escapes_control_characters_only() -> None:
 
 @pytest.mark.parametrize("view", ["text", "markdown", "csv"])
 def test_a_label_cannot_forge_a_table_line(view: str) -> None:
-    from edgekit.render import Notes, render_table
+    from edgekit.helpers.render import Notes, render_table
 
     notes = Notes()
     rows = [["1", notes.mark(HOSTILE, "why\x1b]0;title\x07"), 0.5], ["2", "plain", 0.25]]
@@ -274,7 +274,7 @@ def test_the_detection_thresholds_refuse_nan_and_inf() -> None:
 
 def test_requests_and_streams_are_bounded_by_the_machine() -> None:
     from edgekit.backends import Concurrency
-    from edgekit.limits import max_parallel
+    from edgekit.helpers.limits import max_parallel
 
     started = time.monotonic()
     for field in ("requests", "streams"):
@@ -299,7 +299,7 @@ def test_bench_refuses_ten_thousand_requests_at_once(lenet_bundle: Path) -> None
 
 
 def test_bench_cli_says_the_bound_of_requests(lenet_bundle: Path) -> None:
-    from edgekit.limits import max_parallel
+    from edgekit.helpers.limits import max_parallel
 
     result = run_cli("bench", lenet_bundle, "--mode", "throughput", "--requests", "10000")
     assert result.returncode == 2
@@ -430,7 +430,8 @@ def test_no_cache_is_made_under_a_home_that_does_not_exist(tmp_path: Path, monke
                                                            capsys) -> None:
     import tempfile
 
-    from edgekit import config, integrity
+    from edgekit import integrity
+    from edgekit.helpers import config
 
     home = tmp_path / "nonexistent"
     monkeypatch.setenv("HOME", str(home))
@@ -454,7 +455,7 @@ def test_a_temporary_cache_someone_else_could_write_is_not_used(tmp_path: Path,
                                                                monkeypatch) -> None:
     import tempfile
 
-    from edgekit import config
+    from edgekit.helpers import config
 
     monkeypatch.setenv("HOME", str(tmp_path / "nonexistent"))
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)

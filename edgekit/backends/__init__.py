@@ -13,7 +13,7 @@ from pathlib import Path
 
 from edgekit.backends.base import MODES, Backend, BackendStatus, Concurrency, Inputs, Pending
 from edgekit.errors import BackendUnavailable, UsageError, first_line
-from edgekit.limits import checked
+from edgekit.helpers.limits import checked
 
 ENTRY_POINT_GROUP = "edgekit.backends"
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from edgekit.errors import InferenceError, InvalidModel, UsageError
 from edgekit.formats import FORMATS, backend_suffixes, preferred_formats, table_backends
-from edgekit.limits import check_fields, cpu_count, parallel
+from edgekit.helpers.limits import check_fields, cpu_count, parallel
 from edgekit.quant import dequantize, prepare_input
 from edgekit.tensors import TensorInfo
 

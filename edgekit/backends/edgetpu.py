@@ -16,7 +16,7 @@ from typing import Any
 from edgekit.backends.base import BackendStatus
 from edgekit.backends.tflite import TFLiteBackend
 from edgekit.errors import BackendUnavailable, DeviceNotFound, InvalidModel, UsageError
-from edgekit.quiet import captured_stderr
+from edgekit.helpers.quiet import captured_stderr
 from edgekit.tflite_file import TFLiteInfo
 
 LIBRARY = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib",

@@ -21,7 +21,7 @@ _ORT_TYPES = {
 
 
 def _import_ort():
-    from edgekit import telemetry
+    from edgekit.helpers import telemetry
 
     telemetry.off()
     try:

@@ -52,7 +52,7 @@ _OV_TYPES = {
 
 def _import_core() -> tuple[Any, str, str]:
     """(Core class, version, api) for whichever OpenVINO API is installed."""
-    from edgekit import telemetry
+    from edgekit.helpers import telemetry
 
     telemetry.off()
     try:

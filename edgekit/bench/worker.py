@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import DeviceNotFound, EdgekitError
+from edgekit.helpers.quiet import captured_stderr
 from edgekit.preprocess import SpecOptions
-from edgekit.quiet import captured_stderr
 
 
 def _rss_mb() -> float:

@@ -10,7 +10,7 @@ from edgekit.cli import options
 from edgekit.cli.app import cli, debug_option, progress_printer
 from edgekit.cli.options import Finite
 from edgekit.errors import DeployError, EdgekitError, UsageError
-from edgekit.limits import MAX_SECONDS
+from edgekit.helpers.limits import MAX_SECONDS
 
 
 @cli.command()
@@ -26,7 +26,7 @@ def targets(view: str, quiet: bool) -> None:
     (a file there replaces a built-in one of the same name), or pass a file
     directly: edgekit deploy ... --target ./my-device.toml
     """
-    from edgekit.render import render_table
+    from edgekit.helpers.render import render_table
     from edgekit.targets import list_targets, user_dir
 
     found = list_targets()

@@ -50,7 +50,7 @@ class Finite(click.ParamType):
 
     def convert(self, value: Any, param: click.Parameter | None,
                 ctx: click.Context | None) -> float:
-        from edgekit.limits import finite
+        from edgekit.helpers.limits import finite
 
         try:
             return finite(value, "it", **self.bounds)

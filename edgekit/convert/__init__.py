@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgekit import __version__, interrupt
+from edgekit import __version__
 from edgekit.backends import backend_status, open_backend
 from edgekit.convert import gates, inputs
 from edgekit.convert.job import Job
@@ -36,19 +36,11 @@ from edgekit.convert.runtimes import check_tflite_runtimes
 from edgekit.datasets import Samples, read_labels
 from edgekit.errors import EdgekitError, InvalidData, Skipped, UsageError, WriteFailed, first_line
 from edgekit.fidelity import Task, Validation, keras_accuracy, measure
-from edgekit.files import read_small
 from edgekit.formats import FORMATS, Format, parse_formats
-from edgekit.integrity import sha256_file
-from edgekit.limits import check_image_shape, checked
-from edgekit.manifest import (
-    MAX_MANIFEST_BYTES,
-    Artifact,
-    FileRecord,
-    Manifest,
-    is_bundle,
-    write_manifest,
-)
-from edgekit.outputs import (
+from edgekit.helpers import interrupt
+from edgekit.helpers.files import read_small
+from edgekit.helpers.limits import check_image_shape, checked
+from edgekit.helpers.output_files import (
     Claim,
     Identity,
     cause,
@@ -57,6 +49,15 @@ from edgekit.outputs import (
     normal_permissions,
     refuse_bundle_file,
     write_probe,
+)
+from edgekit.integrity import sha256_file
+from edgekit.manifest import (
+    MAX_MANIFEST_BYTES,
+    Artifact,
+    FileRecord,
+    Manifest,
+    is_bundle,
+    write_manifest,
 )
 from edgekit.preprocess import InputSpec, SpecOptions
 from edgekit.tasks.detection import DetectionOptions, describe_decoder
@@ -442,7 +443,7 @@ def build_formats(prepared: Prepared, job: Job, keys: Sequence[str],
 def check_runtimes(artifacts: Sequence[Artifact], folder: Path, progress: Progress
                    ) -> list[str]:
     """Phase 3: load and invoke every .tflite artifact in every TFLite runtime configured
-    (``edgekit.config.tflite_pythons``), each in its own process; the verdicts go in the
+    (``edgekit.helpers.config.tflite_pythons``), each in its own process; the verdicts go in the
     artifacts' ``runtimes``. Returns a line for each configured Python that was skipped (it is
     missing, is not a Python, hangs, has no runtime), also shown as progress when it happens."""
     interrupt.check()

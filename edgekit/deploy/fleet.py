@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgekit.config import cache_dir
 from edgekit.deploy.fleet_report import NOT_RUN, FleetReport, HostRow
 from edgekit.deploy.inventory import (
     InventoryHost,
@@ -48,6 +47,7 @@ from edgekit.deploy.report import service_problem
 from edgekit.deploy.smoke import smoke_report, workstation_top1
 from edgekit.deploy.ssh import Host, SshOptions, explain
 from edgekit.errors import DeployError, EdgekitError, UsageError
+from edgekit.helpers.config import cache_dir
 from edgekit.targets import Target, find_target
 
 Progress = Callable[[str], None]

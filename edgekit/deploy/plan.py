@@ -16,8 +16,8 @@ from typing import Any
 from edgekit.deploy import agent
 from edgekit.deploy.wheels import WheelInfo, merge_requirements
 from edgekit.errors import UsageError
-from edgekit.files import refuse_special
 from edgekit.formats import runs
+from edgekit.helpers.files import refuse_special
 from edgekit.integrity import check_artifact, sha256_file
 from edgekit.manifest import (
     VALIDATION_NAME,

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgekit import interrupt
 from edgekit.deploy import agent
 from edgekit.deploy.plan import (
     ReleasePlan,
@@ -42,10 +41,11 @@ from edgekit.deploy.wheels import (
     wheel_info,
 )
 from edgekit.errors import ConnectionFailed, DeployError, EdgekitError
+from edgekit.helpers import interrupt
+from edgekit.helpers.limits import MAX_SECONDS, finite
+from edgekit.helpers.render import size
 from edgekit.integrity import sha256_file
-from edgekit.limits import MAX_SECONDS, finite
 from edgekit.manifest import read_manifest
-from edgekit.render import size
 from edgekit.targets import Target
 
 Progress = Callable[[str], None]

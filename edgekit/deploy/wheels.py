@@ -20,8 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgekit import config, interrupt
 from edgekit.errors import DeployError, UsageError
+from edgekit.helpers import config, interrupt
 from edgekit.targets import Target
 
 Progress = Callable[[str], None]

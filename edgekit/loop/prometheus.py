@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from edgekit.helpers.text import printable
 from edgekit.loop.live import MAX_CLASS_SERIES, OTHER_CLASSES, Histogram
 from edgekit.loop.pipeline import STAGES
-from edgekit.text import printable
 
 if TYPE_CHECKING:
     from edgekit.loop.serve import LiveView

@@ -21,7 +21,8 @@ from edgekit.backends import Concurrency, Pending, backend_status
 from edgekit.backends.base import cpu_count
 from edgekit.errors import EdgekitError, SourceLost, UsageError, WriteFailed
 from edgekit.fidelity import agreeing
-from edgekit.limits import checked, finite, whole
+from edgekit.helpers.limits import checked, finite, whole
+from edgekit.helpers.output_files import check as check_outputs
 from edgekit.loop.labels import ClassTruth, find_class_truth
 from edgekit.loop.pipeline import Item, LoopStats, Pipeline, Stage, check_queue_size
 from edgekit.loop.sinks import (
@@ -46,7 +47,6 @@ from edgekit.loop.sources import (
 )
 from edgekit.manifest import read_manifest
 from edgekit.model import LoadedModel, load_model
-from edgekit.outputs import check as check_outputs
 from edgekit.preprocess import SpecOptions, prepare
 from edgekit.tasks import TaskOptions, check_task, make_task
 from edgekit.tasks.base import LoopTask, Summary

@@ -21,10 +21,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from edgekit import interrupt
 from edgekit.errors import UsageError, WriteFailed
+from edgekit.helpers import interrupt
+from edgekit.helpers.output_files import PendingFile, check_folder, write_probe
 from edgekit.loop.pipeline import Item, LoopStats
-from edgekit.outputs import PendingFile, check_folder, write_probe
 from edgekit.tasks.draw import annotate
 
 VIDEO_SUFFIXES = (".avi", ".mp4")

@@ -30,7 +30,7 @@ from typing import Any
 
 from edgekit.errors import UsageError
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent  # edgekit/, above helpers/
 CONFIG_NAME = "config.toml"
 TFLITE_PYTHONS_VAR = "EDGEKIT_TFLITE_PYTHONS"
 LEGACY_VENV = ".venv-legacy"  # what `make setup` builds beside the checkout

@@ -27,8 +27,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Optional
 
-from edgekit import interrupt
 from edgekit.errors import UsageError, WriteFailed
+from edgekit.helpers import interrupt
 
 try:
     import fcntl

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.errors import BackendUnavailable
-from edgekit.outputs import PendingFile
+from edgekit.helpers.output_files import PendingFile
 
 SUFFIXES = (".png", ".svg", ".pdf")
 
