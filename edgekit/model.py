@@ -14,12 +14,14 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.backends import Backend, Concurrency, backend_class, open_backend
-from edgekit.datasets import read_labels
+from edgekit.bundle.formats import FORMATS, Format, format_of_file, why_not
+from edgekit.bundle.integrity import check_artifact
+from edgekit.bundle.manifest import Manifest, is_bundle, read_manifest
+from edgekit.bundle.tensors import TensorInfo
+from edgekit.bundle.tflite_file import read_tflite
+from edgekit.data.datasets import read_labels
 from edgekit.errors import InvalidModel, UsageError
-from edgekit.formats import FORMATS, Format, format_of_file, why_not
 from edgekit.helpers.limits import checked
-from edgekit.integrity import check_artifact
-from edgekit.manifest import Manifest, is_bundle, read_manifest
 from edgekit.preprocess import (
     SPEC_KEYS,
     InputSpec,
@@ -30,8 +32,6 @@ from edgekit.preprocess import (
     pillow,
 )
 from edgekit.tasks.detection import with_bundle_files
-from edgekit.tensors import TensorInfo
-from edgekit.tflite_file import read_tflite
 
 BARE_SUFFIXES = (".tflite", ".onnx", ".xml")
 

@@ -7,7 +7,7 @@ letterbox, center-crop[:FRACTION], shorter-side[:N]) and the interpolation
 (nearest, bilinear, area, bicubic, lanczos). It lives in the bundle manifest, so
 a device needs no training code to feed the model. Quantisation to the
 artifact's integer type is not done here but at the backend boundary
-(``edgekit.quant``), so one spec serves every format.
+(``edgekit.bundle.quant``), so one spec serves every format.
 
 ``SpecOptions`` is what a person asks for on top of a model's own spec (flags,
 or a named reference pipeline such as pycoral's tests); ``REFERENCES`` lists

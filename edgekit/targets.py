@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgekit.bundle.formats import FORMATS
 from edgekit.errors import UsageError
-from edgekit.formats import FORMATS
 from edgekit.helpers.config import checkout_dir, config_dir
 
 if sys.version_info >= (3, 11):

@@ -62,8 +62,8 @@ def frames_of(clip: Path) -> list[np.ndarray]:
 
 
 def classification(lenet: Path, rounds: int) -> None:
+    from edgekit.bundle.fidelity import agreeing
     from edgekit.demo import make_classification_clip
-    from edgekit.fidelity import agreeing
     from edgekit.loop.labels import read_sidecar
     from edgekit.tasks.classification import classify
 
@@ -94,8 +94,8 @@ def classification(lenet: Path, rounds: int) -> None:
 
 
 def segmentation(segmenter: Path) -> None:
+    from edgekit.bundle.manifest import read_manifest
     from edgekit.demo import make_clip
-    from edgekit.manifest import read_manifest
     from edgekit.preprocess import prepare
     from edgekit.tasks.segmentation import class_ids, mask_to_frame
 

@@ -30,21 +30,9 @@ TOO_LONG = {
 UPWARD: dict[tuple[str, str], int] = {}
 CIRCLES: dict[frozenset[str], int] = {}
 AT_ROOT: dict[str, int] = {  # the rooms of issue 23, moving in
-    "edgekit.datacheck": 23,
-    "edgekit.datasets": 23,
     "edgekit.demo": 23,
-    "edgekit.fidelity": 23,
-    "edgekit.formats": 23,
-    "edgekit.inspect": 23,
-    "edgekit.integrity": 23,
-    "edgekit.manifest": 23,
     "edgekit.preprocess": 23,
-    "edgekit.quant": 23,
     "edgekit.targets": 23,
-    "edgekit.tensors": 23,
-    "edgekit.tflite_file": 23,
-    "edgekit.tflite_schema": 23,
-    "edgekit.verify": 23,
 }
 
 

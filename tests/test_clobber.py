@@ -277,7 +277,7 @@ def test_run_refuses_dev_zero_as_source(detector_bundle: Path) -> None:
 
 @pytest.mark.parametrize("name", ["data.npz", "data.npy"])
 def test_a_device_or_fifo_as_data_is_refused(tmp_path: Path, name: str) -> None:
-    from edgekit.datasets import load_samples
+    from edgekit.data.datasets import load_samples
     from edgekit.preprocess import InputSpec
 
     spec = InputSpec(shape=[1, 32, 32, 1])
@@ -303,7 +303,7 @@ def test_an_inventory_that_is_a_device_is_refused_at_once(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize("labels", ["/dev/null", "empty.txt", "blank.txt"])
 def test_empty_labels_are_refused(tmp_path: Path, labels: str) -> None:
-    from edgekit.datasets import read_labels
+    from edgekit.data.datasets import read_labels
 
     (tmp_path / "empty.txt").write_text("")
     (tmp_path / "blank.txt").write_text("\n  \n")
@@ -321,7 +321,7 @@ def test_convert_refuses_empty_labels_over_the_cards(tmp_path: Path) -> None:
 
 
 def test_a_newer_manifest_schema_says_upgrade(tmp_path: Path) -> None:
-    from edgekit.manifest import read_manifest
+    from edgekit.bundle.manifest import read_manifest
 
     bundle = _fake_bundle(tmp_path / "b", json.dumps({
         "schema": "edgekit.bundle/99", "name": "x", "task": "classification",
@@ -332,7 +332,7 @@ def test_a_newer_manifest_schema_says_upgrade(tmp_path: Path) -> None:
 
 
 def test_a_deeply_nested_manifest_is_one_clear_line(tmp_path: Path) -> None:
-    from edgekit.manifest import read_manifest
+    from edgekit.bundle.manifest import read_manifest
 
     bundle = _fake_bundle(tmp_path / "b", "[" * 200_000 + "]" * 200_000)
     with pytest.raises(InvalidModel, match="nested too deeply"):
@@ -357,7 +357,7 @@ def _validation(folder: Path) -> Path:
     ("pickled", "Python objects"),
 ])
 def test_a_bad_validation_set_is_one_clear_line(tmp_path: Path, damage: str, says: str) -> None:
-    from edgekit.fidelity import load_validation
+    from edgekit.bundle.fidelity import load_validation
 
     path = _validation(tmp_path / "bundle")
     data = path.read_bytes()

@@ -19,7 +19,7 @@ from conftest import cli_json, run_cli
 from deploy_support import intact, ssh_args
 from sshd import SshServer
 
-from edgekit.fidelity import load_validation
+from edgekit.bundle.fidelity import load_validation
 
 pytestmark = [pytest.mark.slow, pytest.mark.pi]
 SAMPLES = 20

@@ -33,7 +33,7 @@ def _cli(version: str, *args: object) -> CliResult:
 
 @pytest.fixture(scope="module")
 def digits(lenet_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    from edgekit.fidelity import load_validation
+    from edgekit.bundle.fidelity import load_validation
 
     folder = tmp_path_factory.mktemp("digits")
     v = load_validation(lenet_bundle)
@@ -95,7 +95,7 @@ def test_several_requests_in_flight_on_the_old_api(version: str, lenet_bundle: P
     script = f"""
 import json, numpy as np
 from edgekit.backends import Concurrency, open_backend
-from edgekit.fidelity import load_validation
+from edgekit.bundle.fidelity import load_validation
 x = load_validation({str(lenet_bundle)!r}).x[:12].astype(np.float32)
 path = {str(lenet_bundle / artifact)!r}
 with open_backend("openvino", path) as b:

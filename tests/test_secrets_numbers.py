@@ -430,7 +430,7 @@ def test_no_cache_is_made_under_a_home_that_does_not_exist(tmp_path: Path, monke
                                                            capsys) -> None:
     import tempfile
 
-    from edgekit import integrity
+    from edgekit.bundle import integrity
     from edgekit.helpers import config
 
     home = tmp_path / "nonexistent"

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, assert_clean_error, cli_json, run_cli
 
+from edgekit.bundle.formats import FORMATS
 from edgekit.errors import UsageError
-from edgekit.formats import FORMATS
 from edgekit.targets import find_target, list_targets, load_target
 
 REQUIRED = {"rpi4-cpu", "rpi5-cpu", "rpi4-coral-usb", "rpi5-coral-usb", "rpi4-ncs2",

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from conftest import assert_clean_error, run_cli
 
-from edgekit.fidelity import load_validation
-from edgekit.verify import verify_bundle
+from edgekit.bundle.fidelity import load_validation
+from edgekit.bundle.verify import verify_bundle
 
 
 @pytest.fixture

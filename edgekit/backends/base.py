@@ -31,11 +31,11 @@ from typing import Callable, ClassVar, Union
 
 import numpy as np
 
+from edgekit.bundle.formats import FORMATS, backend_suffixes, preferred_formats, table_backends
+from edgekit.bundle.quant import dequantize, prepare_input
+from edgekit.bundle.tensors import TensorInfo
 from edgekit.errors import InferenceError, InvalidModel, UsageError
-from edgekit.formats import FORMATS, backend_suffixes, preferred_formats, table_backends
 from edgekit.helpers.limits import check_fields, cpu_count, parallel
-from edgekit.quant import dequantize, prepare_input
-from edgekit.tensors import TensorInfo
 
 Inputs = Union[np.ndarray, Sequence[np.ndarray]]
 

@@ -16,8 +16,8 @@ import numpy as np
 
 from edgekit.backends.base import Backend, BackendStatus, Concurrency, shared_threads
 from edgekit.backends.pool import RequestPool
+from edgekit.bundle.tflite_file import EDGETPU_CUSTOM_OP, TFLiteInfo, read_tflite
 from edgekit.errors import BackendUnavailable, InferenceError, InvalidModel, UsageError, first_line
-from edgekit.tflite_file import EDGETPU_CUSTOM_OP, TFLiteInfo, read_tflite
 
 INSTALL_HINT = "install one: pip install ai-edge-litert (or tflite-runtime on numpy < 2)"
 # (module, package name) in order of preference.

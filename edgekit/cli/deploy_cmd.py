@@ -78,7 +78,7 @@ def verify(bundle: Path, backend: str | None, device: str | None, threads: int |
     Example:
       edgekit verify ~/edgekit/current/bundle --backend tflite --samples 20
     """
-    from edgekit.verify import summary, verify_bundle
+    from edgekit.bundle.verify import summary, verify_bundle
 
     report = verify_bundle(bundle, backend=backend, device=device, fmt=fmt, samples=samples,
                            threads=threads)

@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 
 import click
 
+from edgekit.bundle.formats import FORMATS
 from edgekit.errors import UsageError
-from edgekit.formats import FORMATS
 from edgekit.preprocess import (
     COLORS,
     INTERPOLATIONS,

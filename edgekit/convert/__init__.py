@@ -21,6 +21,17 @@ import numpy as np
 
 from edgekit import __version__
 from edgekit.backends import backend_status, open_backend
+from edgekit.bundle.fidelity import Task, Validation, keras_accuracy, measure
+from edgekit.bundle.formats import FORMATS, Format, parse_formats
+from edgekit.bundle.integrity import sha256_file
+from edgekit.bundle.manifest import (
+    MAX_MANIFEST_BYTES,
+    Artifact,
+    FileRecord,
+    Manifest,
+    is_bundle,
+    write_manifest,
+)
 from edgekit.convert import gates, inputs
 from edgekit.convert.job import Job
 from edgekit.convert.keras_model import (
@@ -33,10 +44,8 @@ from edgekit.convert.keras_model import (
 )
 from edgekit.convert.remedy import Measured, RemedyPlan
 from edgekit.convert.runtimes import check_tflite_runtimes
-from edgekit.datasets import Samples, read_labels
+from edgekit.data.datasets import Samples, read_labels
 from edgekit.errors import EdgekitError, InvalidData, Skipped, UsageError, WriteFailed, first_line
-from edgekit.fidelity import Task, Validation, keras_accuracy, measure
-from edgekit.formats import FORMATS, Format, parse_formats
 from edgekit.helpers import interrupt
 from edgekit.helpers.files import read_small
 from edgekit.helpers.limits import check_image_shape, checked
@@ -49,15 +58,6 @@ from edgekit.helpers.output_files import (
     normal_permissions,
     refuse_bundle_file,
     write_probe,
-)
-from edgekit.integrity import sha256_file
-from edgekit.manifest import (
-    MAX_MANIFEST_BYTES,
-    Artifact,
-    FileRecord,
-    Manifest,
-    is_bundle,
-    write_manifest,
 )
 from edgekit.preprocess import InputSpec, SpecOptions
 from edgekit.tasks.detection import DetectionOptions, describe_decoder

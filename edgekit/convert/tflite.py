@@ -5,6 +5,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from edgekit.bundle.tflite_file import read_graph
 from edgekit.convert.job import Job
 from edgekit.convert.remedy import (
     Candidate,
@@ -14,7 +15,6 @@ from edgekit.convert.remedy import (
     search,
 )
 from edgekit.errors import ConversionError, Skipped, first_line
-from edgekit.tflite_file import read_graph
 
 
 def _converter(job: Job) -> Any:

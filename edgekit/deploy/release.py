@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgekit.bundle.integrity import sha256_file
+from edgekit.bundle.manifest import read_manifest
 from edgekit.deploy import agent
 from edgekit.deploy.plan import (
     ReleasePlan,
@@ -44,8 +46,6 @@ from edgekit.errors import ConnectionFailed, DeployError, EdgekitError
 from edgekit.helpers import interrupt
 from edgekit.helpers.limits import MAX_SECONDS, finite
 from edgekit.helpers.render import size
-from edgekit.integrity import sha256_file
-from edgekit.manifest import read_manifest
 from edgekit.targets import Target
 
 Progress = Callable[[str], None]

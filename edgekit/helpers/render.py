@@ -10,9 +10,9 @@ import io
 import re
 from collections.abc import Sequence
 
+from edgekit.bundle.manifest import Artifact, Fidelity, Manifest
+from edgekit.bundle.tensors import TensorInfo
 from edgekit.helpers.text import printable
-from edgekit.manifest import Artifact, Fidelity, Manifest
-from edgekit.tensors import TensorInfo
 
 
 def _cell(value: object) -> str:

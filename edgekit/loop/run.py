@@ -19,8 +19,9 @@ import numpy as np
 
 from edgekit.backends import Concurrency, Pending, backend_status
 from edgekit.backends.base import cpu_count
+from edgekit.bundle.fidelity import agreeing
+from edgekit.bundle.manifest import read_manifest
 from edgekit.errors import EdgekitError, SourceLost, UsageError, WriteFailed
-from edgekit.fidelity import agreeing
 from edgekit.helpers.limits import checked, finite, whole
 from edgekit.helpers.output_files import check as check_outputs
 from edgekit.loop.labels import ClassTruth, find_class_truth
@@ -45,7 +46,6 @@ from edgekit.loop.sources import (
     paced,
     truth_path,
 )
-from edgekit.manifest import read_manifest
 from edgekit.model import LoadedModel, load_model
 from edgekit.preprocess import SpecOptions, prepare
 from edgekit.tasks import TaskOptions, check_task, make_task

@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
 
+from edgekit.bundle.manifest import is_bundle, read_manifest
+from edgekit.bundle.tensors import TensorInfo
+from edgekit.bundle.tflite_file import read_tflite
 from edgekit.errors import BackendUnavailable, InvalidModel
 from edgekit.helpers.render import (
     conversion_table,
@@ -24,9 +27,6 @@ from edgekit.helpers.render import (
     size,
     table,
 )
-from edgekit.manifest import is_bundle, read_manifest
-from edgekit.tensors import TensorInfo
-from edgekit.tflite_file import read_tflite
 
 MODEL_SUFFIXES = (".tflite", ".onnx", ".xml", ".keras")
 TENSOR_HEADERS = ["", "name", "shape", "dtype", "quantisation"]

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.backends.base import Backend
-from edgekit.datasets import ARRAY_ERRORS, BOX_KEYS, array_problem, check_array_file
+from edgekit.bundle.manifest import VALIDATION_NAME, Fidelity, Manifest, OutputFidelity
+from edgekit.data.datasets import ARRAY_ERRORS, BOX_KEYS, array_problem, check_array_file
 from edgekit.errors import InvalidData
-from edgekit.manifest import VALIDATION_NAME, Fidelity, Manifest, OutputFidelity
 
 
 @dataclass

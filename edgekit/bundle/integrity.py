@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgekit.bundle.manifest import Artifact, FileRecord
 from edgekit.errors import InvalidModel
 from edgekit.helpers.config import cache_dir
-from edgekit.manifest import Artifact, FileRecord
 
 CACHE_NAME = "verified.json"
 MAX_CACHED = 2000  # entries kept (the oldest go first)

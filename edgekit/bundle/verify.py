@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.fidelity import Task, agreeing, top1
-from edgekit.integrity import compare_file
-from edgekit.manifest import read_manifest
+from edgekit.bundle.fidelity import Task, agreeing, top1
+from edgekit.bundle.integrity import compare_file
+from edgekit.bundle.manifest import read_manifest
 
 
 @dataclass
@@ -123,7 +123,7 @@ def verify_bundle(bundle: str | Path, *, backend: str | None = None, device: str
     InvalidModel when the bundle has no manifest; a file that does not match is reported,
     not raised, and then no model is loaded.
     """
-    from edgekit.fidelity import load_validation, predict, task_of
+    from edgekit.bundle.fidelity import load_validation, predict, task_of
     from edgekit.model import load_model
 
     bundle = Path(bundle)

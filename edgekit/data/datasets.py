@@ -230,7 +230,7 @@ def load_samples(path: str | Path, spec: InputSpec, labels: Sequence[str] = (),
     """Load samples and check their shape; InvalidData when they do not fit the model input.
 
     ``labelled`` False (calibration) ignores what sub-folder names would say.
-    The contents (NaN, range, labels) are checked by ``edgekit.datacheck``.
+    The contents (NaN, range, labels) are checked by ``edgekit.data.datacheck``.
     """
     path = Path(path)
     if not path.exists():

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgekit.bundle.tensors import Quantization, TensorInfo
 from edgekit.errors import InferenceError
-from edgekit.tensors import Quantization, TensorInfo
 
 
 def _broadcast(values: tuple, q: Quantization, ndim: int) -> np.ndarray:

@@ -14,9 +14,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgekit.bundle.tensors import Quantization, TensorInfo
+from edgekit.bundle.tflite_schema import BUILTIN_OPS, TENSOR_TYPES
 from edgekit.errors import InvalidModel
-from edgekit.tensors import Quantization, TensorInfo
-from edgekit.tflite_schema import BUILTIN_OPS, TENSOR_TYPES
 
 EDGETPU_CUSTOM_OP = "edgetpu-custom-op"
 _NUMPY_DTYPES = {

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from edgekit.datasets import Samples
+from edgekit.data.datasets import Samples
 from edgekit.errors import InvalidData
 from edgekit.preprocess import InputSpec
 
