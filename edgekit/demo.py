@@ -26,9 +26,9 @@ from edgekit.bench.report import json_text as bench_json
 from edgekit.bench.report import markdown as bench_markdown
 from edgekit.bench.report import plot as bench_plot
 from edgekit.bundle.manifest import Manifest
+from edgekit.bundle.tables import conversion_table
 from edgekit.convert import ConvertOptions, Progress, convert
 from edgekit.errors import EdgekitError, UsageError
-from edgekit.helpers.render import conversion_table
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 EXAMPLES = ("lenet5_digits", "digit_detector", "digit_segmenter")

@@ -16,17 +16,11 @@ from typing import Any
 from xml.etree import ElementTree
 
 from edgekit.bundle.manifest import is_bundle, read_manifest
+from edgekit.bundle.tables import conversion_table, quantisation
 from edgekit.bundle.tensors import TensorInfo
 from edgekit.bundle.tflite_file import read_tflite
 from edgekit.errors import BackendUnavailable, InvalidModel
-from edgekit.helpers.render import (
-    conversion_table,
-    csv_table,
-    markdown_table,
-    quantisation,
-    size,
-    table,
-)
+from edgekit.helpers.render import csv_table, markdown_table, size, table
 
 MODEL_SUFFIXES = (".tflite", ".onnx", ".xml", ".keras")
 TENSOR_HEADERS = ["", "name", "shape", "dtype", "quantisation"]

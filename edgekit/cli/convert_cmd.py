@@ -41,7 +41,7 @@ def _shape(text: str | None) -> tuple[int, ...] | None:
 
 
 def _report(manifest, view: str, folder: Path | None) -> None:
-    from edgekit.helpers.render import conversion_table
+    from edgekit.bundle.tables import conversion_table
 
     if view == "json":
         click.echo(json.dumps(manifest.to_dict(), indent=2))
@@ -212,7 +212,7 @@ def demo(out_dir: Path, runs: int, view: str, quiet: bool) -> None:
     if view == "csv":
         click.echo(compare_csv(report.compare))
         return
-    from edgekit.helpers.render import conversion_table
+    from edgekit.bundle.tables import conversion_table
 
     for name, manifest in report.manifests.items():
         click.echo(f"{name}\n{conversion_table(manifest)}\n")
