@@ -3,11 +3,26 @@ named reference pipelines (``spec``), and the pixels' way to the tensor (``image
 here; the two modules behind it are its rooms."""
 from __future__ import annotations
 
+from edgekit.preprocess.image import (
+    MAX_PIXELS,
+    Transform,
+    check_pixels,
+    convert_color,
+    crop_box,
+    fit,
+    image_to_tensor,
+    letterbox_transform,
+    list_images,
+    normalize,
+    pillow,
+    prepare,
+    read_image,
+    shorter_side_size,
+)
 from edgekit.preprocess.spec import (
     COLORS,
     IMAGE_SUFFIXES,
     INTERPOLATIONS,
-    MAX_PIXELS,
     ORIGIN_FLAGS,
     PIL_FILTERS,
     REFERENCES,
@@ -18,26 +33,13 @@ from edgekit.preprocess.spec import (
     Reference,
     Resize,
     SpecOptions,
-    Transform,
     apply_options,
     check_interpolation,
     check_normalisation,
-    check_pixels,
-    convert_color,
-    crop_box,
-    fit,
     guess_layout,
-    image_to_tensor,
-    letterbox_transform,
-    list_images,
-    normalize,
     parse_resize,
-    pillow,
-    prepare,
-    read_image,
     reference,
     setting_name,
-    shorter_side_size,
 )
 
 __all__ = [
