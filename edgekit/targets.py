@@ -248,7 +248,7 @@ class _Reader:
                 raise self.fail(key, f"unknown backend {backend!r}; choose from: "
                                 f"{', '.join(backend_names())}")
         if t.serve:
-            from edgekit.loop.serve import parse_address
+            from edgekit.live.server import parse_address
 
             try:
                 parse_address(t.serve)

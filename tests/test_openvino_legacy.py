@@ -127,7 +127,7 @@ def test_every_module_of_the_device_side_imports_on_the_old_python(version: str)
     """The NCS2's environments run Python 3.9/3.10: the loop, its tasks and the checks must
     import there (``int | None`` at run time, types.UnionType are 3.10+)."""
     modules = ["edgekit.cli.app", "edgekit.cli.run_cmd", "edgekit.cli.bench_cmd",
-               "edgekit.loop.run", "edgekit.loop.serve", "edgekit.loop.labels",
+               "edgekit.loop.run", "edgekit.live.server", "edgekit.loop.labels",
                "edgekit.tasks.segmentation", "edgekit.tasks.generic", "edgekit.helpers.limits",
                "edgekit.helpers.output_files", "edgekit.helpers.files", "edgekit.helpers.text",
                "edgekit.bench.worker"]

@@ -146,9 +146,9 @@ def test_a_label_cannot_forge_a_table_line(view: str) -> None:
 
 def test_metrics_stay_parseable_with_a_carriage_return_in_a_name() -> None:
     parser = pytest.importorskip("prometheus_client.parser")
-    from edgekit.loop.live import ServeSink
-    from edgekit.loop.prometheus import prometheus_text
-    from edgekit.loop.serve import LiveView, serve_options
+    from edgekit.live.prometheus import prometheus_text
+    from edgekit.live.server import LiveView, serve_options
+    from edgekit.live.state import ServeSink
 
     model = SimpleNamespace(
         backend=SimpleNamespace(name="fake\rbackend", describe=lambda: "fake", device="CPU\n",
@@ -510,15 +510,15 @@ def test_head_is_answered_like_get_without_a_body() -> None:
 
 
 def test_a_name_that_resolves_to_loopback_serves_at_the_url_it_prints(monkeypatch) -> None:
-    from edgekit.loop import serve
-    from edgekit.loop.serve import LiveView, serve_options
+    from edgekit.live import server
+    from edgekit.live.server import LiveView, serve_options
 
     real = socket.getaddrinfo
 
     def resolve(host, *args, **kwargs):  # the machine's own name, as Debian's /etc/hosts has it
         return real("127.0.0.1" if host == "camera-pi" else host, *args, **kwargs)
 
-    monkeypatch.setattr(serve.socket, "getaddrinfo", resolve)
+    monkeypatch.setattr(server.socket, "getaddrinfo", resolve)
     options = serve_options("camera-pi:0")
     assert options.loopback and options.token is None
     with LiveView(options) as view:

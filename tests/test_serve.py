@@ -20,7 +20,7 @@ import pytest
 from live_view import PacedCamera, StreamReader, get, running_view, wait_for
 
 from edgekit.errors import EdgekitError, UsageError
-from edgekit.loop.serve import LiveView, parse_address, serve_options
+from edgekit.live.server import LiveView, parse_address, serve_options
 
 TOKEN = "t0ken-for-the-tests_0123456789"
 

@@ -16,7 +16,7 @@ from mjpeg import MjpegStream
 
 from edgekit.backends import Concurrency, open_backend
 from edgekit.errors import EdgekitError, SourceLost
-from edgekit.loop.live import Figures
+from edgekit.live.state import Figures
 from edgekit.loop.sources import STREAM_TIMEOUT_S, LiveSource
 
 # --- one backend, several threads ------------------------------------------------------------

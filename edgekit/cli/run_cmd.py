@@ -101,7 +101,7 @@ def _live_view(serve: str | None, token: str | None):
         if token is not None:
             raise UsageError("--token goes with --serve")
         return nullcontext()
-    from edgekit.loop.serve import TOKEN_ENV, LiveView, serve_options
+    from edgekit.live.server import TOKEN_ENV, LiveView, serve_options
 
     settings = serve_options(serve, token if token is not None else
                              os.environ.get(TOKEN_ENV) or None)

@@ -91,7 +91,7 @@ def live_view_url(device_host: str, serve: str, token: str | None = None) -> str
 
     A bind on every interface (0.0.0.0, ::) is reached by the name deploy used for the device.
     """
-    from edgekit.loop.serve import parse_address
+    from edgekit.live.server import parse_address
 
     parse_address(serve)
     return agent.live_view_url(device_host, serve, token)

@@ -61,7 +61,7 @@ from edgekit.tasks.detection import (
 from edgekit.tasks.metrics import mean_average_precision
 
 if TYPE_CHECKING:
-    from edgekit.loop.serve import LiveView
+    from edgekit.live.server import LiveView
 
 KEPT_FRAMES = 1000  # per-frame answers kept to compare backends (a mask each, for a segmenter)
 
@@ -306,7 +306,7 @@ def run_loop(model: LoadedModel, source_spec: str | int | Path, *,
         if show:
             sinks.append(WindowSink(name, lambda: pipeline.stop() if pipeline else None))
         if serve is not None:
-            from edgekit.loop.live import ServeSink
+            from edgekit.live.state import ServeSink
 
             sinks.append(ServeSink(serve, source, model))
         warm_up(model)

@@ -10,11 +10,11 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from edgekit.helpers.text import printable
-from edgekit.loop.live import MAX_CLASS_SERIES, OTHER_CLASSES, Histogram
+from edgekit.live.state import MAX_CLASS_SERIES, OTHER_CLASSES, Histogram
 from edgekit.loop.pipeline import STAGES
 
 if TYPE_CHECKING:
-    from edgekit.loop.serve import LiveView
+    from edgekit.live.server import LiveView
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

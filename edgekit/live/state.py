@@ -30,7 +30,7 @@ from edgekit.loop.pipeline import Item, LoopStats
 from edgekit.loop.sinks import Sink, drawn, overlay_lines
 
 if TYPE_CHECKING:
-    from edgekit.loop.serve import LiveView
+    from edgekit.live.server import LiveView
 
 STREAM_FPS = 30.0  # at most this many frames a second are encoded for viewers
 JPEG_QUALITY = 80

@@ -43,9 +43,9 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from edgekit.errors import EdgekitError, UsageError
-from edgekit.loop import page
-from edgekit.loop.live import JPEG_QUALITY, STREAM_FPS, Figures, FrameHub, finite
-from edgekit.loop.prometheus import CONTENT_TYPE, prometheus_text
+from edgekit.live import page
+from edgekit.live.prometheus import CONTENT_TYPE, prometheus_text
+from edgekit.live.state import JPEG_QUALITY, STREAM_FPS, Figures, FrameHub, finite
 
 DEFAULT_HOST = "127.0.0.1"
 TOKEN_ENV = "EDGEKIT_SERVE_TOKEN"  # where the deployed service's token comes from
