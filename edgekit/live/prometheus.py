@@ -7,14 +7,11 @@ end to end, labelled by backend.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from edgekit.helpers.text import printable
-from edgekit.live.state import MAX_CLASS_SERIES, OTHER_CLASSES, Histogram
+from edgekit.live.state import MAX_CLASS_SERIES, OTHER_CLASSES, Histogram, LiveState
 from edgekit.loop.pipeline import STAGES
-
-if TYPE_CHECKING:
-    from edgekit.live.server import LiveView
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -39,7 +36,7 @@ def _histogram(lines: list[str], name: str, hist: Histogram, **labels: Any) -> N
     lines.append(f"{name}_count{_labels(**labels)} {hist.count}")
 
 
-def prometheus_text(view: LiveView) -> str:
+def prometheus_text(view: LiveState) -> str:
     """/metrics: the loop's counters, FPS and latency histograms, labelled by backend."""
     info, source = view.info, view.source_stats
     backend = info.get("backend_name", "")

@@ -45,7 +45,7 @@ from urllib.parse import parse_qs, urlsplit
 from edgekit.errors import EdgekitError, UsageError
 from edgekit.live import page
 from edgekit.live.prometheus import CONTENT_TYPE, prometheus_text
-from edgekit.live.state import JPEG_QUALITY, STREAM_FPS, Figures, FrameHub, finite
+from edgekit.live.state import JPEG_QUALITY, STREAM_FPS, LiveState
 
 DEFAULT_HOST = "127.0.0.1"
 TOKEN_ENV = "EDGEKIT_SERVE_TOKEN"  # where the deployed service's token comes from
@@ -114,19 +114,13 @@ def serve_options(text: str, token: str | None = None) -> ServeOptions:
     return ServeOptions(host, port, token, family, address, loopback)
 
 
-class LiveView:
-    """The HTTP server, bound at construction (errors say why in one line), and its state."""
+class LiveView(LiveState):
+    """The HTTP server, bound at construction (errors say why in one line), around the state
+    the loop writes."""
 
     def __init__(self, options: ServeOptions) -> None:
+        super().__init__(options.max_fps, options.quality)
         self.options = options
-        self.frames = FrameHub(options.max_fps, options.quality)
-        self.figures = Figures()
-        self.info: dict[str, Any] = {}  # what runs: source, artifact, backend, device
-        self.source_stats: Any = None  # the source's live counters (dropped, decode failures)
-        self.viewers = 0
-        self.send_cpu_ns = 0  # the stream threads' CPU time, sending frames to viewers
-        self.sink: Any = None  # the loop's ServeSink, once the loop runs
-        self._lock = threading.Lock()
         self._server = _bind(options, self)
         self.port = self._server.server_address[1]
         self._threads = [
@@ -144,22 +138,6 @@ class LiveView:
         if host in ("0.0.0.0", "::"):
             host = socket.gethostname()
         return f"http://{f'[{host}]' if ':' in host else host}:{self.port}/"
-
-    def joined(self, delta: int) -> None:
-        with self._lock:
-            self.viewers += delta
-
-    def sent(self, cpu_ns: int) -> None:
-        with self._lock:
-            self.send_cpu_ns += cpu_ns
-
-    def stats(self) -> dict[str, Any]:
-        """/stats.json: the loop's figures (as ``edgekit run --json`` gives them), live."""
-        figures = self.figures.snapshot() or {"frames": 0, "running": True}
-        live = self.figures.liveness(figures.get("running", True),
-                                     bool(getattr(self.source_stats, "reconnecting", False)))
-        return finite({**self.info, **figures, **live, "viewers": self.viewers,
-                        "frames_encoded": self.frames.encoded})
 
     def close(self) -> None:
         """Stop serving: viewers' connections are closed, the threads end."""

@@ -22,15 +22,12 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from edgekit.loop.pipeline import Item, LoopStats
 from edgekit.loop.sinks import Sink, drawn, overlay_lines
-
-if TYPE_CHECKING:
-    from edgekit.live.server import LiveView
 
 STREAM_FPS = 30.0  # at most this many frames a second are encoded for viewers
 JPEG_QUALITY = 80
@@ -303,10 +300,45 @@ def _recent_fps(done: Sequence[float], now: float) -> float:
     return (len(recent) - 1) / span if span > 0 else 0.0
 
 
-class ServeSink(Sink):
-    """Hands the loop's frames and figures to a LiveView, cheaply, on the loop's thread."""
 
-    def __init__(self, view: LiveView, source: Any, model: Any) -> None:
+class LiveState:
+    """What the loop leaves for the live view to show: its frames, its figures, what runs, and
+    the viewers' counters. The loop's thread writes it (through ``ServeSink``); the server's
+    threads read it. It knows no server: ``edgekit.live.server.LiveView`` is one of these with
+    an HTTP server around it."""
+
+    def __init__(self, max_fps: float = STREAM_FPS, quality: int = JPEG_QUALITY) -> None:
+        self.frames = FrameHub(max_fps, quality)
+        self.figures = Figures()
+        self.info: dict[str, Any] = {}  # what runs: source, artifact, backend, device
+        self.source_stats: Any = None  # the source's live counters (dropped, decode failures)
+        self.viewers = 0
+        self.send_cpu_ns = 0  # the stream threads' CPU time, sending frames to viewers
+        self.sink: Any = None  # the loop's ServeSink, once the loop runs
+        self._lock = threading.Lock()
+
+    def joined(self, delta: int) -> None:
+        with self._lock:
+            self.viewers += delta
+
+    def sent(self, cpu_ns: int) -> None:
+        with self._lock:
+            self.send_cpu_ns += cpu_ns
+
+    def stats(self) -> dict[str, Any]:
+        """/stats.json: the loop's figures (as ``edgekit run --json`` gives them), live."""
+        figures = self.figures.snapshot() or {"frames": 0, "running": True}
+        live = self.figures.liveness(figures.get("running", True),
+                                     bool(getattr(self.source_stats, "reconnecting", False)))
+        return finite({**self.info, **figures, **live, "viewers": self.viewers,
+                        "frames_encoded": self.frames.encoded})
+
+
+class ServeSink(Sink):
+    """Hands the loop's frames and figures to the live view's state, cheaply, on the loop's
+    thread."""
+
+    def __init__(self, view: LiveState, source: Any, model: Any) -> None:
         backend = model.backend
         self.view, self.source = view, source
         self.name, self.task = backend.name, model.task
