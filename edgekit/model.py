@@ -31,6 +31,7 @@ from edgekit.preprocess import (
     image_to_tensor,
     pillow,
 )
+from edgekit.tasks.classification import Class, top_k
 from edgekit.tasks.detection import with_bundle_files
 
 BARE_SUFFIXES = (".tflite", ".onnx", ".xml")
@@ -74,6 +75,10 @@ class LoadedModel:
     def tensor(self, image_bgr: np.ndarray) -> np.ndarray:
         """A BGR frame -> the input tensor this model takes."""
         return image_to_tensor(image_bgr, self.spec)
+
+    def classify(self, image_bgr: np.ndarray, k: int = 5) -> list[Class]:
+        """Pre-process one BGR image, run the model, return its top-k classes."""
+        return top_k(self.predict(self.tensor(image_bgr))[0], k, self.labels)
 
     def close(self) -> None:
         self.backend.close()

@@ -15,7 +15,6 @@ from edgekit.backends import BUILTIN_BACKENDS, backend_class, backend_names, ope
 from edgekit.errors import BackendUnavailable, InferenceError, InvalidModel, UsageError
 from edgekit.model import load_model
 from edgekit.preprocess import read_image
-from edgekit.tasks.classification import classify
 
 MOBILENET = "mobilenet_v1_0.25_128_quant.tflite"
 
@@ -115,8 +114,8 @@ def test_same_tflite_file_on_two_runtimes(coral: Path, backend: str) -> None:
     labels = coral / "imagenet_labels.txt"
     with load_model(coral / MOBILENET, backend=backend, labels=labels, threads=1) as model:
         assert model.backend.threads == 1
-        cat = classify(model, read_image(coral / "cat.bmp"), 3)
-        gown = classify(model, read_image(coral / "grace_hopper.bmp"), 3)
+        cat = model.classify(read_image(coral / "cat.bmp"), 3)
+        gown = model.classify(read_image(coral / "grace_hopper.bmp"), 3)
     assert all("cat" in c.label for c in cat)
     assert gown[0].label.startswith("academic gown")
 

@@ -105,7 +105,6 @@ def classify(model: Path, images: tuple[Path, ...], backend: str | None, device:
     from edgekit.helpers.text import printable
     from edgekit.model import load_model
     from edgekit.preprocess import read_image
-    from edgekit.tasks.classification import classify as run_classify
 
     results = []
     with load_model(model, backend=backend, device=device, threads=threads, fmt=fmt,
@@ -119,7 +118,7 @@ def classify(model: Path, images: tuple[Path, ...], backend: str | None, device:
             except InvalidData as exc:  # this image only: the others are still classified
                 results.append({"image": str(image), "error": str(exc)})
                 continue
-            classes = run_classify(loaded, pixels, top_k)
+            classes = loaded.classify(pixels, top_k)
             results.append({"image": str(image), "classes": [asdict(c) for c in classes]})
         where = {"backend": loaded.backend.name, "runtime": loaded.backend.runtime,
                  "device": loaded.backend.device, "format": loaded.format,

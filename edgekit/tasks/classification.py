@@ -12,7 +12,6 @@ import numpy as np
 from edgekit.tasks.base import FrameResult, LoopTask, Summary
 
 if TYPE_CHECKING:
-    from edgekit.model import LoadedModel
     from edgekit.preprocess import Transform
 
 
@@ -37,12 +36,6 @@ def top_k(scores: np.ndarray, k: int = 5, labels: Sequence[str] = ()) -> list[Cl
     flat = np.asarray(scores, np.float64).reshape(-1)
     order = np.argsort(-flat, kind="stable")[:max(1, k)]
     return [Class(int(i), float(flat[i]), labels[i] if i < len(labels) else "") for i in order]
-
-
-def classify(model: LoadedModel, image_bgr: np.ndarray, k: int = 5) -> list[Class]:
-    """Pre-process one BGR image, run the model, return its top-k classes."""
-    scores = model.predict(model.tensor(image_bgr))[0]
-    return top_k(scores, k, model.labels)
 
 
 @dataclass(frozen=True)
