@@ -190,7 +190,7 @@ def test_second_convert_to_the_same_output_refuses(tmp_path: Path) -> None:
 
 
 def test_publish_keeps_a_folder_made_meanwhile(tmp_path: Path) -> None:
-    from edgekit.convert import _publish
+    from edgekit.convert.destination import move_into_place
 
     out, tmp = tmp_path / "out", tmp_path / ".out.partial-1"
     before = identity(out)  # nothing there when the conversion began
@@ -199,13 +199,13 @@ def test_publish_keeps_a_folder_made_meanwhile(tmp_path: Path) -> None:
     out.mkdir()  # a person makes the folder and puts work in it while convert runs
     (out / "mine.txt").write_text("keep me")
     with pytest.raises(WriteFailed, match="was put there while this command ran"):
-        _publish(tmp, out, before)
+        move_into_place(tmp, out, before)
     assert (out / "mine.txt").read_text() == "keep me"
     assert not (out / "edgekit.json").exists()
 
 
 def test_publish_replaces_only_the_bundle_force_was_given_for(tmp_path: Path) -> None:
-    from edgekit.convert import _publish
+    from edgekit.convert.destination import move_into_place
 
     out = _fake_bundle(tmp_path / "out")
     before = identity(out)
@@ -214,10 +214,10 @@ def test_publish_replaces_only_the_bundle_force_was_given_for(tmp_path: Path) ->
     _fake_bundle(out, '{"name": "the other one"}')
     tmp = _fake_bundle(tmp_path / ".out.partial-1", '{"name": "new"}')
     with pytest.raises(WriteFailed, match="replaced or changed"):
-        _publish(tmp, out, before)
+        move_into_place(tmp, out, before)
     assert (out / "edgekit.json").read_text() == '{"name": "the other one"}'
     same = identity(out)
-    _publish(tmp, out, same)  # unchanged since: replaced
+    move_into_place(tmp, out, same)  # unchanged since: replaced
     assert (out / "edgekit.json").read_text() == '{"name": "new"}'
 
 
