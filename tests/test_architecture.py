@@ -26,10 +26,7 @@ TOO_LONG = {
 }
 UPWARD: dict[tuple[str, str], int] = {}
 CIRCLES: dict[frozenset[str], int] = {}
-AT_ROOT: dict[str, int] = {  # the rooms of issue 23, moving in
-    "edgekit.demo": 23,
-    "edgekit.targets": 23,
-}
+AT_ROOT: dict[str, int] = {}
 
 
 def _layers() -> list[tuple[int, str]]:

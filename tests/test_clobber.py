@@ -386,8 +386,8 @@ def test_deploy_refuses_a_validation_set_that_is_a_device(tmp_path: Path,
     import shutil
 
     from edgekit.deploy.plan import ShippedFile, plan_release
+    from edgekit.deploy.targets import find_target
     from edgekit.deploy.wheels import WheelInfo
-    from edgekit.targets import find_target
 
     bundle = Path(shutil.copytree(lenet_bundle, tmp_path / "bundle"))
     (bundle / "validation.npz").unlink()

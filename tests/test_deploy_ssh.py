@@ -28,8 +28,8 @@ from edgekit.bundle.manifest import read_manifest
 from edgekit.deploy import DeployRequest, SshOptions, deploy, parse_host
 from edgekit.deploy.remote import Device
 from edgekit.deploy.ssh import SshClient
+from edgekit.deploy.targets import find_target
 from edgekit.errors import ConnectionFailed, DeployError
-from edgekit.targets import find_target
 
 pytestmark = [pytest.mark.slow, pytest.mark.system_tools("openssh")]
 

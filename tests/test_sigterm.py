@@ -228,8 +228,8 @@ def test_a_stopped_service_is_a_clean_stop(tmp_path: Path, lenet_bundle: Path) -
     whole unit in test_deploy.py::test_unit_file."""
     from edgekit.deploy.plan import ShippedFile, plan_release
     from edgekit.deploy.service import unit_text
+    from edgekit.deploy.targets import find_target
     from edgekit.deploy.wheels import WheelInfo
-    from edgekit.targets import find_target
 
     wheel = ShippedFile("wheels/edgekit-0.1.0-py3-none-any.whl", tmp_path / "x.whl", "0" * 64, 0)
     plan = plan_release(lenet_bundle, find_target("rpi4-cpu"), wheel,

@@ -26,8 +26,8 @@ def targets(view: str, quiet: bool) -> None:
     (a file there replaces a built-in one of the same name), or pass a file
     directly: edgekit deploy ... --target ./my-device.toml
     """
+    from edgekit.deploy.targets import list_targets, user_dir
     from edgekit.helpers.render import render_table
-    from edgekit.targets import list_targets, user_dir
 
     found = list_targets()
     if view == "json":
@@ -253,7 +253,7 @@ def deploy(bundle: Path | None, host_text: str | None, inventory: Path | None,
                             progress=progress)
         click.echo(json.dumps(done.to_dict(), indent=2) if view == "json" else rollback_text(done))
     else:
-        from edgekit.targets import find_target
+        from edgekit.deploy.targets import find_target
 
         request = DeployRequest(bundle, find_target(target_name), host, ssh, python,
                                 remote_dir, service, offline, dry_run, samples, keep, wheel,

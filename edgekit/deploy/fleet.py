@@ -46,9 +46,9 @@ from edgekit.deploy.release import DeployRequest, Session, check_waits, make_pla
 from edgekit.deploy.report import service_problem
 from edgekit.deploy.smoke import smoke_report, workstation_top1
 from edgekit.deploy.ssh import Host, SshOptions, explain
+from edgekit.deploy.targets import Target, find_target
 from edgekit.errors import DeployError, EdgekitError, UsageError
 from edgekit.helpers.config import cache_dir
-from edgekit.targets import Target, find_target
 
 Progress = Callable[[str], None]
 KILL_GRACE = 1.0  # seconds ansible-playbook gets after Ctrl-C before it is killed

@@ -23,10 +23,10 @@ from edgekit.bundle.manifest import (
     write_manifest,
 )
 from edgekit.deploy import agent
+from edgekit.deploy.targets import Target
 from edgekit.deploy.wheels import WheelInfo, merge_requirements
 from edgekit.errors import UsageError
 from edgekit.helpers.files import refuse_special
-from edgekit.targets import Target
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from edgekit.deploy.report import Command, DeployReport, RollbackReport, Step, s
 from edgekit.deploy.service import exec_start, live_view_url, serve_note, unit_text
 from edgekit.deploy.smoke import smoke_report
 from edgekit.deploy.ssh import Host, SshClient, SshOptions
+from edgekit.deploy.targets import Target
 from edgekit.deploy.wheels import (
     WheelInfo,
     checkout_info,
@@ -46,7 +47,6 @@ from edgekit.errors import ConnectionFailed, DeployError, EdgekitError
 from edgekit.helpers import interrupt
 from edgekit.helpers.limits import MAX_SECONDS, finite
 from edgekit.helpers.render import size
-from edgekit.targets import Target
 
 Progress = Callable[[str], None]
 DEFAULT_SSH = SshOptions()

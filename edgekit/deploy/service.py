@@ -15,8 +15,8 @@ import re
 
 from edgekit.deploy import agent
 from edgekit.deploy.plan import ReleasePlan
+from edgekit.deploy.targets import Target
 from edgekit.loop.sources import is_live
-from edgekit.targets import Target
 
 RESTART_SECONDS = 5
 # A release that cannot start is restarted at most START_BURST times in START_INTERVAL

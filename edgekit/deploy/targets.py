@@ -33,7 +33,7 @@ else:  # Python 3.9 and 3.10
     import tomli as tomllib
 
 SUFFIX = ".toml"
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # edgekit/, above deploy/
 WHEEL_DIR = PACKAGE_DIR / "_targets"  # the same files inside an installed wheel
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _VERSION = re.compile(r"^\d+\.\d+$")

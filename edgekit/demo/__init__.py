@@ -30,7 +30,7 @@ from edgekit.bundle.tables import conversion_table
 from edgekit.convert import ConvertOptions, Progress, convert
 from edgekit.errors import EdgekitError, UsageError
 
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+MODELS_DIR = Path(__file__).resolve().parents[2] / "models"  # the checkout's, beside edgekit/
 EXAMPLES = ("lenet5_digits", "digit_detector", "digit_segmenter")
 BENCHED = ("lenet5_digits", "digit_detector")  # the segmenter's bench would add a minute
 
