@@ -114,7 +114,7 @@ class TFLiteBackend(Backend):
         self.outputs = self.info.outputs
         self._in = [d["index"] for d in self._interpreter.get_input_details()]
         self._out = [d["index"] for d in self._interpreter.get_output_details()]
-        # infer's runtime call, bound once (a Python method in between costs ~0.3 us a call)
+        # infer's runtime call, bound once (a Python method in between costs time on every call)
         self._invoke = functools.partial(self._run_on, self._interpreter)  # type: ignore
 
 

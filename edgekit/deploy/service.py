@@ -25,7 +25,7 @@ START_INTERVAL = 120
 START_BURST = 5
 STOPPED_EXIT_CODES = (129, 130, 143)  # edgekit's exit on SIGHUP, SIGINT, SIGTERM (interrupt.py)
 ENV_FILE = "service.env"  # under the releases' folder: the live view's token (mode 0600)
-TOKEN_VARIABLE = "EDGEKIT_SERVE_TOKEN"  # edgekit run --serve reads it (loop/serve.py)
+TOKEN_VARIABLE = "EDGEKIT_SERVE_TOKEN"  # edgekit run --serve reads it (live/server.py)
 
 
 def systemd_quote(arg: str) -> str:
