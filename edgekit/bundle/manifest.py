@@ -145,6 +145,14 @@ def is_bundle(path: str | Path) -> bool:
     return (Path(path) / MANIFEST_NAME).is_file()
 
 
+def bundle_folder(manifest: Manifest) -> Path:
+    """The folder an opened bundle was read from (a manifest made in memory has none)."""
+    if manifest.folder is None:
+        raise UsageError(f"the manifest of {manifest.name!r} was not read from a bundle folder: "
+                         "open the bundle with read_manifest(FOLDER)")
+    return manifest.folder
+
+
 def read_manifest(folder: str | Path) -> Manifest:
     """Read a bundle's manifest; InvalidModel when it is missing or unreadable."""
     path = Path(folder) / MANIFEST_NAME

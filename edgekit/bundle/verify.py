@@ -15,7 +15,7 @@ import numpy as np
 
 from edgekit.bundle.fidelity import Task, agreeing, top1
 from edgekit.bundle.integrity import compare_file
-from edgekit.bundle.manifest import read_manifest
+from edgekit.bundle.manifest import Manifest, bundle_folder, read_manifest
 
 
 @dataclass
@@ -100,11 +100,13 @@ class VerifyReport:
         return None
 
 
-def check_files(bundle: str | Path) -> list[FileCheck]:
-    """Every file of every built artifact in the manifest, checked by size and sha256."""
-    bundle = Path(bundle)
+def check_files(bundle: str | Path | Manifest) -> list[FileCheck]:
+    """Every file of every built artifact in the manifest, checked by size and sha256.
+    ``bundle``: its folder, or the bundle already opened (not read again)."""
+    manifest = bundle if isinstance(bundle, Manifest) else read_manifest(bundle)
+    bundle = bundle_folder(manifest)
     checks = []
-    for artifact in read_manifest(bundle).artifacts:
+    for artifact in manifest.artifacts:
         if not artifact.ok:
             continue
         for name, record in artifact.files.items():
@@ -128,11 +130,13 @@ def verify_bundle(bundle: str | Path, *, backend: str | None = None, device: str
 
     bundle = Path(bundle)
     started = time.perf_counter()
-    report = VerifyReport(str(bundle), files=check_files(bundle))
+    manifest = read_manifest(bundle)  # opened once, passed on
+    report = VerifyReport(str(bundle), files=check_files(manifest))
     if not report.files_ok:
         return report
     validation = load_validation(bundle)
-    with load_model(bundle, backend=backend, device=device, threads=threads, fmt=fmt) as model:
+    with load_model(manifest, backend=backend, device=device, threads=threads,
+                    fmt=fmt) as model:
         report.backend, report.runtime = model.backend.name, model.backend.runtime
         report.device, report.format = model.backend.device, model.format or ""
         report.artifact, report.task = Path(str(model.artifact)).name, model.task

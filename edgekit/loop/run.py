@@ -20,7 +20,7 @@ import numpy as np
 from edgekit.backends import Concurrency, Pending, backend_status
 from edgekit.backends.base import cpu_count
 from edgekit.bundle.fidelity import agreeing
-from edgekit.bundle.manifest import read_manifest
+from edgekit.bundle.manifest import Manifest, bundle_folder, read_manifest
 from edgekit.errors import EdgekitError, SourceLost, UsageError, WriteFailed
 from edgekit.helpers.limits import checked, finite, whole
 from edgekit.helpers.output_files import check as check_outputs
@@ -120,7 +120,8 @@ def loop_threads(threads: int | None, pipelined: bool, requests: int = 1) -> int
 
 
 @checked
-def loop_model(path: str | Path, *, task: str | None = None, backend: str | None = None,
+def loop_model(path: str | Path | Manifest, *, task: str | None = None,
+               backend: str | None = None,
                device: str | None = None, threads: int | None = None, fmt: str | None = None,
                labels: str | Path | None = None, spec: SpecOptions | None = None,
                detect: DetectionOptions | None = None, mode: str = "latency",
@@ -147,13 +148,14 @@ def loop_model(path: str | Path, *, task: str | None = None, backend: str | None
     threads = loop_threads(threads, pipelined, in_flight)
     model = load_model(path, backend=backend, device=device, threads=threads, fmt=fmt,
                        labels=labels, spec=spec, concurrency=concurrency)
+    name = (bundle_folder(path) if isinstance(path, Manifest) else Path(path)).name
     try:
         if detect.decoder is not None:
             model.task = "detection"
         model.task = check_task(model.task, task, model.manifest is not None)
         if model.task == "detection":
             if not model.decoder and detect.decoder is None:
-                raise UsageError(f"{Path(path).name} has no decoder: for a bare detector give "
+                raise UsageError(f"{name} has no decoder: for a bare detector give "
                                  f"--decoder ({', '.join(DECODERS)}) and --labels")
             model.decoder, model.decoder_origin = configure(
                 model.decoder, detect, "bundle" if model.manifest else "default")
@@ -161,7 +163,7 @@ def loop_model(path: str | Path, *, task: str | None = None, backend: str | None
                    model.labels)
         elif detect.given():
             flags = ", ".join(FLAG_OF.get(k, f"--decoder-param {k}") for k in detect.given())
-            raise UsageError(f"{flags}: detection options, and {Path(path).name} runs as a "
+            raise UsageError(f"{flags}: detection options, and {name} runs as a "
                              f"{model.task} model")
         make_task(model)  # a classifier's or segmenter's outputs checked now
     except BaseException:
@@ -437,7 +439,7 @@ def compare(bundle: Path, source_spec: str | int | Path, backends: Sequence[str]
             continue
         progress(f"{entry}: running")
         try:
-            with loop_model(bundle, task=task, backend=name, threads=threads,
+            with loop_model(manifest, task=task, backend=name, threads=threads,
                             fmt=fmt or None, spec=spec, detect=detect, mode=mode,
                             requests=requests, pipelined=True) as model:
                 report = run_loop(model, source_spec, max_frames=max_frames, truth=truth,
