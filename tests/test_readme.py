@@ -201,3 +201,12 @@ def test_the_documentation_site_builds_strict(tmp_path: Path) -> None:
                           env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "site" / "architecture" / "index.html").is_file()
+
+
+def test_the_readme_is_read_in_two_minutes() -> None:
+    """The manual lives in docs/: the README says what edgekit is, the two commands, the
+    install table, a quick start and the links (httpx's and click's are 60-150 lines)."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 200, f"README.md has {len(lines)} lines: move the detail into docs/"
+    linked = set(re.findall(r"\]\(docs/([\w-]+\.md)", "\n".join(lines)))
+    assert linked >= {p.name for p in (ROOT / "docs").glob("*.md")}, "a docs page the README omits"
