@@ -20,7 +20,7 @@ OV2021 := .venv-openvino2021
 OV2022 := .venv-openvino2022
 OLD_DEPS := click "opencv-python-headless<=4.11.0.86"
 
-.PHONY: setup setup-tests system-packages demo test test-fast lint clean
+.PHONY: setup setup-tests system-packages demo test test-fast lint docs clean
 
 # What `make demo` (and using edgekit from this checkout) needs.
 setup: $(VENV)/.installed $(LEGACY)/.installed
@@ -36,7 +36,7 @@ system-packages:
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[convert,onnxruntime,plot,pillow,train,fleet,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[convert,onnxruntime,plot,pillow,train,fleet,dev,docs]"
 	touch $@
 
 $(LEGACY)/.installed:
@@ -70,5 +70,9 @@ test-fast: setup-tests
 lint: setup
 	$(BIN)/ruff check edgekit tests scripts models
 
+# The documentation site (docs/, mkdocs.yml) into site/; `$(BIN)/mkdocs serve` shows it while editing.
+docs: setup
+	$(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) $(LEGACY) $(OV2021) $(OV2022) build dist *.egg-info
+	rm -rf $(VENV) $(LEGACY) $(OV2021) $(OV2022) build dist site *.egg-info

@@ -2,8 +2,8 @@
 
 Everything else about the package is in pyproject.toml. The device profiles live in one folder
 at the top of the repository (easy to find and edit); when a wheel is built, this copies
-``targets/*.toml`` into the package, where ``edgekit.targets`` finds them once installed. An
-editable install needs no copy: edgekit reads the checkout's ``targets/`` directly.
+``targets/*.toml`` into the package, where ``edgekit.deploy.targets`` finds them once installed.
+An editable install needs no copy: edgekit reads the checkout's ``targets/`` directly.
 """
 from pathlib import Path
 

@@ -14,12 +14,14 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.backends import Backend, Concurrency, backend_class, open_backend
-from edgekit.datasets import read_labels
+from edgekit.bundle.formats import FORMATS, Format, format_of_file, why_not
+from edgekit.bundle.integrity import check_artifact
+from edgekit.bundle.manifest import Manifest, bundle_folder, is_bundle, read_manifest
+from edgekit.bundle.tensors import TensorInfo
+from edgekit.bundle.tflite_file import read_tflite
+from edgekit.data.datasets import read_labels
 from edgekit.errors import InvalidModel, UsageError
-from edgekit.formats import FORMATS, Format, format_of_file, why_not
-from edgekit.integrity import check_artifact
-from edgekit.limits import checked
-from edgekit.manifest import Manifest, is_bundle, read_manifest
+from edgekit.helpers.limits import checked
 from edgekit.preprocess import (
     SPEC_KEYS,
     InputSpec,
@@ -29,9 +31,8 @@ from edgekit.preprocess import (
     image_to_tensor,
     pillow,
 )
+from edgekit.tasks.classification import Class, top_k
 from edgekit.tasks.detection import with_bundle_files
-from edgekit.tensors import TensorInfo
-from edgekit.tflite_file import read_tflite
 
 BARE_SUFFIXES = (".tflite", ".onnx", ".xml")
 
@@ -74,6 +75,10 @@ class LoadedModel:
     def tensor(self, image_bgr: np.ndarray) -> np.ndarray:
         """A BGR frame -> the input tensor this model takes."""
         return image_to_tensor(image_bgr, self.spec)
+
+    def classify(self, image_bgr: np.ndarray, k: int = 5) -> list[Class]:
+        """Pre-process one BGR image, run the model, return its top-k classes."""
+        return top_k(self.predict(self.tensor(image_bgr))[0], k, self.labels)
 
     def close(self) -> None:
         self.backend.close()
@@ -178,7 +183,8 @@ def spec_from_tensor(info: TensorInfo) -> InputSpec:
 
 
 @checked
-def load_model(path: str | Path, *, backend: str | None = None, device: str | None = None,
+def load_model(path: str | Path | Manifest, *, backend: str | None = None,
+               device: str | None = None,
                threads: int | None = None, fmt: str | None = None,
                labels: str | Path | None = None, spec: SpecOptions | None = None,
                concurrency: Concurrency | None = None) -> LoadedModel:
@@ -189,13 +195,15 @@ def load_model(path: str | Path, *, backend: str | None = None, device: str | No
     each value came from. ``concurrency``: the backend's mode and requests in flight
     (``Backend.start``). A bundle's artifact is first checked against the manifest's sha256
     (cached by the file's size and times): a changed or missing file is an InvalidModel that
-    says what to do.
+    says what to do. ``path`` may be a bundle already opened (``read_manifest``): it is not
+    read again.
     """
-    path = Path(path)
-    if path.is_dir():
-        if not is_bundle(path):
+    opened = path if isinstance(path, Manifest) else None
+    path = bundle_folder(opened) if opened is not None else Path(path)
+    if opened is not None or path.is_dir():
+        if opened is None and not is_bundle(path):
             raise InvalidModel(f"{path} is a folder but not an edgekit bundle (no edgekit.json)")
-        manifest = read_manifest(path)
+        manifest = opened or read_manifest(path)
         backend = backend or bundle_backend(manifest, fmt)
         key = pick_artifact(manifest, backend, fmt)
         record = manifest.artifact(key)

@@ -29,9 +29,9 @@ from edgekit.deploy import DeployRequest, SshOptions, deploy, parse_host  # noqa
 from edgekit.deploy.release import Session, make_plan  # noqa: E402
 from edgekit.deploy.remote import Device  # noqa: E402
 from edgekit.deploy.ssh import SshClient  # noqa: E402
+from edgekit.deploy.targets import list_targets  # noqa: E402
 from edgekit.errors import EdgekitError  # noqa: E402
-from edgekit.render import size, table  # noqa: E402
-from edgekit.targets import list_targets  # noqa: E402
+from edgekit.helpers.render import size, table  # noqa: E402
 
 
 def lenet_bundle(folder: Path) -> Path:
@@ -110,7 +110,7 @@ def _steps(seconds: dict[str, float]) -> str:
 
 
 def _target(path: Path):
-    from edgekit.targets import load_target
+    from edgekit.deploy.targets import load_target
 
     return load_target(path)
 

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from deploy_support import local_profile  # noqa: E402
 from fleet_devices import FleetSshd, missing_requirement, write_inventory  # noqa: E402
 
-from edgekit.render import table  # noqa: E402
+from edgekit.helpers.render import table  # noqa: E402
 
 PYTHON = "/usr/bin/python3"  # the devices' Python
 

@@ -103,7 +103,7 @@ def _kb(n: int) -> str:
 
 
 def report(case: Case) -> list[str]:
-    from edgekit.render import markdown_table
+    from edgekit.helpers.render import markdown_table
 
     before, seconds_before = case.results["before"]
     after, seconds_after = case.results["after"]

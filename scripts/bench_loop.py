@@ -26,9 +26,9 @@ OUT = ROOT / "out" / "bench"
 sys.path.insert(0, str(ROOT))
 
 from edgekit.backends import Backend, BackendStatus, register  # noqa: E402
+from edgekit.bundle.tflite_file import read_tflite  # noqa: E402
 from edgekit.loop.pipeline import Pipeline, Stage  # noqa: E402
 from edgekit.loop.sources import Frame, Source  # noqa: E402
-from edgekit.tflite_file import read_tflite  # noqa: E402
 
 
 class DelayBackend(Backend):

@@ -80,8 +80,8 @@ def interleaved(a: Callable, b: Callable, x: np.ndarray, runs: int) -> tuple[lis
 
 def measure(bundle: Path, runs: int) -> None:
     from edgekit.backends import open_backend
-    from edgekit.fidelity import load_validation
-    from edgekit.manifest import read_manifest
+    from edgekit.bundle.fidelity import load_validation
+    from edgekit.bundle.manifest import read_manifest
 
     manifest = read_manifest(bundle)
     x = load_validation(bundle).x[:1].astype(np.float32)

@@ -190,7 +190,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT / "scripts"))
     from bench_loop import OUT, ensure_detector_and_clip
 
-    from edgekit.loop.live import STREAM_FPS
+    from edgekit.live.state import STREAM_FPS
 
     OUT.mkdir(parents=True, exist_ok=True)
     bundle, clip = ensure_detector_and_clip()

@@ -62,10 +62,9 @@ def frames_of(clip: Path) -> list[np.ndarray]:
 
 
 def classification(lenet: Path, rounds: int) -> None:
+    from edgekit.bundle.fidelity import agreeing
     from edgekit.demo import make_classification_clip
-    from edgekit.fidelity import agreeing
     from edgekit.loop.labels import read_sidecar
-    from edgekit.tasks.classification import classify
 
     clip = OUT / "digits300.avi"
     if not clip.is_file():
@@ -78,7 +77,7 @@ def classification(lenet: Path, rounds: int) -> None:
             report = run_loop(model, clip)
             truth = read_sidecar(clip.with_name(clip.stem + ".labels.txt"), model.labels,
                                  len(frames))
-            answers = [classify(model, f, k=1)[0].id for f in frames]
+            answers = [model.classify(f, k=1)[0].id for f in frames]
         api = agreeing([truth.by_index[i] for i in range(len(frames))], answers) / len(frames)
         ratios, seq, pipe = [], [], []
         for _ in range(rounds):
@@ -94,8 +93,8 @@ def classification(lenet: Path, rounds: int) -> None:
 
 
 def segmentation(segmenter: Path) -> None:
+    from edgekit.bundle.manifest import read_manifest
     from edgekit.demo import make_clip
-    from edgekit.manifest import read_manifest
     from edgekit.preprocess import prepare
     from edgekit.tasks.segmentation import class_ids, mask_to_frame
 

@@ -18,9 +18,9 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from edgekit.loop.live import ServeSink
+from edgekit.live.server import LiveView, ServeOptions, serve_options
+from edgekit.live.state import ServeSink
 from edgekit.loop.pipeline import Item, LoopStats, Pipeline, Stage
-from edgekit.loop.serve import LiveView, ServeOptions, serve_options
 from edgekit.loop.sources import Frame, Source
 from edgekit.tasks.detection import Detection, DetectionsResult
 

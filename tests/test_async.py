@@ -22,10 +22,10 @@ from edgekit.backends import (
     register,
 )
 from edgekit.backends.base import cpu_count, shared_threads
+from edgekit.bundle.tensors import TensorInfo
 from edgekit.errors import InferenceError, UsageError
 from edgekit.loop.pipeline import Item, Pipeline, Stage
 from edgekit.loop.sources import Frame, Source, paced
-from edgekit.tensors import TensorInfo
 
 ARTIFACTS = [("tflite", "lenet5_digits_fp32.tflite"), ("onnxruntime", "lenet5_digits.onnx"),
              ("openvino", "lenet5_digits_fp32.xml")]

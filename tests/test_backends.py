@@ -15,7 +15,6 @@ from edgekit.backends import BUILTIN_BACKENDS, backend_class, backend_names, ope
 from edgekit.errors import BackendUnavailable, InferenceError, InvalidModel, UsageError
 from edgekit.model import load_model
 from edgekit.preprocess import read_image
-from edgekit.tasks.classification import classify
 
 MOBILENET = "mobilenet_v1_0.25_128_quant.tflite"
 
@@ -31,7 +30,7 @@ def test_third_party_backend_through_entry_point(tmp_path: Path) -> None:
     (tmp_path / "echo_backend.py").write_text(textwrap.dedent('''
         import numpy as np
         from edgekit.backends import Backend, BackendStatus
-        from edgekit.tensors import TensorInfo
+        from edgekit.bundle.tensors import TensorInfo
 
         class EchoBackend(Backend):
             name = "echo"
@@ -115,15 +114,15 @@ def test_same_tflite_file_on_two_runtimes(coral: Path, backend: str) -> None:
     labels = coral / "imagenet_labels.txt"
     with load_model(coral / MOBILENET, backend=backend, labels=labels, threads=1) as model:
         assert model.backend.threads == 1
-        cat = classify(model, read_image(coral / "cat.bmp"), 3)
-        gown = classify(model, read_image(coral / "grace_hopper.bmp"), 3)
+        cat = model.classify(read_image(coral / "cat.bmp"), 3)
+        gown = model.classify(read_image(coral / "grace_hopper.bmp"), 3)
     assert all("cat" in c.label for c in cat)
     assert gown[0].label.startswith("academic gown")
 
 
 def test_bare_integer_model_takes_pixels_as_trained(coral: Path) -> None:
     """The spec read from a uint8 input makes each pixel quantise to itself."""
-    from edgekit.quant import quantize
+    from edgekit.bundle.quant import quantize
 
     with load_model(coral / MOBILENET) as model:
         spec, tensor_info = model.spec, model.backend.inputs[0]
@@ -136,7 +135,7 @@ def test_bare_integer_model_takes_pixels_as_trained(coral: Path) -> None:
 
 @pytest.mark.slow
 def test_cpu_backends_agree_on_lenet(lenet_bundle: Path) -> None:
-    from edgekit.fidelity import load_validation
+    from edgekit.bundle.fidelity import load_validation
 
     x = load_validation(lenet_bundle).x[:5]
     results = {}
@@ -162,7 +161,7 @@ def test_the_hot_path_checks_what_the_first_call_checks(lenet_bundle: Path, back
     """After the first call, infer takes its one-closure hot path (``_fast_infer``): bad
     input is still refused with the same errors, and anything it does not take as it is
     gives what the checked path gives."""
-    from edgekit.fidelity import load_validation
+    from edgekit.bundle.fidelity import load_validation
 
     x = load_validation(lenet_bundle).x[:1].astype(np.float32)
     with open_backend(backend, lenet_bundle / name) as b:
@@ -295,7 +294,7 @@ def test_myriad_on_an_attached_ncs2(lenet_bundle: Path) -> None:
     if not backend_class("myriad").probe().usable:
         pytest.skip("needs an Intel NCS2 and OpenVINO 2022.3 LTS or older (see edgekit backends)")
     with load_model(lenet_bundle, backend="myriad") as model:
-        from edgekit.fidelity import load_validation
+        from edgekit.bundle.fidelity import load_validation
 
         v = load_validation(lenet_bundle)
         top = [int(model.predict(s[None])[0].argmax()) for s in v.x[:20]]
@@ -305,7 +304,7 @@ def test_myriad_on_an_attached_ncs2(lenet_bundle: Path) -> None:
 @pytest.mark.slow
 def test_openvino_runs_an_fp32_ir_in_f32(lenet_bundle: Path) -> None:
     """On a CPU with bfloat16 OpenVINO computes in bf16 unless told: an FP32 IR must not."""
-    from edgekit.fidelity import load_validation
+    from edgekit.bundle.fidelity import load_validation
 
     validation = load_validation(lenet_bundle)
     with load_model(lenet_bundle, backend="openvino", fmt="openvino-fp32") as model:

@@ -36,7 +36,7 @@ def test_human_output(coral: Path) -> None:
 @pytest.mark.parametrize("backend", ["tflite", "onnxruntime", "openvino"])
 def test_lenet_bundle_reads_digit_images(lenet_bundle: Path, tmp_path: Path,
                                          backend: str) -> None:
-    from edgekit.fidelity import load_validation
+    from edgekit.bundle.fidelity import load_validation
 
     v = load_validation(lenet_bundle)
     paths = []
@@ -53,7 +53,7 @@ def test_lenet_bundle_reads_digit_images(lenet_bundle: Path, tmp_path: Path,
 @pytest.mark.slow
 def test_an_unreadable_image_gets_its_own_line_and_the_others_are_classified(
         lenet_bundle: Path, tmp_path: Path) -> None:
-    from edgekit.fidelity import load_validation
+    from edgekit.bundle.fidelity import load_validation
 
     v = load_validation(lenet_bundle)
     good = tmp_path / "seven.png"

@@ -1,7 +1,7 @@
 """Outputs never clobber inputs, reads stay bounded, a bundle is read strictly (issue 20).
 
-One place (``edgekit.outputs``) decides whether a path may be written: never a file of a
-bundle, never a source being read (temporary names are unique per process), never a path
+One place (``edgekit.helpers.output_files``) decides whether a path may be written: never a
+file of a bundle, never a source being read (temporary names are unique per process), never a path
 another edgekit process is writing (a lock beside it names that process); a converted bundle
 replaces only what was at ``-o`` when the conversion began. A device or FIFO given as a
 source or data file is refused up front; headers are read as bounded prefixes. A bundle's
@@ -23,7 +23,7 @@ import pytest
 from conftest import LENET, assert_clean_error, run_cli
 
 from edgekit.errors import InvalidData, InvalidModel, UsageError, WriteFailed
-from edgekit.outputs import PendingFile, check, identity, lock_path
+from edgekit.helpers.output_files import PendingFile, check, identity, lock_path
 
 MODEL = LENET / "lenet5_digits.keras"
 
@@ -40,7 +40,8 @@ class Holder:
     """Another process holding an output path, as a running edgekit writing it would."""
 
     def __init__(self, path: Path, option: str = "--save") -> None:
-        code = ("import sys, time; from pathlib import Path; from edgekit.outputs import Claim;"
+        code = ("import sys, time; from pathlib import Path; "
+                "from edgekit.helpers.output_files import Claim;"
                 f"c = Claim(Path({str(path)!r}), {option!r}); print('ready', flush=True); "
                 "sys.stdin.read()")
         self.process = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
@@ -189,7 +190,7 @@ def test_second_convert_to_the_same_output_refuses(tmp_path: Path) -> None:
 
 
 def test_publish_keeps_a_folder_made_meanwhile(tmp_path: Path) -> None:
-    from edgekit.convert import _publish
+    from edgekit.convert.destination import move_into_place
 
     out, tmp = tmp_path / "out", tmp_path / ".out.partial-1"
     before = identity(out)  # nothing there when the conversion began
@@ -198,13 +199,13 @@ def test_publish_keeps_a_folder_made_meanwhile(tmp_path: Path) -> None:
     out.mkdir()  # a person makes the folder and puts work in it while convert runs
     (out / "mine.txt").write_text("keep me")
     with pytest.raises(WriteFailed, match="was put there while this command ran"):
-        _publish(tmp, out, before)
+        move_into_place(tmp, out, before)
     assert (out / "mine.txt").read_text() == "keep me"
     assert not (out / "edgekit.json").exists()
 
 
 def test_publish_replaces_only_the_bundle_force_was_given_for(tmp_path: Path) -> None:
-    from edgekit.convert import _publish
+    from edgekit.convert.destination import move_into_place
 
     out = _fake_bundle(tmp_path / "out")
     before = identity(out)
@@ -213,10 +214,10 @@ def test_publish_replaces_only_the_bundle_force_was_given_for(tmp_path: Path) ->
     _fake_bundle(out, '{"name": "the other one"}')
     tmp = _fake_bundle(tmp_path / ".out.partial-1", '{"name": "new"}')
     with pytest.raises(WriteFailed, match="replaced or changed"):
-        _publish(tmp, out, before)
+        move_into_place(tmp, out, before)
     assert (out / "edgekit.json").read_text() == '{"name": "the other one"}'
     same = identity(out)
-    _publish(tmp, out, same)  # unchanged since: replaced
+    move_into_place(tmp, out, same)  # unchanged since: replaced
     assert (out / "edgekit.json").read_text() == '{"name": "new"}'
 
 
@@ -276,7 +277,7 @@ def test_run_refuses_dev_zero_as_source(detector_bundle: Path) -> None:
 
 @pytest.mark.parametrize("name", ["data.npz", "data.npy"])
 def test_a_device_or_fifo_as_data_is_refused(tmp_path: Path, name: str) -> None:
-    from edgekit.datasets import load_samples
+    from edgekit.data.datasets import load_samples
     from edgekit.preprocess import InputSpec
 
     spec = InputSpec(shape=[1, 32, 32, 1])
@@ -302,7 +303,7 @@ def test_an_inventory_that_is_a_device_is_refused_at_once(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize("labels", ["/dev/null", "empty.txt", "blank.txt"])
 def test_empty_labels_are_refused(tmp_path: Path, labels: str) -> None:
-    from edgekit.datasets import read_labels
+    from edgekit.data.datasets import read_labels
 
     (tmp_path / "empty.txt").write_text("")
     (tmp_path / "blank.txt").write_text("\n  \n")
@@ -320,7 +321,7 @@ def test_convert_refuses_empty_labels_over_the_cards(tmp_path: Path) -> None:
 
 
 def test_a_newer_manifest_schema_says_upgrade(tmp_path: Path) -> None:
-    from edgekit.manifest import read_manifest
+    from edgekit.bundle.manifest import read_manifest
 
     bundle = _fake_bundle(tmp_path / "b", json.dumps({
         "schema": "edgekit.bundle/99", "name": "x", "task": "classification",
@@ -331,7 +332,7 @@ def test_a_newer_manifest_schema_says_upgrade(tmp_path: Path) -> None:
 
 
 def test_a_deeply_nested_manifest_is_one_clear_line(tmp_path: Path) -> None:
-    from edgekit.manifest import read_manifest
+    from edgekit.bundle.manifest import read_manifest
 
     bundle = _fake_bundle(tmp_path / "b", "[" * 200_000 + "]" * 200_000)
     with pytest.raises(InvalidModel, match="nested too deeply"):
@@ -356,7 +357,7 @@ def _validation(folder: Path) -> Path:
     ("pickled", "Python objects"),
 ])
 def test_a_bad_validation_set_is_one_clear_line(tmp_path: Path, damage: str, says: str) -> None:
-    from edgekit.fidelity import load_validation
+    from edgekit.bundle.fidelity import load_validation
 
     path = _validation(tmp_path / "bundle")
     data = path.read_bytes()
@@ -385,8 +386,8 @@ def test_deploy_refuses_a_validation_set_that_is_a_device(tmp_path: Path,
     import shutil
 
     from edgekit.deploy.plan import ShippedFile, plan_release
+    from edgekit.deploy.targets import find_target
     from edgekit.deploy.wheels import WheelInfo
-    from edgekit.targets import find_target
 
     bundle = Path(shutil.copytree(lenet_bundle, tmp_path / "bundle"))
     (bundle / "validation.npz").unlink()

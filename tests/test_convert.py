@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from conftest import LENET, run_cli
 
-from edgekit.fidelity import load_validation
-from edgekit.integrity import sha256_file
-from edgekit.manifest import read_manifest
-from edgekit.tflite_file import read_tflite
+from edgekit.bundle.fidelity import load_validation
+from edgekit.bundle.integrity import sha256_file
+from edgekit.bundle.manifest import read_manifest
+from edgekit.bundle.tflite_file import read_tflite
 
 pytestmark = pytest.mark.slow
 CPU_FORMATS = ["tflite-fp32", "tflite-dynamic", "tflite-int8", "onnx", "onnx-int8",

@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edgekit.datacheck import check_label_names, check_samples
-from edgekit.datasets import Samples, folder_labels, load_samples
+from edgekit.data.datacheck import check_label_names, check_samples
+from edgekit.data.datasets import Samples, folder_labels, load_samples
 from edgekit.errors import InvalidData, UsageError
 from edgekit.preprocess import InputSpec, check_normalisation
 

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edgekit.datasets import load_samples, read_labels
+from edgekit.data.datasets import load_samples, read_labels
 from edgekit.errors import InvalidData
 from edgekit.preprocess import InputSpec
 

@@ -20,14 +20,14 @@ from conftest import ROOT, assert_clean_error, cli_json, run_cli
 from deploy_support import HERE, local_profile, ssh_args
 from sshd import SshServer, free_port
 
+from edgekit.bundle.manifest import read_manifest, write_manifest
 from edgekit.deploy.plan import ShippedFile, plan_release
 from edgekit.deploy.release import DeployRequest, check_device
 from edgekit.deploy.service import systemd_quote, unit_text
 from edgekit.deploy.ssh import SshClient, SshOptions, parse_host
+from edgekit.deploy.targets import find_target
 from edgekit.deploy.wheels import WheelInfo, merge_requirements, platform_tags
 from edgekit.errors import DeployError
-from edgekit.manifest import read_manifest, write_manifest
-from edgekit.targets import find_target
 
 CORE = ("numpy>=1.23", "click>=8.1", "opencv-python-headless>=4.8", "ai-edge-litert>=1.2",
         "tomli>=1.1; python_version < '3.11'")
@@ -274,7 +274,7 @@ def test_deploy_modules_import_no_runtime() -> None:
     """Deploying runs the workstation's TFLite runtime only for the comparison, lazily."""
     from test_import import HEAVY, _modules_after
 
-    loaded = _modules_after("import edgekit.deploy, edgekit.targets, edgekit.verify, "
+    loaded = _modules_after("import edgekit.deploy, edgekit.deploy.targets, edgekit.bundle.verify, "
                             "edgekit.cli.deploy_cmd")
     assert not loaded & set(HEAVY), loaded & set(HEAVY)
 

@@ -21,7 +21,7 @@ from deploy_support import intact, ssh_args
 from live_view import get, wait_for
 from sshd import SshServer, free_port
 
-from edgekit.fidelity import load_validation
+from edgekit.bundle.fidelity import load_validation
 
 pytestmark = [pytest.mark.slow, pytest.mark.pi]
 SAMPLES = 20

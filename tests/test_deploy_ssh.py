@@ -24,12 +24,12 @@ from conftest import assert_clean_error, cli_json, run_cli
 from deploy_support import intact, local_profile, release_files, sha256, ssh_args
 from sshd import CuttingProxy, SshServer
 
+from edgekit.bundle.manifest import read_manifest
 from edgekit.deploy import DeployRequest, SshOptions, deploy, parse_host
 from edgekit.deploy.remote import Device
 from edgekit.deploy.ssh import SshClient
+from edgekit.deploy.targets import find_target
 from edgekit.errors import ConnectionFailed, DeployError
-from edgekit.manifest import read_manifest
-from edgekit.targets import find_target
 
 pytestmark = [pytest.mark.slow, pytest.mark.system_tools("openssh")]
 

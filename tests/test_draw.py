@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgekit.loop.draw import _free_corner, _label, annotate
 from edgekit.loop.pipeline import Item, LoopStats
 from edgekit.loop.sinks import overlay_lines
 from edgekit.loop.sources import Frame
 from edgekit.tasks.detection import Detection
+from edgekit.tasks.draw import _free_corner, _label, annotate
 
 LINES = ["tflite  120.0 FPS  end-to-end 7.9 ms", "cap 0.2  pre 0.5  infer 1.3 ms"]
 

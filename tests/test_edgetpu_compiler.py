@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from edgekit.bundle.tflite_file import read_tflite
 from edgekit.convert.edgetpu import (
     HOW_TO_GET,
     check_edgetpu_ready,
@@ -23,7 +24,6 @@ from edgekit.convert.edgetpu import (
 from edgekit.convert.job import Job
 from edgekit.errors import Skipped
 from edgekit.preprocess import InputSpec
-from edgekit.tflite_file import read_tflite
 
 # Written from Coral's documented format: a model the compiler maps only partly.
 PARTLY_MAPPED = """\

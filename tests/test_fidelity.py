@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgekit.fidelity import (
+from edgekit.bundle.fidelity import (
     Task,
     Validation,
     agreeing,

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from edgekit.backends import BUILTIN_BACKENDS, backend_class
-from edgekit.errors import UsageError
-from edgekit.formats import (
+from edgekit.bundle.formats import (
     FORMATS,
     backend_suffixes,
     format_of_file,
@@ -19,6 +18,7 @@ from edgekit.formats import (
     table_backends,
     why_not,
 )
+from edgekit.errors import UsageError
 
 
 def test_the_table_names_only_built_in_backends_and_ranks_are_unique() -> None:

@@ -22,8 +22,8 @@ def test_import_edgekit_loads_no_runtime() -> None:
 
 def test_cli_backends_and_converter_modules_import_no_runtime() -> None:
     loaded = _modules_after(
-        "import edgekit.cli, edgekit.backends, edgekit.convert, edgekit.formats, "
-        "edgekit.manifest, edgekit.fidelity, edgekit.tflite_file"
+        "import edgekit.cli, edgekit.backends, edgekit.convert, edgekit.bundle.formats, "
+        "edgekit.bundle.manifest, edgekit.bundle.fidelity, edgekit.bundle.tflite_file"
     )
     assert not loaded & set(HEAVY), loaded & set(HEAVY)
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from conftest import DETECTOR, ROOT, assert_clean_error, run_cli
 
-from edgekit.manifest import read_manifest
-from edgekit.tflite_file import read_tflite
+from edgekit.bundle.manifest import read_manifest
+from edgekit.bundle.tflite_file import read_tflite
 
 pytestmark = pytest.mark.slow
 INT8 = "tflite-int8,onnx-int8"

@@ -1,6 +1,7 @@
-"""Every artifact is checked against its bundle's manifest before it loads (edgekit/integrity.py):
-a changed or missing file is refused with what to do; the verdict is cached by the file's
-size, times and inode, so a second run does not hash again, and any change is seen."""
+"""Every artifact is checked against its bundle's manifest before it loads
+(edgekit/bundle/integrity.py): a changed or missing file is refused with what to do; the verdict
+is cached by the file's size, times and inode, so a second run does not hash again, and any
+change is seen."""
 from __future__ import annotations
 
 import json
@@ -10,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from edgekit import integrity
+from edgekit.bundle import integrity
+from edgekit.bundle.manifest import read_manifest
 from edgekit.errors import InvalidModel
-from edgekit.manifest import read_manifest
 from edgekit.model import load_model
 
 
@@ -64,7 +65,7 @@ def test_missing_and_resized_files(bundle: Path) -> None:
 
 
 def test_verify_always_hashes(bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from edgekit.verify import check_files
+    from edgekit.bundle.verify import check_files
 
     path, record = _record(bundle)
     integrity.compare_file(path, record)  # cached now

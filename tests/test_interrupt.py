@@ -22,7 +22,7 @@ import cv2
 import pytest
 from conftest import LENET
 
-from edgekit.interrupt import descendants
+from edgekit.helpers.interrupt import descendants
 
 LIMIT_S = 2.0
 
@@ -104,7 +104,7 @@ def test_the_watchdog_ends_a_command_python_cannot_interrupt(tmp_path: Path) -> 
     code = f"""
 import subprocess, sys, time
 from pathlib import Path
-from edgekit import interrupt
+from edgekit.helpers import interrupt
 interrupt.install()
 Path({str(partial)!r}).mkdir()
 interrupt.remember({str(partial)!r})
@@ -130,7 +130,7 @@ def test_a_folder_still_being_written_is_removed(tmp_path: Path) -> None:
     its path or beside it. Removing it in place left the files written meanwhile."""
     import threading
 
-    from edgekit import interrupt
+    from edgekit.helpers import interrupt
 
     partial = tmp_path / ".bundle.partial-x"
     partial.mkdir()
@@ -166,7 +166,7 @@ def test_what_the_main_thread_says_after_the_hard_exit_began_is_not_shown(
     code = f"""
 import sys, time
 from pathlib import Path
-from edgekit import interrupt
+from edgekit.helpers import interrupt
 interrupt.install()
 partial = Path({str(partial)!r})
 partial.mkdir()
@@ -198,7 +198,7 @@ def test_an_error_after_ctrl_c_is_reported_as_the_interrupt(error: str) -> None:
     "interrupted" and exits 130."""
     code = f"""
 import sys
-from edgekit import interrupt
+from edgekit.helpers import interrupt
 from edgekit.cli.app import cli, main
 from edgekit.errors import ConversionError
 
@@ -218,11 +218,11 @@ main()
 def test_a_second_ctrl_c_ends_it_at_once(tmp_path: Path) -> None:
     """A second Ctrl-C, later than REPEAT_S after the first (a sooner one is the same
     request), makes the hard exit without waiting for the grace period."""
-    from edgekit.interrupt import REPEAT_S
+    from edgekit.helpers.interrupt import REPEAT_S
 
     code = """
 import time
-from edgekit import interrupt
+from edgekit.helpers import interrupt
 interrupt.GRACE_S = 20
 interrupt.install()
 with interrupt.deferred():

@@ -11,6 +11,7 @@ import pytest
 from mjpeg import MjpegStream
 
 from edgekit.errors import InvalidData, UsageError
+from edgekit.helpers.stats import Latency, Samples
 from edgekit.loop.pipeline import Item, LoopStats, Pipeline, Stage
 from edgekit.loop.sources import (
     Frame,
@@ -21,7 +22,6 @@ from edgekit.loop.sources import (
     VideoFile,
     open_source,
 )
-from edgekit.stats import Latency, Samples
 
 
 class Counter(Source):

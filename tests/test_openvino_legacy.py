@@ -33,7 +33,7 @@ def _cli(version: str, *args: object) -> CliResult:
 
 @pytest.fixture(scope="module")
 def digits(lenet_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    from edgekit.fidelity import load_validation
+    from edgekit.bundle.fidelity import load_validation
 
     folder = tmp_path_factory.mktemp("digits")
     v = load_validation(lenet_bundle)
@@ -95,7 +95,7 @@ def test_several_requests_in_flight_on_the_old_api(version: str, lenet_bundle: P
     script = f"""
 import json, numpy as np
 from edgekit.backends import Concurrency, open_backend
-from edgekit.fidelity import load_validation
+from edgekit.bundle.fidelity import load_validation
 x = load_validation({str(lenet_bundle)!r}).x[:12].astype(np.float32)
 path = {str(lenet_bundle / artifact)!r}
 with open_backend("openvino", path) as b:
@@ -127,14 +127,15 @@ def test_every_module_of_the_device_side_imports_on_the_old_python(version: str)
     """The NCS2's environments run Python 3.9/3.10: the loop, its tasks and the checks must
     import there (``int | None`` at run time, types.UnionType are 3.10+)."""
     modules = ["edgekit.cli.app", "edgekit.cli.run_cmd", "edgekit.cli.bench_cmd",
-               "edgekit.loop.run", "edgekit.loop.serve", "edgekit.loop.labels",
-               "edgekit.tasks.segmentation", "edgekit.tasks.generic", "edgekit.limits",
-               "edgekit.outputs", "edgekit.files", "edgekit.text", "edgekit.bench.worker"]
+               "edgekit.loop.run", "edgekit.live.server", "edgekit.loop.labels",
+               "edgekit.tasks.segmentation", "edgekit.tasks.generic", "edgekit.helpers.limits",
+               "edgekit.helpers.output_files", "edgekit.helpers.files", "edgekit.helpers.text",
+               "edgekit.bench.worker"]
     python = ENVS[version] / "bin" / "python"
     if not python.is_file():
         pytest.skip(f"needs {ENVS[version].name} (make setup-tests)")
     done = subprocess.run([str(python), "-c", "import " + ", ".join(modules) + "; "
-                           "from edgekit.limits import check_arguments, checked\n"
+                           "from edgekit.helpers.limits import check_arguments, checked\n"
                            "@checked\ndef f(x: 'int | None' = None) -> None: pass\nf(3)"],
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr

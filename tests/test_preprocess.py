@@ -76,9 +76,9 @@ def test_pycoral_classify_test_passes(coral: Path) -> None:
 def test_pycoral_tensor_is_pil_nearest_byte_for_byte(coral: Path) -> None:
     """edgekit's tensor for cat.bmp, quantised as the uint8 input takes it, is exactly what
     pycoral's test feeds: Image.open(path).resize(size, Image.NEAREST)."""
+    from edgekit.bundle.quant import quantize
     from edgekit.model import load_model
     from edgekit.preprocess import read_image
-    from edgekit.quant import quantize
 
     with load_model(coral / MOBILENET, spec=SpecOptions(reference="pycoral")) as model:
         tensor = model.tensor(read_image(coral / "cat.bmp"))
@@ -90,9 +90,9 @@ def test_pycoral_tensor_is_pil_nearest_byte_for_byte(coral: Path) -> None:
 
 def test_pycoral_example_is_pil_lanczos_byte_for_byte(coral: Path) -> None:
     """examples/classify_image.py: convert('RGB').resize(size, Image.LANCZOS), mean/std 128."""
+    from edgekit.bundle.quant import quantize
     from edgekit.model import load_model
     from edgekit.preprocess import read_image
-    from edgekit.quant import quantize
 
     with load_model(coral / MOBILENET, spec=SpecOptions(reference="pycoral-example")) as model:
         fed = quantize(model.tensor(read_image(coral / "cat.bmp")), model.backend.inputs[0])

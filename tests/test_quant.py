@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edgekit.bundle.quant import dequantize, prepare_input, quantize
+from edgekit.bundle.tensors import Quantization, TensorInfo
 from edgekit.errors import InferenceError
-from edgekit.quant import dequantize, prepare_input, quantize
-from edgekit.tensors import Quantization, TensorInfo
 
 UINT8 = TensorInfo("in", (1, 4), "uint8", Quantization((0.0078125,), (128,)))
 INT8 = TensorInfo("in", (1, 4), "int8", Quantization((1 / 255,), (-128,)))

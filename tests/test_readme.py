@@ -1,5 +1,6 @@
-"""The README says what the CLI does: its synopses name exactly each command's options, every
-`edgekit ...` line in it parses, and its shell and Python blocks run as shown.
+"""The README and the documentation site (docs/*.md) say what the CLI does: their synopses name
+exactly each command's options, every `edgekit ...` line in them parses, their shell and Python
+blocks run as shown, and `mkdocs build --strict` builds the site (no broken link or anchor).
 
 A ```text block that starts with `edgekit COMMAND` is a synopsis. A ```sh or ```python block runs
 here (in a folder where `out/demo/` holds the session's bundles and clip, as `make demo` leaves
@@ -23,20 +24,25 @@ from conftest import CORAL, ROOT
 
 from edgekit.cli import cli
 
-README = ROOT / "README.md"
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 OPTION = re.compile(r"(?<![\w-])(--?[a-z][a-z0-9-]*)")
 
 
 @dataclass
 class Block:
-    line: int  # where it starts in README.md
+    page: str  # README.md or docs/NAME.md
+    line: int  # where it starts in it
     lang: str
     text: str
     mark: str  # "", "slow" or "parse"
 
 
 def _blocks() -> list[Block]:
-    blocks, lines = [], README.read_text().splitlines()
+    return [block for page in PAGES for block in _page_blocks(page)]
+
+
+def _page_blocks(page: Path) -> list[Block]:
+    blocks, lines, name = [], page.read_text().splitlines(), str(page.relative_to(ROOT))
     i = 0
     while i < len(lines):
         if lines[i].startswith("```"):
@@ -47,7 +53,8 @@ def _blocks() -> list[Block]:
                 i += 1
             before = lines[start - 1] if start else ""
             mark = re.fullmatch(r"<!-- readme: (\w+) -->", before.strip())
-            blocks.append(Block(start + 1, lang, "\n".join(body), mark.group(1) if mark else ""))
+            blocks.append(Block(name, start + 1, lang, "\n".join(body),
+                                mark.group(1) if mark else ""))
         i += 1
     return blocks
 
@@ -66,18 +73,18 @@ def _commands(text: str) -> list[str]:
     return found
 
 
-def _synopses() -> list[tuple[int, str]]:
-    """(line, one command's synopsis) for each `edgekit COMMAND` in a ```text block."""
+def _synopses() -> list[tuple[str, str]]:
+    """(page:line, one command's synopsis) for each `edgekit COMMAND` in a ```text block."""
     found = []
     for block in _blocks():
         if block.lang == "text" and block.text.startswith("edgekit "):
             current: list[str] = []
             for line in block.text.splitlines():
                 if line.startswith("edgekit ") and current:
-                    found.append((block.line, " ".join(current)))
+                    found.append((f"{block.page}:{block.line}", " ".join(current)))
                     current = []
                 current.append(line.strip())
-            found.append((block.line, " ".join(current)))
+            found.append((f"{block.page}:{block.line}", " ".join(current)))
     return found
 
 
@@ -86,26 +93,26 @@ def _options(command: click.Command) -> set[str]:
 
 
 def _left_out(command: click.Command, named: set[str]) -> list[str]:
-    """The command's options the README names in none of their spellings (-q or --quiet)."""
+    """The command's options the pages name in none of their spellings (-q or --quiet)."""
     return [p.opts[-1] for p in command.params if isinstance(p, click.Option)
             and not set(p.opts) & named and p.name not in ("help", "debug")]
 
 
-def test_the_readme_has_a_synopsis_of_every_command() -> None:
+def test_the_pages_have_a_synopsis_of_every_command() -> None:
     named = {text.split()[1] for _, text in _synopses()}
     assert named == set(cli.commands) - {"demo"}  # demo: `make demo`, and its --help
 
 
-@pytest.mark.parametrize("line,text", _synopses(), ids=lambda v: str(v)[:40])
-def test_each_synopsis_names_exactly_the_commands_options(line: int, text: str) -> None:
+@pytest.mark.parametrize("where,text", _synopses(), ids=lambda v: str(v)[:40])
+def test_each_synopsis_names_exactly_the_commands_options(where: str, text: str) -> None:
     name = text.split()[1]
     command = cli.commands[name]
     named = set(OPTION.findall(text.split(maxsplit=2)[2] if len(text.split()) > 2 else ""))
     unknown = named - _options(command)
-    assert not unknown, f"README.md:{line}: edgekit {name} has no {sorted(unknown)}"
+    assert not unknown, f"{where}: edgekit {name} has no {sorted(unknown)}"
     if name != "deploy":  # deploy's three forms share its options between them
         left_out = _left_out(command, named)
-        assert not left_out, f"README.md:{line}: edgekit {name}'s synopsis lacks {left_out}"
+        assert not left_out, f"{where}: edgekit {name}'s synopsis lacks {left_out}"
 
 
 def test_deploys_synopses_together_name_every_option() -> None:
@@ -114,18 +121,19 @@ def test_deploys_synopses_together_name_every_option() -> None:
     assert not _left_out(cli.commands["deploy"], named)
 
 
-def test_every_edgekit_line_in_the_readme_parses() -> None:
+def test_every_edgekit_line_in_the_pages_parses() -> None:
     """Each `edgekit ...` in a shell block is a command click accepts: known options, valid
     choices and numbers (parsed without running it)."""
-    lines = [(b.line, c) for b in _blocks() if b.lang == "sh" for c in _commands(b.text)]
+    lines = [(f"{b.page}:{b.line}", c) for b in _blocks() if b.lang == "sh"
+             for c in _commands(b.text)]
     assert len(lines) >= 15
-    for line, command in lines:
+    for where, command in lines:
         name, *args = shlex.split(command)[1:]
-        assert name in cli.commands, f"README.md:{line}: {command}"
+        assert name in cli.commands, f"{where}: {command}"
         try:
             cli.commands[name].make_context(name, args)
         except click.ClickException as exc:
-            pytest.fail(f"README.md:{line}: {command}: {exc.format_message()}")
+            pytest.fail(f"{where}: {command}: {exc.format_message()}")
 
 
 @pytest.fixture(scope="module")
@@ -164,19 +172,41 @@ def _check(block: Block, folder: Path) -> None:
     if "$C/" in block.text and not CORAL.is_dir():
         pytest.skip(f"needs Coral's test data in {CORAL} (../shared beside the checkout)")
     done = _run_block(block, folder)
-    assert done.returncode == 0, f"README.md:{block.line}:\n{block.text}\n{done.stderr[-3000:]}"
+    assert done.returncode == 0, f"{block.page}:{block.line}:\n{block.text}\n{done.stderr[-3000:]}"
     if block.lang == "python":  # its comments say what it prints: (1, 10) D, then onnx D
         first, second = done.stdout.split("\n")[:2]
         digit = first.split()[-1]
         assert first == f"(1, 10) {digit}" and second == f"onnx {digit}", done.stdout
 
 
-@pytest.mark.parametrize("block", _runnable(""), ids=lambda b: f"line{b.line}")
+@pytest.mark.parametrize("block", _runnable(""), ids=lambda b: f"{b.page}:{b.line}")
 def test_the_quick_blocks_run_as_shown(block: Block, demo_folder: Path) -> None:
     _check(block, demo_folder)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("block", _runnable("slow"), ids=lambda b: f"line{b.line}")
+@pytest.mark.parametrize("block", _runnable("slow"), ids=lambda b: f"{b.page}:{b.line}")
 def test_the_slow_blocks_run_as_shown(block: Block, demo_folder: Path) -> None:
     _check(block, demo_folder)
+
+
+def test_the_documentation_site_builds_strict(tmp_path: Path) -> None:
+    """`mkdocs build --strict` (as `make docs`): a broken link, a missing anchor or a page left out
+    of the navigation fails it."""
+    mkdocs = Path(sys.executable).parent / "mkdocs"
+    if not mkdocs.exists():
+        pytest.skip("mkdocs is not installed: pip install 'edgekit[docs]' (make setup does)")
+    done = subprocess.run([str(mkdocs), "build", "--strict", "--site-dir", str(tmp_path / "site")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+                          env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "site" / "architecture" / "index.html").is_file()
+
+
+def test_the_readme_is_read_in_two_minutes() -> None:
+    """The manual lives in docs/: the README says what edgekit is, the two commands, the
+    install table, a quick start and the links (httpx's and click's are 60-150 lines)."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 200, f"README.md has {len(lines)} lines: move the detail into docs/"
+    linked = set(re.findall(r"\]\(docs/([\w-]+\.md)", "\n".join(lines)))
+    assert linked >= {p.name for p in (ROOT / "docs").glob("*.md")}, "a docs page the README omits"

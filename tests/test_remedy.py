@@ -18,7 +18,7 @@ from edgekit.convert.remedy import (
     keep_float,
     search,
 )
-from edgekit.datasets import Samples
+from edgekit.data.datasets import Samples
 from edgekit.errors import ConversionError
 
 

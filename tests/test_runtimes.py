@@ -36,8 +36,8 @@ def test_the_runtimes_to_check_are_found_without_the_makefile(
         where: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`edgekit convert` from an activated environment checks what `make demo` checks: the
     variable, else ~/.config/edgekit/config.toml, else the checkout's .venv-legacy."""
-    from edgekit import config
     from edgekit.convert.runtimes import runtime_pythons
+    from edgekit.helpers import config
 
     monkeypatch.delenv("EDGEKIT_TFLITE_PYTHONS", raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
@@ -66,8 +66,8 @@ def test_the_runtimes_to_check_are_found_without_the_makefile(
 
 
 def test_a_broken_config_file_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from edgekit import config
     from edgekit.errors import UsageError
+    from edgekit.helpers import config
 
     monkeypatch.delenv("EDGEKIT_TFLITE_PYTHONS", raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))

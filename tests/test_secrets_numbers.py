@@ -28,7 +28,7 @@ from live_view import get, running_view, wait_for
 from mjpeg import MjpegStream
 
 from edgekit.errors import EdgekitError, InvalidData, UsageError
-from edgekit.text import printable, redact
+from edgekit.helpers.text import printable, redact
 
 SECRET, PASSWORD = "SECRET0123456789", "hunter2pass"
 
@@ -132,7 +132,7 @@ def test_printable_escapes_control_characters_only() -> None:
 
 @pytest.mark.parametrize("view", ["text", "markdown", "csv"])
 def test_a_label_cannot_forge_a_table_line(view: str) -> None:
-    from edgekit.render import Notes, render_table
+    from edgekit.helpers.render import Notes, render_table
 
     notes = Notes()
     rows = [["1", notes.mark(HOSTILE, "why\x1b]0;title\x07"), 0.5], ["2", "plain", 0.25]]
@@ -146,9 +146,9 @@ def test_a_label_cannot_forge_a_table_line(view: str) -> None:
 
 def test_metrics_stay_parseable_with_a_carriage_return_in_a_name() -> None:
     parser = pytest.importorskip("prometheus_client.parser")
-    from edgekit.loop.live import ServeSink
-    from edgekit.loop.prometheus import prometheus_text
-    from edgekit.loop.serve import LiveView, serve_options
+    from edgekit.live.prometheus import prometheus_text
+    from edgekit.live.server import LiveView, serve_options
+    from edgekit.live.state import ServeSink
 
     model = SimpleNamespace(
         backend=SimpleNamespace(name="fake\rbackend", describe=lambda: "fake", device="CPU\n",
@@ -274,7 +274,7 @@ def test_the_detection_thresholds_refuse_nan_and_inf() -> None:
 
 def test_requests_and_streams_are_bounded_by_the_machine() -> None:
     from edgekit.backends import Concurrency
-    from edgekit.limits import max_parallel
+    from edgekit.helpers.limits import max_parallel
 
     started = time.monotonic()
     for field in ("requests", "streams"):
@@ -299,7 +299,7 @@ def test_bench_refuses_ten_thousand_requests_at_once(lenet_bundle: Path) -> None
 
 
 def test_bench_cli_says_the_bound_of_requests(lenet_bundle: Path) -> None:
-    from edgekit.limits import max_parallel
+    from edgekit.helpers.limits import max_parallel
 
     result = run_cli("bench", lenet_bundle, "--mode", "throughput", "--requests", "10000")
     assert result.returncode == 2
@@ -430,7 +430,8 @@ def test_no_cache_is_made_under_a_home_that_does_not_exist(tmp_path: Path, monke
                                                            capsys) -> None:
     import tempfile
 
-    from edgekit import config, integrity
+    from edgekit.bundle import integrity
+    from edgekit.helpers import config
 
     home = tmp_path / "nonexistent"
     monkeypatch.setenv("HOME", str(home))
@@ -454,7 +455,7 @@ def test_a_temporary_cache_someone_else_could_write_is_not_used(tmp_path: Path,
                                                                monkeypatch) -> None:
     import tempfile
 
-    from edgekit import config
+    from edgekit.helpers import config
 
     monkeypatch.setenv("HOME", str(tmp_path / "nonexistent"))
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
@@ -509,15 +510,15 @@ def test_head_is_answered_like_get_without_a_body() -> None:
 
 
 def test_a_name_that_resolves_to_loopback_serves_at_the_url_it_prints(monkeypatch) -> None:
-    from edgekit.loop import serve
-    from edgekit.loop.serve import LiveView, serve_options
+    from edgekit.live import server
+    from edgekit.live.server import LiveView, serve_options
 
     real = socket.getaddrinfo
 
     def resolve(host, *args, **kwargs):  # the machine's own name, as Debian's /etc/hosts has it
         return real("127.0.0.1" if host == "camera-pi" else host, *args, **kwargs)
 
-    monkeypatch.setattr(serve.socket, "getaddrinfo", resolve)
+    monkeypatch.setattr(server.socket, "getaddrinfo", resolve)
     options = serve_options("camera-pi:0")
     assert options.loopback and options.token is None
     with LiveView(options) as view:

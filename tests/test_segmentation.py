@@ -15,8 +15,8 @@ pytestmark = pytest.mark.slow
 
 
 def test_every_cpu_artifact_agrees_with_keras_per_pixel(segmenter_bundle: Path) -> None:
-    from edgekit.manifest import read_manifest
-    from edgekit.render import conversion_table
+    from edgekit.bundle.manifest import read_manifest
+    from edgekit.bundle.tables import conversion_table
 
     manifest = read_manifest(segmenter_bundle)
     assert manifest.task == "segmentation" and manifest.validation["metric"] == "pixel"

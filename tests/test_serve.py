@@ -20,7 +20,7 @@ import pytest
 from live_view import PacedCamera, StreamReader, get, running_view, wait_for
 
 from edgekit.errors import EdgekitError, UsageError
-from edgekit.loop.serve import LiveView, parse_address, serve_options
+from edgekit.live.server import LiveView, parse_address, serve_options
 
 TOKEN = "t0ken-for-the-tests_0123456789"
 
@@ -275,3 +275,19 @@ def test_bind_failures() -> None:
         taken.close()
     with pytest.raises(UsageError, match="192.0.2.1 is not an address of this machine"):
         LiveView(serve_options("192.0.2.1:8080", TOKEN))  # TEST-NET-1: nobody's address
+
+
+def test_the_state_the_loop_writes_stands_without_a_server() -> None:
+    """The live view's state (frames, figures, counters) and /metrics need no HTTP server: the
+    server is one more reader of the state, and no socket is opened here."""
+    from edgekit.live.prometheus import prometheus_text
+    from edgekit.live.state import LiveState
+
+    state = LiveState()
+    state.info.update(backend_name="tflite", source="clip.avi")
+    state.joined(2)
+    assert not isinstance(state, LiveView)
+    assert state.stats()["viewers"] == 2 and state.stats()["frames"] == 0
+    text = prometheus_text(state)
+    assert 'edgekit_frames_total{backend="tflite"} 0' in text
+    assert 'edgekit_viewers{backend="tflite"} 2' in text

@@ -19,9 +19,9 @@ from sshd import SshServer, free_port
 from edgekit.deploy import agent
 from edgekit.deploy.plan import ShippedFile, plan_release
 from edgekit.deploy.service import live_view_url, unit_text
+from edgekit.deploy.targets import find_target, load_target
 from edgekit.deploy.wheels import WheelInfo
 from edgekit.errors import UsageError
-from edgekit.targets import find_target, load_target
 
 STANDINS = ROOT / "tests" / "standins"
 

@@ -28,9 +28,9 @@ import pytest
 from conftest import LENET
 from test_interrupt import Running, alive, longer_clip, tree
 
-from edgekit import interrupt
-from edgekit.interrupt import REPEAT_S, descendants
-from edgekit.subproc import run_json
+from edgekit.helpers import interrupt
+from edgekit.helpers.interrupt import REPEAT_S, descendants
+from edgekit.helpers.subproc import run_json
 
 LIMIT_S = 2.0
 LINE = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated", signal.SIGHUP: "hung up"}
@@ -125,7 +125,7 @@ def test_sighup_stays_ignored_under_nohup() -> None:
     code = """
 import signal
 signal.signal(signal.SIGHUP, signal.SIG_IGN)
-from edgekit import interrupt
+from edgekit.helpers import interrupt
 interrupt.install()
 print("ready", flush=True)
 time.sleep(1.5)
@@ -212,7 +212,7 @@ def test_a_crashed_child_is_named_as_a_crash(tmp_path: Path) -> None:
 def test_a_crashed_bench_worker_is_reported_as_a_crash(monkeypatch: pytest.MonkeyPatch,
                                                        tmp_path: Path) -> None:
     import edgekit.bench as bench
-    from edgekit.subproc import Answer
+    from edgekit.helpers.subproc import Answer
 
     monkeypatch.setattr(bench, "run_json", lambda *a, **k: Answer(None, -11, ""))
     pair = bench.Pair(tmp_path / "m.onnx", "onnx", "onnxruntime")
@@ -228,8 +228,8 @@ def test_a_stopped_service_is_a_clean_stop(tmp_path: Path, lenet_bundle: Path) -
     whole unit in test_deploy.py::test_unit_file."""
     from edgekit.deploy.plan import ShippedFile, plan_release
     from edgekit.deploy.service import unit_text
+    from edgekit.deploy.targets import find_target
     from edgekit.deploy.wheels import WheelInfo
-    from edgekit.targets import find_target
 
     wheel = ShippedFile("wheels/edgekit-0.1.0-py3-none-any.whl", tmp_path / "x.whl", "0" * 64, 0)
     plan = plan_release(lenet_bundle, find_target("rpi4-cpu"), wheel,

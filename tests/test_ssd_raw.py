@@ -198,8 +198,8 @@ def test_convert_records_the_decoder_and_ships_the_anchors(ssd_twin, photos: Pat
     assert manifest["input"]["mean"] == [127.5] and manifest["input"]["origin"]["mean"] == "flag"
     assert np.array_equal(np.load(bundle / "anchors.npy"), np.load(ssd_twin.anchors))
     from edgekit.deploy.plan import ShippedFile, plan_release
+    from edgekit.deploy.targets import find_target
     from edgekit.deploy.wheels import WheelInfo
-    from edgekit.targets import find_target
 
     wheel = ShippedFile("wheels/edgekit-0.1.0-py3-none-any.whl", tmp_path / "x.whl", "0" * 64, 0)
     (staging := tmp_path / "staging").mkdir()

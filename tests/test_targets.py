@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, assert_clean_error, cli_json, run_cli
 
+from edgekit.bundle.formats import FORMATS
+from edgekit.deploy.targets import find_target, list_targets, load_target
 from edgekit.errors import UsageError
-from edgekit.formats import FORMATS
-from edgekit.targets import find_target, list_targets, load_target
 
 REQUIRED = {"rpi4-cpu", "rpi5-cpu", "rpi4-coral-usb", "rpi5-coral-usb", "rpi4-ncs2",
             "coral-devboard"}
@@ -120,7 +120,7 @@ def test_the_wheel_carries_the_profiles(tmp_path: Path) -> None:
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
                     "--target", str(site), str(wheel)], check=True, capture_output=True)
-    code = ("import json, edgekit.targets as t; print(json.dumps([t.__file__] + "
+    code = ("import json, edgekit.deploy.targets as t; print(json.dumps([t.__file__] + "
             "[[x.name, x.origin, str(x.path)] for x in t.list_targets()]))")
     env = {**os.environ, "PYTHONPATH": str(site), "XDG_CONFIG_HOME": str(tmp_path / "none")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,

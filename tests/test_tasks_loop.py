@@ -130,7 +130,6 @@ def test_a_classifier_through_the_loop(lenet_bundle: Path, demo_clip: Path,
     """Top-k and smoothing in --jsonl, bars in --save, the clip's summary; each frame's raw
     top-1 is what edgekit classify's function gives for the same frame."""
     from edgekit.model import load_model
-    from edgekit.tasks.classification import classify
 
     lines, video = tmp_path / "c.jsonl", tmp_path / "c.avi"
     report = cli_json("run", lenet_bundle, "--source", demo_clip, "--top-k", "3", "--smooth",
@@ -149,7 +148,7 @@ def test_a_classifier_through_the_loop(lenet_bundle: Path, demo_clip: Path,
             assert ok
             assert len(record["classes"]) == 3 and len(record["smoothed"]) == 3
             assert record["top1"] == record["classes"][0]
-            best = classify(model, frame, k=1)[0]
+            best = model.classify(frame, k=1)[0]
             assert (record["top1"]["class_id"], record["top1"]["label"]) == (best.id,
                                                                               best.label)
             assert record["top1"]["score"] == pytest.approx(best.score, abs=1e-3)
@@ -224,7 +223,6 @@ def test_a_classifier_scored_against_the_clips_labels(lenet_bundle: Path,
     function on the same frames (the one definition, fidelity.agreeing)."""
     from edgekit.loop.labels import read_sidecar
     from edgekit.model import load_model
-    from edgekit.tasks.classification import classify
 
     report = cli_json("run", lenet_bundle, "--source", digit_clip, "--json")
     assert report["accuracy_frames"] == 60 and report["accuracy_source"].endswith(".labels.txt")
@@ -234,7 +232,7 @@ def test_a_classifier_scored_against_the_clips_labels(lenet_bundle: Path,
         right = 0
         for i in range(60):
             ok, frame = capture.read()
-            right += classify(model, frame, k=1)[0].id == truth.by_index[i]
+            right += model.classify(frame, k=1)[0].id == truth.by_index[i]
         capture.release()
     assert report["accuracy"] == pytest.approx(right / 60)
     assert report["accuracy"] > 0.8

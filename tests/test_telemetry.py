@@ -1,4 +1,4 @@
-"""edgekit sends nothing anywhere: the runtimes' telemetry stays off (edgekit/telemetry.py).
+"""edgekit sends nothing anywhere: the runtimes' telemetry stays off (edgekit/helpers/telemetry.py).
 
 Each command runs in a fresh process with a fresh HOME and temporary folder and no CI
 variable (OpenVINO's converter skips telemetry in CI, which would hide a regression), under a

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from edgekit.bundle.tflite_file import read_tflite
 from edgekit.errors import InvalidModel
-from edgekit.tflite_file import read_tflite
 
 
 def test_plain_mobilenet(coral: Path) -> None:

@@ -16,7 +16,7 @@ from mjpeg import MjpegStream
 
 from edgekit.backends import Concurrency, open_backend
 from edgekit.errors import EdgekitError, SourceLost
-from edgekit.loop.live import Figures
+from edgekit.live.state import Figures
 from edgekit.loop.sources import STREAM_TIMEOUT_S, LiveSource
 
 # --- one backend, several threads ------------------------------------------------------------
@@ -313,7 +313,7 @@ def _answers(truth: np.ndarray, right: float, seed: int = 0) -> np.ndarray:
 
 
 def test_one_to_one_finds_the_assignment_that_explains_the_answers() -> None:
-    from edgekit.datacheck import one_to_one
+    from edgekit.data.datacheck import one_to_one
 
     counts = np.array([[0, 9, 1], [8, 0, 0], [1, 0, 7]])
     assert one_to_one(counts) == [1, 0, 2]
@@ -321,7 +321,7 @@ def test_one_to_one_finds_the_assignment_that_explains_the_answers() -> None:
 
 
 def test_labels_in_sorted_order_that_the_model_contradicts_are_refused() -> None:
-    from edgekit.datacheck import check_folder_order
+    from edgekit.data.datacheck import check_folder_order
 
     names = sorted(WORDS)  # eight, five, four, nine, one, seven, six, three, two, zero
     digit = np.repeat(np.arange(10), 6)  # what each image shows
@@ -336,7 +336,7 @@ def test_labels_in_sorted_order_that_the_model_contradicts_are_refused() -> None
 
 
 def test_labels_the_model_agrees_with_or_cannot_judge_are_kept() -> None:
-    from edgekit.datacheck import check_folder_order
+    from edgekit.data.datacheck import check_folder_order
 
     names = [f"c{i}" for i in range(10)]
     truth = np.repeat(np.arange(10), 6)

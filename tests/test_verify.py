@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from conftest import assert_clean_error, run_cli
 
-from edgekit.fidelity import load_validation
-from edgekit.verify import verify_bundle
+from edgekit.bundle.fidelity import load_validation
+from edgekit.bundle.verify import verify_bundle
 
 
 @pytest.fixture
@@ -99,3 +99,24 @@ def test_verify_bad_input(tmp_path: Path, lenet_bundle: Path) -> None:
     assert_clean_error(run_cli("verify", lenet_bundle, "--samples", "-1"), "--samples")
     assert_clean_error(run_cli("verify", lenet_bundle, "--format", "edgetpu"),
                        "no edgetpu artifact")
+
+
+def test_a_bundle_is_opened_once_and_passed_on(lenet_bundle: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """verify reads the manifest once and hands the opened bundle on: check_files and
+    load_model take it as it is (before, each read edgekit.json again)."""
+    import edgekit.bundle.verify as verify_module
+    import edgekit.model as model_module
+    from edgekit.bundle.manifest import Manifest, read_manifest
+
+    reads: list[Path] = []
+
+    def counting(folder: Path) -> Manifest:
+        reads.append(Path(folder))
+        return read_manifest(folder)
+
+    monkeypatch.setattr(verify_module, "read_manifest", counting)
+    monkeypatch.setattr(model_module, "read_manifest", counting)
+    report = verify_bundle(lenet_bundle, samples=2)
+    assert report.files_ok and report.samples
+    assert reads == [lenet_bundle]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from edgekit.backends.base import MODES, Backend, BackendStatus, Concurrency, Inputs, Pending
 from edgekit.errors import BackendUnavailable, UsageError, first_line
-from edgekit.limits import checked
+from edgekit.helpers.limits import checked
 
 ENTRY_POINT_GROUP = "edgekit.backends"
 
@@ -133,7 +133,7 @@ def parse_backends(text: str | None,
     """``--backends`` as (backend, format or None): "tflite,openvino:onnx" ->
     [("tflite", None), ("openvino", "onnx")]; None -> ``default`` (every registered backend).
     An unknown backend or format is a UsageError, before anything runs."""
-    from edgekit.formats import FORMATS
+    from edgekit.bundle.formats import FORMATS
 
     entries = [e.strip() for e in text.split(",") if e.strip()] if text else \
         list(default if default is not None else backend_names())

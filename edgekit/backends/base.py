@@ -31,11 +31,11 @@ from typing import Callable, ClassVar, Union
 
 import numpy as np
 
+from edgekit.bundle.formats import FORMATS, backend_suffixes, preferred_formats, table_backends
+from edgekit.bundle.quant import dequantize, prepare_input
+from edgekit.bundle.tensors import TensorInfo
 from edgekit.errors import InferenceError, InvalidModel, UsageError
-from edgekit.formats import FORMATS, backend_suffixes, preferred_formats, table_backends
-from edgekit.limits import check_fields, cpu_count, parallel
-from edgekit.quant import dequantize, prepare_input
-from edgekit.tensors import TensorInfo
+from edgekit.helpers.limits import check_fields, cpu_count, parallel
 
 Inputs = Union[np.ndarray, Sequence[np.ndarray]]
 
@@ -289,8 +289,8 @@ class Backend(ABC):
         shape, dtype and layout, finite, goes straight to the runtime; anything else goes
         through ``_checked_infer``. On LeNet the layers of method calls around the runtime
         call cost more than the checks: with caches cold from the inference, each Python call
-        and attribute lookup costs several times its warm time (``scripts/bench_overhead.py``:
-        the closure brought edgekit within 1-5 us of the raw call, from 5-13 us)."""
+        and attribute lookup costs several times its warm time (``scripts/bench_overhead.py``
+        measures it; the figures are in docs/figures.md)."""
         if plan.single is None:
             return None
         shape, dtype = plan.single
@@ -301,9 +301,8 @@ class Backend(ABC):
         finish = self._outputs if plan.dequantize else None
         checked = self._checked_infer
         ndarray, vdot, isfinite, all_finite = np.ndarray, np.vdot, math.isfinite, _all_finite
-        # The lock as bound methods and try/finally (``with lock`` costs twice as much here).
-        # Uncontended, on LeNet (p50, A/B on one backend): +0.2 us on tflite, +0.6-1.6 us on
-        # onnxruntime and openvino, whose threads leave the caches cold; 1-2% of the call.
+        # The lock as bound methods and try/finally: ``with lock`` costs more on this path, and
+        # uncontended the lock is a small share of the call (docs/figures.md, the call path).
         acquire, release = self._lock.acquire, self._lock.release
 
         def infer(inputs: Inputs) -> list[np.ndarray]:
@@ -451,8 +450,8 @@ class Backend(ABC):
 
 
 def _all_finite(x: np.ndarray) -> bool:
-    """No NaN or infinity in ``x``. One BLAS dot product, x.x (about 1 us for a 32x32 input,
-    9 us for 224x224x3, against 3 and 15 us for ``np.isfinite(x).all()``): it is finite exactly
+    """No NaN or infinity in ``x``. One BLAS dot product, x.x (cheaper than
+    ``np.isfinite(x).all()``, which allocates a mask: docs/figures.md): it is finite exactly
     when every value is, and NaN or inf go through it without a floating-point warning. Only
     finite values above 1.8e19, far outside any pre-processed input, overflow it (numpy warns
     once); the exact check then settles it."""

@@ -15,9 +15,9 @@ from typing import Any
 
 from edgekit.backends.base import BackendStatus
 from edgekit.backends.tflite import TFLiteBackend
+from edgekit.bundle.tflite_file import TFLiteInfo
 from edgekit.errors import BackendUnavailable, DeviceNotFound, InvalidModel, UsageError
-from edgekit.quiet import captured_stderr
-from edgekit.tflite_file import TFLiteInfo
+from edgekit.helpers.quiet import captured_stderr
 
 LIBRARY = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib",
            "Windows": "edgetpu.dll"}.get(platform.system(), "libedgetpu.so.1")

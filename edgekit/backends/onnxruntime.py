@@ -9,8 +9,8 @@ import numpy as np
 
 from edgekit.backends.base import Backend, BackendStatus, Concurrency, shared_threads
 from edgekit.backends.pool import RequestPool
+from edgekit.bundle.tensors import TensorInfo
 from edgekit.errors import BackendUnavailable, InferenceError, InvalidModel, UsageError, first_line
-from edgekit.tensors import TensorInfo
 
 INSTALL_HINT = "pip install onnxruntime (or: pip install 'edgekit[onnxruntime]')"
 _ORT_TYPES = {
@@ -21,7 +21,7 @@ _ORT_TYPES = {
 
 
 def _import_ort():
-    from edgekit import telemetry
+    from edgekit.helpers import telemetry
 
     telemetry.off()
     try:

@@ -19,6 +19,8 @@ from typing import Any, Callable
 import numpy as np
 
 from edgekit.backends.base import Backend, BackendStatus, Concurrency, Pending
+from edgekit.bundle.tensors import TensorInfo
+from edgekit.bundle.tflite_file import read_tflite
 from edgekit.errors import (
     BackendUnavailable,
     DeviceNotFound,
@@ -27,8 +29,6 @@ from edgekit.errors import (
     UsageError,
     first_line,
 )
-from edgekit.tensors import TensorInfo
-from edgekit.tflite_file import read_tflite
 
 INSTALL_HINT = "pip install openvino (or: pip install 'edgekit[openvino]')"
 MYRIAD_HINT = (
@@ -52,7 +52,7 @@ _OV_TYPES = {
 
 def _import_core() -> tuple[Any, str, str]:
     """(Core class, version, api) for whichever OpenVINO API is installed."""
-    from edgekit import telemetry
+    from edgekit.helpers import telemetry
 
     telemetry.off()
     try:

@@ -16,8 +16,8 @@ import numpy as np
 
 from edgekit.backends.base import Backend, BackendStatus, Concurrency, shared_threads
 from edgekit.backends.pool import RequestPool
+from edgekit.bundle.tflite_file import EDGETPU_CUSTOM_OP, TFLiteInfo, read_tflite
 from edgekit.errors import BackendUnavailable, InferenceError, InvalidModel, UsageError, first_line
-from edgekit.tflite_file import EDGETPU_CUSTOM_OP, TFLiteInfo, read_tflite
 
 INSTALL_HINT = "install one: pip install ai-edge-litert (or tflite-runtime on numpy < 2)"
 # (module, package name) in order of preference.
@@ -114,7 +114,7 @@ class TFLiteBackend(Backend):
         self.outputs = self.info.outputs
         self._in = [d["index"] for d in self._interpreter.get_input_details()]
         self._out = [d["index"] for d in self._interpreter.get_output_details()]
-        # infer's runtime call, bound once (a Python method in between costs ~0.3 us a call)
+        # infer's runtime call, bound once (a Python method in between costs time on every call)
         self._invoke = functools.partial(self._run_on, self._interpreter)  # type: ignore
 
 

@@ -22,14 +22,14 @@ from edgekit.backends import (
     check_concurrency,
     parse_backends,
 )
+from edgekit.bundle.formats import FORMATS, why_not
+from edgekit.bundle.manifest import is_bundle, read_manifest
 from edgekit.errors import BackendUnavailable, UsageError
-from edgekit.formats import FORMATS, why_not
-from edgekit.limits import MAX_BENCH_SECONDS, MAX_RUNS, checked, finite, parallel, whole
-from edgekit.manifest import is_bundle, read_manifest
+from edgekit.helpers.limits import MAX_BENCH_SECONDS, MAX_RUNS, checked, finite, parallel, whole
+from edgekit.helpers.stats import Latency
+from edgekit.helpers.subproc import run_json
 from edgekit.model import BARE_SUFFIXES, file_format
 from edgekit.preprocess import SpecOptions
-from edgekit.stats import Latency
-from edgekit.subproc import run_json
 
 WORKER_TIMEOUT_S = 900
 

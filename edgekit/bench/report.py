@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from edgekit.bench import BenchRow
-from edgekit.plot import distributions
-from edgekit.render import Notes, markdown_table, percent, size, table
+from edgekit.helpers.plot import distributions
+from edgekit.helpers.render import Notes, markdown_table, percent, size, table
 
 COLUMNS = ["artifact", "backend", "device", "mode", "requests", "streams", "threads", "status",
            "load ms", "first ms", "pre ms", "p50 ms", "p90 ms", "p99 ms", "min ms", "max ms",

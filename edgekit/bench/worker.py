@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import DeviceNotFound, EdgekitError
+from edgekit.helpers.quiet import captured_stderr
 from edgekit.preprocess import SpecOptions
-from edgekit.quiet import captured_stderr
 
 
 def _rss_mb() -> float:
@@ -50,7 +50,7 @@ def _peak_mb() -> float:
 
 
 def _sample(model: Any, bundle: Path | None) -> np.ndarray:
-    from edgekit.fidelity import load_validation
+    from edgekit.bundle.fidelity import load_validation
 
     validation = load_validation(bundle) if bundle else None
     if validation is not None:
@@ -155,7 +155,7 @@ def _in_flight(model: Any, x: np.ndarray, job: dict[str, Any]) -> tuple[list[int
 
 
 def _fidelity(model: Any, bundle: Path) -> dict[str, Any]:
-    from edgekit.fidelity import compare, load_validation, predict, task_of
+    from edgekit.bundle.fidelity import compare, load_validation, predict, task_of
 
     validation = load_validation(bundle)
     if validation is None:

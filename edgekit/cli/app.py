@@ -17,7 +17,7 @@ import click
 
 from edgekit import __version__
 from edgekit.errors import EdgekitError, first_line
-from edgekit.text import printable
+from edgekit.helpers.text import printable
 
 _debug = {"on": False}
 
@@ -49,14 +49,14 @@ class EdgekitGroup(click.Group):
             ctx.exit(exc.exit_code)
 
     def invoke(self, ctx: click.Context) -> Any:
-        from edgekit import interrupt, telemetry
+        from edgekit.helpers import interrupt, telemetry
 
         interrupt.install()
         telemetry.off()  # before any runtime is imported; worker processes inherit it
         if _debug["on"]:
             return super().invoke(ctx)
         _quiet_python_logs()
-        from edgekit.quiet import captured_stderr
+        from edgekit.helpers.quiet import captured_stderr
 
         try:
             with captured_stderr():
@@ -94,7 +94,7 @@ class EdgekitGroup(click.Group):
 def _interrupted() -> None:
     """Ctrl-C, SIGTERM or SIGHUP: one line ("interrupted", "terminated"), exit 128 + the
     signal, children gone, no slow teardown."""
-    from edgekit import interrupt
+    from edgekit.helpers import interrupt
 
     interrupt.leave()
 
@@ -158,7 +158,7 @@ def main() -> None:
     Ctrl-C during it would have reported a finished command as interrupted."""
     import signal
 
-    from edgekit import interrupt
+    from edgekit.helpers import interrupt
 
     try:
         cli.main(prog_name="edgekit")

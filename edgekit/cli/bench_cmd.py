@@ -11,7 +11,7 @@ from edgekit.cli import options
 from edgekit.cli.app import cli, debug_option, fail_on_failed_rows, progress_printer
 from edgekit.cli.options import Finite, input_spec_options, references_epilog
 from edgekit.errors import UsageError
-from edgekit.limits import MAX_BENCH_SECONDS, MAX_DECODE_PIXELS
+from edgekit.helpers.limits import MAX_BENCH_SECONDS, MAX_DECODE_PIXELS
 from edgekit.preprocess import SpecOptions
 
 
@@ -27,7 +27,7 @@ def backends(view: str, quiet: bool) -> None:
     """
     from edgekit.backends import backend_class, probe_all
     from edgekit.errors import EdgekitError
-    from edgekit.render import Notes, render_table
+    from edgekit.helpers.render import Notes, render_table
 
     statuses = probe_all()
     if view == "json":
@@ -101,11 +101,10 @@ def classify(model: Path, images: tuple[Path, ...], backend: str | None, device:
           --backend openvino
     """
     from edgekit.errors import InvalidData
+    from edgekit.helpers.render import render_table
+    from edgekit.helpers.text import printable
     from edgekit.model import load_model
     from edgekit.preprocess import read_image
-    from edgekit.render import render_table
-    from edgekit.tasks.classification import classify as run_classify
-    from edgekit.text import printable
 
     results = []
     with load_model(model, backend=backend, device=device, threads=threads, fmt=fmt,
@@ -119,7 +118,7 @@ def classify(model: Path, images: tuple[Path, ...], backend: str | None, device:
             except InvalidData as exc:  # this image only: the others are still classified
                 results.append({"image": str(image), "error": str(exc)})
                 continue
-            classes = run_classify(loaded, pixels, top_k)
+            classes = loaded.classify(pixels, top_k)
             results.append({"image": str(image), "classes": [asdict(c) for c in classes]})
         where = {"backend": loaded.backend.name, "runtime": loaded.backend.runtime,
                  "device": loaded.backend.device, "format": loaded.format,
@@ -205,8 +204,8 @@ def bench(model: Path, backend_list: str | None, device: str | None, threads: in
     from edgekit.bench import bench as run_bench
     from edgekit.bench.report import csv_text, json_text, markdown, text_table
     from edgekit.bench.report import plot as draw
-    from edgekit.outputs import check as check_outputs
-    from edgekit.plot import SUFFIXES
+    from edgekit.helpers.output_files import check as check_outputs
+    from edgekit.helpers.plot import SUFFIXES
 
     check_outputs({"--plot": plot}, [model], {"--plot": SUFFIXES})
     names = [n.strip() for n in backend_list.split(",") if n.strip()] if backend_list else None

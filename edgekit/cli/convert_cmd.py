@@ -6,11 +6,11 @@ from pathlib import Path
 
 import click
 
+from edgekit.bundle.formats import FORMATS
 from edgekit.cli import options
 from edgekit.cli.app import cli, debug_option, progress_printer
 from edgekit.cli.options import detection_options, input_spec_options
 from edgekit.errors import EdgekitError, UsageError
-from edgekit.formats import FORMATS
 from edgekit.preprocess import SpecOptions
 from edgekit.tasks.detection import DetectionOptions
 
@@ -41,7 +41,7 @@ def _shape(text: str | None) -> tuple[int, ...] | None:
 
 
 def _report(manifest, view: str, folder: Path | None) -> None:
-    from edgekit.render import conversion_table
+    from edgekit.bundle.tables import conversion_table
 
     if view == "json":
         click.echo(json.dumps(manifest.to_dict(), indent=2))
@@ -165,7 +165,7 @@ def inspect(path: Path, view: str, quiet: bool) -> None:
     A .keras: the model class, Keras version, parameters, input shape and
     layers, read from the archive (no TensorFlow needed).
     """
-    from edgekit.inspect import inspect_path
+    from edgekit.bundle.contents import inspect_path
 
     facts, text = inspect_path(path, "text" if view == "json" else view)
     click.echo(json.dumps(facts, indent=2) if view == "json" else text)
@@ -212,7 +212,7 @@ def demo(out_dir: Path, runs: int, view: str, quiet: bool) -> None:
     if view == "csv":
         click.echo(compare_csv(report.compare))
         return
-    from edgekit.render import conversion_table
+    from edgekit.bundle.tables import conversion_table
 
     for name, manifest in report.manifests.items():
         click.echo(f"{name}\n{conversion_table(manifest)}\n")

@@ -10,7 +10,7 @@ from edgekit.cli import options
 from edgekit.cli.app import cli, debug_option, progress_printer
 from edgekit.cli.options import Finite
 from edgekit.errors import DeployError, EdgekitError, UsageError
-from edgekit.limits import MAX_SECONDS
+from edgekit.helpers.limits import MAX_SECONDS
 
 
 @cli.command()
@@ -26,8 +26,8 @@ def targets(view: str, quiet: bool) -> None:
     (a file there replaces a built-in one of the same name), or pass a file
     directly: edgekit deploy ... --target ./my-device.toml
     """
-    from edgekit.render import render_table
-    from edgekit.targets import list_targets, user_dir
+    from edgekit.deploy.targets import list_targets, user_dir
+    from edgekit.helpers.render import render_table
 
     found = list_targets()
     if view == "json":
@@ -78,7 +78,7 @@ def verify(bundle: Path, backend: str | None, device: str | None, threads: int |
     Example:
       edgekit verify ~/edgekit/current/bundle --backend tflite --samples 20
     """
-    from edgekit.verify import summary, verify_bundle
+    from edgekit.bundle.verify import summary, verify_bundle
 
     report = verify_bundle(bundle, backend=backend, device=device, fmt=fmt, samples=samples,
                            threads=threads)
@@ -253,7 +253,7 @@ def deploy(bundle: Path | None, host_text: str | None, inventory: Path | None,
                             progress=progress)
         click.echo(json.dumps(done.to_dict(), indent=2) if view == "json" else rollback_text(done))
     else:
-        from edgekit.targets import find_target
+        from edgekit.deploy.targets import find_target
 
         request = DeployRequest(bundle, find_target(target_name), host, ssh, python,
                                 remote_dir, service, offline, dry_run, samples, keep, wheel,

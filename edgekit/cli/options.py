@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 
 import click
 
+from edgekit.bundle.formats import FORMATS
 from edgekit.errors import UsageError
-from edgekit.formats import FORMATS
 from edgekit.preprocess import (
     COLORS,
     INTERPOLATIONS,
@@ -50,7 +50,7 @@ class Finite(click.ParamType):
 
     def convert(self, value: Any, param: click.Parameter | None,
                 ctx: click.Context | None) -> float:
-        from edgekit.limits import finite
+        from edgekit.helpers.limits import finite
 
         try:
             return finite(value, "it", **self.bounds)

@@ -39,7 +39,7 @@ def realtime_value(text: str | None) -> bool | float:
         return False
     if text == "source":
         return True
-    from edgekit.limits import finite
+    from edgekit.helpers.limits import finite
 
     try:
         return finite(text, "--realtime", low=0, low_open=True)
@@ -64,8 +64,8 @@ def _pacing(report) -> str:
 def _summary(report, view: str = "text") -> str:
     """What run prints: the stage table between the source line and the totals ("text" or
     "markdown"; "csv" is the stage table alone)."""
-    from edgekit.render import render_table
-    from edgekit.text import printable
+    from edgekit.helpers.render import render_table
+    from edgekit.helpers.text import printable
 
     s = report.stats
     stages = render_table(["stage", "p50 ms", "p90 ms", "max ms"], _stage_rows(s), view)
@@ -101,7 +101,7 @@ def _live_view(serve: str | None, token: str | None):
         if token is not None:
             raise UsageError("--token goes with --serve")
         return nullcontext()
-    from edgekit.loop.serve import TOKEN_ENV, LiveView, serve_options
+    from edgekit.live.server import TOKEN_ENV, LiveView, serve_options
 
     settings = serve_options(serve, token if token is not None else
                              os.environ.get(TOKEN_ENV) or None)
@@ -267,10 +267,10 @@ def compare(bundle: Path, source: str, max_frames: int | None, truth: Path | Non
       edgekit compare out/demo/digit_detector --source out/demo/clip.avi --markdown
     """
     from edgekit.backends import parse_backends
+    from edgekit.helpers.output_files import check as check_outputs
+    from edgekit.helpers.plot import SUFFIXES
     from edgekit.loop.report import compare_json, compare_plot, compare_table
     from edgekit.loop.run import compare as run_compare
-    from edgekit.outputs import check as check_outputs
-    from edgekit.plot import SUFFIXES
 
     check_outputs({"--plot": plot}, [bundle, source], {"--plot": SUFFIXES})
     chosen = parse_backends(backend_list)

@@ -19,9 +19,19 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgekit import __version__, interrupt
+from edgekit import __version__
 from edgekit.backends import backend_status, open_backend
-from edgekit.convert import gates, inputs
+from edgekit.bundle.fidelity import Task, Validation, keras_accuracy, measure
+from edgekit.bundle.formats import FORMATS, Format, parse_formats
+from edgekit.bundle.integrity import sha256_file
+from edgekit.bundle.manifest import (
+    MAX_MANIFEST_BYTES,
+    Artifact,
+    FileRecord,
+    Manifest,
+    write_manifest,
+)
+from edgekit.convert import destination, gates, inputs
 from edgekit.convert.job import Job
 from edgekit.convert.keras_model import (
     export_saved_model,
@@ -33,30 +43,17 @@ from edgekit.convert.keras_model import (
 )
 from edgekit.convert.remedy import Measured, RemedyPlan
 from edgekit.convert.runtimes import check_tflite_runtimes
-from edgekit.datasets import Samples, read_labels
+from edgekit.data.datasets import Samples, read_labels
 from edgekit.errors import EdgekitError, InvalidData, Skipped, UsageError, WriteFailed, first_line
-from edgekit.fidelity import Task, Validation, keras_accuracy, measure
-from edgekit.files import read_small
-from edgekit.formats import FORMATS, Format, parse_formats
-from edgekit.integrity import sha256_file
-from edgekit.limits import check_image_shape, checked
-from edgekit.manifest import (
-    MAX_MANIFEST_BYTES,
-    Artifact,
-    FileRecord,
-    Manifest,
-    is_bundle,
-    write_manifest,
-)
-from edgekit.outputs import (
+from edgekit.helpers import interrupt
+from edgekit.helpers.files import read_small
+from edgekit.helpers.limits import check_image_shape, checked
+from edgekit.helpers.output_files import (
     Claim,
     Identity,
     cause,
-    check_unchanged,
     identity,
     normal_permissions,
-    refuse_bundle_file,
-    write_probe,
 )
 from edgekit.preprocess import InputSpec, SpecOptions
 from edgekit.tasks.detection import DetectionOptions, describe_decoder
@@ -86,30 +83,6 @@ def load_card(model_path: Path) -> dict[str, Any]:
         if card.get(key):
             card[key] = str(card_path.parent / card[key])
     return card
-
-
-def _check_output(output: Path, force: bool) -> None:
-    refuse_bundle_file("-o", output)  # a bundle inside another would change that one
-    if not output.exists():
-        if not output.parent.exists():
-            raise UsageError(f"cannot write {output}: {output.parent} does not exist")
-        return
-    if not force:
-        raise UsageError(f"{output} already exists; pass --force to replace it, or choose "
-                         "another folder with -o")
-    if not output.is_dir() or (any(output.iterdir()) and not is_bundle(output)):
-        raise UsageError(f"{output} exists and is not an edgekit bundle; refusing to replace it "
-                         "even with --force")
-
-
-def _check_room(folder: Path, output: Path) -> None:
-    """WriteFailed when ``folder`` cannot be written now (a full disk, a read-only mount):
-    a format that failed for that reason must stop the conversion, not be reported failed."""
-    problem = write_probe(folder)
-    if problem is not None:
-        raise WriteFailed(f"-o {output}: writing the bundle failed: {cause(problem)}; nothing "
-                          "was written there" + (" (the earlier bundle is kept)"
-                                                 if output.exists() else ""))
 
 
 def _model_kind(model: Any) -> str:
@@ -143,11 +116,11 @@ def _build(fmt: Format, job: Job) -> Artifact:
         return Artifact(fmt.key, "skipped", reason=str(exc))
     except EdgekitError as exc:
         interrupt.check()  # a runtime that turned Ctrl-C into its own error did not fail
-        _check_room(job.workdir, job.output)
+        destination.check_room(job.workdir, job.output)
         return Artifact(fmt.key, "failed", reason=str(exc))
     except Exception as exc:  # a converter bug must not stop the other formats
         interrupt.check()
-        _check_room(job.workdir, job.output)
+        destination.check_room(job.workdir, job.output)
         return Artifact(fmt.key, "failed", reason=f"unexpected {type(exc).__name__}: {exc}")
     seconds = time.perf_counter() - start
     files = [path] + [path.with_suffix(s) for s in fmt.extra_files]
@@ -207,35 +180,6 @@ def _judge(validation: Validation, task: Task) -> Callable[[Path, str], Measured
         measured, _ = _on_backend(FORMATS[fmt], path, use)
         return measured or Measured(None, None)
     return judge
-
-
-def _drop_files(artifact: Artifact, folder: Path) -> None:
-    """A failed artifact leaves the bundle; its record (and figures) stays in the manifest."""
-    for name in artifact.files:
-        (folder / name).unlink(missing_ok=True)
-    artifact.file, artifact.files, artifact.size = "", {}, 0
-
-
-def _publish(tmp: Path, output: Path, before: Identity) -> None:
-    """Move the finished bundle into place; an older bundle there is replaced only now, and
-    only if it is still the one that was there at the start (``before``: None when nothing
-    was), untouched: WriteFailed otherwise, and what is there stays.
-
-    Ctrl-C waits for the two renames: never the old bundle moved aside and the new one not in.
-    """
-    with interrupt.deferred():
-        check_unchanged(output, "-o", before)
-        _swap_in(tmp, output)
-
-
-def _swap_in(tmp: Path, output: Path) -> None:
-    if output.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
-        output.rename(old / output.name)
-        tmp.rename(output)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(output)
 
 
 @dataclass
@@ -303,8 +247,8 @@ def convert(model_path: str | Path, output: str | Path, options: ConvertOptions 
         raise UsageError(f"--int8-io must be int8 or uint8, not {options.int8_io!r}")
     if options.input_shape:  # before TensorFlow loads (seconds) and allocates it
         check_image_shape((1, *options.input_shape), "the input shape")
-    _check_output(output, options.force)
-    _check_room(output.parent, output)
+    destination.check_output(output, options.force)
+    destination.check_room(output.parent, output)
     with Claim(output, "-o"):  # a second convert to the same -o refuses while this one runs
         return _convert(model_path, output, options, keys, identity(output), progress)
 
@@ -330,7 +274,7 @@ def _convert(model_path: Path, output: Path, options: ConvertOptions, keys: list
         prepared.warnings.extend(check_runtimes(artifacts, tmp, progress))
         manifest = publish(prepared, artifacts, tmp, output, options.val, before)
     except OSError as exc:  # the bundle's own files (manifest, validation set), or the rename
-        _check_room(tmp if tmp.exists() else output.parent, output)
+        destination.check_room(tmp if tmp.exists() else output.parent, output)
         raise WriteFailed(f"-o {output}: writing {exc.filename or 'the bundle'} failed: "
                           f"{cause(exc)}; nothing was written there") from None
     finally:
@@ -432,7 +376,7 @@ def build_formats(prepared: Prepared, job: Job, keys: Sequence[str],
         if warning:
             prepared.warnings.append(warning)
         if artifact.status == "failed" and artifact.files:
-            _drop_files(artifact, job.workdir)
+            destination.drop_files(artifact, job.workdir)
             job.built.pop(key, None)
         job.details[key] = artifact.details
         artifacts.append(artifact)
@@ -442,7 +386,7 @@ def build_formats(prepared: Prepared, job: Job, keys: Sequence[str],
 def check_runtimes(artifacts: Sequence[Artifact], folder: Path, progress: Progress
                    ) -> list[str]:
     """Phase 3: load and invoke every .tflite artifact in every TFLite runtime configured
-    (``edgekit.config.tflite_pythons``), each in its own process; the verdicts go in the
+    (``edgekit.helpers.config.tflite_pythons``), each in its own process; the verdicts go in the
     artifacts' ``runtimes``. Returns a line for each configured Python that was skipped (it is
     missing, is not a Python, hangs, has no runtime), also shown as progress when it happens."""
     interrupt.check()
@@ -497,7 +441,7 @@ def publish(prepared: Prepared, artifacts: list[Artifact], tmp: Path, output: Pa
                           "checks, so the previous bundle is left untouched")
         manifest.source["written"] = False
     else:
-        _publish(tmp, output, before)
+        destination.move_into_place(tmp, output, before)
     return manifest
 
 

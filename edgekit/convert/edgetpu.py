@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgekit.bundle.tflite_file import TFLiteInfo, read_tflite
 from edgekit.convert.job import Job
 from edgekit.errors import ConversionError, Skipped
-from edgekit.tflite_file import TFLiteInfo, read_tflite
 
 COMPILER = "edgetpu_compiler"
 HOW_TO_GET = (

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from edgekit.bundle.manifest import Artifact
 from edgekit.errors import UsageError
-from edgekit.manifest import Artifact
 
 INT8_FORMATS = ("tflite-int8", "onnx-int8", "edgetpu")
 INT8_BAR = 0.99  # top-1 agreement of class scores

@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.datacheck import check_folder_order, check_label_names, check_samples
-from edgekit.datasets import Samples, load_samples
+from edgekit.bundle.fidelity import looks_like_class_scores, top1
+from edgekit.data.datacheck import check_folder_order, check_label_names, check_samples
+from edgekit.data.datasets import Samples, load_samples
 from edgekit.errors import InvalidData, InvalidModel, UsageError
-from edgekit.fidelity import looks_like_class_scores, top1
 from edgekit.preprocess import InputSpec, SpecOptions, parse_resize, setting_name
 from edgekit.tasks.detection import DetectionOptions, configure, decode, read_anchors
 

@@ -21,7 +21,7 @@ from edgekit.convert.remedy import (
     search,
 )
 from edgekit.errors import ConversionError, Skipped, first_line
-from edgekit.quiet import captured_stderr
+from edgekit.helpers.quiet import captured_stderr
 
 OPSET = 13
 
@@ -158,7 +158,7 @@ def convert_onnx_int8(job: Job, out: Path) -> dict[str, Any]:
 
     import onnx
 
-    from edgekit import telemetry
+    from edgekit.helpers import telemetry
 
     telemetry.off()
     try:

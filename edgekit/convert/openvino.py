@@ -17,7 +17,7 @@ def _weight_types(model: Any) -> dict[str, int]:
 
 
 def _convert(job: Job, out: Path, fp16: bool) -> dict[str, Any]:
-    from edgekit import telemetry
+    from edgekit.helpers import telemetry
 
     telemetry.off()
     import openvino as ov

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from edgekit import interrupt
 from edgekit.errors import EdgekitError, first_line
+from edgekit.helpers import interrupt
 
 MAX_FLOAT_TENSORS = 4  # keep at most this many tensors' layers in float before giving up
 MIN_GAIN = 0.01  # below the bar, a remedy must gain this much agreement to replace the default

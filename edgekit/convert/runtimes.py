@@ -4,7 +4,7 @@ A model that TensorFlow writes may use op versions an older runtime lacks
 (tflite-runtime 2.14, on most Raspberry Pis, rejects FULLY_CONNECTED v12).
 Each runtime is tried in its own process (one per runtime: importing two TFLite
 runtimes, or TensorFlow, in one process breaks them), in this Python and in
-the other Pythons configured (``edgekit.config.tflite_pythons``: the
+the other Pythons configured (``edgekit.helpers.config.tflite_pythons``: the
 ``EDGEKIT_TFLITE_PYTHONS`` variable, config.toml, or the checkout's
 .venv-legacy), such as a numpy<2 environment holding tflite-runtime.
 
@@ -22,8 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edgekit.config import tflite_pythons
-from edgekit.subproc import Answer, last_json
+from edgekit.helpers.config import tflite_pythons
+from edgekit.helpers.subproc import Answer, last_json
 
 FIND_TIMEOUT_S = 30  # to start and list its runtimes (about 2-5 s on a busy 2-core machine)
 CHECK_TIMEOUT_S = 120  # to load and run every .tflite artifact in one runtime

@@ -5,6 +5,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from edgekit.bundle.tflite_file import read_graph
 from edgekit.convert.job import Job
 from edgekit.convert.remedy import (
     Candidate,
@@ -14,7 +15,6 @@ from edgekit.convert.remedy import (
     search,
 )
 from edgekit.errors import ConversionError, Skipped, first_line
-from edgekit.tflite_file import read_graph
 
 
 def _converter(job: Job) -> Any:
@@ -24,7 +24,7 @@ def _converter(job: Job) -> Any:
 
 
 def _convert_bytes(converter: Any, what: str) -> bytes:
-    from edgekit.quiet import captured_stderr
+    from edgekit.helpers.quiet import captured_stderr
 
     with captured_stderr():  # the MLIR quantiser prints its settings to stderr
         try:
@@ -92,7 +92,7 @@ def _sensitive_tensors(calibrated: bytes, job: Job) -> list[str]:
     import tensorflow as tf
     from tensorflow.lite.python import convert as tflite_convert
 
-    from edgekit.quiet import captured_stderr
+    from edgekit.helpers.quiet import captured_stderr
 
     def metric(reference: Any, quantised: Any, scale: float, zero_point: int) -> float:
         return channel_error(reference, (quantised.astype("float64") - zero_point) * scale)
@@ -132,7 +132,7 @@ def _int8_candidates(job: Job) -> Iterator[Candidate]:
     yield Candidate("per-tensor weights", convert(per_channel=False))
     from tensorflow.lite.python import convert as tflite_convert
 
-    from edgekit.quiet import captured_stderr
+    from edgekit.helpers.quiet import captured_stderr
 
     calibrator = _int8_converter(job)
     calibrator._experimental_calibrate_only = True

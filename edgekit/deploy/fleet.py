@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgekit.config import cache_dir
 from edgekit.deploy.fleet_report import NOT_RUN, FleetReport, HostRow
 from edgekit.deploy.inventory import (
     InventoryHost,
@@ -47,8 +46,9 @@ from edgekit.deploy.release import DeployRequest, Session, check_waits, make_pla
 from edgekit.deploy.report import service_problem
 from edgekit.deploy.smoke import smoke_report, workstation_top1
 from edgekit.deploy.ssh import Host, SshOptions, explain
+from edgekit.deploy.targets import Target, find_target
 from edgekit.errors import DeployError, EdgekitError, UsageError
-from edgekit.targets import Target, find_target
+from edgekit.helpers.config import cache_dir
 
 Progress = Callable[[str], None]
 KILL_GRACE = 1.0  # seconds ansible-playbook gets after Ctrl-C before it is killed

@@ -6,7 +6,7 @@ from typing import Any
 
 from edgekit.deploy.agent import live_view_text, serve_status_text
 from edgekit.deploy.smoke import SmokeReport
-from edgekit.render import size, table
+from edgekit.helpers.render import size, table
 
 NOT_RUN = "not run"
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from edgekit.deploy.ssh import Host, SshClient, SshOptions
 from edgekit.errors import DeployError, UsageError
-from edgekit.files import refuse_special
+from edgekit.helpers.files import refuse_special
 
 EXTRA = "edgekit[fleet]"
 # Host variables that would turn host-key checking off.

@@ -13,20 +13,20 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from edgekit.deploy import agent
-from edgekit.deploy.wheels import WheelInfo, merge_requirements
-from edgekit.errors import UsageError
-from edgekit.files import refuse_special
-from edgekit.formats import runs
-from edgekit.integrity import check_artifact, sha256_file
-from edgekit.manifest import (
+from edgekit.bundle.formats import runs
+from edgekit.bundle.integrity import check_artifact, sha256_file
+from edgekit.bundle.manifest import (
     VALIDATION_NAME,
     Artifact,
     Manifest,
     read_manifest,
     write_manifest,
 )
-from edgekit.targets import Target
+from edgekit.deploy import agent
+from edgekit.deploy.targets import Target
+from edgekit.deploy.wheels import WheelInfo, merge_requirements
+from edgekit.errors import UsageError
+from edgekit.helpers.files import refuse_special
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from edgekit.deploy.remote import AGENT
 from edgekit.deploy.service import serve_note, unit_text
 from edgekit.deploy.ssh import SshOptions
 from edgekit.errors import UsageError
-from edgekit.limits import finite, whole
+from edgekit.helpers.limits import finite, whole
 
 ROLE = Path(__file__).with_name("ansible") / "roles" / "edgekit_release"
 ROLE_NAME = "edgekit_release"

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgekit import interrupt
+from edgekit.bundle.integrity import sha256_file
+from edgekit.bundle.manifest import read_manifest
 from edgekit.deploy import agent
 from edgekit.deploy.plan import (
     ReleasePlan,
@@ -33,6 +34,7 @@ from edgekit.deploy.report import Command, DeployReport, RollbackReport, Step, s
 from edgekit.deploy.service import exec_start, live_view_url, serve_note, unit_text
 from edgekit.deploy.smoke import smoke_report
 from edgekit.deploy.ssh import Host, SshClient, SshOptions
+from edgekit.deploy.targets import Target
 from edgekit.deploy.wheels import (
     WheelInfo,
     checkout_info,
@@ -42,11 +44,9 @@ from edgekit.deploy.wheels import (
     wheel_info,
 )
 from edgekit.errors import ConnectionFailed, DeployError, EdgekitError
-from edgekit.integrity import sha256_file
-from edgekit.limits import MAX_SECONDS, finite
-from edgekit.manifest import read_manifest
-from edgekit.render import size
-from edgekit.targets import Target
+from edgekit.helpers import interrupt
+from edgekit.helpers.limits import MAX_SECONDS, finite
+from edgekit.helpers.render import size
 
 Progress = Callable[[str], None]
 DEFAULT_SSH = SshOptions()

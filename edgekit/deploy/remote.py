@@ -26,7 +26,7 @@ from typing import Any
 
 from edgekit.deploy.ssh import SshClient
 from edgekit.errors import DeployError
-from edgekit.subproc import last_json
+from edgekit.helpers.subproc import last_json
 
 AGENT = Path(__file__).with_name("agent.py")
 UNIT_NAME = "edgekit.service"

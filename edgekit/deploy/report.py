@@ -9,7 +9,7 @@ from typing import Any
 from edgekit.deploy.agent import live_view_text, serve_status_text, service_failed
 from edgekit.deploy.service import start_hint
 from edgekit.deploy.smoke import SmokeReport
-from edgekit.render import size, table
+from edgekit.helpers.render import size, table
 
 
 @dataclass

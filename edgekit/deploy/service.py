@@ -15,8 +15,8 @@ import re
 
 from edgekit.deploy import agent
 from edgekit.deploy.plan import ReleasePlan
+from edgekit.deploy.targets import Target
 from edgekit.loop.sources import is_live
-from edgekit.targets import Target
 
 RESTART_SECONDS = 5
 # A release that cannot start is restarted at most START_BURST times in START_INTERVAL
@@ -25,7 +25,7 @@ START_INTERVAL = 120
 START_BURST = 5
 STOPPED_EXIT_CODES = (129, 130, 143)  # edgekit's exit on SIGHUP, SIGINT, SIGTERM (interrupt.py)
 ENV_FILE = "service.env"  # under the releases' folder: the live view's token (mode 0600)
-TOKEN_VARIABLE = "EDGEKIT_SERVE_TOKEN"  # edgekit run --serve reads it (loop/serve.py)
+TOKEN_VARIABLE = "EDGEKIT_SERVE_TOKEN"  # edgekit run --serve reads it (live/server.py)
 
 
 def systemd_quote(arg: str) -> str:
@@ -91,7 +91,7 @@ def live_view_url(device_host: str, serve: str, token: str | None = None) -> str
 
     A bind on every interface (0.0.0.0, ::) is reached by the name deploy used for the device.
     """
-    from edgekit.loop.serve import parse_address
+    from edgekit.live.server import parse_address
 
     parse_address(serve)
     return agent.live_view_url(device_host, serve, token)

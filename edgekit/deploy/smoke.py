@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgekit.bundle.formats import FORMATS
 from edgekit.deploy.agent import smoke_problem
 from edgekit.errors import DeployError
-from edgekit.formats import FORMATS
 
 
 @dataclass
@@ -48,7 +48,7 @@ class SmokeReport:
     def matches(self) -> int | None:
         """Samples whose device top-1 equals the workstation's (or Keras's, without one);
         None when the model has no top-1 (a detector: see max_abs_diff)."""
-        from edgekit.fidelity import agreeing
+        from edgekit.bundle.fidelity import agreeing
 
         if not any(s.device is not None for s in self.samples):
             return None
@@ -85,8 +85,8 @@ def smoke_report(answer: dict[str, Any], bundle: Path, samples: int,
 def workstation_top1(bundle: Path, fmt: str, samples: int) -> tuple[list[int | None], str]:
     """Top-1 answers for the same artifact format here, and what ran it ("" if nothing can)."""
     from edgekit.backends import backend_status
+    from edgekit.bundle.verify import verify_bundle
     from edgekit.errors import EdgekitError
-    from edgekit.verify import verify_bundle
 
     for name in FORMATS[fmt].backends:
         try:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgekit.errors import ConnectionFailed, UsageError
-from edgekit.limits import MAX_SECONDS, finite
+from edgekit.helpers.limits import MAX_SECONDS, finite
 
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
 _USER = r"[A-Za-z0-9._][A-Za-z0-9._-]*"

@@ -20,9 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgekit import config, interrupt
+from edgekit.deploy.targets import Target
 from edgekit.errors import DeployError, UsageError
-from edgekit.targets import Target
+from edgekit.helpers import config, interrupt
 
 Progress = Callable[[str], None]
 # What a wheel is built from: the package, the device profiles and the build configuration.
@@ -167,7 +167,7 @@ def wheel_info(path: Path) -> WheelInfo:
 def checkout_info() -> WheelInfo:
     """What the checkout's pyproject.toml says the wheel will say (before it is built)."""
     from edgekit import __version__
-    from edgekit.targets import tomllib
+    from edgekit.deploy.targets import tomllib
 
     root = source_root()
     if root is None:

@@ -32,12 +32,12 @@ from typing import Any
 
 import numpy as np
 
-from edgekit import interrupt
 from edgekit.backends.base import Pending
-from edgekit.limits import MAX_QUEUE, whole
+from edgekit.helpers import interrupt
+from edgekit.helpers.limits import MAX_QUEUE, whole
+from edgekit.helpers.stats import Latency, Samples
 from edgekit.loop.sources import Frame, Source
 from edgekit.preprocess import Transform
-from edgekit.stats import Latency, Samples
 from edgekit.tasks.base import FrameResult
 
 STAGES = ("capture", "preprocess", "infer", "postprocess", "sink")

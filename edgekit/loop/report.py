@@ -7,8 +7,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from edgekit.helpers.render import Notes, render_table
 from edgekit.loop.run import CompareRow
-from edgekit.render import Notes, render_table
 
 HEADERS = ["backend", "artifact", "status", "pre p50/p90", "infer p50/p90", "post p50/p90",
            "sink p50/p90", "queue wait p50", "e2e p50/p90 ms", "FPS", "frames", "mAP@0.5"]
@@ -83,7 +83,7 @@ def compare_csv(rows: Sequence[CompareRow]) -> str:
 def compare_plot(rows: Sequence[CompareRow], path: Path, bundle: str = "") -> Path:
     """End-to-end latency per backend with its FPS and mAP beside it; backends that did not
     run are listed under the plot."""
-    from edgekit.plot import comparison
+    from edgekit.helpers.plot import comparison
 
     ran = {f"{r.backend} ({Path(r.report.artifact).name})": {
         "latency_ms": list(r.report.stats.latency_ns.values() / 1e6),

@@ -19,9 +19,11 @@ import numpy as np
 
 from edgekit.backends import Concurrency, Pending, backend_status
 from edgekit.backends.base import cpu_count
+from edgekit.bundle.fidelity import agreeing
+from edgekit.bundle.manifest import Manifest, bundle_folder, read_manifest
 from edgekit.errors import EdgekitError, SourceLost, UsageError, WriteFailed
-from edgekit.fidelity import agreeing
-from edgekit.limits import checked, finite, whole
+from edgekit.helpers.limits import checked, finite, whole
+from edgekit.helpers.output_files import check as check_outputs
 from edgekit.loop.labels import ClassTruth, find_class_truth
 from edgekit.loop.pipeline import Item, LoopStats, Pipeline, Stage, check_queue_size
 from edgekit.loop.sinks import (
@@ -44,9 +46,7 @@ from edgekit.loop.sources import (
     paced,
     truth_path,
 )
-from edgekit.manifest import read_manifest
 from edgekit.model import LoadedModel, load_model
-from edgekit.outputs import check as check_outputs
 from edgekit.preprocess import SpecOptions, prepare
 from edgekit.tasks import TaskOptions, check_task, make_task
 from edgekit.tasks.base import LoopTask, Summary
@@ -61,7 +61,7 @@ from edgekit.tasks.detection import (
 from edgekit.tasks.metrics import mean_average_precision
 
 if TYPE_CHECKING:
-    from edgekit.loop.serve import LiveView
+    from edgekit.live.server import LiveView
 
 KEPT_FRAMES = 1000  # per-frame answers kept to compare backends (a mask each, for a segmenter)
 
@@ -120,7 +120,8 @@ def loop_threads(threads: int | None, pipelined: bool, requests: int = 1) -> int
 
 
 @checked
-def loop_model(path: str | Path, *, task: str | None = None, backend: str | None = None,
+def loop_model(path: str | Path | Manifest, *, task: str | None = None,
+               backend: str | None = None,
                device: str | None = None, threads: int | None = None, fmt: str | None = None,
                labels: str | Path | None = None, spec: SpecOptions | None = None,
                detect: DetectionOptions | None = None, mode: str = "latency",
@@ -147,13 +148,14 @@ def loop_model(path: str | Path, *, task: str | None = None, backend: str | None
     threads = loop_threads(threads, pipelined, in_flight)
     model = load_model(path, backend=backend, device=device, threads=threads, fmt=fmt,
                        labels=labels, spec=spec, concurrency=concurrency)
+    name = (bundle_folder(path) if isinstance(path, Manifest) else Path(path)).name
     try:
         if detect.decoder is not None:
             model.task = "detection"
         model.task = check_task(model.task, task, model.manifest is not None)
         if model.task == "detection":
             if not model.decoder and detect.decoder is None:
-                raise UsageError(f"{Path(path).name} has no decoder: for a bare detector give "
+                raise UsageError(f"{name} has no decoder: for a bare detector give "
                                  f"--decoder ({', '.join(DECODERS)}) and --labels")
             model.decoder, model.decoder_origin = configure(
                 model.decoder, detect, "bundle" if model.manifest else "default")
@@ -161,7 +163,7 @@ def loop_model(path: str | Path, *, task: str | None = None, backend: str | None
                    model.labels)
         elif detect.given():
             flags = ", ".join(FLAG_OF.get(k, f"--decoder-param {k}") for k in detect.given())
-            raise UsageError(f"{flags}: detection options, and {Path(path).name} runs as a "
+            raise UsageError(f"{flags}: detection options, and {name} runs as a "
                              f"{model.task} model")
         make_task(model)  # a classifier's or segmenter's outputs checked now
     except BaseException:
@@ -306,7 +308,7 @@ def run_loop(model: LoadedModel, source_spec: str | int | Path, *,
         if show:
             sinks.append(WindowSink(name, lambda: pipeline.stop() if pipeline else None))
         if serve is not None:
-            from edgekit.loop.live import ServeSink
+            from edgekit.live.state import ServeSink
 
             sinks.append(ServeSink(serve, source, model))
         warm_up(model)
@@ -437,7 +439,7 @@ def compare(bundle: Path, source_spec: str | int | Path, backends: Sequence[str]
             continue
         progress(f"{entry}: running")
         try:
-            with loop_model(bundle, task=task, backend=name, threads=threads,
+            with loop_model(manifest, task=task, backend=name, threads=threads,
                             fmt=fmt or None, spec=spec, detect=detect, mode=mode,
                             requests=requests, pipelined=True) as model:
                 report = run_loop(model, source_spec, max_frames=max_frames, truth=truth,

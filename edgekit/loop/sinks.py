@@ -21,11 +21,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from edgekit import interrupt
 from edgekit.errors import UsageError, WriteFailed
-from edgekit.loop.draw import annotate
+from edgekit.helpers import interrupt
+from edgekit.helpers.output_files import PendingFile, check_folder, write_probe
 from edgekit.loop.pipeline import Item, LoopStats
-from edgekit.outputs import PendingFile, check_folder, write_probe
+from edgekit.tasks.draw import annotate
 
 VIDEO_SUFFIXES = (".avi", ".mp4")
 SPACE_CHECK_S = 1.0  # how often the video sink checks the disk still has room

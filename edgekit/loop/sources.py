@@ -27,10 +27,10 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import InvalidData, SourceLost, UsageError
-from edgekit.files import is_camera_device, read_head, read_small, refuse_special
+from edgekit.helpers.files import is_camera_device, read_head, read_small, refuse_special
+from edgekit.helpers.text import redact
 from edgekit.loop.picamera import Picamera2Capture, camera_number, is_picamera2
 from edgekit.preprocess import check_pixels, list_images
-from edgekit.text import redact
 
 MAX_CONSECUTIVE_FAILURES = 8  # a file that fails this many reads in a row has ended
 RECONNECT_DELAYS_S = (0.25, 0.5, 1.0, 2.0, 4.0)

@@ -12,7 +12,6 @@ import numpy as np
 from edgekit.tasks.base import FrameResult, LoopTask, Summary
 
 if TYPE_CHECKING:
-    from edgekit.model import LoadedModel
     from edgekit.preprocess import Transform
 
 
@@ -39,12 +38,6 @@ def top_k(scores: np.ndarray, k: int = 5, labels: Sequence[str] = ()) -> list[Cl
     return [Class(int(i), float(flat[i]), labels[i] if i < len(labels) else "") for i in order]
 
 
-def classify(model: LoadedModel, image_bgr: np.ndarray, k: int = 5) -> list[Class]:
-    """Pre-process one BGR image, run the model, return its top-k classes."""
-    scores = model.predict(model.tensor(image_bgr))[0]
-    return top_k(scores, k, model.labels)
-
-
 @dataclass(frozen=True)
 class ClassesResult(FrameResult):
     """A frame's top-k classes, and the top-k of the scores averaged over the last frames
@@ -67,7 +60,7 @@ class ClassesResult(FrameResult):
         return out
 
     def draw(self, image: np.ndarray, lines: Sequence[str]) -> np.ndarray:
-        from edgekit.loop.draw import annotate_classes
+        from edgekit.tasks.draw import annotate_classes
 
         return annotate_classes(image, self.shown, lines)
 

@@ -39,7 +39,7 @@ class OutputsResult(FrameResult):
         return {"outputs": [output_summary(a) for a in self.outputs]}
 
     def draw(self, image: np.ndarray, lines: Sequence[str]) -> np.ndarray:
-        from edgekit.loop.draw import annotate
+        from edgekit.tasks.draw import annotate
 
         shown = [_line(i, s) for i, s in enumerate(self.record()["outputs"])]
         return annotate(image, [], [*lines, *shown])

@@ -89,7 +89,7 @@ class MaskResult(FrameResult):
         return {"shares": {k: round(v, 4) for k, v in self.shares().items()}}
 
     def draw(self, image: np.ndarray, lines: Sequence[str]) -> np.ndarray:
-        from edgekit.loop.draw import annotate_mask
+        from edgekit.tasks.draw import annotate_mask
 
         return annotate_mask(image, self.mask, self.labels, lines)
 
