@@ -18,7 +18,7 @@ from conftest import ROOT
 
 from edgekit.deploy import agent
 from edgekit.deploy.service import unit_text
-from edgekit.targets import find_target
+from edgekit.deploy.targets import find_target
 
 STANDINS = ROOT / "tests" / "standins"
 

@@ -37,9 +37,9 @@ def test_every_cpu_artifact_agrees_with_keras_per_pixel(segmenter_bundle: Path) 
 def test_verify_and_the_smoke_report_give_the_masks_agreement(segmenter_bundle: Path) -> None:
     """What deploy's smoke test runs on the device (edgekit verify --json) and what it reports:
     the segmenter's pixel and mIoU agreement with Keras, as convert gives them."""
+    from edgekit.bundle.manifest import read_manifest
     from edgekit.deploy.report import _smoke_lines
     from edgekit.deploy.smoke import smoke_report
-    from edgekit.manifest import read_manifest
 
     answer = cli_json("verify", segmenter_bundle, "--backend", "tflite", "--format",
                       "tflite-int8", "--samples", "0", "--json")

@@ -188,7 +188,7 @@ def _per_sample(reference: list[np.ndarray], produced: list[np.ndarray],
 def _mask_agreement(reference: np.ndarray, produced: np.ndarray) -> tuple[float, float]:
     """A segmenter's (pixel agreement, mean-IoU agreement) with Keras's masks: the figures
     convert gives (fidelity.class_maps, the one definition of a mask)."""
-    from edgekit.fidelity import agreement, class_maps
+    from edgekit.bundle.fidelity import agreement, class_maps
     from edgekit.tasks.metrics import mean_iou
 
     keras, got = class_maps(reference), class_maps(produced.reshape(reference.shape))
