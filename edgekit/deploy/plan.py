@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from edgekit.deploy import agent
+from edgekit.deploy import checks
 from edgekit.deploy.wheels import WheelInfo, merge_requirements
 from edgekit.errors import UsageError
 from edgekit.files import refuse_special
@@ -79,7 +79,7 @@ class ReleasePlan:
 
     def venv_key(self, python: str, version: tuple[int, ...]) -> str:
         """The device environment's name: the same inputs give the same environment."""
-        return agent.venv_key(python, version, self.venv_inputs())
+        return checks.venv_key(python, version, self.venv_inputs())
 
     def venv_payload(self) -> dict[str, Any]:
         """The agent's ``venv`` arguments, besides the release and the environment's key."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgekit.deploy.agent import smoke_problem
+from edgekit.deploy.checks import smoke_problem
 from edgekit.errors import DeployError
 from edgekit.formats import FORMATS
 
