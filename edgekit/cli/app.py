@@ -11,12 +11,13 @@ import logging
 import os
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import click
 
 from edgekit import __version__
-from edgekit.errors import EdgekitError, first_line
+from edgekit.errors import EdgekitError, UsageError, first_line
 from edgekit.text import printable
 
 _debug = {"on": False}
@@ -66,7 +67,8 @@ class EdgekitGroup(click.Group):
         except EdgekitError as exc:
             if interrupt.interrupted():  # a runtime turned Ctrl-C into its own error
                 _interrupted()
-            click.echo(f"error: {printable(exc)}", err=True)  # a name in it cannot forge lines
+            message = printable(self.flagged(ctx, exc))  # a name in it cannot forge lines
+            click.echo(f"error: {message}", err=True)
             ctx.exit(exc.exit_code)
         except click.exceptions.UsageError as exc:  # bad arguments: one line, not three
             if _shows_help(exc):
@@ -89,6 +91,24 @@ class EdgekitGroup(click.Group):
                        "(run again with --debug for the traceback, and please report it)",
                        err=True)
             ctx.exit(1)
+
+
+    def flagged(self, ctx: click.Context, exc: EdgekitError) -> str:
+        """The error's message, with the flag of the parameter it names (the library says
+        ``settle``, the command line ``--settle``): the command's option of that name, else
+        the flag a library parameter has under another name."""
+        param = getattr(exc, "param", None)
+        if not isinstance(exc, UsageError) or not param:
+            return str(exc)
+        command = self.get_command(ctx, ctx.invoked_subcommand or "")
+        for option in command.params if command is not None else []:
+            if isinstance(option, click.Option) and option.name == param:
+                return exc.naming(max(option.opts, key=len))
+        return exc.naming(FLAGS.get(param, param))
+
+
+# Library parameters whose flag is not their own name with dashes.
+FLAGS = {"host": "--host", "base": "--remote-dir", "folder": "--output", "target": "--target"}
 
 
 def _interrupted() -> None:
@@ -142,6 +162,18 @@ def fail_on_failed_rows(rows: Sequence[tuple[str, str, str]], what: str) -> None
     raise EdgekitError(f"{len(failed)} of {len(rows)} {what}s failed "
                        f"({', '.join(label for label, _ in failed)}); the notes under the "
                        "table say why")
+
+
+def save_plot(plot: Path | None, ran: bool, draw: Callable[[], None], quiet: bool,
+              what: str) -> None:
+    """Draw the plot asked for when something ran, and say where (or why not)."""
+    if plot is None:
+        return
+    if ran:
+        draw()
+    if not quiet:
+        click.echo(f"plot: {plot}" if ran else f"plot: no {what} ran, so none was drawn",
+                   err=True)
 
 
 def progress_printer(enabled: bool = True) -> Callable[[str], None]:
