@@ -16,7 +16,7 @@ from edgekit.cli import cli
 TABLES = {"backends", "bench", "classify", "compare", "convert", "demo", "inspect", "run",
           "targets"}
 # Commands whose result is a report of another shape: --json only.
-REPORTS = {"verify", "deploy"}
+REPORTS = {"verify", "deploy", "status", "rollback", "playbook"}
 # Options that share a name across commands but not a meaning, and why.
 DIFFERENT = {"--output": "convert writes one bundle there, demo a bundle per example and a "
                          "report"}
@@ -102,3 +102,28 @@ def test_targets_and_backends_in_every_view(view: str) -> None:
     listed = run_cli("targets")
     assert listed.returncode == 0, listed.stderr
     assert all(line.rstrip().endswith("built-in") for line in listed.stdout.splitlines()[2:6])
+
+
+def test_the_library_names_parameters_and_the_command_line_their_flags(tmp_path) -> None:
+    """A bad value: the Python API names the parameter it was given as (``host``, ``settle``),
+    the command line the flag (``--host``, ``--inventory``): the library's UsageError carries
+    ``param``, and the CLI puts the flag in its place."""
+    from edgekit.backends.base import Concurrency
+    from edgekit.deploy.inventory import check_inventory
+    from edgekit.deploy.release import check_waits
+    from edgekit.deploy.ssh import parse_host
+    from edgekit.errors import UsageError
+
+    missing = tmp_path / "none.ini"
+    for call, said in ((lambda: parse_host("pi@x:22"), "host takes USER@HOST, not 'pi@x:22'"),
+                       (lambda: check_inventory(missing), f"inventory {missing}: no such file"),
+                       (lambda: check_waits(-1, 0), "settle (seconds) must be a finite"),
+                       (lambda: Concurrency(mode="fast"), "mode 'fast' is unknown")):
+        with pytest.raises(UsageError) as raised:
+            call()
+        assert str(raised.value).startswith(said) and "--" not in str(raised.value)
+    for args, said in ((("status", "--host", "pi@x:22"), "--host takes USER@HOST, not"),
+                       (("status", "--inventory", missing), f"--inventory {missing}: no such")):
+        result = run_cli(*args)
+        assert result.returncode == 2 and result.stderr.startswith(f"error: {said}"), \
+            result.stderr
