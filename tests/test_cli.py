@@ -10,7 +10,7 @@ import click
 import pytest
 from conftest import run_cli
 
-from edgekit.cli import cli
+from edgekit.cli.app import all_commands
 
 # Commands whose result is a table (or tables): they take --markdown and --csv too.
 TABLES = {"backends", "bench", "classify", "compare", "convert", "demo", "inspect", "run",
@@ -23,7 +23,7 @@ DIFFERENT = {"--output": "convert writes one bundle there, demo a bundle per exa
 
 
 def _commands() -> dict[str, click.Command]:
-    return dict(cli.commands)
+    return all_commands()
 
 
 def test_every_command_is_classified() -> None:
@@ -127,3 +127,24 @@ def test_the_library_names_parameters_and_the_command_line_their_flags(tmp_path)
         result = run_cli(*args)
         assert result.returncode == 2 and result.stderr.startswith(f"error: {said}"), \
             result.stderr
+
+
+def test_help_lists_every_command_without_importing_them() -> None:
+    """`edgekit --help` comes from app.COMMANDS: each line is the command's own first line, and
+    no command module (nor numpy) is imported to print it."""
+    import subprocess
+    import sys
+
+    from edgekit.cli.app import COMMANDS
+
+    for name, command in all_commands().items():
+        assert COMMANDS[name][1] == command.get_short_help_str(limit=200), name
+    probe = ("import sys; from edgekit.cli import cli; from click.testing import CliRunner; "
+             "out = CliRunner().invoke(cli, ['--help']).output; "
+             "print(sorted(m for m in sys.modules if m.endswith('_cmd') or m == 'numpy')); "
+             "print(out)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True)
+    first, _, text = done.stdout.partition("\n")
+    assert first == "[]", first
+    assert all(f"  {name} " in text for name in COMMANDS)

@@ -35,7 +35,57 @@ def _quiet_python_logs() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+# Each command's module, imported only when that command runs (or shows its --help), and its
+# line in `edgekit --help` (tests/test_cli.py holds each line to the command's own docstring).
+COMMANDS = {
+    "backends": ("bench_cmd", "List every backend: usable here or not, runtime version, devices, "
+                              "how to fix."),
+    "bench": ("bench_cmd", "Time every artifact on every backend that can run it, side by side."),
+    "classify": ("bench_cmd", "Classify images with a bundle or a bare .tflite / .onnx / "
+                              "OpenVINO .xml."),
+    "compare": ("run_cmd", "Run the same frames through each usable backend: one table, "
+                           "per-stage latency."),
+    "convert": ("convert_cmd", "Convert a Keras model to every edge format, with fidelity per "
+                               "artifact."),
+    "demo": ("convert_cmd", "The whole path on the bundled examples, into a report folder."),
+    "deploy": ("deploy_cmd", "Deploy a bundle to a device over SSH, atomically, and prove it "
+                             "runs there."),
+    "inspect": ("convert_cmd", "Show what a bundle or a model file holds, without running it."),
+    "playbook": ("playbook_cmd", "Write a self-contained Ansible playbook that deploys BUNDLE; "
+                                 "send nothing."),
+    "rollback": ("rollback_cmd", "Switch a device back to the release before the current one "
+                                 "(checked first)."),
+    "run": ("run_cmd", "Run the camera loop on a camera, a video, a folder of images or a "
+                       "stream."),
+    "status": ("status_cmd", "Show a device's releases, environments, service and lock (read "
+                             "only)."),
+    "targets": ("targets_cmd", "List the device profiles that edgekit deploy --target takes."),
+    "verify": ("verify_cmd", "Check a bundle where it lies: file hashes, then a few validation "
+                             "samples."),
+}
+
+
 class EdgekitGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(COMMANDS) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """The command, its module imported the first time it is asked for."""
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            import importlib
+
+            importlib.import_module(f"edgekit.cli.{COMMANDS[cmd_name][0]}")  # registers it
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """`edgekit --help`'s list from COMMANDS: no command module is imported for it."""
+        width = formatter.width - 6 - max(len(name) for name in COMMANDS)
+        rows = [(name, click.utils.make_default_short_help(COMMANDS[name][1], width)
+                 if name in COMMANDS else self.commands[name].get_short_help_str(width))
+                for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         # --debug anywhere before "--" (before or after the command name) counts.
         head = args[:args.index("--")] if "--" in args else args
@@ -145,6 +195,12 @@ def cli() -> None:
     Every command takes --help. Errors print one line that says what to do;
     --debug shows the traceback.
     """
+
+
+def all_commands() -> dict[str, click.Command]:
+    """Every command, each module imported (for tests and tools that look at them all)."""
+    return {name: command for name in COMMANDS
+            if (command := cli.get_command(click.Context(cli), name)) is not None}
 
 
 def fail_on_failed_rows(rows: Sequence[tuple[str, str, str]], what: str) -> None:
