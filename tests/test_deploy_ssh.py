@@ -309,7 +309,7 @@ def test_one_deploy_at_a_time_and_a_dead_holders_lock_is_taken_over(
                                                ssh_server.known_hosts_file)))
     with device.lock("deploy of a test (target small)") as held:
         assert held["ok"] and lock_owner(ssh_server)["workstation_pid"] == os.getpid()
-        for args in (("deploy", lenet_bundle, "--target", small), ("deploy", "--rollback")):
+        for args in (("deploy", lenet_bundle, "--target", small), ("rollback",)):
             assert_clean_error(run_cli(*args, *ssh_args(ssh_server)),
                                "another deploy holds this device's lock (edgekit/lock): deploy "
                                f"of a test (target small) from {socket.gethostname()} (pid "
