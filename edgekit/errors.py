@@ -41,9 +41,24 @@ class EdgekitError(Exception):
 
 
 class UsageError(EdgekitError):
-    """Bad arguments: an unknown name, a wrong option combination."""
+    """Bad arguments: an unknown name, a wrong option combination.
+
+    ``param``: the parameter a bad value was given for, by its Python name; the message then
+    begins with that name ("settle (seconds) must be ..."), and the CLI shows its flag there
+    instead ("--settle (seconds) must be ..."): click's ``BadParameter(param_hint=...)``."""
 
     exit_code = 2
+
+    def __init__(self, message: str = "", param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+    def naming(self, hint: str) -> str:
+        """The message with ``hint`` (a flag) in place of the parameter's name."""
+        text = str(self)
+        if self.param and text.startswith(self.param):
+            return hint + text[len(self.param):]
+        return text
 
 
 class InvalidModel(EdgekitError):

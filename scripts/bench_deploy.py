@@ -27,7 +27,7 @@ from sshd import LoopbackSshd  # noqa: E402
 
 from edgekit.deploy import DeployRequest, SshOptions, deploy, parse_host  # noqa: E402
 from edgekit.deploy.release import Session, make_plan  # noqa: E402
-from edgekit.deploy.remote import Device  # noqa: E402
+from edgekit.deploy.remote import SshLink  # noqa: E402
 from edgekit.deploy.ssh import SshClient  # noqa: E402
 from edgekit.deploy.targets import list_targets  # noqa: E402
 from edgekit.errors import EdgekitError  # noqa: E402
@@ -76,7 +76,7 @@ def loopback_figures(bundle: Path, work: Path, redeploys: int) -> str:
 
 def lock_seconds(request: DeployRequest, rounds: int) -> list[float]:
     """Taking and releasing the device's lock, alone: what one deploy at a time costs."""
-    device = Device(SshClient(request.host, request.ssh), request.python, request.base)
+    device = SshLink(SshClient(request.host, request.ssh), request.python, request.base)
     seconds = []
     for _ in range(rounds):
         started = time.perf_counter()

@@ -10,20 +10,20 @@ import click
 import pytest
 from conftest import run_cli
 
-from edgekit.cli import cli
+from edgekit.cli.app import all_commands
 
 # Commands whose result is a table (or tables): they take --markdown and --csv too.
 TABLES = {"backends", "bench", "classify", "compare", "convert", "demo", "inspect", "run",
           "targets"}
 # Commands whose result is a report of another shape: --json only.
-REPORTS = {"verify", "deploy"}
+REPORTS = {"verify", "deploy", "status", "rollback", "playbook"}
 # Options that share a name across commands but not a meaning, and why.
 DIFFERENT = {"--output": "convert writes one bundle there, demo a bundle per example and a "
                          "report"}
 
 
 def _commands() -> dict[str, click.Command]:
-    return dict(cli.commands)
+    return all_commands()
 
 
 def test_every_command_is_classified() -> None:
@@ -102,3 +102,49 @@ def test_targets_and_backends_in_every_view(view: str) -> None:
     listed = run_cli("targets")
     assert listed.returncode == 0, listed.stderr
     assert all(line.rstrip().endswith("built-in") for line in listed.stdout.splitlines()[2:6])
+
+
+def test_the_library_names_parameters_and_the_command_line_their_flags(tmp_path) -> None:
+    """A bad value: the Python API names the parameter it was given as (``host``, ``settle``),
+    the command line the flag (``--host``, ``--inventory``): the library's UsageError carries
+    ``param``, and the CLI puts the flag in its place."""
+    from edgekit.backends.base import Concurrency
+    from edgekit.deploy.inventory import check_inventory
+    from edgekit.deploy.release import check_waits
+    from edgekit.deploy.ssh import parse_host
+    from edgekit.errors import UsageError
+
+    missing = tmp_path / "none.ini"
+    for call, said in ((lambda: parse_host("pi@x:22"), "host takes USER@HOST, not 'pi@x:22'"),
+                       (lambda: check_inventory(missing), f"inventory {missing}: no such file"),
+                       (lambda: check_waits(-1, 0), "settle (seconds) must be a finite"),
+                       (lambda: Concurrency(mode="fast"), "mode 'fast' is unknown")):
+        with pytest.raises(UsageError) as raised:
+            call()
+        assert str(raised.value).startswith(said) and "--" not in str(raised.value)
+    for args, said in ((("status", "--host", "pi@x:22"), "--host takes USER@HOST, not"),
+                       (("status", "--inventory", missing), f"--inventory {missing}: no such")):
+        result = run_cli(*args)
+        assert result.returncode == 2 and result.stderr.startswith(f"error: {said}"), \
+            result.stderr
+
+
+def test_help_lists_every_command_without_importing_them() -> None:
+    """`edgekit --help` comes from app.COMMANDS: each line is the command's own first line, and
+    no command module (nor numpy) is imported to print it."""
+    import subprocess
+    import sys
+
+    from edgekit.cli.app import COMMANDS
+
+    for name, command in all_commands().items():
+        assert COMMANDS[name][1] == command.get_short_help_str(limit=200), name
+    probe = ("import sys; from edgekit.cli import cli; from click.testing import CliRunner; "
+             "out = CliRunner().invoke(cli, ['--help']).output; "
+             "print(sorted(m for m in sys.modules if m.endswith('_cmd') or m == 'numpy')); "
+             "print(out)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True)
+    first, _, text = done.stdout.partition("\n")
+    assert first == "[]", first
+    assert all(f"  {name} " in text for name in COMMANDS)

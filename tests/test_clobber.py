@@ -293,7 +293,7 @@ def test_a_device_or_fifo_as_data_is_refused(tmp_path: Path, name: str) -> None:
 
 def test_an_inventory_that_is_a_device_is_refused_at_once(tmp_path: Path) -> None:
     started = time.monotonic()
-    result = run_cli("deploy", "--status", "--inventory", "/dev/zero")
+    result = run_cli("status", "--inventory", "/dev/zero")
     assert_clean_error(result, "--inventory /dev/zero", "character device")
     assert result.returncode == 2
     assert time.monotonic() - started < 30

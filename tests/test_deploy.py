@@ -41,12 +41,13 @@ def nothing_on(server: SshServer) -> bool:
 
 @pytest.mark.parametrize(("host", "needle"), [
     ("pi@", "takes USER@HOST"), ("@raspberrypi", "takes USER@HOST"),
-    ("pi@raspberrypi:2222", "give the port with --port"), ("-oProxyCommand=evil", "USER@HOST"),
+    ("pi@raspberrypi:2222", "--host takes USER@HOST, not 'pi@raspberrypi:2222': the port goes "
+     "on its own"), ("-oProxyCommand=evil", "USER@HOST"),
     ("pi@fe80::1", "IPv6 address in brackets"), ("pi pi@host", "USER@HOST"),
     ("pi@host;rm", "USER@HOST"),
 ])
 def test_bad_host_syntax(host: str, needle: str) -> None:
-    result = run_cli("deploy", "--status", "--host", host)
+    result = run_cli("status", "--host", host)
     assert_clean_error(result, needle)
     assert result.returncode == 2
 
@@ -66,10 +67,15 @@ def test_bad_input_is_one_line(tmp_path: Path, lenet_bundle: Path) -> None:
     assert_clean_error(run_cli("deploy", tmp_path, "--target", "rpi4-cpu", *host),
                        "not an edgekit bundle")
     assert_clean_error(run_cli("deploy", lenet_bundle, *host), "needs a BUNDLE and --target")
-    assert_clean_error(run_cli("deploy", lenet_bundle, "--rollback", *host), "takes no BUNDLE")
-    assert_clean_error(run_cli("deploy", "--status", "--dry-run", *host), "only reads")
-    assert_clean_error(run_cli("deploy", "--status", "--to", "x", *host), "--to goes with")
-    assert_clean_error(run_cli("deploy", "--status", "--identity", tmp_path / "nokey", *host),
+    assert_clean_error(run_cli("rollback", lenet_bundle, *host), "unexpected extra argument")
+    assert_clean_error(run_cli("status", "--dry-run", *host), "no such option '--dry-run'")
+    assert_clean_error(run_cli("status", "--to", "x", *host), "no such option '--to'")
+    for old, new in (("--status", "edgekit status"), ("--rollback", "edgekit rollback"),
+                     ("--emit-playbook", "edgekit playbook")):
+        result = run_cli("deploy", old, *host)
+        assert_clean_error(result, f"deploy {old} is now its own command: {new}")
+        assert result.returncode == 2
+    assert_clean_error(run_cli("status", "--identity", tmp_path / "nokey", *host),
                        "no such key file")
 
 
@@ -111,7 +117,7 @@ def test_dry_run_prints_every_step_and_touches_nothing(ssh_server: SshServer,
     assert "digit_detector.onnx" not in out  # only what the target runs
     assert "pip download" in out or "wheels/numpy" in out  # --offline: the wheels ship
     assert not ssh_server.local_path("edgekit").exists()
-    rollback = run_cli("deploy", "--rollback", "--dry-run", *ssh_args(ssh_server))
+    rollback = run_cli("rollback", "--dry-run", *ssh_args(ssh_server))
     assert rollback.returncode == 0 and "python3 - rollback" in rollback.stdout
     assert not ssh_server.local_path("edgekit").exists()
 
@@ -156,12 +162,12 @@ def test_changed_host_key_is_refused(ssh_server: SshServer, wrong_identity_file:
     impostor = tmp_path / "known_hosts"
     pub = Path(f"{wrong_identity_file}.pub").read_text().split()
     impostor.write_text(f"[127.0.0.1]:{ssh_server.port} {pub[0]} {pub[1]}\n")
-    result = run_cli("deploy", "--status", *ssh_args(ssh_server, known_hosts=impostor))
+    result = run_cli("status", *ssh_args(ssh_server, known_hosts=impostor))
     assert_clean_error(result, "CHANGED", "ssh-keygen -R")
 
 
 def test_wrong_key_is_refused(ssh_server: SshServer, wrong_identity_file: Path) -> None:
-    result = run_cli("deploy", "--status", *ssh_args(ssh_server, identity=wrong_identity_file))
+    result = run_cli("status", *ssh_args(ssh_server, identity=wrong_identity_file))
     assert_clean_error(result, "refused the key", "ssh-copy-id", "never a password")
     assert nothing_on(ssh_server)
 
@@ -169,7 +175,7 @@ def test_wrong_key_is_refused(ssh_server: SshServer, wrong_identity_file: Path) 
 def test_unreachable_host(ssh_server: SshServer) -> None:
     args = ssh_args(ssh_server)
     args[args.index("--port") + 1] = str(free_port())
-    assert_clean_error(run_cli("deploy", "--status", *args), "connection refused")
+    assert_clean_error(run_cli("status", *args), "connection refused")
 
 
 def test_a_device_of_another_architecture_or_python_is_refused(
@@ -198,10 +204,10 @@ def test_the_coral_dev_boards_python_is_refused_by_the_device_itself(
 
 
 def test_status_of_an_empty_device(ssh_server: SshServer) -> None:
-    result = run_cli("deploy", "--status", *ssh_args(ssh_server))
+    result = run_cli("status", *ssh_args(ssh_server))
     assert result.returncode == 0, result.stderr
     assert "no releases yet" in result.stdout
-    data = cli_json("deploy", "--status", "--json", *ssh_args(ssh_server))
+    data = cli_json("status", "--json", *ssh_args(ssh_server))
     assert data["releases"] == [] and data["current"] is None
     assert data["platform"] == f"linux-{HERE}"
 
@@ -397,8 +403,8 @@ def test_the_agent_answers_json_whatever_the_payload(python: str, tmp_path: Path
 def test_negative_waits_are_refused(tmp_path: Path) -> None:
     for args, option in ((("deploy", tmp_path / "bundle", "--target", "rpi4-cpu", "--settle",
                            "-1"), "--settle"),
-                         (("deploy", "--rollback", "--lock-timeout", "-5"), "--lock-timeout"),
-                         (("deploy", "--status", "--timeout", "0"), "--timeout")):
+                         (("rollback", "--lock-timeout", "-5"), "--lock-timeout"),
+                         (("status", "--timeout", "0"), "--timeout")):
         result = run_cli(*args, "--host", "pi@device.invalid")
         assert_clean_error(result, f"invalid value for '{option}'")
         assert result.returncode == 2

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import pytest
 from conftest import ROOT
 
-from edgekit.deploy import agent
+from edgekit.deploy import agent, checks
 from edgekit.deploy.service import unit_text
 from edgekit.deploy.targets import find_target
 
@@ -70,7 +70,7 @@ def test_picamera2_is_asked_through_the_release_python(tmp_path: Path) -> None:
 
 
 def test_the_smoke_verdict_carries_it() -> None:
-    """The one place both orchestrators (release.py and the Ansible action) ask."""
+    """The one place the deploy steps ask, over every link (SSH, Ansible, local)."""
     answer = {"verify_code": 0, "verify": {"files_ok": True}, "source_problem": "no camera"}
-    assert agent.smoke_problem(answer) == "no camera"
-    assert agent.smoke_problem(dict(answer, source_problem=None)) is None
+    assert checks.smoke_problem(answer) == "no camera"
+    assert checks.smoke_problem(dict(answer, source_problem=None)) is None

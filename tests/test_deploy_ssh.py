@@ -26,7 +26,7 @@ from sshd import CuttingProxy, SshServer
 
 from edgekit.bundle.manifest import read_manifest
 from edgekit.deploy import DeployRequest, SshOptions, deploy, parse_host
-from edgekit.deploy.remote import Device
+from edgekit.deploy.remote import SshLink
 from edgekit.deploy.ssh import SshClient
 from edgekit.deploy.targets import find_target
 from edgekit.errors import ConnectionFailed, DeployError
@@ -49,9 +49,10 @@ def current(server: SshServer) -> str:
 
 
 def request(bundle: Path, profile: Path, server: SshServer, **kwargs) -> DeployRequest:
-    return DeployRequest(bundle, find_target(str(profile)), parse_host(server.destination,
-                         server.port), SshOptions(server.identity_file, server.known_hosts_file,
-                                                  kwargs.pop("timeout", 60.0)), **kwargs)
+    ssh = SshOptions(identity=server.identity_file, known_hosts=server.known_hosts_file,
+                     timeout=kwargs.pop("timeout", 60.0))
+    return DeployRequest(bundle=bundle, target=find_target(str(profile)),
+                         host=parse_host(server.destination, server.port), ssh=ssh, **kwargs)
 
 
 def test_deploy_redeploy_rollback_status(ssh_server: SshServer, lenet_bundle: Path,
@@ -92,18 +93,18 @@ def test_deploy_redeploy_rollback_status(ssh_server: SshServer, lenet_bundle: Pa
     assert again.stat().st_ino == (release / "bundle" / "lenet5_digits_int8.tflite").stat().st_ino
     assert second["seconds"]["total"] < first["seconds"]["total"]
     # Status, rollback, and no rollback past the first release.
-    status = cli_json("deploy", "--status", "--json", *ssh_args(ssh_server))
+    status = cli_json("status", "--json", *ssh_args(ssh_server))
     assert [(r["id"], r["current"], r["complete"]) for r in status["releases"]] == [
         (first["release"], False, True), (second["release"], True, True)]
-    text = run_cli("deploy", "--status", *ssh_args(ssh_server)).stdout
+    text = run_cli("status", *ssh_args(ssh_server)).stdout
     assert second["release"] in text and "current" in text and "lenet5_digits" in text
-    back = run_cli("deploy", "--rollback", "--json", *ssh_args(ssh_server))
+    back = run_cli("rollback", "--json", *ssh_args(ssh_server))
     assert back.returncode == 0, back.stderr
     assert json.loads(back.stdout)["current"] == first["release"]
     assert current(ssh_server) == f"releases/{first['release']}"
-    assert_clean_error(run_cli("deploy", "--rollback", *ssh_args(ssh_server)),
+    assert_clean_error(run_cli("rollback", *ssh_args(ssh_server)),
                        "no earlier release")
-    forward = run_cli("deploy", "--rollback", "--to", second["release"], *ssh_args(ssh_server))
+    forward = run_cli("rollback", "--to", second["release"], *ssh_args(ssh_server))
     assert forward.returncode == 0 and current(ssh_server) == f"releases/{second['release']}"
     # The release that runs, run again on the device through its own edgekit.
     python = base / "current" / "venv" / "bin" / "python"
@@ -269,7 +270,7 @@ def test_damaged_files_on_the_device_are_never_used(ssh_server: SshServer, lenet
     data = bytearray(damaged.read_bytes())
     data[-64] ^= 0xFF  # a flipped bit on the SD card (both releases share the file)
     damaged.write_bytes(bytes(data))
-    result = run_cli("deploy", "--rollback", *ssh_args(ssh_server))
+    result = run_cli("rollback", *ssh_args(ssh_server))
     assert_clean_error(result, f"release {first['release']} is damaged",
                        "lenet5_digits_int8.tflite: sha256 differs")
     assert current(ssh_server) == f"releases/{second['release']}"
@@ -304,16 +305,16 @@ def test_one_deploy_at_a_time_and_a_dead_holders_lock_is_taken_over(
     small = local_profile(tmp_path, "small", edits=INT8_ONLY)
     first = run_deploy(lenet_bundle, small, ssh_server)
     host = parse_host(ssh_server.destination, ssh_server.port)
-    device = Device(SshClient(host, SshOptions(ssh_server.identity_file,
+    device = SshLink(SshClient(host, SshOptions(ssh_server.identity_file,
                                                ssh_server.known_hosts_file)))
     with device.lock("deploy of a test (target small)") as held:
         assert held["ok"] and lock_owner(ssh_server)["workstation_pid"] == os.getpid()
-        for args in (("deploy", lenet_bundle, "--target", small), ("deploy", "--rollback")):
+        for args in (("deploy", lenet_bundle, "--target", small), ("rollback",)):
             assert_clean_error(run_cli(*args, *ssh_args(ssh_server)),
                                "another deploy holds this device's lock (edgekit/lock): deploy "
                                f"of a test (target small) from {socket.gethostname()} (pid "
                                f"{os.getpid()}", "refused at once", "--lock-timeout")
-        status = run_cli("deploy", "--status", *ssh_args(ssh_server))  # reading needs no lock
+        status = run_cli("status", *ssh_args(ssh_server))  # reading needs no lock
         assert status.returncode == 0 and "lock: held by deploy of a test" in status.stdout
         os.kill(lock_owner(ssh_server)["pid"], signal.SIGKILL)  # the holder dies on the device
         taken = run_deploy(lenet_bundle, small, ssh_server)

@@ -95,7 +95,7 @@ def test_the_service_stays_up_and_keeps_running_after_deploy_with_lingering(
     assert state["NRestarts"] == "0"
     assert f"edgekit run /home/pi/edgekit/current/bundle --source {CLIP} --repeat" in \
         device.command_of(state["MainPID"])
-    status = run_cli("deploy", "--status", *ssh_args(device.pi))
+    status = run_cli("status", *ssh_args(device.pi))
     assert status.returncode == 0, status.stderr
     assert "service: edgekit.service running since" in status.stdout
     assert "0 automatic restart(s)" in status.stdout
@@ -115,7 +115,7 @@ def test_without_lingering_the_report_says_it_stops_and_status_agrees(
     no_pi_session(device)
     wait_until(lambda: not device.pi_manager_active(), 60, "pi's systemd to stop")
     assert device.unit() == {}  # nothing of pi's runs: no service
-    status = run_cli("deploy", "--status", *ssh_args(device.pi))
+    status = run_cli("status", *ssh_args(device.pi))
     assert status.returncode == 0, status.stderr
     assert "edgekit.service was NOT running before this check: lingering is off" in \
         " ".join(status.stdout.split())
@@ -142,7 +142,7 @@ def test_a_failing_release_is_switched_back_and_its_journal_reported(
     state = device.unit()
     assert state["ActiveState"] in ("inactive", "failed") and \
         state["UnitFileState"] == "disabled", state
-    status = run_cli("deploy", "--status", *ssh_args(device.pi))
+    status = run_cli("status", *ssh_args(device.pi))
     assert "service: edgekit.service NOT running" in status.stdout or "auto-restart" in \
         status.stdout, status.stdout
     # A good release over it, then the failing one again: deploy switches back to the good one.
@@ -161,7 +161,7 @@ def test_a_failing_release_is_switched_back_and_its_journal_reported(
     state = device.unit()
     assert state["ActiveState"] == "active" and state["NRestarts"] == "0", state
     # --rollback to the failing release uses the same check, and switches back too.
-    back = run_cli("deploy", "--rollback", "--to", json.loads(first.stdout)["release"],
+    back = run_cli("rollback", "--to", json.loads(first.stdout)["release"],
                    "--settle", SETTLE, *ssh_args(device.pi))
     assert_clean_error(back, "did not stay up", f"current is back on {working['release']}")
     assert current(device) == working["release"] and device.running()

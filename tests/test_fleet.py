@@ -61,9 +61,9 @@ def test_an_inventory_that_does_not_parse(lenet_bundle: Path, tmp_path: Path) ->
                        "ini:", "ansible-inventory -i")
     yaml = tmp_path / "lab.yml"
     yaml.write_text("all:\n  hosts: [\n")
-    assert_clean_error(run_cli("deploy", "--status", "--inventory", yaml),
+    assert_clean_error(run_cli("status", "--inventory", yaml),
                        "does not parse", "yaml", "YAML parsing failed")
-    assert_clean_error(run_cli("deploy", "--status", "--inventory", tmp_path / "none.ini"),
+    assert_clean_error(run_cli("status", "--inventory", tmp_path / "none.ini"),
                        "no such file")
 
 
@@ -73,7 +73,7 @@ def test_a_pattern_that_matches_nothing_and_an_unknown_target(lenet_bundle: Path
     inventory.write_text("all:\n  children:\n    pis:\n      hosts:\n"
                          "        pi1: {ansible_host: 10.0.0.7, edgekit_target: rpi4-cpu}\n"
                          "        pi2: {ansible_host: 10.0.0.8, edgekit_target: rpi9-cpu}\n")
-    result = run_cli("deploy", "--status", "--inventory", inventory, "--limit", "cams")
+    result = run_cli("status", "--inventory", inventory, "--limit", "cams")
     assert result.returncode == 2
     assert_clean_error(result, "--limit 'cams' matches no host", "its hosts: pi1, pi2",
                        "groups: pis")
@@ -94,7 +94,7 @@ def test_an_inventory_that_turns_host_key_checking_off_is_refused(lenet_bundle: 
                                                                   tmp_path: Path) -> None:
     inventory = tmp_path / "lab.ini"
     inventory.write_text("pi1 ansible_host=10.0.0.7 ansible_host_key_checking=false\n")
-    assert_clean_error(run_cli("deploy", "--status", "--inventory", inventory),
+    assert_clean_error(run_cli("status", "--inventory", inventory),
                        "host pi1 sets ansible_host_key_checking=false",
                        "keeps host-key checking on", "ssh-keyscan")
 
@@ -103,17 +103,18 @@ def test_fleet_options_are_checked(lenet_bundle: Path, tmp_path: Path) -> None:
     inventory = tmp_path / "lab.ini"
     inventory.write_text("pi1 ansible_host=10.0.0.7 edgekit_target=rpi4-cpu\n")
     for args, needle in [
-            (("--limit", "pis", "--host", "pi@x"), "--limit go with --inventory"),
+            (("--limit", "pis", "--host", "pi@x"), "--limit goes with --inventory"),
             (("--inventory", inventory, "--host", "pi@x"), "drop --host"),
             (("--inventory", inventory, "--serial", "0"), "--serial takes"),
             (("--inventory", inventory, "--serial", "120%"), "1% to 100%"),
             (("--inventory", inventory, "--max-fail-percentage", "101"), "0 to 100"),
-            (("--inventory", inventory, "--dry-run"), "--emit-playbook"),
-            (("--emit-playbook", tmp_path / "pb"), "--emit-playbook needs --inventory")]:
+            (("--inventory", inventory, "--dry-run"), "edgekit playbook writes")]:
         result = run_cli("deploy", lenet_bundle, *args)
         assert result.returncode == 2, (args, result.stderr)
         assert_clean_error(result, needle)
     assert_clean_error(run_cli("deploy", lenet_bundle), "--host USER@HOST", "--inventory")
+    assert_clean_error(run_cli("playbook", lenet_bundle, "-o", tmp_path / "pb"),
+                       "playbook needs --inventory")
 
 
 def test_without_ansible_the_error_names_the_extra(tmp_path: Path) -> None:
@@ -124,7 +125,7 @@ def test_without_ansible_the_error_names_the_extra(tmp_path: Path) -> None:
                "            raise ModuleNotFoundError(name)\n"
                "sys.meta_path.insert(0, Block())\n"
                "from edgekit.cli import main\nsys.argv[0] = 'edgekit'\nmain()\n")
-    result = subprocess.run([sys.executable, "-c", blocker, "deploy", "--status",
+    result = subprocess.run([sys.executable, "-c", blocker, "status",
                              "--inventory", str(inventory)], capture_output=True, text=True,
                             check=False)
     assert result.returncode == 1
@@ -143,7 +144,7 @@ def test_a_refused_key_and_an_unknown_host_are_named_per_host(
                                                      identity_file=wrong_identity_file)),
         fd.inventory_line("unknown", fd.device_with(ssh_server, host="localhost")),
         fd.inventory_line("closed", closed), ""]))
-    result = run_cli("deploy", "--status", "--inventory", inventory, "--known-hosts",
+    result = run_cli("status", "--inventory", inventory, "--known-hosts",
                      ssh_server.known_hosts_file, "--json")
     assert result.returncode == 1
     assert_clean_error(result, "3 of 4 hosts failed (wrongkey, unknown, closed)")
@@ -155,7 +156,7 @@ def test_a_refused_key_and_an_unknown_host_are_named_per_host(
     assert "ssh-keyscan -p" in hosts["unknown"]["error"]
     assert "connection refused" in hosts["closed"]["error"]
     assert all("\n" not in h["error"] for h in hosts.values())
-    text = run_cli("deploy", "--status", "--inventory", inventory, "--known-hosts",
+    text = run_cli("status", "--inventory", inventory, "--known-hosts",
                    ssh_server.known_hosts_file)
     assert text.returncode == 1 and "wrongkey" in text.stdout and "refused the key" in text.stdout
 
@@ -167,8 +168,8 @@ def test_emit_playbook_writes_a_self_contained_folder(lenet_bundle: Path,
     inventory.write_text(f"[pis]\npi1 ansible_host=10.0.0.7\npi2 ansible_host=10.0.0.8 "
                          f"edgekit_target={profile}\n")
     out = tmp_path / "playbook"
-    result = run_cli("deploy", lenet_bundle, "--inventory", inventory, "--target", "rpi4-cpu",
-                     "--serial", "1", "--max-fail-percentage", "0", "--emit-playbook", out)
+    result = run_cli("playbook", lenet_bundle, "--inventory", inventory, "--target", "rpi4-cpu",
+                     "--serial", "1", "--max-fail-percentage", "0", "-o", out)
     assert result.returncode == 0, result.stderr
     assert (out / "roles/edgekit_release/files/agent.py").read_bytes() == AGENT.read_bytes()
     assert (out / "roles/edgekit_release/action_plugins/edgekit_release.py").is_file()
@@ -190,8 +191,8 @@ def test_emit_playbook_writes_a_self_contained_folder(lenet_bundle: Path,
                            text=True, check=False,
                            env={**os.environ, "ANSIBLE_CONFIG": str(out / "ansible.cfg")})
     assert check.returncode == 0, check.stdout + check.stderr
-    again = run_cli("deploy", lenet_bundle, "--inventory", inventory, "--target", "rpi4-cpu",
-                    "--emit-playbook", out)
+    again = run_cli("playbook", lenet_bundle, "--inventory", inventory, "--target", "rpi4-cpu",
+                    "-o", out)
     assert_clean_error(again, "not empty")
 
 
@@ -203,8 +204,8 @@ def test_emit_playbook_with_the_live_view(detector_bundle: Path, tmp_path: Path)
     inventory.write_text("cam1 ansible_host=10.0.0.7 edgekit_target=rpi4-camera\n"
                          "cam2 ansible_host=10.0.0.8 edgekit_target=rpi4-cpu\n")
     out = tmp_path / "playbook"
-    result = run_cli("deploy", detector_bundle, "--inventory", inventory, "--service",
-                     "--emit-playbook", out)
+    result = run_cli("playbook", detector_bundle, "--inventory", inventory, "--service",
+                     "-o", out)
     assert result.returncode == 0, result.stderr
     plans = json.loads((out / "plans.json").read_text())["edgekit_plans"]
     camera, cpu = plans["rpi4-camera"], plans["rpi4-cpu"]
@@ -224,7 +225,7 @@ def test_emit_playbook_with_the_live_view(detector_bundle: Path, tmp_path: Path)
                            env={**os.environ, "ANSIBLE_CONFIG": str(out / "ansible.cfg")})
     assert check.returncode == 0, check.stdout + check.stderr
     plain = tmp_path / "plain"
-    result = run_cli("deploy", detector_bundle, "--inventory", inventory, "--emit-playbook", plain)
+    result = run_cli("playbook", detector_bundle, "--inventory", inventory, "-o", plain)
     assert result.returncode == 0, result.stderr
     plans = json.loads((plain / "plans.json").read_text())["edgekit_plans"]
     assert plans["rpi4-camera"]["serve"] == "" and plans["rpi4-camera"]["unit"] == ""
@@ -265,8 +266,8 @@ def small_disk(device: SshServer) -> Path:
     return folder
 
 
-def fleet_cli(*args: str | Path, known_hosts: Path) -> object:
-    return run_cli("deploy", *args, "--known-hosts", known_hosts, "--python", "/usr/bin/python3",
+def fleet_cli(command: str, *args: str | Path, known_hosts: Path) -> object:
+    return run_cli(command, *args, "--known-hosts", known_hosts, "--python", "/usr/bin/python3",
                    "--json")
 
 
@@ -278,7 +279,7 @@ def test_deploy_to_several_devices_a_full_disk_redeploy_status_rollback(
     small_disk(full)
     entries = [(f"dev{i}", d) for i, d in enumerate(ok_devices, 1)] + [("full", full)]
     inventory = inventory_for(tmp_path / "lab.ini", entries, local_profile(tmp_path))
-    first = fleet_cli(lenet_bundle, "--inventory", inventory, "--offline",
+    first = fleet_cli("deploy", lenet_bundle, "--inventory", inventory, "--offline",
                       known_hosts=known)
     assert first.returncode == 1
     assert_clean_error(first, "1 of 4 hosts failed (full)", "keeps the release it had")
@@ -299,8 +300,8 @@ def test_deploy_to_several_devices_a_full_disk_redeploy_status_rollback(
     releases = {name: hosts[name]["release"] for name, _ in entries[:3]}
 
     # A redeploy of the unchanged bundle copies 0 bytes to every device.
-    again = fleet_cli(lenet_bundle, "--inventory", inventory, "--offline", "--limit", "dev*",
-                      known_hosts=known)
+    again = fleet_cli("deploy", lenet_bundle, "--inventory", inventory, "--offline", "--limit",
+                      "dev*", known_hosts=known)
     assert again.returncode == 0, again.stderr
     second = rows(again)
     assert set(second) == {"dev1", "dev2", "dev3"}
@@ -310,16 +311,16 @@ def test_deploy_to_several_devices_a_full_disk_redeploy_status_rollback(
         assert current(device) == f"releases/{second[name]['release']}"
 
     # --status lists every host's current release; --rollback rolls every host back.
-    status = fleet_cli("--status", "--inventory", inventory, known_hosts=known)
+    status = fleet_cli("status", "--inventory", inventory, known_hosts=known)
     assert status.returncode == 0, status.stderr
     seen = rows(status)
     for name, _ in entries[:3]:
         assert seen[name]["device"]["current"] == second[name]["release"]
     assert seen["full"]["device"]["current"] is None
-    text = run_cli("deploy", "--status", "--inventory", inventory, "--known-hosts", known,
+    text = run_cli("status", "--inventory", inventory, "--known-hosts", known,
                    "--python", "/usr/bin/python3")
     assert text.returncode == 0 and second["dev2"]["release"] in text.stdout
-    back = fleet_cli("--rollback", "--inventory", inventory, "--limit", "dev*",
+    back = fleet_cli("rollback", "--inventory", inventory, "--limit", "dev*",
                      known_hosts=known)
     assert back.returncode == 0, back.stderr
     for name, device in entries[:3]:
@@ -343,8 +344,8 @@ def test_a_failing_canary_stops_the_rollout(fleet: fd.FleetSshd, lenet_bundle: P
     before = {name: (current(d), sorted(os.listdir(d.local_path("edgekit/releases")))
                      if d.local_path("edgekit/releases").is_dir() else [])
               for name, d in entries[1:]}
-    result = fleet_cli(lenet_bundle, "--inventory", inventory, "--offline", "--serial", "1",
-                       "--max-fail-percentage", "0", known_hosts=known)
+    result = fleet_cli("deploy", lenet_bundle, "--inventory", inventory, "--offline", "--serial",
+                       "1", "--max-fail-percentage", "0", known_hosts=known)
     assert result.returncode == 1
     assert_clean_error(result, "1 of 4 hosts failed (canary)", "3 not run",
                        "the rollout stopped after a failed batch")
@@ -394,7 +395,8 @@ def test_ctrl_c_ends_the_fleet_deploy_and_its_children(fleet: fd.FleetSshd,
                 run_folder.search(_cmdline(pid))]
     assert leftover == [], [_cmdline(p) for p in leftover]
     # The devices' locks were released: a deploy goes ahead at once.
-    retry = fleet_cli(lenet_bundle, "--inventory", inventory, "--offline", known_hosts=known)
+    retry = fleet_cli("deploy", lenet_bundle, "--inventory", inventory, "--offline",
+                      known_hosts=known)
     assert retry.returncode == 0, retry.stderr
 
 
@@ -423,7 +425,7 @@ def test_the_service_with_the_live_view_on_every_host(fleet: fd.FleetSshd,
                             edits={'serve = "0.0.0.0:8080"': f'serve = "0.0.0.0:{port}"'})
     entries = [("cam1", devices[0]), ("cam2", devices[1])]
     inventory = inventory_for(tmp_path / "lab.ini", entries, profile)
-    first = fleet_cli(detector_bundle, "--inventory", inventory, "--offline", "--service",
+    first = fleet_cli("deploy", detector_bundle, "--inventory", inventory, "--offline", "--service",
                       known_hosts=known)
     assert first.returncode == 0, first.stderr
     ansible_output = log_path().read_text()
@@ -461,9 +463,9 @@ def test_the_service_with_the_live_view_on_every_host(fleet: fd.FleetSshd,
     assert again.stdout.count(made[1]) == 1 and made[1] not in log_path().read_text()
     assert stat.S_IMODE(envs["cam2"].stat().st_mode) == 0o600
     tokens["cam2"] = made[1]
-    status = fleet_cli("--status", "--inventory", inventory, known_hosts=known)
+    status = fleet_cli("status", "--inventory", inventory, known_hosts=known)
     assert status.returncode == 0, status.stderr
-    text = run_cli("deploy", "--status", "--inventory", inventory, "--known-hosts", known,
+    text = run_cli("status", "--inventory", inventory, "--known-hosts", known,
                    "--python", "/usr/bin/python3")
     assert text.returncode == 0, text.stderr
     assert (f"live view: cam1: {url} (the token is unchanged: in {envs['cam1']} on the "
@@ -510,9 +512,9 @@ def test_the_service_with_the_live_view_on_every_host(fleet: fd.FleetSshd,
     # one, shown once by the role's second task; the next run and status.yml show the URL.
     envs["cam2"].unlink()
     out = tmp_path / "playbook"
-    emitted = run_cli("deploy", detector_bundle, "--inventory", inventory, "--offline",
+    emitted = run_cli("playbook", detector_bundle, "--inventory", inventory, "--offline",
                       "--service", "--known-hosts", known, "--python", "/usr/bin/python3",
-                      "--emit-playbook", out)
+                      "-o", out)
     assert emitted.returncode == 0, emitted.stderr
     home = tmp_path / "ansible-home"
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}

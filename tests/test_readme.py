@@ -22,7 +22,7 @@ import click
 import pytest
 from conftest import CORAL, ROOT
 
-from edgekit.cli import cli
+from edgekit.cli.app import all_commands
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 OPTION = re.compile(r"(?<![\w-])(--?[a-z][a-z0-9-]*)")
@@ -100,13 +100,13 @@ def _left_out(command: click.Command, named: set[str]) -> list[str]:
 
 def test_the_pages_have_a_synopsis_of_every_command() -> None:
     named = {text.split()[1] for _, text in _synopses()}
-    assert named == set(cli.commands) - {"demo"}  # demo: `make demo`, and its --help
+    assert named == set(all_commands()) - {"demo"}  # demo: `make demo`, and its --help
 
 
 @pytest.mark.parametrize("where,text", _synopses(), ids=lambda v: str(v)[:40])
 def test_each_synopsis_names_exactly_the_commands_options(where: str, text: str) -> None:
     name = text.split()[1]
-    command = cli.commands[name]
+    command = all_commands()[name]
     named = set(OPTION.findall(text.split(maxsplit=2)[2] if len(text.split()) > 2 else ""))
     unknown = named - _options(command)
     assert not unknown, f"{where}: edgekit {name} has no {sorted(unknown)}"
@@ -118,7 +118,7 @@ def test_each_synopsis_names_exactly_the_commands_options(where: str, text: str)
 def test_deploys_synopses_together_name_every_option() -> None:
     named = {opt for _, text in _synopses() if text.split()[1] == "deploy"
              for opt in OPTION.findall(text)}
-    assert not _left_out(cli.commands["deploy"], named)
+    assert not _left_out(all_commands()["deploy"], named)
 
 
 def test_every_edgekit_line_in_the_pages_parses() -> None:
@@ -129,9 +129,9 @@ def test_every_edgekit_line_in_the_pages_parses() -> None:
     assert len(lines) >= 15
     for where, command in lines:
         name, *args = shlex.split(command)[1:]
-        assert name in cli.commands, f"{where}: {command}"
+        assert name in all_commands(), f"{where}: {command}"
         try:
-            cli.commands[name].make_context(name, args)
+            all_commands()[name].make_context(name, args)
         except click.ClickException as exc:
             pytest.fail(f"{where}: {command}: {exc.format_message()}")
 

@@ -195,8 +195,9 @@ def test_an_error_line_shows_a_name_escaped(tmp_path: Path) -> None:
 
 
 def _float_options() -> list[tuple[str, click.Option]]:
-    from edgekit.cli.app import cli
+    from edgekit.cli.app import all_commands, cli
 
+    all_commands()  # each command's module imported: the walk below sees them all
     found = []
 
     def walk(command: click.Command, path: str) -> None:
@@ -313,7 +314,7 @@ def test_threads_and_queues_are_bounded() -> None:
 
     with pytest.raises(UsageError, match="threads .*at most"):
         open_backend("tflite", LENET / "missing.tflite", threads=10 ** 6)
-    with pytest.raises(UsageError, match="--queue-size .*at most 64"):
+    with pytest.raises(UsageError, match="queue_size .*at most 64"):
         Pipeline(ImageFolder.__new__(ImageFolder), [Stage("x", lambda item: None)],
                  queue_size=10 ** 6)
 

@@ -140,7 +140,7 @@ def test_deploy_service_with_the_live_view(ssh_server: SshServer, detector_bundl
                      rf"{re.escape(str(env))} on the device, mode 0600\)", again.stdout)
     assert token not in again.stdout + again.stderr
     assert f"EDGEKIT_SERVE_TOKEN={token}\n" in env.read_text()
-    status = run_cli("deploy", "--status", *ssh_args(ssh_server))
+    status = run_cli("status", *ssh_args(ssh_server))
     assert status.returncode == 0, status.stderr
     assert f"live view: http://127.0.0.1:{port}/ (token in {env} on the device)" in status.stdout
     assert token not in status.stdout

@@ -73,10 +73,11 @@ class Concurrency:
     def __post_init__(self) -> None:
         check_fields(self)
         if self.mode not in MODES:
-            raise UsageError(f"unknown --mode {self.mode!r}; choose latency (one inference at "
-                             "a time, as fast as it goes) or throughput (several in flight)")
-        parallel(self.requests, "--requests")
-        parallel(self.streams, "--streams")
+            raise UsageError(f"mode {self.mode!r} is unknown; choose latency (one inference at "
+                             "a time, as fast as it goes) or throughput (several in flight)",
+                             param="mode")
+        parallel(self.requests, "requests")
+        parallel(self.streams, "streams")
 
 
 def shared_threads(threads: int | None, requests: int) -> int | None:

@@ -198,12 +198,12 @@ def check_settings(settings: BenchSettings) -> None:
     (every latency is kept and sent back), the duration (a row's worker has a deadline), the
     threads, requests and streams (what this machine's cores can use)."""
     why = "every latency is kept and reported"
-    whole(settings.runs, "--runs", high=MAX_RUNS, why=why)
-    whole(settings.warmup, "--warmup", low=0, high=MAX_RUNS, why=why)
+    whole(settings.runs, "runs", high=MAX_RUNS, why=why)
+    whole(settings.warmup, "warmup", low=0, high=MAX_RUNS, why=why)
     if settings.duration is not None:
-        finite(settings.duration, "--duration (seconds per row)", low=0, low_open=True,
+        finite(settings.duration, "duration (seconds per row)", low=0, low_open=True,
                high=MAX_BENCH_SECONDS)
-    parallel(settings.threads, "--threads")
+    parallel(settings.threads, "threads")
     settings.concurrency()
 
 

@@ -11,12 +11,13 @@ import logging
 import os
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import click
 
 from edgekit import __version__
-from edgekit.errors import EdgekitError, first_line
+from edgekit.errors import EdgekitError, UsageError, first_line
 from edgekit.helpers.text import printable
 
 _debug = {"on": False}
@@ -34,7 +35,57 @@ def _quiet_python_logs() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+# Each command's module, imported only when that command runs (or shows its --help), and its
+# line in `edgekit --help` (tests/test_cli.py holds each line to the command's own docstring).
+COMMANDS = {
+    "backends": ("bench_cmd", "List every backend: usable here or not, runtime version, devices, "
+                              "how to fix."),
+    "bench": ("bench_cmd", "Time every artifact on every backend that can run it, side by side."),
+    "classify": ("bench_cmd", "Classify images with a bundle or a bare .tflite / .onnx / "
+                              "OpenVINO .xml."),
+    "compare": ("run_cmd", "Run the same frames through each usable backend: one table, "
+                           "per-stage latency."),
+    "convert": ("convert_cmd", "Convert a Keras model to every edge format, with fidelity per "
+                               "artifact."),
+    "demo": ("convert_cmd", "The whole path on the bundled examples, into a report folder."),
+    "deploy": ("deploy_cmd", "Deploy a bundle to a device over SSH, atomically, and prove it "
+                             "runs there."),
+    "inspect": ("convert_cmd", "Show what a bundle or a model file holds, without running it."),
+    "playbook": ("playbook_cmd", "Write a self-contained Ansible playbook that deploys BUNDLE; "
+                                 "send nothing."),
+    "rollback": ("rollback_cmd", "Switch a device back to the release before the current one "
+                                 "(checked first)."),
+    "run": ("run_cmd", "Run the camera loop on a camera, a video, a folder of images or a "
+                       "stream."),
+    "status": ("status_cmd", "Show a device's releases, environments, service and lock (read "
+                             "only)."),
+    "targets": ("targets_cmd", "List the device profiles that edgekit deploy --target takes."),
+    "verify": ("verify_cmd", "Check a bundle where it lies: file hashes, then a few validation "
+                             "samples."),
+}
+
+
 class EdgekitGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(COMMANDS) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """The command, its module imported the first time it is asked for."""
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            import importlib
+
+            importlib.import_module(f"edgekit.cli.{COMMANDS[cmd_name][0]}")  # registers it
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """`edgekit --help`'s list from COMMANDS: no command module is imported for it."""
+        width = formatter.width - 6 - max(len(name) for name in COMMANDS)
+        rows = [(name, click.utils.make_default_short_help(COMMANDS[name][1], width)
+                 if name in COMMANDS else self.commands[name].get_short_help_str(width))
+                for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         # --debug anywhere before "--" (before or after the command name) counts.
         head = args[:args.index("--")] if "--" in args else args
@@ -66,7 +117,8 @@ class EdgekitGroup(click.Group):
         except EdgekitError as exc:
             if interrupt.interrupted():  # a runtime turned Ctrl-C into its own error
                 _interrupted()
-            click.echo(f"error: {printable(exc)}", err=True)  # a name in it cannot forge lines
+            message = printable(self.flagged(ctx, exc))  # a name in it cannot forge lines
+            click.echo(f"error: {message}", err=True)
             ctx.exit(exc.exit_code)
         except click.exceptions.UsageError as exc:  # bad arguments: one line, not three
             if _shows_help(exc):
@@ -89,6 +141,24 @@ class EdgekitGroup(click.Group):
                        "(run again with --debug for the traceback, and please report it)",
                        err=True)
             ctx.exit(1)
+
+
+    def flagged(self, ctx: click.Context, exc: EdgekitError) -> str:
+        """The error's message, with the flag of the parameter it names (the library says
+        ``settle``, the command line ``--settle``): the command's option of that name, else
+        the flag a library parameter has under another name."""
+        param = getattr(exc, "param", None)
+        if not isinstance(exc, UsageError) or not param:
+            return str(exc)
+        command = self.get_command(ctx, ctx.invoked_subcommand or "")
+        for option in command.params if command is not None else []:
+            if isinstance(option, click.Option) and option.name == param:
+                return exc.naming(max(option.opts, key=len))
+        return exc.naming(FLAGS.get(param, param))
+
+
+# Library parameters whose flag is not their own name with dashes.
+FLAGS = {"host": "--host", "base": "--remote-dir", "folder": "--output", "target": "--target"}
 
 
 def _interrupted() -> None:
@@ -127,6 +197,12 @@ def cli() -> None:
     """
 
 
+def all_commands() -> dict[str, click.Command]:
+    """Every command, each module imported (for tests and tools that look at them all)."""
+    return {name: command for name in COMMANDS
+            if (command := cli.get_command(click.Context(cli), name)) is not None}
+
+
 def fail_on_failed_rows(rows: Sequence[tuple[str, str, str]], what: str) -> None:
     """After a table of (label, status, reason) rows: exit 1 when any row failed (0 only when
     every row is ok or skipped), and say so in one line when none succeeded."""
@@ -142,6 +218,18 @@ def fail_on_failed_rows(rows: Sequence[tuple[str, str, str]], what: str) -> None
     raise EdgekitError(f"{len(failed)} of {len(rows)} {what}s failed "
                        f"({', '.join(label for label, _ in failed)}); the notes under the "
                        "table say why")
+
+
+def save_plot(plot: Path | None, ran: bool, draw: Callable[[], None], quiet: bool,
+              what: str) -> None:
+    """Draw the plot asked for when something ran, and say where (or why not)."""
+    if plot is None:
+        return
+    if ran:
+        draw()
+    if not quiet:
+        click.echo(f"plot: {plot}" if ran else f"plot: no {what} ran, so none was drawn",
+                   err=True)
 
 
 def progress_printer(enabled: bool = True) -> Callable[[str], None]:

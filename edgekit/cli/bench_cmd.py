@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from edgekit.cli import options
-from edgekit.cli.app import cli, debug_option, fail_on_failed_rows, progress_printer
+from edgekit.cli.app import cli, debug_option, fail_on_failed_rows, progress_printer, save_plot
 from edgekit.cli.options import Finite, input_spec_options, references_epilog
 from edgekit.errors import UsageError
 from edgekit.helpers.limits import MAX_BENCH_SECONDS, MAX_DECODE_PIXELS
@@ -216,12 +216,7 @@ def bench(model: Path, backend_list: str | None, device: str | None, threads: in
     rows = run_bench(model, names, settings, progress=progress_printer(not quiet))
     render = {"json": json_text, "csv": csv_text, "markdown": markdown}.get(view, text_table)
     click.echo(render(rows).rstrip("\n"))
-    if plot is not None:
-        ran = any(r.latencies_ms for r in rows)
-        if ran:
-            draw(rows, plot, str(model))
-        if not quiet:
-            click.echo(f"plot: {plot}" if ran else "plot: no row ran, so none was drawn",
-                       err=True)
+    save_plot(plot, any(r.latencies_ms for r in rows), lambda: draw(rows, plot, str(model)),
+              quiet, "row")
     fail_on_failed_rows([(f"{r.artifact} on {r.backend}", r.status, r.reason) for r in rows],
                         "row")

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from edgekit.cli import options
-from edgekit.cli.app import cli, debug_option, fail_on_failed_rows, progress_printer
+from edgekit.cli.app import cli, debug_option, fail_on_failed_rows, progress_printer, save_plot
 from edgekit.cli.options import detection_options, input_spec_options
 from edgekit.errors import EdgekitError, UsageError
 from edgekit.preprocess import SpecOptions
@@ -280,11 +280,6 @@ def compare(bundle: Path, source: str, max_frames: int | None, truth: Path | Non
                        realtime=realtime_value(realtime), task=task, top_k=top_k,
                        smooth=smooth, progress=progress_printer(not quiet))
     click.echo(compare_json(rows) if view == "json" else compare_table(rows, view))
-    if plot is not None:
-        ran = any(r.report for r in rows)
-        if ran:
-            compare_plot(rows, plot, str(bundle))
-        if not quiet:
-            click.echo(f"plot: {plot}" if ran else "plot: no backend ran, so none was drawn",
-                       err=True)
+    save_plot(plot, any(r.report for r in rows), lambda: compare_plot(rows, plot, str(bundle)),
+              quiet, "backend")
     fail_on_failed_rows([(r.backend, r.status, r.reason) for r in rows], "backend")

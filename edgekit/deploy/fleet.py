@@ -78,9 +78,11 @@ class FleetRequest:
 
     def settings(self, default_target: str = "", rollback_to: str = "",
                  results_dir: str = "") -> RoleSettings:
-        return RoleSettings(default_target, self.python, self.base, self.samples, self.keep,
-                            self.settle, self.lock_timeout, self.ssh.timeout, rollback_to,
-                            results_dir)
+        return RoleSettings(default_target=default_target, python=self.python,
+                            remote_dir=self.base, samples=self.samples, keep=self.keep,
+                            settle=self.settle, lock_timeout=self.lock_timeout,
+                            timeout=self.ssh.timeout, rollback_to=rollback_to,
+                            results_dir=results_dir)
 
 
 @dataclass(frozen=True)
@@ -128,8 +130,9 @@ def make_plans(deploy: FleetBundle, request: FleetRequest, targets: dict[str, Ta
     session = Session(progress, dry_run=False)
     for i, (key, target) in enumerate(targets.items()):
         progress(f"plan for target {target.name}: what ships, every file hashed")
-        one = DeployRequest(deploy.bundle, target, Host("inventory"), request.ssh,
-                            request.python, request.base, deploy.service, deploy.offline,
+        one = DeployRequest(bundle=deploy.bundle, target=target, host=Host("inventory"),
+                            ssh=request.ssh, python=request.python, base=request.base,
+                            service=deploy.service, offline=deploy.offline,
                             samples=request.samples, keep=request.keep, wheel=deploy.wheel,
                             settle=request.settle, lock_timeout=request.lock_timeout)
         folder = staging / f"plan-{i}"
@@ -296,7 +299,8 @@ def emit_playbook(deploy: FleetBundle, request: FleetRequest, folder: Path,
     require_ansible()
     folder = Path(folder)
     if folder.exists() and any(folder.iterdir()):
-        raise UsageError(f"--emit-playbook {folder}: the folder is not empty; name a new one")
+        raise UsageError(f"folder {folder}: the folder is not empty; name a new one",
+                         param="folder")
     with run_folder() as work:
         hosts = _hosts(request, work)
         keys, targets = resolve_targets(hosts, deploy.target)
@@ -394,7 +398,8 @@ def _connection_error(record: dict[str, Any], request: FleetRequest) -> str:
     address = record.get("address") or {}
     key = address.get("private_key_file")
     identity = Path(key) if key and Path(key).is_file() else request.ssh.identity
-    options = SshOptions(identity, request.ssh.known_hosts, request.ssh.timeout)
+    options = SshOptions(identity=identity, known_hosts=request.ssh.known_hosts,
+                         timeout=request.ssh.timeout)
     host = Host(str(address.get("host") or record["host"]),
                 str(address.get("remote_user") or ""), int(address.get("port") or 22))
     message = record.get("error", "")

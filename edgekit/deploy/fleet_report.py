@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from edgekit.deploy.agent import live_view_text, serve_status_text
+from edgekit.deploy.checks import live_view_text, serve_status_text
 from edgekit.deploy.smoke import SmokeReport
 from edgekit.helpers.render import size, table
 

@@ -109,7 +109,7 @@ def check_inventory(inventory: Path) -> None:
     """UsageError for an inventory that is not there, or a device or pipe (Ansible would read
     ``/dev/zero`` for minutes), before anything else runs."""
     if not inventory.exists():
-        raise UsageError(f"--inventory {inventory}: no such file or folder")
+        raise UsageError(f"inventory {inventory}: no such file or folder", param="inventory")
     refuse_special(inventory, "--inventory", UsageError)
 
 
@@ -124,12 +124,12 @@ def read_inventory(inventory: Path, limit: str | None, folder: Path) -> list[Inv
         if limit:
             every = list_inventory(inventory, None, folder)
             groups = sorted(k for k in every if k not in ("_meta", "all", "ungrouped"))
-            raise UsageError(f"--limit {limit!r} matches no host of {inventory} (its hosts: "
+            raise UsageError(f"limit {limit!r} matches no host of {inventory} (its hosts: "
                              f"{', '.join(ordered_hosts(every)) or 'none'}; groups: "
                              f"{', '.join(groups) or 'none'}): name a host or group there, or "
-                             "a pattern such as 'lab:!pi3' or 'pi*'")
-        raise UsageError(f"--inventory {inventory} lists no host: add the devices (see the "
-                         "README's fleet section for an example)")
+                             "a pattern such as 'lab:!pi3' or 'pi*'", param="limit")
+        raise UsageError(f"inventory {inventory} lists no host: add the devices (see the "
+                         "README's fleet section for an example)", param="inventory")
     hostvars = listing.get("_meta", {}).get("hostvars", {})
     return [InventoryHost(name, dict(hostvars.get(name, {}))) for name in hosts]
 
@@ -144,9 +144,9 @@ def list_inventory(inventory: Path, limit: str | None, folder: Path) -> dict[str
     done = subprocess.run(argv, capture_output=True, text=True, env=ansible_env(folder),
                           cwd=folder, stdin=subprocess.DEVNULL, check=False)
     if done.returncode != 0:
-        raise UsageError(f"--inventory {inventory} does not parse as an Ansible inventory: "
+        raise UsageError(f"inventory {inventory} does not parse as an Ansible inventory: "
                          f"{parse_errors(done.stderr)}. Fix it (ansible-inventory -i "
-                         f"{inventory} --list shows the same)")
+                         f"{inventory} --list shows the same)", param="inventory")
     return json.loads(done.stdout)
 
 

@@ -22,7 +22,7 @@ from edgekit.bundle.manifest import (
     read_manifest,
     write_manifest,
 )
-from edgekit.deploy import agent
+from edgekit.deploy import checks
 from edgekit.deploy.targets import Target
 from edgekit.deploy.wheels import WheelInfo, merge_requirements
 from edgekit.errors import UsageError
@@ -79,7 +79,7 @@ class ReleasePlan:
 
     def venv_key(self, python: str, version: tuple[int, ...]) -> str:
         """The device environment's name: the same inputs give the same environment."""
-        return agent.venv_key(python, version, self.venv_inputs())
+        return checks.venv_key(python, version, self.venv_inputs())
 
     def venv_payload(self) -> dict[str, Any]:
         """The agent's ``venv`` arguments, besides the release and the environment's key."""

@@ -1,10 +1,11 @@
 """The Ansible playbook and role that carry a deploy to every host of an inventory.
 
 One writer for both uses: ``edgekit deploy --inventory`` writes it into a temporary folder and
-runs it; ``--emit-playbook DIR`` writes it (with the files to ship copied in, and a README) for
-people who run Ansible themselves. The role (``ansible/roles/edgekit_release``: one task, one
-action plugin) gets edgekit's device agent in its ``files/``; the plans (what ships to each
-target, every file with its sha256) go in ``plans.json``. ansible-core is all it needs.
+runs it; ``edgekit playbook BUNDLE -o DIR`` writes it (with the files to ship copied in, and a
+README) for people who run Ansible themselves. The role (``ansible/roles/edgekit_release``: one
+task, one action plugin) gets edgekit's device agent and deploy steps in its ``files/``; the
+plans (what ships to each target, every file with its sha256) go in ``plans.json``.
+ansible-core is all it needs.
 """
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from typing import Any
 
 from edgekit.deploy.inventory import ansible_cfg
 from edgekit.deploy.plan import ReleasePlan
-from edgekit.deploy.remote import AGENT
-from edgekit.deploy.service import serve_note, unit_text
+from edgekit.deploy.remote import AGENT, STEPS
+from edgekit.deploy.service import exec_start, serve_note, unit_text
 from edgekit.deploy.ssh import SshOptions
 from edgekit.errors import UsageError
 from edgekit.helpers.limits import finite, whole
@@ -39,14 +40,14 @@ class Rollout:
 
     def __post_init__(self) -> None:
         if self.serial is not None and not re.fullmatch(r"[1-9][0-9]*%?", self.serial):
-            raise UsageError(f"--serial takes a number of hosts or a percentage (1, 3, 25%), "
-                             f"not {self.serial!r}")
+            raise UsageError(f"serial takes a number of hosts or a percentage (1, 3, 25%), "
+                             f"not {self.serial!r}", param="serial")
         if self.serial is not None and self.serial.endswith("%") and \
                 int(self.serial[:-1]) > 100:
-            raise UsageError(f"--serial {self.serial}: a percentage is 1% to 100%")
+            raise UsageError(f"serial {self.serial}: a percentage is 1% to 100%", param="serial")
         if self.max_fail_percentage is not None:
-            finite(self.max_fail_percentage, "--max-fail-percentage", low=0, high=100)
-        whole(self.forks, "--forks (hosts at once)")
+            finite(self.max_fail_percentage, "max_fail_percentage", low=0, high=100)
+        whole(self.forks, "forks (hosts at once)")
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,8 @@ def plan_vars(plan: ReleasePlan, service: bool, local: dict[str, str] | None = N
         "venv_inputs": plan.venv_inputs(), "venv": plan.venv_payload(),
         "smoke": plan.smoke_payload(), "meta": plan.meta(),
         "unit": unit_text(plan, BASE_PLACEHOLDER) if service else "",
-        "unit_base": BASE_PLACEHOLDER,
+        "unit_base": BASE_PLACEHOLDER, "backend": plan.backend,
+        "command": " ".join(exec_start(plan, BASE_PLACEHOLDER)[1:]),
         # the live view the unit serves: with a unit, the device makes its token (shown once)
         "serve": plan.target.serve if service else "",
     }
@@ -109,7 +111,7 @@ def plan_vars(plan: ReleasePlan, service: bool, local: dict[str, str] | None = N
 
 def playbook_text(mode: str, rollout: Rollout, plans: bool) -> str:
     """One play over ``all`` (narrowed with --limit), the role with ``edgekit_mode``."""
-    lines = [f"# Written by edgekit deploy: edgekit {mode} on every host of the inventory.",
+    lines = [f"# Written by edgekit: edgekit {mode} on every host of the inventory.",
              f"# ansible-playbook -i INVENTORY {PLAYBOOKS[mode]} [--limit PATTERN]",
              f"- name: edgekit {mode}", "  hosts: all", "  gather_facts: false"]
     if rollout.serial is not None:
@@ -139,6 +141,8 @@ def write_role(folder: Path, settings: RoleSettings) -> None:
     shutil.copytree(ROLE, role, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     (role / "files").mkdir()
     shutil.copy2(AGENT, role / "files" / "agent.py")
+    for name in ("steps.py", "checks.py"):  # the steps the action runs, and their checks
+        shutil.copy2(STEPS.with_name(name), role / "files" / name)
     (role / "defaults").mkdir()
     (role / "defaults" / "main.yml").write_text(defaults_text(settings))
 
@@ -182,7 +186,7 @@ def readme_text(deploy: Any, request: Any, plans: dict[str, ReleasePlan], hosts:
     live = live_view_section(views, bool(deploy.service)) if views else ""
     return f"""# edgekit deploy: {model}, as an Ansible playbook
 
-Written by `edgekit deploy {deploy.bundle} --inventory {request.inventory} --emit-playbook DIR`.
+Written by `edgekit playbook {deploy.bundle} --inventory {request.inventory} -o DIR`.
 It needs ansible-core only (no edgekit on the controller): the role `roles/{ROLE_NAME}` has
 edgekit's device agent (`files/agent.py`, Python 3.7+ standard library, sent on stdin with each
 call; nothing is installed on the device to run it) and one action plugin that drives it over

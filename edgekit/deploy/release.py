@@ -1,27 +1,23 @@
-"""Deploy, roll back and report releases on a device, step by step, never half-updated.
+"""Deploy, roll back and report releases on a device: the workstation's side.
 
-A deploy: plan what ships (workstation) -> take the device's lock -> check the device ->
-stage a new release folder, reusing files the device has -> copy the missing ones -> check
-every sha256 there -> reuse or create the Python environment -> smoke test the new release
-with it -> switch ``current`` (one rename) -> install and restart the service, watch it for
-the settle time, and switch back to the previous release when it does not stay up. Until the
-switch, the running release is untouched; a failure on the way removes the new folder (or,
-when the link is gone, leaves it as ``releases/.incoming-*``, which nothing uses and the next
-deploy removes). The lock is held from the first step to the last: one deploy or rollback
-at a time per device.
+What ships is planned here (the bundle's artifacts for the target, edgekit's wheel, the
+``--offline`` wheels); the steps themselves (lock, check, stage, copy, verify, environment,
+smoke test, token, switch) are ``steps.py``'s, over an SSH link (``remote.SshLink``) or, for
+``--dry-run``, a link that shows each command and runs none (``remote.DryRunLink``). The
+answers become the typed reports of ``report.py``.
 """
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edgekit.bundle.integrity import sha256_file
 from edgekit.bundle.manifest import read_manifest
-from edgekit.deploy import agent
+from edgekit.deploy import checks, steps
 from edgekit.deploy.plan import (
     ReleasePlan,
     ShippedFile,
@@ -29,11 +25,12 @@ from edgekit.deploy.plan import (
     plan_release,
     shipped_formats,
 )
-from edgekit.deploy.remote import TIMEOUTS, UNIT_NAME, Device
+from edgekit.deploy.playbook import plan_vars
+from edgekit.deploy.remote import DryRunLink, SshLink
 from edgekit.deploy.report import Command, DeployReport, RollbackReport, Step, service_problem
-from edgekit.deploy.service import exec_start, live_view_url, serve_note, unit_text
 from edgekit.deploy.smoke import smoke_report
 from edgekit.deploy.ssh import Host, SshClient, SshOptions
+from edgekit.deploy.steps import Journal
 from edgekit.deploy.targets import Target
 from edgekit.deploy.wheels import (
     WheelInfo,
@@ -43,10 +40,9 @@ from edgekit.deploy.wheels import (
     offline_wheels,
     wheel_info,
 )
-from edgekit.errors import ConnectionFailed, DeployError, EdgekitError
+from edgekit.errors import DeployError, EdgekitError
 from edgekit.helpers import interrupt
 from edgekit.helpers.limits import MAX_SECONDS, finite
-from edgekit.helpers.render import size
 
 Progress = Callable[[str], None]
 DEFAULT_SSH = SshOptions()
@@ -80,9 +76,9 @@ class DeployRequest:
 
 
 def check_waits(settle: float, lock_timeout: float) -> None:
-    """UsageError for a --settle or --lock-timeout that is negative, NaN or above a day."""
-    finite(settle, "--settle (seconds)", low=0, high=MAX_SECONDS)
-    finite(lock_timeout, "--lock-timeout (seconds)", low=0, high=MAX_SECONDS)
+    """UsageError for a settle or lock_timeout that is negative, NaN or above a day."""
+    finite(settle, "settle (seconds)", low=0, high=MAX_SECONDS)
+    finite(lock_timeout, "lock_timeout (seconds)", low=0, high=MAX_SECONDS)
 
 
 class Session:
@@ -102,16 +98,33 @@ class Session:
             self.steps.append(Step("(commands)"))
         self.steps[-1].commands.append(Command(argv, note))
 
-    @contextmanager
-    def step(self, name: str, title: str) -> Iterator[None]:
-        """Announce a step (a progress line, or a dry-run step) and time it."""
+    def announce(self, name: str, title: str) -> None:
+        """A step begins: a progress line, or a dry run's step."""
         if self.dry_run:
             self.steps.append(Step(title))
         else:
             self.progress(title)
+
+    def journal(self, record: dict[str, Any]) -> Journal:
+        """The steps' journal: announced here, timed into ``record["seconds"]``."""
+        record["seconds"] = self.seconds
+        return Journal(record, self.announce)
+
+    @contextmanager
+    def step(self, name: str, title: str) -> Iterator[None]:
+        """Announce a workstation step and time it."""
+        self.announce(name, title)
         started = time.perf_counter()
         yield
         self.seconds[name] = round(time.perf_counter() - started, 2)
+
+    def link(self, host: Host, options: SshOptions, python: str, base: str,
+             known: dict[str, Any] | None = None) -> SshLink:
+        """The device over ssh; for a dry run, the link that only shows its commands."""
+        client = self.client(host, options)
+        if self.dry_run:
+            return DryRunLink(client, python, base, known)
+        return SshLink(client, python, base)
 
 
 # --- the workstation's part ---------------------------------------------------------------------
@@ -164,7 +177,7 @@ def make_plan(request: DeployRequest, session: Session, staging: Path) -> Releas
 def check_device(probe: dict[str, Any], plan: ReleasePlan, request: DeployRequest) -> None:
     """Refuse a device that cannot run this release, saying why and what to do."""
     target = plan.target
-    problem = agent.device_mismatch(probe, request.host.label, request.python, target.name,
+    problem = checks.device_mismatch(probe, request.host.label, request.python, target.name,
                                     target.arch, target.python, plan.edgekit.requires_python)
     if problem:
         raise DeployError(problem)
@@ -186,22 +199,27 @@ def deploy(request: DeployRequest, progress: Progress = _silent) -> DeployReport
 
 
 def _run(request: DeployRequest, plan: ReleasePlan, session: Session) -> DeployReport:
-    device = Device(session.client(request.host, request.ssh), request.python, request.base)
+    known, unknown = _preview(request, plan) if request.dry_run else (None, "")
+    link = session.link(request.host, request.ssh, request.python, request.base, known)
+    record: dict[str, Any] = {}
+    steps.deploy(link, plan_vars(plan, request.service), session.journal(record),
+                 samples=request.samples, keep=request.keep, settle=request.settle,
+                 lock_timeout=request.lock_timeout)
     report = DeployReport(request.host.label, plan.target.name, plan.model, plan.formats,
-                          len(plan.files), plan.total_bytes, notes=list(plan.notes),
-                          dry_run=request.dry_run)
-    if plan.missing_formats:
-        report.notes.append("not shipped (the bundle lacks them): " + "; ".join(
-            f"{f}: {why}" for f, why in plan.missing_formats.items()))
-    if request.dry_run:
-        device.known, report.device_unknown = _preview(request, plan)
-    with ExitStack() as held_until_done:
-        with session.step("lock", _lock_title(request.base, request.lock_timeout)
-                          + f"; check {request.host.label}: platform, Python, releases"):
-            held = held_until_done.enter_context(device.lock(
-                f"deploy of {plan.model} (target {plan.target.name})", request.lock_timeout))
-        _note_taken_over(held, report)
-        _deploy_locked(request, plan, session, device, report, held["probe"])
+                          len(plan.files), plan.total_bytes, notes=record["notes"],
+                          dry_run=request.dry_run, device_unknown=unknown)
+    for name in ("release", "previous", "current", "leftovers_removed", "python", "platform",
+                 "venv", "venv_seconds", "service", "live_view", "pruned"):
+        setattr(report, name, record[name])
+    copied = {"files": record["files_copied"], "bytes": record["bytes_copied"],
+              "files_reused": record["files_reused"], "venv_reused": record["venv_reused"]}
+    if request.dry_run:  # what a deploy would copy: nothing was
+        report.would_copy = {**copied, "device_asked": known is not None}
+    else:
+        report.files_copied, report.bytes_copied = copied["files"], copied["bytes"]
+        report.files_reused, report.venv_reused = copied["files_reused"], copied["venv_reused"]
+        report.smoke = smoke_report(record["smoke"], plan.bundle, request.samples)
+    report.problem = service_problem(report.service, report.release, request.host.label)
     return report
 
 
@@ -209,163 +227,12 @@ def _preview(request: DeployRequest, plan: ReleasePlan) -> tuple[dict[str, Any] 
     """A dry run asks the device, read-only and without its lock, what it holds (releases,
     environments, which of the files by sha256), so the plan shows what a deploy would copy.
     (None, why) when it cannot be asked: the plan then assumes an empty device."""
-    reader = Device(SshClient(request.host, request.ssh), request.python, request.base)
+    reader = SshLink(SshClient(request.host, request.ssh), request.python, request.base)
     try:
         return reader.call("preview", "asking the device what it holds (read-only)",
                            files=[f.to_dict() for f in plan.files]), ""
     except EdgekitError as exc:
         return None, str(exc)
-
-
-def _lock_title(base: str, wait: float) -> str:
-    waiting = f"wait up to {wait:g} s for another deploy" if wait else "refuse if another holds it"
-    return f"take the device's deploy lock (~/{base}/lock; {waiting}), held until the end"
-
-
-def _note_taken_over(held: dict[str, Any], report: DeployReport | RollbackReport) -> None:
-    left = held.get("taken_over")
-    if left:
-        report.notes.append(f"took over the device's lock from {left.get('what', 'a deploy')} "
-                            f"from {left.get('workstation', '?')} (started "
-                            f"{left.get('since', '?')}), which ended without releasing it")
-
-
-def _deploy_locked(request: DeployRequest, plan: ReleasePlan, session: Session, device: Device,
-                   report: DeployReport, probe: dict[str, Any]) -> None:
-    """The deploy's steps, with the lock held; ``probe``: the device, as the lock found it."""
-    if not request.dry_run or device.known is not None:
-        check_device(probe, plan, request)
-        report.python = ".".join(map(str, probe["python"]))
-        report.platform = probe["platform"]
-    key = plan.venv_key(probe.get("executable", request.python), tuple(probe.get("python", ())))
-    release = None
-    try:
-        with session.step("stage", "stage a new release folder; link the files the device "
-                          "already has (by sha256)"):
-            staged = device.call("stage", "staging the release",
-                                 content_hash=plan.content_hash(),
-                                 files=[f.to_dict() for f in plan.files])
-        release = report.release = staged["release"]
-        report.leftovers_removed = staged["removed"]
-        _fill_and_check(device, plan, staged, key, report, session, request, probe)
-    except BaseException as exc:
-        raise _abandoned(exc, device, release, probe) from None
-    if request.service and plan.target.serve:  # the token first: the unit reads it at start
-        report.live_view = _live_view_token(device, plan, session, request)
-    elif plan.target.serve:
-        report.notes.append(serve_note(plan.target))
-    command = " ".join(exec_start(plan, f"~/{request.base}")[1:])
-    unit = f"install the systemd user unit {UNIT_NAME} (edgekit {command}), " \
-        if request.service else ""
-    with session.step("activate", f"switch current to the new release (one rename); {unit}"
-                      f"restart the service if there is one, watch it {request.settle:g} s, and "
-                      "switch back if it does not stay up; remove old releases"):
-        done = device.call("activate", "switching current", release=staged["release"],
-                           keep=request.keep, settle=request.settle,
-                           timeout=TIMEOUTS["activate"] + 2 * request.settle)
-    report.previous, report.pruned = done.get("previous"), done.get("pruned", [])
-    report.current = done.get("current", release)
-    report.service = done.get("service")
-    report.problem = service_problem(report.service, release, request.host.label)
-
-
-def _fill_and_check(device: Device, plan: ReleasePlan, staged: dict[str, Any], key: str,
-                    report: DeployReport, session: Session, request: DeployRequest,
-                    probe: dict[str, Any]) -> None:
-    release = staged["release"]
-    missing = [f for f in plan.files if f.path in set(staged["missing"])]
-    need = sum(f.size for f in missing)
-    if request.dry_run:  # what a deploy would copy: nothing was
-        report.would_copy = {"files": len(missing), "bytes": need,
-                             "files_reused": len(staged["linked"]),
-                             "device_asked": device.known is not None}
-    else:
-        report.files_copied, report.bytes_copied = len(missing), need
-        report.files_reused = len(staged["linked"])
-    with session.step("copy", f"copy the files the device lacks ({len(missing)} files, "
-                      f"{size(need) if missing else '0 B'}) with scp"):
-        try:
-            for folder in sorted({f.path.split("/")[0] for f in missing}):
-                device.client.upload(
-                    [f.local for f in missing if f.path.startswith(folder + "/")],
-                    f"{staged['incoming']}/{folder}", step="copying the release")
-        except ConnectionFailed as exc:
-            raise _copy_failure(exc, device, report.bytes_copied) from None
-    meta = {**plan.meta(), "venv": key}
-    if request.service:  # the unit this release runs with, installed whenever it is switched to
-        base = probe.get("base") or f"/home/USER/{request.base}"
-        meta["service"] = {"unit": unit_text(plan, base)}
-    with session.step("verify", "check the sha256 of every file on the device"):
-        device.call("verify", "checking the files on the device", release=release,
-                    files=[f.to_dict() for f in plan.files], meta=meta)
-    reused = any(v["key"] == key and v["complete"] for v in probe.get("venvs", []))
-    what = (f"reuse the device's Python environment {key}" if reused else
-            f"create the Python environment {key} on the device (pip install "
-            f"{' '.join(plan.requirements)}; minutes on a Pi)")
-    with session.step("venv", what):
-        venv = device.call("venv", "preparing the Python environment", release=release,
-                           key=key, **plan.venv_payload())
-    report.venv = key
-    if request.dry_run:
-        report.would_copy["venv_reused"] = bool(venv.get("reused"))
-    else:
-        report.venv_reused = bool(venv.get("reused"))
-    report.venv_seconds = float(venv.get("seconds", 0))
-    with session.step("smoke", f"smoke test: edgekit backends, then edgekit verify with "
-                      f"{plan.backend} on {request.samples} validation samples"):
-        answer = device.call("smoke", "the smoke test", release=release,
-                             samples=request.samples, **plan.smoke_payload())
-        if not request.dry_run:
-            report.smoke = smoke_report(answer, plan.bundle, request.samples)
-
-
-def _copy_failure(exc: ConnectionFailed, device: Device, need: int) -> EdgekitError:
-    """Why scp failed, when the device can still say: over SFTP a full disk is only "Failure"."""
-    try:
-        free = device.call("probe", "checking the device after the failed copy")["free_bytes"]
-    except EdgekitError:
-        return exc  # the link is gone: ssh's own words stand
-    if free is not None and free < need:
-        return DeployError(f"copying the release: the device's disk is full ({size(free)} "
-                           f"free, the copy needed {size(need)}; {exc})")
-    return exc
-
-
-def _abandoned(exc: BaseException, device: Device, release: str | None,
-               probe: dict[str, Any]) -> BaseException:
-    """The error to raise after a failed step: what happened, and what state the device is in.
-
-    The incomplete release is removed if the device can still be reached."""
-    if device.client.dry_run:
-        return exc
-    leftover = ("the incomplete release folder (releases/.incoming-*) is never used, and the "
-                "next deploy removes it")
-    if release is None:  # staging failed: the agent removed its folder, unless the link died
-        left = leftover if isinstance(exc, ConnectionFailed) else "nothing was left over"
-    else:
-        try:
-            device.call("cleanup", "removing the incomplete release", release=release)
-            left = "the incomplete new release was removed"
-        except EdgekitError:
-            left = leftover
-    if not isinstance(exc, EdgekitError):
-        return exc
-    running = probe.get("current")
-    state = (f"the running release ({running}) is untouched" if running else
-             "nothing was running there before, and nothing is now")
-    kind = type(exc) if isinstance(exc, (ConnectionFailed, DeployError)) else DeployError
-    return kind(f"{exc}. {state[0].upper()}{state[1:]}; {left}")
-
-
-def _live_view_token(device: Device, plan: ReleasePlan, session: Session,
-                     request: DeployRequest) -> dict[str, Any]:
-    """The target asks for the live view: its token, made on the device the first time.
-
-    The URL carries the token only when it was just made: it is shown this once."""
-    with session.step("serve_token", f"the live view's token ({plan.target.serve}): made on "
-                      "the device once, kept in the unit's environment file (mode 0600)"):
-        answer = device.call("serve_token", "making the live view's token")
-    return agent.live_view(request.host.host, plan.target.serve, answer)
 
 
 # --- rollback and status -------------------------------------------------------------------------
@@ -378,23 +245,15 @@ def rollback(host: Host, ssh: SshOptions = DEFAULT_SSH, *, to: str | None = None
     is restarted and watched like a deploy's, and switched back when it does not stay up."""
     check_waits(settle, lock_timeout)
     session = Session(progress, dry_run)
-    device = Device(session.client(host, ssh), python, base)
-    report = RollbackReport(host.label, None, to or "<previous>", dry_run=dry_run)
-    with ExitStack() as held_until_done:
-        with session.step("lock", _lock_title(base, lock_timeout)):
-            held = held_until_done.enter_context(device.lock("rollback", lock_timeout))
-        _note_taken_over(held, report)
-        with session.step("rollback", f"check the earlier release's files on {host.label}, "
-                          f"then switch current to it (one rename), restart the service and "
-                          f"watch it {settle:g} s"):
-            answer = device.call("rollback", "rolling back", settle=settle,
-                                 timeout=TIMEOUTS["rollback"] + 2 * settle,
-                                 **({"to": to} if to else {}))
-    report.steps = session.steps
+    record: dict[str, Any] = {}
+    steps.rollback(session.link(host, ssh, python, base), session.journal(record), to=to,
+                   settle=settle, lock_timeout=lock_timeout)
+    report = RollbackReport(host.label, None, to or "<previous>", dry_run=dry_run,
+                            notes=record.get("notes", []), steps=session.steps)
     if dry_run:
         return report
-    report.previous, report.target = answer.get("from"), answer["to"]
-    report.current, report.service = answer.get("current", answer["to"]), answer.get("service")
+    report.previous, report.target = record["previous"], record["release"]
+    report.current, report.service = record["current"], record["service"]
     report.problem = service_problem(report.service, report.target, host.label)
     return report
 
@@ -403,8 +262,4 @@ def status(host: Host, ssh: SshOptions = DEFAULT_SSH, *, python: str = "python3"
            base: str = "edgekit") -> dict[str, Any]:
     """The device's releases, environments, free space, service and lock, as the agent reports
     (without taking the lock: it only reads); with the live view's address when it serves one."""
-    state = Device(SshClient(host, ssh), python, base).call("probe", "reading the device's state")
-    serve = state.get("serve")
-    if serve:
-        serve["url"] = live_view_url(host.host, serve["address"])
-    return state
+    return steps.status(SshLink(SshClient(host, ssh), python, base), Journal({}))

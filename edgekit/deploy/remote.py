@@ -1,7 +1,8 @@
-"""The device, seen from the workstation: each step is one ssh call to the device agent.
+"""The steps' links to a device over ssh: each agent command is one ssh call.
 
 ``python3 - COMMAND 'JSON'`` runs with the agent's source (``agent.py``) on stdin and answers
-with one JSON object. A dry run shows each call and answers as an empty device would.
+with one JSON object. ``SshLink`` runs them; ``DryRunLink`` shows each call and answers as the
+device's read-only preview says (or as an empty device would).
 
 The device's lock is held by one more ssh session for the whole deploy or rollback: the agent
 runs as ``python3 -c BOOT N hold 'JSON'``, reads its N-byte source from stdin, takes the lock,
@@ -14,70 +15,89 @@ import getpass
 import json
 import os
 import secrets
-import select
 import socket
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from edgekit.deploy.ssh import SshClient
-from edgekit.errors import DeployError
+from edgekit.deploy.steps import (
+    BOOT,
+    HEARTBEAT_SECONDS,
+    UNIT_NAME,
+    Link,
+    close,
+    holding,
+    read_line,
+)
+from edgekit.errors import ConnectionFailed, DeployError, EdgekitError
 from edgekit.helpers.subproc import last_json
 
 AGENT = Path(__file__).with_name("agent.py")
-UNIT_NAME = "edgekit.service"
+STEPS = Path(__file__).with_name("steps.py")  # the Ansible action runs the same steps
 # Seconds a step may take on the device before the workstation gives up on it.
 TIMEOUTS = {"probe": 180, "preview": 600, "stage": 900, "verify": 900, "venv": 3600, "smoke": 1800,
             "activate": 300, "rollback": 900, "serve_token": 60, "cleanup": 300}
 # Commands that change the device: they run only while this deploy holds the device's lock.
 LOCKED = {"stage", "verify", "venv", "smoke", "activate", "rollback", "serve_token", "cleanup"}
-# Runs the agent from the first N bytes of stdin, leaving the rest of stdin to it.
-BOOT = ("import sys;n=int(sys.argv.pop(1));"
-        "exec(compile(sys.stdin.buffer.read(n),'edgekit-agent','exec'),{'__name__':'__main__'})")
-HEARTBEAT_SECONDS = 5.0
 
 
-class Device:
-    """Calls into the agent on one device, under ``base`` (relative to the login folder)."""
+class SshLink(Link):
+    """The agent on one device over ssh, under ``base`` (relative to the login folder)."""
 
     def __init__(self, client: SshClient, python: str = "python3", base: str = "edgekit"):
         self.client = client
         self.python = python
         self.base = base
-        # A dry run's read-only look at the device (``preview``), when it could be asked: the
-        # simulated answers then say what this device would do, not what an empty one would.
-        self.known: dict[str, Any] | None = None
+        self.label = client.host.label
+        self.address = client.host.host
         self.source = AGENT.read_bytes()
         self.token = ""  # the lock's token while this deploy holds it
 
-    def call(self, command: str, step: str, timeout: float | None = None,
-             **payload: Any) -> dict[str, Any]:
-        """Run one agent command; DeployError (or ConnectionFailed) when it fails."""
+    def remote(self, command: str, payload: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+        """The agent's command line for ``command``, and its payload as sent."""
         payload = {"base": self.base, "unit": UNIT_NAME, **payload}
         if command in LOCKED:
             payload["lock"] = self.token
-        remote = [self.python, "-", command, json.dumps(payload, separators=(",", ":"))]
+        return [self.python, "-", command, json.dumps(payload, separators=(",", ":"))], payload
+
+    def timeout(self, command: str, payload: dict[str, Any]) -> float:
+        """Seconds ``command`` may take; a switch also watches the service for ``settle``."""
+        return TIMEOUTS[command] + 2 * float(payload.get("settle", 0))
+
+    def run(self, command: str, step: str, payload: dict[str, Any]
+            ) -> tuple[subprocess.CompletedProcess[bytes], dict[str, Any]]:
+        remote, sent = self.remote(command, payload)
         note = f"stdin: edgekit's device agent ({AGENT.name}, {len(self.source) // 1024} KB)"
         result = self.client.run(remote, step=step, stdin=self.source,
-                                 timeout=timeout or TIMEOUTS[command], note=note)
-        if self.client.dry_run:
-            return simulate(command, payload, self.known)
-        answer = _answer(result.stdout)
+                                 timeout=self.timeout(command, payload), note=note)
+        return result, sent
+
+    def call(self, command: str, step: str, **payload: Any) -> dict[str, Any]:
+        """Run one agent command; DeployError (or ConnectionFailed) when it fails."""
+        result, _ = self.run(command, step, payload)
+        return self.checked(step, result.stdout, result.returncode, result.stderr)
+
+    def checked(self, step: str, stdout: bytes, code: int, stderr: bytes) -> dict[str, Any]:
+        """The agent's answer; DeployError when there is none, or it says it failed."""
+        answer = _answer(stdout)
         if answer is None:
-            raise DeployError(f"{step}: {self._no_answer(result.returncode, result.stderr)}")
+            raise DeployError(f"{step}: {self._no_answer(code, stderr)}")
         if not answer.get("ok"):
             raise DeployError(f"{step}: {answer.get('error', 'failed')}")
         return answer
 
-    @contextmanager
-    def lock(self, what: str, wait: float = 0.0) -> Iterator[dict[str, Any]]:
-        """Hold the device's lock for the ``with`` block; DeployError naming the holder when
-        another deploy has it (after waiting up to ``wait`` seconds). It yields the hold's
-        answer, with ``probe``: the device as the lock found it (no extra round trip)."""
+    def send(self, files: list[tuple[str, str]], incoming: str, step: str) -> None:
+        """scp the files into their folders under ``incoming``: one scp per folder."""
+        for folder in sorted({path.split("/")[0] for _, path in files}):
+            self.client.upload([Path(local) for local, path in files
+                                if path.startswith(folder + "/")],
+                               f"{incoming}/{folder}", step=step)
+
+    def hold_argv(self, what: str, wait: float) -> tuple[list[str], str, str]:
+        """The hold's command line, its note for a dry run, and its token."""
         token = secrets.token_hex(8)
         owner = {"what": what, "workstation": socket.gethostname(), "workstation_pid": os.getpid(),
                  "user": getpass.getuser()}
@@ -87,27 +107,33 @@ class Device:
                   json.dumps(payload, separators=(",", ":"))]
         note = (f"stdin: edgekit's device agent ({len(self.source) // 1024} KB), then a "
                 f"heartbeat line every {HEARTBEAT_SECONDS:g} s; held until this deploy closes it")
+        return remote, note, token
+
+    @contextmanager
+    def lock(self, what: str, wait: float = 0.0) -> Iterator[dict[str, Any]]:
+        """Hold the device's lock for the ``with`` block; DeployError naming the holder when
+        another deploy has it (after waiting up to ``wait`` seconds). It yields the hold's
+        answer, with ``probe``: the device as the lock found it (no extra round trip)."""
+        remote, note, token = self.hold_argv(what, wait)
         session = self.client.start(remote, note=note)
-        if session is None:  # dry run
-            self.token = token
-            yield {"ok": True, "probe": simulate("probe", payload, self.known)}
-            self.token = ""
-            return
+        assert session is not None
         step = "taking the device's deploy lock"
-        try:
-            answer = self._first_answer(session, wait + self.client.options.timeout + 30, step)
-            stop = threading.Event()
-            beat = threading.Thread(target=_heartbeat, args=(session, stop), daemon=True)
-            beat.start()
-            self.token = token
-            try:
-                yield answer
-            finally:
-                self.token = ""
-                stop.set()
-                beat.join()
-        finally:
-            _close(session)
+        with holding(self, session, token, lambda: self._first_answer(
+                session, wait + self.client.options.timeout + 30, step)) as answer:
+            yield answer
+
+    def error(self, step: str, message: str, kind: str = "device") -> Exception:
+        return DeployError(message)
+
+    def failed(self, exc: BaseException) -> bool:
+        return isinstance(exc, EdgekitError)
+
+    def lost(self, exc: BaseException) -> bool:
+        return isinstance(exc, ConnectionFailed)
+
+    def amend(self, exc: BaseException, message: str) -> BaseException:
+        kind = type(exc) if isinstance(exc, (ConnectionFailed, DeployError)) else DeployError
+        return kind(message)
 
     def _first_answer(self, session: subprocess.Popen[bytes], timeout: float,
                       step: str) -> dict[str, Any]:
@@ -118,10 +144,10 @@ class Device:
             session.stdin.flush()
         except BrokenPipeError:
             pass  # ssh already ended: its stderr says why
-        line = _read_line(session, timeout)
+        line = read_line(session, timeout)
         answer = _answer(line)
         if answer is None:
-            _close(session)
+            close(session)
             stderr = session.stderr.read() if session.stderr else b""
             if session.returncode == 255:
                 raise self.client.failure(stderr.decode(errors="replace"), step)
@@ -142,51 +168,36 @@ class Device:
         return f"the device agent gave no answer ({last})"
 
 
-def _read_line(session: subprocess.Popen[bytes], timeout: float) -> bytes:
-    """The session's first line of output (b"" when it ends or stays silent ``timeout`` s)."""
-    assert session.stdout is not None
-    fd = session.stdout.fileno()
-    data = b""
-    deadline = time.monotonic() + timeout
-    while b"\n" not in data:
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            break
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            break
-        data += chunk
-    return data.split(b"\n", 1)[0]
-
-
-def _heartbeat(session: subprocess.Popen[bytes], stop: threading.Event) -> None:
-    """Tell the device's lock holder this deploy is alive, until ``stop``."""
-    assert session.stdin is not None
-    while not stop.wait(HEARTBEAT_SECONDS):
-        try:
-            session.stdin.write(b"\n")
-            session.stdin.flush()
-        except (BrokenPipeError, ValueError, OSError):
-            return  # the session ended: the next step that changes something finds out
-
-
-def _close(session: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    """End the hold: close its stdin (the device releases the lock), wait for ssh to exit."""
-    if session.stdin is not None and not session.stdin.closed:
-        try:
-            session.stdin.close()
-        except OSError:
-            pass
-    try:
-        session.wait(timeout)
-    except subprocess.TimeoutExpired:
-        session.kill()
-        session.wait()
-
-
 def _answer(stdout: bytes) -> dict[str, Any] | None:
     answer = last_json(stdout)
     return answer if isinstance(answer, dict) else None
+
+
+class DryRunLink(SshLink):
+    """A dry run: every command is shown (through the client's echo) and none is run; the
+    answers are as ``known`` (the agent's read-only ``preview`` of the device) says, else as an
+    empty, healthy device's."""
+
+    dry_run = True
+
+    def __init__(self, client: SshClient, python: str = "python3", base: str = "edgekit",
+                 known: dict[str, Any] | None = None):
+        super().__init__(client, python, base)
+        self.known = known
+
+    def call(self, command: str, step: str, **payload: Any) -> dict[str, Any]:
+        _, sent = self.run(command, step, payload)
+        return simulate(command, sent, self.known)
+
+    @contextmanager
+    def lock(self, what: str, wait: float = 0.0) -> Iterator[dict[str, Any]]:
+        remote, note, token = self.hold_argv(what, wait)
+        self.client.start(remote, note=note)
+        self.token = token
+        try:
+            yield {"ok": True, "probe": simulate("probe", {"base": self.base}, self.known)}
+        finally:
+            self.token = ""
 
 
 def simulate(command: str, payload: dict[str, Any],

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
-from edgekit.deploy.agent import live_view_text, serve_status_text, service_failed
+from edgekit.deploy.checks import live_view_text, serve_status_text, service_failed
 from edgekit.deploy.service import start_hint
 from edgekit.deploy.smoke import SmokeReport
 from edgekit.helpers.render import size, table
@@ -328,7 +328,7 @@ def service_status_text(probe: dict[str, Any]) -> list[str]:
 
 
 def status_text(host: str, probe: dict[str, Any]) -> str:
-    """``edgekit deploy --status``: the releases on the device and what runs."""
+    """``edgekit status``: the releases on the device and what runs."""
     rows = []
     for r in reversed(probe.get("releases", [])):
         state = "current" if r["current"] else ("ok" if r["complete"] else "INCOMPLETE")

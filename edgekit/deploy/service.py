@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from edgekit.deploy import agent
+from edgekit.deploy import checks
 from edgekit.deploy.plan import ReleasePlan
 from edgekit.deploy.targets import Target
 from edgekit.loop.sources import is_live
@@ -52,7 +52,7 @@ def unit_text(plan: ReleasePlan, base: str) -> str:
     env = {"PYTHONUNBUFFERED": "1", **plan.target.environment}
     lines = [
         f"# Written by edgekit deploy (target {plan.target.name}). It runs the release that",
-        f"# {base}/current points at; edgekit deploy and --rollback restart it after switching.",
+        f"# {base}/current points at; edgekit deploy and rollback restart it after switching.",
         "[Unit]",
         f"Description=edgekit camera loop: {plan.model} on {plan.target.name}",
         f"StartLimitIntervalSec={START_INTERVAL}",
@@ -94,7 +94,7 @@ def live_view_url(device_host: str, serve: str, token: str | None = None) -> str
     from edgekit.live.server import parse_address
 
     parse_address(serve)
-    return agent.live_view_url(device_host, serve, token)
+    return checks.live_view_url(device_host, serve, token)
 
 
 def serve_note(target: Target) -> str:

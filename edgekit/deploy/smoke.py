@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.bundle.formats import FORMATS
-from edgekit.deploy.agent import smoke_problem
+from edgekit.deploy.checks import smoke_problem
 from edgekit.errors import DeployError
 
 

@@ -62,14 +62,16 @@ def parse_host(text: str, port: int | None = None) -> Host:
     host_part = text.rsplit("@", 1)[-1]
     if ":" in host_part and not host_part.startswith("["):
         if host_part.count(":") == 1:
-            raise UsageError(f"--host takes USER@HOST, not {text!r}: give the port with --port")
-        raise UsageError(f"--host {text!r}: write an IPv6 address in brackets (pi@[fe80::1])")
+            raise UsageError(f"host takes USER@HOST, not {text!r}: the port goes on its own",
+                             param="host")
+        raise UsageError(f"host {text!r}: write an IPv6 address in brackets (pi@[fe80::1])",
+                         param="host")
     match = _HOST.match(text)
     if match is None:
-        raise UsageError(f"--host takes USER@HOST (e.g. pi@raspberrypi.local or pi@192.168.1.20),"
-                         f" not {text!r}")
+        raise UsageError(f"host takes USER@HOST (e.g. pi@raspberrypi.local or pi@192.168.1.20),"
+                         f" not {text!r}", param="host")
     if port is not None and not 0 < port < 65536:
-        raise UsageError(f"--port takes 1..65535, not {port}")
+        raise UsageError(f"port takes 1..65535, not {port}", param="port")
     return Host(match["host"].strip("[]"), match["user"] or "", port or 22)
 
 
@@ -82,12 +84,13 @@ class SshOptions:
     timeout: float = 60.0  # seconds without an answer before the link counts as lost
 
     def __post_init__(self) -> None:
-        finite(self.timeout, "--timeout (seconds a silent link is tolerated)", low=3,
+        finite(self.timeout, "timeout (seconds a silent link is tolerated)", low=3,
                high=MAX_SECONDS)
         if self.identity is not None and not Path(self.identity).is_file():
-            raise UsageError(f"--identity {self.identity}: no such key file")
+            raise UsageError(f"identity {self.identity}: no such key file", param="identity")
         if self.known_hosts is not None and not Path(self.known_hosts).is_file():
-            raise UsageError(f"--known-hosts {self.known_hosts}: no such file")
+            raise UsageError(f"known_hosts {self.known_hosts}: no such file",
+                             param="known_hosts")
 
 
 Echo = Callable[[list[str], str], None]  # (argv, note) for --dry-run

@@ -74,6 +74,13 @@ def _bound_words(low: float | None, high: float | None, low_open: bool,
     return " and ".join(parts)
 
 
+def usage(what: str, message: str) -> UsageError:
+    """The UsageError for a bad value of ``what``: a parameter's name, maybe with words after
+    it ("settle (seconds)"), which the CLI shows as its flag; or a description ("the image")."""
+    name = what.split(" ", 1)[0]
+    return UsageError(message, param=name if name.isidentifier() else None)
+
+
 def finite(value: Any, what: str, *, low: float | None = None, high: float | None = None,
            low_open: bool = False, high_open: bool = False) -> float:
     """``value`` as a float: a finite number within the bounds, else a UsageError saying so
@@ -81,15 +88,15 @@ def finite(value: Any, what: str, *, low: float | None = None, high: float | Non
     bounds = _bound_words(low, high, low_open, high_open)
     wanted = f"{what} must be a finite number{' ' + bounds if bounds else ''}"
     if isinstance(value, bool):
-        raise UsageError(f"{wanted}, not {value!r}")
+        raise usage(what, f"{wanted}, not {value!r}")
     try:
         number = float(value)
     except (TypeError, ValueError, OverflowError):
-        raise UsageError(f"{wanted}, not {value!r}") from None
+        raise usage(what, f"{wanted}, not {value!r}") from None
     if not math.isfinite(number) or \
             (low is not None and (number <= low if low_open else number < low)) or \
             (high is not None and (number >= high if high_open else number > high)):
-        raise UsageError(f"{wanted}, not {value}")
+        raise usage(what, f"{wanted}, not {value}")
     return number
 
 
@@ -98,13 +105,13 @@ def whole(value: Any, what: str, *, low: int = 1, high: int | None = None,
     """``value``, an int within ``low``..``high``, else a UsageError that states the range
     (and ``why`` the upper bound is what it is)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise UsageError(f"{what} must be a whole number, not {value!r} "
+        raise usage(what, f"{what} must be a whole number, not {value!r} "
                          f"({type(value).__name__})")
     value = int(value)  # a numpy integer too
     if value < low:
-        raise UsageError(f"{what} must be {low} or more, not {value}")
+        raise usage(what, f"{what} must be {low} or more, not {value}")
     if high is not None and value > high:
-        raise UsageError(f"{what} must be at most {high}{' (' + why + ')' if why else ''}, "
+        raise usage(what, f"{what} must be at most {high}{' (' + why + ')' if why else ''}, "
                          f"not {value}")
     return value
 

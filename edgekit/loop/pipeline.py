@@ -141,7 +141,7 @@ class LoopStats:
 
 def check_queue_size(size: int) -> int:
     """Frames between two stages: 1 to MAX_QUEUE (each holds a whole frame), else UsageError."""
-    return whole(size, "--queue-size (frames between two stages)", high=MAX_QUEUE,
+    return whole(size, "queue_size (frames between two stages)", high=MAX_QUEUE,
                  why="each place holds a whole camera frame")
 
 

@@ -257,14 +257,14 @@ def run_loop(model: LoadedModel, source_spec: str | int | Path, *,
                       raw_outputs=raw_outputs)
     check_queue_size(queue_size)
     if max_frames is not None:
-        whole(max_frames, "--max-frames")
+        whole(max_frames, "max_frames")
     if score_threshold is not None and not 0 <= score_threshold <= 1:
         raise UsageError(f"--score-threshold is a score from 0 to 1, not {score_threshold}")
     if repeat and truth is not None:
         raise UsageError("--truth scores one pass over the source, and --repeat loops it: "
                          "choose one")
     if realtime is not True and realtime is not False:
-        finite(realtime, "--realtime (frames per second)", low=0, low_open=True)
+        finite(realtime, "realtime (frames per second)", low=0, low_open=True)
     if save_masks is not None and model.task != "segmentation":
         raise UsageError(f"--save-masks writes a segmenter's masks, and this is a {model.task} "
                          "model")
