@@ -10,7 +10,7 @@ import pytest
 from conftest import run_cli
 
 from edgekit.events.scoring import score_tracks
-from edgekit.events.tracking import CONFIRM_FRAMES, Tracker, TrackedResult
+from edgekit.events.tracking import CONFIRM_FRAMES, TrackedResult, Tracker
 from edgekit.tasks.detection import Detection, DetectionsResult
 
 pytest.importorskip("norfair")

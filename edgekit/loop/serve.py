@@ -37,6 +37,7 @@ import socket
 import socketserver
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -126,6 +127,7 @@ class LiveView:
         self.viewers = 0
         self.send_cpu_ns = 0  # the stream threads' CPU time, sending frames to viewers
         self.sink: Any = None  # the loop's ServeSink, once the loop runs
+        self.more_metrics: list[Callable[[str], list[str]]] = []  # /metrics lines (backend)
         self._lock = threading.Lock()
         self._server = _bind(options, self)
         self.port = self._server.server_address[1]
