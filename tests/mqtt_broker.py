@@ -1,6 +1,6 @@
 """A real MQTT broker for the events tests and scripts/bench_events.py: Debian's mosquitto on a
 free loopback port with its own config file (never the system service), and a subscriber that
-collects what arrives, each message with the perf_counter_ns it arrived at."""
+collects what arrives, each message with the wall-clock time it arrived at."""
 from __future__ import annotations
 
 import getpass
@@ -80,12 +80,13 @@ class Broker:
 
 
 class Subscriber:
-    """Collects every message on ``topic`` (default: all): (topic, payload, arrived_ns)."""
+    """Collects every message on ``topic`` (default: all): (topic, payload, arrived, retained),
+    ``arrived`` in seconds since the epoch (events carry their frame's capture time so)."""
 
     def __init__(self, port: int, topic: str = "#", **credentials: str) -> None:
         import paho.mqtt.client as mqtt
 
-        self.messages: list[tuple[str, bytes, int, bool]] = []
+        self.messages: list[tuple[str, bytes, float, bool]] = []
         self._lock = threading.Lock()
         self._ready = threading.Event()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
@@ -101,7 +102,7 @@ class Subscriber:
 
     def _message(self, client: Any, userdata: Any, message: Any) -> None:
         with self._lock:
-            self.messages.append((message.topic, message.payload, time.perf_counter_ns(),
+            self.messages.append((message.topic, message.payload, time.time(),
                                   bool(message.retain)))
 
     def on(self, suffix: str) -> list[bytes]:

@@ -1,11 +1,11 @@
 """Where events go, one class per kind, chosen by the ``--events`` URL:
 
 - ``file.jsonl`` or ``file:///path/events.jsonl``: one JSON line per event, appended;
-- ``http://`` / ``https://``: a JSON POST per event (the snapshot as base64), a bounded
+- ``http://`` / ``https://``: a JSON POST per event (a ``new`` one's snapshot as base64), a bounded
   number of tries with back-off (``outbox``), 4xx other than 408 and 429 is final;
 - ``mqtt://HOST[:PORT][/BASE/TOPIC]`` / ``mqtts://``: paho-mqtt, QoS 1, the event as JSON on
-  ``BASE/events/TYPE``, its snapshot JPEG on ``BASE/snapshot/LABEL`` (retained) and an
-  availability topic ``BASE/availability`` (``online``, and ``offline`` as the last will).
+  ``BASE/events/TYPE``, a ``new`` one's snapshot JPEG on ``BASE/snapshot/LABEL`` (retained),
+  and an availability topic ``BASE/availability`` (``online``; ``offline`` as the last will).
 
 Credentials never come from the command line (a URL with ``user:password@`` is refused): they
 come from ``EDGEKIT_EVENTS_USERNAME`` / ``EDGEKIT_EVENTS_PASSWORD`` or from the file
@@ -103,7 +103,7 @@ class WebhookDestination(Destination):
 
     def deliver(self, event: Event) -> None:
         body = event.to_dict()
-        jpeg = event.snapshot()
+        jpeg = event.snapshot() if event.type == "new" else None
         if jpeg:
             body["snapshot_jpeg"] = base64.b64encode(jpeg).decode()
         request = urllib.request.Request(self.url, json.dumps(body).encode(), self._headers,
@@ -152,8 +152,8 @@ class MqttDestination(Destination):
         if self.tls:
             client.tls_set(ca_certs=self._env.get(CA_ENV) or None)
         client.will_set(self.availability, "offline", qos=1, retain=True)
-        client.reconnect_delay_set(1, 15)
-        client.max_queued_messages_set(1)
+        client.reconnect_delay_set(0.5, 4)
+        client.max_queued_messages_set(8)  # ours wait in the outbox; a publish is 1 or 2
         client.on_connect = self._connected
         client.on_disconnect = self._disconnected
         client.connect_async(self.host, self.port, keepalive=30)
@@ -178,12 +178,13 @@ class MqttDestination(Destination):
         client = self._client
         if client is None or not client.is_connected():
             raise Retry(self._refused or f"cannot reach the broker at {self.host}:{self.port}")
-        jpeg = event.snapshot()
         messages = [(f"{self.base}/events/{event.type}", json.dumps(event.to_dict()), False)]
-        if jpeg and event.type != "end":
+        jpeg = event.snapshot() if event.type == "new" else None
+        if jpeg:
             messages.append((f"{self.base}/snapshot/{event.label}", jpeg, True))
-        for topic, payload, retain in messages:
-            info = client.publish(topic, payload, qos=1, retain=retain)
+        sent = [client.publish(topic, payload, qos=1, retain=retain)
+                for topic, payload, retain in messages]  # in flight together
+        for info in sent:
             try:
                 info.wait_for_publish(MQTT_ACK_S)
             except (RuntimeError, ValueError) as exc:

@@ -19,7 +19,7 @@ from typing import Any
 from edgekit.events.rules import Event
 
 QUEUE = 1000  # events held per destination while it is down
-BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)  # between tries of the same event
+BACKOFF_S = (0.25, 0.5, 1.0, 2.0, 4.0)  # between tries of the same event
 FLUSH_S = 5.0  # at the end of a run, how long the queue may take to empty
 
 
