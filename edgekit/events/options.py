@@ -23,8 +23,12 @@ def events_from(given: dict[str, Any]) -> EventsOptions:
     """The options as the command line gave them, checked."""
     clips = None
     if given["clips"] is not None:
-        clips = ClipOptions(str(given["clips"]), given["pre"], given["post"],
-                            parse_size(given["max_disk"]))
+        default = ClipOptions(str(given["clips"]))
+        clips = ClipOptions(default.folder,
+                            default.pre_s if given["pre"] is None else given["pre"],
+                            default.post_s if given["post"] is None else given["post"],
+                            default.max_disk if given["max_disk"] is None
+                            else parse_size(given["max_disk"]))
     elif any(given[k] is not None for k in ("pre", "post", "max_disk")):
         raise UsageError("--pre, --post and --max-disk go with --clips DIR")
     classes = ()
@@ -66,12 +70,12 @@ def events_options(f: Callable[..., Any]) -> Callable[..., Any]:
     command.__click_params__ = list(getattr(f, "__click_params__", []))
     options = [
         click.option("--max-disk", metavar="SIZE", help="--clips: the most the clips may "
-                     "take (500M, 2G); the oldest are deleted to stay under it. "
-                     "[default: 1G]"),
+                     "take (500M, 2G); the oldest are deleted to stay under it.",
+                     show_default="1G"),
         click.option("--post", type=Finite(0, 600), metavar="S",
-                     help="--clips: seconds kept after a track ends. [default: 5]"),
+                     show_default="5", help="--clips: seconds kept after a track ends."),
         click.option("--pre", type=Finite(0, 600), metavar="S",
-                     help="--clips: seconds kept before a track is confirmed. [default: 5]"),
+                     show_default="5", help="--clips: seconds kept before a track is confirmed."),
         click.option("--clips", type=click.Path(), metavar="DIR", help="Write a clip (.avi) "
                      "per tracked object, from --pre seconds before it appeared to --post "
                      "seconds after it left; the event names it."),
@@ -79,13 +83,13 @@ def events_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      show_default=True, metavar="N", help="Events held per destination while "
                      "it is down; past that the oldest are dropped (and counted)."),
         click.option("--events-update", type=Finite(0), metavar="S", help="At most one "
-                     "'update' event per object every S seconds. [default: 5]"),
+                     "'update' event per object every S seconds.", show_default="5"),
         click.option("--events-zone", multiple=True, metavar="NAME=X1,Y1,X2,Y2,X3,Y3",
                      help="Only objects standing in this polygon (frame pixels; repeatable); "
                           "the event names the zone."),
         click.option("--events-min-frames", type=click.IntRange(min=1), metavar="N",
-                     help="Frames an object must be seen before its 'new' event (debounce). "
-                          "[default: 1 after the tracker's own 3]"),
+                     show_default="1, after the tracker's own 3",
+                     help="Frames an object must be seen before its 'new' event (debounce)."),
         click.option("--events-min-score", type=Finite(0, 1), metavar="X",
                      help="Only detections scoring at least X make events."),
         click.option("--events-classes", metavar="LIST",
