@@ -5,8 +5,10 @@ recorder's own thread (the loop only hands it the frame; when the recorder falls
 frame is skipped for clips and counted, the loop never waits). A ``new`` event starts a clip
 with that pre-roll; the track's ``end`` event ends it ``post_s`` seconds later. A clip is
 written under a hidden temporary name and renamed when complete (``outputs.PendingFile``), so
-the folder never shows a partial clip; then the oldest clips are deleted until the folder's
-clips fit ``max_disk``. A clip that cannot be written (a full disk) is discarded and said
+the folder never shows a partial clip; the oldest clips are deleted so that the folder's clips,
+with those being written, fit ``max_disk`` (checked at each frame while clips are written,
+and when one is complete); when the clips being written alone would not fit, the oldest of them
+is discarded and said once. A clip that cannot be written (a full disk) is discarded and said
 once; the loop goes on."""
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from edgekit.outputs import PendingFile, cause, free_bytes, write_probe
 
 JPEG_QUALITY = 80
 BACKLOG = 64  # frames waiting for the recorder before it skips them
+RETAIN_EVERY_S = 0.0  # while clips are being written, how often the quota is checked: each frame
 FLAG = "--clips"
 
 
@@ -96,6 +99,8 @@ class ClipRecorder:
         self._names: dict[int, str] = {}  # track -> its clip's name (the loop's thread)
         self._ring: collections.deque[tuple[float, bytes]] = collections.deque()
         self._clips: dict[str, _Clip] = {}
+        self._next_retain = 0.0
+        self._frame_bytes = 0  # the last frame's size as JPEG: what a clip grows by
         self._queue: queue.Queue = queue.Queue(BACKLOG)
         self._thread = threading.Thread(target=self._work, name="edgekit-clips", daemon=True)
         self._thread.start()
@@ -158,6 +163,7 @@ class ClipRecorder:
         ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         if ok:
             self._ring.append((captured, data.tobytes()))
+            self._frame_bytes = len(data)
         while self._ring and self._ring[0][0] < captured - self.options.pre_s:
             self._ring.popleft()
         for name, clip in list(self._clips.items()):
@@ -165,6 +171,9 @@ class ClipRecorder:
                 self._finish(name)
             else:
                 self._write(name, clip, image)
+        if self._clips and time.monotonic() >= self._next_retain:
+            self._next_retain = time.monotonic() + RETAIN_EVERY_S
+            self._retain()  # the clips being written count too
 
     def _write(self, name: str, clip: _Clip, image: Any) -> None:
         try:
@@ -216,11 +225,15 @@ class ClipRecorder:
         self._retain()
 
     def _retain(self) -> None:
-        """Delete the oldest clips until the folder's clips fit ``max_disk``."""
+        """Delete the oldest clips until the folder's clips, with those being written, fit
+        ``max_disk``."""
         clips = clip_files(self.folder)
-        total = sum(p.stat().st_size for p in clips)
+        total = sum(p.stat().st_size for p in clips) + sum(
+            _size(c.file.tmp) for c in self._clips.values())
+        # room for the next frame of each clip being written (and what the writer buffers)
+        limit = self.options.max_disk - 2 * len(self._clips) * self._frame_bytes
         for oldest in clips:
-            if total <= self.options.max_disk:
+            if total <= limit:
                 break
             size = oldest.stat().st_size
             try:
@@ -230,6 +243,12 @@ class ClipRecorder:
                 break
             total -= size
             self.deleted += 1
+        while total > limit and self._clips:  # the clips being written alone
+            name, clip = next(iter(self._clips.items()))
+            total -= _size(clip.file.tmp)
+            self._drop(name, clip, "the clips being written at once take more than --max-disk "
+                                   f"({self.options.max_disk / 1e6:.1f} MB): raise --max-disk "
+                                   "or shorten --pre/--post")
 
     def _drop(self, name: str, clip: _Clip, why: str) -> None:
         if clip.writer is not None:
@@ -246,6 +265,13 @@ class ClipRecorder:
         if key not in self._said:
             self._said.add(key)
             self.say(f"clips: {line}; the loop goes on")
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def cv2_error() -> type:
