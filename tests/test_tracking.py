@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
-from edgekit.events.scoring import score_tracks
+from edgekit.events.scoring import score_run, score_tracks
 from edgekit.events.tracking import CONFIRM_FRAMES, TrackedResult, Tracker
 from edgekit.tasks.detection import Detection, DetectionsResult
 
@@ -79,3 +79,5 @@ def test_the_demo_clip_tracked_against_its_true_paths(detector_bundle: Path, dem
     score = score_tracks(truth, found)
     # measured: MOTA 0.778, IDF1 0.876 on every backend (scripts/track_metrics.py)
     assert score.mota >= 0.7 and score.idf1 >= 0.8, score
+    again = score_run(detector_bundle, demo_clip, "onnxruntime")  # the demo report's figure
+    assert (again.mota, again.idf1) == (score.mota, score.idf1)

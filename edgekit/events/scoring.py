@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -60,3 +61,23 @@ def score_tracks(truth: Sequence[Sequence[Mapping[str, Any]]],
                                         name="run")
     return TrackScore(float(table["mota"].iloc[0]), float(table["idf1"].iloc[0]),
                       int(table["num_switches"].iloc[0]), len(truth))
+
+
+def score_run(bundle: str | Path, clip: str | Path, backend: str) -> TrackScore:
+    """The bundle's detector tracked through ``clip`` (its ground truth beside it, with track
+    ids) on ``backend``, scored against the true paths."""
+    import json
+    import tempfile
+
+    from edgekit.events.settings import EventsOptions
+    from edgekit.loop.run import loop_model, run_loop
+
+    truth = json.loads(Path(clip).with_suffix(".json").read_text())["objects"]
+    with tempfile.TemporaryDirectory() as tmp:
+        lines = Path(tmp) / "frames.jsonl"
+        with loop_model(bundle, backend=backend) as model:
+            run_loop(model, clip, jsonl=lines, events=EventsOptions(track=True))
+        frames = [json.loads(line) for line in lines.read_text().splitlines()]
+    found = {f["frame"]: [(d["track"], d["box"]) for d in f.get("detections", ())
+                          if d.get("track") is not None] for f in frames}
+    return score_tracks(truth, found)
