@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -31,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
-from soak_loop import GROWTH_LIMIT_MB, prepare, rss_mb  # noqa: E402
+from soak_loop import GROWTH_LIMIT_MB, prepare, rss_growth, rss_mb  # noqa: E402
 
 
 def folder_bytes(folder: Path) -> int:
@@ -70,12 +69,7 @@ def soak(bundle: Path, clip: Path, out: Path, seconds: float, quota: int) -> dic
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=60)
     ran = time.monotonic() - started
-    warmup = min(60.0, seconds / 4)
-    after = [mb for t, mb in samples if t >= warmup]
-    settle = [mb for t, mb in samples if warmup <= t < warmup + 10] or after[:1]
-    baseline = statistics.median(settle) if settle else 0.0
-    end = samples[-1][0] if samples else 0.0
-    last = [mb for t, mb in samples if t >= max(warmup, end - 10)]
+    rss = rss_growth(samples, seconds)
     written = [json.loads(line) for line in events.read_text().splitlines()] \
         if events.is_file() else []
     named = {e["clip"] for e in written if e.get("clip")}
@@ -86,9 +80,9 @@ def soak(bundle: Path, clip: Path, out: Path, seconds: float, quota: int) -> dic
             "clips_present_not_named": sorted(present - named),
             "quota_bytes": quota, "disk_max_bytes": disk_max,
             "partial_left": sorted(p.name for p in clips.glob(".*")),
-            "rss_mb": {"after_warmup": round(baseline, 1),
+            "rss_mb": {"after_warmup": round(rss["baseline"], 1),
                        "end": round(samples[-1][1], 1) if samples else None},
-            "growth_mb": round(statistics.median(last) - baseline if last else 0.0, 2),
+            "growth_mb": round(rss["growth"], 2),
             "stderr": err.strip().splitlines()[-1:] if err.strip() else []}
 
 
