@@ -32,6 +32,7 @@ from edgekit.outputs import PendingFile, cause, free_bytes, write_probe
 
 JPEG_QUALITY = 80
 BACKLOG = 64  # frames waiting for the recorder before it skips them
+WRITER_BUFFER = 256 << 10  # OpenCV's AVI writer reaches the disk in steps of this size
 RETAIN_EVERY_S = 0.0  # while clips are being written, how often the quota is checked: each frame
 FLAG = "--clips"
 
@@ -187,6 +188,9 @@ class ClipRecorder:
         if kind == "new" and name not in self._clips:
             clip = _Clip(self.folder, name)
             self._clips[name] = clip
+            self._retain(coming=sum(1 for captured, _ in self._ring if captured <= at))
+            if name not in self._clips:
+                return  # the pre-roll alone does not fit (said by _retain)
             for captured, data in list(self._ring):  # the pre-roll, then live frames
                 if captured <= at:
                     self._write(name, clip, cv2.imdecode(np.frombuffer(data, np.uint8),
@@ -224,14 +228,22 @@ class ClipRecorder:
         self.written += 1
         self._retain()
 
-    def _retain(self) -> None:
+    def _per_frame(self, clip: _Clip) -> float:
+        """What a frame adds to a clip: its own average so far, else 1.5 ring JPEGs (the
+        writer's quality is higher than the ring's)."""
+        size = _size(clip.file.tmp)
+        return size / clip.frames if clip.frames and size else 1.5 * self._frame_bytes
+
+    def _retain(self, coming: int = 0) -> None:
         """Delete the oldest clips until the folder's clips, with those being written, fit
-        ``max_disk``."""
+        ``max_disk``, with room for ``coming`` more frames (a pre-roll) and for each clip being
+        written, its next frame or what its writer holds before it writes (the larger)."""
         clips = clip_files(self.folder)
         total = sum(p.stat().st_size for p in clips) + sum(
             _size(c.file.tmp) for c in self._clips.values())
-        # room for the next frame of each clip being written (and what the writer buffers)
-        limit = self.options.max_disk - 2 * len(self._clips) * self._frame_bytes
+        limit = self.options.max_disk - sum(max(WRITER_BUFFER, 2 * self._per_frame(c))
+                                            for c in self._clips.values()) \
+            - coming * 1.5 * self._frame_bytes
         for oldest in clips:
             if total <= limit:
                 break
