@@ -36,7 +36,7 @@ system-packages:
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[convert,onnxruntime,plot,pillow,train,fleet,dev,docs]"
+	$(BIN)/python -m pip install --quiet -e ".[convert,onnxruntime,plot,pillow,train,fleet,events,dev,docs]"
 	touch $@
 
 $(LEGACY)/.installed:

@@ -50,6 +50,22 @@ def rss_mb(pid: int) -> float | None:
     return None
 
 
+def rss_growth(samples: list[tuple[float, float]], seconds: float) -> dict:
+    """Resident memory over a run (``samples``: seconds in, MB): the warm-up (the first
+    quarter, at most 60 s), the baseline after it (the median of its next 10 s), the growth
+    (the median of the last 10 s less the baseline) and the largest sample less the baseline."""
+    warmup = min(60.0, seconds / 4)
+    after = [mb for t, mb in samples if t >= warmup]
+    settle = [mb for t, mb in samples if warmup <= t < warmup + 10] or after[:1]
+    baseline = statistics.median(settle) if settle else 0.0
+    end = samples[-1][0] if samples else 0.0
+    last = [mb for t, mb in samples if t >= max(warmup, end - 10)]
+    return {"warmup_s": warmup, "baseline": baseline,
+            "max_after_warmup": max(after) if after else None,
+            "growth": statistics.median(last) - baseline if last else 0.0,
+            "spike": (max(after) if after else 0.0) - baseline}
+
+
 def prepare(out: Path) -> tuple[Path, Path]:
     """The detector bundle and the demo clip, made once in ``out``."""
     bundle, clip = out / "detector", out / "clip.avi"
@@ -101,12 +117,7 @@ def soak(bundle: Path, clip: Path, out: Path, seconds: float, backend: str) -> d
     _, err = process.communicate(timeout=60)
     exit_s = time.monotonic() - signalled
 
-    warmup = min(60.0, seconds / 4)
-    after = [mb for t, mb in samples if t >= warmup]
-    settle = [mb for t, mb in samples if warmup <= t < warmup + 10] or after[:1]
-    baseline = statistics.median(settle) if settle else 0.0
-    end = samples[-1][0] if samples else 0.0
-    last = [mb for t, mb in samples if t >= max(warmup, end - 10)]
+    rss = rss_growth(samples, seconds)
     records = [json.loads(line) for line in lines.read_text().splitlines()] \
         if lines.is_file() else []
     declared, last_decodes = video_frames(video) if video.is_file() else (0, False)
@@ -121,12 +132,13 @@ def soak(bundle: Path, clip: Path, out: Path, seconds: float, backend: str) -> d
         "last_frame_decodes": last_decodes,
         "fps": round(len(records) / max(1e-9, samples[-1][0] if samples else seconds), 1),
         "rss_mb": {"start": round(samples[0][1], 1) if samples else None,
-                   "after_warmup": round(baseline, 1),
-                   "max_after_warmup": round(max(after), 1) if after else None,
+                   "after_warmup": round(rss["baseline"], 1),
+                   "max_after_warmup": None if rss["max_after_warmup"] is None
+                   else round(rss["max_after_warmup"], 1),
                    "end": round(samples[-1][1], 1) if samples else None,
-                   "warmup_s": warmup},
-        "growth_mb": round(statistics.median(last) - baseline if last else 0.0, 2),
-        "spike_mb": round((max(after) if after else 0.0) - baseline, 2),
+                   "warmup_s": rss["warmup_s"]},
+        "growth_mb": round(rss["growth"], 2),
+        "spike_mb": round(rss["spike"], 2),
         "video_bytes": video.stat().st_size if video.is_file() else 0,
         "leftovers": leftovers,
     }

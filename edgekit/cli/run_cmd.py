@@ -10,8 +10,10 @@ import click
 
 from edgekit.cli import options
 from edgekit.cli.app import cli, debug_option, fail_on_failed_rows, progress_printer, save_plot
+from edgekit.cli.events_options import events_line, events_options
 from edgekit.cli.options import detection_options, input_spec_options
 from edgekit.errors import EdgekitError, UsageError
+from edgekit.events.settings import EventsOptions
 from edgekit.preprocess import SpecOptions
 from edgekit.tasks.detection import DetectionOptions
 
@@ -89,6 +91,7 @@ def _summary(report, view: str = "text") -> str:
                      f"frames (labels: {report.accuracy_source})")
     lines += report.summary.lines
     lines += [f"wrote {p}" for p in report.outputs]
+    lines += [events_line(row) for row in report.events]
     lines += [f"note: {n}" for n in report.notes]
     return ("\n\n" if view == "markdown" else "\n").join(
         line if line is stages else printable(line)  # the table escapes its own cells
@@ -147,6 +150,7 @@ def _live_view(serve: str | None, token: str | None):
 @click.option("--token", metavar="TOKEN", show_default="$EDGEKIT_SERVE_TOKEN, which keeps it "
               "off the command line", help="The live view's token (16+ characters): every "
               "path answers 401 without it; open /?token=TOKEN once in a browser.")
+@events_options
 @options.mode
 @options.requests
 @options.realtime
@@ -162,8 +166,8 @@ def run(model: Path, source: str, max_frames: int | None, truth: Path | None,
         detect: DetectionOptions, spec: SpecOptions, show: bool,
         save: Path | None, jsonl: Path | None, save_masks: Path | None,
         raw_outputs: Path | None, repeat: bool, serve: str | None,
-        token: str | None, mode: str, requests: int | None, realtime: str | None,
-        no_pipeline: bool,
+        token: str | None, events: EventsOptions, mode: str, requests: int | None,
+        realtime: str | None, no_pipeline: bool,
         queue_size: int, view: str, quiet: bool) -> None:
     """Run the camera loop on a camera, a video, a folder of images or a stream.
 
@@ -223,7 +227,7 @@ def run(model: Path, source: str, max_frames: int | None, truth: Path | None,
                           max_frames=max_frames, pipelined=not no_pipeline,
                           queue_size=queue_size, truth=truth, repeat=repeat,
                           serve=live, realtime=paced, top_k=top_k, smooth=smooth,
-                          save_masks=save_masks, raw_outputs=raw_outputs)
+                          save_masks=save_masks, raw_outputs=raw_outputs, events=events)
     click.echo(json.dumps(report.to_dict(), indent=2) if view == "json"
                else _summary(report, view))
     if report.stopped:

@@ -83,6 +83,7 @@ class DemoReport:
     manifests: dict[str, Manifest] = field(default_factory=dict)
     bench: dict[str, list[BenchRow]] = field(default_factory=dict)
     compare: list[Any] = field(default_factory=list)  # the detector on the demo clip
+    tracking: dict[str, Any] = field(default_factory=dict)  # backend -> its TrackScore
     compare_tasks: dict[str, list[Any]] = field(default_factory=dict)  # the other tasks
     loop: Any = None  # the default backend's RunReport
     files: list[Path] = field(default_factory=list)
@@ -130,6 +131,8 @@ def run_demo(out_dir: Path, progress: Progress, runs: int = 100) -> DemoReport:
     _write(report, "compare.json", compare_json(report.compare))
     _plot(report, lambda path: compare_plot(report.compare, path, detector.name),
           "compare.png")
+    progress("tracking on the clip, every backend (MOTA, IDF1)")
+    report.tracking = _tracking(detector, clip, [r.backend for r in report.compare if r.report])
     progress("making the classification clip")
     digits = make_classification_clip(out_dir / "digits.avi")
     for task, name, source in (("classification", "lenet5_digits", digits),
@@ -149,6 +152,17 @@ def run_demo(out_dir: Path, progress: Progress, runs: int = 100) -> DemoReport:
     return report
 
 
+def _tracking(detector: Path, clip: Path, backends: list[str]) -> dict[str, Any]:
+    """Per backend, the detector's tracks scored against the clip's true paths (none where
+    the events extra or motmetrics is missing)."""
+    try:
+        from edgekit.events.scoring import score_run
+
+        return {backend: score_run(detector, clip, backend) for backend in backends}
+    except EdgekitError:
+        return {}
+
+
 def _plot(report: DemoReport, draw: Any, name: str) -> None:
     try:
         report.files.append(draw(report.folder / name))
@@ -166,6 +180,11 @@ def _summary(report: DemoReport, clip: Path) -> str:
         parts += [f"## {name}: every artifact on every backend", "", bench_markdown(rows), ""]
     parts += [f"## The detection loop on {clip.name}, every backend", "",
               compare_markdown(report.compare), ""]
+    if report.tracking:
+        parts += [f"## Tracking on {clip.name}: MOTA and IDF1 against the true paths", "",
+                  "| backend | MOTA | IDF1 | ID switches |", "|---|---|---|---|",
+                  *[f"| {b} | {s.mota:.3f} | {s.idf1:.3f} | {s.switches} |"
+                    for b, s in report.tracking.items()], ""]
     for task, rows in report.compare_tasks.items():
         ran = next((r.report for r in rows if r.report), None)
         source = Path(ran.source.split(",")[0].rsplit(" ", 1)[-1]).name if ran else ""
@@ -190,6 +209,7 @@ def demo_json(report: DemoReport) -> str:
         "manifests": {k: m.to_dict() for k, m in report.manifests.items()},
         "bench": {k: [r.to_dict() for r in rows] for k, rows in report.bench.items()},
         "compare": json.loads(compare_json(report.compare)),
+        "tracking": {b: s.to_dict() for b, s in report.tracking.items()},
         "compare_tasks": {task: json.loads(compare_json(rows))
                           for task, rows in report.compare_tasks.items()},
         "loop": report.loop.to_dict() if report.loop else None,

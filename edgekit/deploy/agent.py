@@ -1056,6 +1056,31 @@ def serve_token(payload):
     return {"env_file": path, "created": True, "token": token}
 
 
+EVENTS_PREFIX = "EDGEKIT_EVENTS_"  # the events' credentials (edgekit/events/destinations.py)
+
+
+def service_env(payload):
+    """Set the events' secrets in the unit's environment file (mode 0600), beside the live
+    view's token: ``payload["variables"]``, EDGEKIT_EVENTS_* only; an empty value removes one.
+    Sent on the agent's standard input, never on a command line."""
+    require_lock(payload)
+    variables = payload.get("variables") or {}
+    for key, value in variables.items():
+        if not key.startswith(EVENTS_PREFIX) or not re.match(r"^[A-Z0-9_]+$", key):
+            raise ValueError(f"{key}: only {EVENTS_PREFIX}* variables go in the service's "
+                             "environment file this way")
+        if "\n" in str(value) or "\r" in str(value) or "\0" in str(value):
+            raise ValueError(f"{key}: a value on one line, without NUL")
+    base = base_dir(payload)
+    os.makedirs(base, exist_ok=True)
+    path = os.path.join(base, SERVE_ENV)
+    lines = [line for line in read_env(path) if line.split("=", 1)[0] not in variables] or [
+        "# edgekit's service environment (systemd EnvironmentFile): keep it private"]
+    lines += [f"{key}={value}" for key, value in sorted(variables.items()) if value]
+    write_private(path, lines)
+    return {"env_file": path, "set": sorted(k for k, v in variables.items() if v)}
+
+
 def serve_info(base, unit):
     """The live view the installed unit serves (its --serve), and where its token is."""
     try:
@@ -1082,7 +1107,7 @@ def cleanup(payload):
 
 COMMANDS = {"probe": probe, "preview": preview, "hold": hold, "stage": stage, "verify": verify,
             "venv": make_venv, "smoke": smoke, "activate": activate, "rollback": rollback,
-            "serve_token": serve_token, "cleanup": cleanup}
+            "serve_token": serve_token, "service_env": service_env, "cleanup": cleanup}
 
 
 def describe(exc):

@@ -59,6 +59,7 @@ class ReleasePlan:
     backend: str  # what the smoke test and the service run
     device: str
     notes: list[str] = field(default_factory=list)
+    run_args: list[str] = field(default_factory=list)  # more `edgekit run` options: events
 
     @property
     def total_bytes(self) -> int:

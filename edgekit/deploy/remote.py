@@ -39,9 +39,11 @@ AGENT = Path(__file__).with_name("agent.py")
 STEPS = Path(__file__).with_name("steps.py")  # the Ansible action runs the same steps
 # Seconds a step may take on the device before the workstation gives up on it.
 TIMEOUTS = {"probe": 180, "preview": 600, "stage": 900, "verify": 900, "venv": 3600, "smoke": 1800,
-            "activate": 300, "rollback": 900, "serve_token": 60, "cleanup": 300}
+            "activate": 300, "rollback": 900, "serve_token": 60, "service_env": 60,
+            "cleanup": 300}
 # Commands that change the device: they run only while this deploy holds the device's lock.
-LOCKED = {"stage", "verify", "venv", "smoke", "activate", "rollback", "serve_token", "cleanup"}
+LOCKED = {"stage", "verify", "venv", "smoke", "activate", "rollback", "serve_token",
+          "service_env", "cleanup"}
 
 
 class SshLink(Link):

@@ -44,7 +44,8 @@ def exec_start(plan: ReleasePlan, base: str) -> list[str]:
     return [f"{base}/current/venv/bin/edgekit", "run", f"{base}/current/bundle",
             "--source", source, *([] if is_live(source) else ["--repeat"]),
             "--backend", plan.backend, *(["--device", plan.device] if plan.device else []),
-            *(["--serve", plan.target.serve] if plan.target.serve else [])]
+            *(["--serve", plan.target.serve] if plan.target.serve else []),
+            *plan.run_args]  # tracks, events, clips (edgekit.events.service.run_args)
 
 
 def unit_text(plan: ReleasePlan, base: str) -> str:
@@ -62,8 +63,9 @@ def unit_text(plan: ReleasePlan, base: str) -> str:
         "Type=simple",
         f"WorkingDirectory={base.replace('%', '%%')}",  # a path setting: never quoted
         *[f"Environment={systemd_quote(f'{k}={v}')}" for k, v in env.items()],
-        # The live view's token, kept off the command line ('-': the unit runs without it).
-        *([f"EnvironmentFile=-{env_file(base).replace('%', '%%')}"] if plan.target.serve else []),
+        # The live view's token and the events' credentials, kept off the command line.
+        *([f"EnvironmentFile=-{env_file(base).replace('%', '%%')}"]
+          if plan.target.serve or "--events" in plan.run_args else []),
         "ExecStart=" + " ".join(systemd_quote(a) for a in exec_start(plan, base)),
         "Restart=on-failure",
         f"RestartSec={RESTART_SECONDS}",

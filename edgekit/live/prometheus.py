@@ -91,4 +91,6 @@ def prometheus_text(view: LiveState) -> str:
     lines += ["# HELP edgekit_latency_seconds End-to-end latency per frame, capture to sink.",
               "# TYPE edgekit_latency_seconds histogram"]
     _histogram(lines, "edgekit_latency_seconds", end_to_end, backend=backend)
+    for more in view.more_metrics:  # e.g. the events' delivery counters
+        lines += more(backend)
     return "\n".join(lines) + "\n"

@@ -20,7 +20,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -315,6 +315,7 @@ class LiveState:
         self.viewers = 0
         self.send_cpu_ns = 0  # the stream threads' CPU time, sending frames to viewers
         self.sink: Any = None  # the loop's ServeSink, once the loop runs
+        self.more_metrics: list[Callable[[str], list[str]]] = []  # /metrics lines (backend)
         self._lock = threading.Lock()
 
     def joined(self, delta: int) -> None:

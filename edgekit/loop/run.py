@@ -61,7 +61,9 @@ from edgekit.tasks.detection import (
 from edgekit.tasks.metrics import mean_average_precision
 
 if TYPE_CHECKING:
+    from edgekit.events.settings import EventsOptions
     from edgekit.live.server import LiveView
+
 
 KEPT_FRAMES = 1000  # per-frame answers kept to compare backends (a mask each, for a segmenter)
 
@@ -92,6 +94,7 @@ class RunReport:
     paced_fps: float | None = None  # --realtime: the rate a file or folder was read at
     live: bool = False  # a camera or stream: frames arrive at their own rate
     notes: list[str] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)  # per destination: counters
 
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, "artifact": self.artifact, "backend": self.backend,
@@ -102,7 +105,7 @@ class RunReport:
                 "map_note": self.map_note, "accuracy": self.accuracy,
                 "accuracy_frames": self.accuracy_frames,
                 "accuracy_source": self.accuracy_source, "outputs": self.outputs,
-                "stopped": self.stopped, "notes": self.notes}
+                "stopped": self.stopped, "notes": self.notes, "events": self.events}
 
 
 def loop_threads(threads: int | None, pipelined: bool, requests: int = 1) -> int | None:
@@ -240,7 +243,8 @@ def run_loop(model: LoadedModel, source_spec: str | int | Path, *,
              truth: Path | None = None, score_threshold: float | None = None,
              repeat: bool = False, serve: LiveView | None = None,
              realtime: bool | float = False, top_k: int = 5, smooth: int = 1,
-             save_masks: Path | None = None, raw_outputs: Path | None = None) -> RunReport:
+             save_masks: Path | None = None, raw_outputs: Path | None = None,
+             events: EventsOptions | None = None) -> RunReport:
     """Run the camera loop on a source; sinks are always closed, whatever happens.
 
     Outputs are checked before the source is read; a file that cannot be written completely
@@ -251,7 +255,8 @@ def run_loop(model: LoadedModel, source_spec: str | int | Path, *,
     second, as a camera delivers them; a camera or stream already is (a note, not an error).
     ``top_k`` and ``smooth``: a classifier's classes per frame, and the frames its scores are
     averaged over. ``save_masks``: a segmenter's masks, one 8-bit PNG per frame, into that
-    folder. ``raw_outputs``: every frame's outputs into an .npz.
+    folder. ``raw_outputs``: every frame's outputs into an .npz. ``events``: track ids on a
+    detector's results, events to their destinations, clips (``edgekit.events``).
     """
     check_run_outputs(save, jsonl, source_spec, truth, [model.artifact],
                       raw_outputs=raw_outputs)
@@ -270,6 +275,10 @@ def run_loop(model: LoadedModel, source_spec: str | int | Path, *,
                          "model")
     if truth is not None and model.task != "detection":
         raise UsageError(f"--truth scores a detector's boxes, and this is a {model.task} model")
+    tracking = events is not None and events.wanted()
+    if tracking and model.task != "detection":
+        raise UsageError(f"--track, --events and --clips follow a detector's objects, and this "
+                         f"is a {model.task} model")
     notes = []
     live = is_live(source_spec)
     gt = None if repeat or model.task != "detection" else find_ground_truth(source_spec, truth)
@@ -290,6 +299,15 @@ def run_loop(model: LoadedModel, source_spec: str | int | Path, *,
             raise
     if realtime is not False and not live:
         source = paced(source, source_spec, None if realtime is True else float(realtime))
+    if tracking:
+        from edgekit.events.tracking import TrackingTask
+
+        try:
+            task = TrackingTask(task, source.fps)
+        except BaseException:
+            source.close()
+            raise
+    events_sink = None
     sinks: list[Sink] = []
     pipeline: Pipeline | None = None
     predicted: dict[int, list[Detection]] = {}
@@ -311,6 +329,13 @@ def run_loop(model: LoadedModel, source_spec: str | int | Path, *,
             from edgekit.live.state import ServeSink
 
             sinks.append(ServeSink(serve, source, model))
+        if tracking and (events.destinations or events.clips):
+            from edgekit.events.sink import EventsSink
+
+            events_sink = EventsSink(events, model, source.fps)
+            sinks.append(events_sink)
+            if serve is not None:
+                serve.more_metrics.append(events_sink.metrics_lines)
         warm_up(model)
         figures = LoopStats()
         pipeline = Pipeline(source, loop_stages(model, task, sinks, figures),
@@ -345,7 +370,8 @@ def run_loop(model: LoadedModel, source_spec: str | int | Path, *,
                        summary=task.summary(source.fps or 0.0),
                        requests=model.backend.requests, live=live,
                        paced_fps=source.fps if realtime is not False and not live else None,
-                       notes=notes)
+                       notes=notes,
+                       events=events_sink.counters() if events_sink is not None else [])
     if gt is not None:
         report.map50, report.map_frames, report.map_note = _score(
             predicted, gt, source.stats.uncertain_from)

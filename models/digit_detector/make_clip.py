@@ -12,7 +12,7 @@ The video is MJPG in an .avi (OpenCV writes it everywhere). Beside it,
       "labels": ["0", ..., "9"],
       "box_format": "x1, y1, x2, y2 in frame pixels (x2, y2 exclusive)",
       "objects": [                      # one list per frame, in frame order
-        [{"label": "7", "class_id": 7, "box": [x1, y1, x2, y2]}, ...],
+        [{"label": "7", "class_id": 7, "box": [x1, y1, x2, y2], "track": 0}, ...],
         ...
       ]
     }
@@ -20,8 +20,9 @@ The video is MJPG in an .avi (OpenCV writes it everywhere). Beside it,
 Material comes from the held-out split of ``scenes.py`` (digit scans and photos
 the bundled detector never saw in training). Each digit keeps to its own
 horizontal lane, so digits never overlap; a digit that bounces off the frame's
-edge turns into another scan. Digits are 80..150 px tall, about 16..30 px once a
-640x480 frame is letterboxed to the detector's 128x128 input. This module never
+edge turns into another scan, and so into another object: each object's ``track`` id is
+unique in the clip (the truth for scoring a tracker). Digits are 80..150 px tall, about
+16..30 px once a 640x480 frame is letterboxed to the detector's 128x128 input. This module never
 imports TensorFlow.
 """
 from __future__ import annotations
@@ -65,6 +66,7 @@ class Mover:
     vx: float
     vy: float
     lane: tuple[int, int]
+    track: int = 0  # the object's id in the ground truth: a new one at each bounce
 
 
 def new_mover(rng: np.random.Generator, scenes: ModuleType, canvas: np.ndarray,
@@ -95,6 +97,7 @@ def step(rng: np.random.Generator, scenes: ModuleType, mover: Mover, width: int)
         mover.vx = -mover.vx
         mover.digit = scenes.random_digit(rng, "test")
         mover.alpha = scenes.render_ink(mover.digit, w, h)
+        mover.track += LANES  # another digit: another object, its id still unique
     top, bottom = mover.lane
     if mover.y < top or mover.y > bottom - h:
         mover.y = float(np.clip(mover.y, top, bottom - h))
@@ -133,6 +136,8 @@ def make_clip(path: str | Path, seconds: float = 6.0, fps: float = 15, seed: int
     lane_height = height // LANES
     movers = [new_mover(rng, scenes, first, (i * lane_height, (i + 1) * lane_height), fps)
               for i in range(LANES)]
+    for i, mover in enumerate(movers):
+        mover.track = i
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
     if not writer.isOpened():
@@ -148,8 +153,8 @@ def make_clip(path: str | Path, seconds: float = 6.0, fps: float = 15, seed: int
                 box = scenes.tight_box(mover.alpha, x, y)
                 value = mover.digit.value
                 if box is not None:
-                        boxes.append({"label": scenes.LABELS[value], "class_id": value,
-                                  "box": [int(v) for v in box]})
+                    boxes.append({"label": scenes.LABELS[value], "class_id": value,
+                                  "box": [int(v) for v in box], "track": mover.track})
                 step(rng, scenes, mover, width)
             writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
             objects.append(boxes)

@@ -1,0 +1,246 @@
+"""Where events go, one class per kind, chosen by the ``--events`` URL:
+
+- ``file.jsonl`` or ``file:///path/events.jsonl``: one JSON line per event, appended;
+- ``http://`` / ``https://``: a JSON POST per event (a ``new`` one's snapshot as base64), a bounded
+  number of tries with back-off (``outbox``), 4xx other than 408 and 429 is final;
+- ``mqtt://HOST[:PORT][/BASE/TOPIC]`` / ``mqtts://``: paho-mqtt, QoS 1, the event as JSON on
+  ``BASE/events/TYPE``, a ``new`` one's snapshot JPEG on ``BASE/snapshot/LABEL`` (retained),
+  and an availability topic ``BASE/availability`` (``online``; ``offline`` as the last will).
+
+Credentials never come from the command line (a URL with ``user:password@`` is refused): they
+come from ``EDGEKIT_EVENTS_USERNAME`` / ``EDGEKIT_EVENTS_PASSWORD`` or from the file
+``EDGEKIT_EVENTS_CREDENTIALS`` names (``username=...`` and ``password=...`` lines; the
+deployed service's 0600 environment file holds either). ``EDGEKIT_EVENTS_CA``: a CA file for
+``mqtts://`` (default: the system's).
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import socket
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from edgekit.errors import UsageError
+from edgekit.events.outbox import Destination, Retry, Undeliverable
+from edgekit.events.rules import Event
+
+FLAG = "--events"
+USER_ENV, PASSWORD_ENV = "EDGEKIT_EVENTS_USERNAME", "EDGEKIT_EVENTS_PASSWORD"
+CREDENTIALS_ENV, CA_ENV = "EDGEKIT_EVENTS_CREDENTIALS", "EDGEKIT_EVENTS_CA"
+HTTP_TIMEOUT_S = 5.0
+MQTT_ACK_S = 5.0  # how long a QoS 1 publish waits for the broker's acknowledgement
+MQTT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+_TOPIC_PART = re.compile(r"^[^+#\x00]+$")
+
+
+def credentials(env: Mapping[str, str] | None = None) -> tuple[str | None, str | None]:
+    """The username and password: from the environment, or from the credentials file."""
+    env = os.environ if env is None else env
+    user, password = env.get(USER_ENV), env.get(PASSWORD_ENV)
+    path = env.get(CREDENTIALS_ENV)
+    if path:
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise UsageError(f"{CREDENTIALS_ENV}={path}: cannot read it "
+                             f"({exc.strerror or exc})") from None
+        values = dict(line.split("=", 1) for line in text.splitlines()
+                      if "=" in line and not line.lstrip().startswith("#"))
+        user = values.get("username", user)
+        password = values.get("password", password)
+    return (user or None), (password or None)
+
+
+class FileDestination(Destination):
+    """One JSON line per event, appended and flushed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.name = path, str(path)
+        self._file: Any = None
+
+    def start(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "a")
+        except OSError as exc:
+            raise UsageError(f"{FLAG} {self.path}: cannot write it "
+                             f"({exc.strerror or exc})") from None
+
+    def deliver(self, event: Event) -> None:
+        try:
+            self._file.write(json.dumps(event.to_dict()) + "\n")
+            self._file.flush()
+        except OSError as exc:
+            raise Undeliverable(f"cannot write ({exc.strerror or exc})") from None
+
+    def close(self) -> None:
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
+                pass  # the lines that could not be written were counted as dropped
+            self._file = None
+
+
+class WebhookDestination(Destination):
+    """A JSON POST per event."""
+
+    def __init__(self, url: str, env: Mapping[str, str] | None = None) -> None:
+        self.url, self.name = url, url
+        user, password = credentials(env)
+        self._headers = {"Content-Type": "application/json", "User-Agent": "edgekit"}
+        if user is not None:
+            token = base64.b64encode(f"{user}:{password or ''}".encode()).decode()
+            self._headers["Authorization"] = f"Basic {token}"
+
+    def deliver(self, event: Event) -> None:
+        body = event.to_dict()
+        jpeg = event.snapshot() if event.type == "new" else None
+        if jpeg:
+            body["snapshot_jpeg"] = base64.b64encode(jpeg).decode()
+        request = urllib.request.Request(self.url, json.dumps(body).encode(), self._headers,
+                                         method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S) as answer:
+                answer.read()
+        except urllib.error.HTTPError as exc:
+            if 400 <= exc.code < 500 and exc.code not in (408, 429):
+                raise Undeliverable(f"the endpoint refused the event: HTTP {exc.code} "
+                                    f"{exc.reason}") from None
+            raise Retry(f"HTTP {exc.code} {exc.reason}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise Retry(f"cannot reach it ({getattr(reason, 'strerror', None) or reason})") \
+                from None
+
+
+class MqttDestination(Destination):
+    """QoS 1 publishes to an MQTT broker, with an availability topic and its last will."""
+
+    def __init__(self, url: str, device: str, env: Mapping[str, str] | None = None) -> None:
+        parts = urlsplit(url)
+        self.host, self.port = parts.hostname or "", parts.port or MQTT_PORTS[parts.scheme]
+        self.tls = parts.scheme == "mqtts"
+        self.base = parts.path.strip("/") or f"edgekit/{device}"
+        check_topic(self.base)
+        self.name = f"{parts.scheme}://{self.host}:{self.port}/{self.base}"
+        self.availability = f"{self.base}/availability"
+        self._env = os.environ if env is None else env
+        self._user, self._password = credentials(self._env)
+        self._client: Any = None
+        self._refused = ""  # why the broker refused the connection, if it did
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        try:
+            import paho.mqtt.client as mqtt
+        except ImportError:
+            raise UsageError("MQTT events need paho-mqtt: pip install 'edgekit[events]'") \
+                from None
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                             client_id=f"edgekit-{socket.gethostname()}-{os.getpid()}")
+        if self._user is not None:
+            client.username_pw_set(self._user, self._password)
+        if self.tls:
+            client.tls_set(ca_certs=self._env.get(CA_ENV) or None)
+        client.will_set(self.availability, "offline", qos=1, retain=True)
+        client.reconnect_delay_set(0.5, 4)
+        client.max_queued_messages_set(8)  # ours wait in the outbox; a publish is 1 or 2
+        client.on_connect = self._connected
+        client.on_disconnect = self._disconnected
+        client.connect_async(self.host, self.port, keepalive=30)
+        client.loop_start()
+        self._client = client
+
+    def _connected(self, client: Any, userdata: Any, flags: Any, reason: Any,
+                   properties: Any = None) -> None:
+        if getattr(reason, "is_failure", False):
+            self._refused = f"the broker refused the connection: {reason}" + (
+                f" (check {USER_ENV}/{PASSWORD_ENV} or {CREDENTIALS_ENV})"
+                if "user" in str(reason).lower() or "authori" in str(reason).lower() else "")
+            return
+        self._refused = ""
+        client.publish(self.availability, "online", qos=1, retain=True)
+
+    def _disconnected(self, client: Any, userdata: Any, flags: Any, reason: Any,
+                      properties: Any = None) -> None:
+        pass  # paho reconnects by itself (reconnect_delay_set); deliver() waits for it
+
+    def deliver(self, event: Event) -> None:
+        client = self._client
+        if client is None or not client.is_connected():
+            raise Retry(self._refused or f"cannot reach the broker at {self.host}:{self.port}")
+        messages = [(f"{self.base}/events/{event.type}", json.dumps(event.to_dict()), False)]
+        jpeg = event.snapshot() if event.type == "new" else None
+        if jpeg:
+            messages.append((f"{self.base}/snapshot/{event.label}", jpeg, True))
+        sent = [client.publish(topic, payload, qos=1, retain=retain)
+                for topic, payload, retain in messages]  # in flight together
+        for info in sent:
+            try:
+                info.wait_for_publish(MQTT_ACK_S)
+            except (RuntimeError, ValueError) as exc:
+                raise Retry(f"the broker did not take it ({exc})") from None
+            if not info.is_published():
+                raise Retry("the broker did not acknowledge it in time")
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is None:
+            return
+        if client.is_connected():
+            info = client.publish(self.availability, "offline", qos=1, retain=True)
+            try:
+                info.wait_for_publish(1.0)
+            except (RuntimeError, ValueError):
+                pass
+        client.disconnect()
+        client.loop_stop()
+
+
+def check_topic(topic: str) -> None:
+    """A topic to publish to has no wildcards (+, #) and no empty level."""
+    if any(not _TOPIC_PART.match(level) for level in topic.split("/")):
+        raise UsageError(f"{FLAG}: the topic {topic!r} has a wildcard (+ or #) or an empty "
+                         "level; publish to a plain topic such as edgekit/front-door")
+
+
+def parse_destination(url: str, device: str,
+                      env: Mapping[str, str] | None = None) -> Destination:
+    """The destination an ``--events`` value names; a malformed one is refused in one line."""
+    text = url.strip()
+    if text.endswith(".jsonl") and "://" not in text:
+        return FileDestination(Path(text))
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    if scheme == "file":
+        if not parts.path.endswith(".jsonl"):
+            raise UsageError(f"{FLAG} {url}: a file destination is a .jsonl file")
+        return FileDestination(Path(parts.path))
+    if scheme not in ("http", "https", "mqtt", "mqtts"):
+        raise UsageError(f"{FLAG} {url!r}: not a destination edgekit knows; give "
+                         "mqtt://HOST[:PORT][/TOPIC], mqtts://..., http(s)://... or a "
+                         "FILE.jsonl")
+    try:
+        host, _ = parts.hostname, parts.port  # a port that is not a number raises
+    except ValueError:
+        raise UsageError(f"{FLAG} {url!r}: the port is not a number from 1 to 65535") from None
+    if not host:
+        raise UsageError(f"{FLAG} {url!r}: no host; e.g. {scheme}://127.0.0.1")
+    if parts.username or parts.password:
+        raise UsageError(f"{FLAG}: credentials do not go on the command line (it is visible "
+                         f"to every user of the machine); set {USER_ENV} and {PASSWORD_ENV}, "
+                         f"or {CREDENTIALS_ENV}=FILE")
+    if scheme in ("http", "https"):
+        return WebhookDestination(text, env)
+    if parts.fragment or text.endswith("#"):  # '#' starts a URL's fragment: the topic's wildcard
+        check_topic(f"{parts.path.strip('/')}#{parts.fragment}")
+    return MqttDestination(text, device, env)

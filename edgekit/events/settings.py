@@ -1,0 +1,67 @@
+"""What ``edgekit run``'s events and clips options ask for, checked: one dataclass the CLI fills
+in and the loop reads (``EventsOptions``), with the parsing of sizes and zones it needs."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from edgekit.errors import UsageError
+from edgekit.events.outbox import QUEUE
+from edgekit.events.rules import Rules
+from edgekit.events.zones import Zone, parse_zone
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str, flag: str = "--max-disk") -> int:
+    """``500M``, ``2G``, ``1.5GB``, ``800000``: bytes (binary units)."""
+    match = _SIZE.match(str(text))
+    if not match:
+        raise UsageError(f"{flag} {text!r}: give a size such as 500M or 2G")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+@dataclass(frozen=True)
+class ClipOptions:
+    folder: str
+    pre_s: float = 5.0
+    post_s: float = 5.0
+    max_disk: int = 1 << 30
+
+
+@dataclass(frozen=True)
+class EventsOptions:
+    """``--events`` destinations and their filters, ``--track``, and ``--clips``."""
+
+    destinations: tuple[str, ...] = ()
+    classes: tuple[str, ...] = ()
+    min_score: float = 0.0
+    min_frames: int = 1
+    update_s: float = 5.0
+    zones: tuple[Zone, ...] = ()
+    queue: int = QUEUE
+    track: bool = False  # track ids in the results even without events
+    clips: ClipOptions | None = None
+    filters_given: tuple[str, ...] = field(default=())  # flags given that need --events
+
+    def wanted(self) -> bool:
+        return bool(self.destinations or self.track or self.clips)
+
+    def rules(self, end_frames: int) -> Rules:
+        return Rules(frozenset(self.classes) if self.classes else None, self.min_score,
+                     self.min_frames, self.update_s, end_frames, self.zones)
+
+    def check(self) -> None:
+        """Filters without anywhere for events to go are a mistake: said in one line."""
+        if self.filters_given and not (self.destinations or self.clips):
+            raise UsageError(f"{', '.join(self.filters_given)}: filters for events; give "
+                             "--events URL (or --clips DIR) too")
+
+
+def zones_from(texts: tuple[str, ...]) -> tuple[Zone, ...]:
+    zones = tuple(parse_zone(t) for t in texts)
+    names = [z.name for z in zones]
+    if len(set(names)) != len(names):
+        raise UsageError("--events-zone: two zones have the same name")
+    return zones

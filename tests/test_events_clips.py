@@ -1,0 +1,137 @@
+"""Event clips (edgekit.events.clips): pre-roll from the ring buffer, post-roll after the
+track ends, written aside and renamed when whole, the oldest deleted to stay under
+--max-disk, and a read-only or full folder said in one line."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import run_cli
+from tmpfs import fill, read_only, tmpfs
+
+from edgekit.errors import WriteFailed
+from edgekit.events.clips import WRITER_BUFFER, ClipRecorder, clip_files
+from edgekit.events.rules import Event
+from edgekit.events.settings import ClipOptions, parse_size
+from edgekit.loop.pipeline import Item
+from edgekit.loop.sinks import video_frames
+from edgekit.loop.sources import Frame
+
+FPS = 15.0
+
+
+class _Clock:
+    """Frames 1/15 s apart (their capture stamps), without waiting for them."""
+
+    def __init__(self) -> None:
+        self.base = time.perf_counter_ns()
+        self.wall = time.time()
+
+    def item(self, index: int) -> Item:
+        image = np.full((120, 160, 3), (index * 7) % 255, np.uint8)
+        return Item(Frame(index, image, self.base + int(index / FPS * 1e9)))
+
+    def at(self, index: int) -> float:
+        return self.wall + index / FPS
+
+
+def _event(kind: str, track: int, clock: _Clock, index: int, n: int) -> Event:
+    return Event(kind, track, "7", 7, 0.9, (1.0, 1.0, 20.0, 20.0), index, clock.at(index), "cam",
+                 "bundle", id=f"e{n}")
+
+
+def _record(recorder: ClipRecorder, clock: _Clock, tracks: list[tuple[int, int, int]],
+            frames: int) -> list[Event]:
+    """Feed ``frames`` frames; each (track, first, last) track gets its new and end events."""
+    events, n = [], 0
+    for index in range(frames):
+        recorder.frame(clock.item(index))
+        for track, first, last in tracks:
+            for kind, when in (("new", first), ("end", last)):
+                if index == when:
+                    n += 1
+                    event = _event(kind, track, clock, index, n)
+                    recorder.event(event)
+                    events.append(event)
+        time.sleep(0.002)  # let the recorder keep up, as a camera's frame rate does
+    recorder.close()
+    return events
+
+
+def test_a_clip_holds_its_pre_and_post_roll_and_the_event_names_it(tmp_path: Path) -> None:
+    clock, said = _Clock(), []
+    recorder = ClipRecorder(ClipOptions(str(tmp_path), pre_s=1.0, post_s=1.0,
+                                        max_disk=parse_size("50M")), FPS, said.append)
+    events = _record(recorder, clock, [(1, 30, 45)], 90)
+    assert [e.clip for e in events] == ["e1-7-track1.avi"] * 2
+    clips = clip_files(tmp_path)
+    assert [p.name for p in clips] == ["e1-7-track1.avi"]
+    # 1 s before frame 30 (15 frames and the frame itself), up to 1 s after frame 45
+    assert 15 + 1 + 15 + 15 - 2 <= video_frames(clips[0]) <= 15 + 1 + 15 + 15 + 1
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert recorder.counters()["clips"] == 1 and not said
+
+
+def test_the_oldest_clips_go_to_stay_under_max_disk(tmp_path: Path) -> None:
+    clock, said = _Clock(), []
+    probe = ClipRecorder(ClipOptions(str(tmp_path / "one"), 0.5, 0.5, 1 << 30), FPS)
+    _record(probe, clock, [(1, 10, 15)], 40)
+    one = clip_files(tmp_path / "one")[0].stat().st_size
+    limit = int(one * 2.5) + WRITER_BUFFER  # room kept for the clip being written
+    recorder = ClipRecorder(ClipOptions(str(tmp_path / "clips"), 0.5, 0.5, limit), FPS,
+                            said.append)
+    events = _record(recorder, clock, [(t, 10 + 20 * t, 15 + 20 * t) for t in range(5)], 130)
+    kept = clip_files(tmp_path / "clips")
+    made = [e.clip for e in events if e.type == "new"]
+    assert 2 <= len(kept) < 5 and [p.name for p in kept] == made[-len(kept):]  # the newest
+    assert sum(p.stat().st_size for p in kept) <= limit
+    assert recorder.counters()["deleted"] == 5 - len(kept) and not said
+
+
+def test_max_disk_smaller_than_one_clip_is_said_once(tmp_path: Path) -> None:
+    said: list[str] = []
+    recorder = ClipRecorder(ClipOptions(str(tmp_path), 0.5, 0.5, 1000), FPS, said.append)
+    _record(recorder, _Clock(), [(1, 10, 15), (2, 30, 35)], 60)
+    assert clip_files(tmp_path) == [] and recorder.counters()["failed"] == 2
+    assert len(said) == 1 and "more than --max-disk" in said[0]
+
+
+def test_a_read_only_clips_folder_is_one_line(tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "ro") as folder:
+        read_only(folder)
+        with pytest.raises(WriteFailed, match="--clips .*cannot write there: .*read-only"):
+            ClipRecorder(ClipOptions(str(folder)), FPS)
+
+
+def test_a_full_disk_discards_the_clip_and_the_recorder_goes_on(tmp_path: Path) -> None:
+    said: list[str] = []
+    with tmpfs(tmp_path / "full", size_kb=2048) as folder:
+        recorder = ClipRecorder(ClipOptions(str(folder), 0.5, 0.5, 1 << 30), FPS, said.append)
+        fill(folder, 8)
+        _record(recorder, _Clock(), [(1, 10, 15)], 40)
+        assert clip_files(folder) == []
+        assert not [p for p in folder.iterdir() if p.name.startswith(".edgekit")
+                    or p.name.startswith(".e1")]
+    assert recorder.counters()["failed"] == 1 and len(said) == 1 and "not kept" in said[0]
+
+
+@pytest.mark.slow
+def test_run_writes_a_clip_per_object(detector_bundle: Path, demo_clip: Path,
+                                      tmp_path: Path) -> None:
+    events, clips = tmp_path / "events.jsonl", tmp_path / "clips"
+    result = run_cli("run", detector_bundle, "--source", demo_clip, "--events", events,
+                     "--clips", clips, "--pre", "1", "--post", "0.5", "--max-disk", "200M")
+    assert result.returncode == 0, result.stderr
+    assert "clips: " in result.stdout
+    written = [json.loads(line) for line in events.read_text().splitlines()]
+    named = {e["clip"] for e in written}
+    assert None not in named
+    files = {p.name for p in clip_files(clips)}
+    assert files == named and len(files) >= 3
+    assert not [p for p in clips.iterdir() if p.name.startswith(".")]
+    for path in clip_files(clips):
+        assert video_frames(path) >= 3 and cv2.VideoCapture(str(path)).read()[0]
