@@ -26,7 +26,8 @@ STANDINS = ROOT / "tests" / "standins"
 def unit_for(camera: str) -> str:
     """The unit deploy writes for the rpi4-cpu target with ``camera`` as its source."""
     target = replace(find_target("rpi4-cpu"), camera=camera)
-    plan = SimpleNamespace(target=target, backend="tflite", device="", model="lenet5_digits")
+    plan = SimpleNamespace(target=target, backend="tflite", device="", model="lenet5_digits",
+                           run_args=[])
     return unit_text(plan, "/home/pi/edge kit")  # what unit_text reads of a ReleasePlan
 
 

@@ -415,7 +415,7 @@ def test_the_python_api_checks_its_argument_types(lenet_bundle: Path) -> None:
 
     calls = [(lambda: load_model(lenet_bundle, spec="x"), "spec takes SpecOptions or None"),
              (lambda: load_model(lenet_bundle, threads="2"), "threads takes int or None"),
-             (lambda: load_model(42), "path takes str or Path, not 42"),
+             (lambda: load_model(42), "path takes str or Path or Manifest, not 42"),
              (lambda: loop_model(lenet_bundle, requests=2.0), "requests takes int"),
              (lambda: Concurrency("throughput", "2"), "requests takes int or None"),
              (lambda: open_backend(7, "x.tflite"), "name takes str"),

@@ -90,7 +90,7 @@ def script(code: str, *args: str) -> subprocess.Popen[str]:
     """A Python process running ``code`` with the interrupt handling installed, and ending on
     KeyboardInterrupt as the CLI does; ``code`` prints when the signals may come."""
     whole = ("import sys, time, subprocess\nfrom pathlib import Path\n"
-             "from edgekit import interrupt\ninterrupt.install()\ntry:\n"
+             "from edgekit.helpers import interrupt\ninterrupt.install()\ntry:\n"
              + textwrap.indent(code.strip("\n"), "    ")
              + "\nexcept KeyboardInterrupt:\n    interrupt.leave()\n")
     return subprocess.Popen([sys.executable, "-c", whole, *args],

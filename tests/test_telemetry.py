@@ -83,7 +83,7 @@ def test_bench_workers_report_nothing(lenet_bundle: Path, tmp_path: Path) -> Non
 
 
 def test_off_blocks_openvinos_telemetry_package_and_sets_onnxruntimes_switch() -> None:
-    code = ("from edgekit import telemetry; telemetry.off()\n"
+    code = ("from edgekit.helpers import telemetry; telemetry.off()\n"
             "import importlib, os\n"
             "try:\n    importlib.import_module('openvino_telemetry'); print('imported')\n"
             "except ImportError:\n    print('blocked')\n"
