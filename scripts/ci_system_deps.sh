@@ -28,6 +28,7 @@ group "libusb-1.0-0" "OpenVINO 2021.4's MYRIAD plugin loads it (the NCS2 tests r
 group "mmdebstrap debian-archive-keyring" "builds the emulated Raspberry Pi (arm64 Debian) for -m pi"
 group "systemd-container" "systemd-nspawn boots the systemd test device for the service deploys"
 group "chromium" "headless Chromium for the live-view browser tests"
+group "openjdk-17-jre-headless" "imxconv-tf (Sony's IMX500 converter) runs on Java 17"
 
 ROOT=${EDGEKIT_SYSTEM_ROOT:-}
 POLICY=$ROOT/usr/sbin/policy-rc.d
