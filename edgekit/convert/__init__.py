@@ -35,7 +35,7 @@ from edgekit.convert.remedy import Measured, RemedyPlan
 from edgekit.convert.runtimes import check_tflite_runtimes
 from edgekit.datasets import Samples, read_labels
 from edgekit.errors import EdgekitError, InvalidData, Skipped, UsageError, WriteFailed, first_line
-from edgekit.fidelity import Task, Validation, keras_accuracy, measure
+from edgekit.fidelity import Task, Validation, compare, keras_accuracy, measure
 from edgekit.files import read_small
 from edgekit.formats import FORMATS, Format, parse_formats
 from edgekit.integrity import sha256_file
@@ -181,7 +181,14 @@ def _on_backend(fmt: Format, path: Path, use: Callable[[Any], Any]) -> tuple[Any
 
 def _fidelity(artifact: Artifact, fmt: Format, job: Job, validation: Validation | None,
               task: Task) -> None:
-    """Load the artifact on the first usable backend of its format: tensors, then fidelity."""
+    """Load the artifact on the first usable backend of its format: tensors, then fidelity.
+    A format no backend here runs (imx500) is judged on the outputs its converter simulated."""
+    simulated = job.simulated.get(fmt.key)
+    if simulated is not None and validation is not None:
+        artifact.fidelity = compare(validation.reference, simulated, validation, task,
+                                    artifact.details.get("simulated_by", fmt.key))
+        artifact.output_order = list(range(len(simulated)))
+        return
     def use(backend: Any) -> bool:
         artifact.inputs = [t.to_dict() for t in backend.inputs]
         artifact.outputs = [t.to_dict() for t in backend.outputs]
@@ -325,7 +332,8 @@ def _convert(model_path: Path, output: Path, options: ConvertOptions, keys: list
         job = Job(model=prepared.model, name=model_path.stem, spec=prepared.spec,
                   saved_model=export_dir, workdir=tmp,
                   calibration=None if prepared.calibration is None else prepared.calibration.x,
-                  int8_io=options.int8_io, progress=progress, output=output)
+                  int8_io=options.int8_io, progress=progress, output=output,
+                  validation=prepared.validation, scoring=prepared.scoring)
         artifacts = build_formats(prepared, job, keys, options.remedy)
         prepared.warnings.extend(check_runtimes(artifacts, tmp, progress))
         manifest = publish(prepared, artifacts, tmp, output, options.val, before)
