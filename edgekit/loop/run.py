@@ -11,7 +11,7 @@ backends, one after another.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -124,7 +124,8 @@ def loop_model(path: str | Path, *, task: str | None = None, backend: str | None
                device: str | None = None, threads: int | None = None, fmt: str | None = None,
                labels: str | Path | None = None, spec: SpecOptions | None = None,
                detect: DetectionOptions | None = None, mode: str = "latency",
-               requests: int | None = None, pipelined: bool = True) -> LoadedModel:
+               requests: int | None = None, pipelined: bool = True,
+               sensor: bool = False) -> LoadedModel:
     """Load a model for the camera loop, its task settled: the bundle's (or a bare model's
     guess), or ``task`` (``check_task``: a bundle's own task cannot be contradicted). A
     detector's decoder is configured (the bundle's, with ``detect`` on top; ``detect.decoder``
@@ -134,7 +135,8 @@ def loop_model(path: str | Path, *, task: str | None = None, backend: str | None
     ``mode`` and ``requests``: the runtime tuned for each inference's latency or for the most
     per second, and the frames the infer stage keeps in flight (None: 1 in latency mode, the
     runtime's recommendation in throughput mode; see ``Concurrency``). ``pipelined``: the
-    loop will run its stages at once (``loop_threads``)."""
+    loop will run its stages at once (``loop_threads``). ``sensor``: for ``--source imx500``,
+    the bundle's imx500 artifact, run by the sensor (``loop.imx500.sensor_model``)."""
     detect = detect or DetectionOptions()
     if detect.decoder is not None and detect.decoder not in DECODERS:
         raise UsageError(f"unknown --decoder {detect.decoder!r}; choose from "
@@ -145,8 +147,19 @@ def loop_model(path: str | Path, *, task: str | None = None, backend: str | None
     concurrency = Concurrency(mode, requests)
     in_flight = requests or (1 if mode == "latency" else 0)
     threads = loop_threads(threads, pipelined, in_flight)
-    model = load_model(path, backend=backend, device=device, threads=threads, fmt=fmt,
-                       labels=labels, spec=spec, concurrency=concurrency)
+    if sensor:
+        from edgekit.loop.imx500 import sensor_model
+
+        given = [flag for flag, value in (("--backend", backend), ("--device", device),
+                                          ("--format", fmt), ("--requests", requests))
+                 if value is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)}: with --source imx500 the sensor runs the "
+                             "bundle's imx500 artifact itself; leave them out")
+        model = sensor_model(Path(path), labels, spec)
+    else:
+        model = load_model(path, backend=backend, device=device, threads=threads, fmt=fmt,
+                           labels=labels, spec=spec, concurrency=concurrency)
     try:
         if detect.decoder is not None:
             model.task = "detection"
@@ -174,11 +187,17 @@ def loop_stages(model: LoadedModel, task: LoopTask, sinks: Sequence[Sink],
                 stats: LoopStats) -> list[Stage]:
     """The four stages after capture, for any task; the sinks see ``stats``."""
     spec = model.spec
+    sensor_spec = replace(spec, resize="stretch")  # the IMX500 scales its whole view to the input
 
     def preprocess(item: Item) -> None:
-        item.tensor, item.transform = prepare(item.frame.image, spec)
+        item.tensor, item.transform = prepare(item.frame.image, sensor_spec
+                                              if item.frame.sensor is not None else spec)
 
     def infer(item: Item) -> None:
+        if item.frame.sensor is not None:  # the IMX500 ran the network on this frame
+            item.outputs = item.frame.sensor.outputs
+            item.timings_ns["infer"] = item.frame.sensor.dnn_ns
+            return
         item.outputs = model.predict(item.tensor)
 
     def begin(item: Item) -> Pending:
@@ -275,7 +294,14 @@ def run_loop(model: LoadedModel, source_spec: str | int | Path, *,
                                         keep_all=gt is not None))
     if save_masks is not None:
         check_mask_folder(save_masks, [source_spec, model.artifact])
-    source = open_source(source_spec, repeat=repeat)
+    if str(source_spec).startswith("imx500") and live:
+        from edgekit.loop.imx500 import open_sensor
+
+        if repeat:
+            raise UsageError("--repeat loops a file or folder; the IMX500 runs until stopped")
+        source = open_sensor(str(source_spec), model)
+    else:
+        source = open_source(source_spec, repeat=repeat)
     if realtime is not False and live:
         notes.append(f"--realtime: {source.description} delivers frames at its own rate "
                      "already, as a camera or stream does; nothing to pace")

@@ -16,6 +16,7 @@ ends, so the loop runs until stopped, like a camera (a demo, a deployed service)
 """
 from __future__ import annotations
 
+import re
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -47,6 +48,7 @@ class Frame:
     image: np.ndarray
     captured_ns: int
     name: str = ""
+    sensor: Any = None  # --source imx500: the sensor's outputs for it (loop/imx500.py)
 
 
 @dataclass
@@ -417,7 +419,8 @@ def is_live(spec: str | int | Path) -> bool:
     """A camera index, a camera module or a stream URL: it runs until stopped (a file or a
     folder ends)."""
     text = str(spec)
-    return text.isdigit() or "://" in text or is_picamera2(text) or is_camera_device(text)
+    return text.isdigit() or "://" in text or is_picamera2(text) or is_camera_device(text) \
+        or re.match(r"^imx500(:|$)", text) is not None
 
 
 def check_source(spec: str | int | Path) -> None:
@@ -446,6 +449,9 @@ def open_source(spec: str | int | Path, repeat: bool = False) -> Source:
         return LiveSource(text)
     if "://" in text:
         return LiveSource(text)
+    if is_live(text) and text.startswith("imx500"):
+        raise UsageError(f"--source {text}: the IMX500 runs a bundle's imx500 artifact in the "
+                         "sensor: edgekit run BUNDLE --source imx500")
     path = Path(text)
     if not path.exists():
         raise InvalidData(f"--source {text}: no such file or folder (give a camera index such "
