@@ -358,3 +358,39 @@ def test_model_too_big_for_the_sensor_fails(tmp_path: Path) -> None:
     row = json.loads(result.stdout)["artifacts"][0]
     assert row["status"] == "failed" and "does not fit the IMX500" in row["reason"]
     assert not list((tmp_path / "b").glob("big_imx500.*"))
+
+
+def test_converter_reason_in_one_line() -> None:
+    from edgekit.convert.imx500 import explain_converter_failure
+
+    output = ("2026-12-07 01:06:20,100 INFO : CODE: [CNV] starting\n"
+              "2026-12-07 01:06:28,388 ERROR : CODE: [USOP] The network contains unsupported "
+              "ops: keras.src.layers.rnn.gru.GRU [/x/site-packages/uni/common/logger.py:185]\n"
+              "Traceback (most recent call last):\n")
+    assert explain_converter_failure(output) == ("The network contains unsupported ops: "
+                                                 "keras.src.layers.rnn.gru.GRU")
+    assert explain_converter_failure("") == "no output"
+
+
+@pytest.mark.slow
+@needs_toolchain
+def test_layer_the_converter_refuses_fails(tmp_path: Path) -> None:
+    """A GRU: MCT quantises it, imxconv-tf refuses it; failed with the converter's reason."""
+    import keras
+
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(4, 3)(inputs)
+    x = keras.layers.Reshape((14 * 14, 4))(x)
+    x = keras.layers.GRU(8)(x)
+    keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x)).save(
+        tmp_path / "gru.keras")
+    np.save(tmp_path / "calib.npy", np.random.default_rng(0).random((16, 16, 16, 3),
+                                                                     dtype=np.float32))
+    result = run_cli("convert", tmp_path / "gru.keras", "-o", tmp_path / "b", "--formats",
+                     "imx500", "--calib", tmp_path / "calib.npy", "--json")
+    assert result.returncode == 1
+    row = json.loads(result.stdout)["artifacts"][0]
+    assert row["status"] == "failed"
+    assert row["reason"] == ("imxconv-tf refused the model: The network contains unsupported "
+                             "ops: keras.src.layers.rnn.gru.GRU")
+    assert not list((tmp_path / "b").glob("gru_imx500.*"))

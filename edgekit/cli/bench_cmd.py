@@ -27,9 +27,8 @@ def backends(view: str, quiet: bool) -> None:
     """
     from edgekit.backends import backend_class, probe_all
     from edgekit.errors import EdgekitError
-    from edgekit.render import Notes, render_table
-
     from edgekit.loop.imx500 import sensor_status
+    from edgekit.render import Notes, render_table
 
     statuses = [*probe_all(), sensor_status()]  # the IMX500 runs its network in the sensor
     if view == "json":

@@ -126,11 +126,13 @@ def _outputs(folder: Path, mode: str, kind: str) -> list[np.ndarray]:
 
 
 def explain_converter_failure(output: str) -> str:
-    """imxconv-tf's reason in one line: its last ERROR line, else its last line."""
+    """imxconv-tf's reason in one line: its last ERROR line without the time, the code and the
+    logger's place, else its last line."""
     lines = [line.strip() for line in output.splitlines() if line.strip()]
-    errors = [re.sub(r"^[\d\-:. ]+(ERROR|CRITICAL)\s*:\s*", "", line) for line in lines
-              if re.search(r"\b(ERROR|CRITICAL|Exception|Error:)\b", line)]
-    return (errors or lines or ["no output"])[-1][:300]
+    errors = [line for line in lines if re.search(r"\b(ERROR|CRITICAL)\b", line)]
+    text = (errors or lines or ["no output"])[-1]
+    text = re.sub(r"^.*?\b(ERROR|CRITICAL)\s*:\s*(CODE:\s*\[\w+\]\s*)?", "", text)
+    return re.sub(r"\s*\[[^\]]*\.py:\d+\]$", "", text)[:300]
 
 
 def compile_imx500(imxconv: Path, quantised: Path, folder: Path) -> tuple[Path, Path]:
