@@ -333,7 +333,8 @@ def _convert(model_path: Path, output: Path, options: ConvertOptions, keys: list
                   saved_model=export_dir, workdir=tmp,
                   calibration=None if prepared.calibration is None else prepared.calibration.x,
                   int8_io=options.int8_io, progress=progress, output=output,
-                  validation=prepared.validation, scoring=prepared.scoring)
+                  validation=prepared.validation, scoring=prepared.scoring,
+                  remedies=options.remedy)
         artifacts = build_formats(prepared, job, keys, options.remedy)
         prepared.warnings.extend(check_runtimes(artifacts, tmp, progress))
         manifest = publish(prepared, artifacts, tmp, output, options.val, before)

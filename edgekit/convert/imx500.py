@@ -48,6 +48,10 @@ TRANSFER_TOLERANCE = 1e-3  # float outputs of the Keras 2 rebuild vs Keras 3's
 SIMULATED_BY = "MCT's quantised model on this workstation (simulates the IMX500's int8)"
 
 
+class DoesNotFit(ConversionError):
+    """The quantised model needs more of the sensor's memory than there is."""
+
+
 def toolchain() -> tuple[Path, Path]:
     """(The environment's Python, its imxconv-tf); Skipped with the one-line fix when either
     is missing, or Java 17 is."""
@@ -148,8 +152,14 @@ def compile_imx500(imxconv: Path, quantised: Path, folder: Path) -> tuple[Path, 
     packed = out / "packerOut.zip"
     reports = sorted(out.glob("*_MemoryReport.json"))
     if done.returncode != 0 or not packed.is_file() or not reports:
-        raise ConversionError("imxconv-tf refused the model: "
-                              + explain_converter_failure(done.stdout + done.stderr))
+        output = done.stdout + done.stderr
+        memory = re.search(r"Not enough memory, available: *([\d.]+\s*\w+)\s*, *required: "
+                           r"*([\d.]+\s*\w+)", output)
+        if memory:
+            raise DoesNotFit(f"the model does not fit the IMX500: it needs {memory.group(2)} "
+                             f"and the sensor has {memory.group(1)}; make it smaller (fewer "
+                             "filters or units, a smaller input)")
+        raise ConversionError("imxconv-tf refused the model: " + explain_converter_failure(output))
     return packed, reports[0]
 
 
@@ -192,23 +202,29 @@ def _convert(job: Job, out: Path, python: Path, imxconv: Path, folder: Path) -> 
                     job.progress)
     kept = remedy.get("remedy", "ptq")
     job.progress("imx500: compiling with imxconv-tf")
-    packed, report = compile_imx500(imxconv, quantised, folder)
-    memory = read_memory_report(report)
-    if memory["fits"] is False and (job.remedy is None or job.remedy.enabled):
-        job.progress(f"imx500: {memory_line(memory)}; trying mixed precision")
-        budget = _weights_budget(job.model)
+    try:
+        packed, report = compile_imx500(imxconv, quantised, folder)
+        memory = read_memory_report(report)
+        if memory["fits"] is False:
+            raise DoesNotFit(f"the model does not fit the IMX500: {memory_line(memory)}; make "
+                             "it smaller (fewer filters or units, a smaller input)")
+    except DoesNotFit as exc:
+        if not job.remedies:
+            raise
+        job.progress(f"imx500: {exc}; trying mixed precision")
         refit = folder / "mixed" / f"{job.name}.keras"
         refit.parent.mkdir()
-        candidate("mixed", weights_bytes=budget).build(refit)
-        packed, report = compile_imx500(imxconv, refit, folder)
+        candidate("mixed", weights_bytes=_weights_budget(job.model)).build(refit)
+        try:
+            packed, report = compile_imx500(imxconv, refit, folder)
+        except DoesNotFit as again:
+            raise DoesNotFit(f"{again} (also with mixed precision)") from None
         memory = read_memory_report(report)
         kept, quantised = "mixed", refit
         remedy = {}  # the agreement below is the mixed-precision model's
     if memory["fits"] is False:
-        raise ConversionError(f"the model does not fit the IMX500: it needs "
-                              f"{memory['memory_usage']} of {memory['memory_available']} "
-                              f"({memory['utilization']}); make it smaller (fewer filters, a "
-                              "smaller input)")
+        raise DoesNotFit(f"the model does not fit the IMX500: {memory_line(memory)} (also "
+                         "with mixed precision); make it smaller")
     transfer = _transfer_diff(job, _outputs(folder, kept, "float"))
     if transfer is not None and transfer > TRANSFER_TOLERANCE:
         raise ConversionError(f"the model changed crossing from Keras 3 to Keras 2 (its float "
