@@ -394,3 +394,61 @@ def test_layer_the_converter_refuses_fails(tmp_path: Path) -> None:
     assert row["reason"] == ("imxconv-tf refused the model: The network contains unsupported "
                              "ops: keras.src.layers.rnn.gru.GRU")
     assert not list((tmp_path / "b").glob("gru_imx500.*"))
+
+
+def _agent(command: str, payload: dict, path: str) -> dict:
+    """The device agent run as deploy runs it (its source on stdin), with ``path`` as PATH."""
+    import subprocess
+
+    from edgekit.deploy.remote import AGENT
+
+    done = subprocess.run([sys.executable, "-", command, json.dumps(payload)],
+                          input=AGENT.read_bytes(), capture_output=True, timeout=60,
+                          env={**os.environ, "PATH": path}, check=False)
+    assert b"Traceback" not in done.stderr, done.stderr.decode()
+    return json.loads(done.stdout.decode().splitlines()[-1])
+
+
+def test_agent_makes_the_rpk_on_the_device(tmp_path: Path) -> None:
+    """Deploy's device side: imx500-package (a stand-in here) turns the verified release's
+    packerOut.zip into NAME_imx500.rpk, read-only, its sha256 in release.json; an .rpk whose
+    sha256 differs from the release's, or no imx500-package, is one line and leaves nothing."""
+    from test_deploy import Holder
+
+    base = tmp_path / "edgekit"
+    incoming = base / "releases" / ".incoming-r1"
+    (incoming / "bundle").mkdir(parents=True)
+    packer_zip(incoming / "bundle" / "m_imx500.zip", [(10,)])
+    (incoming / "release.json").write_text(json.dumps({"id": "r1", "files": []}))
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    packager = tools / "imx500-package"
+    packager.write_text('#!/bin/sh\n[ "$1" = -i ] && [ "$3" = -o ] || exit 2\n'
+                        'cat "$2" > "$4/network.rpk" && printf 3695 >> "$4/network.rpk"\n')
+    packager.chmod(0o755)
+    holder = Holder(sys.executable, base, "t")
+    try:
+        payload = {"base": str(base), "lock": "t", "release": "r1",
+                   "artifact": "bundle/m_imx500.zip"}
+        path = f"{tools}{os.pathsep}/usr/bin{os.pathsep}/bin"
+        wrong = _agent("imx500", {**payload, "expect_sha256": "0" * 64}, path)
+        assert not wrong["ok"] and wrong["code"] == "imx500_sha256", wrong
+        assert "sha256" in wrong["error"] and "\n" not in wrong["error"]
+        assert sorted(p.name for p in (incoming / "bundle").iterdir()) == ["m_imx500.json",
+                                                                          "m_imx500.zip"]
+        assert not (incoming / ".imx500-work").exists()
+        missing = _agent("imx500", payload, str(tmp_path / "empty"))
+        assert not missing["ok"] and missing["code"] == "imx500_tools_missing"
+        assert "imx500-all" in missing["error"]
+        made = _agent("imx500", payload, path)
+        assert made["ok"], made
+        rpk = incoming / "bundle" / "m_imx500.rpk"
+        assert rpk.read_bytes().endswith(b"3695") and rpk.stat().st_mode & 0o222 == 0
+        assert made["rpk"]["sha256"] == sha256_file(rpk)
+        record = json.loads((incoming / "release.json").read_text())
+        assert record["files"] == [made["rpk"]] and record["imx500_rpk"]["path"] == \
+            "bundle/m_imx500.rpk"
+        again = _agent("imx500", {**payload, "expect_sha256": made["rpk"]["sha256"]}, path)
+        assert again["ok"] and again["rpk"] == made["rpk"]
+    finally:
+        holder.release()
