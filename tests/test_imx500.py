@@ -26,7 +26,8 @@ from conftest import LENET, ROOT, assert_clean_error, run_cli
 from edgekit.config import IMX500_PYTHON_VAR, imx500_python
 from edgekit.errors import SourceLost, UsageError
 from edgekit.integrity import sha256_file
-from edgekit.loop.imx500 import camera_number, is_imx500, to_keras
+from edgekit.loop.imx500 import camera_number, to_keras
+from edgekit.loop.picamera import is_imx500
 from edgekit.manifest import Artifact, FileRecord, read_manifest, write_manifest
 
 STANDINS = ROOT / "tests" / "standins"

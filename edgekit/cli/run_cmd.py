@@ -205,7 +205,7 @@ def run(model: Path, source: str, max_frames: int | None, truth: Path | None,
         edgekit run bundle --source picamera2 --serve 0.0.0.0:8080
     """
     from edgekit.backends import Concurrency
-    from edgekit.loop.imx500 import is_imx500
+    from edgekit.loop.picamera import is_imx500
     from edgekit.loop.run import check_run_outputs, loop_model, run_loop
     from edgekit.loop.sinks import check_mask_folder
 

@@ -243,7 +243,7 @@ def _convert(job: Job, out: Path, python: Path, imxconv: Path, folder: Path) -> 
     if remedy:
         details["int8_remedy"] = remedy
     versions = next(iter(answers.values()), {}).get("versions", {})
-    return {"toolchain": {**versions, "imx500-converter": _converter_version(python)},
+    return {"toolchain": versions,
             "details": details,
             "warnings": [f"fidelity: {SIMULATED_BY}, not the sensor itself",
                          memory_line(memory)]}
@@ -267,8 +267,8 @@ def _plan(job: Job, produced: dict[str, list[np.ndarray]]) -> RemedyPlan | None:
 
 
 def _weights_budget(model: Any) -> float:
-    """Weights memory for mixed precision: what leaves room on the chip for the runtime (half
-    of it for the weights), at most the 8-bit weights' own size less a quarter."""
+    """Weights memory for mixed precision: three quarters of the 8-bit weights' size, at most
+    half the chip (the rest is the runtime's and the activations')."""
     return float(min(CHIP_BYTES // 2, int(model.count_params() * 0.75)))
 
 
@@ -280,13 +280,3 @@ def _transfer_diff(job: Job, float_outputs: list[np.ndarray]) -> float | None:
              for f, r in zip(float_outputs, job.validation.reference)]
     return max(diffs)
 
-
-def _converter_version(python: Path) -> str:
-    try:
-        from importlib.metadata import PathDistribution
-        site = next(python.parent.parent.glob("lib/python*/site-packages"))
-        for info in site.glob("imx500_converter-*.dist-info"):
-            return PathDistribution(info).version
-    except (StopIteration, OSError):
-        pass
-    return ""

@@ -185,8 +185,11 @@ def quantise(request: dict[str, Any]) -> dict[str, Any]:
         arrays = {f"float/{i}": o for i, o in enumerate(_outputs(model, val))}
         arrays.update({f"quantised/{i}": o for i, o in enumerate(_outputs(quantised, val))})
         np.savez(os.path.join(folder, f"outputs-{mode}.npz"), **arrays)
+    from importlib.metadata import version
+
     return {"ok": True, "mode": mode, "parameters": int(model.count_params()),
             "versions": {"model-compression-toolkit": mct.__version__,
+                         "imx500-converter": version("imx500-converter"),
                          "tensorflow": tf.__version__}}
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import shutil
 import subprocess
 import time
@@ -30,6 +29,7 @@ import numpy as np
 
 from edgekit.backends.base import BackendStatus, Pending
 from edgekit.errors import InvalidModel, SourceLost, UsageError
+from edgekit.loop import picamera
 from edgekit.loop.sources import Frame, Source
 from edgekit.tensors import TensorInfo
 
@@ -42,24 +42,11 @@ FRAME_SIZE = (640, 480)
 NETWORK_WAIT_S = 600.0  # the first load of a network into the sensor takes minutes
 WAIT_VAR = "EDGEKIT_IMX500_WAIT_S"  # how long to wait for the network's first outputs
 PACKAGE_TIMEOUT_S = 300
-_SPEC = re.compile(r"^imx500(?::(?P<number>.*))?$")
-
-
-def is_imx500(spec: object) -> bool:
-    """Whether ``--source`` names the AI Camera's sensor."""
-    return bool(_SPEC.match(str(spec)))
 
 
 def camera_number(spec: str) -> int:
     """``imx500`` -> 0, ``imx500:N`` -> N; UsageError for anything else."""
-    match = _SPEC.match(spec)
-    number = match["number"] if match else None
-    if number is None:
-        return 0
-    if not number.isdigit():
-        raise UsageError(f"--source {spec}: give imx500 or imx500:N, N the camera number (0 "
-                         "for the first, as rpicam-hello --list-cameras counts)")
-    return int(number)
+    return picamera.camera_number(spec, "imx500")
 
 
 @dataclass
@@ -261,14 +248,7 @@ class SensorSource(Source):
                              f"{_cause(exc)} (is the AI Camera connected, and is "
                              "imx500-all installed?)") from None
         try:
-            camera = picamera2(self.number)
-            try:
-                camera.configure(camera.create_video_configuration(
-                    main={"size": size, "format": "RGB888"}))
-                camera.start()
-            except BaseException:
-                camera.close()
-                raise
+            camera = picamera.start_camera(picamera2, self.number, size)
         except Exception as exc:
             raise SourceLost(f"--source {spec}: camera {self.number} did not start: "
                              f"{_cause(exc)}; is another program using it?") from None

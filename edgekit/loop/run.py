@@ -23,6 +23,7 @@ from edgekit.errors import EdgekitError, SourceLost, UsageError, WriteFailed
 from edgekit.fidelity import agreeing
 from edgekit.limits import checked, finite, whole
 from edgekit.loop.labels import ClassTruth, find_class_truth
+from edgekit.loop.picamera import is_imx500
 from edgekit.loop.pipeline import Item, LoopStats, Pipeline, Stage, check_queue_size
 from edgekit.loop.sinks import (
     VIDEO_SUFFIXES,
@@ -294,7 +295,7 @@ def run_loop(model: LoadedModel, source_spec: str | int | Path, *,
                                         keep_all=gt is not None))
     if save_masks is not None:
         check_mask_folder(save_masks, [source_spec, model.artifact])
-    if str(source_spec).startswith("imx500") and live:
+    if is_imx500(source_spec):
         from edgekit.loop.imx500 import open_sensor
 
         if repeat:

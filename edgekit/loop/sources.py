@@ -16,7 +16,6 @@ ends, so the loop runs until stopped, like a camera (a demo, a deployed service)
 """
 from __future__ import annotations
 
-import re
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -29,7 +28,7 @@ import numpy as np
 
 from edgekit.errors import InvalidData, SourceLost, UsageError
 from edgekit.files import is_camera_device, read_head, read_small, refuse_special
-from edgekit.loop.picamera import Picamera2Capture, camera_number, is_picamera2
+from edgekit.loop.picamera import Picamera2Capture, camera_number, is_imx500, is_picamera2
 from edgekit.preprocess import check_pixels, list_images
 from edgekit.text import redact
 
@@ -420,7 +419,7 @@ def is_live(spec: str | int | Path) -> bool:
     folder ends)."""
     text = str(spec)
     return text.isdigit() or "://" in text or is_picamera2(text) or is_camera_device(text) \
-        or re.match(r"^imx500(:|$)", text) is not None
+        or is_imx500(text)
 
 
 def check_source(spec: str | int | Path) -> None:
@@ -449,7 +448,7 @@ def open_source(spec: str | int | Path, repeat: bool = False) -> Source:
         return LiveSource(text)
     if "://" in text:
         return LiveSource(text)
-    if is_live(text) and text.startswith("imx500"):
+    if is_imx500(text):
         raise UsageError(f"--source {text}: the IMX500 runs a bundle's imx500 artifact in the "
                          "sensor: edgekit run BUNDLE --source imx500")
     path = Path(text)
