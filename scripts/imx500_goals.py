@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-MODELS = {"LeNet": (ROOT / "models/lenet5_digits/lenet5_digits.keras", 0.99, "top-1"),
+MODELS = {"LeNet": (ROOT / "models/lenet5_digits/lenet5_digits.keras", 0.99, "top-1 agreement"),
           "detector": (ROOT / "models/digit_detector/digit_detector.keras", 0.98,
                        "mAP-agreement")}
 
@@ -44,7 +44,7 @@ def main() -> int:
             memory = a.details.get("memory", {})
             print(f"{name}: imx500 {a.status}"
                   + (f" ({a.reason})" if a.reason else "")
-                  + (f"; {metric} agreement {100 * agreement:.1f}%" if agreement is not None
+                  + (f"; {metric} {100 * agreement:.1f}%" if agreement is not None
                      else "; agreement not measured")
                   + (f", accuracy {100 * f.accuracy:.1f}% (Keras "
                      f"{100 * manifest.validation['keras_accuracy']:.1f}%)"
@@ -54,7 +54,7 @@ def main() -> int:
                   + f"; packerOut.zip {a.size} B; {a.seconds:.0f} s"
                   + f" ({f.samples if f else 0} validation samples)")
             if a.status != "ok" or agreement is None or agreement < bar or not memory:
-                missed.append(f"{name}: imx500 {a.status}, {metric} agreement "
+                missed.append(f"{name}: imx500 {a.status}, {metric} "
                               f"{agreement} (goal >= {bar}), memory report "
                               f"{'kept' if memory else 'missing'}")
     print("goals: " + ("met" if not missed else "MISSED: " + "; ".join(missed)))
