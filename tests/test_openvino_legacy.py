@@ -129,7 +129,8 @@ def test_every_module_of_the_device_side_imports_on_the_old_python(version: str)
     modules = ["edgekit.cli.app", "edgekit.cli.run_cmd", "edgekit.cli.bench_cmd",
                "edgekit.loop.run", "edgekit.loop.serve", "edgekit.loop.labels",
                "edgekit.tasks.segmentation", "edgekit.tasks.generic", "edgekit.limits",
-               "edgekit.outputs", "edgekit.files", "edgekit.text", "edgekit.bench.worker"]
+               "edgekit.outputs", "edgekit.files", "edgekit.text", "edgekit.bench.worker",
+               "edgekit.loop.imx500", "edgekit.imx500_file"]
     python = ENVS[version] / "bin" / "python"
     if not python.is_file():
         pytest.skip(f"needs {ENVS[version].name} (make setup-tests)")
