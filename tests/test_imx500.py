@@ -334,7 +334,7 @@ def test_convert_lenet_then_run_on_the_sensor(demo_clip: Path, tmp_path: Path) -
     assert len(lines) == 6
     with np.load(outputs) as data:
         expected = data["0"].argmax(axis=-1)
-    assert [line["classes"][0]["id"] for line in lines] == list(expected)
+    assert [line["top1"]["class_id"] for line in lines] == list(expected)
 
 
 @pytest.mark.slow
