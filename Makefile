@@ -1,7 +1,8 @@
 # Two commands on a fresh machine with Python 3.11:  `make demo`  and  `make test`.
 # `make demo` builds only what it uses (.venv, .venv-legacy, in this folder) and installs nothing
 # else. `make test` adds what only the tests use (`make setup-tests`): the old OpenVINO
-# environments and, as root, the Debian packages some tests need (scripts/ci_system_deps.sh).
+# environments, the IMX500 toolchain's (.venv-imx500, also `make setup-imx500`) and, as root, the
+# Debian packages some tests need (scripts/ci_system_deps.sh).
 # The virtual environments are built once, and again when pyproject.toml changes.
 PYTHON ?= python3.11
 VENV := .venv
