@@ -140,8 +140,9 @@ def explain_converter_failure(output: str) -> str:
 
 
 def compile_imx500(imxconv: Path, quantised: Path, folder: Path) -> tuple[Path, Path]:
-    """imxconv-tf on the quantised model: (packerOut.zip, the memory report)."""
-    out = folder / "imxconv"
+    """imxconv-tf on the quantised model: (packerOut.zip, the memory report), written beside
+    the model (imxconv-tf refuses an output folder that exists: one per model)."""
+    out = quantised.parent / "imxconv"
     try:
         done = subprocess.run([str(imxconv), "-i", str(quantised), "-o", str(out)],
                               capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S,
