@@ -139,7 +139,7 @@ def explain_converter_failure(output: str) -> str:
     return re.sub(r"\s*\[[^\]]*\.py:\d+\]$", "", text)[:300]
 
 
-def compile_imx500(imxconv: Path, quantised: Path, folder: Path) -> tuple[Path, Path]:
+def compile_imx500(imxconv: Path, quantised: Path) -> tuple[Path, Path]:
     """imxconv-tf on the quantised model: (packerOut.zip, the memory report), written beside
     the model (imxconv-tf refuses an output folder that exists: one per model)."""
     out = quantised.parent / "imxconv"
@@ -204,7 +204,7 @@ def _convert(job: Job, out: Path, python: Path, imxconv: Path, folder: Path) -> 
     kept = remedy.get("remedy", "ptq")
     job.progress("imx500: compiling with imxconv-tf")
     try:
-        packed, report = compile_imx500(imxconv, quantised, folder)
+        packed, report = compile_imx500(imxconv, quantised)
         memory = read_memory_report(report)
         if memory["fits"] is False:
             raise DoesNotFit(f"the model does not fit the IMX500: {memory_line(memory)}; make "
@@ -217,7 +217,7 @@ def _convert(job: Job, out: Path, python: Path, imxconv: Path, folder: Path) -> 
         refit.parent.mkdir()
         candidate("mixed", weights_bytes=_weights_budget(job.model)).build(refit)
         try:
-            packed, report = compile_imx500(imxconv, refit, folder)
+            packed, report = compile_imx500(imxconv, refit)
         except DoesNotFit as again:
             raise DoesNotFit(f"{again} (also with mixed precision)") from None
         memory = read_memory_report(report)
