@@ -1,7 +1,8 @@
 # Two commands on a fresh machine with Python 3.11:  `make demo`  and  `make test`.
 # `make demo` builds only what it uses (.venv, .venv-legacy, in this folder) and installs nothing
 # else. `make test` adds what only the tests use (`make setup-tests`): the old OpenVINO
-# environments and, as root, the Debian packages some tests need (scripts/ci_system_deps.sh).
+# environments, the IMX500 toolchain's (.venv-imx500, also `make setup-imx500`) and, as root, the
+# Debian packages some tests need (scripts/ci_system_deps.sh).
 # The virtual environments are built once, and again when pyproject.toml changes.
 PYTHON ?= python3.11
 VENV := .venv
@@ -20,7 +21,13 @@ OV2021 := .venv-openvino2021
 OV2022 := .venv-openvino2022
 OLD_DEPS := click "opencv-python-headless<=4.11.0.86"
 
-.PHONY: setup setup-tests system-packages demo test test-fast lint docs clean
+# The Raspberry Pi AI Camera (Sony IMX500) toolchain: Sony's model-compression-toolkit and
+# imx500-converter pin TensorFlow 2.15 / Keras 2, so they get an environment of their own that
+# `edgekit convert` finds beside the checkout (as it finds .venv-legacy). imxconv-tf needs Java 17.
+IMX500 := .venv-imx500
+IMX500_DEPS := "imx500-converter[tf]==3.19.2" "model-compression-toolkit==2.5.1"
+
+.PHONY: setup setup-tests setup-imx500 system-packages demo test test-fast lint docs clean
 
 # What `make demo` (and using edgekit from this checkout) needs.
 setup: $(VENV)/.installed $(LEGACY)/.installed
@@ -28,7 +35,10 @@ setup: $(VENV)/.installed $(LEGACY)/.installed
 # What the tests need besides: the old OpenVINO environments, and the Debian packages (an SSH
 # server, mmdebstrap for the emulated Pi, ...). Those are installed only as root, after a list of
 # what and why; EDGEKIT_NO_SYSTEM_PACKAGES=1 installs none (the tests that need them skip).
-setup-tests: system-packages setup $(OV2021)/.installed $(OV2022)/.installed
+setup-tests: system-packages setup $(OV2021)/.installed $(OV2022)/.installed $(IMX500)/.installed
+
+# The IMX500 conversion environment alone (`edgekit convert --formats imx500` uses it).
+setup-imx500: $(IMX500)/.installed
 
 system-packages:
 	@scripts/ci_system_deps.sh --optional
@@ -56,6 +66,12 @@ $(OV2022)/.installed: pyproject.toml
 	  $(OV2022)/bin/python -m pip install --quiet "openvino==2022.3.2" "numpy<2" $(OLD_DEPS) && \
 	  $(OV2022)/bin/python -m pip install --quiet --no-deps -e . && touch $@; fi
 
+$(IMX500)/.installed:
+	$(PYTHON) -m venv $(IMX500)
+	$(IMX500)/bin/python -m pip install --quiet --upgrade pip
+	$(IMX500)/bin/python -m pip install --quiet $(IMX500_DEPS)
+	touch $@
+
 demo: setup
 	$(BIN)/edgekit demo
 
@@ -75,4 +91,4 @@ docs: setup
 	$(BIN)/mkdocs build --strict
 
 clean:
-	rm -rf $(VENV) $(LEGACY) $(OV2021) $(OV2022) build dist site *.egg-info
+	rm -rf $(VENV) $(LEGACY) $(OV2021) $(OV2022) $(IMX500) build dist site *.egg-info

@@ -29,6 +29,7 @@ group "mmdebstrap debian-archive-keyring" "builds the emulated Raspberry Pi (arm
 group "systemd-container" "systemd-nspawn boots the systemd test device for the service deploys"
 group "chromium" "headless Chromium for the live-view browser tests"
 group "mosquitto" "the events tests start their own MQTT broker on 127.0.0.1"
+group "openjdk-17-jre-headless" "imxconv-tf (Sony's IMX500 converter) runs on Java 17"
 
 ROOT=${EDGEKIT_SYSTEM_ROOT:-}
 POLICY=$ROOT/usr/sbin/policy-rc.d

@@ -97,8 +97,9 @@ def assert_clean_error(result: CliResult, *needles: str) -> None:
 
 @pytest.fixture(scope="session")
 def lenet_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The bundled LeNet converted to every format, once per test session (checked against
-    tflite-runtime 2.14 too: convert finds the checkout's .venv-legacy)."""
+    """The bundled LeNet converted to the default formats (every one but imx500, which has its
+    own tests: test_imx500.py), once per test session (checked against tflite-runtime 2.14 too:
+    convert finds the checkout's .venv-legacy)."""
     from edgekit.convert import convert
 
     out = tmp_path_factory.mktemp("lenet") / "bundle"

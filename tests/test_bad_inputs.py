@@ -281,7 +281,7 @@ CASES = [
         "inspect", c.file("t.tflite", (c.lenet / "lenet5_digits_int8.tflite").read_bytes()[:9000])],
         1, "t.tflite"),
     Case("inspect-h5", lambda c: ["inspect", c.file("model.h5", b"\x89HDF\r\n")], 1,
-         "reads bundle folders and .tflite, .onnx, .xml, .keras files"),
+         "reads bundle folders and .tflite, .onnx, .xml, .keras, .zip files"),
     Case("inspect-random-onnx", lambda c: ["inspect", c.file("r.onnx", os.urandom(3000))], 1,
          "not a readable ONNX model"),
     Case("inspect-random-keras", lambda c: ["inspect", c.file("r.keras", os.urandom(3000))], 1,

@@ -130,7 +130,7 @@ def test_every_module_of_the_device_side_imports_on_the_old_python(version: str)
                "edgekit.loop.run", "edgekit.live.server", "edgekit.loop.labels",
                "edgekit.tasks.segmentation", "edgekit.tasks.generic", "edgekit.helpers.limits",
                "edgekit.helpers.output_files", "edgekit.helpers.files", "edgekit.helpers.text",
-               "edgekit.bench.worker"]
+               "edgekit.bench.worker", "edgekit.loop.imx500", "edgekit.bundle.imx500_file"]
     python = ENVS[version] / "bin" / "python"
     if not python.is_file():
         pytest.skip(f"needs {ENVS[version].name} (make setup-tests)")

@@ -14,7 +14,8 @@ from conftest import ROOT
 
 from edgekit.errors import InvalidData, UsageError
 from edgekit.loop.picamera import Picamera2Capture, camera_number, is_picamera2
-from edgekit.loop.sources import LiveSource, find_ground_truth, open_source
+from edgekit.loop.sources import LiveSource, open_source
+from edgekit.loop.truth import find_ground_truth
 
 STANDINS = ROOT / "tests" / "standins"
 PICAMERA2, LIBCAMERA = STANDINS / "picamera2", STANDINS / "libcamera"

@@ -133,6 +133,8 @@ def plan(target: Path, backends: Sequence[str] | None,
                              f"see edgekit inspect {target}")
     pairs, broken = [], {}
     for path, key, missing in artifacts:
+        if FORMATS[key].elsewhere and not backends:  # imx500: listed, never run here
+            pairs.append(Pair(path, key, "sensor", skip=missing or FORMATS[key].elsewhere))
         for name, fmt in chosen:
             if fmt not in (None, key) or name in broken:
                 continue

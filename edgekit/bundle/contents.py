@@ -22,7 +22,7 @@ from edgekit.bundle.tflite_file import read_tflite
 from edgekit.errors import BackendUnavailable, InvalidModel
 from edgekit.helpers.render import csv_table, markdown_table, size, table
 
-MODEL_SUFFIXES = (".tflite", ".onnx", ".xml", ".keras")
+MODEL_SUFFIXES = (".tflite", ".onnx", ".xml", ".keras", ".zip")
 TENSOR_HEADERS = ["", "name", "shape", "dtype", "quantisation"]
 
 
@@ -58,7 +58,8 @@ def inspect_path(path: str | Path, output: str = "text") -> tuple[dict[str, Any]
         return manifest.to_dict(), conversion_table(manifest, output)
     if not path.exists():
         raise InvalidModel(f"{path}: no such file or folder")
-    readers = {".tflite": _tflite, ".onnx": _onnx, ".xml": _openvino, ".keras": _keras}
+    readers = {".tflite": _tflite, ".onnx": _onnx, ".xml": _openvino, ".keras": _keras,
+               ".zip": _imx500}
     reader = readers.get(path.suffix.lower())
     if reader is None:
         raise InvalidModel(f"{path.name}: inspect reads bundle folders and "
@@ -110,6 +111,25 @@ def _tflite(path: Path) -> ModelFacts:
                "full_integer": info.full_integer, "description": info.description,
                "ops": [{"name": op.name, "version": op.version, "count": op.count,
                         "custom": op.custom} for op in info.ops]})
+
+
+def _imx500(path: Path) -> ModelFacts:
+    """An IMX500 packerOut.zip, with the memory report kept beside it (NAME_imx500.json)."""
+    from edgekit.bundle.imx500_file import memory_line, read_packer
+
+    info = read_packer(path)
+
+    def tensor(t: Any) -> TensorInfo:
+        kind = "int" if t.signed else "uint"
+        return TensorInfo(t.name, t.shape, f"{kind}{t.bits}" if t.bits else "?")
+    facts = [("target", info.target or "?"), ("network", info.network),
+             ("imxconv", info.converter_version or "?"),
+             ("memory", memory_line(info.memory) if info.memory else "no memory report beside "
+              "it (imxconv-tf's *_MemoryReport.json)")]
+    return ModelFacts(path, "imx500 packerOut.zip", facts,
+                      [tensor(t) for t in info.inputs], [tensor(t) for t in info.outputs],
+                      [(name, "", size) for name, size in info.members],
+                      ops_header=("file", "", "bytes"), extra=info.to_dict())
 
 
 def _onnx(path: Path) -> ModelFacts:

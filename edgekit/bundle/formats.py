@@ -44,6 +44,8 @@ class Format:
     runs_on: tuple[Runner, ...]  # in order: convert measures fidelity on the first usable one
     requires: tuple[str, ...] = ()  # formats it is built from
     extra_files: tuple[str, ...] = ()  # companions that travel with it (".bin" for IR)
+    elsewhere: str = ""  # with no runs_on: what runs it instead, and why nothing here does
+    by_default: bool = True  # built without --formats; False: only when asked for by name
 
     def filename(self, stem: str) -> str:
         return stem + self.suffix
@@ -95,13 +97,26 @@ FORMATS: dict[str, Format] = {
         Format("openvino-fp16", "_fp16.xml", "OpenVINO IR, FP16 weights (what MYRIAD runs)",
                "edgekit.convert.openvino:convert_fp16",
                (on("openvino", 2, _IR11), on("myriad", 1, _IR11)), extra_files=(".bin",)),
+        # No backend runs it here: the sensor does (loop/imx500.py); convert measures MCT's
+        # quantised model instead. The .json beside packerOut.zip is imxconv's memory report.
+        Format("imx500", "_imx500.zip",
+               "Sony IMX500 (Raspberry Pi AI Camera): MCT int8, imxconv-tf's packerOut.zip",
+               "edgekit.convert.imx500:convert_imx500", (), extra_files=(".json",),
+               elsewhere="the IMX500 sensor runs it (on a Pi with the AI Camera: edgekit run "
+                         "BUNDLE --source imx500); no runtime on a workstation runs "
+                         "packerOut.zip, so convert measured MCT's quantised model instead",
+               # Minutes of MCT and imxconv-tf per model, for one camera: asked for by name.
+               by_default=False),
     )
 }
 
 
 def parse_formats(text: str | None) -> list[str]:
-    """"tflite-int8,onnx" -> keys in table order (with what they require); None -> all."""
-    if not text or text.strip() == "all":
+    """"tflite-int8,onnx" -> keys in table order (with what they require); "all" -> every
+    format; None -> the default ones (all but those built only when named, as imx500)."""
+    if not text:
+        return [key for key, f in FORMATS.items() if f.by_default]
+    if text.strip() == "all":
         return list(FORMATS)
     asked = [t.strip() for t in text.split(",") if t.strip()]
     unknown = [t for t in asked if t not in FORMATS]

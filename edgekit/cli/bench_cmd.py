@@ -28,13 +28,16 @@ def backends(view: str, quiet: bool) -> None:
     from edgekit.backends import backend_class, probe_all
     from edgekit.errors import EdgekitError
     from edgekit.helpers.render import Notes, render_table
+    from edgekit.loop.imx500 import sensor_status
 
-    statuses = probe_all()
+    statuses = [*probe_all(), sensor_status()]  # the IMX500 runs its network in the sensor
     if view == "json":
         click.echo(json.dumps([asdict(s) for s in statuses], indent=2))
         return
 
     def formats(name: str) -> str:
+        if name == sensor_status().name:
+            return "imx500"
         try:
             return ", ".join(backend_class(name).preferred_formats()) or "-"
         except EdgekitError:

@@ -61,8 +61,10 @@ def _report(manifest, view: str, folder: Path | None) -> None:
 @cli.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @options.output
-@click.option("--formats", metavar="LIST", show_default="all",
-              help=f"Comma-separated formats: {', '.join(FORMATS)}.")
+@click.option("--formats", metavar="LIST",
+              show_default="all but " + ", ".join(k for k, f in FORMATS.items()
+                                                  if not f.by_default),
+              help=f"Comma-separated formats: {', '.join(FORMATS)}; or all.")
 @click.option("--calib", type=click.Path(path_type=Path), metavar="PATH",
               show_default="the model card's",
               help="Calibration data for int8: a folder of images, or a .npy/.npz of "

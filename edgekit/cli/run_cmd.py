@@ -209,6 +209,7 @@ def run(model: Path, source: str, max_frames: int | None, truth: Path | None,
         edgekit run bundle --source picamera2 --serve 0.0.0.0:8080
     """
     from edgekit.backends import Concurrency
+    from edgekit.loop.picamera import is_imx500
     from edgekit.loop.run import check_run_outputs, loop_model, run_loop
     from edgekit.loop.sinks import check_mask_folder
 
@@ -222,7 +223,8 @@ def run(model: Path, source: str, max_frames: int | None, truth: Path | None,
     with _live_view(serve, token) as live, \
             loop_model(model, task=task, backend=backend, device=device, threads=threads,
                        fmt=fmt, labels=labels, spec=spec, detect=detect, mode=mode,
-                       requests=requests, pipelined=not no_pipeline) as loaded:
+                       requests=requests, pipelined=not no_pipeline,
+                       sensor=is_imx500(source)) as loaded:
         report = run_loop(loaded, source, save=save, jsonl=jsonl, show=show,
                           max_frames=max_frames, pipelined=not no_pipeline,
                           queue_size=queue_size, truth=truth, repeat=repeat,

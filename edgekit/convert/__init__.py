@@ -21,7 +21,7 @@ import numpy as np
 
 from edgekit import __version__
 from edgekit.backends import backend_status, open_backend
-from edgekit.bundle.fidelity import Task, Validation, keras_accuracy, measure
+from edgekit.bundle.fidelity import Task, Validation, compare, keras_accuracy, measure
 from edgekit.bundle.formats import FORMATS, Format, parse_formats
 from edgekit.bundle.integrity import sha256_file
 from edgekit.bundle.manifest import (
@@ -154,7 +154,14 @@ def _on_backend(fmt: Format, path: Path, use: Callable[[Any], Any]) -> tuple[Any
 
 def _fidelity(artifact: Artifact, fmt: Format, job: Job, validation: Validation | None,
               task: Task) -> None:
-    """Load the artifact on the first usable backend of its format: tensors, then fidelity."""
+    """Load the artifact on the first usable backend of its format: tensors, then fidelity.
+    A format no backend here runs (imx500) is judged on the outputs its converter simulated."""
+    simulated = job.simulated.get(fmt.key)
+    if simulated is not None and validation is not None:
+        artifact.fidelity = compare(validation.reference, simulated, validation, task,
+                                    artifact.details.get("simulated_by", fmt.key))
+        artifact.output_order = list(range(len(simulated)))
+        return
     def use(backend: Any) -> bool:
         artifact.inputs = [t.to_dict() for t in backend.inputs]
         artifact.outputs = [t.to_dict() for t in backend.outputs]
@@ -165,7 +172,7 @@ def _fidelity(artifact: Artifact, fmt: Format, job: Job, validation: Validation 
         return True
 
     done, reasons = _on_backend(fmt, job.workdir / artifact.file, use)
-    if not done:
+    if not done and reasons:  # imx500 without validation data: no backend to name
         artifact.warnings.append("fidelity not measured: " + "; ".join(reasons))
 
 
@@ -269,7 +276,9 @@ def _convert(model_path: Path, output: Path, options: ConvertOptions, keys: list
         job = Job(model=prepared.model, name=model_path.stem, spec=prepared.spec,
                   saved_model=export_dir, workdir=tmp,
                   calibration=None if prepared.calibration is None else prepared.calibration.x,
-                  int8_io=options.int8_io, progress=progress, output=output)
+                  int8_io=options.int8_io, progress=progress, output=output,
+                  validation=prepared.validation, scoring=prepared.scoring,
+                  remedies=options.remedy)
         artifacts = build_formats(prepared, job, keys, options.remedy)
         prepared.warnings.extend(check_runtimes(artifacts, tmp, progress))
         manifest = publish(prepared, artifacts, tmp, output, options.val, before)

@@ -14,7 +14,7 @@ from typing import Any
 from edgekit.bundle.manifest import Artifact
 from edgekit.errors import UsageError
 
-INT8_FORMATS = ("tflite-int8", "onnx-int8", "edgetpu")
+INT8_FORMATS = ("tflite-int8", "onnx-int8", "edgetpu", "imx500")
 INT8_BAR = 0.99  # top-1 agreement of class scores
 DETECTOR_INT8_BAR = 0.98  # mAP@0.5 against the Keras model's own detections
 

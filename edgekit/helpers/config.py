@@ -34,6 +34,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent  # edgekit/, above helpers/
 CONFIG_NAME = "config.toml"
 TFLITE_PYTHONS_VAR = "EDGEKIT_TFLITE_PYTHONS"
 LEGACY_VENV = ".venv-legacy"  # what `make setup` builds beside the checkout
+IMX500_VENV = ".venv-imx500"  # what `make setup-imx500` (and `make setup-tests`) builds
+IMX500_PYTHON_VAR = "EDGEKIT_IMX500_PYTHON"
 
 
 def config_dir() -> Path:
@@ -128,3 +130,17 @@ def tflite_pythons() -> tuple[list[str], str]:
     if legacy is not None and legacy.is_file():
         return [str(legacy)], f"{LEGACY_VENV} beside the checkout"
     return [], ""
+
+
+def imx500_python() -> tuple[Path | None, str]:
+    """(The Python of the IMX500 toolchain's environment, where it came from): ``$EDGEKIT_
+    IMX500_PYTHON``, else .venv-imx500 beside the checkout (found as .venv-legacy is); None
+    when neither is there. Its TensorFlow 2.15/Keras 2 cannot live in edgekit's environment."""
+    env = os.environ.get(IMX500_PYTHON_VAR)
+    if env:
+        return Path(env), f"${IMX500_PYTHON_VAR}"
+    root = checkout_dir()
+    python = root / IMX500_VENV / "bin" / "python" if root else None
+    if python is not None and python.is_file():
+        return python, f"{IMX500_VENV} beside the checkout"
+    return None, ""

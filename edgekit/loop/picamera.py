@@ -21,6 +21,7 @@ from edgekit.errors import UsageError
 PREFIX = "picamera2"
 FRAME_SIZE = (640, 480)  # the main stream's size: enough for a small detector, cheap to show
 _SPEC = re.compile(r"^picamera2(?::(?P<number>.*))?$")
+_IMX500 = re.compile(r"^imx500(?::.*)?$")
 INSTALL = ("on Raspberry Pi OS: sudo apt install -y python3-picamera2 --no-install-recommends; "
            "edgekit's environment must see the system's packages (python3 -m venv "
            "--system-site-packages, as the rpi4-camera and rpi5-camera targets deploy it)")
@@ -31,14 +32,21 @@ def is_picamera2(spec: str) -> bool:
     return bool(_SPEC.match(spec))
 
 
-def camera_number(spec: str) -> int:
-    """``picamera2`` -> 0, ``picamera2:N`` -> N; UsageError for anything else."""
-    match = _SPEC.match(spec)
+def is_imx500(spec: object) -> bool:
+    """Whether ``--source`` names the AI Camera's sensor, which runs the network itself
+    (``imx500[:N]``, loop/imx500.py)."""
+    return bool(_IMX500.match(str(spec)))
+
+
+def camera_number(spec: str, prefix: str = PREFIX) -> int:
+    """``picamera2`` -> 0, ``picamera2:N`` -> N (or ``prefix``, ``prefix:N``: ``imx500``);
+    UsageError for anything else."""
+    match = re.match(rf"^{prefix}(?::(?P<number>.*))?$", spec)
     number = match["number"] if match else None
     if number is None:
         return 0
     if not number.isdigit():
-        raise UsageError(f"--source {spec}: give picamera2 or picamera2:N, N the camera "
+        raise UsageError(f"--source {spec}: give {prefix} or {prefix}:N, N the camera "
                          "number (0 for the first, as rpicam-hello --list-cameras counts)")
     return int(number)
 
@@ -71,6 +79,21 @@ def _cause(exc: BaseException) -> str:
     return ": ".join(parts)
 
 
+def start_camera(picamera2: Any, number: int, size: tuple[int, int]) -> Any:
+    """Camera ``number`` opened, configured for ``size`` frames in OpenCV's order, started
+    (closed again if that fails)."""
+    camera = picamera2(number)
+    try:
+        # "RGB888" is 24-bit pixels laid out B, G, R in memory: OpenCV's order.
+        camera.configure(camera.create_video_configuration(
+            main={"size": size, "format": "RGB888"}))
+        camera.start()
+    except BaseException:
+        camera.close()
+        raise
+    return camera
+
+
 class Picamera2Capture:
     """Camera module ``number`` through Picamera2, read like a ``cv2.VideoCapture``."""
 
@@ -98,15 +121,7 @@ class Picamera2Capture:
             return
         self.model = str(cameras[self.number].get("Model", ""))
         try:
-            camera = picamera2(self.number)
-            try:
-                # "RGB888" is 24-bit pixels laid out B, G, R in memory: OpenCV's order.
-                camera.configure(camera.create_video_configuration(
-                    main={"size": size, "format": "RGB888"}))
-                camera.start()
-            except BaseException:
-                camera.close()
-                raise
+            camera = start_camera(picamera2, self.number, size)
         except Exception as exc:
             self.error = (f"--source {spec}: camera module {self.number} ({self.model}) did not "
                           f"start: {_cause(exc)}; is another program using it (rpicam-*, a "

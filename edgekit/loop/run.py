@@ -11,7 +11,7 @@ backends, one after another.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,7 @@ from edgekit.errors import EdgekitError, SourceLost, UsageError, WriteFailed
 from edgekit.helpers.limits import checked, finite, whole
 from edgekit.helpers.output_files import check as check_outputs
 from edgekit.loop.labels import ClassTruth, find_class_truth
+from edgekit.loop.picamera import is_imx500
 from edgekit.loop.pipeline import Item, LoopStats, Pipeline, Stage, check_queue_size
 from edgekit.loop.sinks import (
     VIDEO_SUFFIXES,
@@ -37,15 +38,8 @@ from edgekit.loop.sinks import (
     check_mask_folder,
     close_all,
 )
-from edgekit.loop.sources import (
-    GroundTruth,
-    check_source,
-    find_ground_truth,
-    is_live,
-    open_source,
-    paced,
-    truth_path,
-)
+from edgekit.loop.sources import check_source, is_live, open_source, paced
+from edgekit.loop.truth import find_ground_truth, score_map, truth_path
 from edgekit.model import LoadedModel, load_model
 from edgekit.preprocess import SpecOptions, prepare
 from edgekit.tasks import TaskOptions, check_task, make_task
@@ -58,7 +52,6 @@ from edgekit.tasks.detection import (
     configure,
     decode,
 )
-from edgekit.tasks.metrics import mean_average_precision
 
 if TYPE_CHECKING:
     from edgekit.events.settings import EventsOptions
@@ -128,7 +121,8 @@ def loop_model(path: str | Path | Manifest, *, task: str | None = None,
                device: str | None = None, threads: int | None = None, fmt: str | None = None,
                labels: str | Path | None = None, spec: SpecOptions | None = None,
                detect: DetectionOptions | None = None, mode: str = "latency",
-               requests: int | None = None, pipelined: bool = True) -> LoadedModel:
+               requests: int | None = None, pipelined: bool = True,
+               sensor: bool = False) -> LoadedModel:
     """Load a model for the camera loop, its task settled: the bundle's (or a bare model's
     guess), or ``task`` (``check_task``: a bundle's own task cannot be contradicted). A
     detector's decoder is configured (the bundle's, with ``detect`` on top; ``detect.decoder``
@@ -138,7 +132,8 @@ def loop_model(path: str | Path | Manifest, *, task: str | None = None,
     ``mode`` and ``requests``: the runtime tuned for each inference's latency or for the most
     per second, and the frames the infer stage keeps in flight (None: 1 in latency mode, the
     runtime's recommendation in throughput mode; see ``Concurrency``). ``pipelined``: the
-    loop will run its stages at once (``loop_threads``)."""
+    loop will run its stages at once (``loop_threads``). ``sensor``: for ``--source imx500``,
+    the bundle's imx500 artifact, run by the sensor (``loop.imx500.sensor_model``)."""
     detect = detect or DetectionOptions()
     if detect.decoder is not None and detect.decoder not in DECODERS:
         raise UsageError(f"unknown --decoder {detect.decoder!r}; choose from "
@@ -149,8 +144,20 @@ def loop_model(path: str | Path | Manifest, *, task: str | None = None,
     concurrency = Concurrency(mode, requests)
     in_flight = requests or (1 if mode == "latency" else 0)
     threads = loop_threads(threads, pipelined, in_flight)
-    model = load_model(path, backend=backend, device=device, threads=threads, fmt=fmt,
-                       labels=labels, spec=spec, concurrency=concurrency)
+    if sensor:
+        from edgekit.loop.imx500 import sensor_model
+
+        given = [flag for flag, value in (("--backend", backend), ("--device", device),
+                                          ("--format", fmt), ("--requests", requests))
+                 if value is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)}: with --source imx500 the sensor runs the "
+                             "bundle's imx500 artifact itself; leave them out")
+        model = sensor_model(bundle_folder(path) if isinstance(path, Manifest) else Path(path),
+                             labels, spec)
+    else:
+        model = load_model(path, backend=backend, device=device, threads=threads, fmt=fmt,
+                           labels=labels, spec=spec, concurrency=concurrency)
     name = (bundle_folder(path) if isinstance(path, Manifest) else Path(path)).name
     try:
         if detect.decoder is not None:
@@ -179,11 +186,17 @@ def loop_stages(model: LoadedModel, task: LoopTask, sinks: Sequence[Sink],
                 stats: LoopStats) -> list[Stage]:
     """The four stages after capture, for any task; the sinks see ``stats``."""
     spec = model.spec
+    sensor_spec = replace(spec, resize="stretch")  # the IMX500 scales its whole view to the input
 
     def preprocess(item: Item) -> None:
-        item.tensor, item.transform = prepare(item.frame.image, spec)
+        item.tensor, item.transform = prepare(item.frame.image, sensor_spec
+                                              if item.frame.sensor is not None else spec)
 
     def infer(item: Item) -> None:
+        if item.frame.sensor is not None:  # the IMX500 ran the network on this frame
+            item.outputs = item.frame.sensor.outputs
+            item.timings_ns["infer"] = item.frame.sensor.dnn_ns
+            return
         item.outputs = model.predict(item.tensor)
 
     def begin(item: Item) -> Pending:
@@ -202,25 +215,6 @@ def loop_stages(model: LoadedModel, task: LoopTask, sinks: Sequence[Sink],
     return [Stage("preprocess", preprocess),
             Stage("infer", infer, begin, end, depth=model.backend.requests),
             Stage("postprocess", postprocess), Stage("sink", sink)]
-
-
-def _truth(gt: GroundTruth, index: int) -> list[Detection]:
-    return [Detection(o.get("label", ""), int(o["class_id"]), 1.0, tuple(o["box"]))
-            for o in gt.frames.get(index, [])]
-
-
-def _score(predicted: dict[int, list[Detection]], gt: GroundTruth,
-           uncertain_from: int | None) -> tuple[float | None, int, str]:
-    frames = sorted(i for i in predicted if uncertain_from is None or i < uncertain_from)
-    note = ""
-    if uncertain_from is not None:
-        note = (f"scored on the {len(frames)} frames before the first decode failure (frame "
-                f"{uncertain_from}); positions after it are uncertain")
-    if not frames:
-        return None, 0, note or "no frame to score"
-    value = mean_average_precision([predicted[i] for i in frames],
-                                   [_truth(gt, i) for i in frames], 0.5)
-    return value, len(frames), note
 
 
 def check_run_outputs(save: Path | None, jsonl: Path | None, source: str | int | Path,
@@ -286,7 +280,14 @@ def run_loop(model: LoadedModel, source_spec: str | int | Path, *,
                                         keep_all=gt is not None))
     if save_masks is not None:
         check_mask_folder(save_masks, [source_spec, model.artifact])
-    source = open_source(source_spec, repeat=repeat)
+    if is_imx500(source_spec):
+        from edgekit.loop.imx500 import open_sensor
+
+        if repeat:
+            raise UsageError("--repeat loops a file or folder; the IMX500 runs until stopped")
+        source = open_sensor(str(source_spec), model)
+    else:
+        source = open_source(source_spec, repeat=repeat)
     if realtime is not False and live:
         notes.append(f"--realtime: {source.description} delivers frames at its own rate "
                      "already, as a camera or stream does; nothing to pace")
@@ -373,7 +374,7 @@ def run_loop(model: LoadedModel, source_spec: str | int | Path, *,
                        notes=notes,
                        events=events_sink.counters() if events_sink is not None else [])
     if gt is not None:
-        report.map50, report.map_frames, report.map_note = _score(
+        report.map50, report.map_frames, report.map_note = score_map(
             predicted, gt, source.stats.uncertain_from)
     report.answers = {index: answer for index, (answer, _) in answers.items()}
     if classes is not None:

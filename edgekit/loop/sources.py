@@ -20,23 +20,22 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgekit.errors import InvalidData, SourceLost, UsageError
-from edgekit.helpers.files import is_camera_device, read_head, read_small, refuse_special
+from edgekit.helpers.files import is_camera_device, read_head, refuse_special
 from edgekit.helpers.text import redact
-from edgekit.loop.picamera import Picamera2Capture, camera_number, is_picamera2
+from edgekit.loop.picamera import Picamera2Capture, camera_number, is_imx500, is_picamera2
 from edgekit.preprocess import check_pixels, list_images
 
 MAX_CONSECUTIVE_FAILURES = 8  # a file that fails this many reads in a row has ended
 RECONNECT_DELAYS_S = (0.25, 0.5, 1.0, 2.0, 4.0)
 STREAM_TIMEOUT_S = 5.0  # a stream that answers nothing for this long (to open, or a frame)
 AVI_HEAD_BYTES = 4096  # an AVI's stream headers, where its codec is named
-TRUTH_MAX_BYTES = 256 * 1024 * 1024  # a ground-truth file: boxes per frame, as JSON
 
 
 @dataclass
@@ -47,6 +46,7 @@ class Frame:
     image: np.ndarray
     captured_ns: int
     name: str = ""
+    sensor: Any = None  # --source imx500: the sensor's outputs for it (loop/imx500.py)
 
 
 @dataclass
@@ -417,7 +417,8 @@ def is_live(spec: str | int | Path) -> bool:
     """A camera index, a camera module or a stream URL: it runs until stopped (a file or a
     folder ends)."""
     text = str(spec)
-    return text.isdigit() or "://" in text or is_picamera2(text) or is_camera_device(text)
+    return text.isdigit() or "://" in text or is_picamera2(text) or is_camera_device(text) \
+        or is_imx500(text)
 
 
 def check_source(spec: str | int | Path) -> None:
@@ -446,6 +447,9 @@ def open_source(spec: str | int | Path, repeat: bool = False) -> Source:
         return LiveSource(text)
     if "://" in text:
         return LiveSource(text)
+    if is_imx500(text):
+        raise UsageError(f"--source {text}: the IMX500 runs a bundle's imx500 artifact in the "
+                         "sensor: edgekit run BUNDLE --source imx500")
     path = Path(text)
     if not path.exists():
         raise InvalidData(f"--source {text}: no such file or folder (give a camera index such "
@@ -458,41 +462,3 @@ def open_source(spec: str | int | Path, repeat: bool = False) -> Source:
     if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"):
         return ImageFolder(path)
     return VideoFile(path)
-
-
-@dataclass
-class GroundTruth:
-    """Boxes per source frame index, for mAP (the demo clip's ``CLIP.json`` format)."""
-
-    labels: list[str]
-    frames: dict[int, list[dict]] = field(default_factory=dict)
-
-
-def truth_path(spec: str | Path, explicit: Path | None = None) -> Path | None:
-    """``--truth FILE``, else ``SOURCE.json`` beside a video file or image folder, if present."""
-    if explicit is not None:
-        return Path(explicit)
-    text = str(spec)
-    if is_live(text):
-        return None
-    candidate = Path(text).with_suffix(".json") if Path(text).is_file() else \
-        Path(text.rstrip("/") + ".json")
-    return candidate if candidate.is_file() else None
-
-
-def find_ground_truth(spec: str | Path, explicit: Path | None = None) -> GroundTruth | None:
-    """The ground truth ``truth_path`` finds, read; None when there is none."""
-    import json
-
-    path = truth_path(spec, explicit)
-    if path is None:
-        return None
-    try:
-        data = json.loads(read_small(path, TRUTH_MAX_BYTES, "--truth"))
-        objects = data["objects"]
-        frames = objects if isinstance(objects, dict) else dict(enumerate(objects))
-        return GroundTruth(list(data.get("labels", [])),
-                           {int(k): list(v) for k, v in frames.items()})
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
-        raise InvalidData(f"{path}: not a ground-truth file edgekit reads ({exc}); it needs "
-                          '"objects": a list per frame of {"label", "class_id", "box"}') from None

@@ -4,15 +4,18 @@ It is the device boundary of the ``--source picamera2`` tests: the same import c
 ``libcamera``, as the real one does, so a path without the libcamera stand-in gives the real
 ``No module named 'libcamera'``), the same calls edgekit makes (``global_camera_info``,
 ``Picamera2(camera_num)``, ``create_video_configuration``, ``configure``, ``start``,
-``capture_array``, ``close``), the same failures (an IndexError for a camera number beyond
-those found, a RuntimeError chain when the camera is busy) and the same pixel layout
-("RGB888" is B, G, R in memory). Set by environment variables:
+``capture_array``, ``capture_request`` with its metadata, ``close``), the same failures (an
+IndexError for a camera number beyond those found, a RuntimeError chain when the camera is
+busy) and the same pixel layout ("RGB888" is B, G, R in memory). Set by environment variables:
 
 - EDGEKIT_STANDIN_CAMERAS  comma-separated sensor models found (default "imx708"; "" = none)
 - EDGEKIT_STANDIN_BUSY     "1": opening the camera fails as when another process holds it
 - EDGEKIT_STANDIN_VIDEO    a video whose frames (BGR, from OpenCV) are the sensor's, looped;
                            default: a blue square moving over grey
 - EDGEKIT_STANDIN_LOG      a file each call is appended to, one JSON line each
+
+``picamera2.devices.IMX500`` (the AI Camera) is stood in beside it: with a network loaded, each
+request's metadata carries the sensor's output tensors (devices/imx500).
 """
 from __future__ import annotations
 
@@ -113,6 +116,17 @@ class Picamera2:
         return np.dstack([bgr if fmt == "XRGB8888" else bgr[:, :, ::-1],
                           np.full(bgr.shape[:2], 255, np.uint8)])
 
+    def capture_request(self) -> _Request:
+        """The next frame and its metadata (the IMX500's tensors when a network is loaded)."""
+        index = self._frame
+        image = self.capture_array("main")
+        metadata = {"SensorTimestamp": time.monotonic_ns(), "ScalerCrop": (0, 0, 4056, 3040)}
+        if "imx500" in _models():
+            from picamera2.devices.imx500 import frame_metadata
+
+            metadata.update(frame_metadata(index))
+        return _Request(image, metadata)
+
     def stop(self) -> None:
         self.started = False
         _log("stop")
@@ -123,3 +137,21 @@ class Picamera2:
         if self._video is not None:
             self._video.release()
         _log("close")
+
+
+class _Request:
+    """A completed request: its buffers are the camera's until ``release``."""
+
+    def __init__(self, image: np.ndarray, metadata: dict) -> None:
+        self._image, self._metadata, self._released = image, metadata, False
+
+    def get_metadata(self) -> dict:
+        return dict(self._metadata)
+
+    def make_array(self, name: str = "main") -> np.ndarray:
+        if self._released:
+            raise RuntimeError("request has been released")
+        return self._image.copy()
+
+    def release(self) -> None:
+        self._released = True
