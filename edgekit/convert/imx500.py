@@ -48,8 +48,9 @@ TRANSFER_TOLERANCE = 1e-3  # float outputs of the Keras 2 rebuild vs Keras 3's
 SIMULATED_BY = "MCT's quantised model on this workstation (simulates the IMX500's int8)"
 
 
-class DoesNotFit(ConversionError):
-    """The quantised model needs more of the sensor's memory than there is."""
+class DoesNotFit(Exception):
+    """The quantised model needs more of the sensor's memory than there is: the signal for
+    mixed precision inside this module; convert_imx500 raises it as a ConversionError."""
 
 
 def toolchain() -> tuple[Path, Path]:
@@ -177,6 +178,8 @@ def convert_imx500(job: Job, out: Path) -> dict[str, Any]:
         interrupt.remember(folder)
         try:
             return _convert(job, out, python, imxconv, folder)
+        except DoesNotFit as exc:
+            raise ConversionError(str(exc)) from None
         finally:
             interrupt.forget(folder)
 
