@@ -602,15 +602,21 @@ PICAMERA_COUNT = ("from picamera2 import Picamera2; "
                   "print(len(Picamera2.global_camera_info()))")
 
 
-def unit_source(unit):
-    """The ``--source`` of a unit's ExecStart (None when it has none)."""
+def unit_argument(unit, flag):
+    """The value of ``flag`` on a unit's ExecStart, unquoted as systemd reads it (None when it
+    has none): what the service runs with, read back from the unit deploy wrote."""
     for line in unit.splitlines():
         if line.startswith("ExecStart="):
             args = [a.replace("%%", "%").replace("$$", "$")
                     for a in shlex.split(line[len("ExecStart="):])]
-            if "--source" in args[:-1]:
-                return args[args.index("--source") + 1]
+            if flag in args[:-1]:
+                return args[args.index(flag) + 1]
     return None
+
+
+def unit_source(unit):
+    """The ``--source`` of a unit's ExecStart (None when it has none)."""
+    return unit_argument(unit, "--source")
 
 
 def source_problem(source, base, python, env):
@@ -1088,12 +1094,12 @@ def serve_info(base, unit):
             text = f.read()
     except OSError:
         return None
-    match = re.search(r"^ExecStart=.*\s--serve\s+(\S+)", text, re.MULTILINE)
-    if not match:
+    address = unit_argument(text, "--serve")
+    if address is None:
         return None
     path = os.path.join(base, SERVE_ENV)
     has_token = any(line.startswith(TOKEN_VARIABLE + "=") for line in read_env(path))
-    return {"address": match.group(1), "env_file": path, "token": has_token}
+    return {"address": address, "env_file": path, "token": has_token}
 
 
 def cleanup(payload):
