@@ -197,8 +197,8 @@ def demo(out_dir: Path, runs: int, view: str, quiet: bool) -> None:
     6. writes DIR/report/REPORT.md with every table, as Markdown and JSON,
        and latency plots.
 
-    Needs the repository checkout (the examples live in models/) and the
-    convert and train extras. Re-running replaces the demo's own output.
+    The examples come from the checkout's models/ or, installed, from the
+    wheel; needs the convert and train extras. Re-running replaces the demo's own output.
     --markdown prints REPORT.md; --csv the loop comparison's table.
     """
     from edgekit.demo import demo_json, run_demo
