@@ -12,6 +12,7 @@ input spec, so each of them declares what it takes instead of checking it by han
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import json
@@ -79,10 +80,16 @@ def fields_of(cls: type) -> tuple[Field, ...]:
     """A record class's fields, each with its resolved type and ``setting`` metadata (once per
     class: decoders parse their parameters on every frame)."""
     hints = typing.get_type_hints(cls)
-    return tuple(Field(f.name, hints[f.name],
-                       REQUIRED if f.default is dataclasses.MISSING else f.default,
-                       **f.metadata.get("schema", {}))
+    return tuple(Field(f.name, hints[f.name], _default(f), **f.metadata.get("schema", {}))
                  for f in dataclasses.fields(cls) if f.init)
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()  # for describe(): the record makes its own
+    return REQUIRED
 
 
 def describe_all(cls: type) -> list[str]:
@@ -92,9 +99,10 @@ def describe_all(cls: type) -> list[str]:
 
 def parse(fields: Sequence[Field] | type, mapping: Mapping[str, Any], *, coerce: bool = False,
           unknown: str = "refuse", skip: Sequence[str] = ()) -> dict[str, Any]:
-    """``mapping``'s values checked against ``fields`` (or a record class's own), defaults
-    filled in. ``coerce``: values are a person's text, brought to each field's type.
-    ``unknown``: "refuse" or "ignore" keys no field has; ``skip``: keys to leave out."""
+    """``mapping``'s values checked against ``fields`` (or a record class's own: then its
+    defaults are left to the record), the defaults of a list of fields filled in (copied).
+    ``coerce``: values are a person's text, brought to each field's type. ``unknown``:
+    "refuse" or "ignore" keys no field has; ``skip``: keys to leave out."""
     declared = fields_of(fields) if isinstance(fields, type) else tuple(fields)
     if not isinstance(mapping, Mapping):
         raise SchemaError("(all)", f"must be a table, not {_value(mapping)}")
@@ -108,7 +116,9 @@ def parse(fields: Sequence[Field] | type, mapping: Mapping[str, Any], *, coerce:
         if field.name not in mapping:
             if field.required:
                 raise SchemaError(field.name, "missing")
-            continue  # the record's own default applies
+            if not isinstance(fields, type):  # else the record's own default applies
+                out[field.name] = copy.copy(field.default)
+            continue
         out[field.name] = check(field, mapping[field.name], coerce)
     return out
 
