@@ -49,7 +49,7 @@ def test_required_fields_unknown_keys_ignored_and_help() -> None:
     fields = [Field("name", str), Field("files", dict, {})]
     with pytest.raises(SchemaError, match="name: missing"):
         parse(fields, {"files": {}})
-    assert parse(fields, {"name": "x", "later": 1}, unknown="ignore") == {"name": "x"}
+    assert parse(fields, {"name": "x", "later": 1}, unknown="ignore") == {"name": "x", "files": {}}
     with pytest.raises(SchemaError, match="files: must be a table, not a list"):
         parse(fields, {"name": "x", "files": []})
     assert describe_all(Knobs)[0] == "ratio (a finite number in 0..1, default 0.5): a share"

@@ -113,6 +113,8 @@ def parse(fields: Sequence[Field] | type, mapping: Mapping[str, Any], *, coerce:
             raise SchemaError(str(extra[0]), "unknown field")
     out: dict[str, Any] = {}
     for field in declared:
+        if field.name in skip:
+            continue
         if field.name not in mapping:
             if field.required:
                 raise SchemaError(field.name, "missing")
