@@ -17,6 +17,7 @@ import dataclasses
 import functools
 import json
 import math
+import sys
 import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -79,9 +80,24 @@ def setting(default: Any = dataclasses.MISSING, *, help: str = "", low: float | 
 def fields_of(cls: type) -> tuple[Field, ...]:
     """A record class's fields, each with its resolved type and ``setting`` metadata (once per
     class: decoders parse their parameters on every frame)."""
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     return tuple(Field(f.name, hints[f.name], _default(f), **f.metadata.get("schema", {}))
                  for f in dataclasses.fields(cls) if f.init)
+
+
+def _type_hints(cls: type) -> dict[str, Any]:
+    """The class's field types. Python 3.9 (the NCS2's OpenVINO) cannot evaluate ``X | None``
+    written as an annotation: there each side is evaluated and joined as Optional."""
+    try:
+        return typing.get_type_hints(cls)
+    except TypeError:
+        namespace = vars(sys.modules[cls.__module__])
+        hints = {}
+        for klass in reversed(cls.__mro__):
+            for name, text in getattr(klass, "__annotations__", {}).items():
+                parts = [eval(part, namespace) for part in str(text).split("|")]
+                hints[name] = typing.Union[tuple(parts)] if len(parts) > 1 else parts[0]
+        return hints
 
 
 def _default(f: dataclasses.Field) -> Any:
