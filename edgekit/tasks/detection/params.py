@@ -67,12 +67,12 @@ def output_order_setting(roles: tuple[str, ...]) -> Any:
                               f"({', '.join(roles)}), when their shapes do not tell")
 
 
+SHARED = ("score_threshold", "iou_threshold", "max_detections", "classes", "anchors")  # flags
+
+
 def own_fields(cls: type) -> list[Field]:
     """A decoder's own parameters: those without a flag of their own."""
     return [f for f in fields_of(cls) if f.name not in SHARED]
-
-
-SHARED = ("score_threshold", "iou_threshold", "max_detections", "classes", "anchors")
 
 
 def _check_roles(p: Any, decoder: str, error: type[EdgekitError]) -> None:
