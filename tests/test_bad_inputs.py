@@ -155,6 +155,8 @@ def _closed_port() -> str:
 LENET_KERAS = str(LENET / "lenet5_digits.keras")
 MANIFEST_LIST = "[]"
 MANIFEST_NO_NAME = '{"schema": "edgekit.bundle/1", "task": "classification"}'
+MANIFEST_BAD_MEAN = ('{"schema": "edgekit.bundle/1", "name": "x", "task": "classification", '
+                     '"input": {"shape": [1, 32, 32, 1], "mean": "zero"}, "artifacts": []}')
 MANIFEST_BAD_FILE = ('{"schema": "edgekit.bundle/1", "name": "x", "task": "classification", '
                      '"input": {"shape": [1, 32, 32, 1]}, "artifacts": [{"format": '
                      '"tflite-int8", "status": "ok", "file": "../../etc/passwd", "files": {}}]}')
@@ -294,7 +296,10 @@ CASES = [
          "edgekit.json"),
     Case("inspect-manifest-lacks-fields", lambda c: ["inspect",
                                                      c.manifest(c.lenet, MANIFEST_NO_NAME)], 1,
-         "lacks 'name'"),
+         "name: missing"),
+    Case("inspect-manifest-input-mean-text", lambda c: ["inspect",
+                                                        c.manifest(c.lenet, MANIFEST_BAD_MEAN)],
+         1, "input mean: must be a list of numbers, not 'zero'"),
     Case("inspect-manifest-not-json", lambda c: ["inspect", c.manifest(c.lenet, "{")], 1,
          "edgekit.json"),
     Case("inspect-manifest-path-escape", lambda c: ["inspect",

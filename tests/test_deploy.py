@@ -22,7 +22,7 @@ from sshd import SshServer, free_port
 
 from edgekit.bundle.manifest import read_manifest, write_manifest
 from edgekit.deploy.plan import ShippedFile, plan_release
-from edgekit.deploy.release import DeployRequest, check_device
+from edgekit.deploy.release import DeployRequest, Session, check_device, make_plan
 from edgekit.deploy.service import systemd_quote, unit_text
 from edgekit.deploy.ssh import SshClient, SshOptions, parse_host
 from edgekit.deploy.targets import find_target
@@ -243,6 +243,26 @@ def test_the_device_checks(tmp_path: Path, lenet_bundle: Path) -> None:
         check_device(mendel, plan, request)
     with pytest.raises(DeployError, match="is armv7l .* for aarch64"):
         check_device({"platform": "linux-armv7l", "python": [3, 11, 2]}, plan, request)
+
+
+def test_a_deploy_reads_the_manifest_once(tmp_path: Path, lenet_bundle: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plan opens the bundle once and passes the Manifest on (it was read twice)."""
+    from edgekit.bundle import manifest as manifest_module
+
+    reads: list[Path] = []
+    real = manifest_module.read_small
+
+    def counted(path: Path, *args: object) -> bytes:
+        reads.append(Path(path))
+        return real(path, *args)
+
+    monkeypatch.setattr(manifest_module, "read_small", counted)
+    request = DeployRequest(lenet_bundle, find_target("rpi4-cpu"), parse_host("pi@pi"),
+                            dry_run=True)
+    plan = make_plan(request, Session(lambda _: None, dry_run=True), tmp_path)
+    assert reads == [lenet_bundle / "edgekit.json"]
+    assert plan.bundle == lenet_bundle and plan.formats
 
 
 def test_unit_file(tmp_path: Path, lenet_bundle: Path) -> None:

@@ -304,3 +304,31 @@ def test_make_clip_writes_video_and_matching_ground_truth(tmp_path):
             x1, y1, x2, y2 = obj["box"]
             assert 0 <= x1 < x2 <= 640 and 0 <= y1 < y2 <= 480
             assert obj["label"] == str(obj["class_id"])
+
+
+def test_the_docs_list_every_decoder_parameter_as_declared() -> None:
+    """docs/preprocessing.md's lists are each decoder's fields, described by the schema."""
+    from edgekit.tasks.detection import PARAMS, describe_params
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "preprocessing.md").read_text()
+    for name in PARAMS:
+        block = page.split(f"`{name}`:\n\n```text\n", 1)[1].split("```", 1)[0]
+        assert block.splitlines() == describe_params(name), name
+
+
+@pytest.mark.parametrize(("param", "says"), [
+    ("size_scale=big", "edgekit-grid size_scale must be a finite number, not 'big'"),
+    ("size_scale=-1", "edgekit-grid size_scale -1 must be 0 or more"),
+    ("class_agnostic_nms=maybe", "class_agnostic_nms must be true or false, not 'maybe'"),
+])
+def test_a_decoder_parameter_is_checked_by_its_declaration(param: str, says: str) -> None:
+    from edgekit.tasks.detection import DetectionOptions, configure
+
+    with pytest.raises(UsageError) as caught:
+        configure({"name": "edgekit-grid"}, DetectionOptions(params=(param,)))
+    assert says in str(caught.value)
+    with pytest.raises(UsageError, match="yolo layout must be one of auto, NC, CN, not 'NHWC'"):
+        configure({"name": "yolo"}, DetectionOptions(params=("layout=NHWC",)))
+    with pytest.raises(InvalidModel, match="edgekit-grid max_detections 0 must be 1 or more"):
+        decode([np.zeros((1, 2, 2, 6), np.float32)], {"name": "edgekit-grid",
+                                                       "max_detections": 0}, (32, 32))

@@ -71,3 +71,11 @@ def test_inspect_onnx_openvino_and_keras_files(lenet_bundle: Path) -> None:
     markdown = run_cli("inspect", lenet_bundle, "--markdown")
     assert markdown.returncode == 0, markdown.stderr
     assert "| format | status |" in markdown.stdout and "max \\|diff\\|" in markdown.stdout
+
+
+def test_inspect_a_detector_lists_its_decoders_parameters(detector_bundle: Path) -> None:
+    """The parameters come from the decoder's declaration, as --decoder-param's help does."""
+    result = run_cli("inspect", detector_bundle)
+    assert result.returncode == 0, result.stderr
+    assert "decoder edgekit-grid: score_threshold 0.3, " in result.stdout
+    assert "  size_scale (a finite number >= 0, default 0.5): " in result.stdout

@@ -136,6 +136,10 @@ def test_every_module_of_the_device_side_imports_on_the_old_python(version: str)
         pytest.skip(f"needs {ENVS[version].name} (make setup-tests)")
     done = subprocess.run([str(python), "-c", "import " + ", ".join(modules) + "; "
                            "from edgekit.helpers.limits import check_arguments, checked\n"
-                           "@checked\ndef f(x: 'int | None' = None) -> None: pass\nf(3)"],
+                           "@checked\ndef f(x: 'int | None' = None) -> None: pass\nf(3)\n"
+                           # a decoder's parameters: their fields' types say X | None
+                           "from edgekit.tasks.detection import decoder_params\n"
+                           "assert decoder_params({'name': 'yolo', 'num_classes': '3'})"
+                           ".num_classes == 3"],
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr

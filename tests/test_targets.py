@@ -88,6 +88,9 @@ def test_a_users_profile_is_found_and_may_replace_a_builtin(config_home: Path) -
     (lambda t: t.replace('[python]', 'packages = "numpy"\n[python]'), "packages: unknown field"),
     (lambda t: t.replace('camera = "0"', "camera = 0"), "[run] camera: must be a str"),
     (lambda t: t.replace('glibc = "2.36"', 'glibc = 2.36'), "glibc: must be a str"),
+    (lambda t: t.replace('version = "3.11"', 'version = "3.11"\nsystem_site_packages = "yes"'),
+     "[python] system_site_packages: must be true or false, not 'yes'"),
+    (lambda t: "run = 3\n" + t[:t.index("[run]")], "[run]: must be a table, not 3"),
     (lambda t: t.replace('description = "', 'description = '), "not valid TOML"),
 ])
 def test_a_bad_profile_gets_one_line_naming_file_and_field(config_home: Path, edit, needle) -> None:

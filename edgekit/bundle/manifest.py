@@ -13,6 +13,7 @@ from typing import Any
 
 from edgekit.errors import InvalidData, InvalidModel, UsageError
 from edgekit.helpers.files import read_small
+from edgekit.helpers.schema import Field, SchemaError, parse
 from edgekit.preprocess import InputSpec
 
 MANIFEST_NAME = "edgekit.json"
@@ -132,7 +133,11 @@ class Manifest:
             artifacts.append(Artifact(**a))
         known = {f.name for f in fields(cls)} - {"folder"}
         rest = {k: v for k, v in data.items() if k in known and k not in ("input", "artifacts")}
-        return cls(input=InputSpec.from_dict(data["input"]), artifacts=artifacts, **rest)
+        try:
+            spec = InputSpec.from_dict(data["input"])
+        except SchemaError as exc:
+            raise SchemaError(f"input {exc.key}", exc.problem) from None
+        return cls(input=spec, artifacts=artifacts, **rest)
 
 
 def write_manifest(manifest: Manifest, folder: Path) -> Path:
@@ -183,9 +188,11 @@ def read_manifest(folder: str | Path) -> Manifest:
                            "convert the model again") from None
 
 
-_REQUIRED = {"name": str, "task": str, "input": dict, "artifacts": list}
-_ARTIFACT_REQUIRED = {"format": str, "status": str}
-_OK_ARTIFACT_REQUIRED = {"file": str, "files": dict}
+# What a manifest must hold before any field is used; other fields are read as they are.
+MANIFEST_FIELDS = (Field("name", str), Field("task", str), Field("input", dict),
+                   Field("artifacts", list))
+ARTIFACT_FIELDS = (Field("format", str), Field("status", str))
+OK_ARTIFACT_FIELDS = (Field("file", str), Field("files", dict))  # an artifact built
 
 
 def _check_shape(data: Any) -> None:
@@ -193,22 +200,29 @@ def _check_shape(data: Any) -> None:
     if not isinstance(data, dict):
         raise ValueError(f"it holds a JSON {type(data).__name__}, not an object")
     _check_schema(data.get("schema"))
-    _fields(data, _REQUIRED, "")
+    parse(MANIFEST_FIELDS, data, unknown="ignore")
     if not isinstance(data["input"].get("shape"), list):
         raise ValueError("'input' has no 'shape' list")
     for i, artifact in enumerate(data["artifacts"]):
         where = f"artifact {i + 1}"
         if not isinstance(artifact, dict):
             raise ValueError(f"{where} is not an object")
-        _fields(artifact, _ARTIFACT_REQUIRED, where)
+        _parse(ARTIFACT_FIELDS, artifact, where)
         if artifact["status"] == "ok":
-            _fields(artifact, _OK_ARTIFACT_REQUIRED, f"{where} ({artifact['format']})")
+            _parse(OK_ARTIFACT_FIELDS, artifact, f"{where} ({artifact['format']})")
             for name in [artifact["file"], *artifact["files"]]:
                 if not name or Path(name).name != name or name in (".", ".."):
                     raise ValueError(f"{where} names the file {name!r}, which is not a file "
                                      "in the bundle folder")
             if artifact["file"] not in artifact["files"]:
                 raise ValueError(f"{where}: its file {artifact['file']!r} has no sha256 record")
+
+
+def _parse(fields: tuple[Field, ...], data: dict[str, Any], where: str) -> None:
+    try:
+        parse(fields, data, unknown="ignore")
+    except SchemaError as exc:
+        raise ValueError(f"{where}: {exc}") from None
 
 
 def _check_schema(schema: Any) -> None:
@@ -224,12 +238,3 @@ def _check_schema(schema: Any) -> None:
         raise InvalidModel(f"the bundle's manifest is {text}, and this edgekit ({__version__}) "
                            f"reads {SCHEMA} at most: upgrade edgekit (pip install -U edgekit) "
                            "to run it, or convert the model again with this one")
-
-
-def _fields(data: dict[str, Any], required: dict[str, type], where: str) -> None:
-    for key, kind in required.items():
-        if key not in data:
-            raise ValueError(f"{where + ' ' if where else ''}lacks {key!r}".strip())
-        if not isinstance(data[key], kind):
-            raise ValueError(f"{where + ': ' if where else ''}{key!r} is a "
-                             f"{type(data[key]).__name__}, not a {kind.__name__}")

@@ -165,12 +165,31 @@ def inspect(path: Path, view: str, quiet: bool) -> None:
     (needs the onnx package): opset, producer, int8 or not, operators. An
     OpenVINO .xml: IR version, constants' precision, layers, and its .bin.
     A .keras: the model class, Keras version, parameters, input shape and
-    layers, read from the archive (no TensorFlow needed).
+    layers, read from the archive (no TensorFlow needed). A detector's
+    bundle also lists its decoder's parameters.
     """
     from edgekit.bundle.contents import inspect_path
 
     facts, text = inspect_path(path, "text" if view == "json" else view)
+    decoder = facts.get("decoder") or {}
+    if view == "text" and decoder.get("name"):
+        text += "\n" + _decoder_text(decoder)
     click.echo(json.dumps(facts, indent=2) if view == "json" else text)
+
+
+def _decoder_text(decoder: dict) -> str:
+    """A detector bundle's decoder: the values it keeps, and every parameter the decoder
+    declares (what it takes, its default, its help), each one a --decoder-param away."""
+    from edgekit.tasks.detection import PARAMS, describe_params
+
+    name = decoder["name"]
+    kept = ", ".join(f"{k} {v}" for k, v in decoder.items() if k not in ("name", "origin"))
+    lines = [f"decoder {name}: {kept or 'its defaults'}"]
+    if name in PARAMS:
+        lines += ["its parameters (change one with --decoder-param KEY=VALUE; the thresholds, "
+                  "max_detections and classes have flags of their own):",
+                  *(f"  {line}" for line in describe_params(name))]
+    return "\n".join(lines)
 
 
 @cli.command()
@@ -197,8 +216,8 @@ def demo(out_dir: Path, runs: int, view: str, quiet: bool) -> None:
     6. writes DIR/report/REPORT.md with every table, as Markdown and JSON,
        and latency plots.
 
-    Needs the repository checkout (the examples live in models/) and the
-    convert and train extras. Re-running replaces the demo's own output.
+    The examples come from the checkout's models/ or, installed, from the
+    wheel; needs the convert and train extras. Re-running replaces the demo's own output.
     --markdown prints REPORT.md; --csv the loop comparison's table.
     """
     from edgekit.demo import demo_json, run_demo

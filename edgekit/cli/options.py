@@ -31,7 +31,7 @@ from edgekit.preprocess import (
     check_normalisation,
 )
 from edgekit.tasks.base import TASKS
-from edgekit.tasks.detection import DECODERS, DetectionOptions
+from edgekit.tasks.detection import DECODERS, DetectionOptions, decoder_param_help
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -294,12 +294,9 @@ def detection_options(f: Callable[..., Any]) -> Callable[..., Any]:
     command.__click_params__ = list(getattr(f, "__click_params__", []))
     options = [
         _option("--decoder-param", multiple=True, metavar="KEY=VALUE",
-                help="One of the decoder's own parameters (repeatable): edgekit-grid "
-                     "size_scale, offset_low, offset_high; yolo layout (NC, CN), objectness, "
-                     "num_classes, coordinates, apply_sigmoid; ssd-raw num_layers, min_scale, "
-                     "max_scale, aspect_ratios, feature_map_sizes, y_scale..w_scale, "
-                     "class_agnostic_nms; ssd class_offset, output_order. An unknown key is "
-                     "refused with the decoder's list."),
+                help=f"One of the decoder's own parameters (repeatable): "
+                     f"{decoder_param_help()}. An unknown key is refused with the decoder's "
+                     "list; docs/preprocessing.md gives each one's type, default and meaning."),
         _option("--anchors", metavar="FILE",
                 show_default="made from the SSD anchor parameters",
                 help="Anchors for raw SSD outputs (--decoder ssd-raw): a .npy of shape (N, 4) "

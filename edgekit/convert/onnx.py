@@ -132,11 +132,11 @@ def _int8_candidates(job: Job, source: Path, tmp: Path) -> Iterator[Candidate]:
 
     yield Candidate("none", calibrated("MinMax"))
     # On x86 without VNNI (AVX2 only, as the AMD EPYC here), ONNX Runtime's int8 convolution
-    # kernels add pairs of 8-bit products in 16 bits, which can saturate: the bundled
-    # detector's onnx-int8 then agreed 89.6% (mAP, 500 held-out scenes) with Keras here,
-    # against 99.8% on a CPU with AVX512-VNNI. 7-bit weights (reduce_range) leave room for
-    # the sum: 99.4% here (scripts/bench_int8_fidelity.py). ONNX Runtime's quantize_static
-    # docstring gives the same advice for non-VNNI machines.
+    # kernels add pairs of 8-bit products in 16 bits, which can saturate and cost the bundled
+    # detector's onnx-int8 most of its agreement with Keras; 7-bit weights (reduce_range)
+    # leave room for the sum (the figures: docs/figures.md, "Choices in the code", from
+    # scripts/bench_int8_fidelity.py). ONNX Runtime's quantize_static docstring gives the
+    # same advice for non-VNNI machines.
     yield Candidate("7-bit weights (reduce_range)", calibrated("MinMax", reduce_range=True))
     yield Candidate("entropy calibration", calibrated("Entropy"))
     yield Candidate("percentile calibration", calibrated("Percentile"))

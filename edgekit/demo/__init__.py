@@ -29,19 +29,29 @@ from edgekit.bundle.manifest import Manifest
 from edgekit.bundle.tables import conversion_table
 from edgekit.convert import ConvertOptions, Progress, convert
 from edgekit.errors import EdgekitError, UsageError
+from edgekit.helpers.config import checkout_dir
 
-MODELS_DIR = Path(__file__).resolve().parents[2] / "models"  # the checkout's, beside edgekit/
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # edgekit/
+WHEEL_EXAMPLES = PACKAGE_DIR / "_examples"  # an installed wheel's copy (setup.py makes it)
 EXAMPLES = ("lenet5_digits", "digit_detector", "digit_segmenter")
 BENCHED = ("lenet5_digits", "digit_detector")  # the segmenter's bench would add a minute
 
 
+def examples_dir() -> Path:
+    """The example models: the checkout's models/, else the copy inside an installed wheel."""
+    root = checkout_dir()
+    return root / "models" if root is not None and (root / "models").is_dir() \
+        else WHEEL_EXAMPLES
+
+
 def example_model(name: str) -> Path:
-    """Path of a bundled example's .keras file in the repository checkout."""
-    path = MODELS_DIR / name / f"{name}.keras"
+    """Path of a bundled example's .keras file (the checkout's or the wheel's)."""
+    path = examples_dir() / name / f"{name}.keras"
     if not path.is_file():
         raise UsageError(
-            f"the bundled example {name} is not here ({path}); the examples live in the "
-            "edgekit repository's models/ folder: run the demo from a checkout"
+            f"the bundled example {name} is not here ({path}); this edgekit was installed "
+            "without its examples (a wheel built by deploy carries none): pip install edgekit "
+            "from PyPI or a wheel built from the repository, or run the demo from a checkout"
         )
     return path
 
@@ -53,10 +63,11 @@ def make_clip(path: Path, seconds: float = 6, fps: float = 15, seed: int = 0) ->
 
 
 def _recipe(example: str, name: str) -> Any:
-    """A bundled example's script, imported from the checkout's models/ folder."""
-    recipe = MODELS_DIR / example / name
+    """A bundled example's script, imported from the examples' folder."""
+    recipe = examples_dir() / example / name
     if not recipe.is_file():
-        raise UsageError(f"{recipe} is missing: run the demo from a checkout of edgekit")
+        raise UsageError(f"{recipe} is missing: reinstall edgekit with its examples, or run "
+                         "the demo from a checkout")
     spec = importlib.util.spec_from_file_location(f"edgekit_demo_{example}_{recipe.stem}",
                                                   recipe)
     module = importlib.util.module_from_spec(spec)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgekit.bundle.manifest import read_manifest
 from edgekit.deploy.fleet_report import NOT_RUN, FleetReport, HostRow
 from edgekit.deploy.inventory import (
     InventoryHost,
@@ -128,6 +129,7 @@ def make_plans(deploy: FleetBundle, request: FleetRequest, targets: dict[str, Ta
     cached; --offline wheels are downloaded once per target)."""
     plans = {}
     session = Session(progress, dry_run=False)
+    manifest = read_manifest(deploy.bundle)  # one reading for every target
     for i, (key, target) in enumerate(targets.items()):
         progress(f"plan for target {target.name}: what ships, every file hashed")
         one = DeployRequest(bundle=deploy.bundle, target=target, host=Host("inventory"),
@@ -137,7 +139,7 @@ def make_plans(deploy: FleetBundle, request: FleetRequest, targets: dict[str, Ta
                             settle=request.settle, lock_timeout=request.lock_timeout)
         folder = staging / f"plan-{i}"
         folder.mkdir(parents=True)
-        plans[key] = make_plan(one, session, folder)
+        plans[key] = make_plan(one, session, folder, manifest)
     return plans
 
 

@@ -19,6 +19,7 @@ from edgekit.bundle.manifest import (
     VALIDATION_NAME,
     Artifact,
     Manifest,
+    bundle_folder,
     read_manifest,
     write_manifest,
 )
@@ -142,13 +143,14 @@ def _file(path: Path, inside: str) -> ShippedFile:
     return ShippedFile(f"{inside}/{path.name}", path, sha256_file(path), path.stat().st_size)
 
 
-def plan_release(bundle: Path, target: Target, wheel: ShippedFile, edgekit: WheelInfo,
-                 staging: Path, offline: bool = False,
+def plan_release(bundle: Path | Manifest, target: Target, wheel: ShippedFile,
+                 edgekit: WheelInfo, staging: Path, offline: bool = False,
                  offline_wheels: tuple[Path, ...] = ()) -> ReleasePlan:
     """Choose, check and hash what goes to ``target``; the shipped manifest is written to
-    ``staging`` (a folder the caller owns). ``offline_wheels`` ship in wheels/."""
-    bundle = Path(bundle)
-    manifest = read_manifest(bundle)
+    ``staging`` (a folder the caller owns). ``offline_wheels`` ship in wheels/. ``bundle`` may
+    be a bundle already opened (``read_manifest``): it is not read again."""
+    manifest = bundle if isinstance(bundle, Manifest) else read_manifest(bundle)
+    bundle = bundle_folder(manifest)
     formats, missing = shipped_formats(manifest, target)
     backend, device, notes = choose_backend(target, formats)
     files: list[ShippedFile] = []

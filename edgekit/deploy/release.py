@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.bundle.integrity import sha256_file
-from edgekit.bundle.manifest import read_manifest
+from edgekit.bundle.manifest import Manifest, read_manifest
 from edgekit.deploy import checks, steps
 from edgekit.deploy.plan import (
     ReleasePlan,
@@ -152,9 +152,12 @@ def _unbuilt_wheel(path: Path) -> ShippedFile:
     return ShippedFile(f"wheels/{path.name}", path, "0" * 64, 0)
 
 
-def make_plan(request: DeployRequest, session: Session, staging: Path) -> ReleasePlan:
-    """Everything the workstation decides before it talks to the device."""
-    manifest = read_manifest(request.bundle)
+def make_plan(request: DeployRequest, session: Session, staging: Path,
+              manifest: Manifest | None = None) -> ReleasePlan:
+    """Everything the workstation decides before it talks to the device. ``manifest``: the
+    bundle already opened (a fleet plans every target from one reading); else it is read here,
+    once, and passed on."""
+    manifest = manifest or read_manifest(request.bundle)
     formats, _ = shipped_formats(manifest, request.target)  # fail fast
     choose_backend(request.target, formats)
     wheel, info = _edgekit(request, session)
@@ -168,7 +171,7 @@ def make_plan(request: DeployRequest, session: Session, staging: Path) -> Releas
             if not plan.wheels:
                 session.echo(plan.command, "")
             extra = plan.wheels
-    return plan_release(request.bundle, request.target, wheel, info, staging,
+    return plan_release(manifest, request.target, wheel, info, staging,
                         offline=request.offline, offline_wheels=extra)
 
 

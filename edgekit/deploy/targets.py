@@ -26,6 +26,7 @@ from typing import Any
 from edgekit.bundle.formats import FORMATS
 from edgekit.errors import UsageError
 from edgekit.helpers.config import checkout_dir, config_dir
+from edgekit.helpers.schema import Field, SchemaError, parse
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -147,10 +148,26 @@ def load_target(path: Path, origin: str = "file") -> Target:
     return _Reader(path, data).target(origin)
 
 
-class _Reader:
-    """Takes fields out of the parsed TOML, checking each; what is left over is an error."""
+_STRINGS = tuple[str, ...]
+# What a profile file holds, table by table (the TOML's own keys).
+PROFILE = (Field("description", str), Field("arch", str), Field("os", str), Field("glibc", str),
+           Field("notes", _STRINGS, ()), Field("limits", _STRINGS, ()),
+           Field("python", dict, {}), Field("runtime", dict, {}), Field("run", dict, {}))
+TABLES = {
+    "python": (Field("version", str), Field("packages", _STRINGS, ()),
+               Field("exclude", _STRINGS, ()), Field("system_site_packages", bool, False),
+               Field("extra_index_urls", _STRINGS, ())),
+    "runtime": (Field("tflite", str, ""), Field("accelerator", str, "none"),
+                Field("system_packages", _STRINGS, ()), Field("setup", _STRINGS, ()),
+                Field("environment", dict[str, str], {})),
+    "run": (Field("formats", _STRINGS), Field("backend", str), Field("device", str, ""),
+            Field("fallback_backend", str, ""), Field("camera", str, "0"),
+            Field("serve", str, "")),
+}
 
-    TABLES = ("python", "runtime", "run")
+
+class _Reader:
+    """Checks the parsed TOML against the profile's schema, then the values' meaning."""
 
     def __init__(self, path: Path, data: dict[str, Any]) -> None:
         self.path = path
@@ -159,74 +176,35 @@ class _Reader:
     def fail(self, key: str, problem: str) -> UsageError:
         return UsageError(f"{self.path}: {key}: {problem}")
 
-    def table(self, name: str) -> dict[str, Any]:
-        value = self.data.get(name, {})
-        if not isinstance(value, dict):
-            raise self.fail(f"[{name}]", "must be a table")
-        return value
-
-    def take(self, table: str | None, key: str, kind: type, default: Any = None) -> Any:
-        source = self.data if table is None else self.table(table)
-        where = key if table is None else f"[{table}] {key}"
-        if key not in source:
-            if default is None:
-                raise self.fail(where, "missing")
-            return default
-        value = source.pop(key)
-        if kind is tuple:
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise self.fail(where, "must be a list of strings")
-            return tuple(value)
-        if kind is dict:
-            if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-                raise self.fail(where, "must be a table of strings")
-            return dict(value)
-        if not isinstance(value, kind):
-            raise self.fail(where, f"must be a {kind.__name__}, not {value!r}")
-        return value
+    def parsed(self, fields: tuple[Field, ...], data: Any, table: str = "") -> dict[str, Any]:
+        try:
+            return parse(fields, data)
+        except SchemaError as exc:
+            key = f"[{table}] {exc.key}" if table else \
+                f"[{exc.key}]" if exc.key in TABLES else exc.key
+            raise self.fail(key, exc.problem) from None
 
     def target(self, origin: str) -> Target:
         name = self.path.stem
         if not _NAME.match(name):
             raise self.fail("file name", "use lower-case letters, digits, '.', '_' and '-'")
+        top = self.parsed(PROFILE, self.data)
+        py, runtime, run = (self.parsed(TABLES[t], top[t], t) for t in TABLES)
         target = Target(
-            name=name,
-            description=self.take(None, "description", str),
-            arch=self.take(None, "arch", str),
-            os=self.take(None, "os", str),
-            glibc=self.take(None, "glibc", str),
-            notes=self.take(None, "notes", tuple, ()),
-            limits=self.take(None, "limits", tuple, ()),
-            python=self.take("python", "version", str),
-            packages=self.take("python", "packages", tuple, ()),
-            exclude=self.take("python", "exclude", tuple, ()),
-            system_site_packages=self.take("python", "system_site_packages", bool, False),
-            extra_index_urls=self.take("python", "extra_index_urls", tuple, ()),
-            tflite_runtime=self.take("runtime", "tflite", str, ""),
-            accelerator=self.take("runtime", "accelerator", str, "none"),
-            system_packages=self.take("runtime", "system_packages", tuple, ()),
-            setup=self.take("runtime", "setup", tuple, ()),
-            environment=self.take("runtime", "environment", dict, {}),
-            formats=self.take("run", "formats", tuple),
-            backend=self.take("run", "backend", str),
-            device=self.take("run", "device", str, ""),
-            fallback_backend=self.take("run", "fallback_backend", str, ""),
-            camera=self.take("run", "camera", str, "0"),
-            serve=self.take("run", "serve", str, ""),
-            path=self.path,
-            origin=origin,
+            name=name, description=top["description"], arch=top["arch"], os=top["os"],
+            glibc=top["glibc"], notes=top["notes"], limits=top["limits"],
+            python=py["version"], packages=py["packages"], exclude=py["exclude"],
+            system_site_packages=py["system_site_packages"],
+            extra_index_urls=py["extra_index_urls"],
+            tflite_runtime=runtime["tflite"], accelerator=runtime["accelerator"],
+            system_packages=runtime["system_packages"], setup=runtime["setup"],
+            environment=runtime["environment"],
+            formats=run["formats"], backend=run["backend"], device=run["device"],
+            fallback_backend=run["fallback_backend"], camera=run["camera"],
+            serve=run["serve"], path=self.path, origin=origin,
         )
-        self._check_leftovers()
         self._check_values(target)
         return target
-
-    def _check_leftovers(self) -> None:
-        for table in self.TABLES:
-            for key in self.table(table):
-                raise self.fail(f"[{table}] {key}", "unknown field")
-            self.data.pop(table, None)
-        for key in self.data:
-            raise self.fail(key, "unknown field")
 
     def _check_values(self, t: Target) -> None:
         if not re.match(r"^[a-z0-9_]+$", t.arch):

@@ -28,7 +28,7 @@ Progress = Callable[[str], None]
 # What a wheel is built from: the package, the device profiles and the build configuration.
 SOURCE_ITEMS = ("edgekit", "targets", "pyproject.toml", "README.md", "setup.py", "MANIFEST.in",
                 "LICENSE")
-_SKIP = ("__pycache__", "_targets")
+_SKIP = ("__pycache__", "_targets", "_examples")  # copies a wheel build makes
 _REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[[^\]]*\])?\s*([^;]*?)\s*(;.*)?$")
 
 

@@ -105,10 +105,9 @@ def loop_threads(threads: int | None, pipelined: bool, requests: int = 1) -> int
     """The runtime's CPU threads in the loop: ``threads`` when given; in the pipelined loop
     with one request (``requests``; 0: as many as the runtime recommends), every core but
     one, which capture, pre- and post-processing then have to themselves; else the
-    runtime's own choice (None). Measured on the bundled detector on 2 cores (300 frames,
-    medians of 4 rounds): ONNX Runtime's two intra-op threads spin while they wait, and the
-    pipelined loop ran at 0.92x sequential with them, 1.21x with one thread (1.14x with two
-    that do not spin); TFLite 1.23x with either."""
+    runtime's own choice (None). Why: ONNX Runtime's intra-op threads spin while they wait,
+    and on a runtime given every core the pipelined loop fell behind the sequential one
+    (docs/figures.md, "Choices in the code")."""
     if threads is not None or not pipelined or requests != 1:
         return threads
     cores = cpu_count()
@@ -396,8 +395,9 @@ def _accuracy(answers: dict[int, tuple[Any, str]], truth: ClassTruth) -> tuple[f
 
 def warm_up(model: LoadedModel) -> None:
     """One untimed inference on every request before the first frame: a runtime's first
-    (kernels compiled, memory allocated: 130 ms for OpenVINO's first on the digit detector
-    here) would otherwise sit in the first frame's latency and queue the frames behind it."""
+    (kernels compiled, memory allocated; docs/figures.md has OpenVINO's on the digit
+    detector) would otherwise sit in the first frame's latency and queue the frames behind
+    it."""
     tensor = np.zeros(model.spec.shape, np.float32)
     for pending in [model.backend.start(tensor) for _ in range(model.backend.requests)]:
         pending.result()

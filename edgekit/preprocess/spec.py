@@ -22,6 +22,7 @@ import numpy as np
 
 from edgekit.errors import UsageError
 from edgekit.helpers.limits import MAX_SIDE, check_image_shape
+from edgekit.helpers.schema import record
 
 COLORS = ("rgb", "bgr", "gray")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
@@ -189,14 +190,10 @@ class InputSpec:
 
     @classmethod
     def from_dict(cls, data: dict) -> InputSpec:
-        # Bundles written before interpolation was recorded were resized bilinearly.
-        return cls(shape=tuple(data["shape"]), layout=data.get("layout", "NHWC"),
-                   color=data.get("color", "rgb"), mean=tuple(data.get("mean", (0.0,))),
-                   std=tuple(data.get("std", (255.0,))), resize=data.get("resize", "stretch"),
-                   interpolation=data.get("interpolation", "bilinear"),
-                   antialias=bool(data.get("antialias", False)),
-                   dtype=data.get("dtype", "float32"), name=data.get("name", ""),
-                   origin=dict(data.get("origin", {})))
+        """The spec a manifest holds, each value checked against its field (a SchemaError
+        names the one that is wrong); keys a newer edgekit may add are left alone. Bundles
+        written before interpolation was recorded get the default, bilinear, as they were."""
+        return record(cls, data, unknown="ignore", skip=("extra",))
 
 
 ORIGIN_FLAGS = {"mean": "--mean", "std": "--std", "color": "--color", "resize": "--resize",

@@ -53,8 +53,10 @@ from edgekit.tasks.detection.registry import (
     DetectionOptions,
     configure,
     decode,
+    decoder_param_help,
     decoder_params,
     describe_decoder,
+    describe_params,
     with_bundle_files,
 )
 from edgekit.tasks.detection.ssd import (
@@ -93,9 +95,11 @@ __all__ = [
     "decode_ssd_raw",
     "decode_yolo",
     "Decoder",
+    "decoder_param_help",
     "decoder_params",
     "DECODERS",
     "describe_decoder",
+    "describe_params",
     "Detection",
     "DetectionOptions",
     "detections",

@@ -8,8 +8,17 @@ from typing import Any, ClassVar
 import numpy as np
 
 from edgekit.errors import InvalidModel
+from edgekit.helpers.schema import setting
 from edgekit.tasks.detection.boxes import Detection, class_nms, detections, nms
-from edgekit.tasks.detection.params import class_filter, make_params
+from edgekit.tasks.detection.params import (
+    class_filter,
+    classes_setting,
+    iou_setting,
+    make_params,
+    max_detections_setting,
+    output_order_setting,
+    score_setting,
+)
 
 GRID_ROLES = ("objectness", "box", "classes")
 
@@ -33,15 +42,16 @@ class GridParams:
 
     output_roles: ClassVar[tuple[str, ...]] = GRID_ROLES  # what output_order may name
 
-    score_threshold: float = 0.3
-    iou_threshold: float = 0.45
-    max_detections: int = 100
-    classes: tuple[str, ...] = ()
-    size_scale: float = 0.5
-    offset_low: float = -0.5
-    offset_high: float = 1.5
-    class_agnostic_nms: bool = False
-    output_order: tuple[str, ...] | None = None
+    score_threshold: float = score_setting(0.3)
+    iou_threshold: float = iou_setting(0.45)
+    max_detections: int = max_detections_setting()
+    classes: tuple[str, ...] = classes_setting()
+    size_scale: float = setting(0.5, low=0, help="a box's size: tw (th) times this times the "
+                                "input's width (height)")
+    offset_low: float = setting(-0.5, help="a box centre's lowest offset in its cell, in cells")
+    offset_high: float = setting(1.5, help="a box centre's highest offset in its cell, in cells")
+    class_agnostic_nms: bool = setting(False, help="one NMS over every class, not one per class")
+    output_order: tuple[str, ...] | None = output_order_setting(GRID_ROLES)
 
 
 def grid_parts(

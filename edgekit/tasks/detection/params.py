@@ -1,12 +1,9 @@
-"""The decoders' parameters, declared once per decoder as a frozen dataclass and built from a
-manifest's decoder object or a person's options: each value coerced to its field's type and
-checked, an unknown key refused; the class filter; a decoder's output arrays picked."""
+"""The decoders' parameters, declared once per decoder as a frozen dataclass whose fields carry
+their range, choices and help (``edgekit.helpers.schema``), and built from a manifest's decoder
+object or a person's options: each value coerced to its field's type and checked, an unknown key
+refused; the shared fields; the class filter; a decoder's output arrays picked."""
 from __future__ import annotations
 
-import functools
-import json
-import math
-import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from typing import Any
@@ -14,13 +11,14 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import EdgekitError, InvalidModel, UsageError
+from edgekit.helpers.schema import Field, SchemaError, fields_of, record, setting
 
 
 def make_params(cls: type, params: Mapping[str, Any] | None, decoder: str,
                 error: type[EdgekitError] = InvalidModel) -> Any:
-    """Build the frozen params dataclass ``cls`` from a manifest's decoder object, each value
-    brought to its field's type and checked (``error``: InvalidModel for a manifest,
-    UsageError for flags)."""
+    """Build the frozen params dataclass ``cls`` from a manifest's decoder object or a
+    person's options: its fields (``schema.setting``) say each value's type, range and
+    choices (``error``: InvalidModel for a manifest, UsageError for flags)."""
     given = dict(params or {})
     given.pop("name", None)
     given.pop("origin", None)  # where each value came from: for people, not the decoder
@@ -34,76 +32,51 @@ def make_params(cls: type, params: Mapping[str, Any] | None, decoder: str,
             f"the {decoder} decoder has no parameter {', '.join(unknown)} (its parameters: "
             f"{', '.join(sorted(known))})"
         )
-    hints = _type_hints(cls)
-    values = {key: _coerce(value, hints[key], f"{decoder} {key}", error)
-              for key, value in given.items()}
-    built = cls(**values)
-    _check_common(built, decoder, error)
+    try:
+        built = record(cls, given, coerce=True)  # a manifest may hold "0.5" as text too
+    except SchemaError as exc:
+        raise error(f"{decoder} {exc.key} {exc.problem}") from None
+    _check_roles(built, decoder, error)
     return built
 
 
-@functools.cache
-def _type_hints(cls: type) -> dict[str, Any]:
-    """The field types of a params class (resolved once: decoders run on every frame)."""
-    return typing.get_type_hints(cls)
+def score_setting(default: float) -> Any:
+    """The shared score threshold field (``--score-threshold``)."""
+    return setting(default, low=0, high=1, help="the lowest score a detection keeps")
 
 
-def _coerce(value: Any, hint: Any, what: str, error: type[EdgekitError]) -> Any:
-    """A JSON value or a flag's text as the type ``hint`` names (bool, int, float, str, a
-    tuple of those, or None where the hint allows it); ``error`` when it is not one."""
-    args = typing.get_args(hint)
-    if type(None) in args:
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "")):
-            return None
-        hint = next(a for a in args if a is not type(None))
-        args = typing.get_args(hint)
-    if typing.get_origin(hint) is tuple:
-        item = args[0]
-        if isinstance(value, str):
-            text = value.strip()
-            items = json.loads(text) if text.startswith("[") else \
-                [v for v in text.replace(" ", "").split(",") if v]
-        elif isinstance(value, (list, tuple)):
-            items = list(value)
-        else:
-            items = [value]
-        return tuple(_coerce(v, item, what, error) for v in items)
-    try:
-        if hint is bool:
-            if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on"):
-                return True
-            if isinstance(value, str) and value.lower() in ("false", "no", "0", "off"):
-                return False
-            if isinstance(value, bool):
-                return value
-            raise ValueError
-        if hint is int:
-            number = float(value)
-            if number != int(number) or isinstance(value, bool):
-                raise ValueError
-            return int(number)
-        if hint is float:
-            if isinstance(value, bool):
-                raise ValueError
-            number = float(value)
-            if not math.isfinite(number):
-                raise ValueError
-            return number
-        return str(value)
-    except (TypeError, ValueError, OverflowError):  # OverflowError: int("inf")
-        kind = {bool: "true or false", int: "a whole number", float: "a finite number"}.get(
-            hint, "text")
-        raise error(f"{what} takes {kind}, not {value!r}") from None
+def iou_setting(default: float) -> Any:
+    """The shared NMS threshold field (``--iou``)."""
+    return setting(default, low=0, high=1,
+                   help="boxes of a class overlapping more than this are suppressed")
 
 
-def _check_common(p: Any, decoder: str, error: type[EdgekitError]) -> None:
-    """The shared parameters in range: scores and IoU 0..1, at least one detection."""
-    for key in ("score_threshold", "iou_threshold"):
-        value = getattr(p, key, None)
-        if value is not None and not 0 <= value <= 1:
-            raise error(f"{decoder} {key} {value:g} is outside 0..1")
-    if getattr(p, "max_detections", 1) < 1:
-        raise error(f"{decoder} max_detections {p.max_detections} must be 1 or more")
+def max_detections_setting(default: int = 100) -> Any:
+    """The shared cap on detections per frame (``--max-detections``)."""
+    return setting(default, low=1, help="at most this many detections per frame")
+
+
+def classes_setting() -> Any:
+    """The shared class filter (``--classes``)."""
+    return setting((), help="keep only these classes, by label or id")
+
+
+def output_order_setting(roles: tuple[str, ...]) -> Any:
+    """The roles of the outputs in the model's order, when their shapes do not tell."""
+    return setting(None, help=f"the role of each output in the model's order "
+                              f"({', '.join(roles)}), when their shapes do not tell")
+
+
+SHARED = ("score_threshold", "iou_threshold", "max_detections", "classes", "anchors")  # flags
+
+
+def own_fields(cls: type) -> list[Field]:
+    """A decoder's own parameters: those without a flag of their own."""
+    return [f for f in fields_of(cls) if f.name not in SHARED]
+
+
+def _check_roles(p: Any, decoder: str, error: type[EdgekitError]) -> None:
+    """The output roles named once each (one field against the class's roles)."""
     roles = getattr(p, "output_roles", None)  # the decoder's outputs, by role
     order = getattr(p, "output_order", None)
     if roles and order is not None and sorted(order) != sorted(roles):

@@ -12,7 +12,7 @@ import numpy as np
 from edgekit.errors import UsageError
 from edgekit.tasks.detection.boxes import Detection
 from edgekit.tasks.detection.grid import GRID_ROLES, GridParams, decode_edgekit_grid
-from edgekit.tasks.detection.params import make_params
+from edgekit.tasks.detection.params import make_params, own_fields
 from edgekit.tasks.detection.ssd import SSD_ROLES, SsdParams, decode_ssd_postprocess
 from edgekit.tasks.detection.ssd_raw import (
     SSD_RAW_ROLES,
@@ -33,6 +33,19 @@ PARAMS: dict[str, type] = {"edgekit-grid": GridParams, "ssd": SsdParams,
                            "ssd-raw": RawSsdParams, "yolo": YoloParams}
 OUTPUT_ROLES: dict[str, tuple[str, ...]] = {"edgekit-grid": GRID_ROLES, "ssd": SSD_ROLES,
                                             "ssd-raw": SSD_RAW_ROLES}
+
+
+def decoder_param_help() -> str:
+    """Each decoder's own parameters by name (``--decoder-param``'s help), from their fields."""
+    return "; ".join(f"{name} {', '.join(f.name for f in own_fields(cls))}"
+                     for name, cls in PARAMS.items())
+
+
+def describe_params(name: str) -> list[str]:
+    """One line per parameter of the decoder ``name``: what it takes, its default, its help."""
+    from edgekit.helpers.schema import describe_all
+
+    return describe_all(PARAMS[name])
 
 
 def decoder_params(decoder: Mapping[str, Any]) -> Any:

@@ -9,8 +9,17 @@ from typing import Any, ClassVar
 import numpy as np
 
 from edgekit.errors import InvalidModel
+from edgekit.helpers.schema import setting
 from edgekit.tasks.detection.boxes import Detection, detections
-from edgekit.tasks.detection.params import class_filter, make_params, pick_outputs
+from edgekit.tasks.detection.params import (
+    class_filter,
+    classes_setting,
+    make_params,
+    max_detections_setting,
+    output_order_setting,
+    pick_outputs,
+    score_setting,
+)
 
 SSD_ROLES = ("boxes", "classes", "scores", "count")
 
@@ -34,11 +43,12 @@ class SsdParams:
 
     output_roles: ClassVar[tuple[str, ...]] = SSD_ROLES  # what output_order may name
 
-    score_threshold: float = 0.3
-    max_detections: int = 100
-    classes: tuple[str, ...] = ()
-    output_order: tuple[str, ...] | None = None
-    class_offset: int = 0
+    score_threshold: float = score_setting(0.3)
+    max_detections: int = max_detections_setting()
+    classes: tuple[str, ...] = classes_setting()
+    output_order: tuple[str, ...] | None = output_order_setting(SSD_ROLES)
+    class_offset: int = setting(0, help="added to each class id (1 for labels that start with "
+                                         "a background entry)")
 
 
 def ssd_roles(outputs: Sequence[np.ndarray]) -> dict[str, np.ndarray]:

@@ -12,8 +12,18 @@ from typing import Any, ClassVar
 import numpy as np
 
 from edgekit.errors import InvalidModel, UsageError
+from edgekit.helpers.schema import setting
 from edgekit.tasks.detection.boxes import Detection, class_nms, detections, nms
-from edgekit.tasks.detection.params import class_filter, make_params, pick_outputs
+from edgekit.tasks.detection.params import (
+    class_filter,
+    classes_setting,
+    iou_setting,
+    make_params,
+    max_detections_setting,
+    output_order_setting,
+    pick_outputs,
+    score_setting,
+)
 
 SSD_RAW_ROLES = ("boxes", "scores")
 
@@ -44,26 +54,31 @@ class RawSsdParams:
 
     output_roles: ClassVar[tuple[str, ...]] = SSD_RAW_ROLES  # what output_order may name
 
-    score_threshold: float = 0.3
-    iou_threshold: float = 0.6
-    max_detections: int = 100
-    classes: tuple[str, ...] = ()
-    class_agnostic_nms: bool = True
-    num_classes: int | None = None
-    apply_sigmoid: bool = False
-    y_scale: float = 10.0
-    x_scale: float = 10.0
-    h_scale: float = 5.0
-    w_scale: float = 5.0
-    anchors: str | None = None
-    num_layers: int = 6
-    min_scale: float = 0.2
-    max_scale: float = 0.95
-    aspect_ratios: tuple[float, ...] = (1.0, 2.0, 0.5, 3.0, 0.3333)
-    interpolated_scale_aspect_ratio: float = 1.0
-    reduce_boxes_in_lowest_layer: bool = True
-    feature_map_sizes: tuple[int, ...] | None = None
-    output_order: tuple[str, ...] | None = None
+    score_threshold: float = score_setting(0.3)
+    iou_threshold: float = iou_setting(0.6)
+    max_detections: int = max_detections_setting()
+    classes: tuple[str, ...] = classes_setting()
+    class_agnostic_nms: bool = setting(True, help="the op's fast NMS (true) or its per-class "
+                                                  "NMS (false)")
+    num_classes: int | None = setting(None, low=1, help="classes after the background "
+                                      "column(s) (default: all but one)")
+    apply_sigmoid: bool = setting(False, help="the scores are logits")
+    y_scale: float = setting(10.0, help="the box coder's centre scale (y)")
+    x_scale: float = setting(10.0, help="the box coder's centre scale (x)")
+    h_scale: float = setting(5.0, help="the box coder's size scale (height)")
+    w_scale: float = setting(5.0, help="the box coder's size scale (width)")
+    anchors: str | None = setting(None, help="a file of anchors (--anchors)")
+    num_layers: int = setting(6, low=1, help="feature maps the anchors are made for")
+    min_scale: float = setting(0.2, help="the smallest anchor, as a share of the input")
+    max_scale: float = setting(0.95, help="the largest anchor, as a share of the input")
+    aspect_ratios: tuple[float, ...] = setting((1.0, 2.0, 0.5, 3.0, 0.3333),
+                                               help="the anchors' width over height")
+    interpolated_scale_aspect_ratio: float = setting(
+        1.0, help="the extra anchor between two scales' aspect ratio")
+    reduce_boxes_in_lowest_layer: bool = setting(True, help="three anchors on the first map")
+    feature_map_sizes: tuple[int, ...] | None = setting(
+        None, help="each map's size (default: the input over 16, 32, ...)")
+    output_order: tuple[str, ...] | None = output_order_setting(SSD_RAW_ROLES)
 
 
 def ssd_anchors(p: RawSsdParams, input_size: tuple[int, int]) -> np.ndarray:

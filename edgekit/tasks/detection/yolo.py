@@ -8,9 +8,18 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import InvalidModel, UsageError
+from edgekit.helpers.schema import setting
 from edgekit.tasks.detection.boxes import Detection
 from edgekit.tasks.detection.grid import suppress_boxes
-from edgekit.tasks.detection.params import class_filter, make_params, pick_outputs
+from edgekit.tasks.detection.params import (
+    class_filter,
+    classes_setting,
+    iou_setting,
+    make_params,
+    max_detections_setting,
+    pick_outputs,
+    score_setting,
+)
 
 
 @dataclass(frozen=True)
@@ -27,16 +36,19 @@ class YoloParams:
     logits.
     """
 
-    score_threshold: float = 0.25
-    iou_threshold: float = 0.45
-    max_detections: int = 100
-    classes: tuple[str, ...] = ()
-    num_classes: int | None = None
-    layout: str = "auto"
-    objectness: bool = False
-    coordinates: str = "auto"
-    apply_sigmoid: bool = False
-    class_agnostic_nms: bool = False
+    score_threshold: float = score_setting(0.25)
+    iou_threshold: float = iou_setting(0.45)
+    max_detections: int = max_detections_setting()
+    classes: tuple[str, ...] = classes_setting()
+    num_classes: int | None = setting(None, low=1, help="classes per box (default: the labels', "
+                                      "else told from the shape)")
+    layout: str = setting("auto", choices=("auto", "NC", "CN"),
+                          help="NC: a row per box (YOLOv5); CN: a column per box (YOLOv8)")
+    objectness: bool = setting(False, help="an objectness column before the classes (YOLOv5)")
+    coordinates: str = setting("auto", choices=("auto", "pixels", "normalized"),
+                               help="boxes in input pixels or in 0..1 of the input")
+    apply_sigmoid: bool = setting(False, help="the head emits logits")
+    class_agnostic_nms: bool = setting(False, help="one NMS over every class, not one per class")
 
 
 def _yolo_rows(raw: np.ndarray, channels: int | None, layout: str = "auto") -> np.ndarray:
@@ -71,13 +83,6 @@ def decode_yolo(
 ) -> list[Detection]:
     """Detections in model-input pixels from a raw YOLO output, after NMS."""
     p: YoloParams = make_params(YoloParams, params, "yolo")
-    if p.coordinates not in ("auto", "pixels", "normalized"):
-        raise InvalidModel(
-            f"yolo coordinates must be auto, pixels or normalized, got {p.coordinates!r}"
-        )
-    if p.layout not in ("auto", "NC", "CN"):
-        raise UsageError(f"yolo layout must be auto, NC ([1, boxes, channels]: YOLOv5) or CN "
-                         f"([1, channels, boxes]: YOLOv8), not {p.layout!r}")
     (raw,) = pick_outputs(outputs, "yolo", 1)
     num_classes = p.num_classes if p.num_classes is not None else (len(labels) or None)
     first_class = 5 if p.objectness else 4
