@@ -407,3 +407,67 @@ def test_bad_events_options_are_one_line(detector_bundle: Path, demo_clip: Path,
                      cwd=tmp_path)
     assert_clean_error(result, needle)
     assert result.returncode == 2
+
+
+# ---------------------------------------------------------------------------- a classifier's top-1
+
+
+def test_a_classifier_label_flicker_neither_ends_nor_starts_a_label() -> None:
+    from edgekit.events.labels import LabelTracker
+
+    tracker, maker = LabelTracker(3), EventMaker(Rules(min_frames=3, end_frames=3), "cam", "b")
+    shown = "AAAABAAAAAABBBBBA"  # one B flickers; then B holds for five frames
+    made = []
+    for frame, label in enumerate(shown):
+        made += maker.frame(frame, time.perf_counter_ns(), None,
+                            tracker.update(ord(label), label, 0.9, (64, 48)))
+    made += maker.finish()
+    assert [(e.type, e.label, e.frame) for e in made] == [
+        ("new", "A", 2), ("end", "A", 10), ("new", "B", 13), ("end", "B", 15)]
+    assert made[0].box == (0.0, 0.0, 64.0, 48.0) and made[0].track_id != made[2].track_id
+
+
+def test_a_classifier_s_smoothed_top1_changing_makes_events(lenet_bundle: Path, demo_clip: Path,
+                                                           tmp_path: Path) -> None:
+    """In-process: every change of the smoothed top-1 in --jsonl is one ``end`` and one
+    ``new`` in the events file (debounce 1); a debounce of 3 makes fewer, each on a frame
+    that shows its label."""
+    from edgekit.events.settings import EventsOptions
+    from edgekit.loop.run import run_loop
+    from edgekit.model import load_model
+
+    def run(min_frames: int) -> tuple[list[dict], list[dict]]:
+        frames, events = tmp_path / f"f{min_frames}.jsonl", tmp_path / f"e{min_frames}.jsonl"
+        with load_model(lenet_bundle) as model:
+            report = run_loop(model, demo_clip, jsonl=frames, smooth=3, max_frames=60,
+                              events=EventsOptions(destinations=(str(events),),
+                                                   min_frames=min_frames))
+        assert report.events[0]["delivered"] == len(events.read_text().splitlines())
+        return ([json.loads(line) for line in frames.read_text().splitlines()],
+                [json.loads(line) for line in events.read_text().splitlines()])
+
+    records, events = run(1)
+    shown = [r["smoothed_top1"]["label"] for r in records]
+    changes = [i for i in range(1, len(shown)) if shown[i] != shown[i - 1]]
+    assert changes, "the clip's top-1 should change at least once"
+    expected = [("new", shown[0], records[0]["frame"])]
+    for i in changes:
+        expected += [("end", shown[i - 1], records[i - 1]["frame"]),
+                     ("new", shown[i], records[i]["frame"])]
+    expected.append(("end", shown[-1], records[-1]["frame"]))
+    assert [(e["type"], e["label"], e["frame"]) for e in events] == expected
+    assert {e["bundle"] for e in events} == {"bundle"} and events[0]["box"][:2] == [0, 0]
+
+    records, debounced = run(3)
+    by_frame = {r["frame"]: r["smoothed_top1"]["label"] for r in records}
+    news = [e for e in debounced if e["type"] == "new"]
+    assert 1 <= len(news) <= len(changes) + 1
+    assert all(by_frame[e["frame"]] == e["label"] for e in news)
+    assert len(news) == sum(e["type"] == "end" for e in debounced)
+
+
+def test_a_classifier_refuses_zones_and_track_alone(lenet_bundle: Path, demo_clip: Path) -> None:
+    assert_clean_error(run_cli("run", lenet_bundle, "--source", demo_clip, "--events", "e.jsonl",
+                               "--events-zone", "a=0,0,10,0,10,10"), "zones go with a detector")
+    assert_clean_error(run_cli("run", lenet_bundle, "--source", demo_clip, "--track"),
+                       "--track follows a detector's objects")

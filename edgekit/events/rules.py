@@ -124,10 +124,11 @@ class EventMaker:
             elif state.announced and now - state.last_sent >= self.rules.update_s:
                 state.last_sent = now
                 events.append(self._typed(event, "update"))
+        ended = []
         for track_id, state in list(self._tracks.items()):
             if index - state.last_frame >= self.rules.end_frames:
-                events += self._ended(track_id, state)
-        return events
+                ended += self._ended(track_id, state)
+        return ended + events  # an object's end before another's new in the same frame
 
     def finish(self) -> list[Event]:
         """The source ended: every track still open ends."""

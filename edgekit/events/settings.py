@@ -52,6 +52,20 @@ class EventsOptions:
         return Rules(frozenset(self.classes) if self.classes else None, self.min_score,
                      self.min_frames, self.update_s, end_frames, self.zones)
 
+    def check_task(self, task: str) -> None:
+        """Tracks follow a detector's objects; a classifier's events follow its top-1 label
+        (over the whole frame: no zones)."""
+        if task == "classification":
+            if self.zones:
+                raise UsageError("--events-zone: a classifier's events are about the whole "
+                                 "frame; zones go with a detector")
+            if not (self.destinations or self.clips):
+                raise UsageError("--track follows a detector's objects; a classifier's "
+                                 "top-1 makes events with --events URL")
+        elif task != "detection":
+            raise UsageError(f"--track, --events and --clips follow a detector's objects or a "
+                             f"classifier's top-1, and this is a {task} model")
+
     def check(self) -> None:
         """Filters without anywhere for events to go are a mistake: said in one line."""
         if self.filters_given and not (self.destinations or self.clips):

@@ -31,7 +31,10 @@ class EventsSink(Sink):
                  device: str | None = None) -> None:
         self.device = device or socket.gethostname()
         self.options = options
-        self.maker = EventMaker(options.rules(lost_frames(fps)), self.device, bundle_name(model))
+        # a classifier's label ends when another has held for --events-min-frames (labels)
+        end_frames = (options.min_frames if getattr(model, "task", "") == "classification"
+                      else lost_frames(fps))
+        self.maker = EventMaker(options.rules(end_frames), self.device, bundle_name(model))
         self.outboxes = [Outbox(parse_destination(url, self.device), options.queue)
                          for url in options.destinations]
         self.clips: Any = None
