@@ -10,6 +10,7 @@ from edgekit.deploy.checks import live_view_text, serve_status_text, service_fai
 from edgekit.deploy.service import start_hint
 from edgekit.deploy.smoke import SmokeReport
 from edgekit.helpers.render import size, table
+from edgekit.helpers.text import redact_urls
 
 
 @dataclass
@@ -69,7 +70,7 @@ class DeployReport:
         data = asdict(self)
         if self.smoke is not None:
             data["smoke"]["matches"] = self.smoke.matches
-        return data
+        return redact_urls(data)  # a camera URL's password never shows (the unit holds it)
 
 
 def _bytes(n: int) -> str:
@@ -152,7 +153,7 @@ def dry_run_text(report: DeployReport) -> str:
             lines.append(f"   $ {shlex.join(command.argv)}")
             if command.note:
                 lines.append(f"     ({command.note})")
-    return "\n".join(lines + [f"\nnote: {n}" for n in report.notes])
+    return redact_urls("\n".join(lines + [f"\nnote: {n}" for n in report.notes]))
 
 
 @dataclass
@@ -329,6 +330,7 @@ def service_status_text(probe: dict[str, Any]) -> list[str]:
 
 def status_text(host: str, probe: dict[str, Any]) -> str:
     """``edgekit status``: the releases on the device and what runs."""
+    probe = redact_urls(probe)
     rows = []
     for r in reversed(probe.get("releases", [])):
         state = "current" if r["current"] else ("ok" if r["complete"] else "INCOMPLETE")
