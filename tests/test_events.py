@@ -317,6 +317,42 @@ def test_bad_credentials_are_said_once_and_the_events_counted(tmp_path: Path) ->
     assert "EDGEKIT_EVENTS_USERNAME" in refused[0]
 
 
+@needs_broker
+def test_mqtts_with_the_ca_on_the_url_and_an_untrusted_certificate(tmp_path: Path) -> None:
+    """A TLS listener with a server certificate from a CA the test made: trusted with
+    ?ca=FILE, delivered; without it (the system's CAs) said once, in one line, and the events
+    wait; a CA file that cannot be read is refused before anything starts."""
+    broker = Broker(tmp_path, tls=True).start()
+    watcher = Subscriber(broker.port)
+    said: list[str] = []
+    try:
+        trusted = Outbox(parse_destination(f"{broker.tls_url}/tls?ca={broker.ca}", "cam", {}))
+        untrusted = Outbox(parse_destination(f"{broker.tls_url}/tls", "cam", {}),
+                           say=said.append)
+        for outbox in (trusted, untrusted):
+            outbox.start()
+            outbox.put(_event(1))
+        assert _wait(lambda: trusted.delivered == 1, 15)
+        assert _wait(lambda: len(watcher.on("tls/events/new")) == 1)
+        assert _wait(lambda: any("not trusted" in line for line in said), 15)
+        untrusted.close(0.2)
+        trusted.close()
+    finally:
+        watcher.close()
+        broker.stop()
+    assert trusted.destination.name == f"mqtts://localhost:{broker.tls_port}/tls"
+    assert json.loads(watcher.on("tls/events/new")[0])["id"] == "e1"
+    assert untrusted.counters()["delivered"] == 0 and untrusted.counters()["dropped"] == 1
+    line = next(line for line in said if "not trusted" in line)
+    assert "\n" not in line and "?ca=FILE" in line and "EDGEKIT_EVENTS_CA" in line
+    with pytest.raises(UsageError, match="cannot be read"):
+        parse_destination(f"{broker.tls_url}?ca={tmp_path / 'none.pem'}", "cam", {})
+    with pytest.raises(UsageError, match="is the CA of an mqtts"):
+        parse_destination(f"{broker.url}?ca={broker.ca}", "cam", {})
+    with pytest.raises(UsageError, match="unknown parameter 'qos'"):
+        parse_destination(f"{broker.url}?qos=2", "cam", {})
+
+
 # ---------------------------------------------------------------------------- the run command
 
 

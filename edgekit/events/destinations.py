@@ -10,8 +10,12 @@
 Credentials never come from the command line (a URL with ``user:password@`` is refused): they
 come from ``EDGEKIT_EVENTS_USERNAME`` / ``EDGEKIT_EVENTS_PASSWORD`` or from the file
 ``EDGEKIT_EVENTS_CREDENTIALS`` names (``username=...`` and ``password=...`` lines; the
-deployed service's 0600 environment file holds either). ``EDGEKIT_EVENTS_CA``: a CA file for
-``mqtts://`` (default: the system's).
+deployed service's 0600 environment file holds either). The CA that signed an ``mqtts://``
+broker's certificate: ``?ca=FILE`` on the URL or ``EDGEKIT_EVENTS_CA`` (default: the system's).
+
+Options ride on the URL's query (``OPTIONS``): ``ca``, ``discovery=homeassistant`` (MQTT) and
+``spool=DIR&spool_max=SIZE`` (any destination; ``outbox``); a webhook keeps its other query
+parameters, an MQTT URL has no others.
 """
 from __future__ import annotations
 
@@ -20,17 +24,19 @@ import json
 import os
 import re
 import socket
+import ssl
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from edgekit.errors import UsageError
 from edgekit.events.outbox import Destination, Retry, Undeliverable
 from edgekit.events.rules import Event
+from edgekit.helpers.text import redact
 
 FLAG = "--events"
 USER_ENV, PASSWORD_ENV = "EDGEKIT_EVENTS_USERNAME", "EDGEKIT_EVENTS_PASSWORD"
@@ -39,6 +45,25 @@ HTTP_TIMEOUT_S = 5.0
 MQTT_ACK_S = 5.0  # how long a QoS 1 publish waits for the broker's acknowledgement
 MQTT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 _TOPIC_PART = re.compile(r"^[^+#\x00]+$")
+OPTIONS = ("ca", "discovery", "spool", "spool_max")  # edgekit's own query parameters
+DISCOVERY = ("homeassistant",)
+
+
+def split_options(url: str) -> tuple[str, dict[str, str]]:
+    """The URL without edgekit's own query parameters, and those parameters."""
+    parts = urlsplit(url)
+    kept, ours = [], {}
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key in OPTIONS:
+            if not value:
+                raise UsageError(f"{FLAG} {url!r}: ?{key}= needs a value")
+            ours[key] = value
+        else:
+            kept.append((key, value))
+    if kept and parts.scheme.lower() in ("mqtt", "mqtts"):
+        raise UsageError(f"{FLAG} {url!r}: unknown parameter {kept[0][0]!r}; an MQTT URL "
+                         "takes ?ca=FILE, ?discovery=homeassistant, ?spool=DIR, ?spool_max=SIZE")
+    return urlunsplit(parts._replace(query=urlencode(kept))), ours
 
 
 def credentials(env: Mapping[str, str] | None = None) -> tuple[str | None, str | None]:
@@ -94,7 +119,7 @@ class WebhookDestination(Destination):
     """A JSON POST per event."""
 
     def __init__(self, url: str, env: Mapping[str, str] | None = None) -> None:
-        self.url, self.name = url, url
+        self.url, self.name = url, redact(url)  # a token in the query is not shown
         user, password = credentials(env)
         self._headers = {"Content-Type": "application/json", "User-Agent": "edgekit"}
         if user is not None:
@@ -125,7 +150,8 @@ class WebhookDestination(Destination):
 class MqttDestination(Destination):
     """QoS 1 publishes to an MQTT broker, with an availability topic and its last will."""
 
-    def __init__(self, url: str, device: str, env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, url: str, device: str, env: Mapping[str, str] | None = None,
+                 ca: str | None = None, discovery: str | None = None) -> None:
         parts = urlsplit(url)
         self.host, self.port = parts.hostname or "", parts.port or MQTT_PORTS[parts.scheme]
         self.tls = parts.scheme == "mqtts"
@@ -135,6 +161,11 @@ class MqttDestination(Destination):
         self.availability = f"{self.base}/availability"
         self._env = os.environ if env is None else env
         self._user, self._password = credentials(self._env)
+        self.ca = ca or self._env.get(CA_ENV) or None
+        if self.tls and self.ca is not None and not os.access(self.ca, os.R_OK):
+            raise UsageError(f"{FLAG}: the CA file {self.ca} cannot be read; give the PEM file "
+                             "of the CA that signed the broker's certificate")
+        self.discovery = discovery
         self._client: Any = None
         self._refused = ""  # why the broker refused the connection, if it did
         self._lock = threading.Lock()
@@ -150,7 +181,8 @@ class MqttDestination(Destination):
         if self._user is not None:
             client.username_pw_set(self._user, self._password)
         if self.tls:
-            client.tls_set(ca_certs=self._env.get(CA_ENV) or None)
+            client.tls_set(ca_certs=self.ca)
+        client.reconnect = self._noting_why(client.reconnect)
         client.will_set(self.availability, "offline", qos=1, retain=True)
         client.reconnect_delay_set(0.5, 4)
         client.max_queued_messages_set(8)  # ours wait in the outbox; a publish is 1 or 2
@@ -159,6 +191,25 @@ class MqttDestination(Destination):
         client.connect_async(self.host, self.port, keepalive=30)
         client.loop_start()
         self._client = client
+
+    def _noting_why(self, reconnect: Callable[[], Any]) -> Callable[[], Any]:
+        """paho's reconnect, noting why it failed (paho's thread only retries): what deliver
+        says, e.g. a certificate this machine does not trust."""
+        def noted() -> Any:
+            try:
+                return reconnect()
+            except ssl.SSLCertVerificationError as exc:
+                self._refused = (f"the broker's certificate is not trusted "
+                                 f"({exc.verify_message}); give the CA that signed it: "
+                                 f"?ca=FILE on the URL or {CA_ENV}=FILE")
+                raise
+            except ssl.SSLError as exc:
+                self._refused = f"TLS with the broker failed ({exc.reason or exc})"
+                raise
+            except OSError:
+                self._refused = ""
+                raise
+        return noted
 
     def _connected(self, client: Any, userdata: Any, flags: Any, reason: Any,
                    properties: Any = None) -> None:
@@ -216,11 +267,13 @@ def check_topic(topic: str) -> None:
 def parse_destination(url: str, device: str,
                       env: Mapping[str, str] | None = None) -> Destination:
     """The destination an ``--events`` value names; a malformed one is refused in one line."""
-    text = url.strip()
-    if text.endswith(".jsonl") and "://" not in text:
-        return FileDestination(Path(text))
+    if url.strip().endswith(".jsonl") and "://" not in url:
+        return FileDestination(Path(url.strip()))
+    text, options = split_options(url.strip())
     parts = urlsplit(text)
     scheme = parts.scheme.lower()
+    if "discovery" in options and scheme not in ("mqtt", "mqtts"):
+        raise UsageError(f"{FLAG} {url!r}: ?discovery= is for an MQTT broker")
     if scheme == "file":
         if not parts.path.endswith(".jsonl"):
             raise UsageError(f"{FLAG} {url}: a file destination is a .jsonl file")
@@ -241,6 +294,10 @@ def parse_destination(url: str, device: str,
                          f"or {CREDENTIALS_ENV}=FILE")
     if scheme in ("http", "https"):
         return WebhookDestination(text, env)
-    if parts.fragment or text.endswith("#"):  # '#' starts a URL's fragment: the topic's wildcard
+    if parts.fragment or url.strip().endswith("#"):  # '#' starts a fragment: the wildcard
         check_topic(f"{parts.path.strip('/')}#{parts.fragment}")
-    return MqttDestination(text, device, env)
+    if options.get("ca") and scheme != "mqtts":
+        raise UsageError(f"{FLAG} {url!r}: ?ca= is the CA of an mqtts:// broker")
+    if options.get("discovery", DISCOVERY[0]) not in DISCOVERY:
+        raise UsageError(f"{FLAG} {url!r}: ?discovery= knows {', '.join(DISCOVERY)}")
+    return MqttDestination(text, device, env, options.get("ca"), options.get("discovery"))
