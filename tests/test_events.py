@@ -318,6 +318,45 @@ def test_bad_credentials_are_said_once_and_the_events_counted(tmp_path: Path) ->
 
 
 @needs_broker
+def test_home_assistant_discovery_a_device_with_a_sensor_per_class(tmp_path: Path) -> None:
+    """?discovery=homeassistant: a retained config per class under homeassistant/ (one device,
+    the availability topic), and each class's count of objects as the events are delivered."""
+    broker = Broker(tmp_path).start()
+    try:
+        outbox = Outbox(parse_destination(f"{broker.url}/yard?discovery=homeassistant",
+                                          "Front cam", {}))
+        outbox.destination.describe(["7", "cat"], "digit_detector")
+        outbox.start()
+        outbox.put(_event(1))  # a "7" appears
+        outbox.put(_event(2))  # another
+        outbox.put(_event(1, "end"))  # one goes
+        assert _wait(lambda: outbox.delivered == 3)
+        late = Subscriber(broker.port)  # Home Assistant starting later: the retained ones
+        try:
+            assert _wait(lambda: len(late.on("/config")) == 2 and late.on("yard/state/7"))
+            configs = {t: (json.loads(p), retained) for t, p, _, retained in late.messages
+                       if t.startswith("homeassistant/")}
+            state = late.on("yard/state/7")[-1]
+        finally:
+            late.close()
+        outbox.close()
+    finally:
+        broker.stop()
+    assert sorted(configs) == ["homeassistant/sensor/edgekit_front_cam/7/config",
+                               "homeassistant/sensor/edgekit_front_cam/cat/config"]
+    config, retained = configs["homeassistant/sensor/edgekit_front_cam/cat/config"]
+    assert retained and config["state_topic"] == "yard/state/cat"
+    assert config["availability_topic"] == "yard/availability"
+    assert config["device"]["identifiers"] == ["edgekit_front_cam"]
+    assert config["device"]["model"] == "digit_detector" and config["unique_id"].endswith("cat")
+    assert state == b"1"  # two new, one end
+    with pytest.raises(UsageError, match="discovery= knows homeassistant"):
+        parse_destination(f"{broker.url}?discovery=openhab", "cam", {})
+    with pytest.raises(UsageError, match="for an MQTT broker"):
+        parse_destination("http://127.0.0.1/h?discovery=homeassistant", "cam", {})
+
+
+@needs_broker
 def test_mqtts_with_the_ca_on_the_url_and_an_untrusted_certificate(tmp_path: Path) -> None:
     """A TLS listener with a server certificate from a CA the test made: trusted with
     ?ca=FILE, delivered; without it (the system's CAs) said once, in one line, and the events

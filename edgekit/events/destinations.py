@@ -159,6 +159,7 @@ class MqttDestination(Destination):
         check_topic(self.base)
         self.name = f"{parts.scheme}://{self.host}:{self.port}/{self.base}"
         self.availability = f"{self.base}/availability"
+        self.device = device
         self._env = os.environ if env is None else env
         self._user, self._password = credentials(self._env)
         self.ca = ca or self._env.get(CA_ENV) or None
@@ -166,11 +167,21 @@ class MqttDestination(Destination):
             raise UsageError(f"{FLAG}: the CA file {self.ca} cannot be read; give the PEM file "
                              "of the CA that signed the broker's certificate")
         self.discovery = discovery
+        self._labels: list[str] = []
+        self._bundle = ""
+        self._counts: Any = None  # with discovery: objects per class (discovery.Counts)
         self._client: Any = None
         self._refused = ""  # why the broker refused the connection, if it did
         self._lock = threading.Lock()
 
+    def describe(self, labels: list[str], bundle: str) -> None:
+        self._labels, self._bundle = list(labels), bundle
+
     def start(self) -> None:
+        if self.discovery:
+            from edgekit.events.discovery import Counts
+
+            self._counts = Counts(self._labels)
         try:
             import paho.mqtt.client as mqtt
         except ImportError:
@@ -185,7 +196,8 @@ class MqttDestination(Destination):
         client.reconnect = self._noting_why(client.reconnect)
         client.will_set(self.availability, "offline", qos=1, retain=True)
         client.reconnect_delay_set(0.5, 4)
-        client.max_queued_messages_set(8)  # ours wait in the outbox; a publish is 1 or 2
+        # ours wait in the outbox; a publish is 1 to 3, discovery's 2 per class at connection
+        client.max_queued_messages_set(8 + (2 * len(self._labels) if self.discovery else 0))
         client.on_connect = self._connected
         client.on_disconnect = self._disconnected
         client.connect_async(self.host, self.port, keepalive=30)
@@ -220,6 +232,14 @@ class MqttDestination(Destination):
             return
         self._refused = ""
         client.publish(self.availability, "online", qos=1, retain=True)
+        if self._counts is not None:  # Home Assistant: the device, its sensors, their states
+            from edgekit.events.discovery import configs, state_topic
+
+            for topic, config in configs(self.base, self.device, self._bundle,
+                                         list(self._counts.by_label), self.availability):
+                client.publish(topic, config, qos=1, retain=True)
+            for label, count in list(self._counts.by_label.items()):
+                client.publish(state_topic(self.base, label), str(count), qos=1, retain=True)
 
     def _disconnected(self, client: Any, userdata: Any, flags: Any, reason: Any,
                       properties: Any = None) -> None:
@@ -233,6 +253,11 @@ class MqttDestination(Destination):
         jpeg = event.snapshot() if event.type == "new" else None
         if jpeg:
             messages.append((f"{self.base}/snapshot/{event.label}", jpeg, True))
+        count = None if self._counts is None else self._counts.after(event.type, event.label)
+        if count is not None:
+            from edgekit.events.discovery import state_topic
+
+            messages.append((state_topic(self.base, event.label), str(count), True))
         sent = [client.publish(topic, payload, qos=1, retain=retain)
                 for topic, payload, retain in messages]  # in flight together
         for info in sent:
@@ -242,6 +267,8 @@ class MqttDestination(Destination):
                 raise Retry(f"the broker did not take it ({exc})") from None
             if not info.is_published():
                 raise Retry("the broker did not acknowledge it in time")
+        if count is not None:
+            self._counts.by_label[event.label] = count
 
     def close(self) -> None:
         client, self._client = self._client, None

@@ -43,6 +43,10 @@ class Destination(ABC):
     def deliver(self, event: Event) -> None:
         """Deliver one event, or raise Retry / Undeliverable."""
 
+    def describe(self, labels: list[str], bundle: str) -> None:
+        """The model's classes and bundle, for a destination that announces them (Home
+        Assistant discovery); before ``start``."""
+
     def close(self) -> None:
         """Disconnect; safe to call twice."""
 

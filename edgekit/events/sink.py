@@ -37,6 +37,12 @@ class EventsSink(Sink):
         self.maker = EventMaker(options.rules(end_frames), self.device, bundle_name(model))
         self.outboxes = [Outbox(parse_destination(url, self.device), options.queue)
                          for url in options.destinations]
+        labels = [str(label) for label in getattr(model, "labels", None) or []]
+        if options.classes:  # only the classes that make events
+            labels = [label for i, label in enumerate(labels)
+                      if label in options.classes or str(i) in options.classes]
+        for outbox in self.outboxes:
+            outbox.destination.describe(labels, bundle_name(model))
         self.clips: Any = None
         if options.clips is not None:
             from edgekit.events.clips import ClipRecorder
