@@ -357,6 +357,59 @@ def test_home_assistant_discovery_a_device_with_a_sensor_per_class(tmp_path: Pat
 
 
 @needs_broker
+def test_the_disk_spool_keeps_what_the_queue_cannot_while_the_broker_is_down(
+        tmp_path: Path) -> None:
+    """?spool=DIR: with the broker stopped, 3 events wait in memory and the next go to the
+    bounded folder until it is full (the rest counted as dropped); the broker started, all
+    that was kept is delivered oldest first. Events left at the end of a run stay in the spool
+    and the next run delivers them."""
+    broker = Broker(tmp_path)
+    spool = tmp_path / "spool"
+    url = f"{broker.url}/sp?spool={spool}&spool_max=2K"
+    outbox = Outbox(parse_destination(url, "cam", {}), size=3, say=lambda _: None)
+    outbox.start()
+    events = [_event(n) for n in range(12)]
+    for event in events:
+        event.image = None  # about 330 bytes a file: 6 fit in 2K
+    outbox.put(events[0])
+    assert _wait(lambda: outbox.failures >= 1)  # e0 is being tried; e1-e3 fill the queue
+    for event in events[1:]:
+        outbox.put(event)
+    assert _wait(lambda: outbox.queued + outbox.dropped == 11 and not outbox._spill)
+    kept = len(list(spool.glob("*.event.json")))
+    assert 3 <= kept < 8 and outbox.dropped == 12 - 4 - kept
+    assert outbox.counters()["spooled"] == kept and outbox.delivered == 0
+    broker.start()
+    watcher = Subscriber(broker.port)
+    try:
+        assert _wait(lambda: outbox.delivered == 4 + kept, 30)
+        assert _wait(lambda: len(watcher.on("sp/events/new")) == 4 + kept)
+        got = [json.loads(m)["id"] for m in watcher.on("sp/events/new")]
+        assert got == [f"e{n}" for n in range(4 + kept)]  # oldest first; the newest dropped
+        assert not list(spool.glob("*.event.json"))
+        broker.stop()
+        assert _wait(lambda: not outbox.destination._client.is_connected())
+        for event in events[:2]:
+            outbox.put(event)
+        outbox.close(0.3)  # the broker is down: they stay on disk
+        assert len(list(spool.glob("*.event.json"))) == 2 and outbox.dropped == 12 - 4 - kept
+        broker.start()
+        again = Outbox(parse_destination(url, "cam", {}))
+        again.start()
+        assert _wait(lambda: again.delivered == 2, 30)
+        again.close()
+    finally:
+        watcher.close()
+        broker.stop()
+    assert not list(spool.glob("*")) and again.dropped == 0
+    with pytest.raises(UsageError, match="goes with"):
+        parse_destination(f"{broker.url}?spool_max=1M", "cam", {})
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UsageError, match="cannot write there"):
+        Outbox(parse_destination(f"{broker.url}?spool={tmp_path / 'file'}", "cam", {}))
+
+
+@needs_broker
 def test_mqtts_with_the_ca_on_the_url_and_an_untrusted_certificate(tmp_path: Path) -> None:
     """A TLS listener with a server certificate from a CA the test made: trusted with
     ?ca=FILE, delivered; without it (the system's CAs) said once, in one line, and the events

@@ -53,8 +53,10 @@ def events_line(row: dict[str, Any]) -> str:
         return (f"clips: {row['clips']} written in {row['destination']} "
                 f"({row['bytes'] / 1e6:.1f} MB), {row['deleted']} deleted for --max-disk"
                 + (f"; {row['last_error']}" if row.get("last_error") else ""))
+    spooled = f", {row['spooled']} kept in the spool" if row.get("spooled") else ""
     return (f"events: {row['destination']}: {row['delivered']} delivered, {row['dropped']} "
-            f"dropped" + (f" (last error: {row['last_error']})" if row["last_error"] else ""))
+            f"dropped{spooled}"
+            + (f" (last error: {row['last_error']})" if row["last_error"] else ""))
 
 
 def events_options(f: Callable[..., Any]) -> Callable[..., Any]:

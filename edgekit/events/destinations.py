@@ -297,6 +297,21 @@ def parse_destination(url: str, device: str,
     if url.strip().endswith(".jsonl") and "://" not in url:
         return FileDestination(Path(url.strip()))
     text, options = split_options(url.strip())
+    destination = _destination(url, text, options, device, env)
+    if "spool_max" in options and "spool" not in options:
+        raise UsageError(f"{FLAG} {url!r}: ?spool_max= goes with ?spool=DIR")
+    if "spool" in options:
+        from edgekit.events.settings import parse_size
+        from edgekit.events.spool import SPOOL_MAX
+
+        bound = parse_size(options["spool_max"], "?spool_max=") if "spool_max" in options \
+            else SPOOL_MAX
+        destination.spool = (options["spool"], bound)
+    return destination
+
+
+def _destination(url: str, text: str, options: dict[str, str], device: str,
+                 env: Mapping[str, str] | None) -> Destination:
     parts = urlsplit(text)
     scheme = parts.scheme.lower()
     if "discovery" in options and scheme not in ("mqtt", "mqtts"):

@@ -46,7 +46,8 @@ class Event:
                 "box": [round(v, 1) for v in self.box], "zone": self.zone,
                 "frame": self.frame, "time": round(self.time, 3), "device": self.device,
                 "bundle": self.bundle, "clip": self.clip,
-                "snapshot": self.image is not None and self.type == "new"}
+                "snapshot": (self.image is not None or bool(self._jpeg))
+                and self.type == "new"}
 
     def snapshot(self) -> bytes | None:
         """The frame as JPEG, the object's box drawn (encoded once, on first use)."""
