@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shlex
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
@@ -349,4 +350,17 @@ def status_text(host: str, probe: dict[str, Any]) -> str:
     serve = probe.get("serve")
     if serve:
         extra.append(f"live view: {serve_status_text(serve)}")
+    extra += events_status_lines(probe.get("events"))
     return "\n".join([head, body, *extra, *service_status_text(probe)])
+
+
+def events_status_lines(state: dict[str, Any] | None) -> list[str]:
+    """The service's events destinations and counters, as its loop last wrote them."""
+    if not state:
+        return []
+    from edgekit.events.service import counters_line
+
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(state.get("time", 0)))
+    return [f"{counters_line(row)}; {row.get('queued', 0)} queued (as of {when})"
+            if "clips" not in row else counters_line(row)
+            for row in state.get("destinations", [])]

@@ -66,6 +66,7 @@ class Target:
     environment: dict[str, str] = field(default_factory=dict)  # for the smoke test and service
     notes: tuple[str, ...] = ()
     limits: tuple[str, ...] = ()
+    service: dict[str, Any] = field(default_factory=dict)  # [service]: events, clips
     path: Path | None = None  # the file it was read from
     origin: str = ""  # "built-in", "user" or "file"
 
@@ -83,7 +84,8 @@ class Target:
             "tflite_runtime": self.tflite_runtime, "accelerator": self.accelerator,
             "system_packages": list(self.system_packages), "setup": list(self.setup),
             "environment": dict(self.environment), "notes": list(self.notes),
-            "limits": list(self.limits), "path": str(self.path) if self.path else None,
+            "limits": list(self.limits), "service": dict(self.service),
+            "path": str(self.path) if self.path else None,
             "origin": self.origin,
         }
 
@@ -213,6 +215,7 @@ class _Reader:
             fallback_backend=self.take("run", "fallback_backend", str, ""),
             camera=self.take("run", "camera", str, "0"),
             serve=self.take("run", "serve", str, ""),
+            service=dict(self.table("service")),
             path=self.path,
             origin=origin,
         )
@@ -221,6 +224,7 @@ class _Reader:
         return target
 
     def _check_leftovers(self) -> None:
+        self.data.pop("service", None)  # read whole; checked by edgekit.events.service
         for table in self.TABLES:
             for key in self.table(table):
                 raise self.fail(f"[{table}] {key}", "unknown field")
@@ -229,6 +233,9 @@ class _Reader:
             raise self.fail(key, "unknown field")
 
     def _check_values(self, t: Target) -> None:
+        from edgekit.events.service import service_options
+
+        service_options(t.service, self.path)
         if not re.match(r"^[a-z0-9_]+$", t.arch):
             raise self.fail("arch", f"{t.arch!r} is not a platform such as aarch64 or x86_64")
         for key, value in (("[python] version", t.python), ("glibc", t.glibc)):
