@@ -389,15 +389,24 @@ def test_the_disk_spool_keeps_what_the_queue_cannot_while_the_broker_is_down(
         assert not list(spool.glob("*.event.json"))
         broker.stop()
         assert _wait(lambda: not outbox.destination._client.is_connected())
-        for event in events[:2]:
+        failed = outbox.failures
+        outbox.put(events[0])
+        assert _wait(lambda: outbox.failures > failed)  # e0 is being tried again
+        for event in events[1:5]:  # e1-e3 in memory, e4 in the spool
             outbox.put(event)
-        outbox.close(0.3)  # the broker is down: they stay on disk
-        assert len(list(spool.glob("*.event.json"))) == 2 and outbox.dropped == 12 - 4 - kept
+        assert _wait(lambda: len(list(spool.glob("*.event.json"))) == 1)
+        outbox.close(0.3)  # the broker is down: they stay on disk, e0-e3 before e4
+        assert len(list(spool.glob("*.event.json"))) == 5 and outbox.dropped == 12 - 4 - kept
         broker.start()
-        again = Outbox(parse_destination(url, "cam", {}))
+        watcher.close()
+        watcher = Subscriber(broker.port)
+        again = Outbox(parse_destination(url, "cam", {}))  # the next run
         again.start()
-        assert _wait(lambda: again.delivered == 2, 30)
+        assert _wait(lambda: again.delivered == 5, 30)
+        assert _wait(lambda: len(watcher.on("sp/events/new")) == 5)
         again.close()
+        got = [json.loads(m)["id"] for m in watcher.on("sp/events/new")]
+        assert got == [f"e{n}" for n in range(5)]
     finally:
         watcher.close()
         broker.stop()

@@ -67,6 +67,7 @@ class Outbox:
             self.spool = Spool(*destination.spool)
         self._spill: collections.deque[Event] = collections.deque()  # for the spool, in order
         self._spooling = self.spool is not None and len(self.spool) > 0
+        self._unsent: list[Event] = []  # the event being tried when the run ended
         self.say = say or (lambda line: print(line, file=sys.stderr, flush=True))
         self.on_delivered = on_delivered
         self.delivered = 0
@@ -117,7 +118,8 @@ class Outbox:
         return row
 
     def close(self, flush_s: float = FLUSH_S) -> None:
-        """Deliver what is queued for up to ``flush_s`` seconds; what is left is dropped."""
+        """Deliver what is queued for up to ``flush_s`` seconds; what is left is dropped, or
+        with a spool kept there, in order, for the next run."""
         with self._cond:
             self._closing = True
             self._deadline = time.monotonic() + flush_s
@@ -125,12 +127,15 @@ class Outbox:
         if self._thread.is_alive():
             self._thread.join(flush_s + 2)
         with self._cond:
-            left = list(self._queue) + list(self._spill)
+            front = self._unsent + list(self._queue)  # older than the spool's files
+            back = list(self._spill)
+            self._unsent, self._spill = [], collections.deque()
             self._queue.clear()
-            self._spill.clear()
-        for event in left:  # a spool keeps them for the next run; else they are lost
-            if self.spool is None or not self.spool.push(event):
-                self.dropped += 1
+        if self.spool is None:
+            self.dropped += len(front) + len(back)
+        else:  # the spool keeps them, in order, for the next run
+            self.dropped += sum(not self.spool.push(e, front=True) for e in reversed(front))
+            self.dropped += sum(not self.spool.push(e) for e in back)
         self.destination.close()
 
     def _work(self) -> None:
@@ -158,10 +163,10 @@ class Outbox:
             if outcome == "dropped":
                 with self._cond:
                     self.dropped += 1
-            elif outcome == "stopped":  # a spool keeps it for the next run
-                if source is None and (self.spool is None or not self.spool.push(event)):
+            elif outcome == "stopped":  # close() drops it, or puts it in the spool
+                if source is None:
                     with self._cond:
-                        self.dropped += 1
+                        self._unsent = [event]
                 return
 
     def _write_spill(self) -> None:

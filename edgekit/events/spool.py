@@ -16,6 +16,7 @@ from edgekit.events.rules import Event
 
 SPOOL_MAX = 50 << 20  # bytes, when the URL does not say (?spool_max=)
 SUFFIX = ".event.json"
+FIRST = 10 ** 11  # the first file's number in an empty spool (12 digits, sorted as text)
 _FIELDS = {f.name for f in fields(Event)} - {"image", "_jpeg", "captured_ns"}
 
 
@@ -35,14 +36,16 @@ class Spool:
                 from None
         self._files = sorted(self.folder.glob(f"*{SUFFIX}"))  # a former run's, oldest first
         self.bytes = sum(p.stat().st_size for p in self._files)
-        self._next = int(self._files[-1].name.split(".")[0]) + 1 if self._files else 1
+        # numbers from the middle of the range: a run's end puts the events it was still
+        # trying before the ones already here (``front``), so they keep their order
+        self._next = int(self._files[-1].name.split(".")[0]) + 1 if self._files else FIRST
 
     def __len__(self) -> int:
         return len(self._files)
 
-    def push(self, event: Event) -> bool:
-        """Write the event (its snapshot with it); False when the bound does not allow it or
-        the disk refuses it."""
+    def push(self, event: Event, front: bool = False) -> bool:
+        """Write the event (its snapshot with it), after the others or (``front``) before
+        them; False when the bound does not allow it or the disk refuses it."""
         record = {name: getattr(event, name) for name in _FIELDS}
         jpeg = event.snapshot() if event.type == "new" else None
         if jpeg:
@@ -50,7 +53,9 @@ class Spool:
         data = json.dumps(record).encode()
         if self.bytes + len(data) > self.max_bytes:
             return False
-        path = self.folder / f"{self._next:012d}{SUFFIX}"
+        number = int(self._files[0].name.split(".")[0]) - 1 if front and self._files \
+            else self._next
+        path = self.folder / f"{number:012d}{SUFFIX}"
         partial = self.folder / f".{path.name}.partial"
         try:
             partial.write_bytes(data)
@@ -58,8 +63,11 @@ class Spool:
         except OSError:
             partial.unlink(missing_ok=True)
             return False
-        self._next += 1
-        self._files.append(path)
+        if front and self._files:
+            self._files.insert(0, path)
+        else:
+            self._next += 1
+            self._files.append(path)
         self.bytes += len(data)
         return True
 
