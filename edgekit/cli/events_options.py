@@ -70,8 +70,10 @@ def events_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      "persists across frames (drawn, in --jsonl and /stats.json); on with "
                      "--events or --clips."),
         click.option("--events", multiple=True, metavar="URL", help="Send events (new, "
-                     "update, end per tracked object) to mqtt://HOST[:PORT][/TOPIC], "
-                     "mqtts://..., http(s)://... (JSON POST) or FILE.jsonl; repeatable. "
+                     "update, end per tracked object, or per top-1 label of a classifier) to "
+                     "mqtt://HOST[:PORT][/TOPIC], mqtts://..., http(s)://... (JSON POST) or "
+                     "FILE.jsonl; repeatable. On the URL: ?ca=FILE (mqtts), "
+                     "?discovery=homeassistant (MQTT), ?spool=DIR&spool_max=SIZE. "
                      "Credentials: $EDGEKIT_EVENTS_USERNAME/$EDGEKIT_EVENTS_PASSWORD or "
                      "$EDGEKIT_EVENTS_CREDENTIALS=FILE, never the URL."),
     ]
