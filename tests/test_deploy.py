@@ -158,6 +158,11 @@ def test_a_camera_url_s_password_never_shows(lenet_bundle: Path, tmp_path: Path)
         assert result.returncode == 0, result.stderr
         assert "rtsp://***@cam.local/stream?token=***" in result.stdout
         assert "s3cret" not in result.stdout and "t0ken" not in result.stdout
+    from edgekit.deploy.report import DeployReport
+
+    shown = DeployReport("pi", "t", "m", [], 0, 0, live_view={"url": "http://pi:8080/?token=ab"},
+                         notes=[f"source {camera}"]).to_dict()  # the token is shown once
+    assert shown["live_view"]["url"].endswith("token=ab") and "s3cret" not in str(shown)
     from edgekit.helpers.text import redact_urls
 
     unit = {"unit": f"[Service]\\nExecStart=/x/edgekit run --source {camera}\\nRestart=no"}

@@ -194,10 +194,8 @@ def show_fleet(report: Any, view: str) -> None:
     """A fleet command's table (or JSON); exit 1 when a host failed."""
     from edgekit.deploy.fleet_report import fleet_text
     from edgekit.errors import DeployError
-    from edgekit.helpers.text import redact_urls
 
-    click.echo(redact_urls(json.dumps(report.to_dict(), indent=2)) if view == "json"
-               else redact_urls(fleet_text(report)))  # a camera URL's password never shows
+    click.echo(json.dumps(report.to_dict(), indent=2) if view == "json" else fleet_text(report))
     problem = report.problem()
     if problem:
         raise DeployError(problem)

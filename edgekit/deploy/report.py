@@ -71,7 +71,9 @@ class DeployReport:
         data = asdict(self)
         if self.smoke is not None:
             data["smoke"]["matches"] = self.smoke.matches
-        return redact_urls(data)  # a camera URL's password never shows (the unit holds it)
+        # a camera URL's password never shows (the unit holds it); the live view's URL keeps
+        # its token: this is the one time it is shown
+        return {**redact_urls(data), "live_view": data["live_view"]}
 
 
 def _bytes(n: int) -> str:
