@@ -147,6 +147,29 @@ def test_dry_run_of_a_device_that_cannot_be_asked(lenet_bundle: Path, tmp_path: 
     assert "could not be asked what it holds" in first and "for an empty device" in first
 
 
+def test_a_camera_url_s_password_never_shows(lenet_bundle: Path, tmp_path: Path) -> None:
+    """deploy --dry-run (text and --json) and status mask a camera URL's credentials and query
+    values (the unit on the device needs them; the screen does not)."""
+    camera = "rtsp://user:s3cret@cam.local/stream?token=t0ken"
+    profile = local_profile(tmp_path, edits={'camera = "0"': f'camera = "{camera}"'})
+    args = ("deploy", lenet_bundle, "--target", profile, "--host", "pi@127.0.0.1", "--port",
+            str(free_port()), "--timeout", "5", "--dry-run", "--service", "--offline")
+    for result in (run_cli(*args), run_cli(*args, "--json")):
+        assert result.returncode == 0, result.stderr
+        assert "rtsp://***@cam.local/stream?token=***" in result.stdout
+        assert "s3cret" not in result.stdout and "t0ken" not in result.stdout
+    from edgekit.deploy.report import DeployReport
+
+    shown = DeployReport("pi", "t", "m", [], 0, 0, live_view={"url": "http://pi:8080/?token=ab"},
+                         notes=[f"source {camera}"]).to_dict()  # the token is shown once
+    assert shown["live_view"]["url"].endswith("token=ab") and "s3cret" not in str(shown)
+    from edgekit.helpers.text import redact_urls
+
+    unit = {"unit": f"[Service]\\nExecStart=/x/edgekit run --source {camera}\\nRestart=no"}
+    assert redact_urls([unit]) == [{"unit": "[Service]\\nExecStart=/x/edgekit run --source "
+                                            "rtsp://***@cam.local/stream?token=***\\nRestart=no"}]
+
+
 def test_unknown_host_key_says_how_to_trust_it(ssh_server: SshServer, lenet_bundle: Path,
                                                empty_known_hosts: Path, tmp_path: Path) -> None:
     args = ssh_args(ssh_server, known_hosts=empty_known_hosts)

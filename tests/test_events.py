@@ -317,6 +317,143 @@ def test_bad_credentials_are_said_once_and_the_events_counted(tmp_path: Path) ->
     assert "EDGEKIT_EVENTS_USERNAME" in refused[0]
 
 
+@needs_broker
+def test_home_assistant_discovery_a_device_with_a_sensor_per_class(tmp_path: Path) -> None:
+    """?discovery=homeassistant: a retained config per class under homeassistant/ (one device,
+    the availability topic), and each class's count of objects as the events are delivered."""
+    broker = Broker(tmp_path).start()
+    try:
+        outbox = Outbox(parse_destination(f"{broker.url}/yard?discovery=homeassistant",
+                                          "Front cam", {}))
+        outbox.destination.describe(["7", "cat"], "digit_detector")
+        outbox.start()
+        outbox.put(_event(1))  # a "7" appears
+        outbox.put(_event(2))  # another
+        outbox.put(_event(1, "end"))  # one goes
+        assert _wait(lambda: outbox.delivered == 3)
+        late = Subscriber(broker.port)  # Home Assistant starting later: the retained ones
+        try:
+            assert _wait(lambda: len(late.on("/config")) == 2 and late.on("yard/state/7"))
+            configs = {t: (json.loads(p), retained) for t, p, _, retained in late.messages
+                       if t.startswith("homeassistant/")}
+            state = late.on("yard/state/7")[-1]
+        finally:
+            late.close()
+        outbox.close()
+    finally:
+        broker.stop()
+    assert sorted(configs) == ["homeassistant/sensor/edgekit_front_cam/7/config",
+                               "homeassistant/sensor/edgekit_front_cam/cat/config"]
+    config, retained = configs["homeassistant/sensor/edgekit_front_cam/cat/config"]
+    assert retained and config["state_topic"] == "yard/state/cat"
+    assert config["availability_topic"] == "yard/availability"
+    assert config["device"]["identifiers"] == ["edgekit_front_cam"]
+    assert config["device"]["model"] == "digit_detector" and config["unique_id"].endswith("cat")
+    assert state == b"1"  # two new, one end
+    with pytest.raises(UsageError, match="discovery= knows homeassistant"):
+        parse_destination(f"{broker.url}?discovery=openhab", "cam", {})
+    with pytest.raises(UsageError, match="for an MQTT broker"):
+        parse_destination("http://127.0.0.1/h?discovery=homeassistant", "cam", {})
+
+
+@needs_broker
+def test_the_disk_spool_keeps_what_the_queue_cannot_while_the_broker_is_down(
+        tmp_path: Path) -> None:
+    """?spool=DIR: with the broker stopped, 3 events wait in memory and the next go to the
+    bounded folder until it is full (the rest counted as dropped); the broker started, all
+    that was kept is delivered oldest first. Events left at the end of a run stay in the spool
+    and the next run delivers them."""
+    broker = Broker(tmp_path)
+    spool = tmp_path / "spool"
+    url = f"{broker.url}/sp?spool={spool}&spool_max=2K"
+    outbox = Outbox(parse_destination(url, "cam", {}), size=3, say=lambda _: None)
+    outbox.start()
+    events = [_event(n) for n in range(12)]
+    for event in events:
+        event.image = None  # about 330 bytes a file: 6 fit in 2K
+    outbox.put(events[0])
+    assert _wait(lambda: outbox.failures >= 1)  # e0 is being tried; e1-e3 fill the queue
+    for event in events[1:]:
+        outbox.put(event)
+    assert _wait(lambda: outbox.queued + outbox.dropped == 11 and not outbox._spill)
+    kept = len(list(spool.glob("*.event.json")))
+    assert 3 <= kept < 8 and outbox.dropped == 12 - 4 - kept
+    assert outbox.counters()["spooled"] == kept and outbox.delivered == 0
+    broker.start()
+    watcher = Subscriber(broker.port)
+    try:
+        assert _wait(lambda: outbox.delivered == 4 + kept, 30)
+        assert _wait(lambda: len(watcher.on("sp/events/new")) == 4 + kept)
+        got = [json.loads(m)["id"] for m in watcher.on("sp/events/new")]
+        assert got == [f"e{n}" for n in range(4 + kept)]  # oldest first; the newest dropped
+        assert not list(spool.glob("*.event.json"))
+        broker.stop()
+        assert _wait(lambda: not outbox.destination._client.is_connected())
+        failed = outbox.failures
+        outbox.put(events[0])
+        assert _wait(lambda: outbox.failures > failed)  # e0 is being tried again
+        for event in events[1:5]:  # e1-e3 in memory, e4 in the spool
+            outbox.put(event)
+        assert _wait(lambda: len(list(spool.glob("*.event.json"))) == 1)
+        outbox.close(0.3)  # the broker is down: they stay on disk, e0-e3 before e4
+        assert len(list(spool.glob("*.event.json"))) == 5 and outbox.dropped == 12 - 4 - kept
+        broker.start()
+        watcher.close()
+        watcher = Subscriber(broker.port)
+        again = Outbox(parse_destination(url, "cam", {}))  # the next run
+        again.start()
+        assert _wait(lambda: again.delivered == 5, 30)
+        assert _wait(lambda: len(watcher.on("sp/events/new")) == 5)
+        again.close()
+        got = [json.loads(m)["id"] for m in watcher.on("sp/events/new")]
+        assert got == [f"e{n}" for n in range(5)]
+    finally:
+        watcher.close()
+        broker.stop()
+    assert not list(spool.glob("*")) and again.dropped == 0
+    with pytest.raises(UsageError, match="goes with"):
+        parse_destination(f"{broker.url}?spool_max=1M", "cam", {})
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UsageError, match="cannot write there"):
+        Outbox(parse_destination(f"{broker.url}?spool={tmp_path / 'file'}", "cam", {}))
+
+
+@needs_broker
+def test_mqtts_with_the_ca_on_the_url_and_an_untrusted_certificate(tmp_path: Path) -> None:
+    """A TLS listener with a server certificate from a CA the test made: trusted with
+    ?ca=FILE, delivered; without it (the system's CAs) said once, in one line, and the events
+    wait; a CA file that cannot be read is refused before anything starts."""
+    broker = Broker(tmp_path, tls=True).start()
+    watcher = Subscriber(broker.port)
+    said: list[str] = []
+    try:
+        trusted = Outbox(parse_destination(f"{broker.tls_url}/tls?ca={broker.ca}", "cam", {}))
+        untrusted = Outbox(parse_destination(f"{broker.tls_url}/tls", "cam", {}),
+                           say=said.append)
+        for outbox in (trusted, untrusted):
+            outbox.start()
+            outbox.put(_event(1))
+        assert _wait(lambda: trusted.delivered == 1, 15)
+        assert _wait(lambda: len(watcher.on("tls/events/new")) == 1)
+        assert _wait(lambda: any("not trusted" in line for line in said), 15)
+        untrusted.close(0.2)
+        trusted.close()
+    finally:
+        watcher.close()
+        broker.stop()
+    assert trusted.destination.name == f"mqtts://localhost:{broker.tls_port}/tls"
+    assert json.loads(watcher.on("tls/events/new")[0])["id"] == "e1"
+    assert untrusted.counters()["delivered"] == 0 and untrusted.counters()["dropped"] == 1
+    line = next(line for line in said if "not trusted" in line)
+    assert "\n" not in line and "?ca=FILE" in line and "EDGEKIT_EVENTS_CA" in line
+    with pytest.raises(UsageError, match="cannot be read"):
+        parse_destination(f"{broker.tls_url}?ca={tmp_path / 'none.pem'}", "cam", {})
+    with pytest.raises(UsageError, match="is the CA of an mqtts"):
+        parse_destination(f"{broker.url}?ca={broker.ca}", "cam", {})
+    with pytest.raises(UsageError, match="unknown parameter 'qos'"):
+        parse_destination(f"{broker.url}?qos=2", "cam", {})
+
+
 # ---------------------------------------------------------------------------- the run command
 
 
@@ -407,3 +544,67 @@ def test_bad_events_options_are_one_line(detector_bundle: Path, demo_clip: Path,
                      cwd=tmp_path)
     assert_clean_error(result, needle)
     assert result.returncode == 2
+
+
+# ---------------------------------------------------------------------------- a classifier's top-1
+
+
+def test_a_classifier_label_flicker_neither_ends_nor_starts_a_label() -> None:
+    from edgekit.events.labels import LabelTracker
+
+    tracker, maker = LabelTracker(3), EventMaker(Rules(min_frames=3, end_frames=3), "cam", "b")
+    shown = "AAAABAAAAAABBBBBA"  # one B flickers; then B holds for five frames
+    made = []
+    for frame, label in enumerate(shown):
+        made += maker.frame(frame, time.perf_counter_ns(), None,
+                            tracker.update(ord(label), label, 0.9, (64, 48)))
+    made += maker.finish()
+    assert [(e.type, e.label, e.frame) for e in made] == [
+        ("new", "A", 2), ("end", "A", 10), ("new", "B", 13), ("end", "B", 15)]
+    assert made[0].box == (0.0, 0.0, 64.0, 48.0) and made[0].track_id != made[2].track_id
+
+
+def test_a_classifier_s_smoothed_top1_changing_makes_events(lenet_bundle: Path, demo_clip: Path,
+                                                           tmp_path: Path) -> None:
+    """In-process: every change of the smoothed top-1 in --jsonl is one ``end`` and one
+    ``new`` in the events file (debounce 1); a debounce of 3 makes fewer, each on a frame
+    that shows its label."""
+    from edgekit.events.settings import EventsOptions
+    from edgekit.loop.run import run_loop
+    from edgekit.model import load_model
+
+    def run(min_frames: int) -> tuple[list[dict], list[dict]]:
+        frames, events = tmp_path / f"f{min_frames}.jsonl", tmp_path / f"e{min_frames}.jsonl"
+        with load_model(lenet_bundle) as model:
+            report = run_loop(model, demo_clip, jsonl=frames, smooth=3, max_frames=60,
+                              events=EventsOptions(destinations=(str(events),),
+                                                   min_frames=min_frames))
+        assert report.events[0]["delivered"] == len(events.read_text().splitlines())
+        return ([json.loads(line) for line in frames.read_text().splitlines()],
+                [json.loads(line) for line in events.read_text().splitlines()])
+
+    records, events = run(1)
+    shown = [r["smoothed_top1"]["label"] for r in records]
+    changes = [i for i in range(1, len(shown)) if shown[i] != shown[i - 1]]
+    assert changes, "the clip's top-1 should change at least once"
+    expected = [("new", shown[0], records[0]["frame"])]
+    for i in changes:
+        expected += [("end", shown[i - 1], records[i - 1]["frame"]),
+                     ("new", shown[i], records[i]["frame"])]
+    expected.append(("end", shown[-1], records[-1]["frame"]))
+    assert [(e["type"], e["label"], e["frame"]) for e in events] == expected
+    assert {e["bundle"] for e in events} == {"bundle"} and events[0]["box"][:2] == [0, 0]
+
+    records, debounced = run(3)
+    by_frame = {r["frame"]: r["smoothed_top1"]["label"] for r in records}
+    news = [e for e in debounced if e["type"] == "new"]
+    assert 1 <= len(news) <= len(changes) + 1
+    assert all(by_frame[e["frame"]] == e["label"] for e in news)
+    assert len(news) == sum(e["type"] == "end" for e in debounced)
+
+
+def test_a_classifier_refuses_zones_and_track_alone(lenet_bundle: Path, demo_clip: Path) -> None:
+    assert_clean_error(run_cli("run", lenet_bundle, "--source", demo_clip, "--events", "e.jsonl",
+                               "--events-zone", "a=0,0,10,0,10,10"), "zones go with a detector")
+    assert_clean_error(run_cli("run", lenet_bundle, "--source", demo_clip, "--track"),
+                       "--track follows a detector's objects")

@@ -8,9 +8,9 @@ from typing import Any
 
 import click
 
-from edgekit.errors import UsageError
 from edgekit.events.outbox import QUEUE
-from edgekit.events.settings import ClipOptions, EventsOptions, parse_size, zones_from
+from edgekit.events.service import counters_line
+from edgekit.events.settings import EventsOptions, options_from
 
 NAMES = ("events", "track", "events_classes", "events_min_score", "events_min_frames",
          "events_update", "events_zone", "events_queue", "clips", "pre", "post", "max_disk")
@@ -21,40 +21,12 @@ FILTER_FLAGS = {"events_classes": "--events-classes", "events_min_score": "--eve
 
 def events_from(given: dict[str, Any]) -> EventsOptions:
     """The options as the command line gave them, checked."""
-    clips = None
-    if given["clips"] is not None:
-        default = ClipOptions(str(given["clips"]))
-        clips = ClipOptions(default.folder,
-                            default.pre_s if given["pre"] is None else given["pre"],
-                            default.post_s if given["post"] is None else given["post"],
-                            default.max_disk if given["max_disk"] is None
-                            else parse_size(given["max_disk"]))
-    elif any(given[k] is not None for k in ("pre", "post", "max_disk")):
-        raise UsageError("--pre, --post and --max-disk go with --clips DIR")
-    classes = ()
-    if given["events_classes"] is not None:
-        classes = tuple(c.strip() for c in given["events_classes"].split(",") if c.strip())
-        if not classes:
-            raise UsageError("--events-classes takes class names or ids, comma-separated")
-    options = EventsOptions(
-        destinations=tuple(given["events"]), classes=classes,
-        min_score=given["events_min_score"] or 0.0, min_frames=given["events_min_frames"] or 1,
-        update_s=5.0 if given["events_update"] is None else given["events_update"],
-        zones=zones_from(tuple(given["events_zone"])), queue=given["events_queue"],
-        track=given["track"], clips=clips,
-        filters_given=tuple(flag for key, flag in FILTER_FLAGS.items() if given[key]))
-    options.check()
-    return options
+    return options_from(given, FILTER_FLAGS)
 
 
 def events_line(row: dict[str, Any]) -> str:
     """A destination's (or the clips') counters in the run's summary."""
-    if "clips" in row:
-        return (f"clips: {row['clips']} written in {row['destination']} "
-                f"({row['bytes'] / 1e6:.1f} MB), {row['deleted']} deleted for --max-disk"
-                + (f"; {row['last_error']}" if row.get("last_error") else ""))
-    return (f"events: {row['destination']}: {row['delivered']} delivered, {row['dropped']} "
-            f"dropped" + (f" (last error: {row['last_error']})" if row["last_error"] else ""))
+    return counters_line(row)
 
 
 def events_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -98,8 +70,10 @@ def events_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      "persists across frames (drawn, in --jsonl and /stats.json); on with "
                      "--events or --clips."),
         click.option("--events", multiple=True, metavar="URL", help="Send events (new, "
-                     "update, end per tracked object) to mqtt://HOST[:PORT][/TOPIC], "
-                     "mqtts://..., http(s)://... (JSON POST) or FILE.jsonl; repeatable. "
+                     "update, end per tracked object, or per top-1 label of a classifier) to "
+                     "mqtt://HOST[:PORT][/TOPIC], mqtts://..., http(s)://... (JSON POST) or "
+                     "FILE.jsonl; repeatable. On the URL: ?ca=FILE (mqtts), "
+                     "?discovery=homeassistant (MQTT), ?spool=DIR&spool_max=SIZE. "
                      "Credentials: $EDGEKIT_EVENTS_USERNAME/$EDGEKIT_EVENTS_PASSWORD or "
                      "$EDGEKIT_EVENTS_CREDENTIALS=FILE, never the URL."),
     ]

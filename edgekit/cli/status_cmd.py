@@ -36,7 +36,9 @@ def status(device: dev.DeviceOptions, view: str, quiet: bool) -> None:
         return
     from edgekit.deploy import status as run_status
     from edgekit.deploy.report import status_text
+    from edgekit.helpers.text import redact_urls
 
     host = device.host()
     state = run_status(host, device.ssh(), python=device.python, base=device.remote_dir)
+    state = redact_urls(state)  # the unit's camera URL may hold a password
     click.echo(json.dumps(state, indent=2) if view == "json" else status_text(host.label, state))

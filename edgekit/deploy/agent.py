@@ -181,7 +181,7 @@ def probe(payload):
         "unit": unit if os.path.isfile(unit) else None, "lock": lock_holder(base),
         "service": service_status(payload) if os.path.isfile(unit) and payload.get(
             "service_status", True) else None,
-        "serve": serve_info(base, unit),
+        "serve": serve_info(base, unit), "events": events_info(base),
     }
 
 
@@ -1087,6 +1087,18 @@ def service_env(payload):
     return {"env_file": path, "set": sorted(k for k, v in variables.items() if v)}
 
 
+EVENTS_STATE = "events-state.json"  # as edgekit.events.service.STATE_FILE
+
+
+def events_info(base):
+    """The service's events destinations and delivery counters, as its loop last wrote them."""
+    try:
+        with open(os.path.join(base, EVENTS_STATE)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
 def serve_info(base, unit):
     """The live view the installed unit serves (its --serve), and where its token is."""
     try:
@@ -1205,6 +1217,9 @@ def unexpected(exc):
     return f"the device agent failed: {type(exc).__name__}: {exc}{where}", "agent_error"
 
 
+PRIVATE = {}  # secrets for the payload: the workstation writes them here in the source it sends
+
+
 def main(argv):
     """Answer one JSON line whatever happens (only Ctrl-C or a kill ends it without one)."""
     if len(argv) != 3 or argv[1] not in COMMANDS:
@@ -1212,7 +1227,7 @@ def main(argv):
                           "code": "bad_payload"}))
         return 2
     try:
-        result = COMMANDS[argv[1]](read_payload(argv[2]))
+        result = COMMANDS[argv[1]]({**read_payload(argv[2]), **PRIVATE})
         result["ok"] = True
     except Failure as exc:
         result = dict(exc.fields, ok=False, error=str(exc))

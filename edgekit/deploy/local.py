@@ -49,10 +49,14 @@ class LocalLink(SshLink):
         self.address = "127.0.0.1"
 
     def call(self, command: str, step: str, **payload: Any) -> dict[str, Any]:
+        agent.PRIVATE.update(payload.pop("private", None) or {})  # as SshLink sends them
         remote, _ = self.remote(command, payload)
         out = io.StringIO()
-        with redirect_stdout(out):
-            agent.main(["agent", command, remote[-1]])
+        try:
+            with redirect_stdout(out):
+                agent.main(["agent", command, remote[-1]])
+        finally:
+            agent.PRIVATE.clear()
         return self.checked(step, out.getvalue().encode(), 0, b"")
 
     def send(self, files: list[tuple[str, str]], incoming: str, step: str) -> None:

@@ -174,6 +174,9 @@ def plan_release(bundle: Path | Manifest, target: Target, wheel: ShippedFile,
     if len(set(names)) != len(names):
         raise UsageError("two shipped files have the same name: " + ", ".join(
             sorted({n for n in names if names.count(n) > 1})))
+    from edgekit.events.service import run_args, service_options
+
     return ReleasePlan(bundle, manifest.name, target, formats, missing, files,
                        merge_requirements(edgekit.requires, target), edgekit, wheel,
-                       offline, backend, device, notes)
+                       offline, backend, device, notes,
+                       run_args(service_options(target.service, target.path or Path())))

@@ -205,7 +205,12 @@ def _run(request: DeployRequest, plan: ReleasePlan, session: Session) -> DeployR
     known, unknown = _preview(request, plan) if request.dry_run else (None, "")
     link = session.link(request.host, request.ssh, request.python, request.base, known)
     record: dict[str, Any] = {}
-    steps.deploy(link, plan_vars(plan, request.service), session.journal(record),
+    variables = plan_vars(plan, request.service)
+    if request.service and "--events" in plan.run_args:  # read here, sent on stdin only
+        from edgekit.events.service import service_secrets
+
+        variables["events_env"] = service_secrets()
+    steps.deploy(link, variables, session.journal(record),
                  samples=request.samples, keep=request.keep, settle=request.settle,
                  lock_timeout=request.lock_timeout)
     report = DeployReport(request.host.label, plan.target.name, plan.model, plan.formats,

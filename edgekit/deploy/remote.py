@@ -71,9 +71,12 @@ class SshLink(Link):
 
     def run(self, command: str, step: str, payload: dict[str, Any]
             ) -> tuple[subprocess.CompletedProcess[bytes], dict[str, Any]]:
+        private = payload.pop("private", None)  # secrets: in the source on stdin, never argv
+        source = self.source if not private else self.source.replace(
+            b"\nPRIVATE = {}", b"\nPRIVATE = " + repr(private).encode(), 1)
         remote, sent = self.remote(command, payload)
         note = f"stdin: edgekit's device agent ({AGENT.name}, {len(self.source) // 1024} KB)"
-        result = self.client.run(remote, step=step, stdin=self.source,
+        result = self.client.run(remote, step=step, stdin=source,
                                  timeout=self.timeout(command, payload), note=note)
         return result, sent
 

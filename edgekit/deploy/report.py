@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shlex
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
@@ -10,6 +11,7 @@ from edgekit.deploy.checks import live_view_text, serve_status_text, service_fai
 from edgekit.deploy.service import start_hint
 from edgekit.deploy.smoke import SmokeReport
 from edgekit.helpers.render import size, table
+from edgekit.helpers.text import redact_urls
 
 
 @dataclass
@@ -69,7 +71,9 @@ class DeployReport:
         data = asdict(self)
         if self.smoke is not None:
             data["smoke"]["matches"] = self.smoke.matches
-        return data
+        # a camera URL's password never shows (the unit holds it); the live view's URL keeps
+        # its token: this is the one time it is shown
+        return {**redact_urls(data), "live_view": data["live_view"]}
 
 
 def _bytes(n: int) -> str:
@@ -152,7 +156,7 @@ def dry_run_text(report: DeployReport) -> str:
             lines.append(f"   $ {shlex.join(command.argv)}")
             if command.note:
                 lines.append(f"     ({command.note})")
-    return "\n".join(lines + [f"\nnote: {n}" for n in report.notes])
+    return redact_urls("\n".join(lines + [f"\nnote: {n}" for n in report.notes]))
 
 
 @dataclass
@@ -329,6 +333,7 @@ def service_status_text(probe: dict[str, Any]) -> list[str]:
 
 def status_text(host: str, probe: dict[str, Any]) -> str:
     """``edgekit status``: the releases on the device and what runs."""
+    probe = redact_urls(probe)
     rows = []
     for r in reversed(probe.get("releases", [])):
         state = "current" if r["current"] else ("ok" if r["complete"] else "INCOMPLETE")
@@ -347,4 +352,17 @@ def status_text(host: str, probe: dict[str, Any]) -> str:
     serve = probe.get("serve")
     if serve:
         extra.append(f"live view: {serve_status_text(serve)}")
+    extra += events_status_lines(probe.get("events"))
     return "\n".join([head, body, *extra, *service_status_text(probe)])
+
+
+def events_status_lines(state: dict[str, Any] | None) -> list[str]:
+    """The service's events destinations and counters, as its loop last wrote them."""
+    if not state:
+        return []
+    from edgekit.events.service import counters_line
+
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(state.get("time", 0)))
+    return [f"{counters_line(row)}; {row.get('queued', 0)} queued (as of {when})"
+            if "clips" not in row else counters_line(row)
+            for row in state.get("destinations", [])]

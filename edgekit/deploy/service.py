@@ -16,6 +16,7 @@ import re
 from edgekit.deploy import checks
 from edgekit.deploy.plan import ReleasePlan
 from edgekit.deploy.targets import Target
+from edgekit.events.service import STATE_ENV, STATE_FILE
 from edgekit.loop.sources import is_live
 
 RESTART_SECONDS = 5
@@ -51,6 +52,8 @@ def exec_start(plan: ReleasePlan, base: str) -> list[str]:
 def unit_text(plan: ReleasePlan, base: str) -> str:
     """The unit file for ``plan``; ``base`` is the release folder's absolute path."""
     env = {"PYTHONUNBUFFERED": "1", **plan.target.environment}
+    if "--events" in plan.run_args:  # the loop's delivery counters, for edgekit status
+        env[STATE_ENV] = f"{base}/{STATE_FILE}"
     lines = [
         f"# Written by edgekit deploy (target {plan.target.name}). It runs the release that",
         f"# {base}/current points at; edgekit deploy and rollback restart it after switching.",

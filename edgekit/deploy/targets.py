@@ -67,6 +67,7 @@ class Target:
     environment: dict[str, str] = field(default_factory=dict)  # for the smoke test and service
     notes: tuple[str, ...] = ()
     limits: tuple[str, ...] = ()
+    service: dict[str, Any] = field(default_factory=dict)  # [service]: events, clips
     path: Path | None = None  # the file it was read from
     origin: str = ""  # "built-in", "user" or "file"
 
@@ -84,7 +85,8 @@ class Target:
             "tflite_runtime": self.tflite_runtime, "accelerator": self.accelerator,
             "system_packages": list(self.system_packages), "setup": list(self.setup),
             "environment": dict(self.environment), "notes": list(self.notes),
-            "limits": list(self.limits), "path": str(self.path) if self.path else None,
+            "limits": list(self.limits), "service": dict(self.service),
+            "path": str(self.path) if self.path else None,
             "origin": self.origin,
         }
 
@@ -152,7 +154,8 @@ _STRINGS = tuple[str, ...]
 # What a profile file holds, table by table (the TOML's own keys).
 PROFILE = (Field("description", str), Field("arch", str), Field("os", str), Field("glibc", str),
            Field("notes", _STRINGS, ()), Field("limits", _STRINGS, ()),
-           Field("python", dict, {}), Field("runtime", dict, {}), Field("run", dict, {}))
+           Field("python", dict, {}), Field("runtime", dict, {}), Field("run", dict, {}),
+           Field("service", dict, {}))  # [service]: checked by edgekit.events.service
 TABLES = {
     "python": (Field("version", str), Field("packages", _STRINGS, ()),
                Field("exclude", _STRINGS, ()), Field("system_site_packages", bool, False),
@@ -201,12 +204,15 @@ class _Reader:
             environment=runtime["environment"],
             formats=run["formats"], backend=run["backend"], device=run["device"],
             fallback_backend=run["fallback_backend"], camera=run["camera"],
-            serve=run["serve"], path=self.path, origin=origin,
+            serve=run["serve"], service=dict(top["service"]), path=self.path, origin=origin,
         )
         self._check_values(target)
         return target
 
     def _check_values(self, t: Target) -> None:
+        from edgekit.events.service import service_options
+
+        service_options(t.service, self.path)
         if not re.match(r"^[a-z0-9_]+$", t.arch):
             raise self.fail("arch", f"{t.arch!r} is not a platform such as aarch64 or x86_64")
         for key, value in (("[python] version", t.python), ("glibc", t.glibc)):

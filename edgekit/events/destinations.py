@@ -10,8 +10,12 @@
 Credentials never come from the command line (a URL with ``user:password@`` is refused): they
 come from ``EDGEKIT_EVENTS_USERNAME`` / ``EDGEKIT_EVENTS_PASSWORD`` or from the file
 ``EDGEKIT_EVENTS_CREDENTIALS`` names (``username=...`` and ``password=...`` lines; the
-deployed service's 0600 environment file holds either). ``EDGEKIT_EVENTS_CA``: a CA file for
-``mqtts://`` (default: the system's).
+deployed service's 0600 environment file holds either). The CA that signed an ``mqtts://``
+broker's certificate: ``?ca=FILE`` on the URL or ``EDGEKIT_EVENTS_CA`` (default: the system's).
+
+Options ride on the URL's query (``OPTIONS``): ``ca``, ``discovery=homeassistant`` (MQTT) and
+``spool=DIR&spool_max=SIZE`` (any destination; ``outbox``); a webhook keeps its other query
+parameters, an MQTT URL has no others.
 """
 from __future__ import annotations
 
@@ -20,17 +24,19 @@ import json
 import os
 import re
 import socket
+import ssl
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from edgekit.errors import UsageError
 from edgekit.events.outbox import Destination, Retry, Undeliverable
 from edgekit.events.rules import Event
+from edgekit.helpers.text import redact
 
 FLAG = "--events"
 USER_ENV, PASSWORD_ENV = "EDGEKIT_EVENTS_USERNAME", "EDGEKIT_EVENTS_PASSWORD"
@@ -39,6 +45,25 @@ HTTP_TIMEOUT_S = 5.0
 MQTT_ACK_S = 5.0  # how long a QoS 1 publish waits for the broker's acknowledgement
 MQTT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 _TOPIC_PART = re.compile(r"^[^+#\x00]+$")
+OPTIONS = ("ca", "discovery", "spool", "spool_max")  # edgekit's own query parameters
+DISCOVERY = ("homeassistant",)
+
+
+def split_options(url: str) -> tuple[str, dict[str, str]]:
+    """The URL without edgekit's own query parameters, and those parameters."""
+    parts = urlsplit(url)
+    kept, ours = [], {}
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key in OPTIONS:
+            if not value:
+                raise UsageError(f"{FLAG} {url!r}: ?{key}= needs a value")
+            ours[key] = value
+        else:
+            kept.append((key, value))
+    if kept and parts.scheme.lower() in ("mqtt", "mqtts"):
+        raise UsageError(f"{FLAG} {url!r}: unknown parameter {kept[0][0]!r}; an MQTT URL "
+                         "takes ?ca=FILE, ?discovery=homeassistant, ?spool=DIR, ?spool_max=SIZE")
+    return urlunsplit(parts._replace(query=urlencode(kept))), ours
 
 
 def credentials(env: Mapping[str, str] | None = None) -> tuple[str | None, str | None]:
@@ -94,7 +119,7 @@ class WebhookDestination(Destination):
     """A JSON POST per event."""
 
     def __init__(self, url: str, env: Mapping[str, str] | None = None) -> None:
-        self.url, self.name = url, url
+        self.url, self.name = url, redact(url)  # a token in the query is not shown
         user, password = credentials(env)
         self._headers = {"Content-Type": "application/json", "User-Agent": "edgekit"}
         if user is not None:
@@ -125,7 +150,8 @@ class WebhookDestination(Destination):
 class MqttDestination(Destination):
     """QoS 1 publishes to an MQTT broker, with an availability topic and its last will."""
 
-    def __init__(self, url: str, device: str, env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, url: str, device: str, env: Mapping[str, str] | None = None,
+                 ca: str | None = None, discovery: str | None = None) -> None:
         parts = urlsplit(url)
         self.host, self.port = parts.hostname or "", parts.port or MQTT_PORTS[parts.scheme]
         self.tls = parts.scheme == "mqtts"
@@ -133,13 +159,29 @@ class MqttDestination(Destination):
         check_topic(self.base)
         self.name = f"{parts.scheme}://{self.host}:{self.port}/{self.base}"
         self.availability = f"{self.base}/availability"
+        self.device = device
         self._env = os.environ if env is None else env
         self._user, self._password = credentials(self._env)
+        self.ca = ca or self._env.get(CA_ENV) or None
+        if self.tls and self.ca is not None and not os.access(self.ca, os.R_OK):
+            raise UsageError(f"{FLAG}: the CA file {self.ca} cannot be read; give the PEM file "
+                             "of the CA that signed the broker's certificate")
+        self.discovery = discovery
+        self._labels: list[str] = []
+        self._bundle = ""
+        self._counts: Any = None  # with discovery: objects per class (discovery.Counts)
         self._client: Any = None
         self._refused = ""  # why the broker refused the connection, if it did
         self._lock = threading.Lock()
 
+    def describe(self, labels: list[str], bundle: str) -> None:
+        self._labels, self._bundle = list(labels), bundle
+
     def start(self) -> None:
+        if self.discovery:
+            from edgekit.events.discovery import Counts
+
+            self._counts = Counts(self._labels)
         try:
             import paho.mqtt.client as mqtt
         except ImportError:
@@ -150,15 +192,36 @@ class MqttDestination(Destination):
         if self._user is not None:
             client.username_pw_set(self._user, self._password)
         if self.tls:
-            client.tls_set(ca_certs=self._env.get(CA_ENV) or None)
+            client.tls_set(ca_certs=self.ca)
+        client.reconnect = self._noting_why(client.reconnect)
         client.will_set(self.availability, "offline", qos=1, retain=True)
         client.reconnect_delay_set(0.5, 4)
-        client.max_queued_messages_set(8)  # ours wait in the outbox; a publish is 1 or 2
+        # ours wait in the outbox; a publish is 1 to 3, discovery's 2 per class at connection
+        client.max_queued_messages_set(8 + (2 * len(self._labels) if self.discovery else 0))
         client.on_connect = self._connected
         client.on_disconnect = self._disconnected
         client.connect_async(self.host, self.port, keepalive=30)
         client.loop_start()
         self._client = client
+
+    def _noting_why(self, reconnect: Callable[[], Any]) -> Callable[[], Any]:
+        """paho's reconnect, noting why it failed (paho's thread only retries): what deliver
+        says, e.g. a certificate this machine does not trust."""
+        def noted() -> Any:
+            try:
+                return reconnect()
+            except ssl.SSLCertVerificationError as exc:
+                self._refused = (f"the broker's certificate is not trusted "
+                                 f"({exc.verify_message}); give the CA that signed it: "
+                                 f"?ca=FILE on the URL or {CA_ENV}=FILE")
+                raise
+            except ssl.SSLError as exc:
+                self._refused = f"TLS with the broker failed ({exc.reason or exc})"
+                raise
+            except OSError:
+                self._refused = ""
+                raise
+        return noted
 
     def _connected(self, client: Any, userdata: Any, flags: Any, reason: Any,
                    properties: Any = None) -> None:
@@ -169,6 +232,14 @@ class MqttDestination(Destination):
             return
         self._refused = ""
         client.publish(self.availability, "online", qos=1, retain=True)
+        if self._counts is not None:  # Home Assistant: the device, its sensors, their states
+            from edgekit.events.discovery import configs, state_topic
+
+            for topic, config in configs(self.base, self.device, self._bundle,
+                                         list(self._counts.by_label), self.availability):
+                client.publish(topic, config, qos=1, retain=True)
+            for label, count in list(self._counts.by_label.items()):
+                client.publish(state_topic(self.base, label), str(count), qos=1, retain=True)
 
     def _disconnected(self, client: Any, userdata: Any, flags: Any, reason: Any,
                       properties: Any = None) -> None:
@@ -182,6 +253,11 @@ class MqttDestination(Destination):
         jpeg = event.snapshot() if event.type == "new" else None
         if jpeg:
             messages.append((f"{self.base}/snapshot/{event.label}", jpeg, True))
+        count = None if self._counts is None else self._counts.after(event.type, event.label)
+        if count is not None:
+            from edgekit.events.discovery import state_topic
+
+            messages.append((state_topic(self.base, event.label), str(count), True))
         sent = [client.publish(topic, payload, qos=1, retain=retain)
                 for topic, payload, retain in messages]  # in flight together
         for info in sent:
@@ -191,6 +267,8 @@ class MqttDestination(Destination):
                 raise Retry(f"the broker did not take it ({exc})") from None
             if not info.is_published():
                 raise Retry("the broker did not acknowledge it in time")
+        if count is not None:
+            self._counts.by_label[event.label] = count
 
     def close(self) -> None:
         client, self._client = self._client, None
@@ -216,11 +294,28 @@ def check_topic(topic: str) -> None:
 def parse_destination(url: str, device: str,
                       env: Mapping[str, str] | None = None) -> Destination:
     """The destination an ``--events`` value names; a malformed one is refused in one line."""
-    text = url.strip()
-    if text.endswith(".jsonl") and "://" not in text:
-        return FileDestination(Path(text))
+    if url.strip().endswith(".jsonl") and "://" not in url:
+        return FileDestination(Path(url.strip()))
+    text, options = split_options(url.strip())
+    destination = _destination(url, text, options, device, env)
+    if "spool_max" in options and "spool" not in options:
+        raise UsageError(f"{FLAG} {url!r}: ?spool_max= goes with ?spool=DIR")
+    if "spool" in options:
+        from edgekit.events.settings import parse_size
+        from edgekit.events.spool import SPOOL_MAX
+
+        bound = parse_size(options["spool_max"], "?spool_max=") if "spool_max" in options \
+            else SPOOL_MAX
+        destination.spool = (options["spool"], bound)
+    return destination
+
+
+def _destination(url: str, text: str, options: dict[str, str], device: str,
+                 env: Mapping[str, str] | None) -> Destination:
     parts = urlsplit(text)
     scheme = parts.scheme.lower()
+    if "discovery" in options and scheme not in ("mqtt", "mqtts"):
+        raise UsageError(f"{FLAG} {url!r}: ?discovery= is for an MQTT broker")
     if scheme == "file":
         if not parts.path.endswith(".jsonl"):
             raise UsageError(f"{FLAG} {url}: a file destination is a .jsonl file")
@@ -241,6 +336,10 @@ def parse_destination(url: str, device: str,
                          f"or {CREDENTIALS_ENV}=FILE")
     if scheme in ("http", "https"):
         return WebhookDestination(text, env)
-    if parts.fragment or text.endswith("#"):  # '#' starts a URL's fragment: the topic's wildcard
+    if parts.fragment or url.strip().endswith("#"):  # '#' starts a fragment: the wildcard
         check_topic(f"{parts.path.strip('/')}#{parts.fragment}")
-    return MqttDestination(text, device, env)
+    if options.get("ca") and scheme != "mqtts":
+        raise UsageError(f"{FLAG} {url!r}: ?ca= is the CA of an mqtts:// broker")
+    if options.get("discovery", DISCOVERY[0]) not in DISCOVERY:
+        raise UsageError(f"{FLAG} {url!r}: ?discovery= knows {', '.join(DISCOVERY)}")
+    return MqttDestination(text, device, env, options.get("ca"), options.get("discovery"))

@@ -46,7 +46,8 @@ class Event:
                 "box": [round(v, 1) for v in self.box], "zone": self.zone,
                 "frame": self.frame, "time": round(self.time, 3), "device": self.device,
                 "bundle": self.bundle, "clip": self.clip,
-                "snapshot": self.image is not None and self.type == "new"}
+                "snapshot": (self.image is not None or bool(self._jpeg))
+                and self.type == "new"}
 
     def snapshot(self) -> bytes | None:
         """The frame as JPEG, the object's box drawn (encoded once, on first use)."""
@@ -124,10 +125,11 @@ class EventMaker:
             elif state.announced and now - state.last_sent >= self.rules.update_s:
                 state.last_sent = now
                 events.append(self._typed(event, "update"))
+        ended = []
         for track_id, state in list(self._tracks.items()):
             if index - state.last_frame >= self.rules.end_frames:
-                events += self._ended(track_id, state)
-        return events
+                ended += self._ended(track_id, state)
+        return ended + events  # an object's end before another's new in the same frame
 
     def finish(self) -> list[Event]:
         """The source ended: every track still open ends."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from edgekit.errors import UsageError
 from edgekit.events.outbox import QUEUE
@@ -52,6 +53,20 @@ class EventsOptions:
         return Rules(frozenset(self.classes) if self.classes else None, self.min_score,
                      self.min_frames, self.update_s, end_frames, self.zones)
 
+    def check_task(self, task: str) -> None:
+        """Tracks follow a detector's objects; a classifier's events follow its top-1 label
+        (over the whole frame: no zones)."""
+        if task == "classification":
+            if self.zones:
+                raise UsageError("--events-zone: a classifier's events are about the whole "
+                                 "frame; zones go with a detector")
+            if not (self.destinations or self.clips):
+                raise UsageError("--track follows a detector's objects; a classifier's "
+                                 "top-1 makes events with --events URL")
+        elif task != "detection":
+            raise UsageError(f"--track, --events and --clips follow a detector's objects or a "
+                             f"classifier's top-1, and this is a {task} model")
+
     def check(self) -> None:
         """Filters without anywhere for events to go are a mistake: said in one line."""
         if self.filters_given and not (self.destinations or self.clips):
@@ -65,3 +80,34 @@ def zones_from(texts: tuple[str, ...]) -> tuple[Zone, ...]:
     if len(set(names)) != len(names):
         raise UsageError("--events-zone: two zones have the same name")
     return zones
+
+
+def options_from(given: dict[str, Any], filter_flags: dict[str, str]) -> EventsOptions:
+    """The options from ``edgekit run``'s values by parameter name (``events``, ``track``,
+    ``events_classes`` ... ``max_disk``; a deploy target's ``[service]`` table gives the same
+    names), checked. ``filter_flags``: the filters' parameter names and how they are called."""
+    clips = None
+    if given.get("clips") is not None:
+        default = ClipOptions(str(given["clips"]))
+        clips = ClipOptions(default.folder,
+                            default.pre_s if given.get("pre") is None else given["pre"],
+                            default.post_s if given.get("post") is None else given["post"],
+                            default.max_disk if given.get("max_disk") is None
+                            else parse_size(given["max_disk"]))
+    elif any(given.get(k) is not None for k in ("pre", "post", "max_disk")):
+        raise UsageError("--pre, --post and --max-disk go with --clips DIR")
+    classes: tuple[str, ...] = ()
+    if given.get("events_classes") is not None:
+        classes = tuple(c.strip() for c in given["events_classes"].split(",") if c.strip())
+        if not classes:
+            raise UsageError("--events-classes takes class names or ids, comma-separated")
+    options = EventsOptions(
+        destinations=tuple(given.get("events") or ()), classes=classes,
+        min_score=given.get("events_min_score") or 0.0,
+        min_frames=given.get("events_min_frames") or 1,
+        update_s=5.0 if given.get("events_update") is None else given["events_update"],
+        zones=zones_from(tuple(given.get("events_zone") or ())),
+        queue=given.get("events_queue") or QUEUE, track=bool(given.get("track")), clips=clips,
+        filters_given=tuple(flag for key, flag in filter_flags.items() if given.get(key)))
+    options.check()
+    return options

@@ -4,12 +4,16 @@ recorder (``clips``). Its counters are the run's report and ``/metrics``'
 ``edgekit_events_*`` series."""
 from __future__ import annotations
 
+import json
+import os
 import socket
+import time
 from typing import Any
 
 from edgekit.events.destinations import parse_destination
 from edgekit.events.outbox import Outbox
 from edgekit.events.rules import Event, EventMaker
+from edgekit.events.service import STATE_ENV
 from edgekit.events.settings import EventsOptions
 from edgekit.events.tracking import lost_frames
 from edgekit.loop.pipeline import Item, LoopStats
@@ -24,6 +28,9 @@ def bundle_name(model: Any) -> str:
     return artifact.rsplit("/", 1)[-1]
 
 
+STATE_EVERY_S = 1.0  # how often a service's state file is written
+
+
 class EventsSink(Sink):
     """Tracks -> events -> destinations (and clips)."""
 
@@ -31,15 +38,27 @@ class EventsSink(Sink):
                  device: str | None = None) -> None:
         self.device = device or socket.gethostname()
         self.options = options
-        self.maker = EventMaker(options.rules(lost_frames(fps)), self.device, bundle_name(model))
+        # a classifier's label ends when another has held for --events-min-frames (labels)
+        end_frames = (options.min_frames if getattr(model, "task", "") == "classification"
+                      else lost_frames(fps))
+        self.maker = EventMaker(options.rules(end_frames), self.device, bundle_name(model))
         self.outboxes = [Outbox(parse_destination(url, self.device), options.queue)
                          for url in options.destinations]
+        labels = [str(label) for label in getattr(model, "labels", None) or []]
+        if options.classes:  # only the classes that make events
+            labels = [label for i, label in enumerate(labels)
+                      if label in options.classes or str(i) in options.classes]
+        for outbox in self.outboxes:
+            outbox.destination.describe(labels, bundle_name(model))
         self.clips: Any = None
         if options.clips is not None:
             from edgekit.events.clips import ClipRecorder
 
             self.clips = ClipRecorder(options.clips, fps)
         self.events = 0
+        # a deployed service's counters for edgekit status (the unit sets the variable)
+        self.state_file = os.environ.get(STATE_ENV) or None
+        self._state_at = 0.0
         self._checked_zones = False
         self._closed = False
         started = []
@@ -62,6 +81,8 @@ class EventsSink(Sink):
             self._checked_zones = True
         if self.clips is not None:
             self.clips.frame(item)
+        if self.state_file is not None and time.monotonic() - self._state_at >= STATE_EVERY_S:
+            self.write_state()
         tracks = getattr(item.result, "tracks", None)
         if tracks is None:
             return
@@ -85,6 +106,21 @@ class EventsSink(Sink):
             outbox.close()
         if self.clips is not None:
             self.clips.close()
+        if self.state_file is not None:
+            self.write_state()
+
+    def write_state(self) -> None:
+        """The counters into the state file (whole or not at all); a failure is let go: the
+        file is for edgekit status, the loop does not depend on it."""
+        self._state_at = time.monotonic()
+        path = self.state_file
+        try:
+            with open(f"{path}.partial", "w") as f:
+                json.dump({"time": round(time.time(), 3), "device": self.device,
+                           "destinations": self.counters()}, f)
+            os.replace(f"{path}.partial", path)
+        except OSError:
+            pass
 
     def counters(self) -> list[dict[str, Any]]:
         """Per destination: delivered, dropped, queued, failed tries, the last error."""

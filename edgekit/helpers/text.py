@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from typing import Any
 
 HIDDEN = "***"
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
@@ -68,3 +69,18 @@ def redact(source: object) -> str:
     path, question, query = tail.partition("?")
     return (f"{scheme}{sep}{authority}{path}{question}{_hide_values(query)}{hash_sign}"
             f"{_hide_values(fragment)}")
+
+
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"\\<>]+")
+
+
+def redact_urls(value: Any) -> Any:
+    """Every URL inside ``value`` (a string, or the strings of a list or dict, as a deploy's
+    commands and a device's unit hold them: ``--source rtsp://user:pass@cam``) redacted."""
+    if isinstance(value, str):
+        return _URL.sub(lambda m: redact(m.group(0)), value) if "://" in value else value
+    if isinstance(value, dict):
+        return {k: redact_urls(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(redact_urls(v) for v in value)
+    return value

@@ -269,9 +269,8 @@ def run_loop(model: LoadedModel, source_spec: str | int | Path, *,
     if truth is not None and model.task != "detection":
         raise UsageError(f"--truth scores a detector's boxes, and this is a {model.task} model")
     tracking = events is not None and events.wanted()
-    if tracking and model.task != "detection":
-        raise UsageError(f"--track, --events and --clips follow a detector's objects, and this "
-                         f"is a {model.task} model")
+    if tracking:
+        events.check_task(model.task)
     notes = []
     live = is_live(source_spec)
     gt = None if repeat or model.task != "detection" else find_ground_truth(source_spec, truth)
@@ -300,10 +299,12 @@ def run_loop(model: LoadedModel, source_spec: str | int | Path, *,
     if realtime is not False and not live:
         source = paced(source, source_spec, None if realtime is True else float(realtime))
     if tracking:
+        from edgekit.events.labels import LabelTrackingTask
         from edgekit.events.tracking import TrackingTask
 
         try:
-            task = TrackingTask(task, source.fps)
+            task = (LabelTrackingTask(task, events.min_frames) if model.task == "classification"
+                    else TrackingTask(task, source.fps))
         except BaseException:
             source.close()
             raise
