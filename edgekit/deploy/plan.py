@@ -27,6 +27,7 @@ from edgekit.deploy.targets import Target
 from edgekit.deploy.wheels import WheelInfo, merge_requirements
 from edgekit.errors import UsageError
 from edgekit.helpers.files import refuse_special
+from edgekit.loop.picamera import is_imx500
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class ReleasePlan:
     device: str
     notes: list[str] = field(default_factory=list)
     run_args: list[str] = field(default_factory=list)  # more `edgekit run` options: events
+    imx500: str = ""  # the AI Camera's packerOut.zip in the release, made into an .rpk there
 
     @property
     def total_bytes(self) -> int:
@@ -155,6 +157,13 @@ def plan_release(bundle: Path, target: Target, wheel: ShippedFile, edgekit: Whee
     for artifact in manifest.artifacts:
         if artifact.format in formats:
             files += _bundle_files(bundle, artifact)
+    sensor = next((f"bundle/{a.file}" for a in manifest.artifacts
+                   if a.format == "imx500" and a.format in formats), "")
+    if is_imx500(target.camera) and not sensor:
+        raise UsageError(f"target {target.name}'s camera {target.camera} runs the bundle's "
+                         f"imx500 artifact in the sensor, and {bundle} has none that ships "
+                         f"({missing.get('imx500', 'not in the target formats')}): convert "
+                         "again with --formats imx500 (make setup-imx500 first)")
     shipped = replace(manifest, artifacts=[a for a in manifest.artifacts if a.format in formats])
     files.insert(0, _file(write_manifest(shipped, staging), "bundle"))
     anchors = manifest.decoder.get("anchors")
@@ -174,4 +183,4 @@ def plan_release(bundle: Path, target: Target, wheel: ShippedFile, edgekit: Whee
             sorted({n for n in names if names.count(n) > 1})))
     return ReleasePlan(bundle, manifest.name, target, formats, missing, files,
                        merge_requirements(edgekit.requires, target), edgekit, wheel,
-                       offline, backend, device, notes)
+                       offline, backend, device, notes, imx500=sensor)
