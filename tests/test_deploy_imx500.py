@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run_cli
 from deploy_support import intact, local_profile
 from test_deploy_local import PASSED, FakeEnvironment, current, run
 from test_imx500 import STANDINS, add_imx500
@@ -166,8 +165,8 @@ def test_the_service_runs_the_sensor_without_a_backend(tmp_path: Path, lenet_bun
 
 def test_a_bundle_without_imx500_to_the_ai_camera(tmp_path: Path, lenet_bundle: Path) -> None:
     with pytest.raises(UsageError, match=r"target rpi4-ai-camera's camera imx500:0 runs the "
-                       r"bundle's imx500 artifact in the sensor, and .* has none that ships "
-                       r"\(not converted\): convert again with --formats imx500"):
+                       r"bundle's imx500 artifact in the sensor, and the bundle has none that "
+                       r"ships \(not converted\): convert again with --formats imx500"):
         plan_release(lenet_bundle, find_target("rpi4-ai-camera"),
                      ShippedFile("wheels/e.whl", tmp_path, "0" * 64, 0),
                      WheelInfo("edgekit", "0.1.0", ">=3.9", ()), tmp_path)
@@ -211,10 +210,3 @@ def test_the_agent_travels_with_its_imx500_module(tmp_path: Path) -> None:
     loaded = subprocess.run([sys.executable, "-I", "-c", check, payload], input=agent_source(),
                             capture_output=True, timeout=60, check=False, cwd=tmp_path)
     assert loaded.stdout.decode().split()[-2:] == ["True", "False"], loaded.stderr
-
-
-@pytest.mark.slow
-def test_deploy_cli_refuses_a_bundle_without_imx500(lenet_bundle: Path) -> None:
-    result = run_cli("deploy", lenet_bundle, "--target", "rpi5-ai-camera", "--host",
-                     "pi@192.0.2.1", "--dry-run")
-    assert result.returncode == 2 and "has none that ships" in result.stderr

@@ -118,6 +118,11 @@ def shipped_formats(manifest: Manifest, target: Target) -> tuple[list[str], dict
         raise UsageError(f"the bundle has nothing target {target.name} runs: it takes "
                          f"{', '.join(target.formats)}, the bundle has {have} ({why}). Convert "
                          f"again with --formats {','.join(target.formats)}")
+    if is_imx500(target.camera) and "imx500" not in ship:
+        raise UsageError(f"target {target.name}'s camera {target.camera} runs the bundle's "
+                         "imx500 artifact in the sensor, and the bundle has none that ships "
+                         f"({missing.get('imx500', 'not in the target formats')}): convert "
+                         "again with --formats imx500 (make setup-imx500 first)")
     return ship, missing
 
 
@@ -159,11 +164,6 @@ def plan_release(bundle: Path, target: Target, wheel: ShippedFile, edgekit: Whee
             files += _bundle_files(bundle, artifact)
     sensor = next((f"bundle/{a.file}" for a in manifest.artifacts
                    if a.format == "imx500" and a.format in formats), "")
-    if is_imx500(target.camera) and not sensor:
-        raise UsageError(f"target {target.name}'s camera {target.camera} runs the bundle's "
-                         f"imx500 artifact in the sensor, and {bundle} has none that ships "
-                         f"({missing.get('imx500', 'not in the target formats')}): convert "
-                         "again with --formats imx500 (make setup-imx500 first)")
     shipped = replace(manifest, artifacts=[a for a in manifest.artifacts if a.format in formats])
     files.insert(0, _file(write_manifest(shipped, staging), "bundle"))
     anchors = manifest.decoder.get("anchors")
