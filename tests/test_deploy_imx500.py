@@ -210,3 +210,24 @@ def test_the_agent_travels_with_its_imx500_module(tmp_path: Path) -> None:
     loaded = subprocess.run([sys.executable, "-I", "-c", check, payload], input=agent_source(),
                             capture_output=True, timeout=60, check=False, cwd=tmp_path)
     assert loaded.stdout.decode().split()[-2:] == ["True", "False"], loaded.stderr
+
+
+def test_a_dry_run_shows_the_step(tmp_path: Path, lenet_bundle: Path) -> None:
+    """--dry-run lists the .rpk step and its agent command (the device cannot be asked here:
+    a closed port; the plan is then that of an empty device)."""
+    import socket
+
+    from edgekit.deploy.release import DeployRequest, deploy
+    from edgekit.deploy.ssh import SshOptions, parse_host
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    request = DeployRequest(add_imx500(lenet_bundle, tmp_path, rpk=False),
+                            find_target("rpi5-ai-camera"), parse_host("pi@127.0.0.1", port),
+                            SshOptions(timeout=5), dry_run=True)
+    report = deploy(request)
+    step = next(s for s in report.steps if s.title.startswith("make the AI Camera's"))
+    assert "bundle/lenet5_digits_imx500.zip" in step.title
+    assert len(step.commands) == 1 and step.commands[0].argv[-1].startswith(
+        "python3 - imx500 "), step.commands
