@@ -33,6 +33,7 @@ from edgekit.deploy.targets import find_target
 from edgekit.deploy.wheels import WheelInfo
 from edgekit.errors import DeployError, UsageError
 
+OLD_PYTHON = Path(__file__).resolve().parent.parent / ".venv-openvino2021" / "bin" / "python"
 # Writes network.rpk as imx500-package does (-i packerOut.zip -o DIR): here the zip's bytes
 # and a mark, so that its sha256 is known.
 PACKAGER = ('#!/bin/sh\n[ "$1" = -i ] && [ "$3" = -o ] || exit 2\n'
@@ -192,13 +193,17 @@ def test_the_sensor_camera_is_asked_through_the_release_python() -> None:
     assert "sudo apt install -y imx500-all python3-picamera2" in bare
 
 
-def test_the_agent_travels_with_its_imx500_module(tmp_path: Path) -> None:
+@pytest.mark.parametrize("python", [sys.executable, str(OLD_PYTHON)])
+def test_the_agent_travels_with_its_imx500_module(tmp_path: Path, python: str) -> None:
     """Over ssh the agent is one stdin source: the module it imports there goes with it, and
-    it runs where edgekit is not installed (python -I: no PYTHONPATH, no site)."""
+    the agent uses that one, never importing edgekit (which a device's python3 lacks); on
+    Python 3.9 too (the NCS2 environment's Python)."""
     import subprocess
 
+    if not Path(python).is_file():
+        pytest.skip(f"needs {python} (make setup-tests)")
     payload = json.dumps({"base": str(tmp_path / "edgekit")})
-    done = subprocess.run([sys.executable, "-I", "-", "probe", payload], input=agent_source(),
+    done = subprocess.run([python, "-I", "-", "probe", payload], input=agent_source(),
                           capture_output=True, timeout=60, check=False, cwd=tmp_path)
     answer = json.loads(done.stdout.decode().splitlines()[-1])
     assert answer["ok"] and answer["releases"] == [], done.stderr.decode()
@@ -207,7 +212,7 @@ def test_the_agent_travels_with_its_imx500_module(tmp_path: Path) -> None:
              " {'__name__': '__main__'})\n"
              "except SystemExit:\n    pass\n"
              "print('edgekit_imx500_device' in sys.modules, 'edgekit' in sys.modules)")
-    loaded = subprocess.run([sys.executable, "-I", "-c", check, payload], input=agent_source(),
+    loaded = subprocess.run([python, "-I", "-c", check, payload], input=agent_source(),
                             capture_output=True, timeout=60, check=False, cwd=tmp_path)
     assert loaded.stdout.decode().split()[-2:] == ["True", "False"], loaded.stderr
 
