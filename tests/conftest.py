@@ -107,6 +107,35 @@ def lenet_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def imx500_toolchain_missing() -> str:
+    """Why the IMX500 conversion cannot run here ("" when it can)."""
+    import shutil
+
+    from edgekit.helpers.config import imx500_python
+
+    if imx500_python()[0] is None:
+        return "no .venv-imx500 beside the checkout (make setup-imx500)"
+    if shutil.which("java") is None:
+        return "no Java 17 (apt-get install openjdk-17-jre-headless)"
+    return ""
+
+
+@pytest.fixture(scope="session")
+def imx500_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled LeNet converted for the AI Camera (imx500, with tflite-int8 and tflite-fp32
+    beside it), once per test session: minutes of MCT and imxconv-tf. Skips without the
+    toolchain."""
+    from edgekit.convert import ConvertOptions, convert
+
+    missing = imx500_toolchain_missing()
+    if missing:
+        pytest.skip(missing)
+    out = tmp_path_factory.mktemp("lenet-imx500") / "lenet"
+    convert(LENET / "lenet5_digits.keras", out,
+            ConvertOptions(formats="tflite-fp32,tflite-int8,imx500"))
+    return out
+
+
 @pytest.fixture(scope="session")
 def segmenter_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled digit segmenter converted to the CPU formats, once per test session."""

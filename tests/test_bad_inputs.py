@@ -406,6 +406,8 @@ CASES = [
     Case("bench-streams-0", lambda c: ["bench", c.lenet, "--mode", "throughput", "--streams",
                                        "0", "-q"], 2, "--streams must be 1"),
     # --- run -----------------------------------------------------------------------------
+    Case("run-imx500-without-the-artifact", lambda c: ["run", c.detector, "--source",
+                                                       "imx500"], 2, "--formats imx500"),
     Case("run-requests-0", lambda c: ["run", c.detector, "--source", c.clip, "--requests", "0"],
          2, "--requests must be 1"),
     Case("run-requests-negative", lambda c: ["run", c.detector, "--source", c.clip,
@@ -566,6 +568,9 @@ CASES = [
          2, "--samples"),
     Case("deploy-keep-0", lambda c: ["deploy", c.lenet, "--target", "rpi4-cpu", "--host",
                                      "pi@device.invalid", "--keep", "0"], 2, "--keep"),
+    Case("deploy-ai-camera-without-imx500", lambda c: [
+        "deploy", c.lenet, "--target", "rpi5-ai-camera", "--host", "pi@device.invalid"], 2,
+         "convert again with --formats imx500"),
     Case("deploy-bad-host", lambda c: ["deploy", c.lenet, "--target", "rpi4-cpu", "--host",
                                        "pi@"], 2, "pi@"),
     Case("deploy-tampered-bundle", lambda c: [

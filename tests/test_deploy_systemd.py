@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, CliResult, assert_clean_error, run_cli
-from deploy_support import local_profile, ssh_args
+from deploy_support import local_profile, sha256, ssh_args
 from systemd_device import SystemdDevice, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.systemd]
@@ -276,3 +276,51 @@ def test_two_deploys_at_once_one_refuses_naming_the_holder_and_current_is_always
     assert not incomplete and len(seen) >= 2  # current moved, and was never incomplete
     assert not list(link.parent.glob("releases/.incoming-*")) and device.running()
 
+
+
+def test_the_ai_camera_gets_its_rpk_and_the_service_runs_the_sensor(
+        device: SystemdDevice, imx500_bundle: Path, demo_clip: Path, tmp_path: Path) -> None:
+    """Target rpi5-ai-camera (made for this machine) with the session's converted LeNet:
+    imx500-package (a stand-in in /usr/local/bin) makes the .rpk on the device before the
+    switch, its sha256 in release.json; the smoke test finds the AI Camera through the
+    release's Picamera2 (the stand-ins, on the profile's PYTHONPATH); the service runs
+    `edgekit run --source imx500:0` (no --backend) and stays up."""
+    import shutil
+
+    from test_deploy_imx500 import PACKAGER
+    from test_imx500 import STANDINS, sensor_outputs
+
+    device.reset(linger=True)
+    standins = device.pi.local_path("standins")
+    shutil.rmtree(standins, ignore_errors=True)
+    shutil.copytree(STANDINS, standins)
+    sensor_outputs(imx500_bundle, demo_clip, 6, device.pi.local_path("imx500-outputs.npz"))
+    packager = device.pi.local_path("/usr/local/bin/imx500-package")
+    packager.write_text(PACKAGER)
+    packager.chmod(0o755)
+    environment = {"PYTHONPATH": "/home/pi/standins/picamera2:/home/pi/standins/libcamera",
+                   "EDGEKIT_STANDIN_CAMERAS": "imx500", "EDGEKIT_STANDIN_VIDEO": CLIP,
+                   "EDGEKIT_STANDIN_IMX500_OUTPUTS": "/home/pi/imx500-outputs.npz",
+                   "EDGEKIT_STANDIN_IMX500_WARMUP": "0"}
+    table = ", ".join(f'{k} = "{v}"' for k, v in environment.items())
+    profile = local_profile(tmp_path, "bookworm-ai-camera", "rpi5-ai-camera",
+                            edits={'serve = "0.0.0.0:8080"': 'serve = ""',
+                                   "setup = [": f"environment = {{{table}}}\nsetup = ["})
+    try:
+        report = report_of(deploy(device, imx500_bundle, profile, "--settle", SETTLE))
+        assert sorted(report["formats"]) == ["imx500", "tflite-int8"]
+        assert report["service"]["check"]["healthy"], report["service"]
+        release = device.pi.local_path(f"edgekit/releases/{report['release']}")
+        rpk = release / "bundle" / "lenet5_digits_imx500.rpk"
+        assert rpk.read_bytes() == (release / "bundle" / "lenet5_digits_imx500.zip"
+                                    ).read_bytes() + b"9464"
+        record = json.loads((release / "release.json").read_text())
+        assert record["imx500_rpk"]["sha256"] == sha256(rpk)
+        unit = unit_file(device)
+        assert "--source imx500:0" in unit and "--backend" not in unit
+        state = device.unit()
+        assert state["ActiveState"] == "active" and state["NRestarts"] == "0", state
+        assert "--source imx500:0" in device.command_of(state["MainPID"])
+    finally:
+        packager.unlink()
+        shutil.rmtree(standins, ignore_errors=True)

@@ -21,12 +21,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import LENET, ROOT, assert_clean_error, run_cli
+from conftest import LENET, ROOT, assert_clean_error, imx500_toolchain_missing, run_cli
 
 from edgekit.bundle.integrity import sha256_file
 from edgekit.bundle.manifest import Artifact, FileRecord, read_manifest, write_manifest
+from edgekit.bundle.tables import conversion_table
 from edgekit.errors import SourceLost, UsageError
-from edgekit.helpers.config import IMX500_PYTHON_VAR, imx500_python
+from edgekit.helpers.config import IMX500_PYTHON_VAR
 from edgekit.loop.imx500 import camera_number, to_keras
 from edgekit.loop.picamera import is_imx500
 
@@ -41,16 +42,8 @@ def standin_env(**extra: str) -> dict[str, str]:
             "EDGEKIT_STANDIN_IMX500_DNN_US": str(DNN_US), **extra}
 
 
-def toolchain_missing() -> str:
-    python, _ = imx500_python()
-    if python is None:
-        return "no .venv-imx500 beside the checkout (make setup-imx500)"
-    if shutil.which("java") is None:
-        return "no Java 17 (apt-get install openjdk-17-jre-headless)"
-    return ""
-
-
-needs_toolchain = pytest.mark.skipif(bool(toolchain_missing()), reason=toolchain_missing())
+needs_toolchain = pytest.mark.skipif(bool(imx500_toolchain_missing()),
+                                     reason=imx500_toolchain_missing())
 
 
 def packer_zip(path: Path, outputs: list[tuple[int, ...]]) -> None:
@@ -304,15 +297,14 @@ def test_convert_without_the_environment_skips_the_row(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @needs_toolchain
-def test_convert_lenet_then_run_on_the_sensor(demo_clip: Path, tmp_path: Path) -> None:
+def test_convert_lenet_then_run_on_the_sensor(imx500_bundle: Path, demo_clip: Path,
+                                              tmp_path: Path) -> None:
     """The whole path: MCT + imxconv-tf on LeNet (>= 99% top-1 agreement, the memory report
     in the bundle and the table), inspect, then run --source imx500 on the stand-in."""
     bundle = tmp_path / "lenet"
-    result = run_cli("convert", LENET / "lenet5_digits.keras", "-o", bundle, "--formats",
-                     "tflite-fp32,imx500")
-    assert result.returncode == 0, result.stderr
-    assert "on-chip memory" in result.stdout and ": fits" in result.stdout
-    assert "simulates the IMX500" in result.stdout
+    shutil.copytree(imx500_bundle, bundle)  # the session's conversion, shared
+    table = conversion_table(read_manifest(bundle))  # what convert printed
+    assert "on-chip memory" in table and ": fits" in table and "simulates the IMX500" in table
     a = read_manifest(bundle).artifact("imx500")
     assert a.ok and a.fidelity.top1_agreement >= 0.99, (a.reason, a.fidelity)
     assert a.details["memory"]["fits"] is True
@@ -337,11 +329,9 @@ def test_convert_lenet_then_run_on_the_sensor(demo_clip: Path, tmp_path: Path) -
     assert [line["top1"]["class_id"] for line in lines] == list(expected)
 
 
-@pytest.mark.slow
-@needs_toolchain
-def test_model_too_big_for_the_sensor_fails(tmp_path: Path) -> None:
-    """8.3 M parameters do not fit the 8 MB: failed with the memory figures, nothing of it in
-    the bundle (--no-remedy: no mixed precision to make it fit)."""
+def big_model(folder: Path) -> tuple[Path, Path]:
+    """(a Keras model of 8.3 M parameters, its calibration .npy): its 8-bit weights, 8.16 MB,
+    are more than the sensor's 8 MB hold."""
     import keras
 
     inputs = keras.Input((32, 32, 3))
@@ -350,15 +340,63 @@ def test_model_too_big_for_the_sensor_fails(tmp_path: Path) -> None:
     x = keras.layers.Dense(2600)(x)
     x = keras.layers.Dense(1400)(x)
     model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))
-    model.save(tmp_path / "big.keras")
-    np.save(tmp_path / "calib.npy", np.random.default_rng(0).random((16, 32, 32, 3),
-                                                                     dtype=np.float32))
-    result = run_cli("convert", tmp_path / "big.keras", "-o", tmp_path / "b", "--formats",
-                     "imx500", "--calib", tmp_path / "calib.npy", "--no-remedy", "--json")
+    model.save(folder / "big.keras")
+    np.save(folder / "calib.npy", np.random.default_rng(0).random((16, 32, 32, 3),
+                                                                   dtype=np.float32))
+    return folder / "big.keras", folder / "calib.npy"
+
+
+@pytest.mark.slow
+@needs_toolchain
+def test_model_too_big_for_the_sensor_fails(tmp_path: Path) -> None:
+    """8.3 M parameters do not fit the 8 MB: failed with the memory figures, nothing of it in
+    the bundle (--no-remedy: no mixed precision to make it fit)."""
+    model, calib = big_model(tmp_path)
+    result = run_cli("convert", model, "-o", tmp_path / "b", "--formats",
+                     "imx500", "--calib", calib, "--no-remedy", "--json")
     assert result.returncode == 1
     row = json.loads(result.stdout)["artifacts"][0]
     assert row["status"] == "failed" and "does not fit the IMX500" in row["reason"]
     assert not list((tmp_path / "b").glob("big_imx500.*"))
+
+
+@pytest.mark.slow
+@needs_toolchain
+def test_mixed_precision_makes_a_model_fit(tmp_path: Path) -> None:
+    """The remedy: the same model, too big at 8 bits, is tried once more with mixed precision
+    (weights of 8, 4 or 2 bits within three quarters of their 8-bit size) and then fits."""
+    from edgekit.convert import ConvertOptions, convert
+
+    model, calib = big_model(tmp_path)
+    said: list[str] = []
+    manifest = convert(model, tmp_path / "b", ConvertOptions(formats="imx500", calib=calib),
+                       progress=said.append)  # in-process: minutes, past run_cli's timeout
+    assert any("does not fit the IMX500" in line and "trying mixed precision" in line
+               for line in said), said
+    a = manifest.artifact("imx500")
+    assert a.ok, a.reason
+    assert a.details["quantisation"] == "mixed" and a.details["memory"]["fits"] is True
+    assert (tmp_path / "b" / "big_imx500.zip").is_file()
+
+
+@pytest.mark.slow
+@needs_toolchain
+def test_no_calibration_data_skips_the_row_with_the_fix(tmp_path: Path) -> None:
+    """A model with no data beside it and no --calib: the row is skipped saying to give
+    --calib (quantising needs it), the bundle keeps nothing of it, the other rows are built."""
+    import keras
+
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs))
+    keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x)).save(
+        tmp_path / "small.keras")
+    result = run_cli("convert", tmp_path / "small.keras", "-o", tmp_path / "b", "--formats",
+                     "tflite-fp32,imx500", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = {r["format"]: r for r in json.loads(result.stdout)["artifacts"]}
+    assert rows["tflite-fp32"]["status"] == "ok"
+    assert rows["imx500"]["status"] == "skipped" and "give --calib" in rows["imx500"]["reason"]
+    assert not list((tmp_path / "b").glob("small_imx500.*"))
 
 
 def test_converter_reason_in_one_line() -> None:

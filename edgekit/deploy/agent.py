@@ -592,7 +592,8 @@ def smoke(payload):
     return {"backends": backends, "backends_error": backends_error, "verify": result,
             "verify_error": error if code != 0 else "", "verify_code": code,
             "command": argv,
-            "source_problem": source and source_problem(source, base, python, env)}
+            "source_problem": source and source_problem(source, base, python, env),
+            "imx500_problem": imx500_device().rpk_problem(release)}
 
 
 # The service's camera, checked before the switch where the service is about to start (systemd
@@ -626,6 +627,8 @@ def source_problem(source, base, python, env):
     fix = "plug the camera in, or set the target's camera to one this device has"
     if "://" in text:
         return None
+    if imx500_device().is_sensor(text):
+        return imx500_device().camera_problem(text, python, env, run_text, fix)
     if text.isdigit():
         path = "/dev/video" + text
         return None if os.path.exists(path) else (
@@ -1124,6 +1127,15 @@ def cleanup(payload):
 
 
 # --- imx500: network.rpk from the bundle's packerOut.zip, on the device ---------------------------
+
+def imx500_device():
+    """The AI Camera's checks: sent beside this file (remote.agent_source), else edgekit's."""
+    try:
+        import edgekit_imx500_device as module
+    except ImportError:
+        from edgekit.deploy import imx500_device as module
+    return module
+
 
 IMX500_PACKAGER = "imx500-package"
 IMX500_INSTALL = "sudo apt install -y imx500-all (Raspberry Pi OS: the IMX500 firmware and tools)"

@@ -59,7 +59,7 @@ def smoke_problem(answer):
     if not verify.get("files_ok"):
         bad = [f"{f['name']}: {f['problem']}" for f in verify["files"] if not f["ok"]]
         return "artifact files do not match the manifest: " + "; ".join(bad)
-    return answer.get("source_problem") or None
+    return answer.get("imx500_problem") or answer.get("source_problem") or None
 
 
 def service_failed(service):

@@ -28,6 +28,7 @@ from edgekit.deploy.targets import Target
 from edgekit.deploy.wheels import WheelInfo, merge_requirements
 from edgekit.errors import UsageError
 from edgekit.helpers.files import refuse_special
+from edgekit.loop.picamera import is_imx500
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class ReleasePlan:
     device: str
     notes: list[str] = field(default_factory=list)
     run_args: list[str] = field(default_factory=list)  # more `edgekit run` options: events
+    imx500: str = ""  # the AI Camera's packerOut.zip in the release, made into an .rpk there
 
     @property
     def total_bytes(self) -> int:
@@ -117,6 +119,11 @@ def shipped_formats(manifest: Manifest, target: Target) -> tuple[list[str], dict
         raise UsageError(f"the bundle has nothing target {target.name} runs: it takes "
                          f"{', '.join(target.formats)}, the bundle has {have} ({why}). Convert "
                          f"again with --formats {','.join(target.formats)}")
+    if is_imx500(target.camera) and "imx500" not in ship:
+        raise UsageError(f"target {target.name}'s camera {target.camera} runs the bundle's "
+                         "imx500 artifact in the sensor, and the bundle has none that ships "
+                         f"({missing.get('imx500', 'not in the target formats')}): convert "
+                         "again with --formats imx500 (make setup-imx500 first)")
     return ship, missing
 
 
@@ -157,6 +164,8 @@ def plan_release(bundle: Path | Manifest, target: Target, wheel: ShippedFile,
     for artifact in manifest.artifacts:
         if artifact.format in formats:
             files += _bundle_files(bundle, artifact)
+    sensor = next((f"bundle/{a.file}" for a in manifest.artifacts
+                   if a.format == "imx500" and a.format in formats), "")
     shipped = replace(manifest, artifacts=[a for a in manifest.artifacts if a.format in formats])
     files.insert(0, _file(write_manifest(shipped, staging), "bundle"))
     anchors = manifest.decoder.get("anchors")
@@ -179,4 +188,5 @@ def plan_release(bundle: Path | Manifest, target: Target, wheel: ShippedFile,
     return ReleasePlan(bundle, manifest.name, target, formats, missing, files,
                        merge_requirements(edgekit.requires, target), edgekit, wheel,
                        offline, backend, device, notes,
-                       run_args(service_options(target.service, target.path or Path())))
+                       run_args(service_options(target.service, target.path or Path())),
+                       imx500=sensor)

@@ -18,7 +18,7 @@ from typing import Any
 
 from edgekit.deploy.inventory import ansible_cfg
 from edgekit.deploy.plan import ReleasePlan
-from edgekit.deploy.remote import AGENT, STEPS
+from edgekit.deploy.remote import STEPS, agent_source
 from edgekit.deploy.service import exec_start, serve_note, unit_text
 from edgekit.deploy.ssh import SshOptions
 from edgekit.errors import UsageError
@@ -102,7 +102,7 @@ def plan_vars(plan: ReleasePlan, service: bool, local: dict[str, str] | None = N
         "venv_inputs": plan.venv_inputs(), "venv": plan.venv_payload(),
         "smoke": plan.smoke_payload(), "meta": plan.meta(),
         "unit": unit_text(plan, BASE_PLACEHOLDER) if service else "",
-        "unit_base": BASE_PLACEHOLDER, "backend": plan.backend,
+        "unit_base": BASE_PLACEHOLDER, "backend": plan.backend, "imx500": plan.imx500,
         "command": " ".join(exec_start(plan, BASE_PLACEHOLDER)[1:]),
         # the live view the unit serves: with a unit, the device makes its token (shown once)
         "serve": plan.target.serve if service else "",
@@ -140,7 +140,7 @@ def write_role(folder: Path, settings: RoleSettings) -> None:
     role = folder / "roles" / ROLE_NAME
     shutil.copytree(ROLE, role, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     (role / "files").mkdir()
-    shutil.copy2(AGENT, role / "files" / "agent.py")
+    (role / "files" / "agent.py").write_bytes(agent_source())
     for name in ("steps.py", "checks.py"):  # the steps the action runs, and their checks
         shutil.copy2(STEPS.with_name(name), role / "files" / name)
     (role / "defaults").mkdir()

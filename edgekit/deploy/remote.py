@@ -36,14 +36,30 @@ from edgekit.errors import ConnectionFailed, DeployError, EdgekitError
 from edgekit.helpers.subproc import last_json
 
 AGENT = Path(__file__).with_name("agent.py")
+SENT_BESIDE = {"edgekit_imx500_device": "imx500_device.py"}  # modules the agent imports there
 STEPS = Path(__file__).with_name("steps.py")  # the Ansible action runs the same steps
 # Seconds a step may take on the device before the workstation gives up on it.
 TIMEOUTS = {"probe": 180, "preview": 600, "stage": 900, "verify": 900, "venv": 3600, "smoke": 1800,
             "activate": 300, "rollback": 900, "serve_token": 60, "service_env": 60,
-            "cleanup": 300}
+            "cleanup": 300, "imx500": 900}
 # Commands that change the device: they run only while this deploy holds the device's lock.
 LOCKED = {"stage", "verify", "venv", "smoke", "activate", "rollback", "serve_token",
-          "service_env", "cleanup"}
+          "service_env", "cleanup", "imx500"}
+
+
+def agent_source() -> bytes:
+    """What runs on the device: the agent, with the modules it imports there (SENT_BESIDE)
+    loaded first, as one stdin source (standard library only, Python 3.7+)."""
+    loads = "".join(
+        f"_load({name!r}, {AGENT.with_name(file).read_text(encoding='utf-8')!r})\n"
+        for name, file in SENT_BESIDE.items())
+    return ("import sys, types\n"
+            "def _load(name, text):\n"
+            "    module = sys.modules[name] = types.ModuleType(name)\n"
+            "    exec(compile(text, name + '.py', 'exec'), module.__dict__)\n"
+            + loads
+            + f"exec(compile({AGENT.read_text(encoding='utf-8')!r}, 'agent.py', 'exec'), "
+            "{'__name__': '__main__'})\n").encode()
 
 
 class SshLink(Link):
@@ -55,7 +71,7 @@ class SshLink(Link):
         self.base = base
         self.label = client.host.label
         self.address = client.host.host
-        self.source = AGENT.read_bytes()
+        self.source = agent_source()
         self.token = ""  # the lock's token while this deploy holds it
 
     def remote(self, command: str, payload: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:

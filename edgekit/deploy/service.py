@@ -17,6 +17,7 @@ from edgekit.deploy import checks
 from edgekit.deploy.plan import ReleasePlan
 from edgekit.deploy.targets import Target
 from edgekit.events.service import STATE_ENV, STATE_FILE
+from edgekit.loop.picamera import is_imx500
 from edgekit.loop.sources import is_live
 
 RESTART_SECONDS = 5
@@ -40,11 +41,13 @@ def systemd_quote(arg: str) -> str:
 def exec_start(plan: ReleasePlan, base: str) -> list[str]:
     """The command the unit runs: ``edgekit run`` on the current release's bundle. A video
     file or folder as the profile's camera is played in a loop (--repeat): a service runs
-    until stopped."""
+    until stopped. The AI Camera's sensor (``imx500[:N]``) runs the network itself: no
+    backend."""
     source = plan.target.camera
+    runtime = [] if is_imx500(source) else [
+        "--backend", plan.backend, *(["--device", plan.device] if plan.device else [])]
     return [f"{base}/current/venv/bin/edgekit", "run", f"{base}/current/bundle",
-            "--source", source, *([] if is_live(source) else ["--repeat"]),
-            "--backend", plan.backend, *(["--device", plan.device] if plan.device else []),
+            "--source", source, *([] if is_live(source) else ["--repeat"]), *runtime,
             *(["--serve", plan.target.serve] if plan.target.serve else []),
             *plan.run_args]  # tracks, events, clips (edgekit.events.service.run_args)
 

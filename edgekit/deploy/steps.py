@@ -301,6 +301,11 @@ def _fill_and_check(link, plan, journal, probe, staged, key, samples):
     with journal.step("verify", "check the sha256 of every file on the device"):
         link.call("verify", "checking the files on the device", release=release,
                   files=[shipped(f) for f in plan["files"]], meta=meta)
+    if plan.get("imx500"):  # the AI Camera's network: packerOut.zip -> .rpk, on the device
+        with journal.step("imx500", f"make the AI Camera's network.rpk from {plan['imx500']} "
+                          "with imx500-package on the device (its sha256 into the release)"):
+            record["imx500_rpk"] = link.call("imx500", "packaging the IMX500 network",
+                                             release=release, artifact=plan["imx500"]).get("rpk")
     reused = any(v["key"] == key and v["complete"] for v in probe.get("venvs", []))
     what = (f"reuse the device's Python environment {key}" if reused else
             f"create the Python environment {key} on the device (pip install "

@@ -1,0 +1,85 @@
+"""The AI Camera's (IMX500's) part of the device agent: what the smoke test checks before the
+switch, where the network runs in the sensor and no CPU runtime can run it.
+
+Standard library only, Python 3.9: the links send this source beside ``agent.py``
+(``remote.agent_source``), and the agent imports it as ``edgekit_imx500_device`` there.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+
+RELEASE_FILE = "release.json"
+SOURCE = re.compile(r"^imx500(?::(\d+))?$")
+INSTALL = "sudo apt install -y imx500-all python3-picamera2"
+# The cameras libcamera sees, by model, asked through the release's own Python (Picamera2).
+CAMERA_MODELS = ("import json; from picamera2 import Picamera2; "
+                 "print(json.dumps([c.get('Model', '') for c in Picamera2.global_camera_info()]))")
+
+
+def is_sensor(source):
+    """Whether a service's ``--source`` is the AI Camera's sensor (``imx500[:N]``)."""
+    return bool(SOURCE.match(str(source)))
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def rpk_problem(release):
+    """Why the network.rpk the ``imx500`` step made in ``release`` (a folder) is not the one
+    its release.json records, or None (no .rpk recorded: nothing to check)."""
+    try:
+        with open(os.path.join(release, RELEASE_FILE)) as f:
+            entry = json.load(f).get("imx500_rpk")
+    except (OSError, ValueError):
+        return None
+    if not entry:
+        return None
+    path = os.path.join(release, entry["path"])
+    if not os.path.isfile(path):
+        return f"{entry['path']} is missing from the release (imx500-package made it)"
+    digest = _sha256(path)
+    if digest != entry["sha256"]:
+        return (f"{entry['path']} has sha256 {digest[:12]}... on the device, not the "
+                f"{entry['sha256'][:12]}... imx500-package made and the release recorded: "
+                "something changed it; deploy again")
+    return None
+
+
+def _models(output):
+    """The list of models in CAMERA_MODELS's output (libcamera logs on the same stream)."""
+    for line in reversed(output.splitlines()):
+        try:
+            found = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(found, list):
+            return found
+    return []
+
+
+def camera_problem(source, python, env, run_text, fix):
+    """Why camera ``source`` (``imx500[:N]``) cannot be the AI Camera on this device, or None.
+    ``run_text(argv, env, timeout)`` -> (code, output) runs the release's Python."""
+    number = int(SOURCE.match(source).group(1) or 0)
+    code, out = run_text([python, "-c", CAMERA_MODELS], env=env, timeout=120)
+    if code != 0:
+        lines = out.strip().splitlines() or ["no output"]
+        return (f"the service's camera {source}: Picamera2 does not load in the release's "
+                f"environment ({lines[-1]}; on Raspberry Pi OS: {INSTALL}, and a target with "
+                "system_site_packages)")
+    models = _models(out)
+    if number >= len(models):
+        return (f"the service's camera {source} is missing: libcamera sees {len(models)} "
+                f"camera(s) ({fix})")
+    if "imx500" not in str(models[number]).lower():
+        return (f"the service's camera {source} is a {models[number] or 'camera'}, not the AI "
+                f"Camera (IMX500): {fix}")
+    return None
