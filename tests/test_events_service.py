@@ -11,7 +11,7 @@ import pytest
 
 from edgekit.cli.app import all_commands
 from edgekit.cli.events_options import NAMES, events_from
-from edgekit.deploy import agent
+from edgekit.deploy.agent import env as agent
 from edgekit.deploy.plan import ShippedFile, plan_release
 from edgekit.deploy.service import exec_start, unit_text
 from edgekit.deploy.targets import find_target

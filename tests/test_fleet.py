@@ -26,7 +26,7 @@ from live_view import get, wait_for
 from sshd import SshServer, free_port
 
 from edgekit.deploy.fleet import log_path, stop_control_masters
-from edgekit.deploy.remote import AGENT
+from edgekit.deploy.shipping import agent_source
 
 pytest.importorskip("ansible", reason="needs ansible-core: pip install 'edgekit[fleet]'")
 
@@ -171,7 +171,7 @@ def test_emit_playbook_writes_a_self_contained_folder(lenet_bundle: Path,
     result = run_cli("playbook", lenet_bundle, "--inventory", inventory, "--target", "rpi4-cpu",
                      "--serial", "1", "--max-fail-percentage", "0", "-o", out)
     assert result.returncode == 0, result.stderr
-    assert (out / "roles/edgekit_release/files/agent.py").read_bytes() == AGENT.read_bytes()
+    assert (out / "roles/edgekit_release/files/agent.py").read_bytes() == agent_source()
     assert (out / "roles/edgekit_release/action_plugins/edgekit_release.py").is_file()
     play = (out / "deploy.yml").read_text()
     assert "serial: 1" in play and "max_fail_percentage: 0" in play

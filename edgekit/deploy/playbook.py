@@ -18,8 +18,9 @@ from typing import Any
 
 from edgekit.deploy.inventory import ansible_cfg
 from edgekit.deploy.plan import ReleasePlan
-from edgekit.deploy.remote import AGENT, STEPS
+from edgekit.deploy.remote import STEPS
 from edgekit.deploy.service import exec_start, serve_note, unit_text
+from edgekit.deploy.shipping import agent_source
 from edgekit.deploy.ssh import SshOptions
 from edgekit.errors import UsageError
 from edgekit.helpers.limits import finite, whole
@@ -140,7 +141,7 @@ def write_role(folder: Path, settings: RoleSettings) -> None:
     role = folder / "roles" / ROLE_NAME
     shutil.copytree(ROLE, role, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     (role / "files").mkdir()
-    shutil.copy2(AGENT, role / "files" / "agent.py")
+    (role / "files" / "agent.py").write_bytes(agent_source())
     for name in ("steps.py", "checks.py"):  # the steps the action runs, and their checks
         shutil.copy2(STEPS.with_name(name), role / "files" / name)
     (role / "defaults").mkdir()

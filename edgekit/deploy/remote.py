@@ -1,8 +1,8 @@
 """The steps' links to a device over ssh: each agent command is one ssh call.
 
-``python3 - COMMAND 'JSON'`` runs with the agent's source (``agent.py``) on stdin and answers
-with one JSON object. ``SshLink`` runs them; ``DryRunLink`` shows each call and answers as the
-device's read-only preview says (or as an empty device would).
+``python3 - COMMAND 'JSON'`` runs with the agent's source (``shipping.agent_source``) on stdin
+and answers with one JSON object. ``SshLink`` runs them; ``DryRunLink`` shows each call and
+answers as the device's read-only preview says (or as an empty device would).
 
 The device's lock is held by one more ssh session for the whole deploy or rollback: the agent
 runs as ``python3 -c BOOT N hold 'JSON'``, reads its N-byte source from stdin, takes the lock,
@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from edgekit.deploy.shipping import agent_source
 from edgekit.deploy.ssh import SshClient
 from edgekit.deploy.steps import (
     BOOT,
@@ -35,7 +36,6 @@ from edgekit.deploy.steps import (
 from edgekit.errors import ConnectionFailed, DeployError, EdgekitError
 from edgekit.helpers.subproc import last_json
 
-AGENT = Path(__file__).with_name("agent.py")
 STEPS = Path(__file__).with_name("steps.py")  # the Ansible action runs the same steps
 # Seconds a step may take on the device before the workstation gives up on it.
 TIMEOUTS = {"probe": 180, "preview": 600, "stage": 900, "verify": 900, "venv": 3600, "smoke": 1800,
@@ -55,7 +55,7 @@ class SshLink(Link):
         self.base = base
         self.label = client.host.label
         self.address = client.host.host
-        self.source = AGENT.read_bytes()
+        self.source = agent_source()
         self.token = ""  # the lock's token while this deploy holds it
 
     def remote(self, command: str, payload: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
@@ -72,7 +72,7 @@ class SshLink(Link):
     def run(self, command: str, step: str, payload: dict[str, Any]
             ) -> tuple[subprocess.CompletedProcess[bytes], dict[str, Any]]:
         remote, sent = self.remote(command, payload)
-        note = f"stdin: edgekit's device agent ({AGENT.name}, {len(self.source) // 1024} KB)"
+        note = f"stdin: edgekit's device agent ({len(self.source) // 1024} KB)"
         result = self.client.run(remote, step=step, stdin=self.source,
                                  timeout=self.timeout(command, payload), note=note)
         return result, sent
