@@ -4,11 +4,13 @@ default and help text (edgekit/cli/options.py declares those once); defaults are
 by click's [default: ...]."""
 from __future__ import annotations
 
+import ast
+import re
 from collections import defaultdict
 
 import click
 import pytest
-from conftest import run_cli
+from conftest import ROOT, run_cli
 
 from edgekit.cli.app import all_commands
 
@@ -127,6 +129,48 @@ def test_the_library_names_parameters_and_the_command_line_their_flags(tmp_path)
         result = run_cli(*args)
         assert result.returncode == 2 and result.stderr.startswith(f"error: {said}"), \
             result.stderr
+
+
+def test_library_errors_quote_parameters_and_the_command_line_shows_flags(lenet_bundle) -> None:
+    """A parameter named inside a message is quoted (`requests`); the CLI shows its flag."""
+    from edgekit.backends import check_concurrency
+    from edgekit.backends.base import Concurrency
+    from edgekit.backends.tflite import TFLiteBackend
+    from edgekit.errors import UsageError
+
+    with pytest.raises(UsageError) as raised:
+        check_concurrency(TFLiteBackend, Concurrency(mode="throughput", streams=2))
+    assert str(raised.value).startswith("streams: the tflite backend has no execution streams")
+    assert "use `requests` N" in str(raised.value) and "--" not in str(raised.value)
+    assert raised.value.naming().endswith("use --requests N to keep N inferences in flight")
+    result = run_cli("bench", lenet_bundle, "--backends", "tflite", "--mode", "throughput",
+                     "--streams", "2", "-q")
+    assert result.returncode == 2 and result.stderr.startswith("error: --streams: the tflite"), \
+        result.stderr
+    assert "use --requests N" in result.stderr and "`" not in result.stderr, result.stderr
+
+
+LIBRARY_FLAG = re.compile(r"(?<![\w-])--[a-z]")
+
+
+def test_no_library_error_names_a_flag() -> None:
+    """Outside cli/, a UsageError's message names parameters (``param=``, or quoted as
+    `name`), never ``--flags``: a Python caller never passed one. A command quoted whole in
+    backticks (`ansible-inventory -i FILE --list`) is another program's, and may."""
+    found = []
+    for path in sorted((ROOT / "edgekit").rglob("*.py")):
+        parts = path.relative_to(ROOT / "edgekit").parts
+        if parts[0] == "cli" or "ansible" in parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Call) and node.args and getattr(
+                    node.func, "id", getattr(node.func, "attr", None)) == "UsageError"):
+                continue
+            text = "".join(c.value for c in ast.walk(node.args[0])
+                           if isinstance(c, ast.Constant) and isinstance(c.value, str))
+            if LIBRARY_FLAG.search(re.sub(r"`[^`]*`", "", text)):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {text[:80]}")
+    assert not found, "\n".join(found)
 
 
 def test_help_lists_every_command_without_importing_them() -> None:

@@ -149,7 +149,7 @@ def plan(target: Path, backends: Sequence[str] | None,
             except UsageError as exc:
                 if backends:
                     raise
-                skip = skip or str(exc).removeprefix("--streams: ")
+                skip = skip or exc.naming().removeprefix("streams: ")
             if cls.runs(key):
                 pairs.append(Pair(path, key, name, skip))
             elif fmt is not None:

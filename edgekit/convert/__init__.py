@@ -251,7 +251,7 @@ def convert(model_path: str | Path, output: str | Path, options: ConvertOptions 
     options = options or ConvertOptions()
     keys = options.format_keys()
     if options.int8_io not in ("int8", "uint8"):
-        raise UsageError(f"--int8-io must be int8 or uint8, not {options.int8_io!r}")
+        raise UsageError(f"int8_io must be int8 or uint8, not {options.int8_io!r}", param="int8_io")
     if options.input_shape:  # before TensorFlow loads (seconds) and allocates it
         check_image_shape((1, *options.input_shape), "the input shape")
     destination.check_output(output, options.force)

@@ -107,14 +107,14 @@ def resolve_targets(hosts: list[InventoryHost], default: str | None
     for host in hosts:
         key = str(host.vars.get("edgekit_target") or default or "")
         if not key:
-            raise UsageError(f"host {host.name} has no edgekit_target and no --target was "
+            raise UsageError(f"host {host.name} has no edgekit_target and no `target` was "
                              "given: set edgekit_target for it (a host or group variable in the "
-                             "inventory) or pass --target NAME (see edgekit targets)")
+                             "inventory) or pass `target` NAME (see edgekit targets)")
         if key not in targets:
             try:
                 targets[key] = find_target(key)
             except UsageError as exc:
-                where = "edgekit_target" if host.vars.get("edgekit_target") else "--target"
+                where = "edgekit_target" if host.vars.get("edgekit_target") else "`target`"
                 raise UsageError(f"host {host.name}: {where} {key!r}: {exc}; set "
                                  "edgekit_target to a name from edgekit targets or a profile "
                                  "file") from None

@@ -115,7 +115,7 @@ def shipped_formats(manifest: Manifest, target: Target) -> tuple[list[str], dict
         why = "; ".join(f"{f}: {r}" for f, r in missing.items())
         raise UsageError(f"the bundle has nothing target {target.name} runs: it takes "
                          f"{', '.join(target.formats)}, the bundle has {have} ({why}). Convert "
-                         f"again with --formats {','.join(target.formats)}")
+                         f"again with `formats` {','.join(target.formats)}")
     return ship, missing
 
 

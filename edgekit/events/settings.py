@@ -56,12 +56,12 @@ class EventsOptions:
         """Filters without anywhere for events to go are a mistake: said in one line."""
         if self.filters_given and not (self.destinations or self.clips):
             raise UsageError(f"{', '.join(self.filters_given)}: filters for events; give "
-                             "--events URL (or --clips DIR) too")
+                             "`events` URL (or `clips` DIR) too")
 
 
 def zones_from(texts: tuple[str, ...]) -> tuple[Zone, ...]:
     zones = tuple(parse_zone(t) for t in texts)
     names = [z.name for z in zones]
     if len(set(names)) != len(names):
-        raise UsageError("--events-zone: two zones have the same name")
+        raise UsageError("events_zone: two zones have the same name", param="events_zone")
     return zones

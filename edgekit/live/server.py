@@ -80,8 +80,8 @@ def parse_address(text: str) -> tuple[str, int]:
     """``PORT``, ``HOST:PORT`` or ``[IPv6]:PORT`` -> (host, port); UsageError if malformed."""
     match = _ADDRESS.match(text.strip())
     if not match or int(match["port"]) > 65535:
-        raise UsageError(f"--serve {text!r}: give PORT or HOST:PORT, e.g. 8080 (this machine "
-                         "only) or 0.0.0.0:8080 (every interface, with a token)")
+        raise UsageError(f"serve {text!r}: give PORT or HOST:PORT, e.g. 8080 (this machine "
+                         "only) or 0.0.0.0:8080 (every interface, with a token)", param="serve")
     host = (match["host"] or DEFAULT_HOST).strip("[]")
     return host, int(match["port"])
 
@@ -100,17 +100,17 @@ def serve_options(text: str, token: str | None = None) -> ServeOptions:
         found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
                                    flags=socket.AI_PASSIVE | socket.AI_NUMERICSERV)
     except socket.gaierror as exc:
-        raise UsageError(f"--serve {text}: {host!r} is neither an address nor a name this "
-                         f"machine resolves ({exc.strerror})") from None
+        raise UsageError(f"serve {text}: {host!r} is neither an address nor a name this "
+                         f"machine resolves ({exc.strerror})", param="serve") from None
     family, _, _, _, address = found[0]
     loopback = ipaddress.ip_address(address[0].split("%")[0]).is_loopback
     if token is not None:
         check_token(token)
     elif not loopback:
-        raise UsageError(f"--serve {text} can be reached from other machines, so it needs a "
-                         f"token: add --token TOKEN or set {TOKEN_ENV} (make one with "
+        raise UsageError(f"serve {text} can be reached from other machines, so it needs a "
+                         f"token: add `token` TOKEN or set {TOKEN_ENV} (make one with "
                          f"{MAKE_TOKEN}), or serve on 127.0.0.1 and reach it through "
-                         f"ssh -L {port}:127.0.0.1:{port}")
+                         f"ssh -L {port}:127.0.0.1:{port}", param="serve")
     return ServeOptions(host, port, token, family, address, loopback)
 
 

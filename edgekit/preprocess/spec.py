@@ -257,8 +257,8 @@ def reference(name: str) -> Reference:
     if name not in REFERENCES:
         hint = " (give the preprocess_input style: keras-applications:caffe, :tf or :torch)" \
             if name == "keras-applications" else ""
-        raise UsageError(f"--reference {name!r}: unknown reference pipeline{hint}; choose from "
-                         f"{', '.join(REFERENCES)}")
+        raise UsageError(f"reference {name!r}: unknown reference pipeline{hint}; choose from "
+                         f"{', '.join(REFERENCES)}", param="reference")
     return REFERENCES[name]
 
 
@@ -283,8 +283,8 @@ class SpecOptions:
         if self.interpolation is not None:
             check_interpolation(self.interpolation)
         if self.color is not None and self.color not in COLORS:
-            raise UsageError(f"--color {self.color!r}: unknown colour order; choose from "
-                             f"{', '.join(COLORS)}")
+            raise UsageError(f"color {self.color!r}: unknown colour order; choose from "
+                             f"{', '.join(COLORS)}", param="color")
         for key in ("mean", "std"):
             values = getattr(self, key)
             if values is not None:

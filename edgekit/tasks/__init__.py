@@ -43,7 +43,7 @@ def check_task(declared: str, asked: str | None, from_bundle: bool) -> str:
         raise UsageError(f"unknown task {asked!r}; choose from {', '.join(TASKS)}")
     if from_bundle and declared not in (asked, "generic") and asked != "generic":
         raise UsageError(f"the bundle holds a {declared} model, not a {asked} one: leave "
-                         f"--task out (or give --task generic for its raw outputs)")
+                         f"`task` out (or give `task` generic for its raw outputs)")
     return asked
 
 

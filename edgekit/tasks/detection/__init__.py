@@ -55,6 +55,7 @@ from edgekit.tasks.detection.registry import (
     decode,
     decoder_params,
     describe_decoder,
+    option_of,
     with_bundle_files,
 )
 from edgekit.tasks.detection.ssd import (
@@ -102,6 +103,7 @@ __all__ = [
     "DetectionsResult",
     "DetectionTask",
     "FLAG_OF",
+    "option_of",
     "grid_parts",
     "GRID_ROLES",
     "GridParams",
