@@ -237,7 +237,7 @@ def test_the_device_checks(tmp_path: Path, lenet_bundle: Path) -> None:
     assert plan.formats == ["tflite-int8"] and plan.backend == "tflite"  # no edgetpu artifact
     assert "nothing in this bundle runs on edgetpu" in plan.notes[0]
     assert [a.format for a in read_manifest(tmp_path).artifacts] == ["tflite-int8"]
-    request = DeployRequest(lenet_bundle, target, parse_host("mendel@coral"))
+    request = DeployRequest(bundle=lenet_bundle, target=target, host=parse_host("mendel@coral"))
     mendel = {"platform": "linux-aarch64", "python": [3, 7, 3]}
     with pytest.raises(DeployError, match="Python 3.7.3 and edgekit needs Python >=3.9"):
         check_device(mendel, plan, request)

@@ -16,6 +16,7 @@ import click
 from edgekit.cli.options import Finite
 from edgekit.errors import UsageError
 from edgekit.helpers.limits import MAX_SECONDS
+from edgekit.helpers.records import keyword_only
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -24,6 +25,7 @@ DEVICE_OPTION_NAMES = ("host_text", "inventory", "limit", "port", "identity", "k
 ROLLOUT_OPTION_NAMES = ("serial", "max_fail_percentage", "forks")
 
 
+@keyword_only
 @dataclass(frozen=True)
 class DeviceOptions:
     """One device or an inventory's hosts, and how to reach them."""

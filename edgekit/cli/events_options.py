@@ -23,11 +23,11 @@ def events_from(given: dict[str, Any]) -> EventsOptions:
     """The options as the command line gave them, checked."""
     clips = None
     if given["clips"] is not None:
-        default = ClipOptions(str(given["clips"]))
-        clips = ClipOptions(default.folder,
-                            default.pre_s if given["pre"] is None else given["pre"],
-                            default.post_s if given["post"] is None else given["post"],
-                            default.max_disk if given["max_disk"] is None
+        default = ClipOptions(folder=str(given["clips"]))
+        clips = ClipOptions(folder=default.folder,
+                            pre_s=default.pre_s if given["pre"] is None else given["pre"],
+                            post_s=default.post_s if given["post"] is None else given["post"],
+                            max_disk=default.max_disk if given["max_disk"] is None
                             else parse_size(given["max_disk"]))
     elif any(given[k] is not None for k in ("pre", "post", "max_disk")):
         raise UsageError("--pre, --post and --max-disk go with --clips DIR")

@@ -55,6 +55,7 @@ from edgekit.helpers.output_files import (
     identity,
     normal_permissions,
 )
+from edgekit.helpers.records import keyword_only
 from edgekit.preprocess import InputSpec, SpecOptions
 from edgekit.tasks.detection import DetectionOptions, describe_decoder
 
@@ -189,6 +190,7 @@ def _judge(validation: Validation, task: Task) -> Callable[[Path, str], Measured
     return judge
 
 
+@keyword_only
 @dataclass
 class ConvertOptions:
     """What ``edgekit convert`` takes besides the model and the output folder. Anything left

@@ -49,6 +49,7 @@ from edgekit.deploy.ssh import Host, SshOptions, explain
 from edgekit.deploy.targets import Target, find_target
 from edgekit.errors import DeployError, EdgekitError, UsageError
 from edgekit.helpers.config import cache_dir
+from edgekit.helpers.records import keyword_only
 
 Progress = Callable[[str], None]
 KILL_GRACE = 1.0  # seconds ansible-playbook gets after Ctrl-C before it is killed
@@ -58,6 +59,7 @@ def _silent(_: str) -> None:
     pass
 
 
+@keyword_only
 @dataclass(frozen=True)
 class FleetRequest:
     """Which hosts, how to roll through them, and how to reach and treat each device."""
@@ -85,6 +87,7 @@ class FleetRequest:
                             results_dir=results_dir)
 
 
+@keyword_only
 @dataclass(frozen=True)
 class FleetBundle:
     """What to deploy: the bundle, the target of hosts without edgekit_target, and how."""

@@ -24,6 +24,7 @@ from edgekit.deploy.shipping import agent_source
 from edgekit.deploy.ssh import SshOptions
 from edgekit.errors import UsageError
 from edgekit.helpers.limits import finite, whole
+from edgekit.helpers.records import keyword_only
 
 ROLE = Path(__file__).with_name("ansible") / "roles" / "edgekit_release"
 ROLE_NAME = "edgekit_release"
@@ -31,6 +32,7 @@ BASE_PLACEHOLDER = "/@EDGEKIT_BASE@"  # the action puts the device's release fol
 PLAYBOOKS = {"deploy": "deploy.yml", "rollback": "rollback.yml", "status": "status.yml"}
 
 
+@keyword_only
 @dataclass(frozen=True)
 class Rollout:
     """How the play goes through the hosts: Ansible's serial, max_fail_percentage, forks."""
@@ -51,6 +53,7 @@ class Rollout:
         whole(self.forks, "forks (hosts at once)")
 
 
+@keyword_only
 @dataclass(frozen=True)
 class RoleSettings:
     """The role's defaults for this run; a host or group variable of the same name overrides

@@ -43,6 +43,7 @@ from edgekit.deploy.wheels import (
 from edgekit.errors import DeployError, EdgekitError
 from edgekit.helpers import interrupt
 from edgekit.helpers.limits import MAX_SECONDS, finite
+from edgekit.helpers.records import keyword_only
 
 Progress = Callable[[str], None]
 DEFAULT_SSH = SshOptions()
@@ -52,6 +53,7 @@ def _silent(_: str) -> None:
     pass
 
 
+@keyword_only
 @dataclass(frozen=True)
 class DeployRequest:
     """What to deploy where, and how."""

@@ -9,6 +9,7 @@ from edgekit.errors import UsageError
 from edgekit.events.outbox import QUEUE
 from edgekit.events.rules import Rules
 from edgekit.events.zones import Zone, parse_zone
+from edgekit.helpers.records import keyword_only
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -22,6 +23,7 @@ def parse_size(text: str, flag: str = "--max-disk") -> int:
     return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
 
 
+@keyword_only
 @dataclass(frozen=True)
 class ClipOptions:
     folder: str
@@ -30,6 +32,7 @@ class ClipOptions:
     max_disk: int = 1 << 30
 
 
+@keyword_only
 @dataclass(frozen=True)
 class EventsOptions:
     """``--events`` destinations and their filters, ``--track``, and ``--clips``."""

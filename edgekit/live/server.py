@@ -43,6 +43,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from edgekit.errors import EdgekitError, UsageError
+from edgekit.helpers.records import keyword_only
 from edgekit.live import page
 from edgekit.live.prometheus import CONTENT_TYPE, prometheus_text
 from edgekit.live.state import JPEG_QUALITY, STREAM_FPS, LiveState
@@ -62,6 +63,7 @@ _ADDRESS = re.compile(r"^(?:(?P<host>\[[0-9A-Fa-f:.]+\]|[^:\[\]\s]+):)?(?P<port>
 MAKE_TOKEN = "python3 -c 'import secrets; print(secrets.token_urlsafe(24))'"
 
 
+@keyword_only
 @dataclass(frozen=True)
 class ServeOptions:
     """Where the live view listens and who may see it."""
@@ -111,7 +113,8 @@ def serve_options(text: str, token: str | None = None) -> ServeOptions:
                          f"token: add `token` TOKEN or set {TOKEN_ENV} (make one with "
                          f"{MAKE_TOKEN}), or serve on 127.0.0.1 and reach it through "
                          f"ssh -L {port}:127.0.0.1:{port}", param="serve")
-    return ServeOptions(host, port, token, family, address, loopback)
+    return ServeOptions(host=host, port=port, token=token, family=family, address=address,
+                        loopback=loopback)
 
 
 class LiveView(LiveState):

@@ -278,7 +278,8 @@ def run_loop(model: LoadedModel, source_spec: str | int | Path, *,
     notes = []
     live = is_live(source_spec)
     gt = None if repeat or model.task != "detection" else find_ground_truth(source_spec, truth)
-    task = make_task(model, TaskOptions(model.task, top_k, smooth, score_threshold,
+    task = make_task(model, TaskOptions(task=model.task, top_k=top_k, smooth=smooth,
+                                        score_threshold=score_threshold,
                                         keep_all=gt is not None))
     if save_masks is not None:
         check_mask_folder(save_masks, [source_spec, model.artifact])

@@ -22,6 +22,7 @@ import numpy as np
 
 from edgekit.errors import UsageError
 from edgekit.helpers.limits import MAX_SIDE, check_image_shape
+from edgekit.helpers.records import keyword_only
 
 COLORS = ("rgb", "bgr", "gray")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
@@ -262,6 +263,7 @@ def reference(name: str) -> Reference:
     return REFERENCES[name]
 
 
+@keyword_only
 @dataclass(frozen=True)
 class SpecOptions:
     """What a person asks for on top of a model's own input spec: a reference pipeline, and

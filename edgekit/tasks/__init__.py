@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgekit.errors import InvalidModel, UsageError
+from edgekit.helpers.records import keyword_only
 from edgekit.tasks.base import TASKS, LoopTask
 
 if TYPE_CHECKING:
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 __all__ = ["TASKS", "LoopTask", "TaskOptions", "check_task", "make_task"]
 
 
+@keyword_only
 @dataclass(frozen=True)
 class TaskOptions:
     """What a person asks of the task on top of the model's own: which task (None: the

@@ -10,6 +10,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgekit.errors import UsageError
+from edgekit.helpers.records import keyword_only
 from edgekit.tasks.detection.boxes import Detection
 from edgekit.tasks.detection.grid import GRID_ROLES, GridParams, decode_edgekit_grid
 from edgekit.tasks.detection.params import make_params
@@ -61,6 +62,7 @@ def decode(
 
 
 
+@keyword_only
 @dataclass(frozen=True)
 class DetectionOptions:
     """What a person asks for on top of a bundle's decoder (or for a bare detector): None
