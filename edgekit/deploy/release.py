@@ -49,8 +49,8 @@ Progress = Callable[[str], None]
 DEFAULT_SSH = SshOptions()
 
 
-def _silent(_: str) -> None:
-    pass
+def silent(_: str) -> None:
+    """A progress callback that says nothing (the Python API's default)."""
 
 
 @keyword_only
@@ -187,7 +187,7 @@ def check_device(probe: dict[str, Any], plan: ReleasePlan, request: DeployReques
 
 # --- the deploy ----------------------------------------------------------------------------------
 
-def deploy(request: DeployRequest, progress: Progress = _silent) -> DeployReport:
+def deploy(request: DeployRequest, progress: Progress = silent) -> DeployReport:
     """Deploy ``request.bundle`` to ``request.host``; a DeployReport, or an EdgekitError that
     says which step failed and that the running release is untouched."""
     session = Session(progress, request.dry_run)
@@ -242,7 +242,7 @@ def _preview(request: DeployRequest, plan: ReleasePlan) -> tuple[dict[str, Any] 
 def rollback(host: Host, ssh: SshOptions = DEFAULT_SSH, *, to: str | None = None,
              python: str = "python3", base: str = "edgekit", dry_run: bool = False,
              settle: float = 10.0, lock_timeout: float = 0.0,
-             progress: Progress = _silent) -> RollbackReport:
+             progress: Progress = silent) -> RollbackReport:
     """Switch ``current`` back to the release before it (or ``to``), checked first; the service
     is restarted and watched like a deploy's, and switched back when it does not stay up."""
     check_waits(settle, lock_timeout)
