@@ -157,7 +157,9 @@ class EdgekitGroup(click.Group):
 
 
 # Library parameters whose flag is not their own name with dashes.
-FLAGS = {"host": "--host", "base": "--remote-dir", "folder": "--output", "target": "--target"}
+FLAGS = {"host": "--host", "base": "--remote-dir", "folder": "--output", "target": "--target",
+         "serial": "--rollout serial", "max_fail_percentage": "--rollout max-fail",
+         "forks": "--rollout forks"}
 
 
 def _interrupted() -> None:

@@ -231,8 +231,8 @@ folder again with that target. The inventory this was written for:
 
 ## Settings
 
-- `deploy.yml`'s play: `serial` and `max_fail_percentage` (from `--serial` and
-  `--max-fail-percentage`): with `serial: 1` and `max_fail_percentage: 0`, a failing first host
+- `deploy.yml`'s play: `serial` and `max_fail_percentage` (from edgekit's `--rollout
+  serial=N,max-fail=P`): with `serial: 1` and `max_fail_percentage: 0`, a failing first host
   stops the rollout and the others are untouched.
 - `roles/{ROLE_NAME}/defaults/main.yml`: the device's Python (`edgekit_python`), the releases'
   folder (`edgekit_remote_dir`), the smoke test's samples, releases kept, the service's settle
