@@ -181,10 +181,9 @@ def rollout_options(f: F) -> F:
 
     return click.option(  # type: ignore[return-value]
         "--rollout", "rollout_text", metavar="SPEC",
-        show_default="every host at once, 5 at a time",
-        help="With --inventory: how the hosts go, as " + ROLLOUT_FORM + " (serial: hosts "
-        "per batch, the first the canary; max-fail: stop when more than P% of a batch "
-        "fails; forks: hosts at the same time).")(command)
+        show_default="all hosts, 5 at a time",
+        help="With --inventory, a rolling update: serial=N|N% hosts a batch, max-fail=P% "
+        "of a batch stops it, forks=N at once; canary: serial=1,max-fail=0.")(command)
 
 
 def fleet_only(device: DeviceOptions, rollout: dict[str, Any]) -> None:
