@@ -45,7 +45,7 @@ class DeviceCommand(click.Command):
         return super().parse_args(ctx, args)
 
     def moved(self, old: str, new: str) -> str:
-        return f"{old} is now part of --rollout: {new} (or --rollout canary)"
+        return f"{old} is now part of --rollout: {new}, or --rollout canary"
 
 
 @keyword_only
