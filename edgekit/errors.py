@@ -21,6 +21,11 @@ Every class is exported from ``edgekit`` itself (tests/test_errors.py holds it t
 """
 from __future__ import annotations
 
+import re
+from typing import Callable
+
+QUOTED_PARAM = re.compile(r"`([a-z][a-z0-9_]*)`")  # a parameter a UsageError's message names
+
 
 def first_line(exc: BaseException, limit: int | None = None, default: str | None = None) -> str:
     """The first non-empty line of an exception's message, cut at ``limit`` characters.
@@ -45,7 +50,9 @@ class UsageError(EdgekitError):
 
     ``param``: the parameter a bad value was given for, by its Python name; the message then
     begins with that name ("settle (seconds) must be ..."), and the CLI shows its flag there
-    instead ("--settle (seconds) must be ..."): click's ``BadParameter(param_hint=...)``."""
+    instead ("--settle (seconds) must be ..."): click's ``BadParameter(param_hint=...)``. Other
+    parameters the message names are quoted with backticks ("leave `device` out"), and the CLI
+    shows their flags there too ("leave --device out"). The library never writes a flag."""
 
     exit_code = 2
 
@@ -53,12 +60,16 @@ class UsageError(EdgekitError):
         super().__init__(message)
         self.param = param
 
-    def naming(self, hint: str) -> str:
-        """The message with ``hint`` (a flag) in place of the parameter's name."""
+    def naming(self, flag: Callable[[str], str | None] = lambda name: None) -> str:
+        """The message with flags in place of parameter names: ``flag(name)`` for the
+        parameter it begins with and for each one it quotes (``None``: that name has no flag
+        of its own; a quoted one is then shown as ``--name-with-dashes``). For reports the command
+        line prints (a skipped benchmark pair's reason)."""
         text = str(self)
         if self.param and text.startswith(self.param):
-            return hint + text[len(self.param):]
-        return text
+            text = (flag(self.param) or self.param) + text[len(self.param):]
+        return QUOTED_PARAM.sub(
+            lambda m: flag(m.group(1)) or "--" + m.group(1).replace("_", "-"), text)
 
 
 class InvalidModel(EdgekitError):

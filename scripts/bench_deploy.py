@@ -47,9 +47,10 @@ def loopback_figures(bundle: Path, work: Path, redeploys: int) -> str:
     sshd = LoopbackSshd(work / "sshd")
     server = sshd.start()
     try:
-        request = DeployRequest(bundle, _target(local_profile(work / "targets")),
-                                parse_host(server.destination, server.port),
-                                SshOptions(server.identity_file, server.known_hosts_file))
+        request = DeployRequest(bundle=bundle, target=_target(local_profile(work / "targets")),
+                                host=parse_host(server.destination, server.port),
+                                ssh=SshOptions(identity=server.identity_file,
+                                               known_hosts=server.known_hosts_file))
         rows = []
         for i in range(1 + redeploys):
             started = time.perf_counter()
@@ -118,7 +119,7 @@ def _target(path: Path):
 def shipped_sizes(bundle: Path, offline: bool) -> str:
     rows = []
     for target in list_targets():
-        request = DeployRequest(bundle, target, parse_host("pi@device.invalid"))
+        request = DeployRequest(bundle=bundle, target=target, host=parse_host("pi@device.invalid"))
         with tempfile.TemporaryDirectory() as tmp:
             try:
                 plan = make_plan(request, Session(lambda _: None, False), Path(tmp))
@@ -134,7 +135,8 @@ def shipped_sizes(bundle: Path, offline: bool) -> str:
             wheels, note = "-", ""
             if offline:
                 try:
-                    full = make_plan(DeployRequest(bundle, target, request.host, offline=True),
+                    full = make_plan(DeployRequest(bundle=bundle, target=target, host=request.host,
+                                                 offline=True),
                                      Session(lambda _: None, False), Path(tmp))
                     wheels = size(full.total_bytes - total)
                     note = f"{sum(f.path.startswith('wheels/') for f in full.files) - 1} wheels"

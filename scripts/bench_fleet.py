@@ -60,7 +60,7 @@ def fleet_round(bundle: Path, profile: Path, count: int, forks: int, work: Path
     try:
         inventory = write_inventory(work / f"lab-{count}.ini", sshd.devices, profile)
         common = ["--inventory", inventory, "--known-hosts", sshd.devices[0].known_hosts_file,
-                  "--python", PYTHON, "--offline", "--forks", str(forks)]
+                  "--python", PYTHON, "--offline", "--rollout", f"forks={forks}"]
         for label in ("first", "redeploy"):
             wall, report = edgekit(bundle, *common)
             copied = sum(h["bytes_copied"] for h in report["hosts"])

@@ -21,9 +21,7 @@ MAX_LINES = 500
 PUBLIC_FACE = {"edgekit", "edgekit.__main__", "edgekit.errors", "edgekit.model"}
 
 # Offenders that another issue removes: {module: issue}. Nothing else belongs here.
-TOO_LONG = {
-    "edgekit.deploy.agent": 22,  # the device agent, rewritten with the one deploy sequence
-}
+TOO_LONG: dict[str, int] = {}
 UPWARD: dict[tuple[str, str], int] = {}
 CIRCLES: dict[frozenset[str], int] = {}
 AT_ROOT: dict[str, int] = {}

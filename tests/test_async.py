@@ -242,7 +242,7 @@ def test_paced_source_delivers_at_its_frame_rate() -> None:
     assert len(times) == 6
     assert times[-1] - times[0] >= 5 * 10_000_000  # frame k no earlier than k / fps
     assert paced(Counter(2), "folder", 25.0).fps == 25.0
-    with pytest.raises(UsageError, match="no frame rate of its own.*--realtime 30"):
+    with pytest.raises(UsageError, match="no frame rate of its own.*`realtime` 30"):
         paced(Counter(2), "folder", None)
 
 

@@ -260,7 +260,7 @@ def test_the_device_checks(tmp_path: Path, lenet_bundle: Path) -> None:
     assert plan.formats == ["tflite-int8"] and plan.backend == "tflite"  # no edgetpu artifact
     assert "nothing in this bundle runs on edgetpu" in plan.notes[0]
     assert [a.format for a in read_manifest(tmp_path).artifacts] == ["tflite-int8"]
-    request = DeployRequest(lenet_bundle, target, parse_host("mendel@coral"))
+    request = DeployRequest(bundle=lenet_bundle, target=target, host=parse_host("mendel@coral"))
     mendel = {"platform": "linux-aarch64", "python": [3, 7, 3]}
     with pytest.raises(DeployError, match="Python 3.7.3 and edgekit needs Python >=3.9"):
         check_device(mendel, plan, request)
@@ -281,8 +281,8 @@ def test_a_deploy_reads_the_manifest_once(tmp_path: Path, lenet_bundle: Path,
         return real(path, *args)
 
     monkeypatch.setattr(manifest_module, "read_small", counted)
-    request = DeployRequest(lenet_bundle, find_target("rpi4-cpu"), parse_host("pi@pi"),
-                            dry_run=True)
+    request = DeployRequest(bundle=lenet_bundle, target=find_target("rpi4-cpu"),
+                            host=parse_host("pi@pi"), dry_run=True)
     plan = make_plan(request, Session(lambda _: None, dry_run=True), tmp_path)
     assert reads == [lenet_bundle / "edgekit.json"]
     assert plan.bundle == lenet_bundle and plan.formats
@@ -330,7 +330,7 @@ def test_deploy_modules_import_no_runtime() -> None:
 
 def test_release_names_sort_in_deploy_order_even_with_a_clock_behind(tmp_path: Path) -> None:
     """A Pi without network time may think it is 1970: names still sort after the newest."""
-    from edgekit.deploy import agent
+    from edgekit.deploy.agent import releases as agent
 
     base = tmp_path / "edgekit"
     later = base / "releases" / "29990101T000000Z-abcdef12"
@@ -362,9 +362,10 @@ class Holder:
     """The device agent's `hold`, run here as deploy runs it over ssh (python -c BOOT)."""
 
     def __init__(self, python: str, base: Path, token: str, wait: float = 0) -> None:
-        from edgekit.deploy.remote import AGENT, BOOT
+        from edgekit.deploy.remote import BOOT
+        from edgekit.deploy.shipping import agent_source
 
-        source = AGENT.read_bytes()
+        source = agent_source()
         payload = {"base": str(base), "token": token, "wait": wait,
                    "owner": {"what": f"deploy {token}", "workstation": "ws", "workstation_pid": 7,
                              "user": "me"}}
@@ -386,7 +387,7 @@ class Holder:
 def test_the_device_lock(python: str, tmp_path: Path) -> None:
     """One holder at a time; released when its stdin ends; a dead holder's lock is taken
     over; the steps that change the device check they hold it. On Python 3.7 too."""
-    from edgekit.deploy import agent
+    from edgekit.deploy.agent import lock as agent
 
     exe, base = _python(python), tmp_path / "edgekit"
     first = Holder(exe, base, "a")
@@ -422,7 +423,7 @@ def test_the_agent_answers_json_whatever_the_payload(python: str, tmp_path: Path
     """Run as deploy runs it (source on stdin): a payload that is not JSON, not an object,
     lacks a field, or has one of the wrong type gets one JSON line with the cause, never a
     traceback; no release is made."""
-    from edgekit.deploy.remote import AGENT
+    from edgekit.deploy.shipping import agent_source
 
     exe, base = _python(python), tmp_path / "edgekit"
     cases = [("probe", "{not json", "bad_payload", "the payload is not JSON"),
@@ -432,7 +433,7 @@ def test_the_agent_answers_json_whatever_the_payload(python: str, tmp_path: Path
               "the device agent failed: TypeError"),
              ("nonsense", "{}", "bad_payload", "usage: agent COMMAND JSON")]
     for command, payload, code, says in cases:
-        done = subprocess.run([exe, "-", command, payload], input=AGENT.read_bytes(),
+        done = subprocess.run([exe, "-", command, payload], input=agent_source(),
                               capture_output=True, timeout=60, check=False)
         assert b"Traceback" not in done.stderr, done.stderr.decode()
         lines = done.stdout.decode().splitlines()

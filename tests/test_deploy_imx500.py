@@ -23,12 +23,13 @@ from test_deploy_local import PASSED, FakeEnvironment, current, run
 from test_imx500 import STANDINS, add_imx500
 
 from edgekit.bundle.integrity import sha256_file
-from edgekit.deploy import agent, imx500_device, steps
+from edgekit.deploy import steps
+from edgekit.deploy.agent import files, imx500_device, smoke
 from edgekit.deploy.local import LocalLink
 from edgekit.deploy.plan import ShippedFile, plan_release
 from edgekit.deploy.playbook import plan_vars
-from edgekit.deploy.remote import agent_source
 from edgekit.deploy.service import exec_start
+from edgekit.deploy.shipping import agent_source
 from edgekit.deploy.targets import find_target
 from edgekit.deploy.wheels import WheelInfo
 from edgekit.errors import DeployError, UsageError
@@ -45,7 +46,7 @@ class Sensor(FakeEnvironment):
 
     def call(self, command: str, step: str, **payload: Any) -> dict[str, Any]:
         if command == "smoke":
-            release = agent.incoming_dir(self.base, payload["release"])
+            release = files.incoming_dir(self.base, payload["release"])
             self.before_smoke(Path(release))
             self.asked.append(command)
             return {"ok": True, **PASSED, "imx500_problem": imx500_device.rpk_problem(release)}
@@ -167,7 +168,7 @@ def test_the_service_runs_the_sensor_without_a_backend(tmp_path: Path, lenet_bun
 def test_a_bundle_without_imx500_to_the_ai_camera(tmp_path: Path, lenet_bundle: Path) -> None:
     with pytest.raises(UsageError, match=r"target rpi4-ai-camera's camera imx500:0 runs the "
                        r"bundle's imx500 artifact in the sensor, and the bundle has none that "
-                       r"ships \(not converted\): convert again with --formats imx500"):
+                       r"ships \(not converted\): convert again with `formats` imx500"):
         plan_release(lenet_bundle, find_target("rpi4-ai-camera"),
                      ShippedFile("wheels/e.whl", tmp_path, "0" * 64, 0),
                      WheelInfo("edgekit", "0.1.0", ">=3.9", ()), tmp_path)
@@ -180,15 +181,15 @@ def test_the_sensor_camera_is_asked_through_the_release_python() -> None:
                 "EDGEKIT_STANDIN_CAMERAS": cameras}
 
     python = sys.executable
-    assert agent.source_problem("imx500", "/", python, env("imx500")) is None
-    assert agent.source_problem("imx500:1", "/", python, env("imx708,imx500")) is None
-    assert agent.source_problem("imx500:0", "/", python, env("imx708,imx500")) == (
+    assert smoke.source_problem("imx500", "/", python, env("imx500")) is None
+    assert smoke.source_problem("imx500:1", "/", python, env("imx708,imx500")) is None
+    assert smoke.source_problem("imx500:0", "/", python, env("imx708,imx500")) == (
         "the service's camera imx500:0 is a imx708, not the AI Camera (IMX500): plug the "
         "camera in, or set the target's camera to one this device has")
-    assert agent.source_problem("imx500", "/", python, env("")) == (
+    assert smoke.source_problem("imx500", "/", python, env("")) == (
         "the service's camera imx500 is missing: libcamera sees 0 camera(s) (plug the camera "
         "in, or set the target's camera to one this device has)")
-    bare = agent.source_problem("imx500", "/", python, {"PYTHONPATH": ""})
+    bare = smoke.source_problem("imx500", "/", python, {"PYTHONPATH": ""})
     assert bare.startswith("the service's camera imx500: Picamera2 does not load")
     assert "sudo apt install -y imx500-all python3-picamera2" in bare
 
@@ -211,7 +212,7 @@ def test_the_agent_travels_with_its_imx500_module(tmp_path: Path, python: str) -
              "try:\n    exec(compile(sys.stdin.read(), 'agent', 'exec'),"
              " {'__name__': '__main__'})\n"
              "except SystemExit:\n    pass\n"
-             "print('edgekit_imx500_device' in sys.modules, 'edgekit' in sys.modules)")
+             "print('edgekit_agent.imx500_device' in sys.modules, 'edgekit' in sys.modules)")
     loaded = subprocess.run([python, "-I", "-c", check, payload], input=agent_source(),
                             capture_output=True, timeout=60, check=False, cwd=tmp_path)
     assert loaded.stdout.decode().split()[-2:] == ["True", "False"], loaded.stderr
@@ -228,9 +229,10 @@ def test_a_dry_run_shows_the_step(tmp_path: Path, lenet_bundle: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    request = DeployRequest(add_imx500(lenet_bundle, tmp_path, rpk=False),
-                            find_target("rpi5-ai-camera"), parse_host("pi@127.0.0.1", port),
-                            SshOptions(timeout=5), dry_run=True)
+    request = DeployRequest(bundle=add_imx500(lenet_bundle, tmp_path, rpk=False),
+                            target=find_target("rpi5-ai-camera"),
+                            host=parse_host("pi@127.0.0.1", port), ssh=SshOptions(timeout=5),
+                            dry_run=True)
     report = deploy(request)
     step = next(s for s in report.steps if s.title.startswith("make the AI Camera's"))
     assert "bundle/lenet5_digits_imx500.zip" in step.title

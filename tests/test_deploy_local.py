@@ -17,7 +17,9 @@ from typing import Any
 import pytest
 from deploy_support import intact, local_profile
 
-from edgekit.deploy import agent, steps
+from edgekit.deploy import steps
+from edgekit.deploy.agent import files
+from edgekit.deploy.agent.venv import link_venv
 from edgekit.deploy.local import LocalLink
 from edgekit.deploy.plan import ShippedFile, plan_release
 from edgekit.deploy.playbook import plan_vars
@@ -43,8 +45,8 @@ class FakeEnvironment(LocalLink):
         if command == "venv":
             venv = Path(self.base, "venvs", payload["key"])
             venv.mkdir(parents=True, exist_ok=True)
-            (venv / agent.VENV_MARK).write_text("{}")
-            agent.link_venv(agent.incoming_dir(self.base, payload["release"]), payload["key"])
+            (venv / files.VENV_MARK).write_text("{}")
+            link_venv(files.incoming_dir(self.base, payload["release"]), payload["key"])
             return {"ok": True, "key": payload["key"], "reused": False, "seconds": 0.0}
         if command == "smoke":
             return {"ok": True, **self.smoke}

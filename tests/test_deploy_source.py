@@ -16,7 +16,8 @@ from types import SimpleNamespace
 import pytest
 from conftest import ROOT
 
-from edgekit.deploy import agent, checks
+from edgekit.deploy import checks
+from edgekit.deploy.agent import smoke as agent
 from edgekit.deploy.service import unit_text
 from edgekit.deploy.targets import find_target
 

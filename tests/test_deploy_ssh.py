@@ -305,8 +305,8 @@ def test_one_deploy_at_a_time_and_a_dead_holders_lock_is_taken_over(
     small = local_profile(tmp_path, "small", edits=INT8_ONLY)
     first = run_deploy(lenet_bundle, small, ssh_server)
     host = parse_host(ssh_server.destination, ssh_server.port)
-    device = SshLink(SshClient(host, SshOptions(ssh_server.identity_file,
-                                               ssh_server.known_hosts_file)))
+    device = SshLink(SshClient(host, SshOptions(identity=ssh_server.identity_file,
+                                               known_hosts=ssh_server.known_hosts_file)))
     with device.lock("deploy of a test (target small)") as held:
         assert held["ok"] and lock_owner(ssh_server)["workstation_pid"] == os.getpid()
         for args in (("deploy", lenet_bundle, "--target", small), ("rollback",)):

@@ -64,7 +64,7 @@ def _record(recorder: ClipRecorder, clock: _Clock, tracks: list[tuple[int, int, 
 
 def test_a_clip_holds_its_pre_and_post_roll_and_the_event_names_it(tmp_path: Path) -> None:
     clock, said = _Clock(), []
-    recorder = ClipRecorder(ClipOptions(str(tmp_path), pre_s=1.0, post_s=1.0,
+    recorder = ClipRecorder(ClipOptions(folder=str(tmp_path), pre_s=1.0, post_s=1.0,
                                         max_disk=parse_size("50M")), FPS, said.append)
     events = _record(recorder, clock, [(1, 30, 45)], 90)
     assert [e.clip for e in events] == ["e1-7-track1.avi"] * 2
@@ -78,12 +78,13 @@ def test_a_clip_holds_its_pre_and_post_roll_and_the_event_names_it(tmp_path: Pat
 
 def test_the_oldest_clips_go_to_stay_under_max_disk(tmp_path: Path) -> None:
     clock, said = _Clock(), []
-    probe = ClipRecorder(ClipOptions(str(tmp_path / "one"), 0.5, 0.5, 1 << 30), FPS)
+    probe = ClipRecorder(ClipOptions(folder=str(tmp_path / "one"), pre_s=0.5, post_s=0.5,
+                                     max_disk=1 << 30), FPS)
     _record(probe, clock, [(1, 10, 15)], 40)
     one = clip_files(tmp_path / "one")[0].stat().st_size
     limit = int(one * 2.5) + WRITER_BUFFER  # room kept for the clip being written
-    recorder = ClipRecorder(ClipOptions(str(tmp_path / "clips"), 0.5, 0.5, limit), FPS,
-                            said.append)
+    recorder = ClipRecorder(ClipOptions(folder=str(tmp_path / "clips"), pre_s=0.5, post_s=0.5,
+                                        max_disk=limit), FPS, said.append)
     events = _record(recorder, clock, [(t, 10 + 20 * t, 15 + 20 * t) for t in range(5)], 130)
     kept = clip_files(tmp_path / "clips")
     made = [e.clip for e in events if e.type == "new"]
@@ -94,7 +95,8 @@ def test_the_oldest_clips_go_to_stay_under_max_disk(tmp_path: Path) -> None:
 
 def test_max_disk_smaller_than_one_clip_is_said_once(tmp_path: Path) -> None:
     said: list[str] = []
-    recorder = ClipRecorder(ClipOptions(str(tmp_path), 0.5, 0.5, 1000), FPS, said.append)
+    recorder = ClipRecorder(ClipOptions(folder=str(tmp_path), pre_s=0.5, post_s=0.5,
+                                        max_disk=1000), FPS, said.append)
     _record(recorder, _Clock(), [(1, 10, 15), (2, 30, 35)], 60)
     assert clip_files(tmp_path) == [] and recorder.counters()["failed"] == 2
     assert len(said) == 1 and "more than --max-disk" in said[0]
@@ -104,13 +106,14 @@ def test_a_read_only_clips_folder_is_one_line(tmp_path: Path) -> None:
     with tmpfs(tmp_path / "ro") as folder:
         read_only(folder)
         with pytest.raises(WriteFailed, match="--clips .*cannot write there: .*read-only"):
-            ClipRecorder(ClipOptions(str(folder)), FPS)
+            ClipRecorder(ClipOptions(folder=str(folder)), FPS)
 
 
 def test_a_full_disk_discards_the_clip_and_the_recorder_goes_on(tmp_path: Path) -> None:
     said: list[str] = []
     with tmpfs(tmp_path / "full", size_kb=2048) as folder:
-        recorder = ClipRecorder(ClipOptions(str(folder), 0.5, 0.5, 1 << 30), FPS, said.append)
+        recorder = ClipRecorder(ClipOptions(folder=str(folder), pre_s=0.5, post_s=0.5,
+                                            max_disk=1 << 30), FPS, said.append)
         fill(folder, 8)
         _record(recorder, _Clock(), [(1, 10, 15)], 40)
         assert clip_files(folder) == []

@@ -14,7 +14,7 @@ import pytest
 
 from edgekit.cli.app import all_commands
 from edgekit.cli.events_options import NAMES, events_from
-from edgekit.deploy import agent
+from edgekit.deploy.agent import env as agent
 from edgekit.deploy.local import LocalLink
 from edgekit.deploy.plan import ShippedFile, plan_release
 from edgekit.deploy.service import exec_start, unit_text
@@ -108,7 +108,7 @@ def test_a_target_s_service_table_or_the_file_it_names(tmp_path: Path, lenet_bun
     assert agent.EVENTS_STATE == "events-state.json"
     for table, needle in (('events = "mqtt://x"', "[service] events: must be a list"),
                           ("evnts = []", "[service] evnts: unknown"),
-                          ("pre = 3", "--pre, --post and --max-disk go with --clips"),
+                          ("pre = 3", "`pre`, `post` and `max_disk` go with `clips`"),
                           ('settings = "none.toml"', "cannot read")):
         bad = local_profile(tmp_path / "bad", edits={'camera = "0"': f'camera = "0"\n\n'
                                                      f'[service]\n{table}'})

@@ -26,7 +26,7 @@ from live_view import get, wait_for
 from sshd import SshServer, free_port
 
 from edgekit.deploy.fleet import log_path, stop_control_masters
-from edgekit.deploy.remote import agent_source
+from edgekit.deploy.shipping import agent_source
 
 pytest.importorskip("ansible", reason="needs ansible-core: pip install 'edgekit[fleet]'")
 
@@ -105,9 +105,13 @@ def test_fleet_options_are_checked(lenet_bundle: Path, tmp_path: Path) -> None:
     for args, needle in [
             (("--limit", "pis", "--host", "pi@x"), "--limit goes with --inventory"),
             (("--inventory", inventory, "--host", "pi@x"), "drop --host"),
-            (("--inventory", inventory, "--serial", "0"), "--serial takes"),
-            (("--inventory", inventory, "--serial", "120%"), "1% to 100%"),
-            (("--inventory", inventory, "--max-fail-percentage", "101"), "0 to 100"),
+            (("--inventory", inventory, "--rollout", "serial=0"), "--rollout serial takes"),
+            (("--inventory", inventory, "--rollout", "serial=120%"), "1% to 100%"),
+            (("--inventory", inventory, "--rollout", "max-fail=101"), "--rollout max-fail"),
+            (("--inventory", inventory, "--rollout", "max-fail=nan"), "--rollout max-fail"),
+            (("--inventory", inventory, "--rollout", "serial"), "give KEY=VALUE pairs"),
+            (("--host", "pi@x", "--rollout", "canary"), "--rollout goes with --inventory"),
+            (("--inventory", inventory, "--serial", "1"), "--serial is now part of --rollout"),
             (("--inventory", inventory, "--dry-run"), "edgekit playbook writes")]:
         result = run_cli("deploy", lenet_bundle, *args)
         assert result.returncode == 2, (args, result.stderr)
@@ -169,7 +173,7 @@ def test_emit_playbook_writes_a_self_contained_folder(lenet_bundle: Path,
                          f"edgekit_target={profile}\n")
     out = tmp_path / "playbook"
     result = run_cli("playbook", lenet_bundle, "--inventory", inventory, "--target", "rpi4-cpu",
-                     "--serial", "1", "--max-fail-percentage", "0", "-o", out)
+                     "--rollout", "serial=1,max-fail=0", "-o", out)
     assert result.returncode == 0, result.stderr
     assert (out / "roles/edgekit_release/files/agent.py").read_bytes() == agent_source()
     assert (out / "roles/edgekit_release/action_plugins/edgekit_release.py").is_file()
@@ -331,7 +335,7 @@ def test_deploy_to_several_devices_a_full_disk_redeploy_status_rollback(
 @pytest.mark.slow
 def test_a_failing_canary_stops_the_rollout(fleet: fd.FleetSshd, lenet_bundle: Path,
                                             tmp_path: Path) -> None:
-    """--serial 1 --max-fail-percentage 0 with the full-disk device first: nothing else
+    """--rollout canary (serial 1, max-fail 0) with the full-disk device first: nothing else
     changes (the others keep their release and get no new folder)."""
     full = fleet.devices[3]
     if not os.path.ismount(full.local_path("edgekit/releases")):
@@ -344,8 +348,8 @@ def test_a_failing_canary_stops_the_rollout(fleet: fd.FleetSshd, lenet_bundle: P
     before = {name: (current(d), sorted(os.listdir(d.local_path("edgekit/releases")))
                      if d.local_path("edgekit/releases").is_dir() else [])
               for name, d in entries[1:]}
-    result = fleet_cli("deploy", lenet_bundle, "--inventory", inventory, "--offline", "--serial",
-                       "1", "--max-fail-percentage", "0", known_hosts=known)
+    result = fleet_cli("deploy", lenet_bundle, "--inventory", inventory, "--offline", "--rollout",
+                       "canary", known_hosts=known)
     assert result.returncode == 1
     assert_clean_error(result, "1 of 4 hosts failed (canary)", "3 not run",
                        "the rollout stopped after a failed batch")
@@ -356,8 +360,8 @@ def test_a_failing_canary_stops_the_rollout(fleet: fd.FleetSshd, lenet_bundle: P
         releases = device.local_path("edgekit/releases")
         after = (current(device), sorted(os.listdir(releases)) if releases.is_dir() else [])
         assert after == before[name]
-    text = run_cli("deploy", lenet_bundle, "--inventory", inventory, "--offline", "--serial",
-                   "1", "--max-fail-percentage", "0", "--known-hosts", known, "--python",
+    text = run_cli("deploy", lenet_bundle, "--inventory", inventory, "--offline", "--rollout",
+                   "canary", "--known-hosts", known, "--python",
                    "/usr/bin/python3")
     assert text.returncode == 1 and "not run" in text.stdout and "serial 1" in text.stdout
 

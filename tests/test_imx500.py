@@ -439,10 +439,10 @@ def _agent(command: str, payload: dict, path: str) -> dict:
     """The device agent run as deploy runs it (its source on stdin), with ``path`` as PATH."""
     import subprocess
 
-    from edgekit.deploy.remote import AGENT
+    from edgekit.deploy.shipping import agent_source
 
     done = subprocess.run([sys.executable, "-", command, json.dumps(payload)],
-                          input=AGENT.read_bytes(), capture_output=True, timeout=60,
+                          input=agent_source(), capture_output=True, timeout=60,
                           env={**os.environ, "PATH": path}, check=False)
     assert b"Traceback" not in done.stderr, done.stderr.decode()
     return json.loads(done.stdout.decode().splitlines()[-1])

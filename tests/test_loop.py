@@ -195,7 +195,7 @@ def test_repeat_plays_a_file_or_folder_again_with_indices_counting_on(
     assert names == ["0.png", "1.png", "0.png", "1.png", "0.png"]
     assert folder.stats.decode_failures == 2  # the broken file, once per finished pass
     for live in ("0", "rtsp://camera.invalid/stream"):
-        with pytest.raises(UsageError, match="--repeat loops a video file or a folder"):
+        with pytest.raises(UsageError, match="^repeat loops a video file or a folder"):
             open_source(live, repeat=True)
 
 

@@ -217,7 +217,7 @@ def test_every_float_option_takes_its_value_through_finite() -> None:
     floats = [(name, option) for name, option in _float_options()
               if isinstance(option.type, (click.types.FloatParamType, Finite))]
     assert {"classify --max-megapixels", "bench --duration", "run --iou", "deploy --timeout",
-            "deploy --max-fail-percentage", "deploy --settle"} <= {n for n, _ in floats}
+            "deploy --settle"} <= {n for n, _ in floats}
     wrong = [name for name, option in floats if not isinstance(option.type, Finite)]
     assert not wrong, f"float options that let NaN or inf through: {wrong}"
     for _, option in floats:

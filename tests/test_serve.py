@@ -41,7 +41,7 @@ def test_bad_addresses(text: str) -> None:
 
 
 def test_beyond_loopback_needs_a_good_token() -> None:
-    with pytest.raises(UsageError, match="needs a token: add --token TOKEN or set "
+    with pytest.raises(UsageError, match="needs a token: add `token` TOKEN or set "
                                          "EDGEKIT_SERVE_TOKEN"):
         serve_options("0.0.0.0:8080")
     with pytest.raises(UsageError, match="needs a token"):

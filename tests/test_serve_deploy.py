@@ -16,7 +16,7 @@ from deploy_support import local_profile, ssh_args
 from live_view import get, wait_for
 from sshd import SshServer, free_port
 
-from edgekit.deploy import agent
+from edgekit.deploy.agent import env as agent
 from edgekit.deploy.plan import ShippedFile, plan_release
 from edgekit.deploy.service import live_view_url, unit_text
 from edgekit.deploy.targets import find_target, load_target

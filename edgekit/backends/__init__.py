@@ -121,11 +121,12 @@ def check_concurrency(cls: type[Backend], concurrency: Concurrency | None) -> No
     if concurrency is None:
         return
     if concurrency.streams is not None and not cls.has_streams:
-        raise UsageError(f"--streams: the {cls.name} backend has no execution streams "
-                         "(OpenVINO has); use --requests N to keep N inferences in flight")
+        raise UsageError(f"streams: the {cls.name} backend has no execution streams "
+                         "(OpenVINO has); use `requests` N to keep N inferences in flight",
+                         param="streams")
     if concurrency.streams is not None and concurrency.mode != "throughput":
-        raise UsageError("--streams goes with --mode throughput (latency mode runs one "
-                         "inference at a time on every core)")
+        raise UsageError("streams goes with `mode` throughput (latency mode runs one "
+                         "inference at a time on every core)", param="streams")
 
 
 def parse_backends(text: str | None,
@@ -149,7 +150,7 @@ def parse_backends(text: str | None,
                              f"{', '.join(FORMATS)}")
         chosen.append((name, fmt or None))
     if not chosen:
-        raise UsageError("--backends names no backend")
+        raise UsageError("backends names no backend", param="backends")
     return chosen
 
 

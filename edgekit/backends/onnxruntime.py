@@ -51,8 +51,8 @@ class OnnxRuntimeBackend(Backend):
                  threads: int | None = None, concurrency: Concurrency | None = None) -> None:
         super().__init__(model, device=device, threads=threads, concurrency=concurrency)
         if self.device.upper() != "CPU":
-            raise UsageError(f"the onnxruntime backend runs on the CPU only, not --device "
-                             f"{self.device!r}; leave --device out")
+            raise UsageError(f"the onnxruntime backend runs on the CPU only, not `device` "
+                             f"{self.device!r}; leave `device` out")
         ort = _import_ort()
         self.runtime = f"onnxruntime {ort.__version__}"
         if self.requests > 1:

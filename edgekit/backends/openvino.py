@@ -217,7 +217,7 @@ class OpenVINOBackend(Backend):
         if base not in _DEVICE_TYPES and not any(d.split(".")[0] == base for d in available):
             raise UsageError(f"OpenVINO has no device {self.device!r}: give one of "
                              f"{', '.join(_DEVICE_TYPES + _VIRTUAL_DEVICES)} (this machine has "
-                             f"{', '.join(available) or 'none'}), e.g. --device CPU")
+                             f"{', '.join(available) or 'none'}), e.g. `device` CPU")
         if not any(d == self.device or d.split(".")[0] == base for d in available):
             if base == "MYRIAD":
                 raise DeviceNotFound(f"no Intel NCS2 (MYRIAD) is attached (OpenVINO "
@@ -323,8 +323,8 @@ class OpenVINOBackend(Backend):
         in throughput mode the plugin's streams (``CPU_THROUGHPUT_AUTO`` unless given)."""
         if self.device != "CPU":
             if self.concurrency.streams:
-                raise UsageError(f"OpenVINO {self.version} takes --streams on the CPU only, not "
-                                 f"on {self.device}; leave --streams out (--requests sets how "
+                raise UsageError(f"OpenVINO {self.version} takes `streams` on the CPU only, not "
+                                 f"on {self.device}; leave `streams` out (`requests` sets how "
                                  "many inferences are in flight)")
             return {}
         config = {}

@@ -120,8 +120,8 @@ class TFLiteBackend(Backend):
 
     def _check_model(self, info: TFLiteInfo) -> None:
         if self.device.upper() != "CPU":
-            raise UsageError(f"the tflite backend runs on the CPU only, not --device "
-                             f"{self.device!r}; leave --device out, or use --backend edgetpu "
+            raise UsageError(f"the tflite backend runs on the CPU only, not `device` "
+                             f"{self.device!r}; leave `device` out, or use `backend` edgetpu "
                              "for a Coral")
         if info.edgetpu_compiled:
             raise InvalidModel(

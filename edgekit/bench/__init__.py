@@ -26,6 +26,7 @@ from edgekit.bundle.formats import FORMATS, why_not
 from edgekit.bundle.manifest import is_bundle, read_manifest
 from edgekit.errors import BackendUnavailable, UsageError
 from edgekit.helpers.limits import MAX_BENCH_SECONDS, MAX_RUNS, checked, finite, parallel, whole
+from edgekit.helpers.records import keyword_only
 from edgekit.helpers.stats import Latency
 from edgekit.helpers.subproc import run_json
 from edgekit.model import BARE_SUFFIXES, file_format
@@ -34,6 +35,7 @@ from edgekit.preprocess import SpecOptions
 WORKER_TIMEOUT_S = 900
 
 
+@keyword_only
 @dataclass
 class BenchSettings:
     runs: int = 100  # timed inferences (in throughput mode: completed ones)
@@ -149,7 +151,7 @@ def plan(target: Path, backends: Sequence[str] | None,
             except UsageError as exc:
                 if backends:
                     raise
-                skip = skip or str(exc).removeprefix("--streams: ")
+                skip = skip or exc.naming().removeprefix("streams: ")
             if cls.runs(key):
                 pairs.append(Pair(path, key, name, skip))
             elif fmt is not None:

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.errors import DeviceNotFound, EdgekitError
+from edgekit.errors import DeviceNotFound, EdgekitError, UsageError
 from edgekit.helpers.quiet import captured_stderr
 from edgekit.preprocess import SpecOptions
 
@@ -190,6 +190,8 @@ def main() -> None:
             result = run(job)
     except DeviceNotFound as exc:
         result = {"status": "skipped", "reason": str(exc)}
+    except UsageError as exc:  # the row is read on the command line: flags, not parameters
+        result = {"status": "failed", "reason": exc.naming()}
     except EdgekitError as exc:
         result = {"status": "failed", "reason": str(exc)}
     except Exception as exc:  # one pair's surprise must still come back as a row

@@ -147,18 +147,19 @@ class EdgekitGroup(click.Group):
         """The error's message, with the flag of the parameter it names (the library says
         ``settle``, the command line ``--settle``): the command's option of that name, else
         the flag a library parameter has under another name."""
-        param = getattr(exc, "param", None)
-        if not isinstance(exc, UsageError) or not param:
+        if not isinstance(exc, UsageError):
             return str(exc)
         command = self.get_command(ctx, ctx.invoked_subcommand or "")
-        for option in command.params if command is not None else []:
-            if isinstance(option, click.Option) and option.name == param:
-                return exc.naming(max(option.opts, key=len))
-        return exc.naming(FLAGS.get(param, param))
+        flags = {option.name: max(option.opts, key=len) for option in
+                 (command.params if command is not None else [])
+                 if isinstance(option, click.Option)}
+        return exc.naming(lambda name: flags.get(name) or FLAGS.get(name))
 
 
 # Library parameters whose flag is not their own name with dashes.
-FLAGS = {"host": "--host", "base": "--remote-dir", "folder": "--output", "target": "--target"}
+FLAGS = {"host": "--host", "base": "--remote-dir", "folder": "--output", "target": "--target",
+         "serial": "--rollout serial", "max_fail_percentage": "--rollout max-fail",
+         "forks": "--rollout forks"}
 
 
 def _interrupted() -> None:

@@ -18,15 +18,15 @@ RENAMED = {"--status": "edgekit status --host USER@HOST (or --inventory FILE)",
            "--emit-playbook": "edgekit playbook BUNDLE --inventory FILE -o DIR"}
 
 
-class DeployCommand(click.Command):
+class DeployCommand(dev.DeviceCommand):
     """deploy, answering its old modes with the command that does each now (exit 2)."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        head = args[:args.index("--")] if "--" in args else args
-        for old, new in RENAMED.items():
-            if any(a == old or a.startswith(old + "=") for a in head):
-                raise click.UsageError(f"deploy {old} is now its own command: {new}", ctx)
-        return super().parse_args(ctx, args)
+    renamed = RENAMED
+
+    def moved(self, old: str, new: str) -> str:
+        if old in RENAMED:
+            return f"deploy {old} is now its own command: {new}"
+        return super().moved(old, new)
 
 
 @cli.command(cls=DeployCommand)
@@ -55,13 +55,13 @@ def deploy(bundle: Path | None, target_name: str | None, device: dev.DeviceOptio
     not stay up. One deploy or rollback at a time per device (a lock there).
     Keys only (BatchMode), host keys always checked. With --inventory, the
     same steps run on every host through ansible-playbook, and a table says
-    what happened on each (--serial 1 --max-fail-percentage 0: a canary).
+    what happened on each (--rollout canary: one host first, stop on a failure).
 
     \b
     Examples:
       edgekit deploy out/lenet5 --target rpi4-cpu --host pi@raspberrypi.local
       edgekit deploy out/lenet5 --target rpi4-cpu --host pi@10.0.0.7 --service
-      edgekit deploy out/lenet5 --inventory lab.ini --serial 1 --max-fail-percentage 0
+      edgekit deploy out/lenet5 --inventory lab.ini --rollout canary
     """
     device.check("deploy")
     dev.fleet_only(device, rollout)

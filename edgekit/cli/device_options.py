@@ -16,14 +16,39 @@ import click
 from edgekit.cli.options import Finite
 from edgekit.errors import UsageError
 from edgekit.helpers.limits import MAX_SECONDS
+from edgekit.helpers.records import keyword_only
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEVICE_OPTION_NAMES = ("host_text", "inventory", "limit", "port", "identity", "known_hosts",
                        "timeout", "python", "remote_dir")
-ROLLOUT_OPTION_NAMES = ("serial", "max_fail_percentage", "forks")
+# --rollout's keys, as Rollout's fields; "canary" stands for serial=1,max-fail=0.
+ROLLOUT_KEYS = {"serial": "serial", "max-fail": "max_fail_percentage", "forks": "forks"}
+ROLLOUT_FORM = ("KEY=VALUE pairs (serial=N or N%, max-fail=P, forks=N, e.g. "
+                "serial=1,max-fail=0), or canary")
+# Options that became --rollout's keys: each answers with the new spelling (exit 2).
+RENAMED_OPTIONS = {"--serial": "--rollout serial=N (or N%)",
+                   "--max-fail-percentage": "--rollout max-fail=P",
+                   "--forks": "--rollout forks=N"}
 
 
+class DeviceCommand(click.Command):
+    """A device command that answers an option it no longer has with its new spelling."""
+
+    renamed: dict[str, str] = {}
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        head = args[:args.index("--")] if "--" in args else args
+        for old, new in {**RENAMED_OPTIONS, **self.renamed}.items():
+            if any(a == old or a.startswith(old + "=") for a in head):
+                raise click.UsageError(self.moved(old, new), ctx)
+        return super().parse_args(ctx, args)
+
+    def moved(self, old: str, new: str) -> str:
+        return f"{old} is now part of --rollout: {new}, or --rollout canary"
+
+
+@keyword_only
 @dataclass(frozen=True)
 class DeviceOptions:
     """One device or an inventory's hosts, and how to reach them."""
@@ -125,34 +150,46 @@ device_options = _reach(DEVICE_OPTION_NAMES)
 inventory_options = _reach(tuple(n for n in DEVICE_OPTION_NAMES if n not in ("host_text", "port")))
 
 
+def parse_rollout(text: str | None) -> dict[str, Any]:
+    """--rollout's text as Rollout's fields ({} for None: Ansible's defaults, forks 5)."""
+    if text is None:
+        return {}
+    if text.strip() == "canary":
+        return {"serial": "1", "max_fail_percentage": 0.0}
+    found: dict[str, Any] = {}
+    for part in text.split(","):
+        key, sep, value = (s.strip() for s in part.partition("="))
+        if not sep or key not in ROLLOUT_KEYS or not value:
+            raise UsageError(f"--rollout {text!r}: give {ROLLOUT_FORM}")
+        found[ROLLOUT_KEYS[key]] = value
+    try:
+        if "max_fail_percentage" in found:
+            found["max_fail_percentage"] = float(found["max_fail_percentage"].rstrip("%"))
+        if "forks" in found:
+            found["forks"] = int(found["forks"])
+    except ValueError:
+        raise UsageError(f"--rollout {text!r}: max-fail takes a percentage from 0 to 100 and "
+                         "forks a whole number of hosts") from None
+    return found
+
+
 def rollout_options(f: F) -> F:
-    """--serial, --max-fail-percentage, --forks (with --inventory) as one ``rollout`` dict."""
+    """--rollout (with --inventory) as one ``rollout`` dict of Rollout's fields."""
     @functools.wraps(f)
     def command(*args: Any, **kwargs: Any) -> Any:
-        rollout = {name: kwargs.pop(name) for name in ROLLOUT_OPTION_NAMES}
-        return f(*args, rollout=rollout, **kwargs)
+        return f(*args, rollout=parse_rollout(kwargs.pop("rollout_text")), **kwargs)
 
-    for decorate in reversed([
-        click.option("--serial", metavar="N|N%", help="With --inventory: hosts per batch "
-                     "(Ansible's serial); the first batch is the canary."),
-        click.option("--max-fail-percentage", type=Finite(0, 100), metavar="P",
-                     help="With --inventory: stop the rollout when more than P% of a batch "
-                     "fails (0: any failure)."),
-        click.option("--forks", default=5, show_default=True, metavar="N",
-                     help="With --inventory: hosts deployed at the same time (Ansible's "
-                     "forks)."),
-    ]):
-        command = decorate(command)
-    return command  # type: ignore[return-value]
+    return click.option(  # type: ignore[return-value]
+        "--rollout", "rollout_text", metavar="SPEC",
+        show_default="all hosts, 5 at a time",
+        help="With --inventory, a rolling update: serial=N|N% hosts a batch, max-fail=P% "
+        "of a batch stops it, forks=N at once; canary: serial=1,max-fail=0.")(command)
 
 
 def fleet_only(device: DeviceOptions, rollout: dict[str, Any]) -> None:
-    """--serial and --max-fail-percentage go with --inventory."""
-    given = [flag for flag, name in (("--serial", "serial"),
-                                     ("--max-fail-percentage", "max_fail_percentage"))
-             if rollout[name] is not None]
-    if given and device.inventory is None:
-        raise UsageError(f"{', '.join(given)} go with --inventory")
+    """--rollout goes with --inventory."""
+    if rollout and device.inventory is None:
+        raise UsageError("--rollout goes with --inventory")
 
 
 settle = click.option(

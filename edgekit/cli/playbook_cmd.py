@@ -13,7 +13,7 @@ from edgekit.cli.app import cli, debug_option, progress_printer
 from edgekit.errors import UsageError
 
 
-@cli.command()
+@cli.command(cls=dev.DeviceCommand)
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path),
               metavar="DIR", help="The folder to write (the playbook, the role, the files).")

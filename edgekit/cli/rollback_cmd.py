@@ -12,7 +12,7 @@ from edgekit.cli.app import cli, debug_option, progress_printer
 from edgekit.errors import DeployError, UsageError
 
 
-@cli.command()
+@cli.command(cls=dev.DeviceCommand)
 @dev.device_options
 @click.option("--to", "to_release", metavar="RELEASE",
               help="This release instead of the one before current.")

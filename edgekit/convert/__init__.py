@@ -55,6 +55,7 @@ from edgekit.helpers.output_files import (
     identity,
     normal_permissions,
 )
+from edgekit.helpers.records import keyword_only
 from edgekit.preprocess import InputSpec, SpecOptions
 from edgekit.tasks.detection import DetectionOptions, describe_decoder
 
@@ -189,6 +190,7 @@ def _judge(validation: Validation, task: Task) -> Callable[[Path, str], Measured
     return judge
 
 
+@keyword_only
 @dataclass
 class ConvertOptions:
     """What ``edgekit convert`` takes besides the model and the output folder. Anything left
@@ -251,7 +253,7 @@ def convert(model_path: str | Path, output: str | Path, options: ConvertOptions 
     options = options or ConvertOptions()
     keys = options.format_keys()
     if options.int8_io not in ("int8", "uint8"):
-        raise UsageError(f"--int8-io must be int8 or uint8, not {options.int8_io!r}")
+        raise UsageError(f"int8_io must be int8 or uint8, not {options.int8_io!r}", param="int8_io")
     if options.input_shape:  # before TensorFlow loads (seconds) and allocates it
         check_image_shape((1, *options.input_shape), "the input shape")
     destination.check_output(output, options.force)

@@ -26,11 +26,11 @@ def check_output(output: Path, force: bool) -> None:
             raise UsageError(f"cannot write {output}: {output.parent} does not exist")
         return
     if not force:
-        raise UsageError(f"{output} already exists; pass --force to replace it, or choose "
+        raise UsageError(f"{output} already exists; pass `force` to replace it, or choose "
                          "another folder with -o")
     if not output.is_dir() or (any(output.iterdir()) and not is_bundle(output)):
         raise UsageError(f"{output} exists and is not an edgekit bundle; refusing to replace it "
-                         "even with --force")
+                         "even with `force`")
 
 
 def check_room(folder: Path, output: Path) -> None:

@@ -64,8 +64,8 @@ def decoder_settings(task: str, card: dict[str, Any], detect: DetectionOptions |
     asked = detect is not None and (detect.decoder is not None or bool(detect.given()))
     if task != "detection":
         if asked:
-            raise UsageError(f"the detection options (--decoder, --iou, ...) are for a "
-                             f"detector; this model's task is {task} (give --task detection "
+            raise UsageError(f"the detection options (`decoder`, `iou`, ...) are for a "
+                             f"detector; this model's task is {task} (give `task` detection "
                              "if it is one)")
         return {}
     card_decoder = dict(card.get("decoder") or {})

@@ -35,7 +35,7 @@ def import_modules(modules: Sequence[str]) -> None:
         try:
             if path.suffix == ".py":
                 if not path.is_file():
-                    raise UsageError(f"--import {name}: no such file")
+                    raise UsageError(f"import {name}: no such file", param="import")
                 spec = importlib.util.spec_from_file_location(path.stem, path)
                 module = importlib.util.module_from_spec(spec)
                 sys.modules[path.stem] = module
@@ -45,7 +45,7 @@ def import_modules(modules: Sequence[str]) -> None:
         except UsageError:
             raise
         except Exception as exc:
-            raise UsageError(f"--import {name}: importing it failed: {exc}") from None
+            raise UsageError(f"import {name}: importing it failed: {exc}", param="import") from None
 
 
 def _check_file(path: Path) -> None:
@@ -107,7 +107,7 @@ def input_shape(model: Any, override: Sequence[int] | None = None) -> tuple[int,
         if not override:
             raise UsageError(
                 f"cannot tell the input shape of {model.__class__.__name__} (a subclassed model "
-                "that was never built?): give it with --input-shape H,W,C"
+                "that was never built?): give it with `input_shape` H,W,C"
             )
         return tuple(int(d) for d in override)
     dims = tuple(shape[1:])
@@ -115,13 +115,13 @@ def input_shape(model: Any, override: Sequence[int] | None = None) -> tuple[int,
         override = tuple(int(d) for d in override)
         if len(override) != len(dims) or any(d is not None and d != o
                                              for d, o in zip(dims, override)):
-            raise UsageError(f"--input-shape {','.join(map(str, override))} does not fit the "
-                             f"model's input {tuple(shape)}")
+            raise UsageError(f"input_shape {','.join(map(str, override))} does not fit the "
+                             f"model's input {tuple(shape)}", param="input_shape")
         return override
     if any(d is None for d in dims):
         raise UsageError(
             f"the model's input has unknown dimensions {tuple(shape)}; edge formats need static "
-            "shapes: give them with --input-shape H,W,C (e.g. --input-shape 224,224,3)"
+            "shapes: give them with `input_shape` H,W,C (e.g. `input_shape` 224,224,3)"
         )
     return tuple(int(d) for d in dims)
 

@@ -3,8 +3,10 @@
 - ``ssh.py``      the system OpenSSH client: argument lists, keys only, host keys checked
 - ``wheels.py``   edgekit's wheel (built from the checkout) and ``--offline`` runtime wheels
 - ``plan.py``     what ships to a target: its artifacts, the rewritten manifest, the wheels
-- ``agent.py``    the device side (stdlib only, sent on each call): stage, verify, venv,
-                  smoke test, switch, rollback, service
+- ``agent/``      the device side (stdlib only, sent on each call): ``main`` answers the
+                  commands (releases, venv, smoke, env, imx500) over shared helpers (files,
+                  lock, systemd)
+- ``shipping.py`` the agent's modules bundled into the one script ssh's stdin carries
 - ``remote.py``   one ssh call per agent step
 - ``smoke.py``    the device's answers against the workstation's
 - ``service.py``  the systemd user unit

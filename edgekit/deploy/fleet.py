@@ -43,22 +43,26 @@ from edgekit.deploy.playbook import (
     readme_text,
     write_playbooks,
 )
-from edgekit.deploy.release import DeployRequest, Session, check_waits, make_plan
+from edgekit.deploy.release import (
+    DeployRequest,
+    Progress,
+    Session,
+    check_waits,
+    make_plan,
+    silent,
+)
 from edgekit.deploy.report import service_problem
 from edgekit.deploy.smoke import smoke_report, workstation_top1
 from edgekit.deploy.ssh import Host, SshOptions, explain
 from edgekit.deploy.targets import Target, find_target
 from edgekit.errors import DeployError, EdgekitError, UsageError
 from edgekit.helpers.config import cache_dir
+from edgekit.helpers.records import keyword_only
 
-Progress = Callable[[str], None]
 KILL_GRACE = 1.0  # seconds ansible-playbook gets after Ctrl-C before it is killed
 
 
-def _silent(_: str) -> None:
-    pass
-
-
+@keyword_only
 @dataclass(frozen=True)
 class FleetRequest:
     """Which hosts, how to roll through them, and how to reach and treat each device."""
@@ -86,6 +90,7 @@ class FleetRequest:
                             results_dir=results_dir)
 
 
+@keyword_only
 @dataclass(frozen=True)
 class FleetBundle:
     """What to deploy: the bundle, the target of hosts without edgekit_target, and how."""
@@ -108,14 +113,14 @@ def resolve_targets(hosts: list[InventoryHost], default: str | None
     for host in hosts:
         key = str(host.vars.get("edgekit_target") or default or "")
         if not key:
-            raise UsageError(f"host {host.name} has no edgekit_target and no --target was "
+            raise UsageError(f"host {host.name} has no edgekit_target and no `target` was "
                              "given: set edgekit_target for it (a host or group variable in the "
-                             "inventory) or pass --target NAME (see edgekit targets)")
+                             "inventory) or pass `target` NAME (see edgekit targets)")
         if key not in targets:
             try:
                 targets[key] = find_target(key)
             except UsageError as exc:
-                where = "edgekit_target" if host.vars.get("edgekit_target") else "--target"
+                where = "edgekit_target" if host.vars.get("edgekit_target") else "`target`"
                 raise UsageError(f"host {host.name}: {where} {key!r}: {exc}; set "
                                  "edgekit_target to a name from edgekit targets or a profile "
                                  "file") from None
@@ -262,7 +267,7 @@ def _ansible_failure(code: int) -> DeployError:
 # --- the three modes -------------------------------------------------------------------------
 
 def fleet_deploy(deploy: FleetBundle, request: FleetRequest,
-                 progress: Progress = _silent) -> FleetReport:
+                 progress: Progress = silent) -> FleetReport:
     """Deploy ``deploy.bundle`` to every host of the inventory that ``request.limit`` matches."""
     require_ansible()
     started = time.monotonic()
@@ -284,18 +289,18 @@ def fleet_deploy(deploy: FleetBundle, request: FleetRequest,
 
 
 def fleet_rollback(request: FleetRequest, to: str | None = None,
-                   progress: Progress = _silent) -> FleetReport:
+                   progress: Progress = silent) -> FleetReport:
     """Roll every matched host back to the release before its current one (or ``to``)."""
     return _simple("rollback", request, progress, rollback_to=to or "")
 
 
-def fleet_status(request: FleetRequest, progress: Progress = _silent) -> FleetReport:
+def fleet_status(request: FleetRequest, progress: Progress = silent) -> FleetReport:
     """Every matched host's releases, service and lock (read only: no lock taken)."""
     return _simple("status", request, progress)
 
 
 def emit_playbook(deploy: FleetBundle, request: FleetRequest, folder: Path,
-                  progress: Progress = _silent) -> list[str]:
+                  progress: Progress = silent) -> list[str]:
     """Write a self-contained playbook folder for ``deploy`` (the plans for the inventory's
     targets, the files to ship, the role with the agent, a README); what it holds."""
     require_ansible()

@@ -110,7 +110,7 @@ def check_inventory(inventory: Path) -> None:
     ``/dev/zero`` for minutes), before anything else runs."""
     if not inventory.exists():
         raise UsageError(f"inventory {inventory}: no such file or folder", param="inventory")
-    refuse_special(inventory, "--inventory", UsageError)
+    refuse_special(inventory, "`inventory`", UsageError)
 
 
 def read_inventory(inventory: Path, limit: str | None, folder: Path) -> list[InventoryHost]:
@@ -145,8 +145,8 @@ def list_inventory(inventory: Path, limit: str | None, folder: Path) -> dict[str
                           cwd=folder, stdin=subprocess.DEVNULL, check=False)
     if done.returncode != 0:
         raise UsageError(f"inventory {inventory} does not parse as an Ansible inventory: "
-                         f"{parse_errors(done.stderr)}. Fix it (ansible-inventory -i "
-                         f"{inventory} --list shows the same)", param="inventory")
+                         f"{parse_errors(done.stderr)}. Fix it (`ansible-inventory -i "
+                         f"{inventory} --list` shows the same)", param="inventory")
     return json.loads(done.stdout)
 
 
@@ -187,7 +187,7 @@ def check_host(host: InventoryHost) -> None:
             raise UsageError(f"host {host.name} sets {name}={value} in the inventory: edgekit "
                              "keeps host-key checking on. Remove it, check the device's key "
                              f"and trust it: ssh-keyscan -p PORT HOST >> ~/.ssh/known_hosts "
-                             "(or pass --known-hosts FILE)")
+                             "(or pass `known_hosts` FILE)")
     connection = str(host.vars.get("ansible_connection", "ssh"))
     if connection not in ("ssh", "ansible.builtin.ssh", "smart"):
         raise UsageError(f"host {host.name} uses ansible_connection={connection}: edgekit "

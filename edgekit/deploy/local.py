@@ -1,6 +1,6 @@
 """A device that is a folder on this machine: the steps' local link, for tests and trials.
 
-Each agent command runs in this process (``agent.main``, its JSON answer read from what it
+Each agent command runs in this process (the agent's ``main``, its JSON answer read from what it
 prints); the device's lock is held by a local ``hold`` process with a heartbeat, as over ssh;
 files are copied with ``shutil``. So the whole deploy sequence (lock, checks, staging, copies,
 sha256 checks, cleanup after a failure, the switch) runs without sshd, root or qemu.
@@ -16,7 +16,7 @@ from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any
 
-from edgekit.deploy import agent
+from edgekit.deploy.agent import main as agent_main
 from edgekit.deploy.remote import SshLink
 from edgekit.deploy.ssh import Host, SshOptions
 from edgekit.errors import DeployError
@@ -49,14 +49,14 @@ class LocalLink(SshLink):
         self.address = "127.0.0.1"
 
     def call(self, command: str, step: str, **payload: Any) -> dict[str, Any]:
-        agent.PRIVATE.update(payload.pop("private", None) or {})  # as SshLink sends them
+        agent_main.PRIVATE.update(payload.pop("private", None) or {})  # as SshLink sends them
         remote, _ = self.remote(command, payload)
         out = io.StringIO()
         try:
             with redirect_stdout(out):
-                agent.main(["agent", command, remote[-1]])
+                agent_main.main(["agent", command, remote[-1]])
         finally:
-            agent.PRIVATE.clear()
+            agent_main.PRIVATE.clear()
         return self.checked(step, out.getvalue().encode(), 0, b"")
 
     def send(self, files: list[tuple[str, str]], incoming: str, step: str) -> None:

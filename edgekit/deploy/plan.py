@@ -118,12 +118,12 @@ def shipped_formats(manifest: Manifest, target: Target) -> tuple[list[str], dict
         why = "; ".join(f"{f}: {r}" for f, r in missing.items())
         raise UsageError(f"the bundle has nothing target {target.name} runs: it takes "
                          f"{', '.join(target.formats)}, the bundle has {have} ({why}). Convert "
-                         f"again with --formats {','.join(target.formats)}")
+                         f"again with `formats` {','.join(target.formats)}")
     if is_imx500(target.camera) and "imx500" not in ship:
         raise UsageError(f"target {target.name}'s camera {target.camera} runs the bundle's "
                          "imx500 artifact in the sensor, and the bundle has none that ships "
                          f"({missing.get('imx500', 'not in the target formats')}): convert "
-                         "again with --formats imx500 (make setup-imx500 first)")
+                         "again with `formats` imx500 (make setup-imx500 first)")
     return ship, missing
 
 

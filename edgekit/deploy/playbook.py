@@ -18,11 +18,13 @@ from typing import Any
 
 from edgekit.deploy.inventory import ansible_cfg
 from edgekit.deploy.plan import ReleasePlan
-from edgekit.deploy.remote import STEPS, agent_source
+from edgekit.deploy.remote import STEPS
 from edgekit.deploy.service import exec_start, serve_note, unit_text
+from edgekit.deploy.shipping import agent_source
 from edgekit.deploy.ssh import SshOptions
 from edgekit.errors import UsageError
 from edgekit.helpers.limits import finite, whole
+from edgekit.helpers.records import keyword_only
 
 ROLE = Path(__file__).with_name("ansible") / "roles" / "edgekit_release"
 ROLE_NAME = "edgekit_release"
@@ -30,6 +32,7 @@ BASE_PLACEHOLDER = "/@EDGEKIT_BASE@"  # the action puts the device's release fol
 PLAYBOOKS = {"deploy": "deploy.yml", "rollback": "rollback.yml", "status": "status.yml"}
 
 
+@keyword_only
 @dataclass(frozen=True)
 class Rollout:
     """How the play goes through the hosts: Ansible's serial, max_fail_percentage, forks."""
@@ -50,6 +53,7 @@ class Rollout:
         whole(self.forks, "forks (hosts at once)")
 
 
+@keyword_only
 @dataclass(frozen=True)
 class RoleSettings:
     """The role's defaults for this run; a host or group variable of the same name overrides
@@ -227,8 +231,8 @@ folder again with that target. The inventory this was written for:
 
 ## Settings
 
-- `deploy.yml`'s play: `serial` and `max_fail_percentage` (from `--serial` and
-  `--max-fail-percentage`): with `serial: 1` and `max_fail_percentage: 0`, a failing first host
+- `deploy.yml`'s play: `serial` and `max_fail_percentage` (from edgekit's `--rollout
+  serial=N,max-fail=P`): with `serial: 1` and `max_fail_percentage: 0`, a failing first host
   stops the rollout and the others are untouched.
 - `roles/{ROLE_NAME}/defaults/main.yml`: the device's Python (`edgekit_python`), the releases'
   folder (`edgekit_remote_dir`), the smoke test's samples, releases kept, the service's settle

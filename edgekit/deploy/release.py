@@ -43,15 +43,17 @@ from edgekit.deploy.wheels import (
 from edgekit.errors import DeployError, EdgekitError
 from edgekit.helpers import interrupt
 from edgekit.helpers.limits import MAX_SECONDS, finite
+from edgekit.helpers.records import keyword_only
 
 Progress = Callable[[str], None]
 DEFAULT_SSH = SshOptions()
 
 
-def _silent(_: str) -> None:
-    pass
+def silent(_: str) -> None:
+    """A progress callback that says nothing (the Python API's default)."""
 
 
+@keyword_only
 @dataclass(frozen=True)
 class DeployRequest:
     """What to deploy where, and how."""
@@ -188,7 +190,7 @@ def check_device(probe: dict[str, Any], plan: ReleasePlan, request: DeployReques
 
 # --- the deploy ----------------------------------------------------------------------------------
 
-def deploy(request: DeployRequest, progress: Progress = _silent) -> DeployReport:
+def deploy(request: DeployRequest, progress: Progress = silent) -> DeployReport:
     """Deploy ``request.bundle`` to ``request.host``; a DeployReport, or an EdgekitError that
     says which step failed and that the running release is untouched."""
     session = Session(progress, request.dry_run)
@@ -248,7 +250,7 @@ def _preview(request: DeployRequest, plan: ReleasePlan) -> tuple[dict[str, Any] 
 def rollback(host: Host, ssh: SshOptions = DEFAULT_SSH, *, to: str | None = None,
              python: str = "python3", base: str = "edgekit", dry_run: bool = False,
              settle: float = 10.0, lock_timeout: float = 0.0,
-             progress: Progress = _silent) -> RollbackReport:
+             progress: Progress = silent) -> RollbackReport:
     """Switch ``current`` back to the release before it (or ``to``), checked first; the service
     is restarted and watched like a deploy's, and switched back when it does not stay up."""
     check_waits(settle, lock_timeout)

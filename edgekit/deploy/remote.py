@@ -1,8 +1,8 @@
 """The steps' links to a device over ssh: each agent command is one ssh call.
 
-``python3 - COMMAND 'JSON'`` runs with the agent's source (``agent.py``) on stdin and answers
-with one JSON object. ``SshLink`` runs them; ``DryRunLink`` shows each call and answers as the
-device's read-only preview says (or as an empty device would).
+``python3 - COMMAND 'JSON'`` runs with the agent's source (``shipping.agent_source``) on stdin
+and answers with one JSON object. ``SshLink`` runs them; ``DryRunLink`` shows each call and
+answers as the device's read-only preview says (or as an empty device would).
 
 The device's lock is held by one more ssh session for the whole deploy or rollback: the agent
 runs as ``python3 -c BOOT N hold 'JSON'``, reads its N-byte source from stdin, takes the lock,
@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from edgekit.deploy.shipping import agent_source
 from edgekit.deploy.ssh import SshClient
 from edgekit.deploy.steps import (
     BOOT,
@@ -35,8 +36,6 @@ from edgekit.deploy.steps import (
 from edgekit.errors import ConnectionFailed, DeployError, EdgekitError
 from edgekit.helpers.subproc import last_json
 
-AGENT = Path(__file__).with_name("agent.py")
-SENT_BESIDE = {"edgekit_imx500_device": "imx500_device.py"}  # modules the agent imports there
 STEPS = Path(__file__).with_name("steps.py")  # the Ansible action runs the same steps
 # Seconds a step may take on the device before the workstation gives up on it.
 TIMEOUTS = {"probe": 180, "preview": 600, "stage": 900, "verify": 900, "venv": 3600, "smoke": 1800,
@@ -45,21 +44,6 @@ TIMEOUTS = {"probe": 180, "preview": 600, "stage": 900, "verify": 900, "venv": 3
 # Commands that change the device: they run only while this deploy holds the device's lock.
 LOCKED = {"stage", "verify", "venv", "smoke", "activate", "rollback", "serve_token",
           "service_env", "cleanup", "imx500"}
-
-
-def agent_source() -> bytes:
-    """What runs on the device: the agent, with the modules it imports there (SENT_BESIDE)
-    loaded first, as one stdin source (standard library only, Python 3.7+)."""
-    loads = "".join(
-        f"_load({name!r}, {AGENT.with_name(file).read_text(encoding='utf-8')!r})\n"
-        for name, file in SENT_BESIDE.items())
-    return ("import sys, types\n"
-            "def _load(name, text):\n"
-            "    module = sys.modules[name] = types.ModuleType(name)\n"
-            "    exec(compile(text, name + '.py', 'exec'), module.__dict__)\n"
-            + loads
-            + f"exec(compile({AGENT.read_text(encoding='utf-8')!r}, 'agent.py', 'exec'), "
-            "{'__name__': '__main__'})\n").encode()
 
 
 class SshLink(Link):
@@ -91,7 +75,7 @@ class SshLink(Link):
         source = self.source if not private else self.source.replace(
             b"\nPRIVATE = {}", b"\nPRIVATE = " + repr(private).encode(), 1)
         remote, sent = self.remote(command, payload)
-        note = f"stdin: edgekit's device agent ({AGENT.name}, {len(self.source) // 1024} KB)"
+        note = f"stdin: edgekit's device agent ({len(self.source) // 1024} KB)"
         result = self.client.run(remote, step=step, stdin=source,
                                  timeout=self.timeout(command, payload), note=note)
         return result, sent

@@ -1,7 +1,7 @@
 """The smoke test's verdict: what the device ran and answered, against the workstation.
 
 The device runs ``edgekit backends --json`` and ``edgekit verify --json`` with the new
-release's own environment (see agent.smoke). Here its top-1 answers are compared with the
+release's own environment (see agent/smoke.py). Here its top-1 answers are compared with the
 workstation's for the same artifact format (through a backend that runs it here), and with
 the Keras model's answers stored in the bundle.
 """

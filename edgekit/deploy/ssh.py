@@ -19,6 +19,7 @@ from pathlib import Path
 
 from edgekit.errors import ConnectionFailed, UsageError
 from edgekit.helpers.limits import MAX_SECONDS, finite
+from edgekit.helpers.records import keyword_only
 
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
 _USER = r"[A-Za-z0-9._][A-Za-z0-9._-]*"
@@ -75,6 +76,7 @@ def parse_host(text: str, port: int | None = None) -> Host:
     return Host(match["host"].strip("[]"), match["user"] or "", port or 22)
 
 
+@keyword_only
 @dataclass(frozen=True)
 class SshOptions:
     """How to authenticate and how long a silent link is tolerated."""

@@ -5,7 +5,7 @@ files into the new release's folder (``send``), and hold the device's lock for a
 (``lock``). The links: SSH (``remote.SshLink``), a read-only dry run (``remote.DryRunLink``),
 a folder on this machine (``local.LocalLink``, for tests), and the Ansible action's connection
 (``ansible/.../action_plugins/edgekit_release.py``, which ships this file to the controller
-beside the agent). Adding a step means adding it here, and its command to ``agent.py``.
+beside the agent). Adding a step means adding it here, and its command to ``agent/``.
 
 A deploy: take the lock -> check the device -> stage a new release folder, reusing files the
 device has -> copy the missing ones -> check every sha256 there -> reuse or create the Python

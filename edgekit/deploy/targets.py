@@ -116,7 +116,7 @@ def find_target(name_or_path: str) -> Target:
     if is_path(name_or_path):
         path = Path(name_or_path).expanduser()
         if not path.is_file():
-            raise UsageError(f"--target {name_or_path}: no such profile file")
+            raise UsageError(f"target {name_or_path}: no such profile file", param="target")
         return load_target(path, "file")
     for folder, origin in _search_path():
         path = folder / f"{name_or_path}{SUFFIX}"

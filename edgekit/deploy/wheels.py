@@ -84,7 +84,7 @@ def edgekit_wheel(progress: Progress, build: bool = True) -> WheelPlan:
     if root is None:
         raise UsageError("deploy ships edgekit as a wheel built from its source checkout, and "
                          "this edgekit is an installed package: run it from a checkout, or "
-                         "pass --wheel FILE (an edgekit wheel)")
+                         "pass `wheel` FILE (an edgekit wheel)")
     folder = cache_dir() / "wheels" / source_hash(root)[:16]
     cached = sorted(folder.glob("edgekit-*.whl"))
     command = wheel_command(root, folder)
@@ -171,7 +171,7 @@ def checkout_info() -> WheelInfo:
 
     root = source_root()
     if root is None:
-        raise UsageError("not running from an edgekit checkout: pass --wheel FILE")
+        raise UsageError("not running from an edgekit checkout: pass `wheel` FILE")
     project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
     return WheelInfo("edgekit", __version__, project.get("requires-python", ""),
                      tuple(project.get("dependencies", [])))

@@ -89,7 +89,8 @@ class ClipRecorder:
         self.fps = fps or 15.0
         self.say = say or (lambda line: print(line, file=sys.stderr, flush=True))
         if options.max_disk <= 0:
-            raise UsageError(f"--max-disk must be more than 0 bytes, not {options.max_disk}")
+            raise UsageError(f"max_disk must be more than 0 bytes, not {options.max_disk}",
+                             param="max_disk")
         check_clip_folder(self.folder)
         self.written = 0
         self.deleted = 0

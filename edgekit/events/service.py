@@ -1,7 +1,8 @@
 """What a deployed service needs of the events options (``deploy --service``): the
 ``edgekit run`` arguments its unit's ExecStart carries, and the secrets that go into the unit's
 0600 environment file on the device (never into the unit, the release record or a command
-line). The deploy orchestration calls these; the device side is ``agent.service_env``."""
+line). The deploy orchestration calls these; the device side is ``service_env`` in
+``agent/env.py``."""
 from __future__ import annotations
 
 import sys

@@ -10,6 +10,7 @@ from edgekit.errors import UsageError
 from edgekit.events.outbox import QUEUE
 from edgekit.events.rules import Rules
 from edgekit.events.zones import Zone, parse_zone
+from edgekit.helpers.records import keyword_only
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -23,6 +24,7 @@ def parse_size(text: str, flag: str = "--max-disk") -> int:
     return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
 
 
+@keyword_only
 @dataclass(frozen=True)
 class ClipOptions:
     folder: str
@@ -31,6 +33,7 @@ class ClipOptions:
     max_disk: int = 1 << 30
 
 
+@keyword_only
 @dataclass(frozen=True)
 class EventsOptions:
     """``--events`` destinations and their filters, ``--track``, and ``--clips``."""
@@ -58,27 +61,27 @@ class EventsOptions:
         (over the whole frame: no zones)."""
         if task == "classification":
             if self.zones:
-                raise UsageError("--events-zone: a classifier's events are about the whole "
-                                 "frame; zones go with a detector")
+                raise UsageError("events_zone: a classifier's events are about the whole "
+                                 "frame; zones go with a detector", param="events_zone")
             if not (self.destinations or self.clips):
-                raise UsageError("--track follows a detector's objects; a classifier's "
-                                 "top-1 makes events with --events URL")
+                raise UsageError("track follows a detector's objects; a classifier's "
+                                 "top-1 makes events with `events` URL", param="track")
         elif task != "detection":
-            raise UsageError(f"--track, --events and --clips follow a detector's objects or a "
-                             f"classifier's top-1, and this is a {task} model")
+            raise UsageError(f"track, `events` and `clips` follow a detector's objects or a "
+                             f"classifier's top-1, and this is a {task} model", param="track")
 
     def check(self) -> None:
         """Filters without anywhere for events to go are a mistake: said in one line."""
         if self.filters_given and not (self.destinations or self.clips):
             raise UsageError(f"{', '.join(self.filters_given)}: filters for events; give "
-                             "--events URL (or --clips DIR) too")
+                             "`events` URL (or `clips` DIR) too")
 
 
 def zones_from(texts: tuple[str, ...]) -> tuple[Zone, ...]:
     zones = tuple(parse_zone(t) for t in texts)
     names = [z.name for z in zones]
     if len(set(names)) != len(names):
-        raise UsageError("--events-zone: two zones have the same name")
+        raise UsageError("events_zone: two zones have the same name", param="events_zone")
     return zones
 
 
@@ -88,19 +91,21 @@ def options_from(given: dict[str, Any], filter_flags: dict[str, str]) -> EventsO
     names), checked. ``filter_flags``: the filters' parameter names and how they are called."""
     clips = None
     if given.get("clips") is not None:
-        default = ClipOptions(str(given["clips"]))
-        clips = ClipOptions(default.folder,
-                            default.pre_s if given.get("pre") is None else given["pre"],
-                            default.post_s if given.get("post") is None else given["post"],
-                            default.max_disk if given.get("max_disk") is None
-                            else parse_size(given["max_disk"]))
+        default = ClipOptions(folder=str(given["clips"]))
+        clips = ClipOptions(
+            folder=default.folder,
+            pre_s=default.pre_s if given.get("pre") is None else given["pre"],
+            post_s=default.post_s if given.get("post") is None else given["post"],
+            max_disk=default.max_disk if given.get("max_disk") is None
+            else parse_size(given["max_disk"]))
     elif any(given.get(k) is not None for k in ("pre", "post", "max_disk")):
-        raise UsageError("--pre, --post and --max-disk go with --clips DIR")
+        raise UsageError("`pre`, `post` and `max_disk` go with `clips` DIR")
     classes: tuple[str, ...] = ()
     if given.get("events_classes") is not None:
         classes = tuple(c.strip() for c in given["events_classes"].split(",") if c.strip())
         if not classes:
-            raise UsageError("--events-classes takes class names or ids, comma-separated")
+            raise UsageError("events_classes takes class names or ids, comma-separated",
+                             param="events_classes")
     options = EventsOptions(
         destinations=tuple(given.get("events") or ()), classes=classes,
         min_score=given.get("events_min_score") or 0.0,

@@ -31,9 +31,9 @@ class Spool:
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as exc:
-            raise UsageError(f"--events ?spool={folder}: cannot write there "
-                             f"({exc.strerror or exc}); name a folder this user can write") \
-                from None
+            raise UsageError(f"events ?spool={folder}: cannot write there "
+                             f"({exc.strerror or exc}); name a folder this user can write",
+                             param="events") from None
         self._files = sorted(self.folder.glob(f"*{SUFFIX}"))  # a former run's, oldest first
         self.bytes = sum(p.stat().st_size for p in self._files)
         # numbers from the middle of the range: a run's end puts the events it was still

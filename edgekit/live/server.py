@@ -43,6 +43,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from edgekit.errors import EdgekitError, UsageError
+from edgekit.helpers.records import keyword_only
 from edgekit.live import page
 from edgekit.live.prometheus import CONTENT_TYPE, prometheus_text
 from edgekit.live.state import JPEG_QUALITY, STREAM_FPS, LiveState
@@ -62,6 +63,7 @@ _ADDRESS = re.compile(r"^(?:(?P<host>\[[0-9A-Fa-f:.]+\]|[^:\[\]\s]+):)?(?P<port>
 MAKE_TOKEN = "python3 -c 'import secrets; print(secrets.token_urlsafe(24))'"
 
 
+@keyword_only
 @dataclass(frozen=True)
 class ServeOptions:
     """Where the live view listens and who may see it."""
@@ -80,8 +82,8 @@ def parse_address(text: str) -> tuple[str, int]:
     """``PORT``, ``HOST:PORT`` or ``[IPv6]:PORT`` -> (host, port); UsageError if malformed."""
     match = _ADDRESS.match(text.strip())
     if not match or int(match["port"]) > 65535:
-        raise UsageError(f"--serve {text!r}: give PORT or HOST:PORT, e.g. 8080 (this machine "
-                         "only) or 0.0.0.0:8080 (every interface, with a token)")
+        raise UsageError(f"serve {text!r}: give PORT or HOST:PORT, e.g. 8080 (this machine "
+                         "only) or 0.0.0.0:8080 (every interface, with a token)", param="serve")
     host = (match["host"] or DEFAULT_HOST).strip("[]")
     return host, int(match["port"])
 
@@ -100,18 +102,19 @@ def serve_options(text: str, token: str | None = None) -> ServeOptions:
         found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
                                    flags=socket.AI_PASSIVE | socket.AI_NUMERICSERV)
     except socket.gaierror as exc:
-        raise UsageError(f"--serve {text}: {host!r} is neither an address nor a name this "
-                         f"machine resolves ({exc.strerror})") from None
+        raise UsageError(f"serve {text}: {host!r} is neither an address nor a name this "
+                         f"machine resolves ({exc.strerror})", param="serve") from None
     family, _, _, _, address = found[0]
     loopback = ipaddress.ip_address(address[0].split("%")[0]).is_loopback
     if token is not None:
         check_token(token)
     elif not loopback:
-        raise UsageError(f"--serve {text} can be reached from other machines, so it needs a "
-                         f"token: add --token TOKEN or set {TOKEN_ENV} (make one with "
+        raise UsageError(f"serve {text} can be reached from other machines, so it needs a "
+                         f"token: add `token` TOKEN or set {TOKEN_ENV} (make one with "
                          f"{MAKE_TOKEN}), or serve on 127.0.0.1 and reach it through "
-                         f"ssh -L {port}:127.0.0.1:{port}")
-    return ServeOptions(host, port, token, family, address, loopback)
+                         f"ssh -L {port}:127.0.0.1:{port}", param="serve")
+    return ServeOptions(host=host, port=port, token=token, family=family, address=address,
+                        loopback=loopback)
 
 
 class LiveView(LiveState):

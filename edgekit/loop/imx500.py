@@ -93,8 +93,9 @@ def artifact_of(manifest: Any, folder: Path) -> Path:
     record = next((a for a in manifest.artifacts if a.format == FORMAT), None)
     if record is None or not record.ok:
         why = f" ({record.status} at convert: {record.reason})" if record is not None else ""
-        raise UsageError(f"--source imx500 runs the bundle's imx500 artifact, and {folder} has "
-                         f"none{why}: convert with --formats imx500 (make setup-imx500 first)")
+        raise UsageError(f"source imx500 runs the bundle's imx500 artifact, and {folder} has "
+                         f"none{why}: convert with `formats` imx500 (make setup-imx500 first)",
+                         param="source")
     return folder / record.file
 
 
@@ -177,7 +178,7 @@ class SensorBackend:
 
     def infer(self, tensor: np.ndarray) -> list[np.ndarray]:
         raise UsageError("the IMX500 runs this network in the sensor: its outputs come with "
-                         "each frame of --source imx500, not from a tensor")
+                         "each frame of `source` imx500, not from a tensor")
 
     def start(self, tensor: np.ndarray) -> Pending:
         """For the loop's warm-up only: nothing to warm, zeros of the outputs' shapes."""
@@ -200,8 +201,8 @@ def sensor_model(bundle: Path, labels: Any = None, spec: Any = None) -> Any:
     from edgekit.tasks.detection import with_bundle_files
 
     if not bundle.is_dir() or not is_bundle(bundle):
-        raise UsageError(f"--source imx500 takes a bundle with an imx500 artifact; {bundle} is "
-                         "not a bundle (convert with --formats imx500)")
+        raise UsageError(f"source imx500 takes a bundle with an imx500 artifact; {bundle} is "
+                         "not a bundle (convert with `formats` imx500)", param="source")
     manifest = read_manifest(bundle)
     packed = artifact_of(manifest, bundle)
     check_artifact(bundle, manifest.artifact(FORMAT))  # changed since convert: not to be run
@@ -230,8 +231,9 @@ class SensorSource(Source):
         self.number = camera_number(spec)
         backend = model.backend
         if not isinstance(backend, SensorBackend):
-            raise UsageError(f"--source {spec} runs the network in the sensor; load the bundle "
-                             "for it (edgekit run BUNDLE --source imx500), not a backend")
+            raise UsageError(f"source {spec} runs the network in the sensor; load the bundle "
+                             "for it (edgekit run BUNDLE `source` imx500), not a backend",
+                             param="source")
         self._shapes = [tuple(t.shape) for t in backend.outputs]
         self._wait_s = wait_s if wait_s is not None else _wait_seconds()
         self._index = 0
@@ -240,7 +242,7 @@ class SensorSource(Source):
         try:
             picamera2, imx500 = _import_imx500()
         except ImportError as exc:
-            raise UsageError(f"--source {spec}: {exc}") from None
+            raise UsageError(f"source {spec}: {exc}", param="source") from None
         try:
             self._device = imx500(str(rpk))
         except Exception as exc:  # RuntimeError: no IMX500, or the firmware would not load

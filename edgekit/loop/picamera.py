@@ -46,8 +46,9 @@ def camera_number(spec: str, prefix: str = PREFIX) -> int:
     if number is None:
         return 0
     if not number.isdigit():
-        raise UsageError(f"--source {spec}: give {prefix} or {prefix}:N, N the camera "
-                         "number (0 for the first, as rpicam-hello --list-cameras counts)")
+        raise UsageError(f"source {spec}: give {prefix} or {prefix}:N, N the camera "
+                         "number (0 for the first, as `rpicam-hello --list-cameras` counts)",
+                         param="source")
     return int(number)
 
 

@@ -46,11 +46,11 @@ from edgekit.tasks import TaskOptions, check_task, make_task
 from edgekit.tasks.base import LoopTask, Summary
 from edgekit.tasks.detection import (
     DECODERS,
-    FLAG_OF,
     Detection,
     DetectionOptions,
     configure,
     decode,
+    option_of,
 )
 
 if TYPE_CHECKING:
@@ -135,7 +135,7 @@ def loop_model(path: str | Path | Manifest, *, task: str | None = None,
     the bundle's imx500 artifact, run by the sensor (``loop.imx500.sensor_model``)."""
     detect = detect or DetectionOptions()
     if detect.decoder is not None and detect.decoder not in DECODERS:
-        raise UsageError(f"unknown --decoder {detect.decoder!r}; choose from "
+        raise UsageError(f"unknown `decoder` {detect.decoder!r}; choose from "
                          f"{', '.join(DECODERS)}")
     if detect.decoder is not None and task not in (None, "detection"):
         raise UsageError(f"a decoder makes the model a detector, not a {task} model: give "
@@ -146,11 +146,11 @@ def loop_model(path: str | Path | Manifest, *, task: str | None = None,
     if sensor:
         from edgekit.loop.imx500 import sensor_model
 
-        given = [flag for flag, value in (("--backend", backend), ("--device", device),
-                                          ("--format", fmt), ("--requests", requests))
+        given = [f"`{name}`" for name, value in (("backend", backend), ("device", device),
+                                                 ("format", fmt), ("requests", requests))
                  if value is not None]
         if given:
-            raise UsageError(f"{', '.join(given)}: with --source imx500 the sensor runs the "
+            raise UsageError(f"{', '.join(given)}: with `source` imx500 the sensor runs the "
                              "bundle's imx500 artifact itself; leave them out")
         model = sensor_model(bundle_folder(path) if isinstance(path, Manifest) else Path(path),
                              labels, spec)
@@ -165,13 +165,13 @@ def loop_model(path: str | Path | Manifest, *, task: str | None = None,
         if model.task == "detection":
             if not model.decoder and detect.decoder is None:
                 raise UsageError(f"{name} has no decoder: for a bare detector give "
-                                 f"--decoder ({', '.join(DECODERS)}) and --labels")
+                                 f"`decoder` ({', '.join(DECODERS)}) and `labels`")
             model.decoder, model.decoder_origin = configure(
                 model.decoder, detect, "bundle" if model.manifest else "default")
             decode(model.blank_outputs(), model.decoder, (model.spec.width, model.spec.height),
                    model.labels)
         elif detect.given():
-            flags = ", ".join(FLAG_OF.get(k, f"--decoder-param {k}") for k in detect.given())
+            flags = ", ".join(option_of(k) for k in detect.given())
             raise UsageError(f"{flags}: detection options, and {name} runs as a "
                              f"{model.task} model")
         make_task(model)  # a classifier's or segmenter's outputs checked now
@@ -257,24 +257,27 @@ def run_loop(model: LoadedModel, source_spec: str | int | Path, *,
     if max_frames is not None:
         whole(max_frames, "max_frames")
     if score_threshold is not None and not 0 <= score_threshold <= 1:
-        raise UsageError(f"--score-threshold is a score from 0 to 1, not {score_threshold}")
+        raise UsageError(f"score_threshold is a score from 0 to 1, not {score_threshold}",
+        param="score_threshold")
     if repeat and truth is not None:
-        raise UsageError("--truth scores one pass over the source, and --repeat loops it: "
-                         "choose one")
+        raise UsageError("truth scores one pass over the source, and `repeat` loops it: "
+                         "choose one", param="truth")
     if realtime is not True and realtime is not False:
         finite(realtime, "realtime (frames per second)", low=0, low_open=True)
     if save_masks is not None and model.task != "segmentation":
-        raise UsageError(f"--save-masks writes a segmenter's masks, and this is a {model.task} "
-                         "model")
+        raise UsageError(f"save_masks writes a segmenter's masks, and this is a {model.task} "
+                         "model", param="save_masks")
     if truth is not None and model.task != "detection":
-        raise UsageError(f"--truth scores a detector's boxes, and this is a {model.task} model")
+        raise UsageError(f"truth scores a detector's boxes, and this is a {model.task} model",
+        param="truth")
     tracking = events is not None and events.wanted()
     if tracking:
         events.check_task(model.task)
     notes = []
     live = is_live(source_spec)
     gt = None if repeat or model.task != "detection" else find_ground_truth(source_spec, truth)
-    task = make_task(model, TaskOptions(model.task, top_k, smooth, score_threshold,
+    task = make_task(model, TaskOptions(task=model.task, top_k=top_k, smooth=smooth,
+                                        score_threshold=score_threshold,
                                         keep_all=gt is not None))
     if save_masks is not None:
         check_mask_folder(save_masks, [source_spec, model.artifact])
@@ -282,7 +285,8 @@ def run_loop(model: LoadedModel, source_spec: str | int | Path, *,
         from edgekit.loop.imx500 import open_sensor
 
         if repeat:
-            raise UsageError("--repeat loops a file or folder; the IMX500 runs until stopped")
+            raise UsageError("repeat loops a file or folder; the IMX500 runs until stopped",
+            param="repeat")
         source = open_sensor(str(source_spec), model)
     else:
         source = open_source(source_spec, repeat=repeat)
@@ -453,7 +457,7 @@ def compare(bundle: Path, source_spec: str | int | Path, backends: Sequence[str]
     manifest = read_manifest(bundle)
     check_task(manifest.task, task, from_bundle=True)
     if max_frames is not None and max_frames < 1:
-        raise UsageError("--max-frames must be 1 or more")
+        raise UsageError("max_frames must be 1 or more", param="max_frames")
     Concurrency(mode, requests)  # --requests 0, --mode x: one line, before any row
     check_source(source_spec)
     rows = []

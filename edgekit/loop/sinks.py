@@ -241,7 +241,7 @@ class WindowSink(Sink):
     def __init__(self, backend: str, on_quit: Any) -> None:
         ok, why = window_available()
         if not ok:
-            raise UsageError(f"--show: {why}")
+            raise UsageError(f"show: {why}", param="show")
         self.backend, self.on_quit = backend, on_quit
 
     def write(self, item: Item, stats: LoopStats) -> None:

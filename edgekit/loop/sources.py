@@ -408,8 +408,9 @@ def paced(source: Source, spec: str | int | Path, fps: float | None) -> Source:
     rate = fps or source.fps
     if rate is None:
         source.close()
-        raise UsageError(f"--realtime: {spec} has no frame rate of its own (a folder of images, "
-                         "or a video that does not say); give one, e.g. --realtime 30")
+        raise UsageError(f"realtime: {spec} has no frame rate of its own (a folder of images, "
+                         "or a video that does not say); give one, e.g. `realtime` 30",
+                         param="realtime")
     return Paced(source, rate)
 
 
@@ -436,9 +437,9 @@ def open_source(spec: str | int | Path, repeat: bool = False) -> Source:
     text = str(spec)
     if repeat:
         if is_live(text):
-            raise UsageError(f"--repeat loops a video file or a folder of images; --source "
+            raise UsageError(f"repeat loops a video file or a folder of images; `source` "
                              f"{redact(text)} is a camera or stream, which runs until stopped "
-                             "anyway")
+                             "anyway", param="repeat")
         return Repeating(lambda: open_source(spec))
     if text.isdigit():
         return LiveSource(int(text))
@@ -448,8 +449,8 @@ def open_source(spec: str | int | Path, repeat: bool = False) -> Source:
     if "://" in text:
         return LiveSource(text)
     if is_imx500(text):
-        raise UsageError(f"--source {text}: the IMX500 runs a bundle's imx500 artifact in the "
-                         "sensor: edgekit run BUNDLE --source imx500")
+        raise UsageError(f"source {text}: the IMX500 runs a bundle's imx500 artifact in the "
+                         "sensor: edgekit run BUNDLE `source` imx500", param="source")
     path = Path(text)
     if not path.exists():
         raise InvalidData(f"--source {text}: no such file or folder (give a camera index such "

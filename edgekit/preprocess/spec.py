@@ -22,6 +22,7 @@ import numpy as np
 
 from edgekit.errors import UsageError
 from edgekit.helpers.limits import MAX_SIDE, check_image_shape
+from edgekit.helpers.records import keyword_only
 from edgekit.helpers.schema import record
 
 COLORS = ("rgb", "bgr", "gray")
@@ -254,11 +255,12 @@ def reference(name: str) -> Reference:
     if name not in REFERENCES:
         hint = " (give the preprocess_input style: keras-applications:caffe, :tf or :torch)" \
             if name == "keras-applications" else ""
-        raise UsageError(f"--reference {name!r}: unknown reference pipeline{hint}; choose from "
-                         f"{', '.join(REFERENCES)}")
+        raise UsageError(f"reference {name!r}: unknown reference pipeline{hint}; choose from "
+                         f"{', '.join(REFERENCES)}", param="reference")
     return REFERENCES[name]
 
 
+@keyword_only
 @dataclass(frozen=True)
 class SpecOptions:
     """What a person asks for on top of a model's own input spec: a reference pipeline, and
@@ -280,8 +282,8 @@ class SpecOptions:
         if self.interpolation is not None:
             check_interpolation(self.interpolation)
         if self.color is not None and self.color not in COLORS:
-            raise UsageError(f"--color {self.color!r}: unknown colour order; choose from "
-                             f"{', '.join(COLORS)}")
+            raise UsageError(f"color {self.color!r}: unknown colour order; choose from "
+                             f"{', '.join(COLORS)}", param="color")
         for key in ("mean", "std"):
             values = getattr(self, key)
             if values is not None:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgekit.errors import InvalidModel, UsageError
+from edgekit.helpers.records import keyword_only
 from edgekit.tasks.base import TASKS, LoopTask
 
 if TYPE_CHECKING:
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 __all__ = ["TASKS", "LoopTask", "TaskOptions", "check_task", "make_task"]
 
 
+@keyword_only
 @dataclass(frozen=True)
 class TaskOptions:
     """What a person asks of the task on top of the model's own: which task (None: the
@@ -43,7 +45,7 @@ def check_task(declared: str, asked: str | None, from_bundle: bool) -> str:
         raise UsageError(f"unknown task {asked!r}; choose from {', '.join(TASKS)}")
     if from_bundle and declared not in (asked, "generic") and asked != "generic":
         raise UsageError(f"the bundle holds a {declared} model, not a {asked} one: leave "
-                         f"--task out (or give --task generic for its raw outputs)")
+                         f"`task` out (or give `task` generic for its raw outputs)")
     return asked
 
 

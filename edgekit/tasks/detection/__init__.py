@@ -57,6 +57,7 @@ from edgekit.tasks.detection.registry import (
     decoder_params,
     describe_decoder,
     describe_params,
+    option_of,
     with_bundle_files,
 )
 from edgekit.tasks.detection.ssd import (
@@ -106,6 +107,7 @@ __all__ = [
     "DetectionsResult",
     "DetectionTask",
     "FLAG_OF",
+    "option_of",
     "grid_parts",
     "GRID_ROLES",
     "GridParams",

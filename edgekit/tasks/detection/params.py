@@ -95,8 +95,8 @@ def class_filter(classes: Sequence[str | int], labels: Sequence[str]) -> frozens
         text = str(item).strip()
         if text.isdigit():
             if labels and int(text) >= len(labels):
-                raise UsageError(f"--classes {text}: this model's labels number its classes "
-                                 f"0 to {len(labels) - 1}")
+                raise UsageError(f"classes {text}: this model's labels number its classes "
+                                 f"0 to {len(labels) - 1}", param="classes")
             ids.add(int(text))
         elif text in labels:
             ids.add(list(labels).index(text))
@@ -106,9 +106,9 @@ def class_filter(classes: Sequence[str | int], labels: Sequence[str]) -> frozens
             known = [f"{i} {name}" for i, name in enumerate(labels) if name][:12]
             more = ", ..." if len([n for n in labels if n]) > 12 else ""
             raise UsageError(
-                f"--classes {text!r} is not a class of this model ("
+                f"classes {text!r} is not a class of this model ("
                 + (", ".join(known) + more if known else "it has no labels: give ids, or "
-                   "--labels") + ")")
+                   "`labels`") + ")", param="classes")
     return frozenset(ids)
 
 

@@ -10,6 +10,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgekit.errors import UsageError
+from edgekit.helpers.records import keyword_only
 from edgekit.tasks.detection.boxes import Detection
 from edgekit.tasks.detection.grid import GRID_ROLES, GridParams, decode_edgekit_grid
 from edgekit.tasks.detection.params import make_params, own_fields
@@ -74,6 +75,7 @@ def decode(
 
 
 
+@keyword_only
 @dataclass(frozen=True)
 class DetectionOptions:
     """What a person asks for on top of a bundle's decoder (or for a bare detector): None
@@ -94,8 +96,8 @@ class DetectionOptions:
         for text in self.params:
             key, sep, value = text.partition("=")
             if not sep or not key.strip():
-                raise UsageError(f"--decoder-param {text!r}: give KEY=VALUE, e.g. "
-                                 "--decoder-param size_scale=0.5")
+                raise UsageError(f"decoder_param {text!r}: give KEY=VALUE, e.g. "
+                                 "`decoder_param` size_scale=0.5", param="decoder_param")
             out[key.strip()] = value.strip()
         for key in ("score_threshold", "iou_threshold", "max_detections", "classes", "anchors"):
             if getattr(self, key) is not None:
@@ -103,8 +105,15 @@ class DetectionOptions:
         return out
 
 
-FLAG_OF = {"score_threshold": "--score-threshold", "iou_threshold": "--iou",
-           "max_detections": "--max-detections", "classes": "--classes", "anchors": "--anchors"}
+# A decoder parameter as a UsageError names it: the option that sets it, quoted (the CLI shows
+# its flag there), else the decoder_param option with the key.
+FLAG_OF = {"score_threshold": "`score_threshold`", "iou_threshold": "`iou`",
+           "max_detections": "`max_detections`", "classes": "`classes`", "anchors": "`anchors`"}
+
+
+def option_of(key: str) -> str:
+    """How a UsageError names the option that sets decoder parameter ``key``."""
+    return FLAG_OF.get(key, f"`decoder_param` {key}")
 
 
 def configure(decoder: Mapping[str, Any], options: DetectionOptions | None,
@@ -120,7 +129,7 @@ def configure(decoder: Mapping[str, Any], options: DetectionOptions | None,
     if name not in DECODERS:
         raise UsageError(f"unknown detection decoder {name!r}; choose from "
                          f"{', '.join(DECODERS)}" if options.decoder else
-                         f"no detection decoder: give --decoder ({', '.join(DECODERS)})")
+                         f"no detection decoder: give `decoder` ({', '.join(DECODERS)})")
     base = {k: v for k, v in decoder.items() if k not in ("name", "origin")} \
         if decoder.get("name") in (None, name) else {}
     origin = {key: own for key in base}
@@ -129,11 +138,11 @@ def configure(decoder: Mapping[str, Any], options: DetectionOptions | None,
     known = {f.name for f in fields(cls)}
     for key in given:
         if key not in known:
-            flag = FLAG_OF.get(key, f"--decoder-param {key}")
+            flag = option_of(key)
             why = (" (the model ran TFLite_Detection_PostProcess, which did the NMS: there is "
                    "no IoU left to set; give the op's own threshold when converting)"
                    if name == "ssd" and key == "iou_threshold" else
-                   " (anchors are for raw SSD outputs: --decoder ssd-raw)"
+                   " (anchors are for raw SSD outputs: `decoder` ssd-raw)"
                    if key == "anchors" else "")
             raise UsageError(f"{flag}: the {name} decoder has no such parameter{why}; its "
                              f"parameters: {', '.join(sorted(known))}")

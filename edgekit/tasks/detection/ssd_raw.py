@@ -135,8 +135,8 @@ def read_anchors(path: str | Path) -> np.ndarray:
     path = Path(path)
     stat = path.stat() if path.is_file() else None
     if stat is None:
-        raise UsageError(f"--anchors {path}: no such file (a .npy or text file of anchors, one "
-                         "per line: y_center x_center height width)")
+        raise UsageError(f"anchors {path}: no such file (a .npy or text file of anchors, one "
+                         "per line: y_center x_center height width)", param="anchors")
     return _read_anchors(str(path), stat.st_mtime_ns, stat.st_size)
 
 
@@ -151,16 +151,18 @@ def _read_anchors(path: str, mtime_ns: int, size: int) -> np.ndarray:
             anchors = np.array([[float(v) for v in row] for row in rows], np.float64) \
                 if len({len(row) for row in rows}) == 1 else np.array(rows, dtype=object)
     except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise UsageError(f"--anchors {path}: cannot read it as anchors ({exc}); give a .npy of "
-                         "shape (N, 4) or text lines 'y_center x_center height width'") from None
+        raise UsageError(f"anchors {path}: cannot read it as anchors ({exc}); give a .npy of "
+                         "shape (N, 4) or text lines 'y_center x_center height width'",
+                         param="anchors") from None
     if anchors.dtype == object:
-        raise UsageError(f"--anchors {path}: its lines hold different counts of numbers; give "
-                         "four a line: y_center x_center height width")
+        raise UsageError(f"anchors {path}: its lines hold different counts of numbers; give "
+                         "four a line: y_center x_center height width", param="anchors")
     anchors = np.asarray(anchors, np.float32)
     if anchors.ndim != 2 or anchors.shape[1] != 4 or not len(anchors) \
             or not np.all(np.isfinite(anchors)):
-        raise UsageError(f"--anchors {path}: holds an array of shape {anchors.shape}; anchors "
-                         "are (N, 4) finite numbers: y_center x_center height width")
+        raise UsageError(f"anchors {path}: holds an array of shape {anchors.shape}; anchors "
+                         "are (N, 4) finite numbers: y_center x_center height width",
+                         param="anchors")
     anchors.setflags(write=False)
     return anchors
 
@@ -206,7 +208,7 @@ def decode_ssd_raw(
             f"{where} give {len(anchors)} anchors, but the model outputs {len(encodings)} "
             "boxes: " + ("give the anchors file made for this model" if p.anchors else
                          "set num_layers, aspect_ratios or feature_map_sizes as the model was "
-                         "trained (--decoder-param), or give --anchors FILE"))
+                         "trained (`decoder_param`), or give `anchors` FILE"))
     num_classes = p.num_classes if p.num_classes is not None else columns.shape[1] - 1
     if not 1 <= num_classes <= columns.shape[1]:
         raise UsageError(f"ssd-raw num_classes {num_classes}: the scores have "

@@ -1,8 +1,8 @@
 """The AI Camera's (IMX500's) part of the device agent: what the smoke test checks before the
 switch, where the network runs in the sensor and no CPU runtime can run it.
 
-Standard library only, Python 3.9: the links send this source beside ``agent.py``
-(``remote.agent_source``), and the agent imports it as ``edgekit_imx500_device`` there.
+Standard library only, Python 3.7+, as the whole agent package (``shipping.agent_source``
+sends it to the device with the rest).
 """
 from __future__ import annotations
 
