@@ -75,9 +75,10 @@ $(IMX500)/.installed:
 demo: setup
 	$(BIN)/edgekit demo
 
-# Every test, the slow end-to-end ones included (CI runs this).
+# Every test, the slow end-to-end ones included (CI runs this), on 2 workers (pytest-xdist): one
+# test file per worker at a time, the emulated Pi's files as one (tests/conftest.py).
 test: setup-tests
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 # The quick loop while developing: skips tests marked slow.
 test-fast: setup-tests

@@ -33,20 +33,38 @@ LENET = ROOT / "models" / "lenet5_digits"
 DETECTOR = ROOT / "models" / "digit_detector"
 SEGMENTER = ROOT / "models" / "digit_segmenter"
 LEGACY_PYTHON = ROOT / ".venv-legacy" / "bin" / "python"
-# The test files that start the emulated Pi, of which one runs per machine (pi_userland.sh).
-EMULATED_PI_FILES = {"test_deploy_pi.py", "test_emulated_pi.py", "test_pi_binfmt.py"}
+# The test files that start the emulated Pi (one runs per machine: pi_userland.sh), or look
+# for a fleet run's leftovers among every process of the machine (test_fleet's Ctrl-C; its
+# fleet SIGTERM test): under pytest-xdist they run on one worker, one after the other.
+EMULATED_PI_FILES = {"test_deploy_pi.py", "test_emulated_pi.py", "test_fleet.py",
+                     "test_pi_binfmt.py", "test_sigterm.py"}
 
 
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """For pytest-xdist's ``--dist loadgroup`` (``make test``): a test file runs on one worker,
-    so its module fixtures (a systemd device, fleet users, converted models) are built once;
-    every test of the emulated Pi shares one worker, as only one Pi runs per machine."""
+    """A test of the emulated Pi outside EMULATED_PI_FILES could start a second Pi under
+    pytest-xdist: say so at collection."""
     for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            uses_pi = item.path.name in EMULATED_PI_FILES or "emulated_pi" in getattr(
-                item, "fixturenames", ())
-            item.add_marker(pytest.mark.xdist_group("emulated-pi" if uses_pi else item.path.name))
+        if "emulated_pi" in getattr(item, "fixturenames", ()) and \
+                item.path.name not in EMULATED_PI_FILES:
+            raise pytest.UsageError(f"{item.nodeid} uses the emulated Pi: add "
+                                    f"{item.path.name} to conftest.EMULATED_PI_FILES")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``make test`` runs ``-n 2 --dist loadfile``: a test file runs on one worker, so its
+    module fixtures (a systemd device, fleet users, converted models) are built once, and
+    EMULATED_PI_FILES count as one file. (xdist 3.8's loadgroup cannot group under pytest 9.)"""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByFile(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "one-per-machine" if Path(path).name in EMULATED_PI_FILES else path
+
+    return ByFile(config, log)
 
 
 @pytest.hookimpl(hookwrapper=True)
