@@ -75,9 +75,12 @@ $(IMX500)/.installed:
 demo: setup
 	$(BIN)/edgekit demo
 
-# Every test, the slow end-to-end ones included (CI runs this).
+# Every test, the slow end-to-end ones included (CI runs this), on WORKERS pytest-xdist workers:
+# one test file per worker at a time, the emulated Pi's files as one (tests/conftest.py).
+# `make test WORKERS=1` runs them in one process, one after the other.
+WORKERS ?= 2
 test: setup-tests
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(if $(filter-out 0 1,$(WORKERS)),-n $(WORKERS) --dist loadfile)
 
 # The quick loop while developing: skips tests marked slow.
 test-fast: setup-tests

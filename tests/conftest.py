@@ -1,11 +1,14 @@
 """Shared fixtures: paths, the Coral test data from ../shared, a converted LeNet bundle."""
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,38 @@ LENET = ROOT / "models" / "lenet5_digits"
 DETECTOR = ROOT / "models" / "digit_detector"
 SEGMENTER = ROOT / "models" / "digit_segmenter"
 LEGACY_PYTHON = ROOT / ".venv-legacy" / "bin" / "python"
+# The test files that start the emulated Pi (one runs per machine: pi_userland.sh), or look
+# for a fleet run's leftovers among every process of the machine (test_fleet's Ctrl-C; its
+# fleet SIGTERM test): under pytest-xdist they run on one worker, one after the other.
+EMULATED_PI_FILES = {"test_deploy_pi.py", "test_emulated_pi.py", "test_fleet.py",
+                     "test_pi_binfmt.py", "test_sigterm.py"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test of the emulated Pi outside EMULATED_PI_FILES could start a second Pi under
+    pytest-xdist: say so at collection."""
+    for item in items:
+        if "emulated_pi" in getattr(item, "fixturenames", ()) and \
+                item.path.name not in EMULATED_PI_FILES:
+            raise pytest.UsageError(f"{item.nodeid} uses the emulated Pi: add "
+                                    f"{item.path.name} to conftest.EMULATED_PI_FILES")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``make test`` runs ``-n 2 --dist loadfile``: a test file runs on one worker, so its
+    module fixtures (a systemd device, fleet users, converted models) are built once, and
+    EMULATED_PI_FILES count as one file. (xdist 3.8's loadgroup cannot group under pytest 9.)"""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByFile(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "one-per-machine" if Path(path).name in EMULATED_PI_FILES else path
+
+    return ByFile(config, log)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -58,6 +93,27 @@ def legacy_python() -> str:
     if LEGACY_PYTHON.is_file():
         return str(LEGACY_PYTHON)
     pytest.skip("needs tflite-runtime 2.14 in .venv-legacy: run `make setup`")
+
+
+def built_once(factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
+    """``build(folder)`` once per test run, in a folder every pytest-xdist worker sees: the
+    first worker builds under a lock while the others wait, then all use what it built (a
+    conversion costs tens of seconds of the 2 cores the workers share). A failed build is
+    retried by the next worker that asks, from an empty folder."""
+    base = factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the run's folder, above each worker's own
+    shared = base / "built-once"
+    shared.mkdir(exist_ok=True)
+    folder, done = shared / name, shared / f"{name}.done"
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
 
 
 @dataclass
@@ -102,9 +158,8 @@ def lenet_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     convert finds the checkout's .venv-legacy)."""
     from edgekit.convert import convert
 
-    out = tmp_path_factory.mktemp("lenet") / "bundle"
-    convert(LENET / "lenet5_digits.keras", out)
-    return out
+    return built_once(tmp_path_factory, "lenet", lambda folder: convert(
+        LENET / "lenet5_digits.keras", folder / "bundle")) / "bundle"
 
 
 def imx500_toolchain_missing() -> str:
@@ -141,10 +196,10 @@ def segmenter_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled digit segmenter converted to the CPU formats, once per test session."""
     from edgekit.convert import ConvertOptions, convert
 
-    out = tmp_path_factory.mktemp("segmenter") / "bundle"
-    convert(SEGMENTER / "digit_segmenter.keras", out, ConvertOptions(
-        formats="tflite-fp32,tflite-int8,onnx,onnx-int8,openvino-fp32,openvino-fp16"))
-    return out
+    formats = "tflite-fp32,tflite-int8,onnx,onnx-int8,openvino-fp32,openvino-fp16"
+    return built_once(tmp_path_factory, "segmenter", lambda folder: convert(
+        SEGMENTER / "digit_segmenter.keras", folder / "bundle",
+        ConvertOptions(formats=formats))) / "bundle"
 
 
 @pytest.fixture(scope="session")
@@ -154,9 +209,8 @@ def demo_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("skimage")
     from edgekit.demo import make_clip
 
-    path = tmp_path_factory.mktemp("clip") / "clip.avi"
-    make_clip(path, seconds=6, fps=15, seed=0)
-    return path
+    return built_once(tmp_path_factory, "clip", lambda folder: make_clip(
+        folder / "clip.avi", seconds=6, fps=15, seed=0)) / "clip.avi"
 
 
 @pytest.fixture(scope="session")
@@ -164,10 +218,9 @@ def detector_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled digit detector, converted to one artifact per CPU backend."""
     from edgekit.convert import ConvertOptions, convert
 
-    out = tmp_path_factory.mktemp("detector") / "bundle"
-    convert(DETECTOR / "digit_detector.keras", out,
-            ConvertOptions(formats="tflite-fp32,tflite-int8,onnx,openvino-fp32"))
-    return out
+    return built_once(tmp_path_factory, "detector", lambda folder: convert(
+        DETECTOR / "digit_detector.keras", folder / "bundle",
+        ConvertOptions(formats="tflite-fp32,tflite-int8,onnx,openvino-fp32"))) / "bundle"
 
 
 @pytest.fixture(scope="session")

@@ -49,20 +49,18 @@ def test_ok_rows_carry_consistent_numbers(rows: list[dict]) -> None:
 def test_csv_markdown_plot_and_threads(lenet_bundle: Path, tmp_path: Path) -> None:
     base = ["bench", lenet_bundle, "--backends", "tflite,onnxruntime", "--runs", "5",
             "--warmup", "1", "--threads", "1", "-q", "--no-fidelity"]
-    as_csv = run_cli(*base, "--csv")
+    png = tmp_path / "lat.png"
+    as_csv = run_cli(*base, "--csv", "--plot", png)  # the table and the plot of one run
     assert as_csv.returncode == 0, as_csv.stderr
     table = list(csv.DictReader(io.StringIO(as_csv.stdout)))
     assert {r["backend"] for r in table} == {"tflite", "onnxruntime"}
     assert all(r["threads"] == "1" for r in table)
     assert all(float(r["p50_ms"]) > 0 for r in table if r["status"] == "ok")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = run_cli(*base, "--markdown")
     assert md.returncode == 0, md.stderr
     md = md.stdout
     assert md.startswith("| artifact | backend |") and "|---|" in md
-    png = tmp_path / "lat.png"
-    shown = run_cli(*base, "--plot", png)
-    assert shown.returncode == 0, shown.stderr
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     timed = cli_json("bench", lenet_bundle, "--backends", "onnxruntime", "--duration", "0.3",
                      "--json", "-q", "--no-fidelity")
     assert timed[0]["latency"]["count"] > 10
