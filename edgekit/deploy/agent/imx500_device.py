@@ -6,10 +6,11 @@ sends it to the device with the rest).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
+
+from .files import sha256_of
 
 RELEASE_FILE = "release.json"
 SOURCE = re.compile(r"^imx500(?::(\d+))?$")
@@ -22,14 +23,6 @@ CAMERA_MODELS = ("import json; from picamera2 import Picamera2; "
 def is_sensor(source):
     """Whether a service's ``--source`` is the AI Camera's sensor (``imx500[:N]``)."""
     return bool(SOURCE.match(str(source)))
-
-
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def rpk_problem(release):
@@ -45,7 +38,7 @@ def rpk_problem(release):
     path = os.path.join(release, entry["path"])
     if not os.path.isfile(path):
         return f"{entry['path']} is missing from the release (imx500-package made it)"
-    digest = _sha256(path)
+    digest = sha256_of(path)
     if digest != entry["sha256"]:
         return (f"{entry['path']} has sha256 {digest[:12]}... on the device, not the "
                 f"{entry['sha256'][:12]}... imx500-package made and the release recorded: "
