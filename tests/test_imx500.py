@@ -329,56 +329,6 @@ def test_convert_lenet_then_run_on_the_sensor(imx500_bundle: Path, demo_clip: Pa
     assert [line["top1"]["class_id"] for line in lines] == list(expected)
 
 
-def big_model(folder: Path) -> tuple[Path, Path]:
-    """(a Keras model of 8.3 M parameters, its calibration .npy): its 8-bit weights, 8.16 MB,
-    are more than the sensor's 8 MB hold."""
-    import keras
-
-    inputs = keras.Input((32, 32, 3))
-    x = keras.layers.Conv2D(8, 3, strides=2)(inputs)
-    x = keras.layers.Flatten()(x)
-    x = keras.layers.Dense(2600)(x)
-    x = keras.layers.Dense(1400)(x)
-    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))
-    model.save(folder / "big.keras")
-    np.save(folder / "calib.npy", np.random.default_rng(0).random((16, 32, 32, 3),
-                                                                   dtype=np.float32))
-    return folder / "big.keras", folder / "calib.npy"
-
-
-@pytest.mark.slow
-@needs_toolchain
-def test_model_too_big_for_the_sensor_fails(tmp_path: Path) -> None:
-    """8.3 M parameters do not fit the 8 MB: failed with the memory figures, nothing of it in
-    the bundle (--no-remedy: no mixed precision to make it fit)."""
-    model, calib = big_model(tmp_path)
-    result = run_cli("convert", model, "-o", tmp_path / "b", "--formats",
-                     "imx500", "--calib", calib, "--no-remedy", "--json")
-    assert result.returncode == 1
-    row = json.loads(result.stdout)["artifacts"][0]
-    assert row["status"] == "failed" and "does not fit the IMX500" in row["reason"]
-    assert not list((tmp_path / "b").glob("big_imx500.*"))
-
-
-@pytest.mark.slow
-@needs_toolchain
-def test_mixed_precision_makes_a_model_fit(tmp_path: Path) -> None:
-    """The remedy: the same model, too big at 8 bits, is tried once more with mixed precision
-    (weights of 8, 4 or 2 bits within three quarters of their 8-bit size) and then fits."""
-    from edgekit.convert import ConvertOptions, convert
-
-    model, calib = big_model(tmp_path)
-    said: list[str] = []
-    manifest = convert(model, tmp_path / "b", ConvertOptions(formats="imx500", calib=calib),
-                       progress=said.append)  # in-process: minutes, past run_cli's timeout
-    assert any("does not fit the IMX500" in line and "trying mixed precision" in line
-               for line in said), said
-    a = manifest.artifact("imx500")
-    assert a.ok, a.reason
-    assert a.details["quantisation"] == "mixed" and a.details["memory"]["fits"] is True
-    assert (tmp_path / "b" / "big_imx500.zip").is_file()
-
-
 @pytest.mark.slow
 @needs_toolchain
 def test_no_calibration_data_skips_the_row_with_the_fix(tmp_path: Path) -> None:

@@ -36,6 +36,15 @@ LIMIT_S = 2.0
 LINE = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated", signal.SIGHUP: "hung up"}
 
 
+@pytest.fixture(autouse=True)
+def hangup_as_a_terminal_leaves_it() -> Iterator[None]:
+    """The commands start with SIGHUP at its default, as from a terminal, even when the suite
+    itself runs under nohup (SIGHUP ignored, which children inherit and edgekit rightly keeps)."""
+    before = signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    yield
+    signal.signal(signal.SIGHUP, before)
+
+
 def stop(run: Running, *signals: int, gap: float = 0.02) -> tuple[int, float, list[int]]:
     """Send ``signals`` to the command alone, ``gap`` seconds apart; (exit code, seconds from
     the first signal to the exit, descendants alive at the first signal)."""
