@@ -1,14 +1,13 @@
 """The service's environment file: the live view's token and the events' credentials."""
 from __future__ import annotations
 
-import json
 import os
 import re
 import secrets
 import shlex
 import stat
 
-from .files import base_dir
+from .files import base_dir, read_json
 from .lock import require_lock
 
 
@@ -116,8 +115,4 @@ EVENTS_STATE = "events-state.json"  # as edgekit.events.service.STATE_FILE
 
 def events_info(base):
     """The service's events destinations and delivery counters, as its loop last wrote them."""
-    try:
-        with open(os.path.join(base, EVENTS_STATE)) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
+    return read_json(os.path.join(base, EVENTS_STATE))

@@ -77,12 +77,17 @@ def remove_tree(path):
     shutil.rmtree(path, onerror=retry)
 
 
-def read_release(path):
+def read_json(path):
+    """A JSON file the agent or the service wrote, or None when it is missing or unreadable."""
     try:
-        with open(os.path.join(path, RELEASE_FILE)) as f:
+        with open(path) as f:
             return json.load(f)
     except (OSError, ValueError):
         return None
+
+
+def read_release(path):
+    return read_json(os.path.join(path, RELEASE_FILE))
 
 
 def current_id(base):

@@ -10,9 +10,8 @@ import json
 import os
 import re
 
-from .files import sha256_of
+from .files import read_release, run_text, sha256_of
 
-RELEASE_FILE = "release.json"
 SOURCE = re.compile(r"^imx500(?::(\d+))?$")
 INSTALL = "sudo apt install -y imx500-all python3-picamera2"
 # The cameras libcamera sees, by model, asked through the release's own Python (Picamera2).
@@ -28,11 +27,7 @@ def is_sensor(source):
 def rpk_problem(release):
     """Why the network.rpk the ``imx500`` step made in ``release`` (a folder) is not the one
     its release.json records, or None (no .rpk recorded: nothing to check)."""
-    try:
-        with open(os.path.join(release, RELEASE_FILE)) as f:
-            entry = json.load(f).get("imx500_rpk")
-    except (OSError, ValueError):
-        return None
+    entry = (read_release(release) or {}).get("imx500_rpk")
     if not entry:
         return None
     path = os.path.join(release, entry["path"])
@@ -58,9 +53,9 @@ def _models(output):
     return []
 
 
-def camera_problem(source, python, env, run_text, fix):
-    """Why camera ``source`` (``imx500[:N]``) cannot be the AI Camera on this device, or None.
-    ``run_text(argv, env, timeout)`` -> (code, output) runs the release's Python."""
+def camera_problem(source, python, env, fix):
+    """Why camera ``source`` (``imx500[:N]``) cannot be the AI Camera on this device, or None,
+    asked through the release's ``python`` with ``env``."""
     number = int(SOURCE.match(source).group(1) or 0)
     code, out = run_text([python, "-c", CAMERA_MODELS], env=env, timeout=120)
     if code != 0:

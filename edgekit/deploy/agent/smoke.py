@@ -72,7 +72,7 @@ def source_problem(source, base, python, env):
     if "://" in text:
         return None
     if imx500_device.is_sensor(text):
-        return imx500_device.camera_problem(text, python, env, run_text, fix)
+        return imx500_device.camera_problem(text, python, env, fix)
     if text.isdigit():
         path = "/dev/video" + text
         return None if os.path.exists(path) else (
