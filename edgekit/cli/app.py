@@ -66,6 +66,8 @@ COMMANDS = {
 
 
 class EdgekitGroup(click.Group):
+    from edgekit.cli.families import Command as command_class  # a moved flag: its new spelling
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(COMMANDS) | set(self.commands))
 
@@ -153,7 +155,9 @@ class EdgekitGroup(click.Group):
         flags = {option.name: max(option.opts, key=len) for option in
                  (command.params if command is not None else [])
                  if isinstance(option, click.Option)}
-        return exc.naming(lambda name: flags.get(name) or FLAGS.get(name))
+        from edgekit.cli.families import KEY_FLAGS
+
+        return exc.naming(lambda name: flags.get(name) or FLAGS.get(name) or KEY_FLAGS.get(name))
 
 
 # Library parameters whose flag is not their own name with dashes.

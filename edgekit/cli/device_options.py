@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
+from edgekit.cli.families import Command
 from edgekit.cli.options import Finite
 from edgekit.errors import UsageError
 from edgekit.helpers.limits import MAX_SECONDS
@@ -32,7 +33,7 @@ RENAMED_OPTIONS = {"--serial": "--rollout serial=N (or N%)",
                    "--forks": "--rollout forks=N"}
 
 
-class DeviceCommand(click.Command):
+class DeviceCommand(Command):
     """A device command that answers an option it no longer has with its new spelling."""
 
     renamed: dict[str, str] = {}

@@ -1,0 +1,143 @@
+"""Option families: one repeatable ``--NAME KEY=VALUE[,KEY=VALUE...]`` option for a group of
+settings that belong together, instead of a flag each (the pattern of ``--rollout`` and
+``--decoder-param``; ultralytics' ``key=value`` arguments and Docker's ``--mount`` do the same).
+
+A family declares its keys once (``Key``: a click type that checks and converts the value, a
+metavar and a help line). The option may be given several times; pairs inside one value are
+separated by commas, and a comma only separates where a ``key=`` follows it, so a value may hold
+commas itself (``mean=127.5,127.5,127.5,std=58``, ``classes=person,dog``). A key given twice is
+refused, an unknown key is refused with the family's keys, a bad value says which key and why:
+one line, exit 2, before any model loads. The command receives one dict of the keys given, their
+values converted; defaults stay with the library record the command fills from it.
+
+A flag that became a family key answers with its new spelling (exit 2): ``renamed(...)``
+registers it, and every command (``Command``, the group's command class) checks it.
+"""
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# old flag -> its new spelling, for every command that no longer has that flag
+RENAMED: dict[str, str] = {}
+# family key -> "--family key", for errors the library raises about a parameter of that name
+KEY_FLAGS: dict[str, str] = {}
+
+_SPLIT = re.compile(r",(?=\s*[A-Za-z][A-Za-z0-9_-]*=)")
+
+
+@dataclass(frozen=True)
+class Key:
+    """One key of a family: ``type`` checks and converts its text (a click type, or a function
+    of the text that raises ``ValueError``/``click.BadParameter`` with the reason)."""
+
+    help: str
+    type: Any = click.STRING
+    metavar: str = "VALUE"
+    multiple: bool = False  # the key may be given more than once: its value is then a tuple
+
+
+def split_pairs(text: str) -> list[tuple[str, str]]:
+    """``"a=1,b=x,y"`` as ``[("a", "1"), ("b", "x,y")]``; a part without ``=`` is an error."""
+    pairs = []
+    for part in _SPLIT.split(text):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{part.strip()!r} is not KEY=VALUE")
+        pairs.append((key.strip().replace("-", "_"), value.strip()))
+    return pairs
+
+
+def parse_family(flag: str, keys: Mapping[str, Key], texts: tuple[str, ...] | list[str],
+                 ctx: click.Context | None = None) -> dict[str, Any]:
+    """The values of ``flag`` (each ``KEY=VALUE[,KEY=VALUE...]``) as {key: converted value}."""
+    found: dict[str, Any] = {}
+    for text in texts:
+        try:
+            pairs = split_pairs(text)
+        except click.BadParameter as exc:
+            raise click.BadParameter(f"{exc.message}; {flag} takes {form(keys)}",
+                                     ctx, param_hint=flag) from None
+        for key, value in pairs:
+            if key not in keys:
+                raise click.BadParameter(f"unknown key {key!r}; {flag} takes {form(keys)}",
+                                         ctx, param_hint=flag)
+            converted = _convert(flag, key, keys[key], value, ctx)
+            if keys[key].multiple:
+                found[key] = found.get(key, ()) + (converted,)
+            elif key in found:
+                raise click.BadParameter(f"{key} is given twice", ctx, param_hint=flag)
+            else:
+                found[key] = converted
+    return found
+
+
+def _convert(flag: str, key: str, spec: Key, value: str, ctx: click.Context | None) -> Any:
+    hint = f"{flag} {key}"
+    try:
+        if isinstance(spec.type, click.ParamType):
+            return spec.type.convert(value, None, ctx)
+        return spec.type(value)
+    except click.BadParameter as exc:
+        raise click.BadParameter(exc.message, ctx, param_hint=hint) from None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc) or f"{value!r} is not valid", ctx,
+                                 param_hint=hint) from None
+
+
+def form(keys: Mapping[str, Key]) -> str:
+    """The keys, for an error line: ``a=N, b=X``."""
+    return ", ".join(f"{k}={spec.metavar}" for k, spec in keys.items())
+
+
+def family(flag: str, dest: str, keys: Mapping[str, Key], help: str,
+           metavar: str = "KEY=VALUE", renamed: Mapping[str, str] | None = None
+           ) -> Callable[[F], F]:
+    """The option ``flag``; the command receives ``dest``: {key: value} of the keys given.
+
+    ``renamed``: old flag -> the key it became (the old flag then answers with the new spelling).
+    """
+    for key in keys:
+        KEY_FLAGS.setdefault(key, f"{flag} {key}")
+    for old, key in (renamed or {}).items():
+        RENAMED[old] = f"{flag} {key}={keys[key].metavar}"
+    name = "_family_" + dest
+    described = help.rstrip() + " Keys: " + "; ".join(
+        f"{k}={spec.metavar}: {spec.help}" for k, spec in keys.items())
+
+    def decorate(f: F) -> F:
+        @functools.wraps(f)
+        def command(*args: Any, **kwargs: Any) -> Any:
+            texts = kwargs.pop(name)
+            kwargs[dest] = parse_family(flag, keys, texts, click.get_current_context(True))
+            return f(*args, **kwargs)
+
+        return click.option(flag, name, multiple=True, metavar=metavar,  # type: ignore
+                            help=described)(command)
+    return decorate
+
+
+def renamed(old: str, new: str) -> None:
+    """``old`` (a flag no command has any more) answers with ``new``, its new spelling."""
+    RENAMED[old] = new
+
+
+class Command(click.Command):
+    """Every edgekit command: a flag that moved (``RENAMED``) answers with its new spelling,
+    exit 2, unless this command still has a flag of that name."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        head = args[:args.index("--")] if "--" in args else args
+        own = {opt for p in self.params for opt in getattr(p, "opts", ())}
+        for arg in head:
+            old = arg.split("=", 1)[0]
+            if old.startswith("--") and old in RENAMED and old not in own:
+                raise click.UsageError(f"{old} is now {RENAMED[old]}", ctx)
+        return super().parse_args(ctx, args)

@@ -1,0 +1,51 @@
+"""Option families (edgekit/cli/families.py): KEY=VALUE pairs, checked as they are parsed."""
+from __future__ import annotations
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from edgekit.cli.families import Command, Key, family, parse_family, renamed, split_pairs
+
+KEYS = {"iou": Key("NMS IoU.", click.FloatRange(0, 1), "X"),
+        "classes": Key("Classes kept.", metavar="LIST"),
+        "zone": Key("A zone.", metavar="POLYGON", multiple=True)}
+
+
+def test_pairs_split_only_where_a_key_follows() -> None:
+    assert split_pairs("iou=0.5,classes=person,dog") == [("iou", "0.5"), ("classes", "person,dog")]
+    assert split_pairs("mean=127.5,127.5,127.5,std=58") == [("mean", "127.5,127.5,127.5"),
+                                                           ("std", "58")]
+    assert split_pairs("max-detections=3") == [("max_detections", "3")]
+
+
+@pytest.mark.parametrize("texts, problem", [
+    (("iou",), "'iou' is not KEY=VALUE"),
+    (("nms=0.5",), "unknown key 'nms'"),
+    (("iou=2",), "2.0 is not in the range"),
+    (("iou=0.5", "iou=0.4"), "iou is given twice"),
+])
+def test_bad_pairs_say_which_and_why(texts: tuple[str, ...], problem: str) -> None:
+    with pytest.raises(click.BadParameter, match=problem):
+        parse_family("--post", KEYS, texts)
+
+
+def test_values_are_converted_and_multiple_keys_gather() -> None:
+    found = parse_family("--post", KEYS, ("iou=0.25,zone=a:1,2", "zone=b:3,4"))
+    assert found == {"iou": 0.25, "zone": ("a:1,2", "b:3,4")}
+
+
+def test_a_command_gets_one_dict_and_a_moved_flag_names_its_new_spelling() -> None:
+    renamed("--old-iou", "--post iou=X")
+
+    @click.command(cls=Command)
+    @family("--post", "post", KEYS, "Post-processing.")
+    def command(post: dict) -> None:
+        click.echo(repr(post))
+
+    ok = CliRunner().invoke(command, ["--post", "iou=0.5", "--post", "classes=a,b"])
+    assert ok.exit_code == 0 and ok.output.strip() == "{'iou': 0.5, 'classes': 'a,b'}"
+    moved = CliRunner().invoke(command, ["--old-iou", "0.5"])
+    assert moved.exit_code == 2 and "--old-iou is now --post iou=X" in moved.output
+    bad = CliRunner().invoke(command, ["--post", "iou=x"])
+    assert bad.exit_code == 2 and "--post iou" in bad.output
