@@ -50,14 +50,14 @@ def test_csv_markdown_plot_and_threads(lenet_bundle: Path, tmp_path: Path) -> No
     base = ["bench", lenet_bundle, "--backends", "tflite,onnxruntime", "--runs", "5",
             "--warmup", "1", "--threads", "1", "-q", "--no-fidelity"]
     png = tmp_path / "lat.png"
-    as_csv = run_cli(*base, "--csv", "--plot", png)  # the table and the plot of one run
+    as_csv = run_cli(*base, "--table", "csv", "--plot", png)  # the table and the plot of one run
     assert as_csv.returncode == 0, as_csv.stderr
     table = list(csv.DictReader(io.StringIO(as_csv.stdout)))
     assert {r["backend"] for r in table} == {"tflite", "onnxruntime"}
     assert all(r["threads"] == "1" for r in table)
     assert all(float(r["p50_ms"]) > 0 for r in table if r["status"] == "ok")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    md = run_cli(*base, "--markdown")
+    md = run_cli(*base, "--table", "markdown")
     assert md.returncode == 0, md.stderr
     md = md.stdout
     assert md.startswith("| artifact | backend |") and "|---|" in md
@@ -91,7 +91,7 @@ def test_bare_model_and_bad_arguments(coral: Path, tmp_path: Path) -> None:
     assert_clean_error(run_cli("bench", coral / "mobilenet_v1_0.25_128_quant.tflite",
                                "--backends", "tflite,gpu"), "unknown backend 'gpu'")
     assert_clean_error(run_cli("bench", coral / "mobilenet_v1_0.25_128_quant.tflite",
-                               "--json", "--csv"), "choose one of")
+                               "--json", "--table", "csv"), "choose one of")
 
 
 def test_peak_memory_is_the_workers_own(lenet_bundle: Path) -> None:

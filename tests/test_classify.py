@@ -72,7 +72,7 @@ def test_an_unreadable_image_gets_its_own_line_and_the_others_are_classified(
     assert as_json.returncode == 1, as_json.stderr
     results = json.loads(as_json.stdout)["results"]
     assert results[0]["classes"] and "no such image file" in results[1]["error"]
-    table = run_cli("classify", lenet_bundle, good, missing, "--csv", "-k", "2")
+    table = run_cli("classify", lenet_bundle, good, missing, "--table", "csv", "-k", "2")
     assert table.returncode == 1
     assert table.stdout.splitlines()[0] == "image,rank,class,score,id"
     assert len(table.stdout.splitlines()) == 1 + 2 + 1

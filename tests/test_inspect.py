@@ -63,12 +63,12 @@ def test_inspect_onnx_openvino_and_keras_files(lenet_bundle: Path) -> None:
     assert "model: Sequential lenet5_digits" in keras.stdout
     assert "parameters: 61,706" in keras.stdout  # Keras's count_params, not the optimizer's
     assert "?x32x32x1" in keras.stdout and "Conv2D" in keras.stdout
-    table = run_cli("inspect", lenet_bundle / "lenet5_digits_int8.tflite", "--csv")
+    table = run_cli("inspect", lenet_bundle / "lenet5_digits_int8.tflite", "--table", "csv")
     assert table.returncode == 0, table.stderr
     rows = list(csv.reader(io.StringIO(table.stdout)))
     assert rows[0] == ["kind", "name", "shape", "dtype", "quantisation", "version", "count"]
     assert len({len(r) for r in rows}) == 1 and ["input", "output"] == [r[0] for r in rows[1:3]]
-    markdown = run_cli("inspect", lenet_bundle, "--markdown")
+    markdown = run_cli("inspect", lenet_bundle, "--table", "markdown")
     assert markdown.returncode == 0, markdown.stderr
     assert "| format | status |" in markdown.stdout and "max \\|diff\\|" in markdown.stdout
 

@@ -240,8 +240,8 @@ def test_compare_every_cpu_backend(detector_bundle: Path, demo_clip: Path) -> No
     assert min(maps) >= 0.7 and max(maps) - min(maps) < 0.05
     for r in ok.values():
         assert r["frames"] == 90 and r["fps"] > 0 and r["stages_ms"]["infer"]["p90"] > 0
-    markdown = run_cli("compare", detector_bundle, "--source", demo_clip, "--markdown", "-q",
-                       "--backends", "tflite,openvino:tflite-int8")
+    markdown = run_cli("compare", detector_bundle, "--source", demo_clip, "--table", "markdown",
+                       "-q", "--backends", "tflite,openvino:tflite-int8")
     assert markdown.returncode == 0, markdown.stderr
     assert markdown.stdout.startswith("| backend | artifact |")
     assert "digit_detector_int8.tflite" in markdown.stdout
@@ -253,7 +253,7 @@ def test_compare_csv_and_plot(detector_bundle: Path, demo_clip: Path, tmp_path: 
 
     plot = tmp_path / "compare.png"
     result = run_cli("compare", detector_bundle, "--source", demo_clip, "--max-frames", "20",
-                     "--backends", "tflite,onnxruntime,edgetpu", "--csv", "--plot", plot)
+                     "--backends", "tflite,onnxruntime,edgetpu", "--table", "csv", "--plot", plot)
     assert result.returncode == 0, result.stderr
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert [r["backend"] for r in rows] == ["tflite", "onnxruntime", "edgetpu"]

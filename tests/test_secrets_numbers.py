@@ -176,7 +176,7 @@ def test_classify_shows_a_hostile_label_escaped(tmp_path: Path) -> None:
     (tmp_path / "labels.txt").write_text("\n".join(labels) + "\n")
     args = ["classify", CORAL / "mobilenet_v1_0.25_128_quant.tflite", CORAL / "cat.bmp",
             "--labels", tmp_path / "labels.txt", "-k", "2"]
-    text, table = run_cli(*args), run_cli(*args, "--markdown")
+    text, table = run_cli(*args), run_cli(*args, "--table", "markdown")
     assert text.returncode == 0 and table.returncode == 0, text.stderr + table.stderr
     for out in (text.stdout, table.stdout):
         assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f\u202e]", out), repr(out)

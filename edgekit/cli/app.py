@@ -24,9 +24,9 @@ _debug = {"on": False}
 
 
 def debug_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    """``--debug`` on a command (it also works before the command name)."""
-    return click.option("--debug", is_flag=True, expose_value=False,
-                        help="Show tracebacks and the runtimes' own log lines.")(f)
+    """``--debug``: the group's option, taken anywhere on the line (before ``--``), so a
+    command does not declare it again; each command's help names it in its last line."""
+    return f
 
 
 def _quiet_python_logs() -> None:
@@ -90,8 +90,9 @@ class EdgekitGroup(click.Group):
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         # --debug anywhere before "--" (before or after the command name) counts.
-        head = args[:args.index("--")] if "--" in args else args
-        _debug["on"] = "--debug" in head
+        cut = args.index("--") if "--" in args else len(args)
+        _debug["on"] = "--debug" in args[:cut]
+        args = [a for a in args[:cut] if a != "--debug"] + args[cut:]
         try:
             return super().parse_args(ctx, args)
         except click.exceptions.UsageError as exc:  # e.g. an unknown option before the command
@@ -188,7 +189,9 @@ def _sentence(text: str) -> str:
 @click.group(cls=EdgekitGroup, context_settings={"help_option_names": ["-h", "--help"],
                                                  "max_content_width": 100})
 @click.version_option(__version__, prog_name="edgekit")
-@debug_option
+@click.option("--debug", is_flag=True, expose_value=False,
+              help="Show tracebacks and the runtimes' own log lines (taken anywhere on the "
+                   "line: edgekit run ... --debug).")
 def cli() -> None:
     """Take a trained Keras CNN to the edge.
 

@@ -218,7 +218,7 @@ def demo(out_dir: Path, runs: int, view: str, quiet: bool) -> None:
 
     The examples come from the checkout's models/ or, installed, from the
     wheel; needs the convert and train extras. Re-running replaces the demo's own output.
-    --markdown prints REPORT.md; --csv the loop comparison's table.
+    --table markdown prints REPORT.md; --table csv the loop comparison's table.
     """
     from edgekit.demo import demo_json, run_demo
     from edgekit.loop.report import compare_csv, compare_table

@@ -129,9 +129,20 @@ def renamed(old: str, new: str) -> None:
     RENAMED[old] = new
 
 
+renamed("--markdown", "--table markdown")
+renamed("--csv", "--table csv")
+
+
 class Command(click.Command):
     """Every edgekit command: a flag that moved (``RENAMED``) answers with its new spelling,
-    exit 2, unless this command still has a flag of that name."""
+    exit 2, unless this command still has a flag of that name. Its help ends with the one
+    option every command takes from the group, ``--debug``."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_epilog(ctx, formatter)
+        formatter.write_paragraph()
+        formatter.write_text("--debug anywhere on the line shows tracebacks and the runtimes' "
+                             "own log lines.")
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         head = args[:args.index("--")] if "--" in args else args

@@ -3,7 +3,8 @@
 Each has one name, metavar, default and help text wherever it appears (tests/test_cli.py
 holds every command to that), and every default is shown one way: click's ``[default: ...]``
 (in parentheses where it depends on the model or the machine). Every command takes ``--json``
-and ``-q``; every command that prints a table takes ``--markdown`` and ``--csv`` too.
+and ``-q``; every command that prints a table takes ``--table markdown|csv`` too; ``--debug``
+belongs to the group and is taken anywhere on the line.
 
 ``input_spec_options`` (--reference, --resize, --interpolation, --antialias, --color, --mean,
 --std) hands the command one ``spec: SpecOptions``; ``detection_options`` (--decoder,
@@ -172,24 +173,22 @@ quiet = _option("-q", "--quiet", is_flag=True,
 
 
 def _output_options(table: bool) -> Callable[[F], F]:
-    """--json (and for a table --markdown and --csv) as one ``view`` argument: "text",
-    "json", "markdown" or "csv"; asking for two is a UsageError."""
-    kinds = ("json", "markdown", "csv") if table else ("json",)
-    helps = {"json": "Print the same facts as JSON, for machines.",
-             "markdown": "Print the table as Markdown.",
-             "csv": "Print the table as CSV."}
+    """--json (and for a table --table markdown|csv) as one ``view`` argument: "text", "json",
+    "markdown" or "csv"; asking for two is a UsageError."""
 
     def decorate(f: F) -> F:
         @functools.wraps(f)
         def command(*args: Any, **kwargs: Any) -> Any:
-            asked = [kind for kind in kinds if kwargs.pop(f"as_{kind}", False)]
-            if len(asked) > 1:
-                raise UsageError(f"choose one of {', '.join('--' + k for k in asked)}")
-            return f(*args, view=asked[0] if asked else "text", **kwargs)
+            as_json, as_table = kwargs.pop("as_json"), kwargs.pop("as_table", None)
+            if as_json and as_table:
+                raise UsageError(f"choose one of --json, --table {as_table}")
+            return f(*args, view="json" if as_json else as_table or "text", **kwargs)
 
-        for kind in reversed(kinds):
-            command = click.option(f"--{kind}", f"as_{kind}", is_flag=True,
-                                   help=helps[kind])(command)
+        if table:
+            command = click.option("--table", "as_table", type=click.Choice(["markdown", "csv"]),
+                                   help="Print the table as Markdown or CSV.")(command)
+        command = click.option("--json", "as_json", is_flag=True,
+                               help="Print the same facts as JSON, for machines.")(command)
         return command  # type: ignore[return-value]
     return decorate
 

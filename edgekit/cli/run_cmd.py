@@ -270,7 +270,7 @@ def compare(bundle: Path, source: str, max_frames: int | None, truth: Path | Non
 
     \b
     Example:
-      edgekit compare out/demo/digit_detector --source out/demo/clip.avi --markdown
+      edgekit compare out/demo/digit_detector --source out/demo/clip.avi --table markdown
     """
     from edgekit.backends import parse_backends
     from edgekit.helpers.output_files import check as check_outputs
