@@ -23,7 +23,22 @@ Many devices (``--inventory``), through Ansible:
 """
 from __future__ import annotations
 
-from edgekit.deploy.release import DeployRequest, deploy, rollback, status
-from edgekit.deploy.ssh import Host, SshOptions, parse_host
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
+if TYPE_CHECKING:
+    from edgekit.deploy.release import DeployRequest, deploy, rollback, status
+    from edgekit.deploy.ssh import Host, SshOptions, parse_host
+
+# Loaded when first asked for (PEP 562): the loop imports the agent's one definition of the
+# sensor source (agent/imx500_device.py), and that must not load the deploy machinery, which
+# imports the loop back.
+_PUBLIC = {"DeployRequest": "release", "deploy": "release", "rollback": "release",
+           "status": "release", "Host": "ssh", "SshOptions": "ssh", "parse_host": "ssh"}
 __all__ = ["DeployRequest", "Host", "SshOptions", "deploy", "parse_host", "rollback", "status"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{_PUBLIC[name]}"), name)

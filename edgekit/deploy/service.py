@@ -14,10 +14,10 @@ from __future__ import annotations
 import re
 
 from edgekit.deploy import checks
+from edgekit.deploy.agent.imx500_device import is_sensor
 from edgekit.deploy.plan import ReleasePlan
 from edgekit.deploy.targets import Target
 from edgekit.events.service import STATE_ENV, STATE_FILE
-from edgekit.loop.picamera import is_imx500
 from edgekit.loop.sources import is_live
 
 RESTART_SECONDS = 5
@@ -44,7 +44,7 @@ def exec_start(plan: ReleasePlan, base: str) -> list[str]:
     until stopped. The AI Camera's sensor (``imx500[:N]``) runs the network itself: no
     backend."""
     source = plan.target.camera
-    runtime = [] if is_imx500(source) else [
+    runtime = [] if is_sensor(source) else [
         "--backend", plan.backend, *(["--device", plan.device] if plan.device else [])]
     return [f"{base}/current/venv/bin/edgekit", "run", f"{base}/current/bundle",
             "--source", source, *([] if is_live(source) else ["--repeat"]), *runtime,

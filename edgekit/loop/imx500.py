@@ -29,6 +29,7 @@ import numpy as np
 
 from edgekit.backends.base import BackendStatus, Pending
 from edgekit.bundle.tensors import TensorInfo
+from edgekit.deploy.agent.imx500_device import sensor_number
 from edgekit.errors import InvalidModel, SourceLost, UsageError
 from edgekit.loop import picamera
 from edgekit.loop.sources import Frame, Source
@@ -46,7 +47,10 @@ PACKAGE_TIMEOUT_S = 300
 
 def camera_number(spec: str) -> int:
     """``imx500`` -> 0, ``imx500:N`` -> N; UsageError for anything else."""
-    return picamera.camera_number(spec, "imx500")
+    number = sensor_number(spec)
+    if number is None:
+        raise picamera.bad_number(spec, FORMAT)
+    return number
 
 
 @dataclass

@@ -16,12 +16,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from edgekit.deploy.agent.imx500_device import is_sensor
 from edgekit.errors import UsageError
 
 PREFIX = "picamera2"
 FRAME_SIZE = (640, 480)  # the main stream's size: enough for a small detector, cheap to show
 _SPEC = re.compile(r"^picamera2(?::(?P<number>.*))?$")
-_IMX500 = re.compile(r"^imx500(?::.*)?$")
 INSTALL = ("on Raspberry Pi OS: sudo apt install -y python3-picamera2 --no-install-recommends; "
            "edgekit's environment must see the system's packages (python3 -m venv "
            "--system-site-packages, as the rpi4-camera and rpi5-camera targets deploy it)")
@@ -34,22 +34,26 @@ def is_picamera2(spec: str) -> bool:
 
 def is_imx500(spec: object) -> bool:
     """Whether ``--source`` names the AI Camera's sensor, which runs the network itself
-    (``imx500[:N]``, loop/imx500.py)."""
-    return bool(_IMX500.match(str(spec)))
+    (``imx500[:N]``, loop/imx500.py). The syntax is the device agent's (``SOURCE`` in
+    deploy/agent/imx500_device.py), written once for both sides."""
+    return is_sensor(spec)
 
 
-def camera_number(spec: str, prefix: str = PREFIX) -> int:
-    """``picamera2`` -> 0, ``picamera2:N`` -> N (or ``prefix``, ``prefix:N``: ``imx500``);
-    UsageError for anything else."""
-    match = re.match(rf"^{prefix}(?::(?P<number>.*))?$", spec)
+def camera_number(spec: str) -> int:
+    """``picamera2`` -> 0, ``picamera2:N`` -> N; UsageError for anything else."""
+    match = _SPEC.match(spec)
     number = match["number"] if match else None
     if number is None:
         return 0
     if not number.isdigit():
-        raise UsageError(f"source {spec}: give {prefix} or {prefix}:N, N the camera "
-                         "number (0 for the first, as `rpicam-hello --list-cameras` counts)",
-                         param="source")
+        raise bad_number(spec, PREFIX)
     return int(number)
+
+
+def bad_number(spec: str, prefix: str) -> UsageError:
+    """The error for ``prefix:N`` whose N is not a camera number."""
+    return UsageError(f"source {spec}: give {prefix} or {prefix}:N, N the camera number (0 "
+                      "for the first, as `rpicam-hello --list-cameras` counts)", param="source")
 
 
 def _import_picamera2() -> Any:

@@ -12,7 +12,10 @@ import re
 
 from .files import read_release, run_text, sha256_of
 
-SOURCE = re.compile(r"^imx500(?::(\d+))?$")
+# The AI Camera's sensor as a ``--source``: ``imx500`` or ``imx500:N`` (N the camera's number,
+# as ``rpicam-hello --list-cameras`` counts). The one definition: the loop on the workstation
+# (edgekit.loop.picamera, loop/imx500.py) and deploy's plan and unit import it from here.
+SOURCE = re.compile(r"^imx500(?::(.*))?$")
 INSTALL = "sudo apt install -y imx500-all python3-picamera2"
 # The cameras libcamera sees, by model, asked through the release's own Python (Picamera2).
 CAMERA_MODELS = ("import json; from picamera2 import Picamera2; "
@@ -20,8 +23,22 @@ CAMERA_MODELS = ("import json; from picamera2 import Picamera2; "
 
 
 def is_sensor(source):
-    """Whether a service's ``--source`` is the AI Camera's sensor (``imx500[:N]``)."""
+    """Whether ``source`` (a ``--source``) names the AI Camera's sensor: ``imx500``, or
+    ``imx500:`` and a camera number (one that is not a number is ``sensor_number``'s to
+    refuse)."""
     return bool(SOURCE.match(str(source)))
+
+
+def sensor_number(source):
+    """The camera number in ``imx500:N`` (0 for ``imx500``); None when ``source`` is not the
+    sensor or what follows the colon is not a number."""
+    match = SOURCE.match(str(source))
+    if match is None:
+        return None
+    number = match.group(1)
+    if number is None:
+        return 0
+    return int(number) if number.isdigit() else None
 
 
 def rpk_problem(release):
@@ -56,7 +73,10 @@ def _models(output):
 def camera_problem(source, python, env, fix):
     """Why camera ``source`` (``imx500[:N]``) cannot be the AI Camera on this device, or None,
     asked through the release's ``python`` with ``env``."""
-    number = int(SOURCE.match(source).group(1) or 0)
+    number = sensor_number(source)
+    if number is None:
+        return (f"the service's camera {source}: give imx500 or imx500:N, N the camera's "
+                "number; set the target's camera to one")
     code, out = run_text([python, "-c", CAMERA_MODELS], env=env, timeout=120)
     if code != 0:
         lines = out.strip().splitlines() or ["no output"]
