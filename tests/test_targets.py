@@ -61,6 +61,13 @@ def test_targets_command_lists_them(config_home: Path) -> None:
     data = cli_json("targets", "--json")
     assert {d["name"] for d in data} >= REQUIRED
     assert {"arch", "python", "tflite_runtime", "formats", "backend"} <= set(data[0])
+    # What runs the model there: the AI Camera's sensor, not the CPU backend its smoke test uses.
+    rows = {line.split()[0]: line for line in result.stdout.splitlines() if line.strip()}
+    assert "imx500 (sensor)" in rows["rpi5-ai-camera"] and "tflite (CPU)" in rows["rpi5-cpu"]
+    assert "tflite (CPU)" not in rows["rpi4-ai-camera"]
+    runs_on = {d["name"]: d["runs_on"] for d in data}
+    assert runs_on["rpi4-ai-camera"] == "imx500 (sensor)" and runs_on["rpi4-ncs2"] == \
+        "myriad (MYRIAD)"
 
 
 def test_a_users_profile_is_found_and_may_replace_a_builtin(config_home: Path) -> None:

@@ -36,8 +36,7 @@ def targets(view: str, quiet: bool) -> None:
         return str(t.path).replace(str(Path.home()), "~", 1)
 
     rows = [[t.name, t.description, t.arch, f"{t.python}", t.tflite_runtime.split(" (")[0],
-             ", ".join(t.formats), t.backend + (f" ({t.device})" if t.device else ""),
-             where(t)] for t in found]
+             ", ".join(t.formats), t.runs_on, where(t)] for t in found]
     click.echo(render_table(["target", "device", "arch", "python", "tflite runtime", "formats",
                              "backend", "from"], rows, view))
     if view == "text" and not quiet:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.bundle.formats import FORMATS
+from edgekit.deploy.agent.imx500_device import is_sensor
 from edgekit.errors import UsageError
 from edgekit.helpers.config import checkout_dir, config_dir
 from edgekit.helpers.schema import Field, SchemaError, parse
@@ -71,14 +72,23 @@ class Target:
     path: Path | None = None  # the file it was read from
     origin: str = ""  # "built-in", "user" or "file"
 
+    @property
+    def runs_on(self) -> str:
+        """What runs the model on the device, in words: the AI Camera's sensor where the
+        camera is one (``imx500[:N]``: ``backend`` then only serves the smoke test's check on
+        the CPU), else the backend and its device."""
+        if is_sensor(self.camera):
+            return "imx500 (sensor)"
+        return self.backend + (f" ({self.device})" if self.device else "")
+
     def to_dict(self) -> dict[str, Any]:
         """The profile as plain data (for ``edgekit targets --json``)."""
         return {
             "name": self.name, "description": self.description, "arch": self.arch,
             "os": self.os, "glibc": self.glibc, "python": self.python,
             "formats": list(self.formats), "backend": self.backend, "device": self.device,
-            "fallback_backend": self.fallback_backend, "camera": self.camera,
-            "serve": self.serve,
+            "fallback_backend": self.fallback_backend, "runs_on": self.runs_on,
+            "camera": self.camera, "serve": self.serve,
             "packages": list(self.packages), "exclude": list(self.exclude),
             "system_site_packages": self.system_site_packages,
             "extra_index_urls": list(self.extra_index_urls),
