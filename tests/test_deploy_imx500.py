@@ -174,6 +174,47 @@ def test_a_bundle_without_imx500_to_the_ai_camera(tmp_path: Path, lenet_bundle: 
                      WheelInfo("edgekit", "0.1.0", ">=3.9", ()), tmp_path)
 
 
+def test_an_imx500_only_bundle_to_the_ai_camera(tmp_path: Path, lenet_bundle: Path) -> None:
+    """The sensor runs imx500, but the smoke test checks the model on the Pi's CPU first: a
+    bundle without tflite-int8 is refused before anything is built or sent, saying so."""
+    from conftest import assert_clean_error, run_cli
+
+    from edgekit.bundle.manifest import read_manifest, write_manifest
+
+    bundle = add_imx500(lenet_bundle, tmp_path, rpk=False)
+    manifest = read_manifest(bundle)
+    manifest.artifacts = [a for a in manifest.artifacts if a.format == "imx500"]
+    write_manifest(manifest, bundle)
+    result = run_cli("deploy", bundle, "--target", "rpi4-ai-camera", "--host",
+                     "pi@device.invalid")
+    assert_clean_error(result, "target rpi4-ai-camera's smoke test checks the model with "
+                       "tflite on the device's CPU before the switch (no CPU runtime runs the "
+                       "sensor's imx500 artifact), and the bundle has no tflite-int8 "
+                       "(tflite-int8: not converted): convert again with --formats "
+                       "imx500,tflite-int8")
+    assert result.returncode == 2 and "fallback_backend" not in result.stderr
+
+
+def test_the_sensor_source_is_written_once() -> None:
+    """The workstation's loop and the device's agent read ``imx500[:N]`` the same way (the
+    loop imports the agent's definition); a number that is not one is a usage error on the
+    workstation and a one-line problem on the device."""
+    from edgekit.loop.imx500 import camera_number
+    from edgekit.loop.picamera import is_imx500
+
+    for source, number in (("imx500", 0), ("imx500:1", 1), ("imx500:12", 12)):
+        assert is_imx500(source) and imx500_device.is_sensor(source)
+        assert camera_number(source) == imx500_device.sensor_number(source) == number
+    for other in ("imx5000", "picamera2", "0", "imx500.avi", "/dev/imx500"):
+        assert not is_imx500(other) and not imx500_device.is_sensor(other)
+    assert is_imx500("imx500:x") and imx500_device.sensor_number("imx500:x") is None
+    with pytest.raises(UsageError, match=r"source imx500:x: give imx500 or imx500:N"):
+        camera_number("imx500:x")
+    assert imx500_device.camera_problem("imx500:x", sys.executable, {}, "") == (
+        "the service's camera imx500:x: give imx500 or imx500:N, N the camera's number; set "
+        "the target's camera to one")
+
+
 def test_the_sensor_camera_is_asked_through_the_release_python() -> None:
     def env(cameras: str) -> dict[str, str]:
         return {"PYTHONPATH": os.pathsep.join([str(STANDINS / "picamera2"),

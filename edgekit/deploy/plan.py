@@ -24,11 +24,11 @@ from edgekit.bundle.manifest import (
     write_manifest,
 )
 from edgekit.deploy import checks
+from edgekit.deploy.agent.imx500_device import is_sensor
 from edgekit.deploy.targets import Target
 from edgekit.deploy.wheels import WheelInfo, merge_requirements
 from edgekit.errors import UsageError
 from edgekit.helpers.files import refuse_special
-from edgekit.loop.picamera import is_imx500
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,7 @@ def shipped_formats(manifest: Manifest, target: Target) -> tuple[list[str], dict
         raise UsageError(f"the bundle has nothing target {target.name} runs: it takes "
                          f"{', '.join(target.formats)}, the bundle has {have} ({why}). Convert "
                          f"again with `formats` {','.join(target.formats)}")
-    if is_imx500(target.camera) and "imx500" not in ship:
+    if is_sensor(target.camera) and "imx500" not in ship:
         raise UsageError(f"target {target.name}'s camera {target.camera} runs the bundle's "
                          "imx500 artifact in the sensor, and the bundle has none that ships "
                          f"({missing.get('imx500', 'not in the target formats')}): convert "
@@ -127,8 +127,10 @@ def shipped_formats(manifest: Manifest, target: Target) -> tuple[list[str], dict
     return ship, missing
 
 
-def choose_backend(target: Target, formats: list[str]) -> tuple[str, str, list[str]]:
-    """(backend, device, notes): the target's default, else its fallback for what ships."""
+def choose_backend(target: Target, formats: list[str], missing: dict[str, str] | None = None
+                   ) -> tuple[str, str, list[str]]:
+    """(backend, device, notes): the target's default, else its fallback for what ships.
+    ``missing``: why the target's other formats do not ship (``shipped_formats``)."""
     if any(runs(target.backend, f) for f in formats):
         return target.backend, target.device, []
     if target.fallback_backend and any(runs(target.fallback_backend, f) for f in formats):
@@ -136,6 +138,14 @@ def choose_backend(target: Target, formats: list[str]) -> tuple[str, str, list[s
                 f"{', '.join(formats)}): the smoke test and the service use "
                 f"{target.fallback_backend}")
         return target.fallback_backend, "", [note]
+    if is_sensor(target.camera):  # the sensor runs imx500; the smoke test needs a CPU artifact
+        cpu = [f for f in target.formats if runs(target.backend, f)]
+        why = "; ".join(f"{f}: {(missing or {}).get(f, 'not converted')}" for f in cpu)
+        raise UsageError(f"target {target.name}'s smoke test checks the model with "
+                         f"{target.backend} on the device's CPU before the switch (no CPU "
+                         f"runtime runs the sensor's imx500 artifact), and the bundle has no "
+                         f"{' or '.join(cpu)} ({why}): convert again with `formats` "
+                         f"{','.join(target.formats)}")
     raise UsageError(f"target {target.name}'s backend {target.backend} runs none of "
                      f"{', '.join(formats)}, and it names no fallback_backend that does")
 
@@ -159,7 +169,7 @@ def plan_release(bundle: Path | Manifest, target: Target, wheel: ShippedFile,
     manifest = bundle if isinstance(bundle, Manifest) else read_manifest(bundle)
     bundle = bundle_folder(manifest)
     formats, missing = shipped_formats(manifest, target)
-    backend, device, notes = choose_backend(target, formats)
+    backend, device, notes = choose_backend(target, formats, missing)
     files: list[ShippedFile] = []
     for artifact in manifest.artifacts:
         if artifact.format in formats:

@@ -160,8 +160,8 @@ def make_plan(request: DeployRequest, session: Session, staging: Path,
     bundle already opened (a fleet plans every target from one reading); else it is read here,
     once, and passed on."""
     manifest = manifest or read_manifest(request.bundle)
-    formats, _ = shipped_formats(manifest, request.target)  # fail fast
-    choose_backend(request.target, formats)
+    formats, missing = shipped_formats(manifest, request.target)  # fail fast
+    choose_backend(request.target, formats, missing)
     wheel, info = _edgekit(request, session)
     requirements = merge_requirements(info.requires, request.target)
     extra: tuple[Path, ...] = ()
@@ -229,6 +229,7 @@ def _run(request: DeployRequest, plan: ReleasePlan, session: Session) -> DeployR
         report.files_copied, report.bytes_copied = copied["files"], copied["bytes"]
         report.files_reused, report.venv_reused = copied["files_reused"], copied["venv_reused"]
         report.smoke = smoke_report(record["smoke"], plan.bundle, request.samples)
+        report.imx500_rpk = record.get("imx500_rpk")
     report.problem = service_problem(report.service, report.release, request.host.label)
     return report
 
