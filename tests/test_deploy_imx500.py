@@ -279,3 +279,16 @@ def test_a_dry_run_shows_the_step(tmp_path: Path, lenet_bundle: Path) -> None:
     assert "bundle/lenet5_digits_imx500.zip" in step.title
     assert len(step.commands) == 1 and step.commands[0].argv[-1].startswith(
         "python3 - imx500 "), step.commands
+
+
+def test_the_report_names_the_rpk() -> None:
+    """deploy's report (text and --json) names the .rpk made on the device and its sha256."""
+    from edgekit.deploy.report import DeployReport, deploy_text
+
+    rpk = {"path": "bundle/lenet5_digits_imx500.rpk", "sha256": "ab" * 32, "size": 9}
+    report = DeployReport("pi", "rpi5-ai-camera", "lenet5_digits", ["imx500"], 1, 9,
+                          imx500_rpk=rpk)
+    assert report.to_dict()["imx500_rpk"] == rpk
+    assert "network.rpk  bundle/lenet5_digits_imx500.rpk, made by imx500-package on the " \
+           "device (sha256 abababababab..., in release.json)" in deploy_text(report)
+    assert "network.rpk" not in deploy_text(DeployReport("pi", "rpi5-cpu", "m", [], 0, 0))

@@ -53,6 +53,7 @@ class DeployReport:
     venv_reused: bool = False
     venv_seconds: float = 0.0
     smoke: SmokeReport | None = None
+    imx500_rpk: dict[str, Any] | None = None  # the AI Camera's .rpk made there: path, sha256, size
     service: dict[str, Any] | None = None  # the agent's answer: unit, health checks, lingering
     live_view: dict[str, Any] | None = None  # the service's live view: URL(s), token's file
     problem: str = ""  # why the deploy counts as failed after the switch (exit 1), or ""
@@ -125,6 +126,10 @@ def deploy_text(report: DeployReport) -> str:
         ["checked", f"sha256 of all {report.files} files, on the device"],
         ["environment", venv],
     ]
+    if report.imx500_rpk:
+        rows.append(["network.rpk", f"{report.imx500_rpk['path']}, made by imx500-package on "
+                                    f"the device (sha256 {report.imx500_rpk['sha256'][:12]}..."
+                                    ", in release.json)"])
     if report.smoke is not None:
         rows += _smoke_lines(report.smoke)
     rows += service_rows(report.service)
