@@ -36,8 +36,8 @@ LEGACY_PYTHON = ROOT / ".venv-legacy" / "bin" / "python"
 # The test files that start the emulated Pi (one runs per machine: pi_userland.sh), or look
 # for a fleet run's leftovers among every process of the machine (test_fleet's Ctrl-C; its
 # fleet SIGTERM test): under pytest-xdist they run on one worker, one after the other.
-EMULATED_PI_FILES = {"test_deploy_pi.py", "test_emulated_pi.py", "test_fleet.py",
-                     "test_pi_binfmt.py", "test_sigterm.py"}
+EMULATED_PI_FILES = {"test_deploy_pi.py", "test_deploy_pi_imx500.py", "test_emulated_pi.py",
+                     "test_fleet.py", "test_pi_binfmt.py", "test_sigterm.py"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -178,17 +178,16 @@ def imx500_toolchain_missing() -> str:
 @pytest.fixture(scope="session")
 def imx500_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled LeNet converted for the AI Camera (imx500, with tflite-int8 and tflite-fp32
-    beside it), once per test session: minutes of MCT and imxconv-tf. Skips without the
-    toolchain."""
+    beside it), once per test run (every pytest-xdist worker shares it: minutes of MCT and
+    imxconv-tf). Skips without the toolchain. Tests copy it before changing it."""
     from edgekit.convert import ConvertOptions, convert
 
     missing = imx500_toolchain_missing()
     if missing:
         pytest.skip(missing)
-    out = tmp_path_factory.mktemp("lenet-imx500") / "lenet"
-    convert(LENET / "lenet5_digits.keras", out,
-            ConvertOptions(formats="tflite-fp32,tflite-int8,imx500"))
-    return out
+    return built_once(tmp_path_factory, "lenet-imx500", lambda folder: convert(
+        LENET / "lenet5_digits.keras", folder / "lenet",
+        ConvertOptions(formats="tflite-fp32,tflite-int8,imx500"))) / "lenet"
 
 
 @pytest.fixture(scope="session")
