@@ -29,7 +29,7 @@ from test_imx500 import STANDINS, sensor_outputs
 pytestmark = [pytest.mark.slow, pytest.mark.pi]
 SAMPLES = 5
 FRAMES = 4
-SYSTEM_SITE = "/usr/lib/python3/dist-packages"  # Debian's: where apt puts python3-picamera2
+SYSTEM_SITE = "/usr/lib/python3/dist-packages"  # the system's site-packages on Debian
 
 
 def deploy(pi: SshServer, bundle: Path):
@@ -47,12 +47,12 @@ def test_the_ai_camera_on_the_emulated_pi(emulated_pi: SshServer, imx500_bundle:
     packager = pi.local_path("/usr/local/bin/imx500-package")
     placed = [packager, *(pi.local_path(f"{SYSTEM_SITE}/{name}")
                           for name in ("picamera2", "libcamera"))]
-    packager.write_text(PACKAGER)
-    packager.chmod(0o755)
-    for name in ("picamera2", "libcamera"):
-        shutil.copytree(STANDINS / name / name, pi.local_path(f"{SYSTEM_SITE}/{name}"),
-                        dirs_exist_ok=True)
     try:
+        packager.write_text(PACKAGER)
+        packager.chmod(0o755)
+        for name in ("picamera2", "libcamera"):  # where apt puts python3-picamera2
+            shutil.copytree(STANDINS / name / name, pi.local_path(f"{SYSTEM_SITE}/{name}"),
+                            dirs_exist_ok=True)
         started = time.monotonic()
         result = deploy(pi, imx500_bundle)
         seconds = time.monotonic() - started
