@@ -564,10 +564,11 @@ CASES = [
                                                     "pi@device.invalid"], 2,
          "deploy --rollback is now its own command: edgekit rollback"),
     Case("deploy-samples-negative", lambda c: ["deploy", c.lenet, "--target", "rpi4-cpu",
-                                               "--host", "pi@device.invalid", "--samples", "-1"],
+                                               "--host", "pi@device.invalid", "--release",
+                                               "samples=-1"],
          2, "--samples"),
     Case("deploy-keep-0", lambda c: ["deploy", c.lenet, "--target", "rpi4-cpu", "--host",
-                                     "pi@device.invalid", "--keep", "0"], 2, "--keep"),
+                                     "pi@device.invalid", "--release", "keep=0"], 2, "--keep"),
     Case("deploy-ai-camera-without-imx500", lambda c: [
         "deploy", c.lenet, "--target", "rpi5-ai-camera", "--host", "pi@device.invalid"], 2,
          "convert again with --formats imx500"),
@@ -575,10 +576,10 @@ CASES = [
                                        "pi@"], 2, "pi@"),
     Case("deploy-tampered-bundle", lambda c: [
         "deploy", c.tampered(c.lenet, "lenet5_digits_int8.tflite"), "--target", "rpi4-cpu",
-        "--host", "pi@127.0.0.1", "--port", _closed_port(), "--dry-run", "-q"], 1,
+        "--host", "pi@127.0.0.1", "--ssh", f"port={_closed_port()}", "--dry-run", "-q"], 1,
         "does not match"),
     Case("deploy-unreachable", lambda c: ["status", "--host", "pi@127.0.0.1",
-                                          "--port", _closed_port(), "--timeout", "5"], 1,
+                                          "--ssh", f"port={_closed_port()},timeout=5"], 1,
          "127.0.0.1"),
     # --- the command line itself ---------------------------------------------------------
     Case("cli-unknown-command", lambda c: ["nonsense"], 2, "no such command"),

@@ -140,7 +140,7 @@ def test_dry_run_json_claims_no_copies(ssh_server: SshServer, lenet_bundle: Path
 def test_dry_run_of_a_device_that_cannot_be_asked(lenet_bundle: Path, tmp_path: Path) -> None:
     """Unreachable: the plan says why and assumes an empty device; still exit 0."""
     result = run_cli("deploy", lenet_bundle, "--target", local_profile(tmp_path), "--host",
-                     "pi@127.0.0.1", "--port", str(free_port()), "--timeout", "5", "--dry-run")
+                     "pi@127.0.0.1", "--ssh", f"port={free_port()},timeout=5", "--dry-run")
     assert result.returncode == 0, result.stderr
     first = result.stdout.splitlines()[0]
     assert first.startswith("dry run: nothing was sent to pi@127.0.0.1")
@@ -152,8 +152,8 @@ def test_a_camera_url_s_password_never_shows(lenet_bundle: Path, tmp_path: Path)
     values (the unit on the device needs them; the screen does not)."""
     camera = "rtsp://user:s3cret@cam.local/stream?token=t0ken"
     profile = local_profile(tmp_path, edits={'camera = "0"': f'camera = "{camera}"'})
-    args = ("deploy", lenet_bundle, "--target", profile, "--host", "pi@127.0.0.1", "--port",
-            str(free_port()), "--timeout", "5", "--dry-run", "--service", "--offline")
+    args = ("deploy", lenet_bundle, "--target", profile, "--host", "pi@127.0.0.1", "--ssh",
+            f"port={free_port()},timeout=5", "--dry-run", "--service", "--offline")
     for result in (run_cli(*args), run_cli(*args, "--json")):
         assert result.returncode == 0, result.stderr
         assert "rtsp://***@cam.local/stream?token=***" in result.stdout
@@ -221,7 +221,7 @@ def test_the_coral_dev_boards_python_is_refused_by_the_device_itself(
         pytest.skip("no Python 3.7 here (pyenv install 3.7 to run this)")
     board = local_profile(tmp_path, "devboard-here", base="coral-devboard")
     result = run_cli("deploy", lenet_bundle, "--target", board, *ssh_args(ssh_server),
-                     "--python", python37)
+                     "--release", f"python={python37}")
     assert_clean_error(result, "is Python 3.7", "edgekit needs Python >=3.9", "--python")
     assert not ssh_server.local_path("edgekit/releases").exists()
 
@@ -445,10 +445,10 @@ def test_the_agent_answers_json_whatever_the_payload(python: str, tmp_path: Path
 
 
 def test_negative_waits_are_refused(tmp_path: Path) -> None:
-    for args, option in ((("deploy", tmp_path / "bundle", "--target", "rpi4-cpu", "--settle",
-                           "-1"), "--settle"),
-                         (("rollback", "--lock-timeout", "-5"), "--lock-timeout"),
-                         (("status", "--timeout", "0"), "--timeout")):
+    for args, option in ((("deploy", tmp_path / "bundle", "--target", "rpi4-cpu", "--release",
+                           "settle=-1"), "--settle"),
+                         (("rollback", "--release", "lock_timeout=-5"), "--lock-timeout"),
+                         (("status", "--ssh", "timeout=0"), "--timeout")):
         result = run_cli(*args, "--host", "pi@device.invalid")
         assert_clean_error(result, f"invalid value for '{option}'")
         assert result.returncode == 2

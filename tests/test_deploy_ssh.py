@@ -326,7 +326,8 @@ def test_one_deploy_at_a_time_and_a_dead_holders_lock_is_taken_over(
         started = time.monotonic()
         waiter = subprocess.Popen(
             [sys.executable, "-m", "edgekit", "deploy", str(lenet_bundle), "--target",
-             str(small), *map(str, ssh_args(ssh_server)), "--lock-timeout", "120", "--json"],
+             str(small), *map(str, ssh_args(ssh_server)), "--release", "lock_timeout=120",
+             "--json"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(3)
     out, err = waiter.communicate(timeout=300)

@@ -239,8 +239,8 @@ def test_finite_states_the_bound() -> None:
      "--max-megapixels"),
     (["bench", LENET, "--duration", "nan"], "--duration"),
     (["bench", LENET, "--duration", "inf"], "--duration"),
-    (["deploy", LENET, "--host", "pi@127.0.0.1", "--timeout", "inf"], "--timeout"),
-    (["deploy", LENET, "--host", "pi@127.0.0.1", "--settle", "nan"], "--settle"),
+    (["deploy", LENET, "--host", "pi@127.0.0.1", "--ssh", "timeout=inf"], "--timeout"),
+    (["deploy", LENET, "--host", "pi@127.0.0.1", "--release", "settle=nan"], "--settle"),
     (["run", LENET, "--source", "0", "--iou", "nan"], "--iou"),
     (["run", LENET, "--source", "0", "--realtime", "inf"], "--realtime"),
 ])
