@@ -274,7 +274,8 @@ def test_two_deploys_at_once_one_refuses_naming_the_holder_and_current_is_always
     assert sorted(code for code, _, _ in refusing) == [0, 1], refusing
     refused = next(err for code, _, err in refusing if code == 1)
     assert_clean_error(CliResult(1, "", refused), "another deploy holds this device's lock",
-                       f"from {socket.gethostname()} (pid ", "started 20", "--lock-timeout")
+                       f"from {socket.gethostname()} (pid ", "started 20",
+                       "--release lock_timeout=SECONDS")
     assert [code for code, _, _ in waiting] == [0, 0], waiting
     new = [json.loads(out)["release"] for code, out, _ in refusing + waiting if code == 0]
     assert len(set(new)) == 3 and current(device) == max(new)

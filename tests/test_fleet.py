@@ -107,11 +107,13 @@ def test_fleet_options_are_checked(lenet_bundle: Path, tmp_path: Path) -> None:
             (("--inventory", inventory, "--host", "pi@x"), "drop --host"),
             (("--inventory", inventory, "--rollout", "serial=0"), "--rollout serial takes"),
             (("--inventory", inventory, "--rollout", "serial=120%"), "1% to 100%"),
-            (("--inventory", inventory, "--rollout", "max-fail=101"), "--rollout max-fail"),
-            (("--inventory", inventory, "--rollout", "max-fail=nan"), "--rollout max-fail"),
-            (("--inventory", inventory, "--rollout", "serial"), "give KEY=VALUE pairs"),
+            (("--inventory", inventory, "--rollout", "max-fail=101"), "--rollout max_fail"),
+            (("--inventory", inventory, "--rollout", "max-fail=nan"), "--rollout max_fail"),
+            (("--inventory", inventory, "--rollout", "serial"), "'serial' is not KEY=VALUE"),
             (("--host", "pi@x", "--rollout", "canary"), "--rollout goes with --inventory"),
-            (("--inventory", inventory, "--serial", "1"), "--serial is now part of --rollout"),
+            (("--inventory", inventory, "--serial", "1"), "--serial is now --rollout serial=N|N%"),
+            (("--host", "pi@x", "--port", "22"), "--port is now --ssh port=N"),
+            (("--inventory", inventory, "--ssh", "port=22"), "drop --host and --ssh port"),
             (("--inventory", inventory, "--dry-run"), "edgekit playbook writes")]:
         result = run_cli("deploy", lenet_bundle, *args)
         assert result.returncode == 2, (args, result.stderr)

@@ -17,9 +17,11 @@ from edgekit.errors import DeployError, UsageError
 class DeployCommand(Command):
     """deploy, answering its old modes with the command that does each now (exit 2)."""
 
-    renamed = {"--status": "edgekit status --host USER@HOST (or --inventory FILE)",
-               "--rollback": "edgekit rollback --host USER@HOST [--to RELEASE]",
-               "--emit-playbook": "edgekit playbook BUNDLE --inventory FILE -o DIR"}
+    renamed = {"--status": "its own command: edgekit status --host USER@HOST (or --inventory "
+                           "FILE)",
+               "--rollback": "its own command: edgekit rollback --host USER@HOST [--to RELEASE]",
+               "--emit-playbook": "its own command: edgekit playbook BUNDLE --inventory FILE -o "
+                                  "DIR"}
 
 
 @cli.command(cls=DeployCommand)

@@ -51,6 +51,8 @@ OLD_FLAGS = {"--port": "port", "--identity": "identity", "--known-hosts": "known
              "--keep": "keep", "--samples": "samples", "--settle": "settle",
              "--lock-timeout": "lock_timeout", "--serial": "serial",
              "--max-fail-percentage": "max_fail", "--forks": "forks"}
+
+
 class Percent(Finite):
     """A percentage, with or without its % sign."""
 
