@@ -59,8 +59,9 @@ def fleet_round(bundle: Path, profile: Path, count: int, forks: int, work: Path
     sshd.start()
     try:
         inventory = write_inventory(work / f"lab-{count}.ini", sshd.devices, profile)
-        common = ["--inventory", inventory, "--known-hosts", sshd.devices[0].known_hosts_file,
-                  "--python", PYTHON, "--offline", "--rollout", f"forks={forks}"]
+        common = ["--inventory", inventory, "--ssh",
+                  f"known_hosts={sshd.devices[0].known_hosts_file}",
+                  "--release", f"python={PYTHON}", "--offline", "--rollout", f"forks={forks}"]
         for label in ("first", "redeploy"):
             wall, report = edgekit(bundle, *common)
             copied = sum(h["bytes_copied"] for h in report["hosts"])
@@ -81,9 +82,10 @@ def single_round(bundle: Path, profile: Path, count: int, work: Path) -> list[li
             wall, copied, ok = 0.0, 0, 0
             for device in sshd.devices:
                 seconds, report = edgekit(
-                    bundle, "--target", profile, "--host", device.destination, "--port",
-                    str(device.port), "--identity", device.identity_file, "--known-hosts",
-                    device.known_hosts_file, "--python", PYTHON, "--offline")
+                    bundle, "--target", profile, "--host", device.destination, "--ssh",
+                    f"port={device.port}", "--ssh", f"identity={device.identity_file}", "--ssh",
+                    f"known_hosts={device.known_hosts_file}", "--release", f"python={PYTHON}",
+                    "--offline")
                 wall += seconds
                 copied += report["bytes_copied"]
                 ok += 1
@@ -112,8 +114,9 @@ def main() -> None:
         warm.start()
         try:
             inventory = write_inventory(work / "warm.ini", warm.devices, profile)
-            edgekit(bundle, "--inventory", inventory, "--known-hosts",
-                    warm.devices[0].known_hosts_file, "--python", PYTHON, "--offline")
+            edgekit(bundle, "--inventory", inventory, "--ssh",
+                    f"known_hosts={warm.devices[0].known_hosts_file}", "--release",
+                    f"python={PYTHON}", "--offline")
         finally:
             warm.stop()
         rows = []

@@ -33,9 +33,9 @@ def local_profile(folder: Path, name: str = "loopback-cpu", base: str = "rpi4-cp
 
 def ssh_args(server: SshServer, **replace: Path) -> list[str]:
     """--host/--port/--identity/--known-hosts for ``server`` (``replace``: other files)."""
-    return ["--host", server.destination, "--port", str(server.port),
-            "--identity", str(replace.get("identity", server.identity_file)),
-            "--known-hosts", str(replace.get("known_hosts", server.known_hosts_file))]
+    return ["--host", server.destination, "--ssh", f"port={server.port}",
+            "--ssh", "identity=" + str(replace.get("identity", server.identity_file)),
+            "--ssh", "known_hosts=" + str(replace.get("known_hosts", server.known_hosts_file))]
 
 
 def sha256(path: Path) -> str:

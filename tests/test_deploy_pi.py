@@ -33,7 +33,7 @@ def test_deploy_lenet_to_the_emulated_pi(emulated_pi: SshServer, lenet_bundle: P
     emulated_pi.run("rm -rf edgekit digits .config/systemd/user/edgekit.service")  # a fresh Pi
     started = time.monotonic()
     result = run_cli("deploy", lenet_bundle, "--target", "rpi4-cpu", *ssh_args(emulated_pi),
-                     "--samples", str(SAMPLES), "--json")
+                     "--release", f"samples={SAMPLES}", "--json")
     first_seconds = time.monotonic() - started
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)

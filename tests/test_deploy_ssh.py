@@ -313,7 +313,8 @@ def test_one_deploy_at_a_time_and_a_dead_holders_lock_is_taken_over(
             assert_clean_error(run_cli(*args, *ssh_args(ssh_server)),
                                "another deploy holds this device's lock (edgekit/lock): deploy "
                                f"of a test (target small) from {socket.gethostname()} (pid "
-                               f"{os.getpid()}", "refused at once", "--lock-timeout")
+                               f"{os.getpid()}", "refused at once",
+                               "--release lock_timeout=SECONDS")
         status = run_cli("status", *ssh_args(ssh_server))  # reading needs no lock
         assert status.returncode == 0 and "lock: held by deploy of a test" in status.stdout
         os.kill(lock_owner(ssh_server)["pid"], signal.SIGKILL)  # the holder dies on the device
@@ -326,7 +327,8 @@ def test_one_deploy_at_a_time_and_a_dead_holders_lock_is_taken_over(
         started = time.monotonic()
         waiter = subprocess.Popen(
             [sys.executable, "-m", "edgekit", "deploy", str(lenet_bundle), "--target",
-             str(small), *map(str, ssh_args(ssh_server)), "--lock-timeout", "120", "--json"],
+             str(small), *map(str, ssh_args(ssh_server)), "--release", "lock_timeout=120",
+             "--json"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(3)
     out, err = waiter.communicate(timeout=300)

@@ -105,7 +105,8 @@ def test_the_service_stays_up_and_keeps_running_after_deploy_with_lingering(
 def test_without_lingering_the_report_says_it_stops_and_status_agrees(
         device: SystemdDevice, detector_bundle: Path, profiles: tuple[Path, Path, Path]) -> None:
     device.reset(linger=False)
-    result = deploy(device, detector_bundle, profiles[0], "--settle", SETTLE, as_json=False)
+    result = deploy(device, detector_bundle, profiles[0], "--release", f"settle={SETTLE}",
+                    as_json=False)
     assert result.returncode == 0, result.stderr
     assert "stayed up 4 s with no restart" in result.stdout
     assert ("lingering OFF for pi: pi's systemd, and edgekit.service with it, stops when "
@@ -132,7 +133,7 @@ def test_a_failing_release_is_switched_back_and_its_journal_reported(
     device.reset(linger=True)
     # No earlier release: the failing one stays current, its service is stopped and disabled
     # (not left crash-looping), and deploy says so and why.
-    first = deploy(device, detector_bundle, broken, "--settle", SETTLE)
+    first = deploy(device, detector_bundle, broken, "--release", f"settle={SETTLE}")
     assert_clean_error(first, "edgekit.service is failing with release",
                        UNREADABLE, "no earlier release to switch back to",
                        "stopped and disabled rather than left restarting")
@@ -146,7 +147,7 @@ def test_a_failing_release_is_switched_back_and_its_journal_reported(
     assert "service: edgekit.service NOT running" in status.stdout or "auto-restart" in \
         status.stdout, status.stdout
     # A good release over it, then the failing one again: deploy switches back to the good one.
-    working = report_of(deploy(device, detector_bundle, good, "--settle", SETTLE))
+    working = report_of(deploy(device, detector_bundle, good, "--release", f"settle={SETTLE}"))
     assert working["service"]["check"]["healthy"] and working["previous"] == failing["release"]
     again = deploy(device, detector_bundle, broken, as_json=False)
     assert_clean_error(again, "edgekit.service did not stay up with release",
@@ -162,7 +163,7 @@ def test_a_failing_release_is_switched_back_and_its_journal_reported(
     assert state["ActiveState"] == "active" and state["NRestarts"] == "0", state
     # --rollback to the failing release uses the same check, and switches back too.
     back = run_cli("rollback", "--to", json.loads(first.stdout)["release"],
-                   "--settle", SETTLE, *ssh_args(device.pi))
+                   "--release", f"settle={SETTLE}", *ssh_args(device.pi))
     assert_clean_error(back, "did not stay up", f"current is back on {working['release']}")
     assert current(device) == working["release"] and device.running()
     # A camera the device lacks is found before the switch: nothing switches, nothing restarts.
@@ -182,7 +183,8 @@ def test_a_first_service_that_fails_is_removed_when_switching_back(
     device.reset(linger=True)
     plain = report_of(deploy(device, detector_bundle, profiles[0], service=False))
     assert plain["service"] is None
-    result = deploy(device, detector_bundle, profiles[1], "--settle", SETTLE, as_json=False)
+    result = deploy(device, detector_bundle, profiles[1], "--release", f"settle={SETTLE}",
+                    as_json=False)
     assert_clean_error(result, "did not stay up", f"current is back on {plain['release']}",
                        "which runs no service, as before")
     assert "it had no service, so edgekit.service was stopped and removed again" in \
@@ -204,7 +206,7 @@ def test_a_classifier_runs_as_the_service_and_shows_in_the_live_view(
     port = free_port()
     profile = local_profile(tmp_path, "bookworm-classifier", edits={
         'camera = "0"': f'camera = "{CLIP}"\nserve = "127.0.0.1:{port}"'})
-    report = report_of(deploy(device, lenet_bundle, profile, "--settle", SETTLE))
+    report = report_of(deploy(device, lenet_bundle, profile, "--release", f"settle={SETTLE}"))
     assert report["service"]["check"]["healthy"], report["service"]
     token = report["live_view"]["url_with_token"].rsplit("token=", 1)[1]
     headers = {"Authorization": f"Bearer {token}"}
@@ -222,7 +224,8 @@ def test_a_classifier_runs_as_the_service_and_shows_in_the_live_view(
 def test_the_service_comes_back_after_a_reboot_with_no_login(
         device: SystemdDevice, detector_bundle: Path, profiles: tuple[Path, Path, Path]) -> None:
     device.reset(linger=True)
-    report = report_of(deploy(device, detector_bundle, profiles[0], "--settle", SETTLE))
+    report = report_of(deploy(device, detector_bundle, profiles[0], "--release",
+                              f"settle={SETTLE}"))
     assert report["service"]["check"]["healthy"]
     device.reboot()
     wait_until(device.running, 120, "edgekit.service to start after the reboot")
@@ -237,7 +240,8 @@ def test_two_deploys_at_once_one_refuses_naming_the_holder_and_current_is_always
         device: SystemdDevice, detector_bundle: Path, profiles: tuple[Path, Path, Path]) -> None:
     good = profiles[0]
     device.reset(linger=True)
-    report_of(deploy(device, detector_bundle, good, "--settle", SETTLE))  # a running release
+    report_of(deploy(device, detector_bundle, good, "--release",
+                     f"settle={SETTLE}"))  # a running release
     link = device.pi.local_path("edgekit/current")
     seen, incomplete, stop = set(), [], threading.Event()
 
@@ -251,7 +255,8 @@ def test_two_deploys_at_once_one_refuses_naming_the_holder_and_current_is_always
 
     def together(*extra: str) -> list[tuple[int, str, str]]:
         argv = [sys.executable, "-m", "edgekit", "deploy", str(detector_bundle), "--target",
-                str(good), *ssh_args(device.pi), "--service", "--offline", "--settle", SETTLE,
+                str(good), *ssh_args(device.pi), "--service", "--offline", "--release",
+                f"settle={SETTLE}",
                 "--json", *extra]
         runs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                  text=True, cwd=ROOT) for _ in range(2)]
@@ -262,14 +267,15 @@ def test_two_deploys_at_once_one_refuses_naming_the_holder_and_current_is_always
     watcher.start()
     try:
         refusing = together()
-        waiting = together("--lock-timeout", "300")  # the second waits for the first
+        waiting = together("--release", "lock_timeout=300")  # the second waits for the first
     finally:
         stop.set()
         watcher.join()
     assert sorted(code for code, _, _ in refusing) == [0, 1], refusing
     refused = next(err for code, _, err in refusing if code == 1)
     assert_clean_error(CliResult(1, "", refused), "another deploy holds this device's lock",
-                       f"from {socket.gethostname()} (pid ", "started 20", "--lock-timeout")
+                       f"from {socket.gethostname()} (pid ", "started 20",
+                       "--release lock_timeout=SECONDS")
     assert [code for code, _, _ in waiting] == [0, 0], waiting
     new = [json.loads(out)["release"] for code, out, _ in refusing + waiting if code == 0]
     assert len(set(new)) == 3 and current(device) == max(new)
@@ -307,7 +313,7 @@ def test_the_ai_camera_gets_its_rpk_and_the_service_runs_the_sensor(
                             edits={'serve = "0.0.0.0:8080"': 'serve = ""',
                                    "setup = [": f"environment = {{{table}}}\nsetup = ["})
     try:
-        report = report_of(deploy(device, imx500_bundle, profile, "--settle", SETTLE))
+        report = report_of(deploy(device, imx500_bundle, profile, "--release", f"settle={SETTLE}"))
         assert sorted(report["formats"]) == ["imx500", "tflite-int8"]
         assert report["service"]["check"]["healthy"], report["service"]
         release = device.pi.local_path(f"edgekit/releases/{report['release']}")

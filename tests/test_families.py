@@ -49,3 +49,31 @@ def test_a_command_gets_one_dict_and_a_moved_flag_names_its_new_spelling() -> No
     assert moved.exit_code == 2 and "--old-iou is now --post iou=X" in moved.output
     bad = CliRunner().invoke(command, ["--post", "iou=x"])
     assert bad.exit_code == 2 and "--post iou" in bad.output
+
+
+def test_a_key_fills_its_parameter_and_a_word_stands_for_pairs() -> None:
+    keys = {"dir": Key("Where.", metavar="DIR", param="base"),
+            "serial": Key("Batch.", metavar="N"), "max_fail": Key("Stop.", click.INT, "P")}
+    words = {"canary": "serial=1,max_fail=0"}
+    assert parse_family("--x", keys, ("dir=/srv/e",)) == {"base": "/srv/e"}
+    assert parse_family("--x", keys, ("canary",), words=words) == {"serial": "1", "max_fail": 0}
+    with pytest.raises(click.BadParameter, match="max_fail is given twice"):
+        parse_family("--x", keys, ("canary", "max-fail=3"), words=words)
+
+
+def test_a_familys_old_flags_answer_only_on_the_commands_that_have_it() -> None:
+    @click.command(cls=Command)
+    @family("--ssh", "ssh", {"port": Key("Port.", click.INT, "N")}, "SSH.",
+            renamed={"--ssh-port-old": "port"})
+    def with_family(ssh: dict) -> None:
+        click.echo(repr(ssh))
+
+    @click.command(cls=Command)
+    def without() -> None:
+        pass
+
+    moved = CliRunner().invoke(with_family, ["--ssh-port-old", "22"])
+    assert moved.exit_code == 2 and "--ssh-port-old is now --ssh port=N" in moved.output
+    unknown = CliRunner().invoke(without, ["--ssh-port-old", "22"])
+    assert unknown.exit_code == 2 and "No such option '--ssh-port-old'" in unknown.output
+    assert with_family.params[0].flags == {"port": "--ssh port"}  # for the library's errors

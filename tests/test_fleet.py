@@ -107,11 +107,13 @@ def test_fleet_options_are_checked(lenet_bundle: Path, tmp_path: Path) -> None:
             (("--inventory", inventory, "--host", "pi@x"), "drop --host"),
             (("--inventory", inventory, "--rollout", "serial=0"), "--rollout serial takes"),
             (("--inventory", inventory, "--rollout", "serial=120%"), "1% to 100%"),
-            (("--inventory", inventory, "--rollout", "max-fail=101"), "--rollout max-fail"),
-            (("--inventory", inventory, "--rollout", "max-fail=nan"), "--rollout max-fail"),
-            (("--inventory", inventory, "--rollout", "serial"), "give KEY=VALUE pairs"),
+            (("--inventory", inventory, "--rollout", "max-fail=101"), "--rollout max_fail"),
+            (("--inventory", inventory, "--rollout", "max-fail=nan"), "--rollout max_fail"),
+            (("--inventory", inventory, "--rollout", "serial"), "'serial' is not KEY=VALUE"),
             (("--host", "pi@x", "--rollout", "canary"), "--rollout goes with --inventory"),
-            (("--inventory", inventory, "--serial", "1"), "--serial is now part of --rollout"),
+            (("--inventory", inventory, "--serial", "1"), "--serial is now --rollout serial=N|N%"),
+            (("--host", "pi@x", "--port", "22"), "--port is now --ssh port=N"),
+            (("--inventory", inventory, "--ssh", "port=22"), "drop --host and --ssh port"),
             (("--inventory", inventory, "--dry-run"), "edgekit playbook writes")]:
         result = run_cli("deploy", lenet_bundle, *args)
         assert result.returncode == 2, (args, result.stderr)
@@ -148,8 +150,8 @@ def test_a_refused_key_and_an_unknown_host_are_named_per_host(
                                                      identity_file=wrong_identity_file)),
         fd.inventory_line("unknown", fd.device_with(ssh_server, host="localhost")),
         fd.inventory_line("closed", closed), ""]))
-    result = run_cli("status", "--inventory", inventory, "--known-hosts",
-                     ssh_server.known_hosts_file, "--json")
+    result = run_cli("status", "--inventory", inventory, "--ssh",
+                     f"known_hosts={ssh_server.known_hosts_file}", "--json")
     assert result.returncode == 1
     assert_clean_error(result, "3 of 4 hosts failed (wrongkey, unknown, closed)")
     hosts = rows(result)
@@ -160,8 +162,8 @@ def test_a_refused_key_and_an_unknown_host_are_named_per_host(
     assert "ssh-keyscan -p" in hosts["unknown"]["error"]
     assert "connection refused" in hosts["closed"]["error"]
     assert all("\n" not in h["error"] for h in hosts.values())
-    text = run_cli("status", "--inventory", inventory, "--known-hosts",
-                   ssh_server.known_hosts_file)
+    text = run_cli("status", "--inventory", inventory, "--ssh",
+                   f"known_hosts={ssh_server.known_hosts_file}")
     assert text.returncode == 1 and "wrongkey" in text.stdout and "refused the key" in text.stdout
 
 
@@ -271,7 +273,8 @@ def small_disk(device: SshServer) -> Path:
 
 
 def fleet_cli(command: str, *args: str | Path, known_hosts: Path) -> object:
-    return run_cli(command, *args, "--known-hosts", known_hosts, "--python", "/usr/bin/python3",
+    return run_cli(command, *args, "--ssh", f"known_hosts={known_hosts}", "--release",
+                   "python=/usr/bin/python3",
                    "--json")
 
 
@@ -321,8 +324,8 @@ def test_deploy_to_several_devices_a_full_disk_redeploy_status_rollback(
     for name, _ in entries[:3]:
         assert seen[name]["device"]["current"] == second[name]["release"]
     assert seen["full"]["device"]["current"] is None
-    text = run_cli("status", "--inventory", inventory, "--known-hosts", known,
-                   "--python", "/usr/bin/python3")
+    text = run_cli("status", "--inventory", inventory, "--ssh", f"known_hosts={known}",
+                   "--release", "python=/usr/bin/python3")
     assert text.returncode == 0 and second["dev2"]["release"] in text.stdout
     back = fleet_cli("rollback", "--inventory", inventory, "--limit", "dev*",
                      known_hosts=known)
@@ -361,8 +364,8 @@ def test_a_failing_canary_stops_the_rollout(fleet: fd.FleetSshd, lenet_bundle: P
         after = (current(device), sorted(os.listdir(releases)) if releases.is_dir() else [])
         assert after == before[name]
     text = run_cli("deploy", lenet_bundle, "--inventory", inventory, "--offline", "--rollout",
-                   "canary", "--known-hosts", known, "--python",
-                   "/usr/bin/python3")
+                   "canary", "--ssh", f"known_hosts={known}", "--release",
+                   "python=/usr/bin/python3")
     assert text.returncode == 1 and "not run" in text.stdout and "serial 1" in text.stdout
 
 
@@ -378,7 +381,7 @@ def test_ctrl_c_ends_the_fleet_deploy_and_its_children(fleet: fd.FleetSshd,
                               profile)
     process = subprocess.Popen(
         [sys.executable, "-m", "edgekit", "deploy", str(lenet_bundle), "--inventory",
-         str(inventory), "--known-hosts", str(known), "--python", "/usr/bin/python3",
+         str(inventory), "--ssh", f"known_hosts={known}", "--release", "python=/usr/bin/python3",
          "--offline"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     seen = ""
     deadline = time.monotonic() + 300
@@ -457,7 +460,8 @@ def test_the_service_with_the_live_view_on_every_host(fleet: fd.FleetSshd,
     # the URLs without a token.
     envs["cam2"].unlink()
     again = run_cli("deploy", detector_bundle, "--inventory", inventory, "--offline",
-                    "--service", "--known-hosts", known, "--python", "/usr/bin/python3")
+                    "--service", "--ssh", f"known_hosts={known}", "--release",
+                    "python=/usr/bin/python3")
     assert again.returncode == 0, again.stderr
     made = re.search(rf"^live view: cam2: {re.escape(url)}\?token=([\w-]+) \(open it once; the "
                      rf"browser keeps the token\. It is shown only now, and kept in "
@@ -469,8 +473,8 @@ def test_the_service_with_the_live_view_on_every_host(fleet: fd.FleetSshd,
     tokens["cam2"] = made[1]
     status = fleet_cli("status", "--inventory", inventory, known_hosts=known)
     assert status.returncode == 0, status.stderr
-    text = run_cli("status", "--inventory", inventory, "--known-hosts", known,
-                   "--python", "/usr/bin/python3")
+    text = run_cli("status", "--inventory", inventory, "--ssh", f"known_hosts={known}",
+                   "--release", "python=/usr/bin/python3")
     assert text.returncode == 0, text.stderr
     assert (f"live view: cam1: {url} (the token is unchanged: in {envs['cam1']} on the "
             "device, mode 0600)") in again.stdout
@@ -517,7 +521,8 @@ def test_the_service_with_the_live_view_on_every_host(fleet: fd.FleetSshd,
     envs["cam2"].unlink()
     out = tmp_path / "playbook"
     emitted = run_cli("playbook", detector_bundle, "--inventory", inventory, "--offline",
-                      "--service", "--known-hosts", known, "--python", "/usr/bin/python3",
+                      "--service", "--ssh", f"known_hosts={known}", "--release",
+                      "python=/usr/bin/python3",
                       "-o", out)
     assert emitted.returncode == 0, emitted.stderr
     home = tmp_path / "ansible-home"
@@ -565,7 +570,8 @@ def test_the_emulated_pi_is_one_more_host(fleet: fd.FleetSshd, emulated_pi: SshS
         "[loopback:vars]", f"edgekit_target={local_profile(tmp_path)}",
         "edgekit_python=/usr/bin/python3",
         "[pis]", fd.inventory_line("pi", emulated_pi, edgekit_target="rpi4-cpu"), ""]))
-    result = run_cli("deploy", lenet_bundle, "--inventory", inventory, "--known-hosts", known,
+    result = run_cli("deploy", lenet_bundle, "--inventory", inventory, "--ssh",
+                     f"known_hosts={known}",
                      "--json")
     assert result.returncode == 0, result.stderr
     hosts = rows(result)

@@ -6,7 +6,6 @@ import ast
 import dataclasses
 import importlib
 
-import click
 import pytest
 from conftest import ROOT
 
@@ -50,20 +49,36 @@ def test_a_record_filled_by_position_is_refused() -> None:
 
 
 def test_the_command_line_defaults_are_the_records() -> None:
-    """deploy's --samples, --keep, --settle, --lock-timeout and --timeout show what the
-    Python API does when they are left out."""
+    """deploy's --ssh and --release keys fill the records' fields of the same name (what is left
+    out takes the record's default, as in the Python API), and each key's help states that
+    default: samples (10), keep (3), settle (10), lock_timeout (0), timeout (60), ..."""
+    from edgekit.cli.families import FamilyOption
+    from edgekit.deploy.fleet import FleetRequest
     from edgekit.deploy.release import DeployRequest
     from edgekit.deploy.ssh import SshOptions
 
-    defaults = {f.name: f.default for record in (DeployRequest, SshOptions)
-                for f in dataclasses.fields(record) if f.default is not dataclasses.MISSING}
+    def defaults(record: type) -> dict[str, object]:
+        return {f.name: f.default for f in dataclasses.fields(record)
+                if f.default is not dataclasses.MISSING}
+
+    records = {"--ssh": [defaults(SshOptions)],
+               "--release": [defaults(DeployRequest), defaults(FleetRequest)]}
     commands = all_commands()
     checked = set()
     for command in ("deploy", "rollback", "playbook", "status"):
-        context = click.Context(commands[command])
-        for param in commands[command].params:
-            if param.name in defaults and defaults[param.name] is not None:
-                shown = param.get_default(context)
-                assert shown == defaults[param.name], (command, param.name, shown)
-                checked.add(param.name)
-    assert {"samples", "keep", "settle", "lock_timeout", "timeout"} <= checked, checked
+        for option in commands[command].params:
+            if not isinstance(option, FamilyOption) or option.opts[0] not in records:
+                continue
+            for key, spec in option.keys.items():
+                name = spec.param or key
+                if key == "port":  # the host's, not a record field: parse_host(text, port)
+                    continue
+                found = {d[name] for d in records[option.opts[0]]}
+                assert len(found) == 1, (command, key, found)  # the records agree
+                default = found.pop()
+                if default is not None:
+                    shown = f"{default:g}" if isinstance(default, float) else str(default)
+                    assert f"({shown})" in spec.help or f"({shown};" in spec.help, \
+                        (command, key, spec.help, default)
+                checked.add(name)
+    assert {"samples", "keep", "settle", "lock_timeout", "timeout", "python", "base"} <= checked

@@ -194,7 +194,8 @@ def test_an_error_line_shows_a_name_escaped(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------- numbers
 
 
-def _float_options() -> list[tuple[str, click.Option]]:
+def _float_options() -> list[tuple[str, object]]:
+    """(name, type) of every option and every option family's key: "deploy --release settle"."""
     from edgekit.cli.app import all_commands, cli
 
     all_commands()  # each command's module imported: the walk below sees them all
@@ -203,7 +204,9 @@ def _float_options() -> list[tuple[str, click.Option]]:
     def walk(command: click.Command, path: str) -> None:
         for param in command.params:
             if isinstance(param, click.Option):
-                found.append((f"{path} {param.opts[0]}", param))
+                found.append((f"{path} {param.opts[0]}", param.type))
+                for key, spec in getattr(param, "keys", {}).items():  # a family's keys
+                    found.append((f"{path} {param.opts[0]} {key}", spec.type))
         for name, sub in getattr(command, "commands", {}).items():
             walk(sub, f"{path} {name}".strip())
 
@@ -214,16 +217,16 @@ def _float_options() -> list[tuple[str, click.Option]]:
 def test_every_float_option_takes_its_value_through_finite() -> None:
     from edgekit.cli.options import Finite
 
-    floats = [(name, option) for name, option in _float_options()
-              if isinstance(option.type, (click.types.FloatParamType, Finite))]
-    assert {"classify --max-megapixels", "bench --duration", "run --iou", "deploy --timeout",
-            "deploy --settle"} <= {n for n, _ in floats}
-    wrong = [name for name, option in floats if not isinstance(option.type, Finite)]
+    floats = [(name, kind) for name, kind in _float_options()
+              if isinstance(kind, (click.types.FloatParamType, Finite))]
+    assert {"classify --max-megapixels", "bench --duration", "run --iou", "deploy --ssh timeout",
+            "deploy --release settle", "deploy --rollout max_fail"} <= {n for n, _ in floats}
+    wrong = [name for name, kind in floats if not isinstance(kind, Finite)]
     assert not wrong, f"float options that let NaN or inf through: {wrong}"
-    for _, option in floats:
+    for _, kind in floats:
         for bad in ("nan", "inf", "-inf", "NaN", "1e999"):
             with pytest.raises(click.BadParameter, match="finite number"):
-                option.type.convert(bad, option, None)
+                kind.convert(bad, None, None)
 
 
 def test_finite_states_the_bound() -> None:
@@ -239,8 +242,8 @@ def test_finite_states_the_bound() -> None:
      "--max-megapixels"),
     (["bench", LENET, "--duration", "nan"], "--duration"),
     (["bench", LENET, "--duration", "inf"], "--duration"),
-    (["deploy", LENET, "--host", "pi@127.0.0.1", "--timeout", "inf"], "--timeout"),
-    (["deploy", LENET, "--host", "pi@127.0.0.1", "--settle", "nan"], "--settle"),
+    (["deploy", LENET, "--host", "pi@127.0.0.1", "--ssh", "timeout=inf"], "--ssh timeout"),
+    (["deploy", LENET, "--host", "pi@127.0.0.1", "--release", "settle=nan"], "--release settle"),
     (["run", LENET, "--source", "0", "--iou", "nan"], "--iou"),
     (["run", LENET, "--source", "0", "--realtime", "inf"], "--realtime"),
 ])

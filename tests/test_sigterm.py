@@ -381,7 +381,7 @@ def test_deploy_to_a_silent_host(signum: int, silent_port: int, lenet_bundle: Pa
     and Ctrl-C (ssh held on for its timeout, so the hard exit came) the staging folder."""
     temp, env = tmpdir_env
     run = Running("deploy", lenet_bundle, "--target", "rpi4-cpu", "--host", "pi@127.0.0.1",
-                  "--port", silent_port, env=env)
+                  "--ssh", f"port={silent_port}", env=env)
     run.wait_for("take the device's deploy lock")
     deadline = time.monotonic() + 30
     while not any("ssh" in _cmdline(pid) for pid in descendants(run.process.pid)):
@@ -433,8 +433,8 @@ def test_deploy_to_an_inventory(two_devices, lenet_bundle: Path, tmp_path: Path,
     inventory.write_text("\n".join(["[lab]", *[fd.inventory_line(f"d{i}", d)
                                                for i, d in enumerate(devices)],
                                      "", "[lab:vars]", f"edgekit_target={profile}", ""]))
-    args = ("deploy", lenet_bundle, "--inventory", inventory, "--known-hosts", known,
-            "--python", "/usr/bin/python3", "--offline")
+    args = ("deploy", lenet_bundle, "--inventory", inventory, "--ssh", f"known_hosts={known}",
+            "--release", "python=/usr/bin/python3", "--offline")
     run = Running(*args, env=env)
     run.wait_for("stage a new release folder")
     playbook = [pid for pid in descendants(run.process.pid) if "ansible" in _cmdline(pid)]

@@ -148,23 +148,24 @@ class EdgekitGroup(click.Group):
 
     def flagged(self, ctx: click.Context, exc: EdgekitError) -> str:
         """The error's message, with the flag of the parameter it names (the library says
-        ``settle``, the command line ``--settle``): the command's option of that name, else
-        the flag a library parameter has under another name."""
+        ``settle``, the command line ``--release settle``): the command's option or family key
+        of that name, else the flag a library parameter has under another name."""
         if not isinstance(exc, UsageError):
             return str(exc)
         command = self.get_command(ctx, ctx.invoked_subcommand or "")
-        flags = {option.name: max(option.opts, key=len) for option in
-                 (command.params if command is not None else [])
-                 if isinstance(option, click.Option)}
+        flags: dict[str | None, str] = {}
+        for option in command.params if command is not None else []:
+            if isinstance(option, click.Option):
+                flags[option.name] = max(option.opts, key=len)
+                flags.update(getattr(option, "flags", {}))  # a family's keys: "--ssh timeout"
         from edgekit.cli.families import KEY_FLAGS
 
         return exc.naming(lambda name: flags.get(name) or FLAGS.get(name) or KEY_FLAGS.get(name))
 
 
 # Library parameters whose flag is not their own name with dashes.
-FLAGS = {"host": "--host", "base": "--remote-dir", "folder": "--output", "target": "--target",
-         "serial": "--rollout serial", "max_fail_percentage": "--rollout max-fail",
-         "forks": "--rollout forks"}
+# (A family key names its parameter itself: families.Key.param, KEY_FLAGS.)
+FLAGS = {"host": "--host", "folder": "--output", "target": "--target"}
 
 
 def _interrupted() -> None:

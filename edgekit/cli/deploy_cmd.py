@@ -10,52 +10,45 @@ import click
 from edgekit.cli import device_options as dev
 from edgekit.cli import options
 from edgekit.cli.app import cli, debug_option, progress_printer
+from edgekit.cli.families import Command
 from edgekit.errors import DeployError, UsageError
 
-# The modes deploy had before they became commands: each answers with the new spelling.
-RENAMED = {"--status": "edgekit status --host USER@HOST (or --inventory FILE)",
-           "--rollback": "edgekit rollback --host USER@HOST [--to RELEASE]",
-           "--emit-playbook": "edgekit playbook BUNDLE --inventory FILE -o DIR"}
 
-
-class DeployCommand(dev.DeviceCommand):
+class DeployCommand(Command):
     """deploy, answering its old modes with the command that does each now (exit 2)."""
 
-    renamed = RENAMED
-
-    def moved(self, old: str, new: str) -> str:
-        if old in RENAMED:
-            return f"deploy {old} is now its own command: {new}"
-        return super().moved(old, new)
+    renamed = {"--status": "its own command: edgekit status --host USER@HOST (or --inventory "
+                           "FILE)",
+               "--rollback": "its own command: edgekit rollback --host USER@HOST [--to RELEASE]",
+               "--emit-playbook": "its own command: edgekit playbook BUNDLE --inventory FILE -o "
+                                  "DIR"}
 
 
 @cli.command(cls=DeployCommand)
 @click.argument("bundle", required=False, type=click.Path(path_type=Path))
 @dev.target
-@dev.device_options
+@dev.device_options()
 @dev.dry_run
-@dev.release_options
+@dev.service
+@dev.offline
+@dev.wheel
 @dev.rollout_options
 @options.json_output
 @options.quiet
 @debug_option
 def deploy(bundle: Path | None, target_name: str | None, device: dev.DeviceOptions,
-           service: bool, offline: bool, dry_run: bool, samples: int, keep: int,
-           settle: float, lock_timeout: float, wheel: Path | None, rollout: dict[str, Any],
-           view: str, quiet: bool) -> None:
+           service: bool, offline: bool, dry_run: bool, wheel: Path | None,
+           rollout: dict[str, Any], view: str, quiet: bool) -> None:
     """Deploy a bundle to a device over SSH, atomically, and prove it runs there.
 
     \b
-    Ships the artifacts the target runs (and the manifest, the validation set
-    and edgekit as a wheel) into a new release folder on the device, checks
-    every file's sha256 there, sets up (or reuses) a Python environment with
-    the target's runtime, runs a smoke test with it, and only then switches
-    ~/edgekit/current to the new release (see edgekit rollback). A service is
-    restarted and watched for --settle seconds, and switched back when it does
-    not stay up. One deploy or rollback at a time per device (a lock there).
-    Keys only (BatchMode), host keys always checked. With --inventory, the
-    same steps run on every host through ansible-playbook, and a table says
-    what happened on each (--rollout canary: one host first, stop on a failure).
+    Ships what the target runs (and edgekit as a wheel) into a new release
+    folder, checks every file's sha256 there, sets up a Python environment,
+    runs a smoke test, and only then switches current to it (one rename; see
+    edgekit rollback). A service is restarted and watched for settle seconds,
+    and switched back if it does not stay up. One deploy at a time per device
+    (a lock). Keys only, host keys checked. With --inventory, every host runs
+    the same steps through ansible-playbook; a table says how each went.
 
     \b
     Examples:
@@ -71,7 +64,7 @@ def deploy(bundle: Path | None, target_name: str | None, device: dev.DeviceOptio
     progress = progress_printer(not quiet)
     if device.inventory is not None:
         _fleet(bundle, target_name, device, service, offline, dry_run, wheel, rollout, view,
-               progress, samples=samples, keep=keep, settle=settle, lock_timeout=lock_timeout)
+               progress)
         return
     if target_name is None:
         raise UsageError("deploy needs a BUNDLE and --target NAME (see edgekit targets)")
@@ -81,9 +74,8 @@ def deploy(bundle: Path | None, target_name: str | None, device: dev.DeviceOptio
     from edgekit.deploy.targets import find_target
 
     request = DeployRequest(bundle=bundle, target=find_target(target_name), host=device.host(),
-                            ssh=device.ssh(), python=device.python, base=device.remote_dir,
-                            service=service, offline=offline, dry_run=dry_run, samples=samples,
-                            keep=keep, wheel=wheel, settle=settle, lock_timeout=lock_timeout)
+                            ssh=device.ssh(), service=service, offline=offline, dry_run=dry_run,
+                            wheel=wheel, **device.release)
     done = run_deploy(request, progress)
     click.echo(json.dumps(done.to_dict(), indent=2) if view == "json" else deploy_text(done))
     if done.problem:  # after the report: it holds the journal lines the error points to
@@ -92,13 +84,13 @@ def deploy(bundle: Path | None, target_name: str | None, device: dev.DeviceOptio
 
 def _fleet(bundle: Path, target_name: str | None, device: dev.DeviceOptions, service: bool,
            offline: bool, dry_run: bool, wheel: Path | None, rollout: dict[str, Any],
-           view: str, progress: Any, **settings: Any) -> None:
+           view: str, progress: Any) -> None:
     from edgekit.deploy.fleet import FleetBundle, fleet_deploy
 
     if dry_run:
         raise UsageError("--dry-run is for one --host; with --inventory, edgekit playbook "
                          "writes what would run without sending anything")
-    request = device.fleet(rollout, **settings)
+    request = device.fleet(rollout)
     what = FleetBundle(bundle=bundle, target=target_name, service=service, offline=offline,
                        wheel=wheel)
     dev.show_fleet(fleet_deploy(what, request, progress), view)

@@ -1,19 +1,22 @@
 """The options every device command shares (deploy, status, rollback, playbook), declared once:
-which device (``--host``) or devices (``--inventory``, ``--limit``), how to reach them, and how
-to roll through many. Each command gets one record (``device: DeviceOptions``) instead of nine
-arguments, and the checks of how they combine live here."""
+which device (``--host``) or devices (``--inventory``, ``--limit``), how to reach them (``--ssh``
+KEY=VALUE), where and how releases live there (``--release`` KEY=VALUE: each command takes the
+keys it uses), and how to roll through many (``--rollout``). Each command gets one record
+(``device: DeviceOptions``) instead of a dozen arguments, and the checks of how they combine
+live here. A key left out takes the library record's default (DeployRequest, FleetRequest,
+SshOptions), which its help states."""
 from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from edgekit.cli.families import Command
+from edgekit.cli.families import Key, family
 from edgekit.cli.options import Finite
 from edgekit.errors import UsageError
 from edgekit.helpers.limits import MAX_SECONDS
@@ -21,78 +24,88 @@ from edgekit.helpers.records import keyword_only
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-DEVICE_OPTION_NAMES = ("host_text", "inventory", "limit", "port", "identity", "known_hosts",
-                       "timeout", "python", "remote_dir")
-# --rollout's keys, as Rollout's fields; "canary" stands for serial=1,max-fail=0.
-ROLLOUT_KEYS = {"serial": "serial", "max-fail": "max_fail_percentage", "forks": "forks"}
-ROLLOUT_FORM = ("KEY=VALUE pairs (serial=N or N%, max-fail=P, forks=N, e.g. "
-                "serial=1,max-fail=0), or canary")
-# Options that became --rollout's keys: each answers with the new spelling (exit 2).
-RENAMED_OPTIONS = {"--serial": "--rollout serial=N (or N%)",
-                   "--max-fail-percentage": "--rollout max-fail=P",
-                   "--forks": "--rollout forks=N"}
+_PATH = click.Path(path_type=Path)
+
+# --ssh's keys: the port, then SshOptions' fields.
+SSH_KEYS = {
+    "port": Key("22 or ~/.ssh/config's", click.IntRange(1, 65535), "N"),
+    "identity": Key("private key (ssh's own, agent)", _PATH, "FILE"),
+    "known_hosts": Key("the only one trusted", _PATH, "FILE"),
+    "timeout": Key("seconds a silent link lasts (60)", Finite(3, MAX_SECONDS), "S"),
+}
+# --release's keys: fields of DeployRequest, FleetRequest and the rollback and status calls.
+RELEASE_KEYS = {
+    "python": Key("the one that makes the environment (python3)", metavar="PATH"),
+    "dir": Key("their folder, from home (edgekit)", metavar="DIR", param="base"),
+    "keep": Key("releases kept (3)", click.IntRange(min=1), "N"),
+    "samples": Key("smoke-tested validation samples (10; 0: all)",
+                   click.IntRange(min=0), "N"),
+    "settle": Key("seconds a restarted service must stay up (10)",
+                  Finite(0, MAX_SECONDS), "S"),
+    "lock_timeout": Key("seconds to wait for another's lock (0)",
+                        Finite(0, MAX_SECONDS), "S"),
+}
+# The flags the keys were before: each answers with its new spelling (exit 2).
+OLD_FLAGS = {"--port": "port", "--identity": "identity", "--known-hosts": "known_hosts",
+             "--timeout": "timeout", "--python": "python", "--remote-dir": "dir",
+             "--keep": "keep", "--samples": "samples", "--settle": "settle",
+             "--lock-timeout": "lock_timeout", "--serial": "serial",
+             "--max-fail-percentage": "max_fail", "--forks": "forks"}
 
 
-class DeviceCommand(Command):
-    """A device command that answers an option it no longer has with its new spelling."""
+class Percent(Finite):
+    """A percentage, with or without its % sign."""
 
-    renamed: dict[str, str] = {}
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        return super().convert(str(value).strip().rstrip("%"), param, ctx)
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        head = args[:args.index("--")] if "--" in args else args
-        for old, new in {**RENAMED_OPTIONS, **self.renamed}.items():
-            if any(a == old or a.startswith(old + "=") for a in head):
-                raise click.UsageError(self.moved(old, new), ctx)
-        return super().parse_args(ctx, args)
 
-    def moved(self, old: str, new: str) -> str:
-        return f"{old} is now part of --rollout: {new}, or --rollout canary"
+# --rollout's keys, Rollout's fields; the word canary stands for serial=1,max_fail=0.
+ROLLOUT_KEYS = {
+    "serial": Key("hosts a batch", metavar="N|N%"),
+    "max_fail": Key("% of a batch failing stops it", Percent(0, 100), "P",
+                    param="max_fail_percentage"),
+    "forks": Key("hosts at once (5)", click.IntRange(min=1), "N"),
+}
 
 
 @keyword_only
 @dataclass(frozen=True)
 class DeviceOptions:
-    """One device or an inventory's hosts, and how to reach them."""
+    """One device or an inventory's hosts, how to reach them, and --release's settings."""
 
     host_text: str | None = None
     inventory: Path | None = None
     limit: str | None = None
-    port: int | None = None
-    identity: Path | None = None
-    known_hosts: Path | None = None
-    timeout: float = 60.0
-    python: str = "python3"
-    remote_dir: str = "edgekit"
+    ssh_keys: Mapping[str, Any] = field(default_factory=dict)  # --ssh: port, SshOptions' fields
+    release: Mapping[str, Any] = field(default_factory=dict)  # --release: the library's names
 
     def check(self, command: str) -> None:
-        """Exactly one of --host and --inventory; --limit with an inventory, --port with a
+        """Exactly one of --host and --inventory; --limit with an inventory, a port with a
         host."""
-        if self.host_text is not None and self.inventory is not None:
+        if self.inventory is not None and (self.host_text is not None or "port" in self.ssh_keys):
             raise UsageError("--inventory names the hosts (ansible_host, ansible_port, "
-                             "ansible_user in it): drop --host and --port")
+                             "ansible_user in it): drop --host and --ssh port")
         if self.host_text is None and self.inventory is None:
             raise UsageError(f"{command} needs --host USER@HOST (one device) or --inventory "
                              "FILE (every host of an Ansible inventory)")
-        if self.inventory is not None and self.port is not None:
-            raise UsageError("--inventory names the hosts (ansible_host, ansible_port, "
-                             "ansible_user in it): drop --host and --port")
         if self.inventory is None and self.limit is not None:
             raise UsageError("--limit goes with --inventory")
 
     def ssh(self) -> Any:
         from edgekit.deploy.ssh import SshOptions
 
-        return SshOptions(identity=self.identity, known_hosts=self.known_hosts,
-                          timeout=self.timeout)
+        return SshOptions(**{k: v for k, v in self.ssh_keys.items() if k != "port"})
 
     def host(self) -> Any:
         from edgekit.deploy.ssh import parse_host
 
         assert self.host_text is not None
-        return parse_host(self.host_text, self.port)
+        return parse_host(self.host_text, self.ssh_keys.get("port"))
 
-    def fleet(self, rollout: dict[str, Any], **settings: Any) -> Any:
-        """The FleetRequest for these hosts (``settings``: samples, keep, settle, ...)."""
+    def fleet(self, rollout: dict[str, Any]) -> Any:
+        """The FleetRequest for these hosts."""
         from edgekit.deploy.fleet import FleetRequest
         from edgekit.deploy.inventory import check_inventory
         from edgekit.deploy.playbook import Rollout
@@ -100,91 +113,59 @@ class DeviceOptions:
         assert self.inventory is not None
         check_inventory(self.inventory)
         return FleetRequest(inventory=self.inventory, limit=self.limit,
-                            rollout=Rollout(**rollout), ssh=self.ssh(), python=self.python,
-                            base=self.remote_dir, **settings)
+                            rollout=Rollout(**rollout), ssh=self.ssh(), **self.release)
 
 
-_DEVICE_OPTIONS = {
-    "host_text": click.option("--host", "host_text", metavar="USER@HOST",
-                              help="The device, as ssh reaches it (e.g. pi@raspberrypi.local)."),
-    "inventory": click.option("--inventory", type=click.Path(path_type=Path), metavar="INVENTORY",
-                              help="Every host of this Ansible inventory (INI or YAML) instead "
-                              "of --host, through ansible-core (pip install 'edgekit[fleet]')."),
-    "limit": click.option("--limit", metavar="PATTERN", help="With --inventory: only the hosts "
-                          "this Ansible pattern matches (a host, a group, 'lab:!pi3', 'pi*')."),
-    "port": click.option("--port", type=click.IntRange(1, 65535), metavar="PORT",
-                         show_default="22, or your ~/.ssh/config", help="SSH port."),
-    "identity": click.option("--identity", type=click.Path(path_type=Path), metavar="KEYFILE",
-                             show_default="ssh's own keys and agent",
-                             help="Private key to log in with."),
-    "known_hosts": click.option("--known-hosts", type=click.Path(path_type=Path), metavar="FILE",
-                                show_default="ssh's own",
-                                help="The only known_hosts file to trust."),
-    "timeout": click.option("--timeout", default=60.0, show_default=True,
-                            type=Finite(3, MAX_SECONDS), metavar="SECONDS",
-                            help="How long a silent link is tolerated before giving up."),
-    "python": click.option("--python", default="python3", show_default=True, metavar="PATH",
-                           help="The device's Python that makes the environment."),
-    "remote_dir": click.option("--remote-dir", default="edgekit", show_default=True,
-                               metavar="DIR", help="Where releases live on the device "
-                               "(relative: to the login home)."),
-}
+_host = click.option("--host", "host_text", metavar="USER@HOST",
+                     help="The device, as ssh reaches it (pi@raspberrypi.local).")
+_inventory = click.option(
+    "--inventory", type=_PATH, metavar="FILE", help="Every host of this Ansible inventory "
+    "instead (pip install 'edgekit[fleet]').")
+_limit = click.option("--limit", metavar="PATTERN",
+                      help="Only the inventory's hosts this Ansible pattern matches.")
 
 
-def _reach(names: tuple[str, ...]) -> Callable[[F], F]:
+def _subset(keys: Mapping[str, Key], names: tuple[str, ...] | None) -> dict[str, Key]:
+    return {k: v for k, v in keys.items() if names is None or k in names}
+
+
+def _family(flag: str, dest: str, keys: dict[str, Key], help: str, **kwargs: Any
+            ) -> Callable[[F], F]:
+    old = {flag_: key for flag_, key in OLD_FLAGS.items() if key in keys}
+    return family(flag, dest, keys, help, renamed=old, **kwargs)
+
+
+def device_options(release: tuple[str, ...] | None = None, host: bool = True
+                   ) -> Callable[[F], F]:
+    """--host (unless ``host`` is False: the playbook's hosts are the inventory's), --inventory,
+    --limit, --ssh and --release (with the keys named in ``release``; None: all) as one
+    ``device: DeviceOptions``."""
+    ssh_keys = _subset(SSH_KEYS, None if host else ("identity", "known_hosts", "timeout"))
+    release_keys = _subset(RELEASE_KEYS, release)
+
     def decorate(f: F) -> F:
         @functools.wraps(f)
-        def command(*args: Any, **kwargs: Any) -> Any:
-            values = {name: kwargs.pop(name) for name in names}
-            return f(*args, device=DeviceOptions(**values), **kwargs)
+        def command(*args: Any, ssh: dict[str, Any], release: dict[str, Any],
+                    **kwargs: Any) -> Any:
+            device = DeviceOptions(host_text=kwargs.pop("host_text", None),
+                                   inventory=kwargs.pop("inventory"),
+                                   limit=kwargs.pop("limit"), ssh_keys=ssh, release=release)
+            return f(*args, device=device, **kwargs)
 
-        for name in reversed(names):
-            command = _DEVICE_OPTIONS[name](command)
-        return command  # type: ignore[return-value]
+        wrapped: Any = command
+        for option in reversed([
+                *([_host] if host else []), _inventory, _limit,
+                _family("--ssh", "ssh", ssh_keys, "How ssh reaches the device."),
+                _family("--release", "release", release_keys,
+                        "The releases on the device; its Python.")]):
+            wrapped = option(wrapped)
+        return wrapped  # type: ignore[no-any-return]
     return decorate
 
 
-# --host, --inventory, --limit, --port, --identity, --known-hosts, --timeout, --python,
-# --remote-dir as one ``device: DeviceOptions``.
-device_options = _reach(DEVICE_OPTION_NAMES)
-# The same without --host and --port: for the playbook, whose hosts the inventory names.
-inventory_options = _reach(tuple(n for n in DEVICE_OPTION_NAMES if n not in ("host_text", "port")))
-
-
-def parse_rollout(text: str | None) -> dict[str, Any]:
-    """--rollout's text as Rollout's fields ({} for None: Ansible's defaults, forks 5)."""
-    if text is None:
-        return {}
-    if text.strip() == "canary":
-        return {"serial": "1", "max_fail_percentage": 0.0}
-    found: dict[str, Any] = {}
-    for part in text.split(","):
-        key, sep, value = (s.strip() for s in part.partition("="))
-        if not sep or key not in ROLLOUT_KEYS or not value:
-            raise UsageError(f"--rollout {text!r}: give {ROLLOUT_FORM}")
-        found[ROLLOUT_KEYS[key]] = value
-    try:
-        if "max_fail_percentage" in found:
-            found["max_fail_percentage"] = float(found["max_fail_percentage"].rstrip("%"))
-        if "forks" in found:
-            found["forks"] = int(found["forks"])
-    except ValueError:
-        raise UsageError(f"--rollout {text!r}: max-fail takes a percentage from 0 to 100 and "
-                         "forks a whole number of hosts") from None
-    return found
-
-
-def rollout_options(f: F) -> F:
-    """--rollout (with --inventory) as one ``rollout`` dict of Rollout's fields."""
-    @functools.wraps(f)
-    def command(*args: Any, **kwargs: Any) -> Any:
-        return f(*args, rollout=parse_rollout(kwargs.pop("rollout_text")), **kwargs)
-
-    return click.option(  # type: ignore[return-value]
-        "--rollout", "rollout_text", metavar="SPEC",
-        show_default="all hosts, 5 at a time",
-        help="With --inventory, a rolling update: serial=N|N% hosts a batch, max-fail=P% "
-        "of a batch stops it, forks=N at once; canary: serial=1,max-fail=0.")(command)
+rollout_options = _family(
+    "--rollout", "rollout", ROLLOUT_KEYS, "With --inventory: a rolling update; canary is "
+    "serial=1,max_fail=0.", words={"canary": "serial=1,max_fail=0"})
 
 
 def fleet_only(device: DeviceOptions, rollout: dict[str, Any]) -> None:
@@ -193,39 +174,18 @@ def fleet_only(device: DeviceOptions, rollout: dict[str, Any]) -> None:
         raise UsageError("--rollout goes with --inventory")
 
 
-settle = click.option(
-    "--settle", default=10.0, show_default=True, type=Finite(0, MAX_SECONDS), metavar="SECONDS",
-    help="How long a (re)started service must stay up (no restart) to count as healthy; if it "
-    "does not, current switches back to the previous release.")
-lock_timeout = click.option(
-    "--lock-timeout", default=0.0, show_default=True, type=Finite(0, MAX_SECONDS),
-    metavar="SECONDS", help="How long to wait while another deploy or rollback holds the "
-    "device's lock (0: refuse at once, naming the holder).")
 dry_run = click.option("--dry-run", is_flag=True, help="Print every step and command; change "
-                       "nothing (the device is only asked, read-only, what it holds).")
+                       "nothing.")
 target = click.option(
-    "--target", "target_name", metavar="NAME|FILE", help="Device profile: a name from `edgekit "
-    "targets`, or a .toml file (with --inventory: hosts without edgekit_target).")
+    "--target", "target_name", metavar="NAME|FILE", help="Device profile (edgekit targets) or "
+    ".toml file; with --inventory: for hosts without edgekit_target.")
 service = click.option(
-    "--service", is_flag=True, help="Install a systemd user unit that runs `edgekit run` on the "
-    "current release at boot; it must stay up for --settle seconds, or current switches back.")
-offline = click.option("--offline", is_flag=True, help="Download the target's wheels here and "
-                       "ship them, for a device without internet.")
-keep = click.option("--keep", default=3, show_default=True, type=click.IntRange(min=1),
-                    metavar="N", help="Complete releases kept.")
-wheel = click.option("--wheel", type=click.Path(path_type=Path), metavar="FILE",
-                     help="Ship this edgekit wheel instead of building one from the checkout.")
-
-
-def release_options(f: F) -> F:
-    """What a release is made of and how it is kept: --service, --offline, --samples, --keep,
-    --settle, --lock-timeout, --wheel (deploy and playbook)."""
-    from edgekit.cli import options
-
-    for decorate in reversed([service, offline, options.samples, keep, settle, lock_timeout,
-                              wheel]):
-        f = decorate(f)
-    return f
+    "--service", is_flag=True, help="Install a systemd user unit that runs `edgekit run` on "
+    "current (restarted, watched).")
+offline = click.option("--offline", is_flag=True, help="Ship the target's wheels, for a device "
+                       "without internet.")
+wheel = click.option("--wheel", type=_PATH, metavar="FILE",
+                     help="Ship this edgekit wheel instead of building one.")
 
 
 def show_fleet(report: Any, view: str) -> None:

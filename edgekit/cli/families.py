@@ -10,8 +10,10 @@ refused, an unknown key is refused with the family's keys, a bad value says whic
 one line, exit 2, before any model loads. The command receives one dict of the keys given, their
 values converted; defaults stay with the library record the command fills from it.
 
-A flag that became a family key answers with its new spelling (exit 2): ``renamed(...)``
-registers it, and every command (``Command``, the group's command class) checks it.
+A flag that became a family key answers with its new spelling (exit 2) on every command that
+has the family (``family(..., renamed=...)``); a flag that moved elsewhere answers on every
+command (``renamed(...)``) or on one (``Command.renamed``). ``Command``, the group's command
+class, checks them.
 """
 from __future__ import annotations
 
@@ -42,6 +44,7 @@ class Key:
     type: Any = click.STRING
     metavar: str = "VALUE"
     multiple: bool = False  # the key may be given more than once: its value is then a tuple
+    param: str | None = None  # the library parameter it fills, when not the key's own name
 
 
 def split_pairs(text: str) -> list[tuple[str, str]]:
@@ -56,10 +59,13 @@ def split_pairs(text: str) -> list[tuple[str, str]]:
 
 
 def parse_family(flag: str, keys: Mapping[str, Key], texts: tuple[str, ...] | list[str],
-                 ctx: click.Context | None = None) -> dict[str, Any]:
-    """The values of ``flag`` (each ``KEY=VALUE[,KEY=VALUE...]``) as {key: converted value}."""
+                 ctx: click.Context | None = None, words: Mapping[str, str] | None = None
+                 ) -> dict[str, Any]:
+    """The values of ``flag`` (each ``KEY=VALUE[,KEY=VALUE...]``, or one of ``words``, which
+    stands for its pairs) as {parameter: converted value} (a key's ``param``, else the key)."""
     found: dict[str, Any] = {}
     for text in texts:
+        text = (words or {}).get(text.strip(), text)
         try:
             pairs = split_pairs(text)
         except click.BadParameter as exc:
@@ -70,12 +76,13 @@ def parse_family(flag: str, keys: Mapping[str, Key], texts: tuple[str, ...] | li
                 raise click.BadParameter(f"unknown key {key!r}; {flag} takes {form(keys)}",
                                          ctx, param_hint=flag)
             converted = _convert(flag, key, keys[key], value, ctx)
+            name = keys[key].param or key
             if keys[key].multiple:
-                found[key] = found.get(key, ()) + (converted,)
-            elif key in found:
+                found[name] = found.get(name, ()) + (converted,)
+            elif name in found:
                 raise click.BadParameter(f"{key} is given twice", ctx, param_hint=flag)
             else:
-                found[key] = converted
+                found[name] = converted
     return found
 
 
@@ -97,17 +104,30 @@ def form(keys: Mapping[str, Key]) -> str:
     return ", ".join(f"{k}={spec.metavar}" for k, spec in keys.items())
 
 
-def family(flag: str, dest: str, keys: Mapping[str, Key], help: str,
-           metavar: str = "KEY=VALUE", renamed: Mapping[str, str] | None = None
-           ) -> Callable[[F], F]:
-    """The option ``flag``; the command receives ``dest``: {key: value} of the keys given.
+class FamilyOption(click.Option):
+    """A family's click option: it knows its keys (``flags``: library parameter -> "--flag
+    key", for errors) and the old flags that became them (``moved``: old -> new spelling)."""
 
-    ``renamed``: old flag -> the key it became (the old flag then answers with the new spelling).
+    def __init__(self, *args: Any, keys: Mapping[str, Key], moved: Mapping[str, str],
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.keys = dict(keys)
+        self.moved = dict(moved)
+        self.flags = {spec.param or key: f"{self.opts[0]} {key}" for key, spec in keys.items()}
+
+
+def family(flag: str, dest: str, keys: Mapping[str, Key], help: str,
+           metavar: str = "KEY=VALUE", renamed: Mapping[str, str] | None = None,
+           words: Mapping[str, str] | None = None) -> Callable[[F], F]:
+    """The option ``flag``; the command receives ``dest``: {parameter: value} of the keys given
+    (a key's ``param``, else the key itself).
+
+    ``renamed``: old flag -> the key it became (the old flag then answers with the new spelling
+    on the commands that have this family). ``words``: a word -> the pairs it stands for.
     """
-    for key in keys:
-        KEY_FLAGS.setdefault(key, f"{flag} {key}")
-    for old, key in (renamed or {}).items():
-        RENAMED[old] = f"{flag} {key}={keys[key].metavar}"
+    for key, spec in keys.items():
+        KEY_FLAGS.setdefault(spec.param or key, f"{flag} {key}")
+    moved = {old: f"{flag} {key}={keys[key].metavar}" for old, key in (renamed or {}).items()}
     name = "_family_" + dest
     described = help.rstrip() + " Keys: " + "; ".join(
         f"{k}={spec.metavar}: {spec.help}" for k, spec in keys.items())
@@ -116,11 +136,12 @@ def family(flag: str, dest: str, keys: Mapping[str, Key], help: str,
         @functools.wraps(f)
         def command(*args: Any, **kwargs: Any) -> Any:
             texts = kwargs.pop(name)
-            kwargs[dest] = parse_family(flag, keys, texts, click.get_current_context(True))
+            kwargs[dest] = parse_family(flag, keys, texts, click.get_current_context(True),
+                                        words)
             return f(*args, **kwargs)
 
         return click.option(flag, name, multiple=True, metavar=metavar,  # type: ignore
-                            help=described)(command)
+                            help=described, cls=FamilyOption, keys=keys, moved=moved)(command)
     return decorate
 
 
@@ -134,9 +155,12 @@ renamed("--csv", "--table csv")
 
 
 class Command(click.Command):
-    """Every edgekit command: a flag that moved (``RENAMED``) answers with its new spelling,
-    exit 2, unless this command still has a flag of that name. Its help ends with the one
-    option every command takes from the group, ``--debug``."""
+    """Every edgekit command: a flag that moved (``RENAMED``, this command's ``renamed``, its
+    families' old flags) answers with its new spelling, exit 2, unless this command still has a
+    flag of that name. Its help ends with the one option every command takes from the group,
+    ``--debug``."""
+
+    renamed: dict[str, str] = {}  # this command's own moved flags: old -> new spelling
 
     def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         super().format_epilog(ctx, formatter)
@@ -147,8 +171,11 @@ class Command(click.Command):
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         head = args[:args.index("--")] if "--" in args else args
         own = {opt for p in self.params for opt in getattr(p, "opts", ())}
+        moved = {**RENAMED, **self.renamed}
+        for param in self.params:
+            moved.update(getattr(param, "moved", {}))
         for arg in head:
             old = arg.split("=", 1)[0]
-            if old.startswith("--") and old in RENAMED and old not in own:
-                raise click.UsageError(f"{old} is now {RENAMED[old]}", ctx)
+            if old.startswith("--") and old in moved and old not in own:
+                raise click.UsageError(f"{old} is now {moved[old]}", ctx)
         return super().parse_args(ctx, args)

@@ -13,21 +13,22 @@ from edgekit.cli.app import cli, debug_option, progress_printer
 from edgekit.errors import UsageError
 
 
-@cli.command(cls=dev.DeviceCommand)
+@cli.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path),
               metavar="DIR", help="The folder to write (the playbook, the role, the files).")
 @dev.target
-@dev.inventory_options
-@dev.release_options
+@dev.device_options(host=False)
+@dev.service
+@dev.offline
+@dev.wheel
 @dev.rollout_options
 @options.json_output
 @options.quiet
 @debug_option
 def playbook(bundle: Path, out_dir: Path, target_name: str | None, device: dev.DeviceOptions,
-             service: bool, offline: bool, samples: int, keep: int, settle: float,
-             lock_timeout: float, wheel: Path | None, rollout: dict[str, Any], view: str,
-             quiet: bool) -> None:
+             service: bool, offline: bool, wheel: Path | None, rollout: dict[str, Any],
+             view: str, quiet: bool) -> None:
     """Write a self-contained Ansible playbook that deploys BUNDLE; send nothing.
 
     \b
@@ -47,8 +48,7 @@ def playbook(bundle: Path, out_dir: Path, target_name: str | None, device: dev.D
     device.check("playbook")
     from edgekit.deploy.fleet import FleetBundle, emit_playbook
 
-    request = device.fleet(rollout, samples=samples, keep=keep, settle=settle,
-                           lock_timeout=lock_timeout)
+    request = device.fleet(rollout)
     what = FleetBundle(bundle=bundle, target=target_name, service=service, offline=offline,
                        wheel=wheel)
     files = emit_playbook(what, request, out_dir, progress_printer(not quiet))

@@ -12,19 +12,17 @@ from edgekit.cli.app import cli, debug_option, progress_printer
 from edgekit.errors import DeployError, UsageError
 
 
-@cli.command(cls=dev.DeviceCommand)
-@dev.device_options
+@cli.command()
+@dev.device_options(release=("python", "dir", "settle", "lock_timeout"))
 @click.option("--to", "to_release", metavar="RELEASE",
               help="This release instead of the one before current.")
 @dev.dry_run
-@dev.settle
-@dev.lock_timeout
 @dev.rollout_options
 @options.json_output
 @options.quiet
 @debug_option
-def rollback(device: dev.DeviceOptions, to_release: str | None, dry_run: bool, settle: float,
-             lock_timeout: float, rollout: dict[str, Any], view: str, quiet: bool) -> None:
+def rollback(device: dev.DeviceOptions, to_release: str | None, dry_run: bool,
+             rollout: dict[str, Any], view: str, quiet: bool) -> None:
     """Switch a device back to the release before the current one (checked first).
 
     \b
@@ -45,15 +43,14 @@ def rollback(device: dev.DeviceOptions, to_release: str | None, dry_run: bool, s
 
         if dry_run:
             raise UsageError("--dry-run is for one --host")
-        request = device.fleet(rollout, settle=settle, lock_timeout=lock_timeout)
+        request = device.fleet(rollout)
         dev.show_fleet(fleet_rollback(request, to_release, progress), view)
         return
     from edgekit.deploy import rollback as run_rollback
     from edgekit.deploy.report import rollback_text
 
-    done = run_rollback(device.host(), device.ssh(), to=to_release, python=device.python,
-                        base=device.remote_dir, dry_run=dry_run, settle=settle,
-                        lock_timeout=lock_timeout, progress=progress)
+    done = run_rollback(device.host(), device.ssh(), to=to_release, dry_run=dry_run,
+                        progress=progress, **device.release)
     click.echo(json.dumps(done.to_dict(), indent=2) if view == "json" else rollback_text(done))
     if done.problem:
         raise DeployError(done.problem)

@@ -11,7 +11,7 @@ from edgekit.cli.app import cli, debug_option, progress_printer
 
 
 @cli.command()
-@dev.device_options
+@dev.device_options(release=("python", "dir"))
 @options.json_output
 @options.quiet
 @debug_option
@@ -39,6 +39,6 @@ def status(device: dev.DeviceOptions, view: str, quiet: bool) -> None:
     from edgekit.helpers.text import redact_urls
 
     host = device.host()
-    state = run_status(host, device.ssh(), python=device.python, base=device.remote_dir)
+    state = run_status(host, device.ssh(), **device.release)
     state = redact_urls(state)  # the unit's camera URL may hold a password
     click.echo(json.dumps(state, indent=2) if view == "json" else status_text(host.label, state))

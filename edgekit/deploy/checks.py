@@ -20,11 +20,11 @@ def minimum_python(spec):
 
 
 def device_mismatch(probe, host, python, target, arch, target_python, requires_python,
-                    python_hint="pass --python PATH"):
+                    python_hint="pass --release python=PATH"):
     """Why the device (``probe``) cannot run the release for ``target``, or "" when it can.
 
     ``python``: the device's interpreter as the user named it; ``python_hint``: how to name
-    another one (``--python`` for deploy, the ``edgekit_python`` variable for Ansible)."""
+    another one (``--release python=`` for deploy, the ``edgekit_python`` variable for Ansible)."""
     found = str(probe["platform"]).split("-", 1)[-1]
     if found != arch:
         return (f"{host} is {found} (its Python reports {probe['platform']}) and target "

@@ -46,7 +46,7 @@ def ansible_command(tool: str) -> list[str]:
 
 def ssh_args(options: SshOptions, persist: bool = True) -> str:
     """ssh's arguments for every Ansible connection: deploy's own (keys only, host keys
-    checked, --timeout, --known-hosts, --identity), then connection sharing."""
+    checked, the timeout, known_hosts and identity of --ssh), then connection sharing."""
     args = SshClient(Host("fleet"), options).common_options()
     if persist:
         args += ["-o", "ControlMaster=auto", "-o", "ControlPersist=60s"]

@@ -166,7 +166,7 @@ class SshLink(Link):
         last = text.splitlines()[-1] if text else f"exit status {code}"
         if code == 127 or "not found" in text:
             return (f"the device has no {self.python} ({last}): install Python 3 there "
-                    "(sudo apt-get install python3-venv), or pass --python PATH")
+                    "(sudo apt-get install python3-venv), or pass --release python=PATH")
         if "SyntaxError" in text:
             return (f"the device's {self.python} is too old for edgekit's agent ({last}): "
                     "it needs Python 3.7 or newer")

@@ -63,7 +63,7 @@ def parse_host(text: str, port: int | None = None) -> Host:
     host_part = text.rsplit("@", 1)[-1]
     if ":" in host_part and not host_part.startswith("["):
         if host_part.count(":") == 1:
-            raise UsageError(f"host takes USER@HOST, not {text!r}: the port goes on its own",
+            raise UsageError(f"host takes USER@HOST, not {text!r}: give the port as `port`",
                              param="host")
         raise UsageError(f"host {text!r}: write an IPv6 address in brackets (pi@[fe80::1])",
                          param="host")

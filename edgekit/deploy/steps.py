@@ -62,7 +62,7 @@ class Link:
     address = ""  # the host name the workstation reaches it by (the live view's URL)
     python = "python3"  # the device's interpreter, as the user named it
     base = "edgekit"  # the releases' folder on the device (relative: to the login home)
-    python_hint = "pass --python PATH"  # how to name another interpreter
+    python_hint = "pass --release python=PATH"  # how to name another interpreter
     dry_run = False  # nothing is changed; answers are simulated
 
     def call(self, command, step, **payload):

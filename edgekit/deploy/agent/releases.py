@@ -88,10 +88,10 @@ def hold(payload):
         if waited >= max(wait, LOCK_GRACE):
             os.close(fd)
             holder = read_owner(path)
-            how = f"after waiting {wait:g} s" if wait else "at once (--lock-timeout 0)"
+            how = f"after waiting {wait:g} s" if wait else "at once (lock_timeout 0)"
             raise Failure(f"another deploy holds this device's lock ({for_scp(path)}): "
                           f"{describe_holder(holder)}. Refused {how}: wait for it to finish, "
-                          "or pass --lock-timeout SECONDS to wait for it",
+                          "or pass --release lock_timeout=SECONDS to wait for it",
                           code="locked", holder=holder)
         time.sleep(0.2)
     left = read_owner(path)  # not empty: its holder died without releasing (the kernel did)

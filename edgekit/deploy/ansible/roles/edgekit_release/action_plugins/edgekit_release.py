@@ -56,7 +56,7 @@ def ansible_link(steps, action, python, base, source, timeout):
     the role's files, so the class is made here)."""
 
     class AnsibleLink(steps.Link):
-        python_hint = "set edgekit_python (a host variable)"  # in place of --python
+        python_hint = "set edgekit_python (a host variable)"  # in place of --release python=
 
         def __init__(self):
             self.python, self.base, self.source, self.token = python, base, source, ""
