@@ -49,3 +49,32 @@ def test_a_command_gets_one_dict_and_a_moved_flag_names_its_new_spelling() -> No
     assert moved.exit_code == 2 and "--old-iou is now --post iou=X" in moved.output
     bad = CliRunner().invoke(command, ["--post", "iou=x"])
     assert bad.exit_code == 2 and "--post iou" in bad.output
+
+
+@pytest.mark.parametrize("args, said", [
+    (["run", "m", "--source", "0", "--iou", "0.5"], "--iou is now --postprocess iou=X"),
+    (["compare", "m", "--source", "0", "--no-antialias"],
+     "--no-antialias is now --preprocess antialias=off"),
+    (["bench", "m", "--streams", "2"], "--streams is now --infer streams=N"),
+    (["convert", "m", "-o", "o", "--trust-model"], "--trust-model is now --load trust_model="),
+    (["convert", "m", "-o", "o", "--postprocess", "top_k=3"], "convert does not use top_k"),
+    (["classify", "m", "i", "--infer", "mode=throughput"], "classify does not use mode"),
+    (["run", "m", "--source", "0", "--preprocess", "mean=1,x"], "--preprocess mean"),
+])
+def test_the_commands_families_answer_moved_flags_and_unused_keys(args: list[str],
+                                                                  said: str) -> None:
+    """The shared families on the real commands: parsed and refused before any model loads."""
+    from edgekit.cli import cli
+
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and said in result.output, result.output
+
+
+def test_the_families_give_the_library_records() -> None:
+    from edgekit.cli.options import _post
+
+    made = _post({"iou": 0.3, "classes": ("a", "b"), "size_scale": "0.5", "top_k": 2},
+                 frozenset({"iou", "classes", "size_scale", "top_k"}))
+    assert made["top_k"] == 2 and made["detect"].iou_threshold == 0.3
+    assert made["detect"].given() == {"size_scale": "0.5", "iou_threshold": 0.3,
+                                      "classes": ("a", "b")}

@@ -106,14 +106,14 @@ class DetectionOptions:
 
 
 # A decoder parameter as a UsageError names it: the option that sets it, quoted (the CLI shows
-# its flag there), else the decoder_param option with the key.
+# its flag there), else the key itself (a postprocess key on the command line).
 FLAG_OF = {"score_threshold": "`score_threshold`", "iou_threshold": "`iou`",
            "max_detections": "`max_detections`", "classes": "`classes`", "anchors": "`anchors`"}
 
 
 def option_of(key: str) -> str:
     """How a UsageError names the option that sets decoder parameter ``key``."""
-    return FLAG_OF.get(key, f"`decoder_param` {key}")
+    return FLAG_OF.get(key, f"`{key}`")
 
 
 def configure(decoder: Mapping[str, Any], options: DetectionOptions | None,

@@ -207,8 +207,8 @@ def decode_ssd_raw(
         raise UsageError(
             f"{where} give {len(anchors)} anchors, but the model outputs {len(encodings)} "
             "boxes: " + ("give the anchors file made for this model" if p.anchors else
-                         "set num_layers, aspect_ratios or feature_map_sizes as the model was "
-                         "trained (`decoder_param`), or give `anchors` FILE"))
+                         "set `num_layers`, `aspect_ratios` or `feature_map_sizes` as the model "
+                         "was trained, or give `anchors` FILE"))
     num_classes = p.num_classes if p.num_classes is not None else columns.shape[1] - 1
     if not 1 <= num_classes <= columns.shape[1]:
         raise UsageError(f"ssd-raw num_classes {num_classes}: the scores have "
