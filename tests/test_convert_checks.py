@@ -45,9 +45,9 @@ def bad_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("args, needles, code", [
-    (["--std", "0"], ["--std 0", "must be positive"], 2),
-    (["--std", "-255"], ["--std -255", "must be positive"], 2),
-    (["--min-agreement", "1.5"], ["--min-agreement", "between 0 and 1"], 2),
+    (["--preprocess", "std=0"], ["--std 0", "must be positive"], 2),
+    (["--preprocess", "std=-255"], ["--std -255", "must be positive"], 2),
+    (["--quantize", "min_agreement=1.5"], ["--quantize", "min_agreement=between 0 and 1"], 2),
 ])
 def test_bad_flags_fail_before_the_model_loads(tmp_path: Path, args: list[str],
                                                needles: list[str], code: int) -> None:
@@ -74,7 +74,7 @@ def test_bad_data_is_refused_before_converting(tmp_path: Path, bad_data: dict[st
             "empty": ["--calib", bad_data["empty"]], "val255": ["--val", bad_data["val255"]],
             "minus": ["--val", bad_data["minus"]], "fifty": ["--val", bad_data["fifty"]],
             "three_labels": ["--labels", bad_data["three_labels"]],
-            "mean": ["--mean", "1,2,3"]}[case]
+            "mean": ["--preprocess", "mean=1,2,3"]}[case]
     result = run_cli("convert", MODEL, "-o", tmp_path / "out", "--formats", "tflite-int8", *args)
     assert_clean_error(result, *needles)
     assert result.returncode == code
@@ -142,7 +142,7 @@ def test_without_labels_folder_names_become_the_labels_and_are_recorded(tmp_path
 @pytest.mark.slow
 def test_the_input_spec_heads_the_table_with_its_origins(tmp_path: Path) -> None:
     result = run_cli("convert", MODEL, "-o", tmp_path / "out", "--formats", "tflite-fp32",
-                     "--std", "255", "-q")
+                     "--preprocess", "std=255", "-q")
     assert result.returncode == 0, result.stderr
     first = result.stdout.splitlines()[0]
     assert first.startswith("input 32x32x1 NHWC: color gray (model card)"), first

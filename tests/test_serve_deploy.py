@@ -129,7 +129,7 @@ def test_deploy_service_with_the_live_view(ssh_server: SshServer, detector_bundl
     assert f"EnvironmentFile=-{base}/service.env\n" in unit.read_text()
     assert token not in unit.read_text()
     argv = _exec_start(unit)
-    assert argv[3:] == ["--source", "picamera2:0", "--backend", "tflite", "--device", "CPU",
+    assert argv[3:] == ["--source", "picamera2:0", "--backend", "tflite", "--infer", "device=CPU",
                         "--serve", f"0.0.0.0:{port}"]
     assert "include-system-site-packages = true" in (base / "current" / "venv" /
                                                     "pyvenv.cfg").read_text()
