@@ -136,7 +136,8 @@ def test_name_format_pairs_device_and_a_progress_line_per_row(lenet_bundle: Path
 def test_throughput_mode_rows_say_mode_requests_streams_threads(lenet_bundle: Path) -> None:
     rows = cli_json("bench", lenet_bundle, "--backends",
                     "tflite:tflite-fp32,onnxruntime:onnx,openvino:openvino-fp32",
-                    "--infer", "mode=throughput,requests=2,threads=2", "--runs", "40",
+                    "--infer", "mode=throughput,requests=2,threads=2",
+                        "--runs", "40",
                     "--warmup", "2", "--json", "-q", "--no-fidelity")
     by_backend = {r["backend"]: r for r in rows}
     assert set(by_backend) == {"tflite", "onnxruntime", "openvino"}
@@ -147,7 +148,8 @@ def test_throughput_mode_rows_say_mode_requests_streams_threads(lenet_bundle: Pa
     assert by_backend["onnxruntime"]["threads"] == "1 per request"
     assert by_backend["tflite"]["streams"] == "-"
     assert by_backend["openvino"]["threads"] == "2" and int(by_backend["openvino"]["streams"]) >= 1
-    streams = cli_json("bench", lenet_bundle, "--backends", "openvino:openvino-fp32", "--infer", "mode=throughput,streams=2", "--runs", "10", "--json", "-q",
+    streams = cli_json("bench", lenet_bundle, "--backends", "openvino:openvino-fp32", "--infer",
+                       "mode=throughput,streams=2", "--runs", "10", "--json", "-q",
                        "--no-fidelity")
     assert streams[0]["streams"] == "2" and streams[0]["requests"] >= 2
     table = run_cli("bench", lenet_bundle, "--backends", "onnxruntime:onnx", "--infer",
@@ -157,7 +159,8 @@ def test_throughput_mode_rows_say_mode_requests_streams_threads(lenet_bundle: Pa
 
 
 def test_streams_with_every_backend_skip_the_rows_without_streams(lenet_bundle: Path) -> None:
-    rows = cli_json("bench", lenet_bundle, "--infer", "mode=throughput,streams=1", "--runs",
+    rows = cli_json("bench", lenet_bundle, "--infer", "mode=throughput,streams=1",
+                    "--runs",
                     "5", "--json", "-q", "--no-fidelity")
     for r in rows:
         if r["backend"] in ("tflite", "onnxruntime"):

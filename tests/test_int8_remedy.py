@@ -35,7 +35,8 @@ def outlier_cnn(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def plain(outlier_cnn: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The default quantisation, kept as it is (--no-remedy)."""
     out = tmp_path_factory.mktemp("plain") / "bundle"
-    result = run_cli("convert", outlier_cnn, "-o", out, "--formats", INT8, "--quantize", "remedy=off",
+    result = run_cli("convert", outlier_cnn, "-o", out, "--formats", INT8, "--quantize",
+                     "remedy=off",
                      "--json", "-q")
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
@@ -109,7 +110,8 @@ def test_gate_fails_artifacts_below_it_and_keeps_the_old_bundle(outlier_cnn: Pat
     first = run_cli("convert", outlier_cnn, "-o", out, "--formats", "onnx", "-q")
     assert first.returncode == 0, first.stderr
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    gated = run_cli("convert", outlier_cnn, "-o", out, "--formats", INT8, "--quantize", "remedy=off,min_agreement=0.99", "--force")
+    gated = run_cli("convert", outlier_cnn, "-o", out, "--formats", INT8, "--quantize",
+                    "remedy=off,min_agreement=0.99", "--force")
     assert_clean_error(gated, "2 format(s) failed", "tflite-int8", "onnx-int8",
                        "left as it was")
     assert gated.returncode == 1
@@ -117,7 +119,8 @@ def test_gate_fails_artifacts_below_it_and_keeps_the_old_bundle(outlier_cnn: Pat
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
     fresh = tmp_path / "fresh"  # no old bundle: written, without the failed artifacts' files
-    result = run_cli("convert", outlier_cnn, "-o", fresh, "--formats", INT8, "--quantize", "remedy=off,min_agreement=0.99", "--json", "-q")
+    result = run_cli("convert", outlier_cnn, "-o", fresh, "--formats", INT8, "--quantize",
+                     "remedy=off,min_agreement=0.99", "--json", "-q")
     assert result.returncode == 1
     data = json.loads(result.stdout)
     statuses = {a["format"]: a["status"] for a in data["artifacts"]}

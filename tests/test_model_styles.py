@@ -120,14 +120,14 @@ def test_each_style_converts(models: dict[str, Path], tmp_path: Path, style: str
 def test_subclassed_without_its_module_says_how(models: dict[str, Path], tmp_path: Path) -> None:
     result = run_cli("convert", models["subclassed"], "-o", tmp_path / "b", "--formats",
                      "tflite-fp32")
-    assert_clean_error(result, "--import")
+    assert_clean_error(result, "--load import")
     assert not (tmp_path / "b").exists()
 
 
 def test_unknown_spatial_dims_need_input_shape(models: dict[str, Path], tmp_path: Path) -> None:
     refused = run_cli("convert", models["flexible"], "-o", tmp_path / "b", "--formats",
                       "tflite-fp32")
-    assert_clean_error(refused, "unknown dimensions", "--input-shape")
+    assert_clean_error(refused, "unknown dimensions", "--load input_shape")
     assert not (tmp_path / "b").exists()
     ok = run_cli("convert", models["flexible"], "-o", tmp_path / "b", "--formats",
                  "tflite-fp32,onnx", "--load", "input_shape=24,24,3", "--json", "-q")

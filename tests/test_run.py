@@ -88,7 +88,8 @@ def test_throughput_mode_tunes_the_runtime_and_keeps_its_requests_in_flight(
     assert f"{many['requests']} request" in many["backend"]
     assert many["frames"] == 90 and many["map50"] == pytest.approx(one["map50"], abs=1e-4)
     rows = cli_json("compare", detector_bundle, "--source", demo_clip, "--backends", "openvino",
-                    "--infer", "mode=throughput,requests=3", "--max-frames", "20", "--json",
+                    "--infer", "mode=throughput,requests=3", "--max-frames", "20",
+                        "--json",
                     "-q")
     assert rows[0]["status"] == "ok" and "throughput mode, 3 requests" in rows[0]["runs_on"]
 
@@ -127,7 +128,8 @@ def test_realtime_on_a_camera_is_a_note(detector_bundle: Path, tmp_path: Path) -
 
 def test_compare_with_requests(detector_bundle: Path, demo_clip: Path) -> None:
     rows = cli_json("compare", detector_bundle, "--source", demo_clip, "--backends",
-                    "openvino,tflite", "--infer", "requests=2", "--max-frames", "20", "--json", "-q")
+                    "openvino,tflite", "--infer", "requests=2", "--max-frames", "20", "--json",
+                        "-q")
     assert [r["status"] for r in rows] == ["ok", "ok"]
     assert all(r["requests"] == 2 and r["frames"] == 20 for r in rows)
 
@@ -262,16 +264,18 @@ def test_compare_csv_and_plot(detector_bundle: Path, demo_clip: Path, tmp_path: 
 def _as_flags(manifest: dict) -> list[str]:
     """A bundle's input spec and decoder written as the flags a bare model takes."""
     spec, decoder = manifest["input"], dict(manifest["decoder"])
-    flags = ["--postprocess", f"decoder={decoder.pop('name')}", "--preprocess", f"resize={spec['resize']}",
-             "--preprocess", f"color={spec['color']}", "--mean", ",".join(map(str, spec["mean"])),
-             "--std", ",".join(map(str, spec["std"]))]
+    flags = ["--postprocess", f"decoder={decoder.pop('name')}", "--preprocess",
+             f"resize={spec['resize']}",
+             "--preprocess", f"color={spec['color']}",
+             "--preprocess", "mean=" + ",".join(map(str, spec["mean"])),
+             "--preprocess", "std=" + ",".join(map(str, spec["std"]))]
     if "interpolation" in spec:
         flags += ["--preprocess", f"interpolation={spec['interpolation']}"]
-    named = {"score_threshold": "--score-threshold", "iou_threshold": "--iou",
-             "max_detections": "--max-detections"}
+    named = {"score_threshold": "score_threshold", "iou_threshold": "iou",
+             "max_detections": "max_detections"}
     for key, value in decoder.items():
         if key in named:
-            flags += [named[key], str(value)]
+            flags += ["--postprocess", f"{named[key]}={value}"]
         elif key != "origin":
             flags += ["--postprocess", f"{key}={value}"]
     return flags

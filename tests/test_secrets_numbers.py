@@ -241,7 +241,7 @@ def test_finite_states_the_bound() -> None:
     (["bench", LENET, "--duration", "inf"], "--duration"),
     (["deploy", LENET, "--host", "pi@127.0.0.1", "--timeout", "inf"], "--timeout"),
     (["deploy", LENET, "--host", "pi@127.0.0.1", "--settle", "nan"], "--settle"),
-    (["run", LENET, "--source", "0", "--postprocess", "iou=nan"], "--iou"),
+    (["run", LENET, "--source", "0", "--postprocess", "iou=nan"], "--postprocess iou"),
     (["run", LENET, "--source", "0", "--realtime", "inf"], "--realtime"),
 ])
 def test_nan_and_inf_are_usage_errors(args: list, says: str) -> None:

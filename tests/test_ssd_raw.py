@@ -137,13 +137,15 @@ def test_generated_anchors_are_the_tf_od_apis(ssd_twin) -> None:
 def test_host_decoding_matches_the_post_processed_twin(ssd_twin, photos: Path, coral: Path,
                                                        tmp_path: Path) -> None:
     labels = ["--labels", str(coral / "coco_labels.txt")]
-    op = _run(ssd_twin.postprocess, photos, tmp_path / "op.jsonl", "--postprocess", "decoder=ssd", *labels)
+    op = _run(ssd_twin.postprocess, photos, tmp_path / "op.jsonl", "--postprocess", "decoder=ssd",
+              *labels)
     assert sum(map(len, op)) > 50  # the twin finds things on these photos
     host = _run(ssd_twin.raw, photos, tmp_path / "host.jsonl", "--postprocess", "decoder=ssd-raw",
                 *AS_THE_OP, *labels)
     _same(host, op)
     for anchors in (ssd_twin.anchors, ssd_twin.anchors_text):  # the op's own anchors, as files
-        _same(_run(ssd_twin.raw, photos, tmp_path / "file.jsonl", "--postprocess", "decoder=ssd-raw",
+        _same(_run(ssd_twin.raw, photos, tmp_path / "file.jsonl", "--postprocess",
+                   "decoder=ssd-raw",
                    "--postprocess", f"anchors={anchors}", *AS_THE_OP, *labels), op)
     few = _run(ssd_twin.raw, photos, tmp_path / "few.jsonl", "--postprocess", "decoder=ssd-raw",
                *AS_THE_OP, *labels, "--postprocess", "classes=cat,45")  # by name and by id
@@ -160,7 +162,8 @@ def test_regular_nms_matches_the_ops(ssd_twin, photos: Path, tmp_path: Path) -> 
     twin = make_twin.make_twin(tmp_path / "regular",
                                params=make_twin.PostProcess(use_regular_nms=True))
     op = _run(twin.postprocess, photos, tmp_path / "op.jsonl", "--postprocess", "decoder=ssd")
-    host = _run(twin.raw, photos, tmp_path / "host.jsonl", "--postprocess", "decoder=ssd-raw", *AS_THE_OP,
+    host = _run(twin.raw, photos, tmp_path / "host.jsonl", "--postprocess", "decoder=ssd-raw",
+                *AS_THE_OP,
                 "--postprocess", "class_agnostic_nms=false")
     _same(host, op)
 
@@ -171,8 +174,10 @@ def test_anchors_that_do_not_fit_are_one_line_exit_2(ssd_twin, photos: Path,
     np.save(short := tmp_path / "short.npy", np.load(ssd_twin.anchors)[:100])
     for flags, words in [(["--postprocess", f"anchors={short}"], ["100 anchors", "1917 boxes"]),
                          (["--postprocess", "num_layers=5"], ["anchor parameters", "1917"]),
-                         (["--postprocess", f"anchors={tmp_path / 'none.npy'}"], ["--postprocess", "anchors=no such file"])]:
-        result = run_cli("run", ssd_twin.raw, "--source", photos, "--postprocess", "decoder=ssd-raw",
+                         (["--postprocess", f"anchors={tmp_path / 'none.npy'}"],
+                          ["--postprocess anchors", "no such file"])]:
+        result = run_cli("run", ssd_twin.raw, "--source", photos, "--postprocess",
+                         "decoder=ssd-raw",
                          *SPEC, *flags)
         assert result.returncode == 2, result.stderr
         assert_clean_error(result, *words)
@@ -186,7 +191,8 @@ def test_convert_records_the_decoder_and_ships_the_anchors(ssd_twin, photos: Pat
     then finds what the twin's op finds."""
     bundle = tmp_path / "bundle"
     result = run_cli("convert", ssd_twin.keras, "-o", bundle, "--formats", "tflite-fp32",
-                     "--postprocess", "task=detection,decoder=ssd-raw", "--postprocess", f"anchors={ssd_twin.anchors}",
+                     "--postprocess", "task=detection,decoder=ssd-raw",
+                         "--postprocess", f"anchors={ssd_twin.anchors}",
                      *AS_THE_OP, "--labels", coral / "coco_labels.txt", *SPEC)
     assert result.returncode == 0, result.stderr
     assert "decoder ssd-raw: score_threshold 0.3 (flag), iou_threshold 0.6 (flag)" in \
