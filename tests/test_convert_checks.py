@@ -45,9 +45,9 @@ def bad_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("args, needles, code", [
-    (["--preprocess", "std=0"], ["--std 0", "must be positive"], 2),
-    (["--preprocess", "std=-255"], ["--std -255", "must be positive"], 2),
-    (["--quantize", "min_agreement=1.5"], ["--quantize min_agreement", "between 0 and 1"], 2),
+    (["--preprocess", "std=0"], ["--preprocess std: 0:", "must be positive"], 2),
+    (["--preprocess", "std=-255"], ["--preprocess std: -255:", "must be positive"], 2),
+    (["--quantize", "min_agreement=1.5"], ["--quantize min_agreement", "from 0 to 1"], 2),
 ])
 def test_bad_flags_fail_before_the_model_loads(tmp_path: Path, args: list[str],
                                                needles: list[str], code: int) -> None:

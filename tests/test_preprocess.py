@@ -61,7 +61,7 @@ def test_pycoral_classify_test_passes(coral: Path) -> None:
     """tests/classify_test.py::test_mobilenet_v1_050_160, on the CPU model: Egyptian cat with a
     score above 0.67 once the photo is resized as pycoral resizes it (PIL NEAREST)."""
     for flags in (["--preprocess", "interpolation=nearest,resize=stretch"],
-                  ["--preprocess reference", "pycoral"]):
+                  ["--preprocess", "reference=pycoral"]):
         result = run_cli("classify", coral / MOBILENET, coral / "cat.bmp", "--labels",
                          coral / "imagenet_labels.txt", "--json", *flags)
         assert result.returncode == 0, result.stderr

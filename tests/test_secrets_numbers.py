@@ -216,10 +216,19 @@ def test_every_float_option_takes_its_value_through_finite() -> None:
 
     floats = [(name, option) for name, option in _float_options()
               if isinstance(option.type, (click.types.FloatParamType, Finite))]
-    assert {"classify --max-megapixels", "bench --duration", "run --iou", "deploy --timeout",
+    assert {"classify --max-megapixels", "bench --duration", "deploy --timeout",
             "deploy --settle"} <= {n for n, _ in floats}
     wrong = [name for name, option in floats if not isinstance(option.type, Finite)]
     assert not wrong, f"float options that let NaN or inf through: {wrong}"
+    from edgekit.cli import options
+
+    keys = {f"{flag} {key}": spec.type for flag, family in (
+        ("--preprocess", options.PREPROCESS_KEYS), ("--postprocess", options.POSTPROCESS_KEYS),
+        ("--infer", options.INFER_KEYS), ("--quantize", options.QUANTIZE_KEYS),
+        ("--load", options.LOAD_KEYS)) for key, spec in family.items()}
+    assert isinstance(keys["--postprocess iou"], Finite)
+    assert not [k for k, t in keys.items() if isinstance(t, click.types.FloatParamType)
+                and not isinstance(t, Finite)], "family keys that let NaN or inf through"
     for _, option in floats:
         for bad in ("nan", "inf", "-inf", "NaN", "1e999"):
             with pytest.raises(click.BadParameter, match="finite number"):
@@ -304,7 +313,7 @@ def test_bench_cli_says_the_bound_of_requests(lenet_bundle: Path) -> None:
 
     result = run_cli("bench", lenet_bundle, "--infer", "mode=throughput,requests=10000")
     assert result.returncode == 2
-    assert_clean_error(result, "--infer", f"requests=at most {max_parallel()}")
+    assert_clean_error(result, "--infer requests", f"at most {max_parallel()}")
 
 
 def test_threads_and_queues_are_bounded() -> None:

@@ -84,15 +84,13 @@ def classify(model: Path, images: tuple[Path, ...], backend: str | None, device:
     """Classify images with a bundle or a bare .tflite / .onnx / OpenVINO .xml.
 
     \b
-    A bundle brings its own input spec; a bare model's normalisation is
-    read from its int8/uint8 input's scale and zero point, else pixels /
-    255. --preprocess overrides either, and the first line says every
-    value used and where it came from. An image that cannot be read gets a
+    A bundle brings its own input spec, a bare model's int8 input its scale
+    and zero point; --preprocess overrides either (the first line says each
+    value used and where it came from). An image that cannot be read gets a
     line saying why; the others are still classified (exit code 1).
 
     \b
-    Examples (Coral's MobileNet):
-      edgekit classify mobilenet_v1_0.25_128_quant.tflite cat.bmp --labels imagenet_labels.txt
+    Example (Coral's MobileNet):
       edgekit classify mobilenet_v1_0.5_160_quant.tflite cat.bmp --labels imagenet_labels.txt \\
           --preprocess reference=pycoral
     """

@@ -41,13 +41,11 @@ def _report(manifest, view: str, folder: Path | None) -> None:
               help=f"Comma-separated formats: {', '.join(FORMATS)}; or all.")
 @click.option("--calib", type=click.Path(path_type=Path), metavar="PATH",
               show_default="the model card's",
-              help="Calibration data for int8: a folder of images, or a .npy/.npz of "
-                   "pre-processed samples (100+ recommended).")
+              help="Calibration data for int8: images, or a .npy/.npz (100+ samples).")
 @click.option("--val", type=click.Path(path_type=Path), metavar="PATH",
               show_default="the model card's",
-              help="Validation data to measure fidelity (.npz with x and y, .npy, or a folder "
-                   "of images, in sub-folders named after their labels for accuracy: matched "
-                   "to the labels by name, a numeric name is the class number).")
+              help="Validation data for fidelity: .npz (x, y), .npy, or images (in "
+                   "sub-folders named after labels for accuracy; docs/convert.md).")
 @options.labels
 @click.option("--force", is_flag=True, help="Replace an existing bundle at --output.")
 @options.preprocess()

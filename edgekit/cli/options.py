@@ -189,8 +189,8 @@ def _numbers(what: str) -> Callable[[str], tuple[float, ...]]:
     def convert(text: str) -> tuple[float, ...]:
         try:
             values = numbers(text, what)
-        except UsageError as exc:
-            raise ValueError(str(exc)) from None
+        except UsageError as exc:  # the family names the key: "--preprocess std: 0: ..."
+            raise ValueError(str(exc).removeprefix(f"--preprocess {what} ")) from None
         return values or ()
     return convert
 

@@ -37,7 +37,7 @@ OUTPUT_ROLES: dict[str, tuple[str, ...]] = {"edgekit-grid": GRID_ROLES, "ssd": S
 
 
 def decoder_param_help() -> str:
-    """Each decoder's own parameters by name (``--decoder-param``'s help), from their fields."""
+    """Each decoder's own parameters by name (keys of ``--postprocess``), from their fields."""
     return "; ".join(f"{name} {', '.join(f.name for f in own_fields(cls))}"
                      for name, cls in PARAMS.items())
 
@@ -80,7 +80,7 @@ def decode(
 class DetectionOptions:
     """What a person asks for on top of a bundle's decoder (or for a bare detector): None
     keeps the bundle's value (or the decoder's default). ``params`` are the decoder's own
-    parameters as KEY=VALUE texts (``--decoder-param``)."""
+    parameters as KEY=VALUE texts (``--postprocess`` keys)."""
 
     decoder: str | None = None
     score_threshold: float | None = None

@@ -67,7 +67,7 @@ class RawSsdParams:
     x_scale: float = setting(10.0, help="the box coder's centre scale (x)")
     h_scale: float = setting(5.0, help="the box coder's size scale (height)")
     w_scale: float = setting(5.0, help="the box coder's size scale (width)")
-    anchors: str | None = setting(None, help="a file of anchors (--anchors)")
+    anchors: str | None = setting(None, help="a file of anchors (.npy, or text lines)")
     num_layers: int = setting(6, low=1, help="feature maps the anchors are made for")
     min_scale: float = setting(0.2, help="the smallest anchor, as a share of the input")
     max_scale: float = setting(0.95, help="the largest anchor, as a share of the input")
