@@ -52,7 +52,7 @@ def test_plain_int8_is_weak_and_says_so(plain: dict) -> None:
     warnings = plain["source"]["warnings"]
     for fmt in ("tflite-int8", "onnx-int8"):
         line = next(w for w in warnings if w.startswith(fmt))
-        assert "below 99%" in line and "--no-remedy kept the default quantisation" in line
+        assert "below 99%" in line and "--quantize remedy=off kept the default quantisation" in line
 
 
 def test_remedies_keep_the_sensitive_layers_float(outlier_cnn: Path, tmp_path: Path,
@@ -115,7 +115,7 @@ def test_gate_fails_artifacts_below_it_and_keeps_the_old_bundle(outlier_cnn: Pat
     assert_clean_error(gated, "2 format(s) failed", "tflite-int8", "onnx-int8",
                        "left as it was")
     assert gated.returncode == 1
-    assert "is below --min-agreement 0.99" in gated.stdout
+    assert "is below --quantize min_agreement 0.99" in gated.stdout
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
     fresh = tmp_path / "fresh"  # no old bundle: written, without the failed artifacts' files
@@ -138,7 +138,7 @@ def test_gate_needs_something_to_measure(outlier_cnn: Path, tmp_path: Path) -> N
     empty.write_bytes(outlier_cnn.read_bytes())  # no model card: no validation data
     result = run_cli("convert", empty, "-o", tmp_path / "out", "--formats", "onnx",
                      "--quantize", "min_agreement=0.9")
-    assert_clean_error(result, "--min-agreement needs an agreement", "--val")
+    assert_clean_error(result, "--quantize min_agreement needs an agreement", "--val")
     assert result.returncode == 2
     assert not (tmp_path / "out").exists()
 

@@ -84,7 +84,7 @@ def parse_resize(text: str, where: str = "--preprocess resize") -> Resize:
     return Resize(mode, number if mode == "center-crop" else float(int(number)))
 
 
-def check_interpolation(name: str, where: str = "--interpolation") -> str:
+def check_interpolation(name: str, where: str = "--preprocess interpolation") -> str:
     if name not in INTERPOLATIONS:
         raise UsageError(f"{where} {name!r}: unknown interpolation; use "
                          f"{', '.join(INTERPOLATIONS)}")
