@@ -78,3 +78,20 @@ def test_the_families_give_the_library_records() -> None:
     assert made["top_k"] == 2 and made["detect"].iou_threshold == 0.3
     assert made["detect"].given() == {"size_scale": "0.5", "iou_threshold": 0.3,
                                       "classes": ("a", "b")}
+
+
+def test_a_key_without_help_is_taken_but_left_out_of_the_help() -> None:
+    """Each decoder parameter is a --postprocess key; the help points to the docs for them."""
+    keys = {**KEYS, "size_scale": Key("")}
+
+    @click.command(cls=Command)
+    @family("--hidden", "post", keys, "Post-processing (docs).")
+    def command(post: dict) -> None:
+        click.echo(repr(post))
+
+    shown = CliRunner().invoke(command, ["--help"]).output
+    assert "iou=X (NMS IoU.)" in shown and "size_scale" not in shown
+    assert CliRunner().invoke(command, ["--hidden", "size_scale=0.5"]).output.strip() == \
+        "{'size_scale': '0.5'}"
+    unknown = CliRunner().invoke(command, ["--hidden", "nms=1"])
+    assert unknown.exit_code == 2 and "or one of 1 more keys its help points to" in unknown.output
