@@ -214,7 +214,7 @@ MAX_HELP_LINES = 50  # one screen, 80 columns
 # Commands still over a limit: {command: what it has now}, with the issue that cuts it (22).
 # A count may only go down, and a command under the limit must leave the table.
 TOO_MANY_OPTIONS = {"deploy": 22, "playbook": 20, "rollback": 17, "run": 36}
-TOO_LONG_HELP = {"compare": 63, "convert": 64, "deploy": 71, "playbook": 60, "rollback": 51,
+TOO_LONG_HELP = {"compare": 63, "convert": 61, "deploy": 71, "playbook": 60, "rollback": 51,
                  "run": 174}
 
 

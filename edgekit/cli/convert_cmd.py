@@ -65,14 +65,11 @@ def convert(model: Path, out_dir: Path, formats: str | None, calib: Path | None,
     """Convert a Keras model to every edge format, with fidelity per artifact.
 
     \b
-    Writes a bundle folder, built aside and renamed into place: the
-    artifacts (TFLite float32, dynamic-range, int8 and Edge TPU; ONNX and
-    ONNX int8; OpenVINO FP32/FP16), the validation set with the Keras
-    outputs on it, and edgekit.json, the manifest bench, run and deploy
-    read. A MODEL.edgekit.json beside the model gives defaults for the
-    data, labels, task, input spec, decoder and min_agreement; options
-    override it. Every output gets |diff| and cosine similarity, class
-    scores top-1 agreement; an int8 artifact below the bar tries remedies
+    Writes a bundle folder (built aside, renamed into place): each format's
+    artifact, the validation set with the Keras outputs on it, and
+    edgekit.json, the manifest bench, run and deploy read. A
+    MODEL.edgekit.json beside the model gives defaults; options override
+    it. An int8 artifact below the fidelity bar tries remedies
     (docs/convert.md).
 
     \b
