@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 def edgekit(model: Path, backend: str, mode: str, seconds: float) -> dict:
     out = subprocess.run([str(BIN / "edgekit"), "bench", str(model), "--backends", backend,
-                          "--mode", mode, "--duration", str(seconds), "--warmup", "20",
+                          "--infer", f"mode={mode}", "--duration", str(seconds), "--warmup", "20",
                           "--no-fidelity", "--json", "-q"],
                          capture_output=True, text=True, check=True)
     (row,) = json.loads(out.stdout)

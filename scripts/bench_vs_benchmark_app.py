@@ -25,7 +25,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 def edgekit_p50(xml: Path, threads: int, runs: int) -> float:
     out = subprocess.run([str(BIN / "edgekit"), "bench", str(xml), "--backends", "openvino",
-                          "--threads", str(threads), "--runs", str(runs), "--warmup", "20",
+                          "--infer", f"threads={str(threads)}", "--runs", str(runs), "--warmup",
+                              "20",
                           "--json", "-q"], capture_output=True, text=True, check=True)
     (row,) = json.loads(out.stdout)
     return row["latency"]["p50"]

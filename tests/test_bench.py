@@ -48,7 +48,7 @@ def test_ok_rows_carry_consistent_numbers(rows: list[dict]) -> None:
 
 def test_csv_markdown_plot_and_threads(lenet_bundle: Path, tmp_path: Path) -> None:
     base = ["bench", lenet_bundle, "--backends", "tflite,onnxruntime", "--runs", "5",
-            "--warmup", "1", "--threads", "1", "-q", "--no-fidelity"]
+            "--warmup", "1", "--infer", "threads=1", "-q", "--no-fidelity"]
     png = tmp_path / "lat.png"
     as_csv = run_cli(*base, "--table", "csv", "--plot", png)  # the table and the plot of one run
     assert as_csv.returncode == 0, as_csv.stderr
@@ -110,7 +110,7 @@ def test_name_format_pairs_device_and_a_progress_line_per_row(lenet_bundle: Path
     """--backends takes NAME:FORMAT as compare does; --device goes to every row; the progress
     counts every row, skipped ones included."""
     result = run_cli("bench", lenet_bundle, "--backends",
-                     "tflite:tflite-fp32,openvino:onnx,edgetpu", "--device", "CPU", "--runs",
+                     "tflite:tflite-fp32,openvino:onnx,edgetpu", "--infer", "device=CPU", "--runs",
                      "3", "--warmup", "0", "--no-fidelity", "--json")
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
@@ -127,7 +127,7 @@ def test_name_format_pairs_device_and_a_progress_line_per_row(lenet_bundle: Path
     assert "does not run tflite-int8" in refused.stdout
     assert_clean_error(run_cli("bench", lenet_bundle, "--backends", "tflite:tflite-int4"),
                        "unknown format 'tflite-int4'")
-    gpu = run_cli("bench", lenet_bundle, "--backends", "tflite", "--device", "GPU", "--runs",
+    gpu = run_cli("bench", lenet_bundle, "--backends", "tflite", "--infer", "device=GPU", "--runs",
                   "2", "-q", "--json")
     assert_clean_error(gpu, "every row that could run failed", "CPU only")  # each row says so
     assert all("CPU only" in r["reason"] for r in json.loads(gpu.stdout))
@@ -136,7 +136,8 @@ def test_name_format_pairs_device_and_a_progress_line_per_row(lenet_bundle: Path
 def test_throughput_mode_rows_say_mode_requests_streams_threads(lenet_bundle: Path) -> None:
     rows = cli_json("bench", lenet_bundle, "--backends",
                     "tflite:tflite-fp32,onnxruntime:onnx,openvino:openvino-fp32",
-                    "--mode", "throughput", "--requests", "2", "--threads", "2", "--runs", "40",
+                    "--infer", "mode=throughput,requests=2,threads=2",
+                        "--runs", "40",
                     "--warmup", "2", "--json", "-q", "--no-fidelity")
     by_backend = {r["backend"]: r for r in rows}
     assert set(by_backend) == {"tflite", "onnxruntime", "openvino"}
@@ -147,18 +148,19 @@ def test_throughput_mode_rows_say_mode_requests_streams_threads(lenet_bundle: Pa
     assert by_backend["onnxruntime"]["threads"] == "1 per request"
     assert by_backend["tflite"]["streams"] == "-"
     assert by_backend["openvino"]["threads"] == "2" and int(by_backend["openvino"]["streams"]) >= 1
-    streams = cli_json("bench", lenet_bundle, "--backends", "openvino:openvino-fp32", "--mode",
-                       "throughput", "--streams", "2", "--runs", "10", "--json", "-q",
+    streams = cli_json("bench", lenet_bundle, "--backends", "openvino:openvino-fp32", "--infer",
+                       "mode=throughput,streams=2", "--runs", "10", "--json", "-q",
                        "--no-fidelity")
     assert streams[0]["streams"] == "2" and streams[0]["requests"] >= 2
-    table = run_cli("bench", lenet_bundle, "--backends", "onnxruntime:onnx", "--mode",
-                    "throughput", "--runs", "10", "-q", "--no-fidelity")
+    table = run_cli("bench", lenet_bundle, "--backends", "onnxruntime:onnx", "--infer",
+                    "mode=throughput", "--runs", "10", "-q", "--no-fidelity")
     assert table.returncode == 0, table.stderr
     assert "throughput" in table.stdout and "requests in flight" in table.stdout
 
 
 def test_streams_with_every_backend_skip_the_rows_without_streams(lenet_bundle: Path) -> None:
-    rows = cli_json("bench", lenet_bundle, "--mode", "throughput", "--streams", "1", "--runs",
+    rows = cli_json("bench", lenet_bundle, "--infer", "mode=throughput,streams=1",
+                    "--runs",
                     "5", "--json", "-q", "--no-fidelity")
     for r in rows:
         if r["backend"] in ("tflite", "onnxruntime"):

@@ -124,7 +124,7 @@ def test_uint8_io_and_few_calibration_samples_warn(tmp_path: Path) -> None:
     np.save(calib, np.load(LENET / "calib.npz")["x"][:50])
     out = tmp_path / "u8"
     result = run_cli("convert", LENET / "lenet5_digits.keras", "-o", out, "--formats",
-                     "tflite-int8", "--int8-io", "uint8", "--calib", calib, "--json", "-q")
+                     "tflite-int8", "--quantize", "int8_io=uint8", "--calib", calib, "--json", "-q")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     (a,) = data["artifacts"]

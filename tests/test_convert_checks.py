@@ -45,9 +45,9 @@ def bad_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("args, needles, code", [
-    (["--std", "0"], ["--std 0", "must be positive"], 2),
-    (["--std", "-255"], ["--std -255", "must be positive"], 2),
-    (["--min-agreement", "1.5"], ["--min-agreement", "between 0 and 1"], 2),
+    (["--preprocess", "std=0"], ["--preprocess std: 0:", "must be positive"], 2),
+    (["--preprocess", "std=-255"], ["--preprocess std: -255:", "must be positive"], 2),
+    (["--quantize", "min_agreement=1.5"], ["--quantize min_agreement", "from 0 to 1"], 2),
 ])
 def test_bad_flags_fail_before_the_model_loads(tmp_path: Path, args: list[str],
                                                needles: list[str], code: int) -> None:
@@ -59,14 +59,14 @@ def test_bad_flags_fail_before_the_model_loads(tmp_path: Path, args: list[str],
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case, needles, code", [
-    ("calib255", ["span 0..255", "makes 0..255 pixels 0..1", "--mean 0 --std 1"], 1),
-    ("val255", ["validation data", "span 0..255", "--mean 0 --std 1"], 1),
+    ("calib255", ["span 0..255", "makes 0..255 pixels 0..1", "--preprocess mean=0,std=1"], 1),
+    ("val255", ["validation data", "span 0..255", "--preprocess mean=0,std=1"], 1),
     ("nan", ["20 of 200 samples hold NaN or inf"], 1),
     ("empty", ["no samples"], 1),
     ("minus", ["labels -1 are outside the model's 10 classes"], 1),
     ("fifty", ["labels 50, 51", "(0..9)"], 1),
     ("three_labels", ["names 3 classes; the model has 10"], 1),
-    ("mean", ["--mean 1,2,3 has 3 values", "1 channel"], 2),
+    ("mean", ["--preprocess mean 1,2,3 has 3 values", "1 channel"], 2),
 ])
 def test_bad_data_is_refused_before_converting(tmp_path: Path, bad_data: dict[str, Path],
                                                case: str, needles: list[str], code: int) -> None:
@@ -74,7 +74,7 @@ def test_bad_data_is_refused_before_converting(tmp_path: Path, bad_data: dict[st
             "empty": ["--calib", bad_data["empty"]], "val255": ["--val", bad_data["val255"]],
             "minus": ["--val", bad_data["minus"]], "fifty": ["--val", bad_data["fifty"]],
             "three_labels": ["--labels", bad_data["three_labels"]],
-            "mean": ["--mean", "1,2,3"]}[case]
+            "mean": ["--preprocess", "mean=1,2,3"]}[case]
     result = run_cli("convert", MODEL, "-o", tmp_path / "out", "--formats", "tflite-int8", *args)
     assert_clean_error(result, *needles)
     assert result.returncode == code
@@ -128,7 +128,7 @@ def test_without_labels_folder_names_become_the_labels_and_are_recorded(tmp_path
     assert data["labels"] == sorted(names)  # Keras's image_dataset_from_directory order
     warnings = " ".join(data["source"]["warnings"])
     assert "labels taken from the validation sub-folders" in warnings and "c0_zero=0" in warnings
-    assert "no --mean/--std and no model card" in warnings
+    assert "no --preprocess mean=,std= and no model card" in warnings
     origin = data["input"]["origin"]
     assert origin == {"shape": "model", "color": "default", "mean": "default",
                       "std": "default", "resize": "default", "interpolation": "default",
@@ -142,7 +142,7 @@ def test_without_labels_folder_names_become_the_labels_and_are_recorded(tmp_path
 @pytest.mark.slow
 def test_the_input_spec_heads_the_table_with_its_origins(tmp_path: Path) -> None:
     result = run_cli("convert", MODEL, "-o", tmp_path / "out", "--formats", "tflite-fp32",
-                     "--std", "255", "-q")
+                     "--preprocess", "std=255", "-q")
     assert result.returncode == 0, result.stderr
     first = result.stdout.splitlines()[0]
     assert first.startswith("input 32x32x1 NHWC: color gray (model card)"), first

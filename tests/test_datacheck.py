@@ -82,11 +82,12 @@ def test_data_on_another_scale_than_the_spec_is_refused_with_the_fix() -> None:
         check_samples(_samples(pixels), GRAY, "calibration data")
     message = str(info.value)
     assert "span 0..255" in message and "makes 0..255 pixels 0..1" in message
-    assert "[model card]" in message and "--mean 0 --std 1" in message and "images" in message
+    assert "[model card]" in message and "--preprocess mean=0,std=1" in message
+    assert "images" in message
     raw = InputSpec((1, 8, 8, 1), color="gray", mean=(0.0,), std=(1.0,))
-    with pytest.raises(InvalidData, match="--mean 0 --std 255"):  # the reverse
+    with pytest.raises(InvalidData, match="--preprocess mean=0,std=255"):  # the reverse
         check_samples(_samples(pixels / 255), raw, "validation data")
-    with pytest.raises(InvalidData, match="--mean 127.5 --std 127.5"):
+    with pytest.raises(InvalidData, match="--preprocess mean=127.5,std=127.5"):
         check_samples(_samples(pixels / 127.5 - 1), GRAY, "validation data")
 
 
@@ -112,11 +113,11 @@ def test_a_labels_file_must_name_every_class() -> None:
 
 
 def test_mean_and_std_that_cannot_be_right_are_refused() -> None:
-    with pytest.raises(UsageError, match=r"--std 0: a std must be positive"):
+    with pytest.raises(UsageError, match=r"--preprocess std 0: a std must be positive"):
         check_normalisation("std", (0.0,), 1, "flag")
     with pytest.raises(UsageError, match="std in the model card -1"):
         check_normalisation("std", (-1.0,), 1, "model card")
-    with pytest.raises(UsageError, match="--mean 1,2,3 has 3 values.*1 channel"):
+    with pytest.raises(UsageError, match="--preprocess mean 1,2,3 has 3 values.*1 channel"):
         InputSpec((1, 8, 8, 1), mean=(1.0, 2.0, 3.0), origin={"mean": "flag"})
     with pytest.raises(UsageError, match="not a finite number"):
         InputSpec((1, 8, 8, 3), std=(float("nan"),))

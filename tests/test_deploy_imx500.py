@@ -162,7 +162,7 @@ def test_the_service_runs_the_sensor_without_a_backend(tmp_path: Path, lenet_bun
     assert plan.backend == "tflite" and plan.imx500 == "bundle/lenet5_digits_imx500.zip"
     argv = exec_start(plan, "/home/pi/edgekit")
     assert argv[1:5] == ["run", "/home/pi/edgekit/current/bundle", "--source", "imx500:0"]
-    assert "--backend" not in argv and "--device" not in argv
+    assert "--backend" not in argv and "--infer" not in argv
 
 
 def test_a_bundle_without_imx500_to_the_ai_camera(tmp_path: Path, lenet_bundle: Path) -> None:

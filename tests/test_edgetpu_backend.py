@@ -89,7 +89,7 @@ def test_no_usb_accelerator_is_seen_in_an_empty_sysfs(tmp_path: Path) -> None:
 
 def test_library_without_a_device(no_device_library: Path, coral: Path) -> None:
     env = {"LD_LIBRARY_PATH": str(no_device_library)}
-    result = run_cli("classify", coral / COMPILED, coral / "cat.bmp", "--device", "usb:0",
+    result = run_cli("classify", coral / COMPILED, coral / "cat.bmp", "--infer", "device=usb:0",
                      env=env)
     assert_clean_error(result, "no Edge TPU found for device 'usb:0'", "lsusb")
     assert "Failed to open device" not in result.stderr.split("[runtime said")[0]

@@ -77,3 +77,47 @@ def test_a_familys_old_flags_answer_only_on_the_commands_that_have_it() -> None:
     unknown = CliRunner().invoke(without, ["--ssh-port-old", "22"])
     assert unknown.exit_code == 2 and "No such option '--ssh-port-old'" in unknown.output
     assert with_family.params[0].flags == {"port": "--ssh port"}  # for the library's errors
+@pytest.mark.parametrize("args, said", [
+    (["run", "m", "--source", "0", "--iou", "0.5"], "--iou is now --postprocess iou=X"),
+    (["compare", "m", "--source", "0", "--no-antialias"],
+     "--no-antialias is now --preprocess antialias=off"),
+    (["bench", "m", "--streams", "2"], "--streams is now --infer streams=N"),
+    (["convert", "m", "-o", "o", "--trust-model"], "--trust-model is now --load trust_model="),
+    (["convert", "m", "-o", "o", "--postprocess", "top_k=3"], "convert does not use top_k"),
+    (["classify", "m", "i", "--infer", "mode=throughput"], "classify does not use mode"),
+    (["run", "m", "--source", "0", "--preprocess", "mean=1,x"], "--preprocess mean"),
+])
+def test_the_commands_families_answer_moved_flags_and_unused_keys(args: list[str],
+                                                                  said: str) -> None:
+    """The shared families on the real commands: parsed and refused before any model loads."""
+    from edgekit.cli import cli
+
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and said in result.output, result.output
+
+
+def test_the_families_give_the_library_records() -> None:
+    from edgekit.cli.options import _post
+
+    made = _post({"iou": 0.3, "classes": ("a", "b"), "size_scale": "0.5", "top_k": 2},
+                 frozenset({"iou", "classes", "size_scale", "top_k"}))
+    assert made["top_k"] == 2 and made["detect"].iou_threshold == 0.3
+    assert made["detect"].given() == {"size_scale": "0.5", "iou_threshold": 0.3,
+                                      "classes": ("a", "b")}
+
+
+def test_a_key_without_help_is_taken_but_left_out_of_the_help() -> None:
+    """Each decoder parameter is a --postprocess key; the help points to the docs for them."""
+    keys = {**KEYS, "size_scale": Key("")}
+
+    @click.command(cls=Command)
+    @family("--hidden", "post", keys, "Post-processing (docs).")
+    def command(post: dict) -> None:
+        click.echo(repr(post))
+
+    shown = CliRunner().invoke(command, ["--help"]).output
+    assert "iou=X (NMS IoU.)" in shown and "size_scale" not in shown
+    assert CliRunner().invoke(command, ["--hidden", "size_scale=0.5"]).output.strip() == \
+        "{'size_scale': '0.5'}"
+    unknown = CliRunner().invoke(command, ["--hidden", "nms=1"])
+    assert unknown.exit_code == 2 and "or one of 1 more keys its help points to" in unknown.output

@@ -157,7 +157,7 @@ def test_run_on_sensor_as_on_the_file(detector_bundle: Path, demo_clip: Path,
     assert report["frames"] == frames
     assert (tmp_path / "sensor.avi").stat().st_size > 0
     plain = run_cli("run", bundle, "--source", demo_clip, "--format", "tflite-fp32",
-                    "--resize", "stretch", "--max-frames", frames, "--jsonl",
+                    "--preprocess", "resize=stretch", "--max-frames", frames, "--jsonl",
                     tmp_path / "file.jsonl", "--json")
     assert plain.returncode == 0, plain.stderr
     got, want = jsonl(tmp_path / "sensor.jsonl"), jsonl(tmp_path / "file.jsonl")

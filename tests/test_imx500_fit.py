@@ -46,7 +46,7 @@ def test_model_too_big_for_the_sensor_fails(tmp_path: Path) -> None:
     the bundle (--no-remedy: no mixed precision to make it fit)."""
     model, calib = big_model(tmp_path)
     result = run_cli("convert", model, "-o", tmp_path / "b", "--formats",
-                     "imx500", "--calib", calib, "--no-remedy", "--json")
+                     "imx500", "--calib", calib, "--quantize", "remedy=off", "--json")
     assert result.returncode == 1
     row = json.loads(result.stdout)["artifacts"][0]
     assert row["status"] == "failed" and "does not fit the IMX500" in row["reason"]

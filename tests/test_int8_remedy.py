@@ -35,7 +35,8 @@ def outlier_cnn(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def plain(outlier_cnn: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The default quantisation, kept as it is (--no-remedy)."""
     out = tmp_path_factory.mktemp("plain") / "bundle"
-    result = run_cli("convert", outlier_cnn, "-o", out, "--formats", INT8, "--no-remedy",
+    result = run_cli("convert", outlier_cnn, "-o", out, "--formats", INT8, "--quantize",
+                     "remedy=off",
                      "--json", "-q")
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
@@ -51,7 +52,7 @@ def test_plain_int8_is_weak_and_says_so(plain: dict) -> None:
     warnings = plain["source"]["warnings"]
     for fmt in ("tflite-int8", "onnx-int8"):
         line = next(w for w in warnings if w.startswith(fmt))
-        assert "below 99%" in line and "--no-remedy kept the default quantisation" in line
+        assert "below 99%" in line and "--quantize remedy=off kept the default quantisation" in line
 
 
 def test_remedies_keep_the_sensitive_layers_float(outlier_cnn: Path, tmp_path: Path,
@@ -109,17 +110,17 @@ def test_gate_fails_artifacts_below_it_and_keeps_the_old_bundle(outlier_cnn: Pat
     first = run_cli("convert", outlier_cnn, "-o", out, "--formats", "onnx", "-q")
     assert first.returncode == 0, first.stderr
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    gated = run_cli("convert", outlier_cnn, "-o", out, "--formats", INT8, "--no-remedy",
-                    "--min-agreement", "0.99", "--force")
+    gated = run_cli("convert", outlier_cnn, "-o", out, "--formats", INT8, "--quantize",
+                    "remedy=off,min_agreement=0.99", "--force")
     assert_clean_error(gated, "2 format(s) failed", "tflite-int8", "onnx-int8",
                        "left as it was")
     assert gated.returncode == 1
-    assert "is below --min-agreement 0.99" in gated.stdout
+    assert "is below --quantize min_agreement 0.99" in gated.stdout
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
     fresh = tmp_path / "fresh"  # no old bundle: written, without the failed artifacts' files
-    result = run_cli("convert", outlier_cnn, "-o", fresh, "--formats", INT8, "--no-remedy",
-                     "--min-agreement", "0.99", "--json", "-q")
+    result = run_cli("convert", outlier_cnn, "-o", fresh, "--formats", INT8, "--quantize",
+                     "remedy=off,min_agreement=0.99", "--json", "-q")
     assert result.returncode == 1
     data = json.loads(result.stdout)
     statuses = {a["format"]: a["status"] for a in data["artifacts"]}
@@ -128,7 +129,7 @@ def test_gate_fails_artifacts_below_it_and_keeps_the_old_bundle(outlier_cnn: Pat
                                                         "validation.npz"]
     assert read_manifest(fresh).validation["min_agreement"] == 0.99
     passed = run_cli("convert", outlier_cnn, "-o", fresh, "--formats", INT8,
-                     "--min-agreement", "0.99", "--force", "-q")  # the remedies reach it
+                     "--quantize", "min_agreement=0.99", "--force", "-q")  # the remedies reach it
     assert passed.returncode == 0, passed.stderr
 
 
@@ -136,8 +137,8 @@ def test_gate_needs_something_to_measure(outlier_cnn: Path, tmp_path: Path) -> N
     empty = tmp_path / "model.keras"
     empty.write_bytes(outlier_cnn.read_bytes())  # no model card: no validation data
     result = run_cli("convert", empty, "-o", tmp_path / "out", "--formats", "onnx",
-                     "--min-agreement", "0.9")
-    assert_clean_error(result, "--min-agreement needs an agreement", "--val")
+                     "--quantize", "min_agreement=0.9")
+    assert_clean_error(result, "--quantize min_agreement needs an agreement", "--val")
     assert result.returncode == 2
     assert not (tmp_path / "out").exists()
 

@@ -102,7 +102,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.mark.parametrize("style", ["sequential", "functional", "subclassed"])
 def test_each_style_converts(models: dict[str, Path], tmp_path: Path, style: str) -> None:
-    extra = ["--import", models["module"]] if style == "subclassed" else []
+    extra = ["--load", f"import={models['module']}"] if style == "subclassed" else []
     result = run_cli("convert", models[style], "-o", tmp_path / "b", "--formats",
                      "tflite-fp32,onnx,openvino-fp32", "--val", models["val"], "--json", "-q",
                      *extra)
@@ -120,17 +120,17 @@ def test_each_style_converts(models: dict[str, Path], tmp_path: Path, style: str
 def test_subclassed_without_its_module_says_how(models: dict[str, Path], tmp_path: Path) -> None:
     result = run_cli("convert", models["subclassed"], "-o", tmp_path / "b", "--formats",
                      "tflite-fp32")
-    assert_clean_error(result, "--import")
+    assert_clean_error(result, "--load import")
     assert not (tmp_path / "b").exists()
 
 
 def test_unknown_spatial_dims_need_input_shape(models: dict[str, Path], tmp_path: Path) -> None:
     refused = run_cli("convert", models["flexible"], "-o", tmp_path / "b", "--formats",
                       "tflite-fp32")
-    assert_clean_error(refused, "unknown dimensions", "--input-shape")
+    assert_clean_error(refused, "unknown dimensions", "--load input_shape")
     assert not (tmp_path / "b").exists()
     ok = run_cli("convert", models["flexible"], "-o", tmp_path / "b", "--formats",
-                 "tflite-fp32,onnx", "--input-shape", "24,24,3", "--json", "-q")
+                 "tflite-fp32,onnx", "--load", "input_shape=24,24,3", "--json", "-q")
     assert ok.returncode == 0, ok.stderr
     for a in json.loads(ok.stdout)["artifacts"]:
         assert a["status"] == "ok" and a["inputs"][0]["shape"] == [1, 24, 24, 3]
@@ -156,7 +156,7 @@ def test_a_subclassed_model_with_three_heads_gets_fidelity_per_output(
         {"output_names": ["box", "landmarks", "classes"],
          "input": {"color": "rgb", "mean": [0, 0, 0], "std": [255, 255, 255]}}))
     common = ["--formats", "tflite-fp32,tflite-int8,onnx", "--val", models["val"],
-              "--calib", models["val"], "--import", models["module"]]
+              "--calib", models["val"], "--load", f"import={models['module']}"]
     result = run_cli("convert", model, "-o", tmp_path / "b", "--json", "-q", *common)
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)

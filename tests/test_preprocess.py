@@ -60,8 +60,8 @@ def opencv(image: np.ndarray, size: tuple[int, int], name: str) -> np.ndarray:
 def test_pycoral_classify_test_passes(coral: Path) -> None:
     """tests/classify_test.py::test_mobilenet_v1_050_160, on the CPU model: Egyptian cat with a
     score above 0.67 once the photo is resized as pycoral resizes it (PIL NEAREST)."""
-    for flags in (["--interpolation", "nearest", "--resize", "stretch"],
-                  ["--reference", "pycoral"]):
+    for flags in (["--preprocess", "interpolation=nearest,resize=stretch"],
+                  ["--preprocess", "reference=pycoral"]):
         result = run_cli("classify", coral / MOBILENET, coral / "cat.bmp", "--labels",
                          coral / "imagenet_labels.txt", "--json", *flags)
         assert result.returncode == 0, result.stderr
@@ -258,13 +258,14 @@ def test_the_shorter_side_must_cover_the_input() -> None:
 
 
 @pytest.mark.parametrize("flags, words", [
-    (["--interpolation", "cubic"], ["--interpolation", "cubic"]),
-    (["--resize", "zoom"], ["--resize", "unknown resize mode"]),
-    (["--resize", "center-crop:0"], ["--resize", "(0, 1]"]),
-    (["--resize", "center-crop:1.01"], ["--resize", "(0, 1]"]),
-    (["--reference", "keras"], ["--reference", "keras-applications:caffe"]),
-    (["--resize", "shorter-side:100"], ["--resize", "at least 160"]),
-    (["--reference", "keras-applications:caffe", "--color", "gray"], ["--color", "3 channel"]),
+    (["--preprocess", "interpolation=cubic"], ["--preprocess interpolation", "cubic"]),
+    (["--preprocess", "resize=zoom"], ["--preprocess resize", "unknown resize mode"]),
+    (["--preprocess", "resize=center-crop:0"], ["--preprocess resize", "(0, 1]"]),
+    (["--preprocess", "resize=center-crop:1.01"], ["--preprocess resize", "(0, 1]"]),
+    (["--preprocess", "reference=keras"], ["--preprocess reference", "keras-applications:caffe"]),
+    (["--preprocess", "resize=shorter-side:100"], ["--preprocess resize", "at least 160"]),
+    (["--preprocess", "reference=keras-applications:caffe,color=gray"],
+     ["--preprocess color", "3 channel"]),
 ])
 def test_bad_spec_flags_are_one_line_exit_2(coral: Path, flags: list[str],
                                             words: list[str]) -> None:

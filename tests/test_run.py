@@ -71,7 +71,7 @@ def test_requests_in_flight_keep_frame_order(detector_bundle: Path, demo_clip: P
     lines = tmp_path / "frames.jsonl"
     one = one_request(backend)
     two = cli_json("run", detector_bundle, "--source", demo_clip, "--backend", backend,
-                   "--requests", "2", "--jsonl", lines, "--json")
+                   "--infer", "requests=2", "--jsonl", lines, "--json")
     assert two["requests"] == 2 and "2 requests" in two["backend"]
     assert two["frames"] == 90 and two["map50"] == pytest.approx(one["map50"], abs=1e-4)
     assert [r["frame"] for r in _jsonl(lines)] == list(range(90))
@@ -82,13 +82,14 @@ def test_throughput_mode_tunes_the_runtime_and_keeps_its_requests_in_flight(
         detector_bundle: Path, demo_clip: Path, one_request: Callable[[str], dict]) -> None:
     one = one_request("openvino")
     many = cli_json("run", detector_bundle, "--source", demo_clip, "--backend", "openvino",
-                    "--mode", "throughput", "--json")
+                    "--infer", "mode=throughput", "--json")
     assert "throughput mode" in many["backend"] and "latency mode" not in one["backend"]
     # without --requests: OpenVINO's optimal number of requests under the THROUGHPUT hint
     assert f"{many['requests']} request" in many["backend"]
     assert many["frames"] == 90 and many["map50"] == pytest.approx(one["map50"], abs=1e-4)
     rows = cli_json("compare", detector_bundle, "--source", demo_clip, "--backends", "openvino",
-                    "--mode", "throughput", "--requests", "3", "--max-frames", "20", "--json",
+                    "--infer", "mode=throughput,requests=3", "--max-frames", "20",
+                        "--json",
                     "-q")
     assert rows[0]["status"] == "ok" and "throughput mode, 3 requests" in rows[0]["runs_on"]
 
@@ -127,7 +128,8 @@ def test_realtime_on_a_camera_is_a_note(detector_bundle: Path, tmp_path: Path) -
 
 def test_compare_with_requests(detector_bundle: Path, demo_clip: Path) -> None:
     rows = cli_json("compare", detector_bundle, "--source", demo_clip, "--backends",
-                    "openvino,tflite", "--requests", "2", "--max-frames", "20", "--json", "-q")
+                    "openvino,tflite", "--infer", "requests=2", "--max-frames", "20", "--json",
+                        "-q")
     assert [r["status"] for r in rows] == ["ok", "ok"]
     assert all(r["requests"] == 2 and r["frames"] == 20 for r in rows)
 
@@ -164,8 +166,8 @@ def test_a_damaged_clip_completes(detector_bundle: Path, demo_clip: Path, tmp_pa
 
 def test_bad_input(detector_bundle: Path, lenet_bundle: Path, demo_clip: Path,
                    tmp_path: Path) -> None:
-    assert_clean_error(run_cli("run", lenet_bundle, "--source", demo_clip, "--task",
-                               "detection"), "holds a classification model")
+    assert_clean_error(run_cli("run", lenet_bundle, "--source", demo_clip, "--postprocess",
+                               "task=detection"), "holds a classification model")
     assert_clean_error(run_cli("run", detector_bundle, "--source", tmp_path / "no.avi"),
                        "no such file or folder")
     codec = tmp_path / "codec.avi"
@@ -262,18 +264,20 @@ def test_compare_csv_and_plot(detector_bundle: Path, demo_clip: Path, tmp_path: 
 def _as_flags(manifest: dict) -> list[str]:
     """A bundle's input spec and decoder written as the flags a bare model takes."""
     spec, decoder = manifest["input"], dict(manifest["decoder"])
-    flags = ["--decoder", decoder.pop("name"), "--resize", spec["resize"],
-             "--color", spec["color"], "--mean", ",".join(map(str, spec["mean"])),
-             "--std", ",".join(map(str, spec["std"]))]
+    flags = ["--postprocess", f"decoder={decoder.pop('name')}", "--preprocess",
+             f"resize={spec['resize']}",
+             "--preprocess", f"color={spec['color']}",
+             "--preprocess", "mean=" + ",".join(map(str, spec["mean"])),
+             "--preprocess", "std=" + ",".join(map(str, spec["std"]))]
     if "interpolation" in spec:
-        flags += ["--interpolation", spec["interpolation"]]
-    named = {"score_threshold": "--score-threshold", "iou_threshold": "--iou",
-             "max_detections": "--max-detections"}
+        flags += ["--preprocess", f"interpolation={spec['interpolation']}"]
+    named = {"score_threshold": "score_threshold", "iou_threshold": "iou",
+             "max_detections": "max_detections"}
     for key, value in decoder.items():
         if key in named:
-            flags += [named[key], str(value)]
+            flags += ["--postprocess", f"{named[key]}={value}"]
         elif key != "origin":
-            flags += ["--decoder-param", f"{key}={value}"]
+            flags += ["--postprocess", f"{key}={value}"]
     return flags
 
 
@@ -292,7 +296,7 @@ def test_a_bare_detector_with_the_bundles_parameters_scores_as_the_bundle(
         return json.loads(result.stdout)
 
     bundle = score(detector_bundle, "--backend", "tflite")
-    plain = score(bare, "--decoder", "edgekit-grid", *labels)
+    plain = score(bare, "--postprocess", "decoder=edgekit-grid", *labels)
     flagged = score(bare, *_as_flags(manifest), *labels)
     assert bundle["artifact"].endswith("digit_detector_int8.tflite")
     assert plain["map50"] < bundle["map50"] - 0.02

@@ -219,7 +219,7 @@ def test_every_float_option_takes_its_value_through_finite() -> None:
 
     floats = [(name, kind) for name, kind in _float_options()
               if isinstance(kind, (click.types.FloatParamType, Finite))]
-    assert {"classify --max-megapixels", "bench --duration", "run --iou", "deploy --ssh timeout",
+    assert {"classify --max-megapixels", "bench --duration", "run --postprocess iou", "deploy --ssh timeout",
             "deploy --release settle", "deploy --rollout max_fail"} <= {n for n, _ in floats}
     wrong = [name for name, kind in floats if not isinstance(kind, Finite)]
     assert not wrong, f"float options that let NaN or inf through: {wrong}"
@@ -244,7 +244,7 @@ def test_finite_states_the_bound() -> None:
     (["bench", LENET, "--duration", "inf"], "--duration"),
     (["deploy", LENET, "--host", "pi@127.0.0.1", "--ssh", "timeout=inf"], "--ssh timeout"),
     (["deploy", LENET, "--host", "pi@127.0.0.1", "--release", "settle=nan"], "--release settle"),
-    (["run", LENET, "--source", "0", "--iou", "nan"], "--iou"),
+    (["run", LENET, "--source", "0", "--postprocess", "iou=nan"], "--postprocess iou"),
     (["run", LENET, "--source", "0", "--realtime", "inf"], "--realtime"),
 ])
 def test_nan_and_inf_are_usage_errors(args: list, says: str) -> None:
@@ -305,9 +305,9 @@ def test_bench_refuses_ten_thousand_requests_at_once(lenet_bundle: Path) -> None
 def test_bench_cli_says_the_bound_of_requests(lenet_bundle: Path) -> None:
     from edgekit.helpers.limits import max_parallel
 
-    result = run_cli("bench", lenet_bundle, "--mode", "throughput", "--requests", "10000")
+    result = run_cli("bench", lenet_bundle, "--infer", "mode=throughput,requests=10000")
     assert result.returncode == 2
-    assert_clean_error(result, "--requests", f"at most {max_parallel()}")
+    assert_clean_error(result, "--infer requests", f"at most {max_parallel()}")
 
 
 def test_threads_and_queues_are_bounded() -> None:
@@ -388,7 +388,7 @@ def test_a_wrong_output_order_is_a_usage_error() -> None:
 @pytest.mark.slow
 def test_run_with_a_wrong_output_order_exits_2(detector_bundle: Path, demo_clip: Path) -> None:
     result = run_cli("run", detector_bundle, "--source", demo_clip, "--max-frames", "1",
-                     "--decoder-param", "output_order=2,1,0")
+                     "--postprocess", "output_order=2,1,0")
     assert result.returncode == 2, result.stderr
     assert_clean_error(result, "output_order")
 

@@ -116,7 +116,7 @@ def test_a_segmentation_task_for_a_vector_output(tmp_path: Path) -> None:
     from conftest import LENET
 
     assert_clean_error(run_cli("convert", LENET / "lenet5_digits.keras", "-o", tmp_path / "o",
-                               "--task", "segmentation", "--formats", "tflite-fp32"),
+                               "--postprocess", "task=segmentation", "--formats", "tflite-fp32"),
                        "H x W x C class scores or H x W class ids")
     assert not (tmp_path / "o").exists()
 

@@ -52,7 +52,7 @@ def test_the_unit_asks_for_the_view_and_keeps_the_token_off_it(tmp_path: Path,
                                                                detector_bundle: Path) -> None:
     text = unit_text(_plan(tmp_path, detector_bundle, "rpi4-camera"), "/home/pi/edgekit")
     assert ("ExecStart=/home/pi/edgekit/current/venv/bin/edgekit run /home/pi/edgekit/current/"
-            "bundle --source picamera2:0 --backend tflite --device CPU --serve 0.0.0.0:8080\n"
+            "bundle --source picamera2:0 --backend tflite --infer device=CPU --serve 0.0.0.0:8080\n"
             ) in text
     assert "EnvironmentFile=-/home/pi/edgekit/service.env\n" in text
     assert "TOKEN" not in text
@@ -129,7 +129,7 @@ def test_deploy_service_with_the_live_view(ssh_server: SshServer, detector_bundl
     assert f"EnvironmentFile=-{base}/service.env\n" in unit.read_text()
     assert token not in unit.read_text()
     argv = _exec_start(unit)
-    assert argv[3:] == ["--source", "picamera2:0", "--backend", "tflite", "--device", "CPU",
+    assert argv[3:] == ["--source", "picamera2:0", "--backend", "tflite", "--infer", "device=CPU",
                         "--serve", f"0.0.0.0:{port}"]
     assert "include-system-site-packages = true" in (base / "current" / "venv" /
                                                     "pyvenv.cfg").read_text()

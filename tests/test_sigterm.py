@@ -327,7 +327,7 @@ def test_bench(mode: str, lenet_bundle: Path, tmpdir_env) -> None:
     """SIGTERM mid-row: the worker is gone. Before, in throughput mode it ran on at 100% CPU
     for the rest of --duration."""
     temp, env = tmpdir_env
-    run = Running("bench", lenet_bundle, "--backends", "onnxruntime", "--mode", mode,
+    run = Running("bench", lenet_bundle, "--backends", "onnxruntime", "--infer", f"mode={mode}",
                   "--duration", "30", "--no-fidelity", env=env)
     run.wait_for(": running")
     time.sleep(2.0)  # the worker is loading or timing
@@ -341,7 +341,7 @@ def test_bench(mode: str, lenet_bundle: Path, tmpdir_env) -> None:
 def test_bench_killed(lenet_bundle: Path) -> None:
     """SIGKILL cannot be handled, so the command cannot end its worker: the worker ends
     itself when its parent dies (it ran on at 100% CPU for the rest of --duration)."""
-    run = Running("bench", lenet_bundle, "--backends", "onnxruntime", "--mode", "throughput",
+    run = Running("bench", lenet_bundle, "--backends", "onnxruntime", "--infer", "mode=throughput",
                   "--duration", "30", "--no-fidelity")
     run.wait_for(": running")
     time.sleep(2.0)

@@ -20,9 +20,9 @@ from edgekit.tasks.detection import (
     ssd_anchors,
 )
 
-SPEC = ["--mean", "127.5", "--std", "127.5"]  # the twin takes -1..1
+SPEC = ["--preprocess", "mean=127.5,std=127.5"]  # the twin takes -1..1
 # the op's attributes in the twin, as flags for the host decoder
-AS_THE_OP = ["--score-threshold", "0.3", "--iou", "0.6", "--max-detections", "20"]
+AS_THE_OP = ["--postprocess", "score_threshold=0.3,iou=0.6,max_detections=20"]
 
 
 def test_anchor_layout_of_mobilenet_ssd_300() -> None:
@@ -137,16 +137,18 @@ def test_generated_anchors_are_the_tf_od_apis(ssd_twin) -> None:
 def test_host_decoding_matches_the_post_processed_twin(ssd_twin, photos: Path, coral: Path,
                                                        tmp_path: Path) -> None:
     labels = ["--labels", str(coral / "coco_labels.txt")]
-    op = _run(ssd_twin.postprocess, photos, tmp_path / "op.jsonl", "--decoder", "ssd", *labels)
+    op = _run(ssd_twin.postprocess, photos, tmp_path / "op.jsonl", "--postprocess", "decoder=ssd",
+              *labels)
     assert sum(map(len, op)) > 50  # the twin finds things on these photos
-    host = _run(ssd_twin.raw, photos, tmp_path / "host.jsonl", "--decoder", "ssd-raw",
+    host = _run(ssd_twin.raw, photos, tmp_path / "host.jsonl", "--postprocess", "decoder=ssd-raw",
                 *AS_THE_OP, *labels)
     _same(host, op)
     for anchors in (ssd_twin.anchors, ssd_twin.anchors_text):  # the op's own anchors, as files
-        _same(_run(ssd_twin.raw, photos, tmp_path / "file.jsonl", "--decoder", "ssd-raw",
-                   "--anchors", anchors, *AS_THE_OP, *labels), op)
-    few = _run(ssd_twin.raw, photos, tmp_path / "few.jsonl", "--decoder", "ssd-raw",
-               *AS_THE_OP, *labels, "--classes", "cat,45")  # by name and by id
+        _same(_run(ssd_twin.raw, photos, tmp_path / "file.jsonl", "--postprocess",
+                   "decoder=ssd-raw",
+                   "--postprocess", f"anchors={anchors}", *AS_THE_OP, *labels), op)
+    few = _run(ssd_twin.raw, photos, tmp_path / "few.jsonl", "--postprocess", "decoder=ssd-raw",
+               *AS_THE_OP, *labels, "--postprocess", "classes=cat,45")  # by name and by id
     kept = [d for frame in few for d in frame]
     assert kept and {(d["class_id"], d["label"]) for d in kept} <= {(16, "cat"),
                                                                     (45, "wine glass")}
@@ -159,9 +161,10 @@ def test_regular_nms_matches_the_ops(ssd_twin, photos: Path, tmp_path: Path) -> 
     make_twin = importlib.import_module("edgekit_ssd_twin")  # loaded by the fixture
     twin = make_twin.make_twin(tmp_path / "regular",
                                params=make_twin.PostProcess(use_regular_nms=True))
-    op = _run(twin.postprocess, photos, tmp_path / "op.jsonl", "--decoder", "ssd")
-    host = _run(twin.raw, photos, tmp_path / "host.jsonl", "--decoder", "ssd-raw", *AS_THE_OP,
-                "--decoder-param", "class_agnostic_nms=false")
+    op = _run(twin.postprocess, photos, tmp_path / "op.jsonl", "--postprocess", "decoder=ssd")
+    host = _run(twin.raw, photos, tmp_path / "host.jsonl", "--postprocess", "decoder=ssd-raw",
+                *AS_THE_OP,
+                "--postprocess", "class_agnostic_nms=false")
     _same(host, op)
 
 
@@ -169,10 +172,12 @@ def test_regular_nms_matches_the_ops(ssd_twin, photos: Path, tmp_path: Path) -> 
 def test_anchors_that_do_not_fit_are_one_line_exit_2(ssd_twin, photos: Path,
                                                      tmp_path: Path) -> None:
     np.save(short := tmp_path / "short.npy", np.load(ssd_twin.anchors)[:100])
-    for flags, words in [(["--anchors", short], ["100 anchors", "1917 boxes"]),
-                         (["--decoder-param", "num_layers=5"], ["anchor parameters", "1917"]),
-                         (["--anchors", tmp_path / "none.npy"], ["--anchors", "no such file"])]:
-        result = run_cli("run", ssd_twin.raw, "--source", photos, "--decoder", "ssd-raw",
+    for flags, words in [(["--postprocess", f"anchors={short}"], ["100 anchors", "1917 boxes"]),
+                         (["--postprocess", "num_layers=5"], ["anchor parameters", "1917"]),
+                         (["--postprocess", f"anchors={tmp_path / 'none.npy'}"],
+                          ["--postprocess anchors", "no such file"])]:
+        result = run_cli("run", ssd_twin.raw, "--source", photos, "--postprocess",
+                         "decoder=ssd-raw",
                          *SPEC, *flags)
         assert result.returncode == 2, result.stderr
         assert_clean_error(result, *words)
@@ -186,7 +191,8 @@ def test_convert_records_the_decoder_and_ships_the_anchors(ssd_twin, photos: Pat
     then finds what the twin's op finds."""
     bundle = tmp_path / "bundle"
     result = run_cli("convert", ssd_twin.keras, "-o", bundle, "--formats", "tflite-fp32",
-                     "--task", "detection", "--decoder", "ssd-raw", "--anchors", ssd_twin.anchors,
+                     "--postprocess", "task=detection,decoder=ssd-raw",
+                         "--postprocess", f"anchors={ssd_twin.anchors}",
                      *AS_THE_OP, "--labels", coral / "coco_labels.txt", *SPEC)
     assert result.returncode == 0, result.stderr
     assert "decoder ssd-raw: score_threshold 0.3 (flag), iou_threshold 0.6 (flag)" in \
@@ -208,7 +214,7 @@ def test_convert_records_the_decoder_and_ships_the_anchors(ssd_twin, photos: Pat
     assert "bundle/anchors.npy" in [f.path for f in plan.files]  # a deploy ships them too
     moved = tmp_path / "moved"
     bundle.rename(moved)  # the anchors are found beside the manifest, wherever it is
-    op = _run(ssd_twin.postprocess, photos, tmp_path / "op.jsonl", "--decoder", "ssd",
+    op = _run(ssd_twin.postprocess, photos, tmp_path / "op.jsonl", "--postprocess", "decoder=ssd",
               "--labels", coral / "coco_labels.txt")
     result = run_cli("run", moved, "--source", photos, "--jsonl", tmp_path / "b.jsonl")
     assert result.returncode == 0, result.stderr

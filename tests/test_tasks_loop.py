@@ -78,9 +78,11 @@ def test_a_segmenter_through_the_loop(segmenter: Path, tmp_path: Path) -> None:
 
     shots = red_squares(tmp_path / "shots")
     masks, lines = tmp_path / "masks", tmp_path / "seg.jsonl"
-    report = cli_json("run", segmenter, "--task", "segmentation", "--source", tmp_path / "shots",
+    report = cli_json("run", segmenter, "--postprocess", "task=segmentation", "--source",
+                      tmp_path / "shots",
                       "--save-masks", masks, "--jsonl", lines,
-                      "--resize", "letterbox", "--labels", _labels(tmp_path, "background", "red"),
+                      "--preprocess", "resize=letterbox", "--labels", _labels(tmp_path,
+                                                                              "background", "red"),
                       "--json")
     assert report["task"] == "segmentation" and report["frames"] == len(shots)
     records = [json.loads(line) for line in lines.read_text().splitlines()]
@@ -103,7 +105,7 @@ def test_a_segmenter_through_the_loop(segmenter: Path, tmp_path: Path) -> None:
     same.mkdir()
     for path, _ in shots[::2]:
         (same / path.name).write_bytes(path.read_bytes())
-    cli_json("run", segmenter, "--task", "segmentation", "--source", same, "--save",
+    cli_json("run", segmenter, "--postprocess", "task=segmentation", "--source", same, "--save",
              tmp_path / "seg.avi", "--json")
     capture = cv2.VideoCapture(str(tmp_path / "seg.avi"))
     ok, drawn = capture.read()
@@ -119,7 +121,8 @@ def test_a_segmenter_on_every_cpu_backend_agrees(segmenter: Path, tmp_path: Path
     found = {}
     for backend in ("onnxruntime", "openvino"):
         lines = tmp_path / f"{backend}.jsonl"
-        cli_json("run", segmenter, "--task", "segmentation", "--backend", backend, "--source",
+        cli_json("run", segmenter, "--postprocess", "task=segmentation", "--backend", backend,
+                 "--source",
                  tmp_path / "shots", "--jsonl", lines, "--json")
         found[backend] = [json.loads(x)["shares"] for x in lines.read_text().splitlines()]
     assert found["onnxruntime"] == found["openvino"]
@@ -132,8 +135,9 @@ def test_a_classifier_through_the_loop(lenet_bundle: Path, demo_clip: Path,
     from edgekit.model import load_model
 
     lines, video = tmp_path / "c.jsonl", tmp_path / "c.avi"
-    report = cli_json("run", lenet_bundle, "--source", demo_clip, "--top-k", "3", "--smooth",
-                      "5", "--jsonl", lines, "--save", video, "--max-frames", "30", "--json")
+    report = cli_json("run", lenet_bundle, "--source", demo_clip, "--postprocess",
+                      "top_k=3,smooth=5", "--jsonl", lines, "--save", video, "--max-frames", "30",
+                      "--json")
     assert report["task"] == "classification" and report["frames"] == 30
     assert "top-3, smoothed over the last 5 frames" in report["decoder"]
     summary = report["summary"]
@@ -163,7 +167,7 @@ def test_a_classifier_through_the_loop(lenet_bundle: Path, demo_clip: Path,
 def test_raw_outputs_of_any_model(lenet_bundle: Path, demo_clip: Path, tmp_path: Path) -> None:
     """--task generic: each output's shape and summary per frame; --raw-outputs: the arrays."""
     lines, raw = tmp_path / "g.jsonl", tmp_path / "raw.npz"
-    report = cli_json("run", lenet_bundle, "--task", "generic", "--source", demo_clip,
+    report = cli_json("run", lenet_bundle, "--postprocess", "task=generic", "--source", demo_clip,
                       "--max-frames", "4", "--jsonl", lines, "--raw-outputs", raw, "--json")
     assert report["task"] == "generic" and str(raw) in report["outputs"]
     records = [json.loads(line) for line in lines.read_text().splitlines()]
@@ -180,7 +184,7 @@ def test_raw_outputs_of_any_model(lenet_bundle: Path, demo_clip: Path, tmp_path:
 @pytest.mark.slow
 def test_a_classifier_in_the_live_view(lenet_bundle: Path, demo_clip: Path) -> None:
     with serving(lenet_bundle, "--source", demo_clip, "--repeat", "--realtime", "30",
-                 "--smooth", "3", "--serve", "0", "--token", TOKEN) as served:
+                 "--postprocess", "smooth=3", "--serve", "0", "--token", TOKEN) as served:
         headers = {"Authorization": f"Bearer {TOKEN}"}
         assert wait_for(lambda: served.stats()["frames"] >= 3, 30)
         latest = served.stats()["latest"]
@@ -297,6 +301,7 @@ def test_save_masks_never_writes_into_what_is_read(segmenter: Path, tmp_path: Pa
     red_squares(tmp_path / "shots", count=2)
     for folder, says in ((tmp_path / "shots" / "masks", "a folder this command reads"),
                          (tmp_path / "red.onnx", "that is a file")):
-        assert_clean_error(run_cli("run", segmenter, "--task", "segmentation", "--source",
+        assert_clean_error(run_cli("run", segmenter, "--postprocess", "task=segmentation",
+                                   "--source",
                                    tmp_path / "shots", "--save-masks", folder), says)
     assert not (tmp_path / "shots" / "masks").exists()

@@ -224,7 +224,7 @@ class OpenVINOBackend(Backend):
                                      f"{self.version} sees: {', '.join(available)}); {NCS2_HINT}")
             raise DeviceNotFound(
                 f"OpenVINO {self.version} sees no {self.device} device here "
-                f"(it sees: {', '.join(available) or 'none'}); use --device CPU or AUTO, "
+                f"(it sees: {', '.join(available) or 'none'}); use --infer device=CPU or AUTO, "
                 "or attach the device and install its driver"
             )
 

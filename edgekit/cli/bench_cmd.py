@@ -9,7 +9,7 @@ import click
 
 from edgekit.cli import options
 from edgekit.cli.app import cli, debug_option, fail_on_failed_rows, progress_printer, save_plot
-from edgekit.cli.options import Finite, input_spec_options, references_epilog
+from edgekit.cli.options import Finite
 from edgekit.errors import UsageError
 from edgekit.helpers.limits import MAX_BENCH_SECONDS, MAX_DECODE_PIXELS
 from edgekit.preprocess import SpecOptions
@@ -62,16 +62,15 @@ def _classify_rows(results: list[dict]) -> list[list[object]]:
     return rows
 
 
-@cli.command(epilog=references_epilog())
+@cli.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @options.backend
-@options.device
-@options.threads
+@options.infer(("device", "threads"))
 @options.fmt
 @options.labels
 @options.top_k
-@input_spec_options
+@options.preprocess()
 @click.option("--max-megapixels", default=50.0, show_default=True, metavar="N",
               type=Finite(0, MAX_DECODE_PIXELS / 1e6, low_open=True),
               help="Refuse an image whose header declares more pixels (checked before it is "
@@ -85,23 +84,15 @@ def classify(model: Path, images: tuple[Path, ...], backend: str | None, device:
     """Classify images with a bundle or a bare .tflite / .onnx / OpenVINO .xml.
 
     \b
-    A bundle brings its own input spec (colour, mean, std, resize,
-    interpolation). A bare model's normalisation is read from its own
-    input: an int8/uint8 input's scale and zero point say how pixels map
-    onto it; for a float model give --mean/--std (default: pixels / 255).
-    Flags override either; --reference NAME pre-processes as a known
-    pipeline does. The first line says every value used and where it came
-    from. An image that cannot be read (missing, damaged, too large) gets a
-    line of its own saying why; the others are still classified, and the
-    exit code is then 1.
+    A bundle brings its own input spec, a bare model's int8 input its scale
+    and zero point; --preprocess overrides either (the first line says each
+    value used and where it came from). An image that cannot be read gets a
+    line saying why; the others are still classified (exit code 1).
 
     \b
-    Examples (Coral's MobileNet):
-      edgekit classify mobilenet_v1_0.25_128_quant.tflite cat.bmp --labels imagenet_labels.txt
+    Example (Coral's MobileNet):
       edgekit classify mobilenet_v1_0.5_160_quant.tflite cat.bmp --labels imagenet_labels.txt \\
-          --reference pycoral            # = --resize stretch --interpolation nearest
-      edgekit classify mobilenet_v1_0.25_128_quant.tflite cat.bmp --labels imagenet_labels.txt \\
-          --backend openvino
+          --preprocess reference=pycoral
     """
     from edgekit.errors import InvalidData
     from edgekit.helpers.render import render_table
@@ -154,20 +145,14 @@ def classify(model: Path, images: tuple[Path, ...], backend: str | None, device:
 @cli.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @options.backends
-@options.device
-@options.threads
+@options.infer()
 @options.runs
 @click.option("--warmup", default=10, show_default=True, type=click.IntRange(min=0),
               metavar="N", help="Untimed inferences before the timed ones.")
 @click.option("--duration", type=Finite(0, MAX_BENCH_SECONDS, low_open=True), metavar="SECONDS",
               show_default="--runs decides", help="Time each row for this long instead.")
-@options.mode
-@options.requests
-@click.option("--streams", type=int, metavar="N", show_default="the runtime's choice",
-              help="OpenVINO's execution streams, with --mode throughput (other backends "
-                   "have none).")
 @click.option("--no-fidelity", is_flag=True, help="Skip the validation-set run per row.")
-@input_spec_options
+@options.preprocess()
 @options.plot
 @options.table_output
 @options.quiet
@@ -179,29 +164,19 @@ def bench(model: Path, backend_list: str | None, device: str | None, threads: in
     """Time every artifact on every backend that can run it, side by side.
 
     \b
-    For a bundle, each (artifact, backend) pair gets a row: load time,
-    first-inference time, latency min/p50/p90/p99/max/mean, throughput,
-    peak memory, and agreement/accuracy on the bundle's validation set;
-    "pre ms" is the time to make the input from a 640x480 frame with the
-    input spec (the bundle's, or the flags': resize mode and filter cost).
-    Each pair runs in its own process; a backend that is not usable here
-    gives a "skipped" row with the reason, a failing pair a "failed" row,
-    and neither stops the rest. Every row says its mode, requests, streams
-    and threads. --mode latency (the default) times one inference at a
-    time; --mode throughput keeps --requests in flight and reports how
-    many complete per second (the figure for a camera feed or a batch of
-    files), with each request's latency including its wait. --device
-    goes to every backend benched: pick them with --backends. The exit
-    code is 1 when any row failed (an artifact that no longer matches the
-    bundle's manifest fails its rows).
+    Each (artifact, backend) pair gets a row, in its own process: load and
+    first-inference time, latency percentiles, throughput, peak memory,
+    agreement/accuracy on the validation set, and "pre ms" (the input made
+    from a 640x480 frame). An unusable backend gives a "skipped" row, a
+    failing pair a "failed" row (exit code 1); neither stops the rest.
+    --infer mode=throughput keeps requests in flight and reports how many
+    complete per second (docs/bench.md).
 
     \b
     Examples:
       edgekit bench out/demo/lenet5_digits --runs 500 --plot bench.png
-      edgekit bench out/demo/lenet5_digits --backends tflite,openvino:onnx
-      edgekit bench out/demo/lenet5_digits --backends openvino --device GPU
-      edgekit bench out/demo/lenet5_digits --mode throughput --duration 10
-      edgekit bench out/demo/lenet5_digits --backends openvino --mode throughput --streams 2
+      edgekit bench out/demo/lenet5_digits --backends openvino --infer device=GPU
+      edgekit bench out/demo/lenet5_digits --infer mode=throughput,streams=2
     """
     from edgekit.bench import BenchSettings
     from edgekit.bench import bench as run_bench
@@ -215,7 +190,7 @@ def bench(model: Path, backend_list: str | None, device: str | None, threads: in
     settings = BenchSettings(runs=runs, warmup=warmup, duration=duration, threads=threads,
                              device=device, fidelity=not no_fidelity, spec=spec, mode=mode,
                              requests=requests, streams=streams)
-    settings.concurrency()  # a bad --mode, --requests or --streams: one line, before any row
+    settings.concurrency()  # a bad mode, requests or streams: one line, before any row
     rows = run_bench(model, names, settings, progress=progress_printer(not quiet))
     render = {"json": json_text, "csv": csv_text, "markdown": markdown}.get(view, text_table)
     click.echo(render(rows).rstrip("\n"))

@@ -9,35 +9,9 @@ import click
 from edgekit.bundle.formats import FORMATS
 from edgekit.cli import options
 from edgekit.cli.app import cli, debug_option, progress_printer
-from edgekit.cli.options import detection_options, input_spec_options
-from edgekit.errors import EdgekitError, UsageError
+from edgekit.errors import EdgekitError
 from edgekit.preprocess import SpecOptions
 from edgekit.tasks.detection import DetectionOptions
-
-
-def _share(text: str | None) -> float | None:
-    if text is None:
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 1:
-        raise UsageError(f"--min-agreement takes a share between 0 and 1 (e.g. 0.99), not "
-                         f"{text!r}")
-    return value
-
-
-def _shape(text: str | None) -> tuple[int, ...] | None:
-    if text is None:
-        return None
-    try:
-        dims = tuple(int(v) for v in text.lower().replace("x", ",").split(",") if v)
-    except ValueError:
-        raise UsageError(f"--input-shape takes H,W,C (e.g. 224,224,3), not {text!r}") from None
-    if len(dims) != 3 or min(dims) < 1:
-        raise UsageError(f"--input-shape takes three positive sizes H,W,C, not {text!r}")
-    return dims
 
 
 def _report(manifest, view: str, folder: Path | None) -> None:
@@ -67,72 +41,36 @@ def _report(manifest, view: str, folder: Path | None) -> None:
               help=f"Comma-separated formats: {', '.join(FORMATS)}; or all.")
 @click.option("--calib", type=click.Path(path_type=Path), metavar="PATH",
               show_default="the model card's",
-              help="Calibration data for int8: a folder of images, or a .npy/.npz of "
-                   "pre-processed samples (100+ recommended).")
+              help="Calibration data for int8: images, or a .npy/.npz (100+ samples).")
 @click.option("--val", type=click.Path(path_type=Path), metavar="PATH",
               show_default="the model card's",
-              help="Validation data to measure fidelity (.npz with x and y, .npy, or a folder "
-                   "of images, in sub-folders named after their labels for accuracy: matched "
-                   "to the labels by name, a numeric name is the class number).")
+              help="Validation data for fidelity: .npz (x, y), .npy, or images (in "
+                   "sub-folders named after labels for accuracy; docs/convert.md).")
 @options.labels
 @click.option("--force", is_flag=True, help="Replace an existing bundle at --output.")
-@click.option("--input-shape", metavar="H,W,C", show_default="the model's",
-              help="Fix the input size of a model with unknown spatial dimensions.")
-@click.option("--int8-io", type=click.Choice(["int8", "uint8"]), default="int8",
-              show_default=True, help="Input/output type of the full-integer model.")
-@input_spec_options
-@options.task
-@detection_options
-@click.option("--import", "imports", multiple=True, metavar="MODULE",
-              help="Module or .py file to import first: one that registers custom layers or "
-                   "a subclassed model with keras.saving.register_keras_serializable.")
-@click.option("--trust-model", is_flag=True,
-              help="Let Keras load Python code (Lambda layers) from the file. Only for files "
-                   "you made yourself: safe mode is on without it.")
-@click.option("--min-agreement", metavar="X", show_default="the model card's, else none",
-              help="Fail any artifact that agrees with Keras less than X (0..1: top-1 "
-                   "agreement, or mAP-agreement for a detector); then exit 1 and leave an "
-                   "existing bundle untouched.")
-@click.option("--no-remedy", is_flag=True,
-              help="Keep the default int8 quantisation even when it misses the bar (by default "
-                   "edgekit tries per-tensor/per-channel weights, entropy and percentile "
-                   "calibration, then keeping the most sensitive layers float).")
+@options.preprocess()
+@options.postprocess(("task", "decoder", "score_threshold", "iou", "max_detections", "classes",
+                      "anchors", *options.DECODER_KEYS))
+@options.quantize()
+@options.load()
 @options.table_output
 @options.quiet
 @debug_option
 def convert(model: Path, out_dir: Path, formats: str | None, calib: Path | None,
-            val: Path | None, labels: Path | None, force: bool, input_shape: str | None,
-            int8_io: str, spec: SpecOptions, task: str | None, detect: DetectionOptions,
-            imports: tuple[str, ...], trust_model: bool, min_agreement: str | None,
-            no_remedy: bool, view: str, quiet: bool) -> None:
+            val: Path | None, labels: Path | None, force: bool,
+            input_shape: tuple[int, ...] | None, int8_io: str, spec: SpecOptions,
+            task: str | None, detect: DetectionOptions, imports: tuple[str, ...],
+            trust_model: bool, min_agreement: float | None, remedy: bool, view: str,
+            quiet: bool) -> None:
     """Convert a Keras model to every edge format, with fidelity per artifact.
 
     \b
-    Writes a bundle folder: the artifacts (TFLite float32, dynamic-range and
-    full-int8, Edge-TPU-compiled TFLite, ONNX and ONNX int8, OpenVINO IR
-    FP32/FP16), the validation set with the Keras outputs on it, and
-    edgekit.json, the manifest that bench, run and deploy read. It is built
-    aside and renamed into place at the end.
-
-    \b
-    A MODEL.edgekit.json beside the model can give the defaults for
-    --calib, --val, --labels, the task, the input spec (colour, mean, std,
-    resize, interpolation, antialias), a detector's decoder and its
-    parameters, and min_agreement (see models/lenet5_digits/ and
-    models/digit_detector/). Flags override it. The output starts with the
-    input spec (and the decoder) and where each value came from (flag,
-    model card or default); the manifest keeps both.
-
-    \b
-    Calibration and validation data are checked first: NaN/inf, no
-    samples, wrong shape, values on another scale than the input spec
-    gives 0..255 pixels, labels the model does not have. Every output gets
-    max/mean |diff| and cosine similarity; class-score outputs top-1
-    agreement. An int8 artifact below 99% agreement (98% mAP for a
-    detector) tries remedies and, if none reaches it, gets a warning.
-    Every .tflite is loaded by each TFLite runtime configured: this
-    Python's, $EDGEKIT_TFLITE_PYTHONS, else [convert] tflite_pythons in
-    ~/.config/edgekit/config.toml, else .venv-legacy beside the checkout.
+    Writes a bundle folder (built aside, renamed into place): each format's
+    artifact, the validation set with the Keras outputs on it, and
+    edgekit.json, the manifest bench, run and deploy read. A
+    MODEL.edgekit.json beside the model gives defaults; options override
+    it. An int8 artifact below the fidelity bar tries remedies
+    (docs/convert.md).
 
     \b
     Example:
@@ -143,9 +81,8 @@ def convert(model: Path, out_dir: Path, formats: str | None, calib: Path | None,
 
     settings = ConvertOptions(
         formats=formats, calib=calib, val=val, labels=labels, force=force,
-        input_shape=_shape(input_shape), int8_io=int8_io, spec=spec, detect=detect, task=task,
-        imports=imports, trust_model=trust_model, min_agreement=_share(min_agreement),
-        remedy=not no_remedy)
+        input_shape=input_shape, int8_io=int8_io, spec=spec, detect=detect, task=task,
+        imports=imports, trust_model=trust_model, min_agreement=min_agreement, remedy=remedy)
     manifest = run_convert(model, out_dir, settings, progress=progress_printer(not quiet))
     _report(manifest, view, out_dir)
 

@@ -40,7 +40,7 @@ class Key:
     """One key of a family: ``type`` checks and converts its text (a click type, or a function
     of the text that raises ``ValueError``/``click.BadParameter`` with the reason)."""
 
-    help: str
+    help: str  # "" leaves the key out of the option's help (the help then says where it is)
     type: Any = click.STRING
     metavar: str = "VALUE"
     multiple: bool = False  # the key may be given more than once: its value is then a tuple
@@ -100,8 +100,10 @@ def _convert(flag: str, key: str, spec: Key, value: str, ctx: click.Context | No
 
 
 def form(keys: Mapping[str, Key]) -> str:
-    """The keys, for an error line: ``a=N, b=X``."""
-    return ", ".join(f"{k}={spec.metavar}" for k, spec in keys.items())
+    """The keys, for an error line: ``a=N, b=X`` (and how many more the help points to)."""
+    hidden = sum(not spec.help for spec in keys.values())
+    return ", ".join(f"{k}={spec.metavar}" for k, spec in keys.items() if spec.help) + (
+        f", or one of {hidden} more keys its help points to" if hidden else "")
 
 
 class FamilyOption(click.Option):
@@ -129,8 +131,8 @@ def family(flag: str, dest: str, keys: Mapping[str, Key], help: str,
         KEY_FLAGS.setdefault(spec.param or key, f"{flag} {key}")
     moved = {old: f"{flag} {key}={keys[key].metavar}" for old, key in (renamed or {}).items()}
     name = "_family_" + dest
-    described = help.rstrip() + " Keys: " + "; ".join(
-        f"{k}={spec.metavar}: {spec.help}" for k, spec in keys.items())
+    described = help.rstrip() + " Keys: " + ", ".join(
+        f"{k}={spec.metavar} ({spec.help})" for k, spec in keys.items() if spec.help) + "."
 
     def decorate(f: F) -> F:
         @functools.wraps(f)

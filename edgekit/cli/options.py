@@ -22,17 +22,17 @@ from typing import Any, TypeVar
 import click
 
 from edgekit.bundle.formats import FORMATS
+from edgekit.cli.families import Key, family, renamed
 from edgekit.errors import UsageError
 from edgekit.preprocess import (
     COLORS,
     INTERPOLATIONS,
     REFERENCES,
-    RESIZE_HELP,
     SpecOptions,
     check_normalisation,
 )
 from edgekit.tasks.base import TASKS
-from edgekit.tasks.detection import DECODERS, DetectionOptions, decoder_param_help
+from edgekit.tasks.detection import DECODERS, DetectionOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -74,15 +74,6 @@ backends = _option(
     help="Comma-separated backends, each optionally NAME:FORMAT for one artifact, e.g. "
          "tflite,openvino:tflite-int8.")
 
-device = _option(
-    "--device", metavar="DEVICE", show_default="the backend's own: CPU, the first Edge TPU",
-    help="The backend's device: CPU, GPU, NPU, AUTO, MYRIAD for openvino; usb, usb:N, pci, "
-         "pci:N for edgetpu; CPU only for tflite and onnxruntime.")
-
-threads = _option(
-    "--threads", type=click.IntRange(min=1), metavar="N", show_default="the runtime's choice",
-    help="CPU threads for the runtime.")
-
 fmt = _option(
     "--format", "fmt", type=click.Choice(list(FORMATS)), metavar="FORMAT",
     show_default="the backend's best: tflite-int8 on tflite, openvino-fp32 on openvino",
@@ -98,22 +89,6 @@ samples = _option(
     "--samples", default=10, type=click.IntRange(min=0), metavar="N",
     help="Validation samples to run and compare with Keras (0: all).")
 
-mode = _option(
-    "--mode", default="latency", show_default=True, metavar="latency|throughput",
-    help="latency: the runtime tuned for each inference's latency (OpenVINO's LATENCY hint; "
-         "bench times one inference at a time); throughput: for the most inferences per "
-         "second (the THROUGHPUT hint and its streams), with --requests in flight (bench "
-         "reports inferences per second over the wall time and each request's latency).")
-
-requests = _option(
-    "--requests", type=int, metavar="N",
-    show_default="1; with --mode throughput the runtime's recommendation (OpenVINO's "
-                 "optimal number of requests), else the core count",
-    help="Inferences kept in flight at once (the loop: frames in the infer stage, results "
-         "still in frame order): OpenVINO's infer-request queue, one TFLite interpreter or "
-         "ONNX Runtime session per request (the threads shared out between them); a backend "
-         "without an asynchronous path (edgetpu) runs one at a time.")
-
 realtime = _option(
     "--realtime", is_flag=False, flag_value="source", metavar="[FPS]",
     show_default="a file or folder is read as fast as the loop takes it",
@@ -121,24 +96,9 @@ realtime = _option(
          "delivers frames: end-to-end latency then has no queueing in it. A camera or "
          "stream already is real-time (a note, not an error).")
 
-task = _option(
-    "--task", type=click.Choice(list(TASKS)),
-    show_default="convert: the model card's, else guessed from the outputs; run and compare: "
-                 "the bundle's (a bare model: classification for one score vector, else generic)",
-    help="What the model's outputs mean: classification (top-k), detection (boxes), "
-         "segmentation (H x W x C class scores or H x W class ids: a mask), generic (each "
-         "output's shape and summary). convert records it in the bundle; run and compare "
-         "cannot change a bundle's own, except to generic.")
-
 top_k = _option(
     "-k", "--top-k", default=5, type=click.IntRange(min=1), metavar="K",
-    help="A classifier's best classes to show per image or frame (at most the model's class "
-         "count); the loop draws them as bars and writes them to --jsonl and the live view.")
-
-smooth = _option(
-    "--smooth", default=1, type=click.IntRange(min=1), metavar="N",
-    help="Average a classifier's scores over the last N frames, against per-frame flicker "
-         "(1: none); --jsonl then has the raw and the smoothed top-1.")
+    help="The best classes to show per image (at most the model's class count).")
 
 runs = _option(
     "--runs", default=100, type=click.IntRange(min=1), metavar="N",
@@ -211,112 +171,187 @@ def numbers(text: str | None, what: str) -> tuple[float, ...] | None:
     return values
 
 
-def references_epilog() -> str:
-    """The reference pipelines, for a command's --help."""
-    import textwrap
-
-    lines = ["\b", "Reference pipelines (--reference NAME):"]
-    for r in REFERENCES.values():
-        lines.append(f"  {r.name}")
-        lines += textwrap.wrap(r.source, 86, initial_indent="      ", subsequent_indent="      ")
-    return "\n".join(lines)
 
 
-SPEC_OPTION_NAMES = ("reference", "resize", "interpolation", "antialias", "color", "mean", "std")
+# --- the families: one repeatable --NAME KEY=VALUE option per group of settings ---------------
+# Each is declared once; a command that takes one says which of its keys it uses (``uses``),
+# and a key it would ignore is refused in one line, exit 2.
+
+def _on_off(text: str) -> bool:
+    if text.lower() in ("on", "yes", "true", "1"):
+        return True
+    if text.lower() in ("off", "no", "false", "0"):
+        return False
+    raise ValueError(f"{text!r}: give on or off")
 
 
-def input_spec_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """Add the input-spec options; the command receives them as ``spec: SpecOptions``."""
-    @functools.wraps(f)
-    def command(*args: Any, **kwargs: Any) -> Any:
-        given = {name: kwargs.pop(name) for name in SPEC_OPTION_NAMES}
-        kwargs["spec"] = SpecOptions(
-            reference=given["reference"], resize=given["resize"],
-            interpolation=given["interpolation"], antialias=given["antialias"],
-            color=given["color"], mean=numbers(given["mean"], "--mean"),
-            std=numbers(given["std"], "--std"))
-        return f(*args, **kwargs)
-
-    command.__click_params__ = list(getattr(f, "__click_params__", []))  # not shared with f
-    options = [
-        _option("--std", metavar="LIST", show_default="the model card's, else 255",
-                help="Per-channel divisor after the mean (tensor = (pixel - mean) / std; 255 "
-                     "for pixels scaled to 0..1)."),
-        _option("--mean", metavar="LIST", show_default="the model card's, else 0",
-                help="Per-channel mean subtracted from 0..255 pixels (one value, or one per "
-                     "channel)."),
-        _option("--color", type=click.Choice(COLORS),
-                show_default="the model card's, else rgb; gray for one channel",
-                help="Colour order the model takes."),
-        _option("--antialias/--no-antialias", default=None,
-                show_default="the model card's, else off: OpenCV's filters",
-                help="Resample with Pillow's filters, which widen when shrinking "
-                     "(antialiasing), with PIL's bicubic and Lanczos-3: what PIL pipelines and "
-                     "tf.image.resize(antialias=True) do."),
-        _option("--interpolation", type=click.Choice(list(INTERPOLATIONS)),
-                show_default="the model card's, else bilinear",
-                help="The resize filter. nearest is PIL's NEAREST, byte for byte."),
-        _option("--resize", metavar="MODE", show_default="the model card's, else stretch",
-                help=f"How a picture becomes the input size: {RESIZE_HELP}."),
-        _option("--reference", type=click.Choice(list(REFERENCES)), metavar="NAME",
-                help=f"Pre-process as a reference pipeline does: {', '.join(REFERENCES)} "
-                     "(each described at the end of edgekit classify --help); the other flags "
-                     "here override its values."),
-    ]
-    for option in options:
-        command = option(command)
-    return command
+def _numbers(what: str) -> Callable[[str], tuple[float, ...]]:
+    def convert(text: str) -> tuple[float, ...]:
+        try:
+            values = numbers(text, what)
+        except UsageError as exc:  # the family names the key: "--preprocess std: 0: ..."
+            raise ValueError(str(exc).removeprefix(f"--preprocess {what} ")) from None
+        return values or ()
+    return convert
 
 
-DETECTION_OPTION_NAMES = ("decoder", "score_threshold", "iou", "max_detections", "classes",
-                          "anchors", "decoder_param")
+def _classes(text: str) -> tuple[str, ...]:
+    classes = tuple(c.strip() for c in text.split(",") if c.strip())
+    if not classes:
+        raise ValueError("give class names or ids, comma-separated: person,dog or 0,16")
+    return classes
 
 
-def detection_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """Add the detection options; the command receives them as ``detect: DetectionOptions``."""
-    @functools.wraps(f)
-    def command(*args: Any, **kwargs: Any) -> Any:
-        given = {name: kwargs.pop(name) for name in DETECTION_OPTION_NAMES}
-        classes = None
-        if given["classes"] is not None:
-            classes = tuple(c.strip() for c in given["classes"].split(",") if c.strip())
-            if not classes:
-                raise UsageError("--classes takes class names or ids, comma-separated, e.g. "
-                                 "--classes person,dog or --classes 0,16")
-        kwargs["detect"] = DetectionOptions(
-            decoder=given["decoder"], score_threshold=given["score_threshold"],
-            iou_threshold=given["iou"], max_detections=given["max_detections"],
-            classes=classes, anchors=given["anchors"], params=tuple(given["decoder_param"]))
-        kwargs["detect"].given()  # KEY=VALUE checked now
-        return f(*args, **kwargs)
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(v) for v in text.lower().replace("x", ",").split(",") if v)
+    except ValueError:
+        raise ValueError(f"give H,W,C (e.g. 224,224,3), not {text!r}") from None
+    if len(dims) != 3 or min(dims) < 1:
+        raise ValueError(f"give three positive sizes H,W,C, not {text!r}")
+    return dims
 
-    command.__click_params__ = list(getattr(f, "__click_params__", []))
-    options = [
-        _option("--decoder-param", multiple=True, metavar="KEY=VALUE",
-                help=f"One of the decoder's own parameters (repeatable): "
-                     f"{decoder_param_help()}. An unknown key is refused with the decoder's "
-                     "list; docs/preprocessing.md gives each one's type, default and meaning."),
-        _option("--anchors", metavar="FILE",
-                show_default="made from the SSD anchor parameters",
-                help="Anchors for raw SSD outputs (--decoder ssd-raw): a .npy of shape (N, 4) "
-                     "or text lines 'y_center x_center height width', normalised, in the "
-                     "model's output order."),
-        _option("--classes", metavar="LIST", help="Keep only these classes, by name or id, "
-                "comma-separated (person,dog or 0,16); host decoders drop the others before "
-                "their NMS."),
-        _option("--max-detections", type=click.IntRange(min=1), metavar="N",
-                show_default="the decoder's setting, 100",
-                help="At most this many detections per frame."),
-        _option("--iou", type=Finite(0, 1), metavar="X",
-                show_default="the decoder's setting",
-                help="IoU above which NMS drops the lower-scoring of two boxes, 0 to 1."),
-        _option("--score-threshold", type=Finite(0, 1), metavar="X",
-                show_default="the decoder's setting", help="Minimum score kept, 0 to 1."),
-        _option("--decoder", type=click.Choice(list(DECODERS)),
-                show_default="the bundle's", help="Output decoder: edgekit-grid (edgekit's "
-                "own head), ssd (TFLite_Detection_PostProcess outputs), ssd-raw (box "
-                "encodings and scores before NMS), yolo."),
-    ]
-    for option in options:
-        command = option(command)
-    return command
+
+
+PREPROCESS_KEYS: dict[str, Key] = {
+    "reference": Key("a known pipeline's values", click.Choice(list(REFERENCES)), "NAME"),
+    "resize": Key("stretch, letterbox, center-crop[:F], shorter-side[:N]", metavar="MODE"),
+    "interpolation": Key(", ".join(INTERPOLATIONS), click.Choice(list(INTERPOLATIONS)),
+                         "FILTER"),
+    "antialias": Key("Pillow's filters", _on_off, "on|off"),
+    "color": Key("colour order", click.Choice(COLORS), "|".join(COLORS)),
+    "mean": Key("subtracted from pixels", _numbers("mean"), "LIST"),
+    "std": Key("divisor after it", _numbers("std"), "LIST"),
+}
+PREPROCESS_HELP = "Input pre-processing over the model's own (docs/preprocessing.md)."
+
+
+def _decoder_keys() -> dict[str, Key]:
+    """Each decoder's own parameters, by name (checked against the decoder when it is known)."""
+    from edgekit.tasks.detection.params import own_fields
+    from edgekit.tasks.detection.registry import PARAMS
+
+    names = dict.fromkeys(f.name for cls in PARAMS.values() for f in own_fields(cls))
+    return {name: Key("", metavar="VALUE") for name in names}
+
+
+DECODER_KEYS = tuple(_decoder_keys())
+POSTPROCESS_KEYS: dict[str, Key] = {
+    "task": Key("what the outputs mean",
+                click.Choice(list(TASKS)), "TASK"),
+    "top_k": Key("classes shown, 5", click.IntRange(min=1), "K"),
+    "smooth": Key("frames averaged, 1", click.IntRange(min=1), "N"),
+    "decoder": Key(", ".join(DECODERS), click.Choice(list(DECODERS)), "NAME"),
+    "score_threshold": Key("minimum score", Finite(0, 1), "X"),
+    "iou": Key("NMS overlap", Finite(0, 1), "X"),
+    "max_detections": Key("boxes per frame", click.IntRange(min=1), "N"),
+    "classes": Key("names or ids kept", _classes, "LIST"),
+    "anchors": Key("ssd-raw's anchors", metavar="FILE"),
+    **_decoder_keys(),
+}
+POSTPROCESS_HELP = ("Decoding the outputs, over the bundle's own; each decoder parameter is a "
+                    "key too (docs/preprocessing.md).")
+
+INFER_KEYS: dict[str, Key] = {
+    "device": Key("CPU, GPU, NPU, AUTO, usb[:N], pci[:N]", metavar="DEVICE"),
+    "threads": Key("CPU threads", click.IntRange(min=1), "N"),
+    "mode": Key("what to tune for", click.Choice(["latency",
+                "throughput"]), "latency|throughput"),
+    "requests": Key("in flight at once", int, "N"),
+    "streams": Key("OpenVINO's streams", int, "N"),
+}
+INFER_HELP = "How the backend runs it (docs/backends.md)."
+
+QUANTIZE_KEYS: dict[str, Key] = {
+    "int8_io": Key("int8 model's I/O type",
+                   click.Choice(["int8", "uint8"]), "int8|uint8"),
+    "min_agreement": Key("fidelity bar", Finite(0, 1), "X"),
+    "remedy": Key("try fixes below the bar", _on_off, "on|off"),
+}
+LOAD_KEYS: dict[str, Key] = {
+    "import": Key("custom layers' module", metavar="MODULE",
+                  multiple=True),
+    "trust_model": Key("allow Lambda code", _on_off, "on|off"),
+    "input_shape": Key("a fixed input size", _shape, "H,W,C"),
+}
+
+
+def _family_of(flag: str, keys: dict[str, Key], help: str, renames: dict[str, str],
+               build: Callable[[dict[str, Any], frozenset[str]], dict[str, Any]]
+               ) -> Callable[..., Callable[[F], F]]:
+    """A family declared once: ``decorator(uses)`` adds it to a command, which receives what
+    ``build(found, uses)`` makes of the keys given (a key outside ``uses`` is refused)."""
+    dest = flag.lstrip("-")
+    option = family(flag, dest, keys, help, renamed=renames)
+
+    def decorator(uses: tuple[str, ...] | None = None) -> Callable[[F], F]:
+        used = frozenset(uses or keys)
+
+        def decorate(f: F) -> F:
+            @functools.wraps(f)
+            def command(*args: Any, **kwargs: Any) -> Any:
+                found = kwargs.pop(dest)
+                unused = [k for k in found if k not in used]
+                if unused:
+                    ctx = click.get_current_context()
+                    raise click.BadParameter(
+                        f"{ctx.info_name} does not use {unused[0]}; it takes "
+                        f"{', '.join(k for k in keys if k in used)}", ctx, param_hint=flag)
+                kwargs.update(build(found, used))
+                return f(*args, **kwargs)
+
+            command.__click_params__ = list(getattr(f, "__click_params__", []))
+            return option(command)  # type: ignore[return-value]
+        return decorate
+    return decorator
+
+
+def _spec(found: dict[str, Any], used: frozenset[str]) -> dict[str, Any]:
+    return {"spec": SpecOptions(**found)}
+
+
+def _post(found: dict[str, Any], used: frozenset[str]) -> dict[str, Any]:
+    shared = {"decoder", "score_threshold", "iou", "max_detections", "classes", "anchors"}
+    own = tuple(f"{k}={v}" for k, v in found.items() if k not in shared and k not in
+                ("task", "top_k", "smooth"))
+    detect = DetectionOptions(
+        decoder=found.get("decoder"), score_threshold=found.get("score_threshold"),
+        iou_threshold=found.get("iou"), max_detections=found.get("max_detections"),
+        classes=found.get("classes"), anchors=found.get("anchors"), params=own)
+    detect.given()
+    out: dict[str, Any] = {"detect": detect}
+    defaults = {"task": None, "top_k": 5, "smooth": 1}
+    out.update({k: found.get(k, d) for k, d in defaults.items() if k in used})
+    return out
+
+
+def _infer(found: dict[str, Any], used: frozenset[str]) -> dict[str, Any]:
+    defaults = {"device": None, "threads": None, "mode": "latency", "requests": None,
+                "streams": None}
+    return {k: found.get(k, d) for k, d in defaults.items() if k in used}
+
+
+def _quantize(found: dict[str, Any], used: frozenset[str]) -> dict[str, Any]:
+    return {"int8_io": found.get("int8_io", "int8"),
+            "min_agreement": found.get("min_agreement"), "remedy": found.get("remedy", True)}
+
+
+def _load(found: dict[str, Any], used: frozenset[str]) -> dict[str, Any]:
+    return {"imports": found.get("import", ()), "trust_model": found.get("trust_model", False),
+            "input_shape": found.get("input_shape")}
+
+
+preprocess = _family_of("--preprocess", PREPROCESS_KEYS, PREPROCESS_HELP, {
+    f"--{k}": k for k in PREPROCESS_KEYS}, _spec)
+renamed("--no-antialias", "--preprocess antialias=off")
+postprocess = _family_of("--postprocess", POSTPROCESS_KEYS, POSTPROCESS_HELP, {
+    "--task": "task", "--top-k": "top_k", "--smooth": "smooth", "--decoder": "decoder",
+    "--score-threshold": "score_threshold", "--iou": "iou",
+    "--max-detections": "max_detections", "--classes": "classes", "--anchors": "anchors"}, _post)
+renamed("--decoder-param", "--postprocess KEY=VALUE (each decoder parameter is a key)")
+infer = _family_of("--infer", INFER_KEYS, INFER_HELP, {f"--{k}": k for k in INFER_KEYS}, _infer)
+quantize = _family_of("--quantize", QUANTIZE_KEYS, "Int8 and fidelity (docs/convert.md).", {
+    "--int8-io": "int8_io", "--min-agreement": "min_agreement"}, _quantize)
+renamed("--no-remedy", "--quantize remedy=off")
+load = _family_of("--load", LOAD_KEYS, "Loading Keras (docs/convert.md).", {
+    "--import": "import", "--trust-model": "trust_model", "--input-shape": "input_shape"}, _load)

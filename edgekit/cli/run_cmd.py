@@ -11,7 +11,6 @@ import click
 from edgekit.cli import options
 from edgekit.cli.app import cli, debug_option, fail_on_failed_rows, progress_printer, save_plot
 from edgekit.cli.events_options import events_line, events_options
-from edgekit.cli.options import detection_options, input_spec_options
 from edgekit.errors import EdgekitError, UsageError
 from edgekit.events.settings import EventsOptions
 from edgekit.preprocess import SpecOptions
@@ -118,15 +117,11 @@ def _live_view(serve: str | None, token: str | None):
 @click.argument("model", type=click.Path(path_type=Path))
 @_source_options
 @options.backend
-@options.device
-@options.threads
+@options.infer(("device", "threads", "mode", "requests"))
 @options.fmt
 @options.labels
-@options.task
-@options.top_k
-@options.smooth
-@detection_options
-@input_spec_options
+@options.postprocess()
+@options.preprocess()
 @click.option("--show", is_flag=True, help="Show a window (needs the GUI build of OpenCV).")
 @click.option("--save", type=click.Path(path_type=Path), metavar="FILE", help="Write an "
               "annotated video (.avi MJPG or .mp4): the task's result (boxes, top-k bars, the "
@@ -151,8 +146,6 @@ def _live_view(serve: str | None, token: str | None):
               "off the command line", help="The live view's token (16+ characters): every "
               "path answers 401 without it; open /?token=TOKEN once in a browser.")
 @events_options
-@options.mode
-@options.requests
 @options.realtime
 @click.option("--no-pipeline", is_flag=True, help="Run the stages one after another.")
 @click.option("--queue-size", default=2, show_default=True, type=click.IntRange(min=1),
@@ -172,24 +165,24 @@ def run(model: Path, source: str, max_frames: int | None, truth: Path | None,
     """Run the camera loop on a camera, a video, a folder of images or a stream.
 
     \b
-    Any model: a classifier's top-k (--top-k, --smooth), a detector's boxes,
-    a segmenter's mask (--task segmentation, --save-masks), or any other
-    model's outputs (--task generic, --raw-outputs); the bundle says which.
+    Any model: a classifier's top-k (--postprocess top_k=K,smooth=N), a detector's boxes,
+    a segmenter's mask (--postprocess task=segmentation, --save-masks), or any other
+    model's outputs (--postprocess task=generic, --raw-outputs); the bundle says which.
     Stages capture -> preprocess -> infer -> postprocess -> sink run pipelined,
     one thread each, results in frame order; each is timed. A file is
     processed whole; a live camera drops stale frames instead of queueing
     them (and counts them), and is reconnected with back-off if it vanishes.
     With ground truth beside the source (CLIP.json) it also prints mAP@0.5.
-    A bundle brings its input spec and decoder; the flags override them, and
-    a bare detector gets them all from flags (--decoder, --labels, ...). The
+    A bundle brings its input spec and decoder; --preprocess and
+    --postprocess override them, and a bare detector needs them. The
     summary says every value used and where it came from.
     --repeat plays a file or folder in a loop, like a camera that never ends.
     --save and --jsonl are written aside and renamed into place at the end
     (also on Ctrl-C): an earlier file there stays until the new one is whole,
     and a path that is the source or another output is refused first.
     --serve shows it all live in a browser, for a device without a screen.
-    --requests N keeps N frames in the infer stage at once (results still
-    in frame order); --mode throughput tunes the runtime for frames per
+    --infer requests=N keeps N frames in the infer stage at once (results
+    in frame order); mode=throughput tunes the runtime for frames per
     second and keeps its recommended number in flight. A file is read as
     fast as the loop takes it, so its end-to-end latency includes queueing
     (shown apart as "queue wait");
@@ -198,13 +191,15 @@ def run(model: Path, source: str, max_frames: int | None, truth: Path | None,
     \b
     Examples:
       edgekit run out/demo/digit_detector --source out/demo/clip.avi --save annotated.avi
-      edgekit run out/demo/lenet5_digits --source out/demo/clip.avi --top-k 3 --smooth 5
+      edgekit run out/demo/lenet5_digits --source out/demo/clip.avi \\
+        --postprocess top_k=3,smooth=5
       edgekit run out/demo/digit_detector --source out/demo/clip.avi --repeat --serve 8080
-      edgekit run detector_int8.tflite --decoder edgekit-grid --labels labels.txt \\
-        --resize letterbox --iou 0.45 --source out/demo/clip.avi
-      edgekit run ssd_no_nms.tflite --decoder ssd-raw --labels coco_labels.txt \\
-        --source 0 --classes person
-      edgekit run out/demo/digit_detector --source out/demo/clip.avi --realtime --requests 2
+      edgekit run detector_int8.tflite --postprocess decoder=edgekit-grid,iou=0.45 \\
+        --labels labels.txt --preprocess resize=letterbox --source out/demo/clip.avi
+      edgekit run ssd_no_nms.tflite --postprocess decoder=ssd-raw,classes=person \\
+        --labels coco_labels.txt --source 0
+      edgekit run out/demo/digit_detector --source out/demo/clip.avi --realtime \\
+        --infer requests=2
       EDGEKIT_SERVE_TOKEN=$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))') \\
         edgekit run bundle --source picamera2 --serve 0.0.0.0:8080
     """
@@ -214,7 +209,7 @@ def run(model: Path, source: str, max_frames: int | None, truth: Path | None,
     from edgekit.loop.sinks import check_mask_folder
 
     paced = realtime_value(realtime)
-    Concurrency(mode, requests)  # --requests 0, --mode x: one line, before anything loads
+    Concurrency(mode, requests)  # requests=0: one line, before anything loads
     check_run_outputs(save, jsonl, source, truth,
                       [model, labels, model / "edgekit.json" if model.is_dir() else None],
                       raw_outputs=raw_outputs)
@@ -241,15 +236,10 @@ def run(model: Path, source: str, max_frames: int | None, truth: Path | None,
 @click.argument("bundle", type=click.Path(path_type=Path))
 @_source_options
 @options.backends
-@options.threads
-@options.mode
-@options.requests
+@options.infer(("threads", "mode", "requests"))
 @options.realtime
-@options.task
-@options.top_k
-@options.smooth
-@detection_options
-@input_spec_options
+@options.postprocess()
+@options.preprocess()
 @options.plot
 @options.table_output
 @options.quiet
@@ -263,8 +253,8 @@ def compare(bundle: Path, source: str, max_frames: int | None, truth: Path | Non
 
     \b
     Backends that cannot run here are listed as skipped, with the reason.
-    Every backend gets the bundle's input spec and decoder, with the flags
-    on top; the lines under the table say which values were used.
+    Every backend gets the bundle's input spec and decoder, with
+    --preprocess and --postprocess on top; the lines under the table say which values were used.
     For a camera, give --max-frames (each backend gets its own frames).
     The exit code is 1 when a backend failed.
 

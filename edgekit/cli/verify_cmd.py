@@ -14,8 +14,7 @@ from edgekit.errors import EdgekitError
 @cli.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
 @options.backend
-@options.device
-@options.threads
+@options.infer(("device", "threads"))
 @options.fmt
 @options.samples
 @click.option("--allow-empty", is_flag=True,

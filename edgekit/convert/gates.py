@@ -1,6 +1,6 @@
 """The agreement bar an artifact must reach, and what happens below it.
 
-With ``--min-agreement X`` (or ``min_agreement`` in the model card) an artifact
+With ``--quantize min_agreement=X`` (or ``min_agreement`` in the model card) an artifact
 that agrees with Keras less than X is ``failed``: its files leave the bundle and
 the run exits 1. Without it, an int8 artifact below the usual bar (0.99 top-1
 for class scores, 0.98 mAP-agreement for a detector) gets one warning line. The
@@ -21,12 +21,12 @@ DETECTOR_INT8_BAR = 0.98  # mAP@0.5 against the Keras model's own detections
 
 @dataclass(frozen=True)
 class Gate:
-    """``minimum`` from --min-agreement or the model card (None: only the int8 warning)."""
+    """``minimum`` from --quantize min_agreement or the model card (None: only the int8 warning)."""
 
     minimum: float | None
-    origin: str  # "--min-agreement" or "min_agreement in the model card"
+    origin: str  # "--quantize min_agreement" or "min_agreement in the model card"
     task: str
-    remedies: bool = True  # False: --no-remedy
+    remedies: bool = True  # False: --quantize remedy=off
 
     @property
     def int8_bar(self) -> float:
@@ -43,7 +43,7 @@ def make_gate(flag: float | None, card: dict[str, Any], task: str, measurable: b
               why_not: str, remedies: bool = True) -> Gate:
     """The gate for this run; UsageError when a bar is asked for but cannot be measured."""
     if flag is not None:
-        minimum, origin = flag, "--min-agreement"
+        minimum, origin = flag, "--quantize min_agreement"
     elif card.get("min_agreement") is not None:
         minimum, origin = card["min_agreement"], "min_agreement in the model card"
     else:
@@ -82,7 +82,8 @@ def judge(artifact: Artifact, gate: Gate) -> str | None:
     if artifact.format in INT8_FORMATS and agreement is not None and agreement < gate.int8_bar:
         return (f"{artifact.format} reaches only {100 * agreement:.1f}% {what} with Keras"
                 f"{worst} (below {100 * gate.int8_bar:g}%){_tried(artifact, gate)}: give more, "
-                "representative --calib data, or --min-agreement to refuse such artifacts")
+                "representative --calib data, or --quantize min_agreement=X to refuse such "
+                "artifacts")
     return None
 
 
@@ -90,7 +91,7 @@ def _tried(artifact: Artifact, gate: Gate) -> str:
     if artifact.format not in INT8_FORMATS or artifact.format == "edgetpu":
         return ""
     if not gate.remedies:
-        return "; --no-remedy kept the default quantisation"
+        return "; --quantize remedy=off kept the default quantisation"
     remedy = artifact.details.get("int8_remedy")
     if not remedy or len(remedy.get("attempts", [])) < 2:
         return ""

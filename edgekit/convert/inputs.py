@@ -208,7 +208,7 @@ def check_reference(outputs: Sequence[np.ndarray], source: str) -> None:
 def default_spec_warning(spec: InputSpec) -> str | None:
     """A line when the normalisation was guessed, not given."""
     if spec.origin.get("mean") == DEFAULT and spec.origin.get("std") == DEFAULT:
-        return ("no --mean/--std and no model card: assuming the model takes pixels / 255 "
-                "(mean 0, std 255); give --mean/--std (or a MODEL.edgekit.json) if it was "
-                "trained on other inputs")
+        return ("no --preprocess mean=,std= and no model card: assuming the model takes "
+                "pixels / 255 (mean 0, std 255); give --preprocess mean=M,std=S (or a "
+                "MODEL.edgekit.json) if it was trained on other inputs")
     return None

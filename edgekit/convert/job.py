@@ -26,7 +26,7 @@ class Job:
     built: dict[str, Path] = field(default_factory=dict)  # format -> artifact path
     details: dict[str, dict[str, Any]] = field(default_factory=dict)  # format -> its details
     remedy: RemedyPlan | None = None  # int8 quantisers judge their candidates with this
-    remedies: bool = True  # False: --no-remedy (a quantiser keeps its default)
+    remedies: bool = True  # False: --quantize remedy=off (a quantiser keeps its default)
     progress: Callable[[str], None] = lambda _: None
     output: Path = Path()  # where the bundle goes when it is complete (for messages)
     # For a format no backend here runs (imx500): the validation set and how it is scored,

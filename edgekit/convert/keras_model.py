@@ -81,12 +81,12 @@ def _explain_load_error(path: Path, exc: Exception) -> InvalidModel:
             f"{path.name} contains a Lambda layer (arbitrary Python code), which Keras will "
             "not load in safe mode. Replace it with a custom layer registered with "
             "@keras.saving.register_keras_serializable, or, only if you made the file "
-            "yourself, pass --trust-model"
+            "yourself, pass --load trust_model=on"
         )
     if "Could not locate class" in text or "Unknown layer" in text or "custom_objects" in text:
         return InvalidModel(
             f"{path.name} uses custom classes that are not registered here: pass "
-            "--import your_module.py (the file that defines them, decorated with "
+            "--load import=your_module.py (the file that defines them, decorated with "
             "@keras.saving.register_keras_serializable)"
         )
     first = first_line(exc, 200)

@@ -47,7 +47,7 @@ class RemedyPlan:
 
     target: float
     judge: Callable[[Path, str], Measured]  # (candidate file, its format) -> what it measured
-    enabled: bool = True  # False: --no-remedy (the default quantisation is kept as it is)
+    enabled: bool = True  # False: --quantize remedy=off (the default quantisation is kept as it is)
 
 
 @dataclass

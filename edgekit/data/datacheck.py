@@ -64,9 +64,9 @@ def _fix(dmin: float, dmax: float) -> str:
         span = hi - lo
         inside = dmin >= lo - SLACK * span and dmax <= hi + SLACK * span
         if inside and (dmax - dmin) >= 0.25 * span:
-            return f"the spec that matches the data: --mean {mean:g} --std {std:g}"
-    return ("give the --mean/--std with which (pixel - mean) / std spans the data's range "
-            f"{dmin:.4g}..{dmax:.4g}")
+            return f"the spec that matches the data: --preprocess mean={mean:g},std={std:g}"
+    return ("give the --preprocess mean=,std= with which (pixel - mean) / std spans the data's "
+            f"range {dmin:.4g}..{dmax:.4g}")
 
 
 def check_labels(y: np.ndarray, classes: int, where: str) -> None:

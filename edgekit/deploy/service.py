@@ -45,7 +45,7 @@ def exec_start(plan: ReleasePlan, base: str) -> list[str]:
     backend."""
     source = plan.target.camera
     runtime = [] if is_sensor(source) else [
-        "--backend", plan.backend, *(["--device", plan.device] if plan.device else [])]
+        "--backend", plan.backend, *(["--infer", f"device={plan.device}"] if plan.device else [])]
     return [f"{base}/current/venv/bin/edgekit", "run", f"{base}/current/bundle",
             "--source", source, *([] if is_live(source) else ["--repeat"]), *runtime,
             *(["--serve", plan.target.serve] if plan.target.serve else []),

@@ -177,8 +177,9 @@ def pillow():
     except ImportError:
         from edgekit.errors import EdgekitError
 
-        raise EdgekitError("--antialias resamples with Pillow's filters, and Pillow is not "
-                           "installed here: pip install pillow (or 'edgekit[pillow]')") from None
+        raise EdgekitError("--preprocess antialias=on resamples with Pillow's filters, and Pillow "
+                           "is not installed here: pip install pillow (or 'edgekit[pillow]')"
+                           ) from None
     return PIL
 
 

@@ -59,7 +59,7 @@ class Resize:
         return f"{self.mode}:{self.value:g}"
 
 
-def parse_resize(text: str, where: str = "--resize") -> Resize:
+def parse_resize(text: str, where: str = "--preprocess resize") -> Resize:
     """``stretch``, ``letterbox``, ``center-crop[:FRACTION]`` or ``shorter-side[:N]``;
     a UsageError naming ``where`` (the flag or the setting) for anything else."""
     mode, _, value = str(text).strip().partition(":")
@@ -84,7 +84,7 @@ def parse_resize(text: str, where: str = "--resize") -> Resize:
     return Resize(mode, number if mode == "center-crop" else float(int(number)))
 
 
-def check_interpolation(name: str, where: str = "--interpolation") -> str:
+def check_interpolation(name: str, where: str = "--preprocess interpolation") -> str:
     if name not in INTERPOLATIONS:
         raise UsageError(f"{where} {name!r}: unknown interpolation; use "
                          f"{', '.join(INTERPOLATIONS)}")
@@ -197,14 +197,14 @@ class InputSpec:
         return record(cls, data, unknown="ignore", skip=("extra",))
 
 
-ORIGIN_FLAGS = {"mean": "--mean", "std": "--std", "color": "--color", "resize": "--resize",
-                "interpolation": "--interpolation", "antialias": "--antialias"}
+ORIGIN_FLAGS = {key: f"--preprocess {key}" for key in
+                ("mean", "std", "color", "resize", "interpolation", "antialias")}
 
 
 def setting_name(key: str, origin: str | None) -> str:
     """How a person names a setting: its flag, the model card's key, the reference's value."""
     if origin and origin.startswith("reference "):
-        return f"{key} of --reference {origin.split(' ', 1)[1]}"
+        return f"{key} of --preprocess reference={origin.split(' ', 1)[1]}"
     return {"flag": ORIGIN_FLAGS.get(key, key), "model card": f"{key} in the model card",
             "bundle": f"{key} in the bundle's manifest"}.get(origin or "", key)
 

@@ -83,5 +83,5 @@ def _class_count(model: LoadedModel) -> int:
     shape = tuple(int(d) for d in model.blank_outputs()[0].shape)
     if not shape or int(np.prod(shape)) != shape[-1]:
         raise InvalidModel(f"a classifier's first output is a vector of class scores, not "
-                           f"{shape} (--task generic shows any output)")
+                           f"{shape} (--postprocess task=generic shows any output)")
     return shape[-1]

@@ -33,7 +33,7 @@ def mask_layout(shape: Sequence[int]) -> str:
         return "ids"
     raise InvalidModel(f"a segmentation output is H x W x C class scores or H x W class ids "
                        f"(a batch of 1 in front allowed), not {tuple(shape)}: is this model a "
-                       "segmenter? (--task generic shows any output)")
+                       "segmenter? (--postprocess task=generic shows any output)")
 
 
 def class_ids(output: np.ndarray) -> np.ndarray:

@@ -39,7 +39,7 @@ def smoke(payload):
     argv = [python, "-m", "edgekit", "verify", os.path.join(release, "bundle"),
             "--backend", payload["backend"], "--samples", str(payload["samples"]), "--json"]
     if payload.get("device"):
-        argv += ["--device", payload["device"]]
+        argv += ["--infer", "device=" + payload["device"]]
     if payload.get("allow_empty"):  # a bundle converted without validation data
         argv.append("--allow-empty")
     result, error, code = run_json(argv, env, timeout)

@@ -14,8 +14,8 @@ decoder is called the same way:
 The parameters every decoder shares: ``score_threshold``, ``max_detections``,
 ``classes`` (keep only these, by name or id), and ``iou_threshold`` where the
 decoder does non-maximum suppression itself. ``DetectionOptions`` is what a person
-asks for on top of a bundle's decoder (``--iou``, ``--max-detections``,
-``--classes``, ``--anchors``, ``--decoder-param KEY=VALUE``); ``configure``
+asks for on top of a bundle's decoder (``iou``, ``max_detections``,
+``classes``, ``anchors``, each decoder parameter: ``--postprocess`` keys); ``configure``
 merges and checks them.
 
 Boxes are always ``(x1, y1, x2, y2)`` in pixels, x to the right, y down.

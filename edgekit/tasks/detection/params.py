@@ -41,23 +41,23 @@ def make_params(cls: type, params: Mapping[str, Any] | None, decoder: str,
 
 
 def score_setting(default: float) -> Any:
-    """The shared score threshold field (``--score-threshold``)."""
+    """The shared score threshold field (``score_threshold``)."""
     return setting(default, low=0, high=1, help="the lowest score a detection keeps")
 
 
 def iou_setting(default: float) -> Any:
-    """The shared NMS threshold field (``--iou``)."""
+    """The shared NMS threshold field (``iou``)."""
     return setting(default, low=0, high=1,
                    help="boxes of a class overlapping more than this are suppressed")
 
 
 def max_detections_setting(default: int = 100) -> Any:
-    """The shared cap on detections per frame (``--max-detections``)."""
+    """The shared cap on detections per frame (``max_detections``)."""
     return setting(default, low=1, help="at most this many detections per frame")
 
 
 def classes_setting() -> Any:
-    """The shared class filter (``--classes``)."""
+    """The shared class filter (``classes``)."""
     return setting((), help="keep only these classes, by label or id")
 
 

@@ -37,7 +37,7 @@ OUTPUT_ROLES: dict[str, tuple[str, ...]] = {"edgekit-grid": GRID_ROLES, "ssd": S
 
 
 def decoder_param_help() -> str:
-    """Each decoder's own parameters by name (``--decoder-param``'s help), from their fields."""
+    """Each decoder's own parameters by name (keys of ``--postprocess``), from their fields."""
     return "; ".join(f"{name} {', '.join(f.name for f in own_fields(cls))}"
                      for name, cls in PARAMS.items())
 
@@ -80,7 +80,7 @@ def decode(
 class DetectionOptions:
     """What a person asks for on top of a bundle's decoder (or for a bare detector): None
     keeps the bundle's value (or the decoder's default). ``params`` are the decoder's own
-    parameters as KEY=VALUE texts (``--decoder-param``)."""
+    parameters as KEY=VALUE texts (``--postprocess`` keys)."""
 
     decoder: str | None = None
     score_threshold: float | None = None
@@ -106,14 +106,14 @@ class DetectionOptions:
 
 
 # A decoder parameter as a UsageError names it: the option that sets it, quoted (the CLI shows
-# its flag there), else the decoder_param option with the key.
+# its flag there), else the key itself (a postprocess key on the command line).
 FLAG_OF = {"score_threshold": "`score_threshold`", "iou_threshold": "`iou`",
            "max_detections": "`max_detections`", "classes": "`classes`", "anchors": "`anchors`"}
 
 
 def option_of(key: str) -> str:
     """How a UsageError names the option that sets decoder parameter ``key``."""
-    return FLAG_OF.get(key, f"`decoder_param` {key}")
+    return FLAG_OF.get(key, f"`{key}`")
 
 
 def configure(decoder: Mapping[str, Any], options: DetectionOptions | None,

@@ -67,7 +67,7 @@ class RawSsdParams:
     x_scale: float = setting(10.0, help="the box coder's centre scale (x)")
     h_scale: float = setting(5.0, help="the box coder's size scale (height)")
     w_scale: float = setting(5.0, help="the box coder's size scale (width)")
-    anchors: str | None = setting(None, help="a file of anchors (--anchors)")
+    anchors: str | None = setting(None, help="a file of anchors (.npy, or text lines)")
     num_layers: int = setting(6, low=1, help="feature maps the anchors are made for")
     min_scale: float = setting(0.2, help="the smallest anchor, as a share of the input")
     max_scale: float = setting(0.95, help="the largest anchor, as a share of the input")
@@ -207,8 +207,8 @@ def decode_ssd_raw(
         raise UsageError(
             f"{where} give {len(anchors)} anchors, but the model outputs {len(encodings)} "
             "boxes: " + ("give the anchors file made for this model" if p.anchors else
-                         "set num_layers, aspect_ratios or feature_map_sizes as the model was "
-                         "trained (`decoder_param`), or give `anchors` FILE"))
+                         "set `num_layers`, `aspect_ratios` or `feature_map_sizes` as the model "
+                         "was trained, or give `anchors` FILE"))
     num_classes = p.num_classes if p.num_classes is not None else columns.shape[1] - 1
     if not 1 <= num_classes <= columns.shape[1]:
         raise UsageError(f"ssd-raw num_classes {num_classes}: the scores have "
