@@ -296,7 +296,7 @@ def test_unit_file(tmp_path: Path, lenet_bundle: Path) -> None:
                         tmp_path)
     text = unit_text(plan, "/home/pi/my edgekit")
     assert ('ExecStart="/home/pi/my edgekit/current/venv/bin/edgekit" run '
-            '"/home/pi/my edgekit/current/bundle" --source 0 --backend myriad --device MYRIAD'
+            '"/home/pi/my edgekit/current/bundle" --source 0 --backend myriad --infer device=MYRIAD'
             ) in text
     assert "Restart=on-failure" in text and "WantedBy=default.target" in text
     assert 'Environment=PYTHONPATH=/opt/intel/openvino_2022/python/python3.9:' in text
