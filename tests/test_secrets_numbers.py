@@ -220,7 +220,8 @@ def test_every_float_option_takes_its_value_through_finite() -> None:
     floats = [(name, kind) for name, kind in _float_options()
               if isinstance(kind, (click.types.FloatParamType, Finite))]
     assert {"classify --max-megapixels", "bench --duration", "run --postprocess iou",
-            "deploy --ssh timeout", "deploy --release settle", "deploy --rollout max_fail"} <= {n for n, _ in floats}
+            "deploy --ssh timeout", "deploy --release settle",
+            "deploy --rollout max_fail"} <= {n for n, _ in floats}
     wrong = [name for name, kind in floats if not isinstance(kind, Finite)]
     assert not wrong, f"float options that let NaN or inf through: {wrong}"
     for _, kind in floats:
