@@ -220,13 +220,14 @@ def check_run_outputs(save: Path | None, jsonl: Path | None, source: str | int |
                       truth: Path | None = None,
                       others: Sequence[str | Path | None] = (),
                       raw_outputs: Path | None = None) -> None:
-    """Refuse --save/--jsonl/--raw-outputs paths that are an input (the source, its ground
-    truth, found beside it or given, ``others`` such as the model), each other or a folder,
-    before anything is read."""
+    """Refuse output paths (run's ``--save``: the video, the JSON lines, the raw outputs) that
+    are an input (the source, its ground truth, found beside it or given, ``others`` such as
+    the model), each other or a folder, before anything is read."""
     found = truth_path(str(source), None if truth is None else Path(truth))
     inputs = [str(i) for i in [source, found, *others] if i is not None]
-    check_outputs({"--save": save, "--jsonl": jsonl, "--raw-outputs": raw_outputs}, inputs,
-                  {"--save": VIDEO_SUFFIXES, "--raw-outputs": (".npz",)})
+    raw = "--save (raw outputs)"
+    check_outputs({"--save": save, "--save (JSON lines)": jsonl, raw: raw_outputs}, inputs,
+                  {"--save": VIDEO_SUFFIXES, raw: (".npz",)})
 
 
 @checked
