@@ -49,7 +49,8 @@ def soak(bundle: Path, clip: Path, out: Path, seconds: float, quota: int) -> dic
     for old in clips.glob("*") if clips.is_dir() else []:
         old.unlink()
     command = [sys.executable, "-m", "edgekit", "run", str(bundle), "--source", str(clip),
-               "--repeat", "--realtime", "--events", str(events), "--events-update", "1",
+               "--capture", "repeat=on", "--capture", "realtime=source", "--events", str(events),
+               "--events-filter", "update=1",
                "--clips", str(clips), "--pre", "2", "--post", "2", "--max-disk", str(quota)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)

@@ -99,7 +99,8 @@ def soak(bundle: Path, clip: Path, out: Path, seconds: float, backend: str) -> d
     for path in (video, lines):
         path.unlink(missing_ok=True)
     command = [sys.executable, "-m", "edgekit", "run", str(bundle), "--source", str(clip),
-               "--repeat", "--save", str(video), "--jsonl", str(lines), "--backend", backend]
+               "--capture", "repeat=on", "--save", str(video), "--save", str(lines), "--backend",
+               backend]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
     started = time.monotonic()

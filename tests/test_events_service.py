@@ -23,9 +23,9 @@ from edgekit.deploy.wheels import WheelInfo
 from edgekit.events.service import run_args, service_secrets
 
 GIVEN = ["--events", "mqtt://broker.lan/home/door", "--events", "https://hooks.lan/e",
-         "--events-classes", "person,7", "--events-min-score", "0.6",
-         "--events-min-frames", "4", "--events-update", "2.5",
-         "--events-zone", "porch=0,300,640,300,640,480", "--events-queue", "50",
+         "--events-filter", "classes=person,7", "--events-filter", "min_score=0.6",
+         "--events-filter", "min_frames=4", "--events-filter", "update=2.5",
+         "--events-filter", "zone=porch=0,300,640,300,640,480", "--events-filter", "queue=50",
          "--clips", "clips", "--pre", "3", "--post", "2", "--max-disk", "2G"]
 
 
@@ -39,7 +39,9 @@ def test_the_service_gets_the_same_options_back() -> None:
     args = run_args(options)
     assert _parsed(args) == options
     assert "--track" not in args and str(2 << 30) in args
-    assert run_args(_parsed([])) == [] and run_args(_parsed(["--track"])) == ["--track"]
+    assert run_args(_parsed([])) == [] and run_args(_parsed(["--events-filter",
+                                                             "track=on"])) == ["--events-filter",
+                                                                               "track=on"]
 
 
 def test_the_unit_runs_them_and_reads_the_credentials_from_its_environment_file(
@@ -101,8 +103,8 @@ def test_a_target_s_service_table_or_the_file_it_names(tmp_path: Path, lenet_bun
     plan = plan_release(lenet_bundle, target, wheel,
                         WheelInfo("edgekit", "0.1.0", "", ("numpy>=1.23",)), tmp_path)
     assert _parsed(plan.run_args) == _parsed([
-        "--events", "mqtt://broker.lan/door?discovery=homeassistant", "--events-min-frames",
-        "2", "--clips", "clips", "--pre", "3", "--max-disk", "2G"])
+        "--events", "mqtt://broker.lan/door?discovery=homeassistant", "--events-filter",
+        "min_frames=2", "--clips", "clips", "--pre", "3", "--max-disk", "2G"])
     text = unit_text(plan, "/home/pi/edgekit")
     assert "Environment=EDGEKIT_EVENTS_STATE=/home/pi/edgekit/events-state.json" in text
     assert agent.EVENTS_STATE == "events-state.json"

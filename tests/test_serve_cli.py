@@ -81,8 +81,8 @@ def test_a_second_run_reads_the_stream(detector_bundle: Path, demo_clip: Path,
             assert wait_for(lambda: served.stats()["frames"] > 10, timeout=60)
             lines = tmp_path / "second.jsonl"
             second = run_cli("run", detector_bundle, "--source",
-                             f"{served.url}stream.mjpg?token={TOKEN}", "--max-frames", "30",
-                             "--jsonl", lines, "--json")
+                             f"{served.url}stream.mjpg?token={TOKEN}", "--capture", "max_frames=30",
+                             "--save", lines, "--json")
             assert second.returncode == 0, second.stderr
             report = json.loads(second.stdout)
             assert report["frames"] == 30 and report["source"].startswith("stream http://")
@@ -172,7 +172,7 @@ def test_the_token_from_the_environment(detector_bundle: Path, demo_clip: Path) 
     """Beyond loopback with EDGEKIT_SERVE_TOKEN (what the deployed service does): it runs, the
     token stays off the command line and out of what is printed."""
     result = run_cli("run", detector_bundle, "--source", demo_clip, "--serve", "0.0.0.0:0",
-                     "--max-frames", "5", env={"EDGEKIT_SERVE_TOKEN": TOKEN})
+                     "--capture", "max_frames=5", env={"EDGEKIT_SERVE_TOKEN": TOKEN})
     assert result.returncode == 0, result.stderr
     assert re.search(r"live view: http://\S+:\d+/; open it once with \?token=TOKEN",
                      result.stderr)
