@@ -538,7 +538,8 @@ def test_run_goes_on_when_the_broker_is_not_there(detector_bundle: Path, demo_cl
     (["--events", "x.jsonl", "--events-filter", "zone=door=0,0,900,0,900,900"],
      "outside the 640x480"),
     (["--events-filter", "min_score=0.5"], "give --events URL"),
-    (["--pre", "3"], "go with --clips"),
+    (["--pre", "3"], "--pre is now --clips DIR?pre=S"),
+    (["--clips", "c?pre=x"], "--clips': pre: it must be a finite number"),
 ])
 def test_bad_events_options_are_one_line(detector_bundle: Path, demo_clip: Path,
                                          tmp_path: Path, args: list[str], needle: str) -> None:
@@ -609,7 +610,7 @@ def test_a_classifier_s_smoothed_top1_changing_makes_events(lenet_bundle: Path, 
 def test_a_classifier_refuses_zones_and_track_alone(lenet_bundle: Path, demo_clip: Path) -> None:
     assert_clean_error(run_cli("run", lenet_bundle, "--source", demo_clip, "--events", "e.jsonl",
                                "--events-filter", "zone=a=0,0,10,0,10,10"),
-                               "zones go with a detector")
+                       "zones go with a detector")
     assert_clean_error(run_cli("run", lenet_bundle, "--source", demo_clip, "--events-filter",
                                "track=on"),
-                       "--track follows a detector's objects")
+                       "--events-filter track follows a detector's objects")

@@ -115,7 +115,7 @@ def test_run_prints_a_stream_without_its_secrets(detector_bundle: Path, demo_cli
     _no_secret(shown.stdout + shown.stderr)
     assert text.stdout.startswith("stream http://***@127.0.0.1:")
     assert "?token=***&fps=***" in json.loads(shown.stdout)["source"]
-    assert_clean_error(gone, "--repeat")
+    assert_clean_error(gone, "--capture repeat")
     _no_secret(gone.stderr)
 
 
@@ -243,7 +243,7 @@ def test_finite_states_the_bound() -> None:
     (["deploy", LENET, "--host", "pi@127.0.0.1", "--timeout", "inf"], "--timeout"),
     (["deploy", LENET, "--host", "pi@127.0.0.1", "--settle", "nan"], "--settle"),
     (["run", LENET, "--source", "0", "--iou", "nan"], "--iou"),
-    (["run", LENET, "--source", "0", "--capture", "realtime=inf"], "--realtime"),
+    (["run", LENET, "--source", "0", "--capture", "realtime=inf"], "--capture realtime"),
 ])
 def test_nan_and_inf_are_usage_errors(args: list, says: str) -> None:
     result = run_cli(*args)

@@ -77,7 +77,7 @@ def test_a_second_run_reads_the_stream(detector_bundle: Path, demo_clip: Path,
     camera = MjpegStream(fps=15, video=str(demo_clip))  # a camera that films the demo clip
     try:
         with serving(detector_bundle, "--source", camera.url, "--serve", "127.0.0.1:0",
-                     "--token", TOKEN) as served:
+                     env={"EDGEKIT_SERVE_TOKEN": TOKEN}) as served:
             assert wait_for(lambda: served.stats()["frames"] > 10, timeout=60)
             lines = tmp_path / "second.jsonl"
             second = run_cli("run", detector_bundle, "--source",
@@ -152,10 +152,13 @@ def test_bad_input_is_one_line(detector_bundle: Path, demo_clip: Path) -> None:
         assert result.returncode == 2
     result = run_cli(*run, "--serve", "0.0.0.0:8080")
     assert_clean_error(result, "can be reached from other machines, so it needs a token",
-                       "--token TOKEN", "EDGEKIT_SERVE_TOKEN", "ssh -L 8080:127.0.0.1:8080")
+                       "set EDGEKIT_SERVE_TOKEN", "ssh -L 8080:127.0.0.1:8080")
     assert result.returncode == 2
-    assert_clean_error(run_cli(*run, "--serve", "8080", "--token", "short"), "at least 16")
-    assert_clean_error(run_cli(*run, "--token", TOKEN), "--token goes with --serve")
+    assert_clean_error(run_cli(*run, "--serve", "8080", env={"EDGEKIT_SERVE_TOKEN": "short"}),
+                       "at least 16")
+    moved = run_cli(*run, "--token", TOKEN)
+    assert_clean_error(moved, "--token is now $EDGEKIT_SERVE_TOKEN")
+    assert moved.returncode == 2 and TOKEN not in moved.stderr
     result = run_cli("run", detector_bundle, "--source", "picamera2")
     assert_clean_error(result, "--source picamera2: Picamera2 is not installed",
                        "sudo apt install -y python3-picamera2")

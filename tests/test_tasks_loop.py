@@ -180,8 +180,8 @@ def test_raw_outputs_of_any_model(lenet_bundle: Path, demo_clip: Path, tmp_path:
 @pytest.mark.slow
 def test_a_classifier_in_the_live_view(lenet_bundle: Path, demo_clip: Path) -> None:
     with serving(lenet_bundle, "--source", demo_clip, "--capture", "repeat=on", "--capture",
-                 "realtime=30",
-                 "--smooth", "3", "--serve", "0", "--token", TOKEN) as served:
+                 "realtime=30", "--smooth", "3", "--serve", "0",
+                 env={"EDGEKIT_SERVE_TOKEN": TOKEN}) as served:
         headers = {"Authorization": f"Bearer {TOKEN}"}
         assert wait_for(lambda: served.stats()["frames"] >= 3, 30)
         latest = served.stats()["latest"]

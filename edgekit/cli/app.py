@@ -164,7 +164,11 @@ class EdgekitGroup(click.Group):
 # Library parameters whose flag is not their own name with dashes.
 FLAGS = {"host": "--host", "base": "--remote-dir", "folder": "--output", "target": "--target",
          "serial": "--rollout serial", "max_fail_percentage": "--rollout max-fail",
-         "forks": "--rollout forks"}
+         "forks": "--rollout forks",
+         # edgekit run's (issue 22): outputs by kind, events filters, clips settings
+         "save_masks": "--save DIR/", "raw_outputs": "--save FILE.npz",
+         "jsonl": "--save FILE.jsonl", "events_zone": "--events-filter zone",
+         "events_classes": "--events-filter classes", "max_disk": "--clips DIR?max_disk"}
 
 
 def _interrupted() -> None:

@@ -33,7 +33,8 @@ KEYS = {
     "track": ("track", Key("track ids without events", click.BOOL, "on|off")),
 }
 FAMILY = {key: spec for key, (_, spec) in KEYS.items()}
-FILTER_FLAGS = {name: f"{FLAG} {key}" for key, (name, _) in KEYS.items() if key != "queue"}
+FILTER_FLAGS = {name: f"{FLAG} {key}" for key, (name, _) in KEYS.items()
+                if key not in ("queue", "track")}
 # the clips' settings on --clips DIR?KEY=VALUE&...
 CLIP_KEYS = {"pre": Finite(0, 600), "post": Finite(0, 600), "max_disk": None}
 PARAMS = ("events", "_family_events_filter", "clips")  # the command's parameters (parsed)
