@@ -514,7 +514,7 @@ CASES = [
          "no camera at index 57"),
     Case("run-repeat-a-camera", lambda c: ["run", c.detector, "--source", "57", "--capture",
                                            "repeat=on"], 2,
-         "--capture", "repeat=on"),
+         "--capture repeat"),
     Case("run-unknown-decoder", lambda c: ["run", c.detector / "digit_detector_int8.tflite",
                                            "--source", c.clip, "--decoder", "rcnn"], 2,
          "--decoder"),
