@@ -119,7 +119,7 @@ def classifier_service(pi: SshServer, bundle: Path, tmp_path: Path) -> None:
     unit = pi.local_path(".config/systemd/user/edgekit.service").read_text()
     argv = shlex.split(next(x for x in unit.splitlines()
                             if x.startswith("ExecStart="))[len("ExecStart="):])
-    assert argv[3:6] == ["--source", f"{home}/clip.avi", "--capture", "repeat=on"]
+    assert argv[3:7] == ["--source", f"{home}/clip.avi", "--capture", "repeat=on"]
     as_systemd = (f"cd edgekit && set -a; . ./service.env; set +a; echo $$ > ../service.pid; "
                   f"exec {shlex.join(argv)}")
     running = subprocess.Popen(pi.ssh_command(["sh", "-c", as_systemd]),

@@ -27,7 +27,7 @@ KEYS = {
                                             click.IntRange(min=1), "N")),
     "update": ("events_update", Key("seconds between 'update' events (5)", Finite(0), "S")),
     "zone": ("events_zone", Key("only objects in this polygon (repeatable)",
-                                metavar="NAME=X1,Y1,...", multiple=True)),
+                                metavar="NAME=X1,Y1,X2,Y2,X3,Y3", multiple=True)),
     "queue": ("events_queue", Key(f"events held per destination while down ({QUEUE})",
                                   click.IntRange(min=1), "N")),
     "track": ("track", Key("track ids without events", click.BOOL, "on|off")),
