@@ -36,7 +36,7 @@ class ClipOptions:
 @keyword_only
 @dataclass(frozen=True)
 class EventsOptions:
-    """``--events`` destinations and their filters, ``--track``, and ``--clips``."""
+    """``--events`` destinations, the ``--events-filter`` keys, and ``--clips``."""
 
     destinations: tuple[str, ...] = ()
     classes: tuple[str, ...] = ()
