@@ -4,14 +4,14 @@
         [--latency-s 30] [--outage-s 30] [--json]
 
 1. Frame -> delivered message: the bundled detector on the demo clip read at its frame rate
-   (--realtime, as a camera delivers frames), an ``update`` event per object per frame
-   (--events-update 0); per message, its arrival at a subscriber minus its frame's capture
+   (--capture realtime=source, as a camera would), an ``update`` event per object per frame
+   (--events-filter update=0); per message, its arrival at a subscriber minus its frame's capture
    time (the event's ``time``). Goal: p95 at most 200 ms.
 2. The broker stopped for --outage-s in the middle of a run: the clip repeated at --rate
    frames per second (30: a camera's rate; 0: unpaced, the issue's comparison, for a quiet
    machine: its baseline runs before and after), the broker stopped 5 s in and started again
    --outage-s later, 15 s more after (time for the queue to drain and be seen delivered).
-   The same frames without destinations (--track, so the same work but delivery) is the
+   The same frames without destinations (track=on: the same work but delivery) is the
    baseline, run first; goal: FPS within 2%. (At full speed, on this 2-core machine shared
    with other work, two runs of the same command differed by more than 2%: paced runs are
    the comparison that can fail only because of the events.) Then every event made is either

@@ -1,5 +1,5 @@
 """The real detector in the loop: pipelined over sequential, and with frames in flight, for
-every CPU backend; then --realtime on a 30 FPS clip.
+every CPU backend; then --capture realtime=source on a 30 FPS clip.
 
     .venv/bin/python scripts/bench_pipelining.py [--rounds 5] [--bundle DIR] [--clip FILE]
 
@@ -10,7 +10,7 @@ letterbox, inference, decoder; no sink). Printed: the median FPS of each and the
 the per-round ratios to sequential. Goals: pipelined >= 1.2x sequential on every CPU
 backend, never below 1.0x; --requests 2 higher again on OpenVINO.
 
-Then --realtime: a 30 FPS clip paced at its frame rate; goals FPS <= 30.5 and end-to-end p50
+Then realtime=source: a 30 FPS clip paced at its frame rate; goals FPS <= 30.5 and end-to-end p50
 within 2x of the sum of the stages' p50 (no queueing).
 
 The bundle defaults to out/bench/digit_detector (converted from models/digit_detector once),
@@ -90,7 +90,7 @@ def main() -> None:
                             f" ({statistics.median(ratios):.2f}x, {min(ratios):.2f}-"
                             f"{max(ratios):.2f})"))
         print(f"  {backend:12} " + "; ".join(cells))
-    print(f"--realtime on {clip30.name} (30 FPS):")
+    print(f"--capture realtime=source on {clip30.name} (30 FPS):")
     for backend in BACKENDS:
         with loop_model(bundle, backend=backend) as model:
             stats = run_loop(model, clip30, realtime=True).stats

@@ -3,7 +3,7 @@
     .venv/bin/python scripts/bench_serve.py [--rounds 5] [--seconds 4] [--stall-seconds 30]
 
 One `edgekit run` process runs the real detector (tflite-int8, LiteRT) on the demo clip with
---repeat, as fast as it goes (the worst case: a camera would pace it), and serves the live
+--capture repeat=on, as fast as it goes (the worst case: a camera would pace it), serving the live
 view with a token. The configurations alternate, round after round, in that one process:
 
 - 0 viewers;
@@ -196,7 +196,8 @@ def main() -> None:
     bundle, clip = ensure_detector_and_clip()
     spinners = [] if args.no_spin else keep_cpus_awake()
     process = subprocess.Popen(
-        [sys.executable, "-m", "edgekit", "run", str(bundle), "--source", str(clip), "--repeat",
+        [sys.executable, "-m", "edgekit", "run", str(bundle), "--source", str(clip), "--capture",
+         "repeat=on",
          "--format", "tflite-int8", "--serve", "127.0.0.1:0"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "EDGEKIT_SERVE_TOKEN": TOKEN})
@@ -233,7 +234,7 @@ def main() -> None:
             spinner.kill()
             spinner.wait()
     print(f"edgekit run --serve: the detector (tflite-int8, {stats['backend']}) on the demo clip "
-          f"with --repeat, {args.rounds} rounds of {args.seconds:g} s, medians"
+          f"with --capture repeat=on, {args.rounds} rounds of {args.seconds:g} s, medians"
           f"{'' if args.no_spin else ', idle CPUs kept awake (SCHED_IDLE spinners)'}\n")
     print(f"{'configuration':18s} {'loop FPS':>9s} {'vs 0':>6s} {'CPU ms/frame':>13s} {'vs 0':>6s}"
           f" {'view CPU':>9s} {'view cores':>11s} {'each viewer gets':>17s} {'RSS MB':>7s}")

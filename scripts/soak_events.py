@@ -3,8 +3,8 @@
     .venv/bin/python scripts/soak_events.py --minutes 60
     .venv/bin/python scripts/soak_events.py --seconds 120 --bundle B --clip CLIP.avi
 
-Runs the real ``edgekit run BUNDLE --source CLIP --repeat --realtime --events FILE.jsonl
---events-update 1 --clips DIR --pre 2 --post 2 --max-disk QUOTA`` in a subprocess (an
+Runs the real ``edgekit run BUNDLE --source CLIP --capture repeat=on,realtime=source --events
+FILE.jsonl --events-filter update=1 --clips DIR?pre=2&post=2&max_disk=QUOTA`` in a subprocess (an
 ``update`` per object every second, a clip per object), sampling its resident memory (VmRSS)
 and the clips folder every half second, then sends SIGINT. Checks, and exits 1 when one fails:
 
@@ -49,8 +49,9 @@ def soak(bundle: Path, clip: Path, out: Path, seconds: float, quota: int) -> dic
     for old in clips.glob("*") if clips.is_dir() else []:
         old.unlink()
     command = [sys.executable, "-m", "edgekit", "run", str(bundle), "--source", str(clip),
-               "--repeat", "--realtime", "--events", str(events), "--events-update", "1",
-               "--clips", str(clips), "--pre", "2", "--post", "2", "--max-disk", str(quota)]
+               "--capture", "repeat=on", "--capture", "realtime=source", "--events", str(events),
+               "--events-filter", "update=1",
+               "--clips", f"{clips}?pre=2&post=2&max_disk={quota}"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
     started = time.monotonic()
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=120.0)
     parser.add_argument("--bundle", type=Path)
     parser.add_argument("--clip", type=Path)
-    parser.add_argument("--quota", type=int, default=20 << 20, help="--max-disk, bytes")
+    parser.add_argument("--quota", type=int, default=20 << 20, help="--clips max_disk, bytes")
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "soak_events")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)

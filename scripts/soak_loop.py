@@ -1,11 +1,11 @@
-"""Soak the detection loop: a repeating source at full speed, --save and --jsonl, then Ctrl-C.
+"""Soak the detection loop: a repeating source at full speed, video and JSONL, then Ctrl-C.
 
     .venv/bin/python scripts/soak_loop.py --minutes 30
     .venv/bin/python scripts/soak_loop.py --seconds 60 --bundle B --clip CLIP.avi
 
-Runs the real `edgekit run BUNDLE --source CLIP --repeat --save OUT.avi --jsonl OUT.jsonl` in
-a subprocess for the given time, sampling its resident memory (VmRSS) every half second, then
-sends SIGINT as Ctrl-C does. Checks, and exits 1 when one fails:
+Runs the real `edgekit run BUNDLE --source CLIP --capture repeat=on --save OUT.avi --save
+OUT.jsonl` in a subprocess for the given time, sampling its resident memory (VmRSS) every half
+second, then sends SIGINT as Ctrl-C does. Checks, and exits 1 when one fails:
 
 - the run ends with exit 130 within 2 s of the signal, with "interrupted" on stderr;
 - resident memory after warm-up grows by at most 5 MB (warm-up: the first quarter of the run,
@@ -99,7 +99,8 @@ def soak(bundle: Path, clip: Path, out: Path, seconds: float, backend: str) -> d
     for path in (video, lines):
         path.unlink(missing_ok=True)
     command = [sys.executable, "-m", "edgekit", "run", str(bundle), "--source", str(clip),
-               "--repeat", "--save", str(video), "--jsonl", str(lines), "--backend", backend]
+               "--capture", "repeat=on", "--save", str(video), "--save", str(lines), "--backend",
+               backend]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
     started = time.monotonic()
@@ -181,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result, indent=2))
     else:
         rss = result["rss_mb"]
-        print(f"soak: {result['seconds']} s of `edgekit run --repeat --save --jsonl` on "
+        print(f"soak: {result['seconds']} s of `edgekit run --capture repeat=on --save OUT.avi "
+              f"--save OUT.jsonl` on "
               f"{clip.name} ({result['backend']}), then Ctrl-C")
         print(f"  frames: video {result['frames_video']}, JSONL {result['frames_jsonl']} "
               f"({result['fps']} FPS); video {result['video_bytes'] / 2**20:.0f} MiB")

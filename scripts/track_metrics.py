@@ -4,7 +4,7 @@ candidate trackers side by side (how edgekit's tracker was chosen; issue 25).
     .venv/bin/python scripts/track_metrics.py [--bundle DIR] [--clip CLIP.avi]
         [--backends tflite,onnxruntime,openvino] [--trackers sort,bytetrack,norfair] [--json]
 
-The detector runs once per backend (``edgekit run --jsonl``'s detections, in frame pixels);
+The detector runs once per backend (``edgekit run --save F.jsonl``'s detections, in frame pixels);
 each tracker then follows those detections and is scored against the clip's true paths
 (``make_clip``'s ``track`` ids) with motmetrics. ``norfair`` is edgekit's own tracker
 (``edgekit.events.tracking.Tracker``: Tryolabs' norfair, IoU within a class); ``sort`` and
@@ -82,7 +82,7 @@ CANDIDATES = {"norfair": norfair_tracker, "sort": sort_tracker, "bytetrack": byt
 
 
 def detections(bundle: Path, clip: Path, backend: str) -> list[list[Detection]]:
-    """The detector's detections per frame of ``clip`` on ``backend`` (the loop's --jsonl)."""
+    """The detector's detections per frame of ``clip`` on ``backend`` (the loop's JSON lines)."""
     from edgekit.loop.run import loop_model, run_loop
 
     with tempfile.TemporaryDirectory() as tmp:

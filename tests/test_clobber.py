@@ -120,7 +120,7 @@ def test_run_reads_a_hidden_partial_file_while_saving_beside_it(
     source = tmp_path / ".x.partial.avi"
     source.write_bytes(demo_clip.read_bytes())
     result = run_cli("run", detector_bundle, "--source", source, "--save", tmp_path / "x.avi",
-                     "--max-frames", "10")
+                     "--capture", "max_frames=10")
     assert result.returncode == 0, result.stderr
     assert source.read_bytes() == demo_clip.read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == [".x.partial.avi", "x.avi"]
@@ -161,7 +161,7 @@ def test_two_runs_with_the_same_save(detector_bundle: Path, demo_clip: Path,
     video = tmp_path / "a.avi"
     first = subprocess.Popen(
         [sys.executable, "-m", "edgekit", "run", detector_bundle, "--source", demo_clip,
-         "--repeat", "--save", video], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+         "--capture", "repeat=on", "--save", video], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True)
     try:
         deadline = time.monotonic() + 120

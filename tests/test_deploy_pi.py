@@ -81,7 +81,8 @@ def test_deploy_lenet_to_the_emulated_pi(emulated_pi: SshServer, lenet_bundle: P
                           check=False)
     assert copy.returncode == 0, copy.stderr
     loop = emulated_pi.run(["edgekit/current/venv/bin/edgekit", "run", "edgekit/current/bundle",
-                            "--source", "clip.avi", "--backend", "tflite", "--max-frames", "10",
+                            "--source", "clip.avi", "--backend", "tflite", "--capture",
+                            "max_frames=10",
                             "--json"], timeout=600)
     assert loop.returncode == 0, loop.stderr.decode()
     ran = json.loads(loop.stdout)
@@ -118,7 +119,7 @@ def classifier_service(pi: SshServer, bundle: Path, tmp_path: Path) -> None:
     unit = pi.local_path(".config/systemd/user/edgekit.service").read_text()
     argv = shlex.split(next(x for x in unit.splitlines()
                             if x.startswith("ExecStart="))[len("ExecStart="):])
-    assert argv[3:6] == ["--source", f"{home}/clip.avi", "--repeat"]
+    assert argv[3:7] == ["--source", f"{home}/clip.avi", "--capture", "repeat=on"]
     as_systemd = (f"cd edgekit && set -a; . ./service.env; set +a; echo $$ > ../service.pid; "
                   f"exec {shlex.join(argv)}")
     running = subprocess.Popen(pi.ssh_command(["sh", "-c", as_systemd]),

@@ -86,8 +86,8 @@ def test_the_ai_camera_on_the_emulated_pi(emulated_pi: SshServer, imx500_bundle:
                "EDGEKIT_STANDIN_IMX500_WARMUP": "0"}
         loop = pi.run(["env", *(f"{k}={v}" for k, v in env.items()),
                        "edgekit/current/venv/bin/edgekit", "run", "edgekit/current/bundle",
-                       "--source", "imx500:0", "--max-frames", str(FRAMES),
-                       "--jsonl", "imx500-run.jsonl", "--json"], timeout=600)
+                       "--source", "imx500:0", "--capture", f"max_frames={FRAMES}",
+                       "--save", "imx500-run.jsonl", "--json"], timeout=600)
         assert loop.returncode == 0, loop.stderr.decode()
         assert json.loads(loop.stdout)["frames"] == FRAMES
         lines = [json.loads(x) for x in pi.local_path("imx500-run.jsonl").read_text().splitlines()]

@@ -225,8 +225,8 @@ def test_service_unit_and_fallback_backend(ssh_server: SshServer, detector_bundl
     # The unit's command, run on the device with the deployed environment (tflite-runtime 2.14,
     # numpy < 2, OpenCV <= 4.11), on a clip instead of the camera.
     ran = ssh_server.run([f"{base}/current/venv/bin/edgekit", "run", f"{base}/current/bundle",
-                          "--source", str(demo_clip), "--backend", "tflite", "--max-frames",
-                          "20", "--json"], timeout=300)
+                          "--source", str(demo_clip), "--backend", "tflite", "--capture",
+                          "max_frames=20", "--json"], timeout=300)
     assert ran.returncode == 0, ran.stderr.decode()
     loop = json.loads(ran.stdout)
     assert loop["frames"] == 20 and "tflite-runtime 2.14.0" in loop["backend"]

@@ -2,10 +2,11 @@
 (systemd-nspawn), its sshd on a loopback port, user pi, Python 3.11 (tests/systemd_device.py).
 
 The digit detector goes there with `deploy --service --offline` and a profile for this
-machine whose camera is a video file on the device (the unit plays it with --repeat); a
-second profile's camera is a file that is there but is no video: its service fails after
-the switch. A third keeps camera 0, which the device lacks: deploy refuses it before the
-switch. Each test starts from a device with no edgekit on it and pi's systemd stopped.
+machine whose camera is a video file on the device (the unit plays it with
+--capture repeat=on); a second profile's camera is a file that is there but is no video:
+its service fails after the switch. A third keeps camera 0, which the device lacks: deploy
+refuses it before the switch. Each test starts from a device with no edgekit on it and pi's
+systemd stopped.
 """
 from __future__ import annotations
 
@@ -85,7 +86,7 @@ def test_the_service_stays_up_and_keeps_running_after_deploy_with_lingering(
     assert service["linger"] is True and service["runs_after_deploy"] is True
     assert report["current"] == report["release"] == current(device)
     unit = device.pi.local_path(".config/systemd/user/edgekit.service").read_text()
-    assert f"--source {CLIP} --repeat --backend tflite" in unit
+    assert f"--source {CLIP} --capture repeat=on --backend tflite" in unit
     assert "StartLimitBurst=5" in unit and "StandardOutput=journal" in unit
     # Deploy's ssh sessions end; with lingering, pi's systemd and the service stay.
     no_pi_session(device)
@@ -93,7 +94,7 @@ def test_the_service_stays_up_and_keeps_running_after_deploy_with_lingering(
     state = device.unit()
     assert state["ActiveState"] == "active" and state["SubState"] == "running", state
     assert state["NRestarts"] == "0"
-    assert f"edgekit run /home/pi/edgekit/current/bundle --source {CLIP} --repeat" in \
+    assert f"edgekit run /home/pi/edgekit/current/bundle --source {CLIP} --capture repeat=on" in \
         device.command_of(state["MainPID"])
     status = run_cli("status", *ssh_args(device.pi))
     assert status.returncode == 0, status.stderr
@@ -158,7 +159,7 @@ def test_a_failing_release_is_switched_back_and_its_journal_reported(
     assert f"current is {working['release']} again; edgekit.service running release" in \
         again.stdout
     assert current(device) == working["release"]
-    assert f"--source {CLIP} --repeat" in unit_file(device)  # the good release's, back
+    assert f"--source {CLIP} --capture repeat=on" in unit_file(device)  # the good release's, back
     state = device.unit()
     assert state["ActiveState"] == "active" and state["NRestarts"] == "0", state
     # --rollback to the failing release uses the same check, and switches back too.
@@ -174,7 +175,7 @@ def test_a_failing_release_is_switched_back_and_its_journal_reported(
                        f"the running release ({working['release']}) is untouched")
     assert current(device) == working["release"] and device.running()
     assert device.unit()["NRestarts"] == "0"
-    assert f"--source {CLIP} --repeat" in unit_file(device)
+    assert f"--source {CLIP} --capture repeat=on" in unit_file(device)
 
 
 def test_a_first_service_that_fails_is_removed_when_switching_back(

@@ -493,7 +493,7 @@ def test_run_sends_the_same_events_to_mqtt_a_webhook_and_a_file(
     try:
         result = run_cli("run", detector_bundle, "--source", demo_clip, "--json",
                          "--events", f"{broker.url}/yard", "--events", receiver.url,
-                         "--events", events, "--jsonl", frames, "--events-min-frames", "2")
+                         "--events", events, "--save", frames, "--events-filter", "min_frames=2")
         assert result.returncode == 0, result.stderr
         assert _wait(lambda: watcher.on("yard/availability")[-1:] == [b"offline"])
     finally:
@@ -513,7 +513,8 @@ def test_run_sends_the_same_events_to_mqtt_a_webhook_and_a_file(
                for d in f["detections"]}
     assert all((e["track"], e["frame"]) in tracked for e in written if e["type"] == "new")
     assert "events: " in run_cli("run", detector_bundle, "--source", demo_clip,
-                                 "--max-frames", "5", "--events", tmp_path / "e2.jsonl").stdout
+                                 "--capture", "max_frames=5", "--events",
+                                 tmp_path / "e2.jsonl").stdout
 
 
 @pytest.mark.slow
@@ -533,14 +534,17 @@ def test_run_goes_on_when_the_broker_is_not_there(detector_bundle: Path, demo_cl
     (["--events", "mqtt://127.0.0.1/cams/+"], "wildcard"),
     (["--events", "mqtt://user:pw@127.0.0.1"], "credentials do not go on the command line"),
     (["--events", "smtp://127.0.0.1"], "not a destination"),
-    (["--events", "x.jsonl", "--events-zone", "door=0,0,10,10"], "three points"),
-    (["--events", "x.jsonl", "--events-zone", "door=0,0,900,0,900,900"], "outside the 640x480"),
-    (["--events-min-score", "0.5"], "give --events URL"),
-    (["--pre", "3"], "go with --clips"),
+    (["--events", "x.jsonl", "--events-filter", "zone=door=0,0,10,10"], "three points"),
+    (["--events", "x.jsonl", "--events-filter", "zone=door=0,0,900,0,900,900"],
+     "outside the 640x480"),
+    (["--events-filter", "min_score=0.5"], "give --events URL"),
+    (["--pre", "3"], "--pre is now --clips DIR?pre=S"),
+    (["--clips", "c?pre=x"], "--clips': pre: it must be a finite number"),
 ])
 def test_bad_events_options_are_one_line(detector_bundle: Path, demo_clip: Path,
                                          tmp_path: Path, args: list[str], needle: str) -> None:
-    result = run_cli("run", detector_bundle, "--source", demo_clip, "--max-frames", "3", *args,
+    result = run_cli("run", detector_bundle, "--source", demo_clip, "--capture", "max_frames=3",
+                     *args,
                      cwd=tmp_path)
     assert_clean_error(result, needle)
     assert result.returncode == 2
@@ -605,6 +609,8 @@ def test_a_classifier_s_smoothed_top1_changing_makes_events(lenet_bundle: Path, 
 
 def test_a_classifier_refuses_zones_and_track_alone(lenet_bundle: Path, demo_clip: Path) -> None:
     assert_clean_error(run_cli("run", lenet_bundle, "--source", demo_clip, "--events", "e.jsonl",
-                               "--events-zone", "a=0,0,10,0,10,10"), "zones go with a detector")
-    assert_clean_error(run_cli("run", lenet_bundle, "--source", demo_clip, "--track"),
-                       "--track follows a detector's objects")
+                               "--events-filter", "zone=a=0,0,10,0,10,10"),
+                       "zones go with a detector")
+    assert_clean_error(run_cli("run", lenet_bundle, "--source", demo_clip, "--events-filter",
+                               "track=on"),
+                       "--events-filter track follows a detector's objects")

@@ -1,6 +1,6 @@
 """Event clips (edgekit.events.clips): pre-roll from the ring buffer, post-roll after the
 track ends, written aside and renamed when whole, the oldest deleted to stay under
---max-disk, and a read-only or full folder said in one line."""
+max_disk, and a read-only or full folder said in one line."""
 from __future__ import annotations
 
 import json
@@ -99,7 +99,7 @@ def test_max_disk_smaller_than_one_clip_is_said_once(tmp_path: Path) -> None:
                                         max_disk=1000), FPS, said.append)
     _record(recorder, _Clock(), [(1, 10, 15), (2, 30, 35)], 60)
     assert clip_files(tmp_path) == [] and recorder.counters()["failed"] == 2
-    assert len(said) == 1 and "more than --max-disk" in said[0]
+    assert len(said) == 1 and "more than max_disk" in said[0]
 
 
 def test_a_read_only_clips_folder_is_one_line(tmp_path: Path) -> None:
@@ -127,7 +127,7 @@ def test_run_writes_a_clip_per_object(detector_bundle: Path, demo_clip: Path,
                                       tmp_path: Path) -> None:
     events, clips = tmp_path / "events.jsonl", tmp_path / "clips"
     result = run_cli("run", detector_bundle, "--source", demo_clip, "--events", events,
-                     "--clips", clips, "--pre", "1", "--post", "0.5", "--max-disk", "200M")
+                     "--clips", f"{clips}?pre=1&post=0.5&max_disk=200M")
     assert result.returncode == 0, result.stderr
     assert "clips: " in result.stdout
     written = [json.loads(line) for line in events.read_text().splitlines()]

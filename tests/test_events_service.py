@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from edgekit.cli.app import all_commands
-from edgekit.cli.events_options import NAMES, events_from
+from edgekit.cli.events_options import PARAMS, events_from
 from edgekit.deploy.agent import env as agent
 from edgekit.deploy.local import LocalLink
 from edgekit.deploy.plan import ShippedFile, plan_release
@@ -23,23 +23,26 @@ from edgekit.deploy.wheels import WheelInfo
 from edgekit.events.service import run_args, service_secrets
 
 GIVEN = ["--events", "mqtt://broker.lan/home/door", "--events", "https://hooks.lan/e",
-         "--events-classes", "person,7", "--events-min-score", "0.6",
-         "--events-min-frames", "4", "--events-update", "2.5",
-         "--events-zone", "porch=0,300,640,300,640,480", "--events-queue", "50",
-         "--clips", "clips", "--pre", "3", "--post", "2", "--max-disk", "2G"]
+         "--events-filter", "classes=person,7", "--events-filter", "min_score=0.6",
+         "--events-filter", "min_frames=4", "--events-filter", "update=2.5",
+         "--events-filter", "zone=porch=0,300,640,300,640,480", "--events-filter", "queue=50",
+         "--clips", "clips?pre=3&post=2&max_disk=2G"]
 
 
 def _parsed(args: list[str]):
     ctx = all_commands()["run"].make_context("run", ["bundle", "--source", "0", *args])
-    return events_from({name: ctx.params[name] for name in NAMES})
+    return events_from({name: ctx.params[name] for name in PARAMS})
 
 
 def test_the_service_gets_the_same_options_back() -> None:
     options = _parsed(GIVEN)
     args = run_args(options)
     assert _parsed(args) == options
-    assert "--track" not in args and str(2 << 30) in args
-    assert run_args(_parsed([])) == [] and run_args(_parsed(["--track"])) == ["--track"]
+    assert "track=on" not in args
+    assert args[-2:] == ["--clips", f"clips?pre=3&post=2&max_disk={2 << 30}"]
+    assert run_args(_parsed([])) == []
+    track = ["--events-filter", "track=on"]
+    assert run_args(_parsed(track)) == track
 
 
 def test_the_unit_runs_them_and_reads_the_credentials_from_its_environment_file(
@@ -101,8 +104,8 @@ def test_a_target_s_service_table_or_the_file_it_names(tmp_path: Path, lenet_bun
     plan = plan_release(lenet_bundle, target, wheel,
                         WheelInfo("edgekit", "0.1.0", "", ("numpy>=1.23",)), tmp_path)
     assert _parsed(plan.run_args) == _parsed([
-        "--events", "mqtt://broker.lan/door?discovery=homeassistant", "--events-min-frames",
-        "2", "--clips", "clips", "--pre", "3", "--max-disk", "2G"])
+        "--events", "mqtt://broker.lan/door?discovery=homeassistant", "--events-filter",
+        "min_frames=2", "--clips", "clips?pre=3&max_disk=2G"])
     text = unit_text(plan, "/home/pi/edgekit")
     assert "Environment=EDGEKIT_EVENTS_STATE=/home/pi/edgekit/events-state.json" in text
     assert agent.EVENTS_STATE == "events-state.json"

@@ -147,8 +147,8 @@ def test_run_on_sensor_as_on_the_file(detector_bundle: Path, demo_clip: Path,
     env = standin_env(EDGEKIT_STANDIN_VIDEO=str(demo_clip),
                       EDGEKIT_STANDIN_IMX500_OUTPUTS=str(outputs),
                       EDGEKIT_STANDIN_IMX500_WARMUP="0")
-    sensor = run_cli("run", bundle, "--source", "imx500", "--max-frames", frames,
-                     "--jsonl", tmp_path / "sensor.jsonl", "--save", tmp_path / "sensor.avi",
+    sensor = run_cli("run", bundle, "--source", "imx500", "--capture", f"max_frames={frames}",
+                     "--save", tmp_path / "sensor.jsonl", "--save", tmp_path / "sensor.avi",
                      "--json", env=env)
     assert sensor.returncode == 0, sensor.stderr
     report = json.loads(sensor.stdout)
@@ -157,7 +157,7 @@ def test_run_on_sensor_as_on_the_file(detector_bundle: Path, demo_clip: Path,
     assert report["frames"] == frames
     assert (tmp_path / "sensor.avi").stat().st_size > 0
     plain = run_cli("run", bundle, "--source", demo_clip, "--format", "tflite-fp32",
-                    "--preprocess", "resize=stretch", "--max-frames", frames, "--jsonl",
+                    "--preprocess", "resize=stretch", "--capture", f"max_frames={frames}", "--save",
                     tmp_path / "file.jsonl", "--json")
     assert plain.returncode == 0, plain.stderr
     got, want = jsonl(tmp_path / "sensor.jsonl"), jsonl(tmp_path / "file.jsonl")
@@ -180,10 +180,11 @@ def test_frames_before_the_network_runs(detector_bundle: Path, demo_clip: Path,
     env = standin_env(EDGEKIT_STANDIN_VIDEO=str(demo_clip),
                       EDGEKIT_STANDIN_IMX500_OUTPUTS=str(outputs),
                       EDGEKIT_STANDIN_IMX500_WARMUP="3")
-    result = run_cli("run", bundle, "--source", "imx500", "--max-frames", 4, "--json", env=env)
+    result = run_cli("run", bundle, "--source", "imx500", "--capture", "max_frames=4", "--json",
+                     env=env)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["dropped"] == 3
-    never = run_cli("run", bundle, "--source", "imx500", "--max-frames", 4,
+    never = run_cli("run", bundle, "--source", "imx500", "--capture", "max_frames=4",
                     env=standin_env(EDGEKIT_IMX500_WAIT_S="0.5"))
     assert never.returncode != 0
     assert "no output tensors" in never.stderr and "Traceback" not in never.stderr
@@ -201,7 +202,7 @@ def test_sensor_failures_one_line(detector_bundle: Path, tmp_path: Path, case: s
                                   env: dict, args: tuple, needle: str) -> None:
     bundle = add_imx500(detector_bundle, tmp_path)
     source = () if "--source" in args else ("--source", "imx500")
-    result = run_cli("run", bundle, *source, *args, "--max-frames", 2,
+    result = run_cli("run", bundle, *source, *args, "--capture", "max_frames=2",
                      env=standin_env(**env))
     assert_clean_error(result, needle)
 
@@ -316,7 +317,7 @@ def test_convert_lenet_then_run_on_the_sensor(imx500_bundle: Path, demo_clip: Pa
     assert "network: lenet5_digits" in shown.stdout, shown.stdout
     (bundle / a.file).with_suffix(".rpk").write_bytes(b"9464 stand-in")
     outputs = sensor_outputs(bundle, demo_clip, 6, tmp_path / "outputs.npz")
-    run = run_cli("run", bundle, "--source", "imx500", "--max-frames", 6, "--jsonl",
+    run = run_cli("run", bundle, "--source", "imx500", "--capture", "max_frames=6", "--save",
                   tmp_path / "run.jsonl", "--json",
                   env=standin_env(EDGEKIT_STANDIN_VIDEO=str(demo_clip),
                                   EDGEKIT_STANDIN_IMX500_OUTPUTS=str(outputs),

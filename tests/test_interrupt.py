@@ -274,14 +274,16 @@ def test_bench_mid_row(lenet_bundle: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", [[], ["--no-pipeline"]], ids=["pipelined", "sequential"])
+@pytest.mark.parametrize("mode", [[], ["--capture", "pipeline=off"]], ids=["pipelined",
+                                                                           "sequential"])
 def test_run_keeps_equal_outputs(mode: list[str], detector_bundle: Path, demo_clip: Path,
                                  tmp_path: Path) -> None:
     """The loop's outputs are closed properly on Ctrl-C: the video and the JSONL hold the
     same frames (today they differed by one)."""
     video, lines = tmp_path / "o.avi", tmp_path / "o.jsonl"
-    run = Running("run", detector_bundle, "--source", demo_clip, "--repeat", "--save", video,
-                  "--jsonl", lines, *mode)
+    run = Running("run", detector_bundle, "--source", demo_clip, "--capture", "repeat=on", "--save",
+                  video,
+                  "--save", lines, *mode)
     deadline = time.monotonic() + 120
     while not any(p.read_bytes().count(b"\n") >= 120  # the JSONL being written
                   for p in tmp_path.glob(".o.partial-*.jsonl")):

@@ -33,7 +33,7 @@ def _jsonl(path: Path) -> list[dict]:
 def test_run_on_the_clip(detector_bundle: Path, demo_clip: Path, tmp_path: Path) -> None:
     video, lines = tmp_path / "annotated.avi", tmp_path / "frames.jsonl"
     result = run_cli("run", detector_bundle, "--source", demo_clip, "--save", video,
-                     "--jsonl", lines, "--json")
+                     "--save", lines, "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["frames"] == 90 and report["decode_failures"] == 0
@@ -45,8 +45,9 @@ def test_run_on_the_clip(detector_bundle: Path, demo_clip: Path, tmp_path: Path)
     assert [r["frame"] for r in records] == list(range(90))
     assert any(r["detections"] for r in records)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["annotated.avi", "frames.jsonl"]
-    # The sequential loop (--no-pipeline) finds the same.
-    plain = cli_json("run", detector_bundle, "--source", demo_clip, "--json", "--no-pipeline")
+    # The sequential loop (--capture pipeline=off) finds the same.
+    plain = cli_json("run", detector_bundle, "--source", demo_clip, "--json", "--capture",
+                     "pipeline=off")
     assert plain["pipelined"] is False and plain["map50"] == report["map50"]
 
 
@@ -71,7 +72,7 @@ def test_requests_in_flight_keep_frame_order(detector_bundle: Path, demo_clip: P
     lines = tmp_path / "frames.jsonl"
     one = one_request(backend)
     two = cli_json("run", detector_bundle, "--source", demo_clip, "--backend", backend,
-                   "--infer", "requests=2", "--jsonl", lines, "--json")
+                   "--infer", "requests=2", "--save", lines, "--json")
     assert two["requests"] == 2 and "2 requests" in two["backend"]
     assert two["frames"] == 90 and two["map50"] == pytest.approx(one["map50"], abs=1e-4)
     assert [r["frame"] for r in _jsonl(lines)] == list(range(90))
@@ -88,7 +89,7 @@ def test_throughput_mode_tunes_the_runtime_and_keeps_its_requests_in_flight(
     assert f"{many['requests']} request" in many["backend"]
     assert many["frames"] == 90 and many["map50"] == pytest.approx(one["map50"], abs=1e-4)
     rows = cli_json("compare", detector_bundle, "--source", demo_clip, "--backends", "openvino",
-                    "--infer", "mode=throughput,requests=3", "--max-frames", "20",
+                    "--infer", "mode=throughput,requests=3", "--capture", "max_frames=20",
                         "--json",
                     "-q")
     assert rows[0]["status"] == "ok" and "throughput mode, 3 requests" in rows[0]["runs_on"]
@@ -96,20 +97,20 @@ def test_throughput_mode_tunes_the_runtime_and_keeps_its_requests_in_flight(
 
 def test_realtime_paces_a_file_and_splits_out_the_queue_wait(detector_bundle: Path,
                                                              demo_clip: Path) -> None:
-    fast = run_cli("run", detector_bundle, "--source", demo_clip, "--max-frames", "30")
+    fast = run_cli("run", detector_bundle, "--source", demo_clip, "--capture", "max_frames=30")
     assert fast.returncode == 0, fast.stderr
     assert "queue wait" in fast.stdout and "end-to-end latency includes the queue wait" in \
         fast.stdout
     for text in ("capture", "preprocess", "infer", "postprocess", "end to end", "frames 30",
                  "FPS", "mAP@0.5"):  # the human summary
         assert text in fast.stdout
-    paced = cli_json("run", detector_bundle, "--source", demo_clip, "--realtime",
-                     "--max-frames", "30", "--json")
+    paced = cli_json("run", detector_bundle, "--source", demo_clip, "--capture", "realtime=source",
+                     "--capture", "max_frames=30", "--json")
     assert paced["paced_fps"] == 15 and paced["frames"] == 30
     assert paced["fps"] <= 15 * 30 / 29  # frame k is read no earlier than k / 15 s
     assert paced["queue_wait_ms"]["count"] == 30
-    text = run_cli("run", detector_bundle, "--source", demo_clip, "--realtime", "60",
-                   "--max-frames", "10")
+    text = run_cli("run", detector_bundle, "--source", demo_clip, "--capture", "realtime=60",
+                   "--capture", "max_frames=10")
     assert text.returncode == 0, text.stderr
     assert "read in real time at 60 FPS" in text.stdout
 
@@ -117,18 +118,21 @@ def test_realtime_paces_a_file_and_splits_out_the_queue_wait(detector_bundle: Pa
 def test_realtime_on_a_camera_is_a_note(detector_bundle: Path, tmp_path: Path) -> None:
     stream = MjpegStream(fps=20, size=(160, 120))
     try:
-        result = run_cli("run", detector_bundle, "--source", stream.url, "--realtime",
-                         "--max-frames", "5")
+        result = run_cli("run", detector_bundle, "--source", stream.url, "--capture",
+                         "realtime=source",
+                         "--capture", "max_frames=5")
     finally:
         stream.stop()
     assert result.returncode == 0, result.stderr
-    assert "note: --realtime:" in result.stdout and "at its own rate already" in result.stdout
+    assert "note: --capture realtime:" in result.stdout
+    assert "at its own rate already" in result.stdout
     assert "frames arrive at the camera's rate" in result.stdout
 
 
 def test_compare_with_requests(detector_bundle: Path, demo_clip: Path) -> None:
     rows = cli_json("compare", detector_bundle, "--source", demo_clip, "--backends",
-                    "openvino,tflite", "--infer", "requests=2", "--max-frames", "20", "--json",
+                    "openvino,tflite", "--infer", "requests=2", "--capture", "max_frames=20",
+                    "--json",
                         "-q")
     assert [r["status"] for r in rows] == ["ok", "ok"]
     assert all(r["requests"] == 2 and r["frames"] == 20 for r in rows)
@@ -136,15 +140,18 @@ def test_compare_with_requests(detector_bundle: Path, demo_clip: Path) -> None:
 
 def test_repeat_loops_the_clip(detector_bundle: Path, demo_clip: Path, tmp_path: Path) -> None:
     lines = tmp_path / "frames.jsonl"
-    result = run_cli("run", detector_bundle, "--source", demo_clip, "--repeat", "--max-frames",
-                     "200", "--jsonl", lines, "--json")
+    result = run_cli("run", detector_bundle, "--source", demo_clip, "--capture", "repeat=on",
+                     "--capture",
+                     "max_frames=200", "--save", lines, "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["frames"] == 200 and report["map50"] is None  # 90 frames, played 3 times
     assert report["source"].endswith("90 frames, repeated")
     assert [r["frame"] for r in _jsonl(lines)] == list(range(200))
-    assert_clean_error(run_cli("run", detector_bundle, "--source", demo_clip, "--repeat",
-                               "--truth", demo_clip.with_suffix(".json")), "choose one")
+    assert_clean_error(run_cli("run", detector_bundle, "--source", demo_clip, "--capture",
+                               "repeat=on",
+                               "--capture", f'truth={demo_clip.with_suffix(".json")}'),
+                               "choose one")
 
 
 def test_a_damaged_clip_completes(detector_bundle: Path, demo_clip: Path, tmp_path: Path) -> None:
@@ -186,7 +193,7 @@ def test_bad_input(detector_bundle: Path, lenet_bundle: Path, demo_clip: Path,
 def _start_run(bundle: Path, url: str, folder: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "edgekit", "run", str(bundle), "--source", url, "--save",
-         str(folder / "live.avi"), "--jsonl", str(folder / "live.jsonl")],
+         str(folder / "live.avi"), "--save", str(folder / "live.jsonl")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -254,7 +261,8 @@ def test_compare_csv_and_plot(detector_bundle: Path, demo_clip: Path, tmp_path: 
     import io
 
     plot = tmp_path / "compare.png"
-    result = run_cli("compare", detector_bundle, "--source", demo_clip, "--max-frames", "20",
+    result = run_cli("compare", detector_bundle, "--source", demo_clip, "--capture",
+                     "max_frames=20",
                      "--backends", "tflite,onnxruntime,edgetpu", "--table", "csv", "--plot", plot)
     assert result.returncode == 0, result.stderr
     rows = list(csv.DictReader(io.StringIO(result.stdout)))

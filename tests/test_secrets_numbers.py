@@ -103,9 +103,10 @@ def test_run_prints_a_stream_without_its_secrets(detector_bundle: Path, demo_cli
     camera = MjpegStream(fps=30, video=str(demo_clip))
     try:
         url = _secret_url(camera)
-        text = run_cli("run", detector_bundle, "--source", url, "--max-frames", "4")
-        shown = run_cli("run", detector_bundle, "--source", url, "--max-frames", "4", "--json")
-        gone = run_cli("run", detector_bundle, "--source", url, "--repeat")
+        text = run_cli("run", detector_bundle, "--source", url, "--capture", "max_frames=4")
+        shown = run_cli("run", detector_bundle, "--source", url, "--capture", "max_frames=4",
+                        "--json")
+        gone = run_cli("run", detector_bundle, "--source", url, "--capture", "repeat=on")
     finally:
         camera.stop()
     assert text.returncode == 0, text.stderr
@@ -114,7 +115,7 @@ def test_run_prints_a_stream_without_its_secrets(detector_bundle: Path, demo_cli
     _no_secret(shown.stdout + shown.stderr)
     assert text.stdout.startswith("stream http://***@127.0.0.1:")
     assert "?token=***&fps=***" in json.loads(shown.stdout)["source"]
-    assert_clean_error(gone, "--repeat")
+    assert_clean_error(gone, "--capture repeat")
     _no_secret(gone.stderr)
 
 
@@ -246,7 +247,7 @@ def test_finite_states_the_bound() -> None:
     (["deploy", LENET, "--host", "pi@127.0.0.1", "--ssh", "timeout=inf"], "--ssh timeout"),
     (["deploy", LENET, "--host", "pi@127.0.0.1", "--release", "settle=nan"], "--release settle"),
     (["run", LENET, "--source", "0", "--postprocess", "iou=nan"], "--postprocess iou"),
-    (["run", LENET, "--source", "0", "--realtime", "inf"], "--realtime"),
+    (["run", LENET, "--source", "0", "--capture", "realtime=inf"], "--capture realtime"),
 ])
 def test_nan_and_inf_are_usage_errors(args: list, says: str) -> None:
     result = run_cli(*args)
@@ -388,7 +389,7 @@ def test_a_wrong_output_order_is_a_usage_error() -> None:
 
 @pytest.mark.slow
 def test_run_with_a_wrong_output_order_exits_2(detector_bundle: Path, demo_clip: Path) -> None:
-    result = run_cli("run", detector_bundle, "--source", demo_clip, "--max-frames", "1",
+    result = run_cli("run", detector_bundle, "--source", demo_clip, "--capture", "max_frames=1",
                      "--postprocess", "output_order=2,1,0")
     assert result.returncode == 2, result.stderr
     assert_clean_error(result, "output_order")

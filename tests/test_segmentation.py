@@ -71,7 +71,7 @@ def test_the_loop_mask_is_the_apis(segmenter_bundle: Path, demo_clip: Path,
     for backend in ("tflite", "openvino"):
         masks, lines = tmp_path / backend, tmp_path / f"{backend}.jsonl"
         report = cli_json("run", segmenter_bundle, "--backend", backend, "--source", demo_clip,
-                          "--max-frames", "10", "--save-masks", masks, "--jsonl", lines,
+                          "--capture", "max_frames=10", "--save", f"{masks}/", "--save", lines,
                           "--json")
         assert report["task"] == "segmentation"
         records = [json.loads(x) for x in lines.read_text().splitlines()]
@@ -124,7 +124,7 @@ def test_a_segmentation_task_for_a_vector_output(tmp_path: Path) -> None:
 def test_compare_a_segmenter(segmenter_bundle: Path, demo_clip: Path) -> None:
     """No truth on the clip: each backend's masks against the first backend's, per pixel."""
     table = run_cli("compare", segmenter_bundle, "--source", demo_clip, "--backends",
-                    "tflite:tflite-fp32,onnxruntime:onnx", "--max-frames", "20", "-q")
+                    "tflite:tflite-fp32,onnxruntime:onnx", "--capture", "max_frames=20", "-q")
     assert table.returncode == 0, table.stderr
     assert "pixels = tflite:tflite-fp32's" in table.stdout
     rows = [line for line in table.stdout.splitlines() if line.startswith(("tflite", "onnx"))]

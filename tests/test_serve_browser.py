@@ -125,7 +125,7 @@ def test_the_page_in_a_browser(browser, camera: MjpegStream, detector_bundle: Pa
 def test_with_a_token(browser, camera: MjpegStream, detector_bundle: Path,
                       tmp_path: Path) -> None:
     with serving(detector_bundle, "--source", camera.url, "--serve", "127.0.0.1:0",
-                 "--token", TOKEN) as served:
+                 env={"EDGEKIT_SERVE_TOKEN": TOKEN}) as served:
         stranger = browser.new_context()
         for path in ("", "stream.mjpg", "snapshot.jpg", "stats.json", "metrics", "app.js"):
             assert stranger.request.get(served.url + path).status == 401, path

@@ -77,12 +77,12 @@ def test_a_second_run_reads_the_stream(detector_bundle: Path, demo_clip: Path,
     camera = MjpegStream(fps=15, video=str(demo_clip))  # a camera that films the demo clip
     try:
         with serving(detector_bundle, "--source", camera.url, "--serve", "127.0.0.1:0",
-                     "--token", TOKEN) as served:
+                     env={"EDGEKIT_SERVE_TOKEN": TOKEN}) as served:
             assert wait_for(lambda: served.stats()["frames"] > 10, timeout=60)
             lines = tmp_path / "second.jsonl"
             second = run_cli("run", detector_bundle, "--source",
-                             f"{served.url}stream.mjpg?token={TOKEN}", "--max-frames", "30",
-                             "--jsonl", lines, "--json")
+                             f"{served.url}stream.mjpg?token={TOKEN}", "--capture", "max_frames=30",
+                             "--save", lines, "--json")
             assert second.returncode == 0, second.stderr
             report = json.loads(second.stdout)
             assert report["frames"] == 30 and report["source"].startswith("stream http://")
@@ -152,10 +152,13 @@ def test_bad_input_is_one_line(detector_bundle: Path, demo_clip: Path) -> None:
         assert result.returncode == 2
     result = run_cli(*run, "--serve", "0.0.0.0:8080")
     assert_clean_error(result, "can be reached from other machines, so it needs a token",
-                       "--token TOKEN", "EDGEKIT_SERVE_TOKEN", "ssh -L 8080:127.0.0.1:8080")
+                       "set EDGEKIT_SERVE_TOKEN", "ssh -L 8080:127.0.0.1:8080")
     assert result.returncode == 2
-    assert_clean_error(run_cli(*run, "--serve", "8080", "--token", "short"), "at least 16")
-    assert_clean_error(run_cli(*run, "--token", TOKEN), "--token goes with --serve")
+    assert_clean_error(run_cli(*run, "--serve", "8080", env={"EDGEKIT_SERVE_TOKEN": "short"}),
+                       "at least 16")
+    moved = run_cli(*run, "--token", TOKEN)
+    assert_clean_error(moved, "--token is now $EDGEKIT_SERVE_TOKEN")
+    assert moved.returncode == 2 and TOKEN not in moved.stderr
     result = run_cli("run", detector_bundle, "--source", "picamera2")
     assert_clean_error(result, "--source picamera2: Picamera2 is not installed",
                        "sudo apt install -y python3-picamera2")
@@ -172,7 +175,7 @@ def test_the_token_from_the_environment(detector_bundle: Path, demo_clip: Path) 
     """Beyond loopback with EDGEKIT_SERVE_TOKEN (what the deployed service does): it runs, the
     token stays off the command line and out of what is printed."""
     result = run_cli("run", detector_bundle, "--source", demo_clip, "--serve", "0.0.0.0:0",
-                     "--max-frames", "5", env={"EDGEKIT_SERVE_TOKEN": TOKEN})
+                     "--capture", "max_frames=5", env={"EDGEKIT_SERVE_TOKEN": TOKEN})
     assert result.returncode == 0, result.stderr
     assert re.search(r"live view: http://\S+:\d+/; open it once with \?token=TOKEN",
                      result.stderr)

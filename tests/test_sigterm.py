@@ -270,8 +270,9 @@ def _frames(video: Path) -> int:
 
 
 def _start_run(bundle: Path, clip: Path, folder: Path) -> Running:
-    run = Running("run", bundle, "--source", clip, "--repeat", "--realtime", "30",
-                  "--save", folder / "a.avi", "--jsonl", folder / "a.jsonl")
+    run = Running("run", bundle, "--source", clip, "--capture", "repeat=on", "--capture",
+                  "realtime=30",
+                  "--save", folder / "a.avi", "--save", folder / "a.jsonl")
     partial = next(iter(folder.glob(".a*.jsonl")), None)
     deadline = time.monotonic() + 120
     while partial is None or partial.read_bytes().count(b"\n") < 20:

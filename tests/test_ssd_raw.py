@@ -122,7 +122,7 @@ def _same(a: list[list[dict]], b: list[list[dict]]) -> None:
 
 
 def _run(model: Path, source: Path, out: Path, *flags: str) -> list[list[dict]]:
-    result = run_cli("run", model, "--source", source, "--jsonl", out, *SPEC, *flags)
+    result = run_cli("run", model, "--source", source, "--save", out, *SPEC, *flags)
     assert result.returncode == 0, result.stderr
     return _detections(out)
 
@@ -216,7 +216,7 @@ def test_convert_records_the_decoder_and_ships_the_anchors(ssd_twin, photos: Pat
     bundle.rename(moved)  # the anchors are found beside the manifest, wherever it is
     op = _run(ssd_twin.postprocess, photos, tmp_path / "op.jsonl", "--postprocess", "decoder=ssd",
               "--labels", coral / "coco_labels.txt")
-    result = run_cli("run", moved, "--source", photos, "--jsonl", tmp_path / "b.jsonl")
+    result = run_cli("run", moved, "--source", photos, "--save", tmp_path / "b.jsonl")
     assert result.returncode == 0, result.stderr
     assert "iou_threshold 0.6 (bundle)" in result.stdout
     _same(_detections(tmp_path / "b.jsonl"), op)

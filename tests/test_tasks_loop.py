@@ -80,7 +80,7 @@ def test_a_segmenter_through_the_loop(segmenter: Path, tmp_path: Path) -> None:
     masks, lines = tmp_path / "masks", tmp_path / "seg.jsonl"
     report = cli_json("run", segmenter, "--postprocess", "task=segmentation", "--source",
                       tmp_path / "shots",
-                      "--save-masks", masks, "--jsonl", lines,
+                      "--save", f"{masks}/", "--save", lines,
                       "--preprocess", "resize=letterbox", "--labels", _labels(tmp_path,
                                                                               "background", "red"),
                       "--json")
@@ -123,7 +123,7 @@ def test_a_segmenter_on_every_cpu_backend_agrees(segmenter: Path, tmp_path: Path
         lines = tmp_path / f"{backend}.jsonl"
         cli_json("run", segmenter, "--postprocess", "task=segmentation", "--backend", backend,
                  "--source",
-                 tmp_path / "shots", "--jsonl", lines, "--json")
+                 tmp_path / "shots", "--save", lines, "--json")
         found[backend] = [json.loads(x)["shares"] for x in lines.read_text().splitlines()]
     assert found["onnxruntime"] == found["openvino"]
 
@@ -136,7 +136,8 @@ def test_a_classifier_through_the_loop(lenet_bundle: Path, demo_clip: Path,
 
     lines, video = tmp_path / "c.jsonl", tmp_path / "c.avi"
     report = cli_json("run", lenet_bundle, "--source", demo_clip, "--postprocess",
-                      "top_k=3,smooth=5", "--jsonl", lines, "--save", video, "--max-frames", "30",
+                      "top_k=3,smooth=5", "--save", lines, "--save", video, "--capture",
+                      "max_frames=30",
                       "--json")
     assert report["task"] == "classification" and report["frames"] == 30
     assert "top-3, smoothed over the last 5 frames" in report["decoder"]
@@ -159,7 +160,7 @@ def test_a_classifier_through_the_loop(lenet_bundle: Path, demo_clip: Path,
             assert set(record["smoothed_top1"]) == {"label", "class_id", "score"}
     capture.release()
     assert video.stat().st_size > 1000
-    text = run_cli("run", lenet_bundle, "--source", demo_clip, "--max-frames", "10")
+    text = run_cli("run", lenet_bundle, "--source", demo_clip, "--capture", "max_frames=10")
     assert text.returncode == 0, text.stderr
     assert "task: classification, top-5" in text.stdout and "top-1 per class:" in text.stdout
 
@@ -168,7 +169,7 @@ def test_raw_outputs_of_any_model(lenet_bundle: Path, demo_clip: Path, tmp_path:
     """--task generic: each output's shape and summary per frame; --raw-outputs: the arrays."""
     lines, raw = tmp_path / "g.jsonl", tmp_path / "raw.npz"
     report = cli_json("run", lenet_bundle, "--postprocess", "task=generic", "--source", demo_clip,
-                      "--max-frames", "4", "--jsonl", lines, "--raw-outputs", raw, "--json")
+                      "--capture", "max_frames=4", "--save", lines, "--save", raw, "--json")
     assert report["task"] == "generic" and str(raw) in report["outputs"]
     records = [json.loads(line) for line in lines.read_text().splitlines()]
     assert records[0]["outputs"][0]["shape"] == [1, 10]
@@ -183,8 +184,9 @@ def test_raw_outputs_of_any_model(lenet_bundle: Path, demo_clip: Path, tmp_path:
 
 @pytest.mark.slow
 def test_a_classifier_in_the_live_view(lenet_bundle: Path, demo_clip: Path) -> None:
-    with serving(lenet_bundle, "--source", demo_clip, "--repeat", "--realtime", "30",
-                 "--postprocess", "smooth=3", "--serve", "0", "--token", TOKEN) as served:
+    with serving(lenet_bundle, "--source", demo_clip, "--capture", "repeat=on", "--capture",
+                 "realtime=30", "--postprocess", "smooth=3", "--serve", "0",
+                 env={"EDGEKIT_SERVE_TOKEN": TOKEN}) as served:
         headers = {"Authorization": f"Bearer {TOKEN}"}
         assert wait_for(lambda: served.stats()["frames"] >= 3, 30)
         latest = served.stats()["latest"]
@@ -270,7 +272,7 @@ def test_a_folder_with_class_sub_folders(lenet_bundle: Path, digit_clip: Path,
         cv2.imwrite(str(tmp_path / "shots" / label / f"f{first}.png"), frame)
     capture.release()
     lines_out = tmp_path / "f.jsonl"
-    report = cli_json("run", lenet_bundle, "--source", tmp_path / "shots", "--jsonl", lines_out,
+    report = cli_json("run", lenet_bundle, "--source", tmp_path / "shots", "--save", lines_out,
                       "--json")
     assert report["accuracy_frames"] == 2 and "sub-folders" in report["accuracy_source"]
     names = [json.loads(x)["image"] for x in lines_out.read_text().splitlines()]
@@ -289,7 +291,7 @@ def test_a_bad_labels_sidecar_is_one_line(lenet_bundle: Path, digit_clip: Path, 
     clip = tmp_path / "c.avi"
     clip.write_bytes(digit_clip.read_bytes())
     (tmp_path / "c.labels.txt").write_text(text)
-    result = run_cli("run", lenet_bundle, "--source", clip, "--jsonl", tmp_path / "o.jsonl")
+    result = run_cli("run", lenet_bundle, "--source", clip, "--save", tmp_path / "o.jsonl")
     assert result.returncode == 1 and says in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o.jsonl").exists() and not list(tmp_path.glob(".*partial*"))
@@ -303,5 +305,5 @@ def test_save_masks_never_writes_into_what_is_read(segmenter: Path, tmp_path: Pa
                          (tmp_path / "red.onnx", "that is a file")):
         assert_clean_error(run_cli("run", segmenter, "--postprocess", "task=segmentation",
                                    "--source",
-                                   tmp_path / "shots", "--save-masks", folder), says)
+                                   tmp_path / "shots", "--save", f"{folder}/"), says)
     assert not (tmp_path / "shots" / "masks").exists()

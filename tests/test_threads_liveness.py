@@ -387,7 +387,7 @@ def test_a_run_on_a_frozen_stream_shows_it_stalled_then_ends_in_one_line(
     jsonl = tmp_path / "frames.jsonl"
     process = subprocess.Popen(
         [sys.executable, "-m", "edgekit", "run", str(detector_bundle), "--source", stream.url,
-         "--serve", "127.0.0.1:0", "--jsonl", str(jsonl)],
+         "--serve", "127.0.0.1:0", "--save", str(jsonl)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(process.stderr), daemon=True)

@@ -67,7 +67,8 @@ def test_scores_a_perfect_and_a_swapping_tracker() -> None:
 def test_the_demo_clip_tracked_against_its_true_paths(detector_bundle: Path, demo_clip: Path,
                                                       tmp_path: Path) -> None:
     lines = tmp_path / "frames.jsonl"
-    result = run_cli("run", detector_bundle, "--source", demo_clip, "--track", "--jsonl", lines,
+    result = run_cli("run", detector_bundle, "--source", demo_clip, "--events-filter", "track=on",
+                     "--save", lines,
                      "--backend", "onnxruntime", "--json")
     assert result.returncode == 0, result.stderr
     assert "tracked (norfair" in json.loads(result.stdout)["decoder"]

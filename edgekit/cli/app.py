@@ -165,7 +165,11 @@ class EdgekitGroup(click.Group):
 
 # Library parameters whose flag is not their own name with dashes.
 # (A family key names its parameter itself: families.Key.param, KEY_FLAGS.)
-FLAGS = {"host": "--host", "folder": "--output", "target": "--target"}
+FLAGS = {"host": "--host", "folder": "--output", "target": "--target",
+         # edgekit run's outputs by kind, events filters, clips settings
+         "save_masks": "--save DIR/", "raw_outputs": "--save FILE.npz",
+         "jsonl": "--save FILE.jsonl", "events_zone": "--events-filter zone",
+         "events_classes": "--events-filter classes", "max_disk": "--clips DIR?max_disk"}
 
 
 def _interrupted() -> None:

@@ -1,26 +1,98 @@
-"""The ``edgekit run`` options for tracking, events and clips, as one decorator: the command
-receives them as ``events: EventsOptions``."""
+"""The ``edgekit run`` options for tracking, events and clips, as one decorator: ``--events URL``
+(repeatable), the family ``--events-filter KEY=VALUE`` (which objects make events, the queue, and
+tracking without events) and ``--clips DIR[?pre=S&post=S&max_disk=SIZE]`` (its settings on the
+folder's query, as the events URLs carry theirs). The command receives them as
+``events: EventsOptions``."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import parse_qsl
 
 import click
 
+from edgekit.cli.families import Key, family, parse_family, renamed
+from edgekit.cli.options import Finite
 from edgekit.events.outbox import QUEUE
 from edgekit.events.service import counters_line
-from edgekit.events.settings import EventsOptions, options_from
+from edgekit.events.settings import EventsOptions, options_from, parse_size
 
-NAMES = ("events", "track", "events_classes", "events_min_score", "events_min_frames",
-         "events_update", "events_zone", "events_queue", "clips", "pre", "post", "max_disk")
-FILTER_FLAGS = {"events_classes": "--events-classes", "events_min_score": "--events-min-score",
-                "events_min_frames": "--events-min-frames", "events_zone": "--events-zone",
-                "events_update": "--events-update"}
+FLAG = "--events-filter"
+# family key -> the parameter name options_from (and a target's [service] table) uses
+KEYS = {
+    "classes": ("events_classes", Key("only these classes (names or ids)", metavar="A,B")),
+    "min_score": ("events_min_score", Key("only scores of X or more", Finite(0, 1), "X")),
+    "min_frames": ("events_min_frames", Key("frames seen before 'new' (1)",
+                                            click.IntRange(min=1), "N")),
+    "update": ("events_update", Key("seconds between 'update' events (5)", Finite(0), "S")),
+    "zone": ("events_zone", Key("only objects in this polygon (repeatable)",
+                                metavar="NAME=X1,Y1,X2,Y2,X3,Y3", multiple=True)),
+    "queue": ("events_queue", Key(f"events held per destination while down ({QUEUE})",
+                                  click.IntRange(min=1), "N")),
+    "track": ("track", Key("track ids without events", click.BOOL, "on|off")),
+}
+FAMILY = {key: spec for key, (_, spec) in KEYS.items()}
+FILTER_FLAGS = {name: f"{FLAG} {key}" for key, (name, _) in KEYS.items()
+                if key not in ("queue", "track")}
+# the clips' settings on --clips DIR?KEY=VALUE&...
+CLIP_KEYS = {"pre": Finite(0, 600), "post": Finite(0, 600), "max_disk": None}
+PARAMS = ("events", "_family_events_filter", "clips")  # the command's parameters (parsed)
+RENAMED = {"--events-classes": "classes", "--events-min-score": "min_score",
+           "--events-min-frames": "min_frames", "--events-update": "update",
+           "--events-zone": "zone", "--events-queue": "queue"}
+renamed("--track", f"{FLAG} track=on")
+for _old, _form in (("--pre", "pre=S"), ("--post", "post=S"), ("--max-disk", "max_disk=SIZE")):
+    renamed(_old, f"--clips DIR?{_form}")
 
 
-def events_from(given: dict[str, Any]) -> EventsOptions:
-    """The options as the command line gave them, checked."""
+def clips_value(text: str) -> dict[str, Any]:
+    """``DIR?pre=S&post=S&max_disk=SIZE`` as {clips: DIR, pre: S, ...}; ValueError says why."""
+    folder, _, query = text.partition("?")
+    if not folder:
+        raise ValueError(f"{text!r}: give the folder first, e.g. clips?pre=5")
+    found: dict[str, Any] = {"clips": folder}
+    try:
+        pairs = parse_qsl(query, strict_parsing=True) if query else []
+    except ValueError:
+        raise ValueError(f"{text!r}: after ? give KEY=VALUE pairs joined by &: "
+                         "pre=S, post=S, max_disk=SIZE") from None
+    for key, value in pairs:
+        if key not in CLIP_KEYS:
+            raise ValueError(f"unknown setting {key!r}; DIR? takes pre=S (seconds kept before "
+                             "a track is confirmed, default 5), post=S (after it ends, 5), "
+                             "max_disk=SIZE (the most the clips take, 1G)")
+        if key in found:
+            raise ValueError(f"{key} is given twice")
+        check = CLIP_KEYS[key]
+        try:
+            found[key] = (check.convert(value, None, None) if check is not None
+                          else (parse_size(value, "max_disk"), value)[1])
+        except click.BadParameter as exc:
+            raise ValueError(f"{key}: {exc.message}") from None
+        except Exception as exc:  # parse_size's UsageError
+            raise ValueError(str(exc)) from None
+    return found
+
+
+def _clips(ctx: click.Context, param: click.Parameter, text: str | None) -> dict[str, Any]:
+    if text is None:
+        return {}
+    try:
+        return clips_value(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+def events_from(params: Mapping[str, Any]) -> EventsOptions:
+    """The options from the command's parameters (``PARAMS``), checked."""
+    given: dict[str, Any] = {"events": params.get("events") or ()}
+    keys = params.get("events_filter", params.get("_family_events_filter")) or {}
+    if not isinstance(keys, dict):  # the option's texts, as click's context holds them
+        keys = parse_family(FLAG, FAMILY, keys, click.get_current_context(True))
+    for key, value in keys.items():
+        given[KEYS[key][0]] = value
+    given.update(params.get("clips") or {})
     return options_from(given, FILTER_FLAGS)
 
 
@@ -31,51 +103,24 @@ def events_line(row: dict[str, Any]) -> str:
 
 def events_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """Add the tracking, events and clips options; the command gets ``events``."""
-    from edgekit.cli.options import Finite
 
     @functools.wraps(f)
     def command(*args: Any, **kwargs: Any) -> Any:
-        given = {name: kwargs.pop(name) for name in NAMES}
-        kwargs["events"] = events_from(given)
+        kwargs["events"] = events_from({name: kwargs.pop(name) for name in
+                                        ("events", "events_filter", "clips")})
         return f(*args, **kwargs)
 
     command.__click_params__ = list(getattr(f, "__click_params__", []))
+    command = family(FLAG, "events_filter", FAMILY, "Which objects make events (repeatable).",
+                     renamed=RENAMED)(command)
     options = [
-        click.option("--max-disk", metavar="SIZE", help="--clips: the most the clips may "
-                     "take (500M, 2G); the oldest are deleted to stay under it.",
-                     show_default="1G"),
-        click.option("--post", type=Finite(0, 600), metavar="S",
-                     show_default="5", help="--clips: seconds kept after a track ends."),
-        click.option("--pre", type=Finite(0, 600), metavar="S",
-                     show_default="5", help="--clips: seconds kept before a track is confirmed."),
-        click.option("--clips", type=click.Path(), metavar="DIR", help="Write a clip (.avi) "
-                     "per tracked object, from --pre seconds before it appeared to --post "
-                     "seconds after it left; the event names it."),
-        click.option("--events-queue", type=click.IntRange(min=1), default=QUEUE,
-                     show_default=True, metavar="N", help="Events held per destination while "
-                     "it is down; past that the oldest are dropped (and counted)."),
-        click.option("--events-update", type=Finite(0), metavar="S", help="At most one "
-                     "'update' event per object every S seconds.", show_default="5"),
-        click.option("--events-zone", multiple=True, metavar="NAME=X1,Y1,X2,Y2,X3,Y3",
-                     help="Only objects standing in this polygon (frame pixels; repeatable); "
-                          "the event names the zone."),
-        click.option("--events-min-frames", type=click.IntRange(min=1), metavar="N",
-                     show_default="1, after the tracker's own 3",
-                     help="Frames an object must be seen before its 'new' event (debounce)."),
-        click.option("--events-min-score", type=Finite(0, 1), metavar="X",
-                     help="Only detections scoring at least X make events."),
-        click.option("--events-classes", metavar="LIST",
-                     help="Only these classes make events, by name or id, comma-separated."),
-        click.option("--track", is_flag=True, help="Give each detection a track id that "
-                     "persists across frames (drawn, in --jsonl and /stats.json); on with "
-                     "--events or --clips."),
-        click.option("--events", multiple=True, metavar="URL", help="Send events (new, "
-                     "update, end per tracked object, or per top-1 label of a classifier) to "
-                     "mqtt://HOST[:PORT][/TOPIC], mqtts://..., http(s)://... (JSON POST) or "
-                     "FILE.jsonl; repeatable. On the URL: ?ca=FILE (mqtts), "
-                     "?discovery=homeassistant (MQTT), ?spool=DIR&spool_max=SIZE. "
-                     "Credentials: $EDGEKIT_EVENTS_USERNAME/$EDGEKIT_EVENTS_PASSWORD or "
-                     "$EDGEKIT_EVENTS_CREDENTIALS=FILE, never the URL."),
+        click.option("--clips", callback=_clips, metavar="DIR[?pre=S&post=S&max_disk=SIZE]",
+                     help="Write a clip (.avi) per tracked object, pre and post seconds around "
+                     "it (5, 5), the oldest deleted past max_disk (1G)."),
+        click.option("--events", multiple=True, metavar="URL", help="Send events (per "
+                     "tracked object, or a classifier's top-1) to mqtt[s]://HOST[:PORT][/TOPIC], "
+                     "http(s)://... or FILE.jsonl (repeatable; ?ca=, ?discovery=, ?spool=: "
+                     "see docs/events.md)."),
     ]
     for option in options:
         command = option(command)

@@ -89,12 +89,6 @@ samples = _option(
     "--samples", default=10, type=click.IntRange(min=0), metavar="N",
     help="Validation samples to run and compare with Keras (0: all).")
 
-realtime = _option(
-    "--realtime", is_flag=False, flag_value="source", metavar="[FPS]",
-    show_default="a file or folder is read as fast as the loop takes it",
-    help="Read a video file or folder at its own frame rate (or at FPS), as a camera "
-         "delivers frames: end-to-end latency then has no queueing in it. A camera or "
-         "stream already is real-time (a note, not an error).")
 
 top_k = _option(
     "-k", "--top-k", default=5, type=click.IntRange(min=1), metavar="K",
@@ -104,20 +98,11 @@ runs = _option(
     "--runs", default=100, type=click.IntRange(min=1), metavar="N",
     help="Timed inferences per bench row.")
 
-max_frames = _option(
-    "--max-frames", type=click.IntRange(min=1), metavar="N", show_default="the whole source",
-    help="Stop after this many frames.")
-
 source = _option(
     "--source", required=True, metavar="SOURCE",
     help="Camera index (0), video file, folder of images, stream URL (anything OpenCV's "
          "VideoCapture opens), or picamera2[:N] (a Raspberry Pi camera module, through "
          "Picamera2).")
-
-truth = _option(
-    "--truth", type=click.Path(path_type=Path), metavar="FILE",
-    show_default="SOURCE.json beside a video or folder",
-    help="Ground-truth JSON to score mAP@0.5 against.")
 
 plot = _option(
     "--plot", type=click.Path(path_type=Path), metavar="FILE.png",

@@ -11,14 +11,11 @@ import click
 from edgekit.cli import options
 from edgekit.cli.app import cli, debug_option, fail_on_failed_rows, progress_printer, save_plot
 from edgekit.cli.events_options import events_line, events_options
-from edgekit.errors import EdgekitError, UsageError
+from edgekit.cli.loop_options import Outputs, compare_capture, run_capture, save_option
+from edgekit.errors import EdgekitError
 from edgekit.events.settings import EventsOptions
 from edgekit.preprocess import SpecOptions
 from edgekit.tasks.detection import DetectionOptions
-
-
-def _source_options(f):
-    return options.source(options.max_frames(options.truth(f)))
 
 
 def _stage_rows(stats) -> list[list[str]]:
@@ -34,32 +31,19 @@ def _stage_rows(stats) -> list[list[str]]:
     return rows
 
 
-def realtime_value(text: str | None) -> bool | float:
-    """``--realtime`` as run_loop takes it: False, True (the source's rate) or an FPS."""
-    if text is None:
-        return False
-    if text == "source":
-        return True
-    from edgekit.helpers.limits import finite
-
-    try:
-        return finite(text, "--realtime", low=0, low_open=True)
-    except UsageError:
-        raise UsageError(f"--realtime takes a frame rate above 0 (a finite number; or "
-                         f"nothing: the source's own rate), not {text!r}") from None
-
-
 def _pacing(report) -> str:
     """How frames arrived, and what that means for the end-to-end latency."""
     s = report.stats
     if report.live:
         return "frames arrive at the camera's rate"
     if report.paced_fps:
-        return f"read in real time at {report.paced_fps:g} FPS (--realtime), as a camera delivers"
+        return (f"read in real time at {report.paced_fps:g} FPS (--capture realtime), as a "
+                "camera delivers")
     if not s.pipelined:
         return "read one frame at a time"
     return ("read as fast as the loop takes frames: end-to-end latency includes the queue "
-            "wait in front of the slowest stage; --realtime paces it as a camera would")
+            "wait in front of the slowest stage; --capture realtime=source paces it as a "
+            "camera would")
 
 
 def _summary(report, view: str = "text") -> str:
@@ -97,16 +81,14 @@ def _summary(report, view: str = "text") -> str:
         for line in lines if line or view != "markdown")
 
 
-def _live_view(serve: str | None, token: str | None):
-    """The live view, listening before the model loads (a port in use fails at once)."""
+def _live_view(serve: str | None):
+    """The live view, listening before the model loads (a port in use fails at once); its
+    token comes from $EDGEKIT_SERVE_TOKEN only, never the command line."""
     if serve is None:
-        if token is not None:
-            raise UsageError("--token goes with --serve")
         return nullcontext()
     from edgekit.live.server import TOKEN_ENV, LiveView, serve_options
 
-    settings = serve_options(serve, token if token is not None else
-                             os.environ.get(TOKEN_ENV) or None)
+    settings = serve_options(serve, os.environ.get(TOKEN_ENV) or None)
     live = LiveView(settings)
     needs = "; open it once with ?token=TOKEN" if settings.token else ""
     click.echo(f"live view: {live.url}{needs}", err=True)
@@ -115,7 +97,8 @@ def _live_view(serve: str | None, token: str | None):
 
 @cli.command()
 @click.argument("model", type=click.Path(path_type=Path))
-@_source_options
+@options.source
+@run_capture
 @options.backend
 @options.infer(("device", "threads", "mode", "requests"))
 @options.fmt
@@ -123,51 +106,26 @@ def _live_view(serve: str | None, token: str | None):
 @options.postprocess()
 @options.preprocess()
 @click.option("--show", is_flag=True, help="Show a window (needs the GUI build of OpenCV).")
-@click.option("--save", type=click.Path(path_type=Path), metavar="FILE", help="Write an "
-              "annotated video (.avi MJPG or .mp4): the task's result (boxes, top-k bars, the "
-              "mask), FPS and per-stage ms.")
-@click.option("--jsonl", type=click.Path(path_type=Path), metavar="FILE", help="Write one "
-              "JSON line per frame: the task's result (detections, top-k classes, class "
-              "shares, output summaries) and stage timings.")
-@click.option("--save-masks", type=click.Path(path_type=Path), metavar="DIR", help="A "
-              "segmenter's class-id mask per frame, as an 8-bit PNG at the frame's size, "
-              "named after the source image (a folder) or frame_NNNNNN (a video).")
-@click.option("--raw-outputs", type=click.Path(path_type=Path), metavar="FILE.npz",
-              help="Every frame's outputs, as the model gave them, into one .npz "
-                   "(frameN_outI arrays).")
-@click.option("--repeat", is_flag=True, help="Play a video file or folder again each time it "
-              "ends, until stopped or --max-frames (a demo, or a service without a camera). "
-              "No mAP: frames repeat.")
-@click.option("--serve", metavar="[HOST:]PORT", help="Serve a live view while the loop runs: "
-              "the annotated video, FPS, per-stage latency and detections at http://HOST:PORT/ "
-              "(also /stream.mjpg, /snapshot.jpg, /stats.json, /metrics). HOST defaults to "
-              "127.0.0.1 (this machine only); 0.0.0.0 (every interface) needs --token.")
-@click.option("--token", metavar="TOKEN", show_default="$EDGEKIT_SERVE_TOKEN, which keeps it "
-              "off the command line", help="The live view's token (16+ characters): every "
-              "path answers 401 without it; open /?token=TOKEN once in a browser.")
+@save_option
+@click.option("--serve", metavar="[HOST:]PORT", help="Serve a live view (video, FPS, stage "
+              "latency, results) at http://HOST:PORT/; HOST 127.0.0.1 unless given, any other "
+              "needs a token in $EDGEKIT_SERVE_TOKEN.")
 @events_options
-@options.realtime
-@click.option("--no-pipeline", is_flag=True, help="Run the stages one after another.")
-@click.option("--queue-size", default=2, show_default=True, type=click.IntRange(min=1),
-              metavar="N", help="Frames between two stages.")
 @options.table_output
 @options.quiet
 @debug_option
-def run(model: Path, source: str, max_frames: int | None, truth: Path | None,
+def run(model: Path, source: str, capture: dict,
         backend: str | None, device: str | None, threads: int | None, fmt: str | None,
         labels: Path | None, task: str | None, top_k: int, smooth: int,
         detect: DetectionOptions, spec: SpecOptions, show: bool,
-        save: Path | None, jsonl: Path | None, save_masks: Path | None,
-        raw_outputs: Path | None, repeat: bool, serve: str | None,
-        token: str | None, events: EventsOptions, mode: str, requests: int | None,
-        realtime: str | None, no_pipeline: bool,
-        queue_size: int, view: str, quiet: bool) -> None:
+        outputs: Outputs, serve: str | None, events: EventsOptions, mode: str,
+        requests: int | None, view: str, quiet: bool) -> None:
     """Run the camera loop on a camera, a video, a folder of images or a stream.
 
     \b
     Any model: a classifier's top-k (--postprocess top_k=K,smooth=N), a detector's boxes,
-    a segmenter's mask (--postprocess task=segmentation, --save-masks), or any other
-    model's outputs (--postprocess task=generic, --raw-outputs); the bundle says which.
+    a segmenter's mask (--postprocess task=segmentation, --save DIR/), or any other
+    model's outputs (--postprocess task=generic, --save FILE.npz); the bundle says which.
     Stages capture -> preprocess -> infer -> postprocess -> sink run pipelined,
     one thread each, results in frame order; each is timed. A file is
     processed whole; a live camera drops stale frames instead of queueing
@@ -176,30 +134,26 @@ def run(model: Path, source: str, max_frames: int | None, truth: Path | None,
     A bundle brings its input spec and decoder; --preprocess and
     --postprocess override them, and a bare detector needs them. The
     summary says every value used and where it came from.
-    --repeat plays a file or folder in a loop, like a camera that never ends.
-    --save and --jsonl are written aside and renamed into place at the end
-    (also on Ctrl-C): an earlier file there stays until the new one is whole,
-    and a path that is the source or another output is refused first.
+    An earlier output file stays until the new one is whole, and a path that
+    is the source or another output is refused first.
     --serve shows it all live in a browser, for a device without a screen.
     --infer requests=N keeps N frames in the infer stage at once (results
     in frame order); mode=throughput tunes the runtime for frames per
-    second and keeps its recommended number in flight. A file is read as
-    fast as the loop takes it, so its end-to-end latency includes queueing
-    (shown apart as "queue wait");
-    --realtime reads it at its frame rate, as a camera delivers frames.
+    second and keeps its recommended number in flight.
 
     \b
     Examples:
       edgekit run out/demo/digit_detector --source out/demo/clip.avi --save annotated.avi
       edgekit run out/demo/lenet5_digits --source out/demo/clip.avi \\
         --postprocess top_k=3,smooth=5
-      edgekit run out/demo/digit_detector --source out/demo/clip.avi --repeat --serve 8080
+      edgekit run out/demo/digit_detector --source out/demo/clip.avi --capture repeat=on \\
+        --serve 8080
       edgekit run detector_int8.tflite --postprocess decoder=edgekit-grid,iou=0.45 \\
         --labels labels.txt --preprocess resize=letterbox --source out/demo/clip.avi
       edgekit run ssd_no_nms.tflite --postprocess decoder=ssd-raw,classes=person \\
         --labels coco_labels.txt --source 0
-      edgekit run out/demo/digit_detector --source out/demo/clip.avi --realtime \\
-        --infer requests=2
+      edgekit run out/demo/digit_detector --source out/demo/clip.avi \\
+        --capture realtime=source --infer requests=2
       EDGEKIT_SERVE_TOKEN=$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))') \\
         edgekit run bundle --source picamera2 --serve 0.0.0.0:8080
     """
@@ -208,23 +162,24 @@ def run(model: Path, source: str, max_frames: int | None, truth: Path | None,
     from edgekit.loop.run import check_run_outputs, loop_model, run_loop
     from edgekit.loop.sinks import check_mask_folder
 
-    paced = realtime_value(realtime)
     Concurrency(mode, requests)  # requests=0: one line, before anything loads
-    check_run_outputs(save, jsonl, source, truth,
+    truth, pipelined = capture.get("truth"), capture.get("pipeline", True)
+    check_run_outputs(outputs.video, outputs.jsonl, source, truth,
                       [model, labels, model / "edgekit.json" if model.is_dir() else None],
-                      raw_outputs=raw_outputs)
-    if save_masks is not None:
-        check_mask_folder(save_masks, [source, model, labels])
-    with _live_view(serve, token) as live, \
+                      raw_outputs=outputs.raw)
+    if outputs.masks is not None:
+        check_mask_folder(outputs.masks, [source, model, labels])
+    with _live_view(serve) as live, \
             loop_model(model, task=task, backend=backend, device=device, threads=threads,
                        fmt=fmt, labels=labels, spec=spec, detect=detect, mode=mode,
-                       requests=requests, pipelined=not no_pipeline,
+                       requests=requests, pipelined=pipelined,
                        sensor=is_imx500(source)) as loaded:
-        report = run_loop(loaded, source, save=save, jsonl=jsonl, show=show,
-                          max_frames=max_frames, pipelined=not no_pipeline,
-                          queue_size=queue_size, truth=truth, repeat=repeat,
-                          serve=live, realtime=paced, top_k=top_k, smooth=smooth,
-                          save_masks=save_masks, raw_outputs=raw_outputs, events=events)
+        report = run_loop(loaded, source, save=outputs.video, jsonl=outputs.jsonl, show=show,
+                          max_frames=capture.get("max_frames"), pipelined=pipelined,
+                          queue_size=capture.get("queue", 2), truth=truth,
+                          repeat=capture.get("repeat", False), serve=live,
+                          realtime=capture.get("realtime", False), top_k=top_k, smooth=smooth,
+                          save_masks=outputs.masks, raw_outputs=outputs.raw, events=events)
     click.echo(json.dumps(report.to_dict(), indent=2) if view == "json"
                else _summary(report, view))
     if report.stopped:
@@ -234,19 +189,19 @@ def run(model: Path, source: str, max_frames: int | None, truth: Path | None,
 
 @cli.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
-@_source_options
+@options.source
+@compare_capture
 @options.backends
 @options.infer(("threads", "mode", "requests"))
-@options.realtime
 @options.postprocess()
 @options.preprocess()
 @options.plot
 @options.table_output
 @options.quiet
 @debug_option
-def compare(bundle: Path, source: str, max_frames: int | None, truth: Path | None,
+def compare(bundle: Path, source: str, capture: dict,
             backend_list: str | None, threads: int | None, mode: str,
-            requests: int | None, realtime: str | None, task: str | None, top_k: int,
+            requests: int | None, task: str | None, top_k: int,
             smooth: int, detect: DetectionOptions, spec: SpecOptions,
             plot: Path | None, view: str, quiet: bool) -> None:
     """Run the same frames through each usable backend: one table, per-stage latency.
@@ -254,8 +209,9 @@ def compare(bundle: Path, source: str, max_frames: int | None, truth: Path | Non
     \b
     Backends that cannot run here are listed as skipped, with the reason.
     Every backend gets the bundle's input spec and decoder, with
-    --preprocess and --postprocess on top; the lines under the table say which values were used.
-    For a camera, give --max-frames (each backend gets its own frames).
+    --preprocess and --postprocess on top; the lines under the table say
+    which values were used. For a camera, give --capture max_frames=N (each
+    backend gets its own frames).
     The exit code is 1 when a backend failed.
 
     \b
@@ -271,10 +227,10 @@ def compare(bundle: Path, source: str, max_frames: int | None, truth: Path | Non
     check_outputs({"--plot": plot}, [bundle, source], {"--plot": SUFFIXES})
     chosen = parse_backends(backend_list)
     rows = run_compare(bundle, source, [f"{n}:{f}" if f else n for n, f in chosen],
-                       max_frames=max_frames, threads=threads, truth=truth, spec=spec,
-                       detect=detect, mode=mode, requests=requests,
-                       realtime=realtime_value(realtime), task=task, top_k=top_k,
-                       smooth=smooth, progress=progress_printer(not quiet))
+                       max_frames=capture.get("max_frames"), threads=threads,
+                       truth=capture.get("truth"), spec=spec, detect=detect, mode=mode,
+                       requests=requests, realtime=capture.get("realtime", False), task=task,
+                       top_k=top_k, smooth=smooth, progress=progress_printer(not quiet))
     click.echo(compare_json(rows) if view == "json" else compare_table(rows, view))
     save_plot(plot, any(r.report for r in rows), lambda: compare_plot(rows, plot, str(bundle)),
               quiet, "backend")

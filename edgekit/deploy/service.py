@@ -40,14 +40,15 @@ def systemd_quote(arg: str) -> str:
 
 def exec_start(plan: ReleasePlan, base: str) -> list[str]:
     """The command the unit runs: ``edgekit run`` on the current release's bundle. A video
-    file or folder as the profile's camera is played in a loop (--repeat): a service runs
-    until stopped. The AI Camera's sensor (``imx500[:N]``) runs the network itself: no
+    file or folder as the profile's camera is played in a loop (``--capture repeat=on``): a
+    service runs until stopped. The AI Camera's sensor (``imx500[:N]``) runs the network itself: no
     backend."""
     source = plan.target.camera
     runtime = [] if is_sensor(source) else [
         "--backend", plan.backend, *(["--infer", f"device={plan.device}"] if plan.device else [])]
     return [f"{base}/current/venv/bin/edgekit", "run", f"{base}/current/bundle",
-            "--source", source, *([] if is_live(source) else ["--repeat"]), *runtime,
+            "--source", source, *([] if is_live(source) else ["--capture", "repeat=on"]),
+            *runtime,
             *(["--serve", plan.target.serve] if plan.target.serve else []),
             *plan.run_args]  # tracks, events, clips (edgekit.events.service.run_args)
 

@@ -1,7 +1,7 @@
 """Detections that leave the device: tracks, events, where they go, and the clips around them.
 
 - ``tracking``: a track id per detection that persists across frames (``TrackingTask`` wraps a
-  detector's task, so every sink, ``--jsonl`` and the live view see the ids);
+  detector's task, so every sink, the JSON lines and the live view see the ids);
 - ``rules``: events (``new``, ``update``, ``end``) from tracks, with the filters and zones;
 - ``zones``: polygons in frame pixels;
 - ``destinations``: ``file.jsonl``, webhooks and MQTT, each behind a bounded queue that never

@@ -216,9 +216,9 @@ class ClipRecorder:
             return
         size = clip.file.tmp.stat().st_size
         if size > self.options.max_disk:
-            self._drop(name, clip, f"the clip is {size / 1e6:.1f} MB, more than --max-disk "
-                                   f"({self.options.max_disk / 1e6:.1f} MB): raise --max-disk "
-                                   "or shorten --pre/--post")
+            self._drop(name, clip, f"the clip is {size / 1e6:.1f} MB, more than max_disk "
+                                   f"({self.options.max_disk / 1e6:.1f} MB): raise max_disk "
+                                   "or shorten pre/post")
             return
         try:
             clip.file.commit()
@@ -252,16 +252,16 @@ class ClipRecorder:
             try:
                 os.unlink(oldest)
             except OSError as exc:
-                self._problem(f"cannot delete {oldest.name} for --max-disk: {cause(exc)}")
+                self._problem(f"cannot delete {oldest.name} for max_disk: {cause(exc)}")
                 break
             total -= size
             self.deleted += 1
         while total > limit and self._clips:  # the clips being written alone
             name, clip = next(iter(self._clips.items()))
             total -= _size(clip.file.tmp)
-            self._drop(name, clip, "the clips being written at once take more than --max-disk "
-                                   f"({self.options.max_disk / 1e6:.1f} MB): raise --max-disk "
-                                   "or shorten --pre/--post")
+            self._drop(name, clip, "the clips being written at once take more than max_disk "
+                                   f"({self.options.max_disk / 1e6:.1f} MB): raise max_disk "
+                                   "or shorten pre/post")
 
     def _drop(self, name: str, clip: _Clip, why: str) -> None:
         if clip.writer is not None:

@@ -1,7 +1,7 @@
 """Events from a classifier: its (smoothed) top-1 label seen as one object over the whole
 frame. A stretch of frames showing the same label is one "track": ``new`` once it has lasted
-``--events-min-frames`` frames, ``update`` at the bounded rate while it lasts, ``end`` when
-another label has held for ``--events-min-frames`` frames (a one-frame flicker neither ends a
+``min_frames`` frames, ``update`` at the bounded rate while it lasts, ``end`` when
+another label has held for ``min_frames`` frames (a one-frame flicker neither ends a
 label nor starts one). The rules, filters and destinations are the detector's (``rules``)."""
 from __future__ import annotations
 

@@ -77,31 +77,35 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def run_args(options: EventsOptions | None) -> list[str]:
-    """The ``edgekit run`` options that ask the device for the same tracks, events and clips."""
+    """The ``edgekit run`` options that ask the device for the same tracks, events and clips
+    (``--events URL``, ``--events-filter KEY=VALUE``, ``--clips DIR?pre=S&post=S&max_disk=N``)."""
     if options is None or not options.wanted():
         return []
     args: list[str] = []
     for url in options.destinations:
         args += ["--events", url]
+    keys: list[str] = []
     if options.track and not (options.destinations or options.clips):
-        args.append("--track")
+        keys.append("track=on")
     if options.classes:
-        args += ["--events-classes", ",".join(options.classes)]
+        keys.append("classes=" + ",".join(options.classes))
     if options.min_score:
-        args += ["--events-min-score", f"{options.min_score:g}"]
+        keys.append(f"min_score={options.min_score:g}")
     if options.min_frames != 1:
-        args += ["--events-min-frames", str(options.min_frames)]
+        keys.append(f"min_frames={options.min_frames}")
     if options.update_s != 5.0:
-        args += ["--events-update", f"{options.update_s:g}"]
-    for zone in options.zones:
-        corners = ",".join(f"{v:g}" for point in zone.points for v in point)
-        args += ["--events-zone", f"{zone.name}={corners}"]
+        keys.append(f"update={options.update_s:g}")
     if options.queue != QUEUE:
-        args += ["--events-queue", str(options.queue)]
+        keys.append(f"queue={options.queue}")
+    for zone in options.zones:  # one each: a zone's corners hold commas
+        keys.append(f"zone={zone.name}=" + ",".join(
+            f"{v:g}" for point in zone.points for v in point))
+    for key in keys:
+        args += ["--events-filter", key]
     if options.clips is not None:
         clips = options.clips
-        args += ["--clips", clips.folder, "--pre", f"{clips.pre_s:g}", "--post",
-                 f"{clips.post_s:g}", "--max-disk", str(clips.max_disk)]
+        args += ["--clips", f"{clips.folder}?pre={clips.pre_s:g}&post={clips.post_s:g}"
+                            f"&max_disk={clips.max_disk}"]
     return args
 
 
@@ -118,7 +122,7 @@ def counters_line(row: Mapping[str, Any]) -> str:
     """A destination's (or the clips') counters: in the run's summary and edgekit status."""
     if "clips" in row:
         return (f"clips: {row['clips']} written in {row['destination']} "
-                f"({row['bytes'] / 1e6:.1f} MB), {row['deleted']} deleted for --max-disk"
+                f"({row['bytes'] / 1e6:.1f} MB), {row['deleted']} deleted for max_disk"
                 + (f"; {row['last_error']}" if row.get("last_error") else ""))
     spooled = f", {row['spooled']} kept in the spool" if row.get("spooled") else ""
     return (f"events: {row['destination']}: {row['delivered']} delivered, {row['dropped']} "

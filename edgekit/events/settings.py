@@ -16,7 +16,7 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
-def parse_size(text: str, flag: str = "--max-disk") -> int:
+def parse_size(text: str, flag: str = "max_disk") -> int:
     """``500M``, ``2G``, ``1.5GB``, ``800000``: bytes (binary units)."""
     match = _SIZE.match(str(text))
     if not match:
@@ -36,7 +36,7 @@ class ClipOptions:
 @keyword_only
 @dataclass(frozen=True)
 class EventsOptions:
-    """``--events`` destinations and their filters, ``--track``, and ``--clips``."""
+    """``--events`` destinations, the ``--events-filter`` keys, and ``--clips``."""
 
     destinations: tuple[str, ...] = ()
     classes: tuple[str, ...] = ()

@@ -38,7 +38,7 @@ class EventsSink(Sink):
                  device: str | None = None) -> None:
         self.device = device or socket.gethostname()
         self.options = options
-        # a classifier's label ends when another has held for --events-min-frames (labels)
+        # a classifier's label ends when another has held for min_frames (labels)
         end_frames = (options.min_frames if getattr(model, "task", "") == "classification"
                       else lost_frames(fps))
         self.maker = EventMaker(options.rules(end_frames), self.device, bundle_name(model))

@@ -6,7 +6,7 @@ MOTA and IDF1 with motmetrics): on a 30 s clip its IDF1 was 0.80 against 0.45 fo
 SORT and 0.30 for its ByteTrack (both class-agnostic: they keep one id across a digit that
 turns into another), at a MOTA of 0.70 against 0.78. ``TrackingTask``
 wraps a detector's task, so the ids are in every result the loop hands on: drawn, in
-``--jsonl``, in ``/stats.json``'s latest frame, and in the events.
+the JSON lines, in ``/stats.json``'s latest frame, and in the events.
 """
 from __future__ import annotations
 

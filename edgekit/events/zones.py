@@ -9,7 +9,7 @@ import numpy as np
 
 from edgekit.errors import UsageError
 
-FLAG = "--events-zone"
+FLAG = "--events-filter zone"
 
 
 @dataclass(frozen=True)

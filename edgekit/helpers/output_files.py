@@ -130,7 +130,7 @@ def refuse_bundle_file(option: str, path: Path) -> None:
 
 
 def check_folder(option: str, folder: Path, inputs: Sequence[str | Path | None] = ()) -> None:
-    """Refuse an output folder (``--save-masks DIR``: files written into it) that is a file,
+    """Refuse an output folder (``--save DIR/``: the masks written into it) that is a file,
     an input, inside a bundle or inside a folder the command reads (UsageError)."""
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"{option} {folder}: that is a file; give a folder")

@@ -110,7 +110,7 @@ def serve_options(text: str, token: str | None = None) -> ServeOptions:
         check_token(token)
     elif not loopback:
         raise UsageError(f"serve {text} can be reached from other machines, so it needs a "
-                         f"token: add `token` TOKEN or set {TOKEN_ENV} (make one with "
+                         f"token: set {TOKEN_ENV} (make one with "
                          f"{MAKE_TOKEN}), or serve on 127.0.0.1 and reach it through "
                          f"ssh -L {port}:127.0.0.1:{port}", param="serve")
     return ServeOptions(host=host, port=port, token=token, family=family, address=address,

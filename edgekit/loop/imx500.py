@@ -8,7 +8,7 @@ Each ``Frame`` this source yields carries both (``SensorOutputs``); the loop's i
 them instead of running a backend, and its time is the sensor's DNN time. Pre-processing
 still computes how frame pixels map onto the model's input (the sensor scales its whole
 field of view to the input: a stretch), and edgekit's post-processing, drawing, live view,
-metrics and ``--jsonl`` follow as for every backend.
+metrics and the JSON lines follow as for every backend.
 
 ``network.rpk`` is ``NAME_imx500.rpk`` beside the artifact in the bundle (deploy makes it
 there), else made once with ``imx500-package`` (Raspberry Pi OS's imx500-tools) into the cache.

@@ -69,7 +69,7 @@ def compare_table(rows: Sequence[CompareRow], view: str = "text") -> str:
                            else "")
                         + ("" if paced or (ran and ran[0].live) else
                            "; the file is read as fast as the loop takes it, so end to end "
-                           "includes the queue wait (--realtime paces it)") + used)
+                           "includes the queue wait (--capture realtime paces it)") + used)
 
 
 def compare_markdown(rows: Sequence[CompareRow]) -> str:

@@ -84,7 +84,7 @@ class RunReport:
     decoder: str = ""  # the task's line: the decoder and its parameters used, the top-k...
     summary: Summary = field(default_factory=Summary)  # what the clip added up to (the task's)
     requests: int = 1  # frames in the infer stage at once
-    paced_fps: float | None = None  # --realtime: the rate a file or folder was read at
+    paced_fps: float | None = None  # realtime: the rate a file or folder was read at
     live: bool = False  # a camera or stream: frames arrive at their own rate
     notes: list[str] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)  # per destination: counters
@@ -220,13 +220,14 @@ def check_run_outputs(save: Path | None, jsonl: Path | None, source: str | int |
                       truth: Path | None = None,
                       others: Sequence[str | Path | None] = (),
                       raw_outputs: Path | None = None) -> None:
-    """Refuse --save/--jsonl/--raw-outputs paths that are an input (the source, its ground
-    truth, found beside it or given, ``others`` such as the model), each other or a folder,
-    before anything is read."""
+    """Refuse output paths (run's ``--save``: the video, the JSON lines, the raw outputs) that
+    are an input (the source, its ground truth, found beside it or given, ``others`` such as
+    the model), each other or a folder, before anything is read."""
     found = truth_path(str(source), None if truth is None else Path(truth))
     inputs = [str(i) for i in [source, found, *others] if i is not None]
-    check_outputs({"--save": save, "--jsonl": jsonl, "--raw-outputs": raw_outputs}, inputs,
-                  {"--save": VIDEO_SUFFIXES, "--raw-outputs": (".npz",)})
+    raw = "--save (raw outputs)"
+    check_outputs({"--save": save, "--save (JSON lines)": jsonl, raw: raw_outputs}, inputs,
+                  {"--save": VIDEO_SUFFIXES, raw: (".npz",)})
 
 
 @checked
@@ -291,7 +292,7 @@ def run_loop(model: LoadedModel, source_spec: str | int | Path, *,
     else:
         source = open_source(source_spec, repeat=repeat)
     if realtime is not False and live:
-        notes.append(f"--realtime: {source.description} delivers frames at its own rate "
+        notes.append(f"--capture realtime: {source.description} delivers frames at its own rate "
                      "already, as a camera or stream does; nothing to pace")
     classes = None  # a classifier on a file or folder: its labels, if the source has some
     if model.task == "classification" and not repeat and not live:

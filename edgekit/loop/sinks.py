@@ -160,7 +160,7 @@ class JsonlSink(Sink):
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._pending = PendingFile(path, "--jsonl")
+        self._pending = PendingFile(path, "--save (JSON lines)")
         try:
             self._file = open(self._pending.tmp, "w")
         except OSError as exc:
@@ -265,9 +265,9 @@ def frame_stem(index: int, name: str) -> str:
 
 
 def check_mask_folder(folder: Path, inputs: Sequence[str | Path | None] = ()) -> None:
-    """``--save-masks`` is a folder (that exists or can be made) outside what is read and
+    """``--save DIR/`` (the masks) is a folder (that exists or can be made) outside what is read and
     outside any bundle (``outputs.check_folder``)."""
-    check_folder("--save-masks", folder, inputs)
+    check_folder("--save (masks)", folder, inputs)
 
 
 class MaskSink(Sink):
@@ -280,7 +280,7 @@ class MaskSink(Sink):
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise WriteFailed(f"--save-masks {folder}: cannot make the folder: "
+            raise WriteFailed(f"--save (masks) {folder}: cannot make the folder: "
                               f"{exc.strerror or exc}") from None
         self.folder = folder
         self.frames = 0
@@ -292,7 +292,7 @@ class MaskSink(Sink):
         if mask is None:
             return
         target = PendingFile(self.folder / f"{frame_stem(item.frame.index, item.frame.name)}"
-                                           ".png", "--save-masks")
+                                           ".png", "--save (masks)")
         try:
             ok, data = cv2.imencode(".png", mask)
             if not ok:
@@ -317,7 +317,7 @@ class RawOutputsSink(Sink):
         import zipfile
 
         self.path = path
-        self._pending = PendingFile(path, "--raw-outputs")
+        self._pending = PendingFile(path, "--save (raw outputs)")
         try:
             self._zip = zipfile.ZipFile(self._pending.tmp, "w", zipfile.ZIP_STORED,
                                         allowZip64=True)

@@ -11,7 +11,7 @@ with what it has written. A stream URL that sends nothing for ``STREAM_TIMEOUT_S
 (its camera hung, the connection still open) has failed as one that closed has:
 OpenCV's FFmpeg reader is opened with that timeout for connecting and for each
 read, not its default 30 s. A file or folder
-can be repeated (``--repeat``): it starts again from its first frame each time it
+can be repeated (``--capture repeat=on``): it starts again from its first frame each time it
 ends, so the loop runs until stopped, like a camera (a demo, a deployed service).
 """
 from __future__ import annotations
@@ -75,7 +75,7 @@ class Source(ABC):
         """The next frame, or None when the source has ended."""
 
     def wait_turn(self) -> None:
-        """Wait until the next frame is due (a paced file, ``--realtime``); untimed."""
+        """Wait until the next frame is due (a paced file, ``--capture realtime``); untimed."""
 
     def close(self) -> None:
         """Release the device or file."""
@@ -373,7 +373,7 @@ class Repeating(Source):
 
 class Paced(Source):
     """A file or folder delivered at ``fps`` frames per second, as a camera delivers them
-    (``--realtime``): frame k is read no earlier than k / fps seconds after the first. A
+    (``--capture realtime``): frame k is read no earlier than k / fps seconds after the first. A
     loop slower than that falls behind and catches up as fast as it can."""
 
     def __init__(self, inner: Source, fps: float) -> None:
@@ -403,7 +403,7 @@ class Paced(Source):
 
 
 def paced(source: Source, spec: str | int | Path, fps: float | None) -> Source:
-    """``source`` paced at ``fps`` (None: its own frame rate) for ``--realtime``. A folder of
+    """``source`` paced at ``fps`` (None: its own frame rate) for ``realtime``. A folder of
     images has no frame rate of its own: it needs a number (UsageError)."""
     rate = fps or source.fps
     if rate is None:

@@ -1,5 +1,5 @@
 """A detection clip's truth: boxes per source frame (the demo clip's ``CLIP.json``, or
-``--truth FILE``), and the loop's mAP against it. A classification clip's truth is in
+``--capture truth=FILE``), and the loop's mAP against it. A classification clip's truth is in
 labels.py."""
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ class GroundTruth:
 
 
 def truth_path(spec: str | Path, explicit: Path | None = None) -> Path | None:
-    """``--truth FILE``, else ``SOURCE.json`` beside a video file or image folder, if present."""
+    """``--capture truth=FILE``, else ``SOURCE.json`` beside a video file or image folder, if
+    present."""
     if explicit is not None:
         return Path(explicit)
     text = str(spec)
@@ -43,7 +44,7 @@ def find_ground_truth(spec: str | Path, explicit: Path | None = None) -> GroundT
     if path is None:
         return None
     try:
-        data = json.loads(read_small(path, TRUTH_MAX_BYTES, "--truth"))
+        data = json.loads(read_small(path, TRUTH_MAX_BYTES, "--capture truth"))
         objects = data["objects"]
         frames = objects if isinstance(objects, dict) else dict(enumerate(objects))
         return GroundTruth(list(data.get("labels", [])),

@@ -3,7 +3,7 @@
 The loop (``edgekit.loop``) runs capture -> preprocess -> infer -> postprocess -> sink for
 any model. What the numbers mean is the task's: ``LoopTask.postprocess`` turns one frame's
 outputs into a ``FrameResult``, which knows how it is drawn on the frame and what it says in
-JSON (a ``--jsonl`` line, ``/stats.json``'s latest frame, the live view). A task may keep
+JSON (a line of ``--save F.jsonl``, ``/stats.json``'s latest frame, the live view). A task may keep
 state across frames (a classifier's smoothing) and add up the clip at the end (``summary``).
 
 The tasks: ``detection`` (boxes), ``classification`` (top-k, smoothed), ``segmentation``
@@ -30,7 +30,7 @@ class FrameResult(ABC):
 
     @abstractmethod
     def record(self) -> dict[str, Any]:
-        """The frame's result as JSON-ready fields (a --jsonl line, /stats.json's latest)."""
+        """The frame's result as JSON-ready fields (a JSON line of --save, /stats.json's latest)."""
 
     @abstractmethod
     def draw(self, image: np.ndarray, lines: Sequence[str]) -> np.ndarray:

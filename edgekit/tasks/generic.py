@@ -1,5 +1,5 @@
 """Any other model (regression, embeddings, ...): each output's shape and a short summary per
-frame; the loop times it like any task, and ``--raw-outputs`` keeps the arrays."""
+frame; the loop times it like any task, and ``--save FILE.npz`` keeps the arrays."""
 from __future__ import annotations
 
 from collections.abc import Sequence

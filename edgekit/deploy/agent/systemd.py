@@ -70,7 +70,7 @@ def why_down(state, restarts, seconds):
         return f"it failed: {exit_text(state)}"
     if state.get("ActiveState") == "inactive":
         return (f"{exit_text(state)} and stopped: the loop ended (a video file ends: give the "
-                "service a camera, or a file it plays with --repeat)")
+                "service a camera, or a file it plays with --capture repeat=on)")
     if state.get("SubState") == "auto-restart":
         return f"{exit_text(state)} and systemd is about to restart it"
     return f"it restarted {restarted} time(s) within {seconds:.0f} s ({exit_text(state)})"
