@@ -22,12 +22,9 @@ def _run(*args: str) -> tuple[int, str]:
 @pytest.mark.parametrize("old, new", [
     ("--jsonl", "--save FILE.jsonl"), ("--raw-outputs", "--save FILE.npz"),
     ("--save-masks", "--save DIR/"), ("--max-frames", "--capture max_frames=N"),
-    ("--truth", "--capture truth=FILE"), ("--capture", "realtime=source",
-                                          "--capture realtime=FPS|source"),
-    ("--capture", "repeat=on", "--capture repeat=on|off"), ("--capture", "pipeline=off",
-                                                            "--capture pipeline=off"),
-    ("--queue-size", "--capture queue=N"), ("--events-filter", "track=on",
-                                            "--events-filter track=on"),
+    ("--truth", "--capture truth=FILE"), ("--realtime", "--capture realtime=FPS|source"),
+    ("--repeat", "--capture repeat=on|off"), ("--no-pipeline", "--capture pipeline=off"),
+    ("--queue-size", "--capture queue=N"), ("--track", "--events-filter track=on"),
     ("--events-classes", "--events-filter classes=A,B"),
     ("--events-zone", "--events-filter zone=NAME=X1,Y1,X2,Y2,X3,Y3"),
     ("--events-queue", "--events-filter queue=N"), ("--pre", "--clips DIR?pre=S"),
@@ -40,7 +37,7 @@ def test_an_old_flag_names_its_new_spelling(old: str, new: str) -> None:
 
 
 def test_compare_moved_its_source_flags_too() -> None:
-    result = CliRunner().invoke(cli, ["compare", "b", "--source", "0", "--capture", "max_frames=3"])
+    result = CliRunner().invoke(cli, ["compare", "b", "--source", "0", "--max-frames", "3"])
     assert result.exit_code == 2 and "--max-frames is now --capture max_frames=N" in result.output
     result = CliRunner().invoke(cli, ["compare", "b", "--source", "0", "--capture", "repeat=on"])
     assert result.exit_code == 2 and "unknown key 'repeat'" in result.output

@@ -41,11 +41,11 @@ CAPTURE_KEYS = {
 COMPARE_KEYS = ("max_frames", "truth", "realtime")
 _HELP = "How the source is read (repeatable)."
 
-run_capture = family("--capture", "capture", CAPTURE_KEYS, _HELP, renamed={
-    "--max-frames": "max_frames", "--truth": "truth", "--realtime": "realtime",
-    "--repeat": "repeat", "--queue-size": "queue"})
+_MOVED = {"--max-frames": "max_frames", "--truth": "truth", "--realtime": "realtime",
+          "--repeat": "repeat", "--queue-size": "queue"}
+run_capture = family("--capture", "capture", CAPTURE_KEYS, _HELP, renamed=_MOVED)
 compare_capture = family("--capture", "capture", {k: CAPTURE_KEYS[k] for k in COMPARE_KEYS},
-                         _HELP)
+                         _HELP, renamed={o: k for o, k in _MOVED.items() if k in COMPARE_KEYS})
 renamed("--no-pipeline", "--capture pipeline=off")
 
 
