@@ -208,10 +208,12 @@ def _run(request: DeployRequest, plan: ReleasePlan, session: Session) -> DeployR
     link = session.link(request.host, request.ssh, request.python, request.base, known)
     record: dict[str, Any] = {}
     variables = plan_vars(plan, request.service)
-    if request.service and "--events" in plan.run_args:  # read here, sent on stdin only
+    if request.service:  # the service's secrets: read here, sent on stdin only
+        from edgekit.deploy.service import source_secret
         from edgekit.events.service import service_secrets
 
-        variables["events_env"] = service_secrets()
+        secrets = service_secrets() if "--events" in plan.run_args else {}
+        variables["events_env"] = {**secrets, **source_secret(plan)}
     steps.deploy(link, variables, session.journal(record),
                  samples=request.samples, keep=request.keep, settle=request.settle,
                  lock_timeout=request.lock_timeout)
