@@ -69,6 +69,7 @@ class RoleSettings:
     timeout: float = 60.0
     rollback_to: str = ""
     results_dir: str = ""
+    secrets_file: str = ""
 
 
 _COMMENTS = {
@@ -82,6 +83,8 @@ _COMMENTS = {
     "timeout": "seconds a silent link is tolerated",
     "rollback_to": "rollback.yml: this release instead of the one before current",
     "results_dir": "set: each host's result as JSON there (edgekit deploy --inventory)",
+    "secrets_file": "set: a 0600 JSON file, {target: {VARIABLE: value}}, of the service's "
+                    "secrets (events credentials, EDGEKIT_SOURCE) for service.env",
 }
 
 
