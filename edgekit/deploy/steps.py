@@ -43,6 +43,14 @@ LEFTOVER = ("the incomplete release folder (releases/.incoming-*) is never used,
             "deploy removes it")
 
 
+def private_source(source, private):
+    """The agent's source (bytes) with ``private`` (secrets for the payload) set in it: they
+    ride in the source on the agent's stdin, never on a command line (agent/main.PRIVATE)."""
+    if not private:
+        return source
+    return source.replace(b"\nPRIVATE = {}", b"\nPRIVATE = " + repr(private).encode(), 1)
+
+
 class StepFailed(Exception):
     """A step that failed; ``kind``: "connection" (ssh's own stderr in ``stderr``), "device",
     "disk_full", "locked" or "service"."""

@@ -65,6 +65,8 @@ def ansible_link(steps, action, python, base, source, timeout):
             self.address = action.record["address"]["host"]
 
         def call(self, command, step, **payload):
+            # secrets (``private``) ride in the agent's source on stdin, never on argv
+            source = steps.private_source(self.source, payload.pop("private", None))
             payload = dict({"base": self.base, "unit": steps.UNIT_NAME}, **payload)
             if self.token:
                 payload["lock"] = self.token
@@ -72,7 +74,7 @@ def ansible_link(steps, action, python, base, source, timeout):
                                  json.dumps(payload, separators=(",", ":"))])
             try:
                 done = action._low_level_execute_command(remote, sudoable=False,
-                                                         in_data=self.source)
+                                                         in_data=source)
             except AnsibleConnectionFailure as exc:
                 raise steps.StepFailed(step, f"{step}: {exc}", "connection", str(exc)) from None
             if done["rc"] == 255:
