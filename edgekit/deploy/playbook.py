@@ -240,6 +240,10 @@ folder again with that target. The inventory this was written for:
 - `roles/{ROLE_NAME}/defaults/main.yml`: the device's Python (`edgekit_python`), the releases'
   folder (`edgekit_remote_dir`), the smoke test's samples, releases kept, the service's settle
   time, the lock's wait; set any of them as a host or group variable to override it per host.
+- The service's secrets (the events' MQTT or webhook credentials, a camera URL with a password,
+  which the unit reads as `EDGEKIT_SOURCE`) are not in this folder: give them as a JSON file
+  of mode 0600, `{{"TARGET": {{"VARIABLE": "value"}}}}`, with `-e edgekit_secrets_file=FILE`;
+  each device gets its target's part in its `~/edgekit/service.env` (mode 0600).
 - `ansible.cfg`: ssh's options. Host-key checking stays on (`StrictHostKeyChecking=yes`, before
   anything Ansible adds): trust each device's key first (`ssh-keyscan -p PORT HOST >>
   ~/.ssh/known_hosts`, after checking its fingerprint). In AWX or CI, keep your own
