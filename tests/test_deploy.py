@@ -149,14 +149,15 @@ def test_dry_run_of_a_device_that_cannot_be_asked(lenet_bundle: Path, tmp_path: 
 
 def test_a_camera_url_s_password_never_shows(lenet_bundle: Path, tmp_path: Path) -> None:
     """deploy --dry-run (text and --json) and status mask a camera URL's credentials and query
-    values (the unit on the device needs them; the screen does not)."""
+    values: the unit runs ``--source env:EDGEKIT_SOURCE`` and the URL goes into the device's
+    0600 service.env (a step named in the plan), and any URL status shows is masked."""
     camera = "rtsp://user:s3cret@cam.local/stream?token=t0ken"
     profile = local_profile(tmp_path, edits={'camera = "0"': f'camera = "{camera}"'})
     args = ("deploy", lenet_bundle, "--target", profile, "--host", "pi@127.0.0.1", "--ssh",
             f"port={free_port()},timeout=5", "--dry-run", "--service", "--offline")
     for result in (run_cli(*args), run_cli(*args, "--json")):
         assert result.returncode == 0, result.stderr
-        assert "rtsp://***@cam.local/stream?token=***" in result.stdout
+        assert "env:EDGEKIT_SOURCE" in result.stdout and "EDGEKIT_SOURCE)" in result.stdout
         assert "s3cret" not in result.stdout and "t0ken" not in result.stdout
     from edgekit.deploy.report import DeployReport
 

@@ -14,11 +14,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, assert_clean_error, run_cli
 
 from edgekit.deploy import checks
 from edgekit.deploy.agent import smoke as agent
-from edgekit.deploy.service import unit_text
+from edgekit.deploy.service import source_secret, unit_text
 from edgekit.deploy.targets import find_target
 
 STANDINS = ROOT / "tests" / "standins"
@@ -33,10 +33,49 @@ def unit_for(camera: str) -> str:
 
 
 @pytest.mark.parametrize("camera", ["0", "picamera2:1", "/srv/clips/a clip 100%.avi",
-                                    "rtsp://user:pw@cam.local/stream", "clips/$HOME.avi"])
+                                    "rtsp://cam.local/stream", "clips/$HOME.avi"])
 def test_the_source_read_back_from_the_unit(camera: str) -> None:
     assert agent.unit_source(unit_for(camera)) == camera
     assert agent.unit_source("[Service]\nExecStart=/bin/true\n") is None
+
+
+def test_a_camera_url_with_a_password_goes_in_the_environment_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The unit names the variable (``--source env:EDGEKIT_SOURCE``); the URL itself goes into
+    the 0600 service.env through the agent, and the device check lets it pass."""
+    import stat
+
+    from edgekit.deploy.agent import env as agent_env
+
+    camera = "rtsp://user:pw@cam.local/stream?token=t0ken"
+    unit = unit_for(camera)
+    assert "pw@" not in unit and "t0ken" not in unit and "repeat=on" not in unit
+    assert agent.unit_source(unit) == "env:EDGEKIT_SOURCE"
+    assert 'EnvironmentFile=-/home/pi/edge kit/service.env\n' in unit
+    plan = SimpleNamespace(target=replace(find_target("rpi4-cpu"), camera=camera))
+    assert source_secret(plan) == {"EDGEKIT_SOURCE": camera}
+    for plain in ("rtsp://cam.local/stream", "0", "clip.avi"):
+        assert source_secret(SimpleNamespace(target=replace(plan.target, camera=plain))) == {}
+        assert "EnvironmentFile" not in unit_for(plain)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr(agent_env, "require_lock", lambda payload: None)
+    answer = agent_env.service_env({"base": "edgekit", "variables": source_secret(plan)})
+    env = tmp_path / "edgekit" / "service.env"
+    assert answer["set"] == ["EDGEKIT_SOURCE"] and f"EDGEKIT_SOURCE={camera}" in \
+        env.read_text().splitlines() and stat.S_IMODE(env.stat().st_mode) == 0o600
+    assert agent.source_problem("env:EDGEKIT_SOURCE", "/", sys.executable, {}) is None
+
+
+def test_run_reads_a_source_from_the_environment(detector_bundle: Path, demo_clip: Path) -> None:
+    """``edgekit run --source env:NAME`` runs NAME's value; unset, one line that says so."""
+    result = run_cli("run", detector_bundle, "--source", "env:EDGEKIT_SOURCE", "--capture",
+                     "max_frames=3", "--json", env={"EDGEKIT_SOURCE": str(demo_clip)})
+    assert result.returncode == 0, result.stderr
+    assert '"frames": 3' in result.stdout.replace('"frames":3', '"frames": 3')
+    unset = {k: v for k, v in os.environ.items() if k != "EDGEKIT_SOURCE"}
+    result = run_cli("run", detector_bundle, "--source", "env:EDGEKIT_SOURCE",
+                     env={**unset, "EDGEKIT_SOURCE": ""})
+    assert_clean_error(result, "env:EDGEKIT_SOURCE", "EDGEKIT_SOURCE is not set")
 
 
 def test_a_missing_camera_or_file_is_named_with_the_fix(tmp_path: Path) -> None:

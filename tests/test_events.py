@@ -357,6 +357,46 @@ def test_home_assistant_discovery_a_device_with_a_sensor_per_class(tmp_path: Pat
 
 
 @needs_broker
+def test_discovery_removes_the_sensors_of_classes_no_longer_present(tmp_path: Path) -> None:
+    """A camera that ran a bundle with a "dog" class, then one without: at start the second
+    empties the retained config of "dog" (Home Assistant's way to remove an entity) and its
+    state topic; the present classes' configs stay, and another device's are left alone."""
+    broker = Broker(tmp_path).start()
+    url = f"{broker.url}/yard?discovery=homeassistant"
+    other = "homeassistant/sensor/edgekit_back_cam/dog/config"
+    try:
+        neighbour = Subscriber(broker.port)
+        neighbour.client.publish(other, '{"state_topic": "back/state/dog"}', qos=1,
+                                 retain=True).wait_for_publish(5)
+        neighbour.close()
+        for labels in (["7", "cat", "dog"], ["7", "cat"]):
+            watch = Subscriber(broker.port, "homeassistant/#")
+            outbox = Outbox(parse_destination(url, "Front cam", {}))
+            outbox.destination.describe(labels, "digit_detector")
+            outbox.start()
+            outbox.put(_event(1))
+            assert _wait(lambda o=outbox: o.delivered == 1)
+            if labels == ["7", "cat"]:  # the removal is seen live
+                assert _wait(lambda w=watch: b"" in w.on("edgekit_front_cam/dog/config"))
+            watch.close()
+            outbox.close()
+        late = Subscriber(broker.port)  # Home Assistant starting later: what is retained
+        try:
+            assert _wait(lambda: len(late.on("/config")) == 3 and late.on("yard/state/cat"))
+            time.sleep(0.3)  # retained ones come at once: nothing else is on its way
+            retained = {t for t, payload, _, kept in late.messages if kept and payload}
+        finally:
+            late.close()
+    finally:
+        broker.stop()
+    assert sorted(t for t in retained if t.endswith("/config")) == [
+        other, "homeassistant/sensor/edgekit_front_cam/7/config",
+        "homeassistant/sensor/edgekit_front_cam/cat/config"]
+    assert "yard/state/cat" in retained and "yard/state/7" in retained
+    assert "yard/state/dog" not in retained
+
+
+@needs_broker
 def test_the_disk_spool_keeps_what_the_queue_cannot_while_the_broker_is_down(
         tmp_path: Path) -> None:
     """?spool=DIR: with the broker stopped, 3 events wait in memory and the next go to the

@@ -14,8 +14,10 @@ from conftest import run_cli
 from tmpfs import fill, read_only, tmpfs
 
 from edgekit.errors import WriteFailed
+from edgekit.events import clips as clips_module
 from edgekit.events.clips import WRITER_BUFFER, ClipRecorder, clip_files
 from edgekit.events.rules import Event
+from edgekit.events.service import counters_line
 from edgekit.events.settings import ClipOptions, parse_size
 from edgekit.loop.pipeline import Item
 from edgekit.loop.sinks import video_frames
@@ -120,6 +122,56 @@ def test_a_full_disk_discards_the_clip_and_the_recorder_goes_on(tmp_path: Path) 
         assert not [p for p in folder.iterdir() if p.name.startswith(".edgekit")
                     or p.name.startswith(".e1")]
     assert recorder.counters()["failed"] == 1 and len(said) == 1 and "not kept" in said[0]
+
+
+class _SlowRecorder(ClipRecorder):
+    """A recorder that takes 40 ms a frame (a loaded machine), noting the raw bytes of the
+    frames waiting for it each time the loop hands one over."""
+
+    def __init__(self, *args: object) -> None:
+        self.waiting: list[int] = []
+        self.recorded = 0
+        super().__init__(*args)
+
+    def frame(self, item: Item) -> None:
+        super().frame(item)
+        self.waiting.append(sum(m[2].nbytes for m in list(self._queue.queue)
+                                if m[0] == "frame"))
+
+    def _frame(self, captured: float, image: object) -> None:
+        time.sleep(0.04)
+        self.recorded += 1
+        super()._frame(captured, image)
+
+
+def test_a_slow_recorder_holds_at_most_the_backlog_budget_and_counts_what_it_skips(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    budget = 3 << 20  # three VGA frames
+    monkeypatch.setattr(clips_module, "BACKLOG_BYTES", budget)
+    assert clips_module.BACKLOG_BYTES <= 8 << 20  # the default stays a few MB too
+    clock, said = _Clock(), []
+    recorder = _SlowRecorder(ClipOptions(folder=str(tmp_path), pre_s=0.5, post_s=0.5,
+                                         max_disk=parse_size("50M")), FPS, said.append)
+    frames = 120
+    big = np.zeros((480, 640, 3), np.uint8)  # 0.9 MB raw, as a VGA camera's frames
+    events = []
+    for index in range(frames):
+        item = clock.item(index)
+        item.frame.image = big + np.uint8(index % 200)
+        recorder.frame(item)
+        for kind, when in (("new", 10), ("end", 100)):
+            if index == when:
+                events.append(_event(kind, 1, clock, index, len(events) + 1))
+                recorder.event(events[-1])
+    recorder.close()
+    assert max(recorder.waiting) <= budget  # 64 frames would have been 59 MB
+    counters = recorder.counters()
+    assert counters["skipped_frames"] > 0
+    assert counters["skipped_frames"] + recorder.recorded == frames
+    assert f"{counters['skipped_frames']} frames skipped" in counters_line(counters)
+    clips = clip_files(tmp_path)  # the clip still holds every frame the recorder took
+    assert [p.name for p in clips] == ["e1-7-track1.avi"] and counters["clips"] == 1
+    assert 0 < video_frames(clips[0]) <= recorder.recorded and not said
 
 
 @pytest.mark.slow

@@ -580,3 +580,39 @@ def test_the_emulated_pi_is_one_more_host(fleet: fd.FleetSshd, emulated_pi: SshS
         assert hosts[name]["status"] == "ok" and hosts[name]["smoke"]["matches"] == 10
         assert current(device) == f"releases/{hosts[name]['release']}"
         assert intact(device.local_path(f"edgekit/releases/{hosts[name]['release']}"))
+
+
+@pytest.mark.slow
+def test_the_service_s_secrets_reach_each_device_and_status_shows_its_counters(
+        fleet: fd.FleetSshd, lenet_bundle: Path, tmp_path: Path) -> None:
+    """deploy --inventory --service with events and a camera URL with a password: both reach
+    the device's 0600 service.env (the unit says --source env:EDGEKIT_SOURCE); neither is in the
+    unit, the report or Ansible's output; status --inventory shows the service's counters."""
+    device = fleet.devices[0]
+    known = device.known_hosts_file
+    camera = "rtsp://admin:pa55@127.0.0.1:9/live"
+    profile = local_profile(tmp_path, edits={'camera = "0"': f'camera = "{camera}"\n\n'
+                                             '[service]\nevents = ["events.jsonl"]'})
+    inventory = inventory_for(tmp_path / "lab.ini", [("cam1", device)], profile)
+    done = run_cli("deploy", lenet_bundle, "--inventory", inventory, "--offline", "--service",
+                   "--known-hosts", known, "--python", "/usr/bin/python3",
+                   env={"EDGEKIT_EVENTS_USERNAME": "cam", "EDGEKIT_EVENTS_PASSWORD": "s3cret"})
+    assert done.returncode == 0, done.stderr
+    env = device.local_path("edgekit/service.env")
+    lines = env.read_text().splitlines()
+    assert "EDGEKIT_EVENTS_PASSWORD=s3cret" in lines and f"EDGEKIT_SOURCE={camera}" in lines
+    assert stat.S_IMODE(env.stat().st_mode) == 0o600
+    unit = device.local_path(".config/systemd/user/edgekit.service").read_text()
+    assert " --source env:EDGEKIT_SOURCE " in unit and f"EnvironmentFile=-{env}\n" in unit
+    for text in (unit, done.stdout, done.stderr, log_path().read_text()):
+        assert "s3cret" not in text and "pa55" not in text
+    # the service's loop writes its counters there every second (edgekit.events.sink)
+    state = {"time": time.time(), "device": "cam1", "destinations": [
+        {"destination": "events.jsonl", "delivered": 7, "dropped": 0, "queued": 0,
+         "spooled": 0, "last_error": ""}]}
+    device.local_path("edgekit/events-state.json").write_text(json.dumps(state))
+    shown = run_cli("status", "--inventory", inventory, "--known-hosts", known, "--python",
+                    "/usr/bin/python3")
+    assert shown.returncode == 0, shown.stderr
+    assert "cam1: events: events.jsonl: 7 delivered, 0 dropped; 0 queued (as of " in shown.stdout
+    assert "pa55" not in shown.stdout

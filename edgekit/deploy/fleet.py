@@ -48,6 +48,7 @@ from edgekit.deploy.release import (
     Progress,
     Session,
     check_waits,
+    device_secrets,
     make_plan,
     silent,
 )
@@ -58,6 +59,7 @@ from edgekit.deploy.targets import Target, find_target
 from edgekit.errors import DeployError, EdgekitError, UsageError
 from edgekit.helpers.config import cache_dir
 from edgekit.helpers.records import keyword_only
+from edgekit.helpers.text import redact_urls
 
 KILL_GRACE = 1.0  # seconds ansible-playbook gets after Ctrl-C before it is killed
 
@@ -82,12 +84,12 @@ class FleetRequest:
         check_waits(self.settle, self.lock_timeout)
 
     def settings(self, default_target: str = "", rollback_to: str = "",
-                 results_dir: str = "") -> RoleSettings:
+                 results_dir: str = "", secrets_file: str = "") -> RoleSettings:
         return RoleSettings(default_target=default_target, python=self.python,
                             remote_dir=self.base, samples=self.samples, keep=self.keep,
                             settle=self.settle, lock_timeout=self.lock_timeout,
                             timeout=self.ssh.timeout, rollback_to=rollback_to,
-                            results_dir=results_dir)
+                            results_dir=results_dir, secrets_file=secrets_file)
 
 
 @keyword_only
@@ -146,6 +148,19 @@ def make_plans(deploy: FleetBundle, request: FleetRequest, targets: dict[str, Ta
         folder.mkdir(parents=True)
         plans[key] = make_plan(one, session, folder, manifest)
     return plans
+
+
+def write_secrets(path: Path, plans: dict[str, Any]) -> str:
+    """The service's secrets per target (the events' credentials from this workstation, a
+    camera URL with a password) into ``path``, mode 0600, for the role to send on each
+    device's agent stdin into its service.env; ``path`` as text, or "" when there are none."""
+    from edgekit.deploy.agent.env import write_private
+
+    found = {key: secrets for key, plan in plans.items() if (secrets := device_secrets(plan))}
+    if not found:
+        return ""
+    write_private(str(path), [json.dumps(found)])
+    return str(path)
 
 
 # --- running ansible-playbook ----------------------------------------------------------------
@@ -275,7 +290,9 @@ def fleet_deploy(deploy: FleetBundle, request: FleetRequest,
         hosts = _hosts(request, folder)
         keys, targets = resolve_targets(hosts, deploy.target)
         plans = make_plans(deploy, request, targets, folder / "staging", progress)
-        settings = request.settings(deploy.target or "", results_dir=str(folder / "results"))
+        secrets = write_secrets(folder / "secrets.json", plans) if deploy.service else ""
+        settings = request.settings(deploy.target or "", results_dir=str(folder / "results"),
+                                    secrets_file=secrets)
         write_playbooks(folder, {k: plan_vars(p, deploy.service) for k, p in plans.items()},
                         settings, request.rollout, request.ssh, folder / "cp")
         progress(_start_line("deploy", hosts, request))
@@ -367,7 +384,7 @@ def _simple(mode: str, request: FleetRequest, progress: Progress,
         record = records.get(host.name)
         row = _row(host, record, request)
         if record is not None:
-            row.device = record.get("probe")
+            row.device = redact_urls(record.get("probe"))  # a unit's camera URL, a webhook
             row.release, row.previous = record.get("release", ""), record.get("previous")
             row.current = record.get("current", "")
             row.service = record.get("service")

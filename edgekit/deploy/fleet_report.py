@@ -5,8 +5,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from edgekit.deploy.checks import live_view_text, serve_status_text
+from edgekit.deploy.report import events_status_lines
 from edgekit.deploy.smoke import SmokeReport
 from edgekit.helpers.render import size, table
+from edgekit.helpers.text import redact_urls
 
 NOT_RUN = "not run"
 
@@ -147,7 +149,9 @@ def _rollout_text(report: FleetReport) -> str:
 
 
 def status_text(report: FleetReport) -> str:
-    """--status --inventory: each host's current release and what runs."""
+    """--status --inventory: each host's current release and what runs; under the table,
+    each host's live view and its service's events destinations with their delivery counters
+    (URLs' secrets masked)."""
     rows = []
     for h in report.hosts:
         probe = h.device or {}
@@ -166,5 +170,7 @@ def status_text(report: FleetReport) -> str:
                      h.status, h.error])
     views = [f"live view: {h.host}: {serve_status_text(h.device['serve'])}"
              for h in report.hosts if (h.device or {}).get("serve")]
+    events = [f"{h.host}: {line}" for h in report.hosts
+              for line in events_status_lines(redact_urls((h.device or {}).get("events")))]
     return "\n".join([table(["host", "target", "current", "bundle", "releases", "free",
-                             "service", "lock", "status", "error"], rows), *views])
+                             "service", "lock", "status", "error"], rows), *views, *events])

@@ -69,6 +69,7 @@ class RoleSettings:
     timeout: float = 60.0
     rollback_to: str = ""
     results_dir: str = ""
+    secrets_file: str = ""
 
 
 _COMMENTS = {
@@ -82,6 +83,8 @@ _COMMENTS = {
     "timeout": "seconds a silent link is tolerated",
     "rollback_to": "rollback.yml: this release instead of the one before current",
     "results_dir": "set: each host's result as JSON there (edgekit deploy --inventory)",
+    "secrets_file": "set: a 0600 JSON file, {target: {VARIABLE: value}}, of the service's "
+                    "secrets (events credentials, EDGEKIT_SOURCE) for service.env",
 }
 
 
@@ -237,6 +240,10 @@ folder again with that target. The inventory this was written for:
 - `roles/{ROLE_NAME}/defaults/main.yml`: the device's Python (`edgekit_python`), the releases'
   folder (`edgekit_remote_dir`), the smoke test's samples, releases kept, the service's settle
   time, the lock's wait; set any of them as a host or group variable to override it per host.
+- The service's secrets (the events' MQTT or webhook credentials, a camera URL with a password,
+  which the unit reads as `EDGEKIT_SOURCE`) are not in this folder: give them as a JSON file
+  of mode 0600, `{{"TARGET": {{"VARIABLE": "value"}}}}`, with `-e edgekit_secrets_file=FILE`;
+  each device gets its target's part in its `~/edgekit/service.env` (mode 0600).
 - `ansible.cfg`: ssh's options. Host-key checking stays on (`StrictHostKeyChecking=yes`, before
   anything Ansible adds): trust each device's key first (`ssh-keyscan -p PORT HOST >>
   ~/.ssh/known_hosts`, after checking its fingerprint). In AWX or CI, keep your own

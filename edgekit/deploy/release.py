@@ -203,15 +203,24 @@ def deploy(request: DeployRequest, progress: Progress = silent) -> DeployReport:
     return report
 
 
+def device_secrets(plan: ReleasePlan) -> dict[str, str]:
+    """What the service's 0600 service.env gets on the device, read on this workstation: the
+    events' credentials (when the unit sends events) and a camera URL with a password or a
+    token (EDGEKIT_SOURCE). Never in the plan, the unit, the record or a command line."""
+    from edgekit.deploy.service import source_secret
+    from edgekit.events.service import service_secrets
+
+    secrets = service_secrets() if "--events" in plan.run_args else {}
+    return {**secrets, **source_secret(plan)}
+
+
 def _run(request: DeployRequest, plan: ReleasePlan, session: Session) -> DeployReport:
     known, unknown = _preview(request, plan) if request.dry_run else (None, "")
     link = session.link(request.host, request.ssh, request.python, request.base, known)
     record: dict[str, Any] = {}
     variables = plan_vars(plan, request.service)
-    if request.service and "--events" in plan.run_args:  # read here, sent on stdin only
-        from edgekit.events.service import service_secrets
-
-        variables["events_env"] = service_secrets()
+    if request.service:  # read here, sent on stdin only
+        variables["events_env"] = device_secrets(plan)
     steps.deploy(link, variables, session.journal(record),
                  samples=request.samples, keep=request.keep, settle=request.settle,
                  lock_timeout=request.lock_timeout)

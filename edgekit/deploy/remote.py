@@ -31,6 +31,7 @@ from edgekit.deploy.steps import (
     Link,
     close,
     holding,
+    private_source,
     read_line,
 )
 from edgekit.errors import ConnectionFailed, DeployError, EdgekitError
@@ -71,9 +72,8 @@ class SshLink(Link):
 
     def run(self, command: str, step: str, payload: dict[str, Any]
             ) -> tuple[subprocess.CompletedProcess[bytes], dict[str, Any]]:
-        private = payload.pop("private", None)  # secrets: in the source on stdin, never argv
-        source = self.source if not private else self.source.replace(
-            b"\nPRIVATE = {}", b"\nPRIVATE = " + repr(private).encode(), 1)
+        # secrets: in the source on stdin, never argv
+        source = private_source(self.source, payload.pop("private", None))
         remote, sent = self.remote(command, payload)
         note = f"stdin: edgekit's device agent ({len(self.source) // 1024} KB)"
         result = self.client.run(remote, step=step, stdin=source,

@@ -18,7 +18,8 @@ from edgekit.deploy.agent.imx500_device import is_sensor
 from edgekit.deploy.plan import ReleasePlan
 from edgekit.deploy.targets import Target
 from edgekit.events.service import STATE_ENV, STATE_FILE
-from edgekit.loop.sources import is_live
+from edgekit.helpers.text import has_secrets
+from edgekit.loop.sources import FROM_ENVIRONMENT, SOURCE_VARIABLE, is_live
 
 RESTART_SECONDS = 5
 # A release that cannot start is restarted at most START_BURST times in START_INTERVAL
@@ -41,13 +42,15 @@ def systemd_quote(arg: str) -> str:
 def exec_start(plan: ReleasePlan, base: str) -> list[str]:
     """The command the unit runs: ``edgekit run`` on the current release's bundle. A video
     file or folder as the profile's camera is played in a loop (``--capture repeat=on``): a
-    service runs until stopped. The AI Camera's sensor (``imx500[:N]``) runs the network itself: no
-    backend."""
+    service runs until stopped. The AI Camera's sensor (``imx500[:N]``) runs the network itself:
+    no backend. A camera URL with a password or a token goes in the environment file
+    (``source_secret``); the command names the variable."""
     source = plan.target.camera
     runtime = [] if is_sensor(source) else [
         "--backend", plan.backend, *(["--infer", f"device={plan.device}"] if plan.device else [])]
+    shown = FROM_ENVIRONMENT + SOURCE_VARIABLE if has_secrets(source) else source
     return [f"{base}/current/venv/bin/edgekit", "run", f"{base}/current/bundle",
-            "--source", source, *([] if is_live(source) else ["--capture", "repeat=on"]),
+            "--source", shown, *([] if is_live(source) else ["--capture", "repeat=on"]),
             *runtime,
             *(["--serve", plan.target.serve] if plan.target.serve else []),
             *plan.run_args]  # tracks, events, clips (edgekit.events.service.run_args)
@@ -70,9 +73,10 @@ def unit_text(plan: ReleasePlan, base: str) -> str:
         "Type=simple",
         f"WorkingDirectory={base.replace('%', '%%')}",  # a path setting: never quoted
         *[f"Environment={systemd_quote(f'{k}={v}')}" for k, v in env.items()],
-        # The live view's token and the events' credentials, kept off the command line.
+        # The live view's token, the events' credentials and a camera URL's password, kept off
+        # the command line.
         *([f"EnvironmentFile=-{env_file(base).replace('%', '%%')}"]
-          if plan.target.serve or "--events" in plan.run_args else []),
+          if plan.target.serve or "--events" in plan.run_args or source_secret(plan) else []),
         "ExecStart=" + " ".join(systemd_quote(a) for a in exec_start(plan, base)),
         "Restart=on-failure",
         f"RestartSec={RESTART_SECONDS}",
@@ -87,6 +91,13 @@ def unit_text(plan: ReleasePlan, base: str) -> str:
         "WantedBy=default.target",
     ]
     return "\n".join(lines) + "\n"
+
+
+def source_secret(plan: ReleasePlan) -> dict[str, str]:
+    """The camera URL for the environment file when it holds a password or a token (the unit's
+    ExecStart then says ``--source env:EDGEKIT_SOURCE``); else nothing."""
+    source = plan.target.camera
+    return {SOURCE_VARIABLE: source} if has_secrets(source) else {}
 
 
 def env_file(base: str) -> str:

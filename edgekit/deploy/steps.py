@@ -43,6 +43,14 @@ LEFTOVER = ("the incomplete release folder (releases/.incoming-*) is never used,
             "deploy removes it")
 
 
+def private_source(source, private):
+    """The agent's source (bytes) with ``private`` (secrets for the payload) set in it: they
+    ride in the source on the agent's stdin, never on a command line (agent/main.PRIVATE)."""
+    if not private:
+        return source
+    return source.replace(b"\nPRIVATE = {}", b"\nPRIVATE = " + repr(private).encode(), 1)
+
+
 class StepFailed(Exception):
     """A step that failed; ``kind``: "connection" (ssh's own stderr in ``stderr``), "device",
     "disk_full", "locked" or "service"."""
@@ -261,11 +269,11 @@ def _deploy_locked(link, plan, journal, probe, samples, keep, settle):
                           "the device once, kept in the unit's environment file (mode 0600)"):
             answer = link.call("serve_token", "making the live view's token")
         record["live_view"] = checks.live_view(link.address, plan["serve"], answer)
-    if plan.get("unit") and plan.get("events_env"):  # the events' credentials, off argv
+    if plan.get("unit") and plan.get("events_env"):  # the service's secrets, off argv
         names = ", ".join(sorted(plan["events_env"]))
-        with journal.step("service_env", f"the events' credentials ({names}) into the unit's "
+        with journal.step("service_env", f"the service's secrets ({names}) into the unit's "
                           "environment file (mode 0600), in the agent's standard input"):
-            link.call("service_env", "setting the events' credentials",
+            link.call("service_env", "setting the service's secrets",
                       private={"variables": plan["events_env"]})
     command = plan["command"].replace(plan["unit_base"], f"~/{link.base}")
     unit = f"install the systemd user unit {UNIT_NAME} (edgekit {command}), " \

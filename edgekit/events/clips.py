@@ -2,14 +2,16 @@
 
 Every frame is JPEG-encoded into a ring buffer holding the last ``pre_s`` seconds, on the
 recorder's own thread (the loop only hands it the frame; when the recorder falls behind, the
-frame is skipped for clips and counted, the loop never waits). A ``new`` event starts a clip
-with that pre-roll; the track's ``end`` event ends it ``post_s`` seconds later. A clip is
-written under a hidden temporary name and renamed when complete (``outputs.PendingFile``), so
-the folder never shows a partial clip; the oldest clips are deleted so that the folder's clips,
-with those being written, fit ``max_disk`` (checked at each frame while clips are written,
-and when one is complete); when the clips being written alone would not fit, the oldest of them
-is discarded and said once. A clip that cannot be written (a full disk) is discarded and said
-once; the loop goes on."""
+frame is skipped for clips and counted in ``skipped_frames``, the loop never waits). The raw
+frames waiting for the recorder are bounded in bytes (``BACKLOG_BYTES``), not only in number: a
+slow recorder on a loaded machine holds at most that much memory, whatever the frame size. A
+``new`` event starts a clip with that pre-roll; the track's ``end`` event ends it ``post_s``
+seconds later. A clip is written under a hidden temporary name and renamed when complete
+(``outputs.PendingFile``), so the folder never shows a partial clip; the oldest clips are
+deleted so that the folder's clips, with those being written, fit ``max_disk`` (checked at each
+frame while clips are written, and when one is complete); when the clips being written alone
+would not fit, the oldest of them is discarded and said once. A clip that cannot be written (a
+full disk) is discarded and said once; the loop goes on."""
 from __future__ import annotations
 
 import collections
@@ -31,7 +33,8 @@ from edgekit.helpers.output_files import PendingFile, cause, free_bytes, write_p
 from edgekit.loop.pipeline import Item
 
 JPEG_QUALITY = 80
-BACKLOG = 64  # frames waiting for the recorder before it skips them
+BACKLOG = 64  # messages waiting for the recorder (frames beyond it are skipped)
+BACKLOG_BYTES = 4 << 20  # raw frames waiting for the recorder, at most (one always may wait)
 WRITER_BUFFER = 256 << 10  # OpenCV's AVI writer reaches the disk in steps of this size
 RETAIN_EVERY_S = 0.0  # while clips are being written, how often the quota is checked: each frame
 FLAG = "--clips"
@@ -104,13 +107,22 @@ class ClipRecorder:
         self._next_retain = 0.0
         self._frame_bytes = 0  # the last frame's size as JPEG: what a clip grows by
         self._queue: queue.Queue = queue.Queue(BACKLOG)
+        self._backlog = 0  # bytes of raw frames in the queue
+        self._backlog_lock = threading.Lock()
         self._thread = threading.Thread(target=self._work, name="edgekit-clips", daemon=True)
         self._thread.start()
 
     # the loop's thread: hand over, never wait
     def frame(self, item: Item) -> None:
         captured = time.time() - (time.perf_counter_ns() - item.frame.captured_ns) / 1e9
-        self._hand(("frame", captured, item.frame.image))
+        image = item.frame.image
+        size = int(getattr(image, "nbytes", 0))
+        with self._backlog_lock:
+            if self._backlog and self._backlog + size > BACKLOG_BYTES:
+                self.skipped_frames += 1
+                return
+            self._backlog += size
+        self._hand(("frame", captured, image, size))
 
     def event(self, event: Event) -> None:
         """Name the event's clip (a ``new`` starts one, an ``end`` ends it)."""
@@ -127,6 +139,7 @@ class ClipRecorder:
             self._queue.put_nowait(message)
         except queue.Full:
             if message[0] == "frame":
+                self._taken(message[3])
                 self.skipped_frames += 1
             else:  # an event must reach the recorder: it is rare, wait for room
                 self._queue.put(message)
@@ -153,11 +166,17 @@ class ClipRecorder:
                         self._finish(name)
                     return
                 if message[0] == "frame":
+                    self._taken(message[3])
                     self._frame(message[1], message[2])
                 else:
                     self._event(*message[1:])
             except Exception as exc:  # a clip's failure never ends the loop
                 self._problem(f"{type(exc).__name__}: {exc}")
+
+    def _taken(self, size: int) -> None:
+        """A frame left the queue (taken by the recorder, or skipped): its bytes are free."""
+        with self._backlog_lock:
+            self._backlog -= size
 
     def _frame(self, captured: float, image: Any) -> None:
         import cv2

@@ -170,6 +170,7 @@ class MqttDestination(Destination):
         self._labels: list[str] = []
         self._bundle = ""
         self._counts: Any = None  # with discovery: objects per class (discovery.Counts)
+        self._config_topics: set[str] = set()  # with discovery: the configs published
         self._client: Any = None
         self._refused = ""  # why the broker refused the connection, if it did
         self._lock = threading.Lock()
@@ -196,9 +197,11 @@ class MqttDestination(Destination):
         client.reconnect = self._noting_why(client.reconnect)
         client.will_set(self.availability, "offline", qos=1, retain=True)
         client.reconnect_delay_set(0.5, 4)
-        # ours wait in the outbox; a publish is 1 to 3, discovery's 2 per class at connection
-        client.max_queued_messages_set(8 + (2 * len(self._labels) if self.discovery else 0))
+        # ours wait in the outbox; a publish is 1 to 3, discovery's 2 per class at connection,
+        # and 2 per class no longer present (emptied, once)
+        client.max_queued_messages_set(8 + (2 * len(self._labels) + 64 if self.discovery else 0))
         client.on_connect = self._connected
+        client.on_message = self._heard
         client.on_disconnect = self._disconnected
         client.connect_async(self.host, self.port, keepalive=30)
         client.loop_start()
@@ -233,13 +236,24 @@ class MqttDestination(Destination):
         self._refused = ""
         client.publish(self.availability, "online", qos=1, retain=True)
         if self._counts is not None:  # Home Assistant: the device, its sensors, their states
-            from edgekit.events.discovery import configs, state_topic
+            from edgekit.events.discovery import configs, device_configs, state_topic
 
-            for topic, config in configs(self.base, self.device, self._bundle,
-                                         list(self._counts.by_label), self.availability):
+            published = configs(self.base, self.device, self._bundle,
+                                list(self._counts.by_label), self.availability)
+            self._config_topics = {topic for topic, _ in published}
+            for topic, config in published:
                 client.publish(topic, config, qos=1, retain=True)
             for label, count in list(self._counts.by_label.items()):
                 client.publish(state_topic(self.base, label), str(count), qos=1, retain=True)
+            client.subscribe(device_configs(self.device), qos=1)  # classes no longer present
+
+    def _heard(self, client: Any, userdata: Any, message: Any) -> None:
+        """A retained config of this device's: emptied when its class is no longer present."""
+        from edgekit.events.discovery import removals
+
+        if message.retain:
+            for topic in removals(message.topic, message.payload, self._config_topics):
+                client.publish(topic, b"", qos=1, retain=True)
 
     def _disconnected(self, client: Any, userdata: Any, flags: Any, reason: Any,
                       properties: Any = None) -> None:

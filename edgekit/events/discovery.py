@@ -2,12 +2,16 @@
 appears in Home Assistant as a device with a sensor per class, the number of that class's
 objects (a detector's open tracks; a classifier's label: 1 while shown, else 0). The config
 topics are retained under ``homeassistant/``, so Home Assistant finds them whenever it starts,
-and each sensor follows the destination's availability topic (``offline`` as the last will)."""
+and each sensor follows the destination's availability topic (``offline`` as the last will).
+
+When the classes change (another bundle), the retained configs of the classes no longer present
+are removed at connection, as Home Assistant documents it: an empty retained payload on the
+config topic (and on the state topic that config named), so their entities go away."""
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 PREFIX = "homeassistant"
 _SLUG = re.compile(r"[^a-zA-Z0-9_-]+")
@@ -22,10 +26,36 @@ def state_topic(base: str, label: str) -> str:
     return f"{base}/state/{slug(label)}"
 
 
+def _node(device: str) -> str:
+    return f"edgekit_{slug(device)}"
+
+
+def config_topic(device: str, label: str) -> str:
+    return f"{PREFIX}/sensor/{_node(device)}/{slug(label)}/config"
+
+
+def device_configs(device: str) -> str:
+    """The topic filter of every class's config this device has published, retained or not."""
+    return f"{PREFIX}/sensor/{_node(device)}/+/config"
+
+
+def removals(topic: str, payload: bytes, current: Collection[str]) -> list[str]:
+    """The retained topics to empty for a config heard on ``device_configs``: none when it is
+    one of ``current`` (or already empty); else the config topic and the state topic it names."""
+    if topic in current or not payload:
+        return []
+    try:
+        state = json.loads(payload).get("state_topic")
+    except (ValueError, AttributeError):
+        state = None
+    ours = isinstance(state, str) and state and not set(state) & set("+#")
+    return [topic, state] if ours else [topic]
+
+
 def configs(base: str, device: str, bundle: str, labels: Sequence[str],
             availability: str) -> list[tuple[str, str]]:
     """(topic, JSON) of each class's sensor config, to publish retained."""
-    node = f"edgekit_{slug(device)}"
+    node = _node(device)
     about = {"identifiers": [node], "name": f"edgekit {device}", "manufacturer": "edgekit",
              "model": bundle}
     out = []
@@ -36,7 +66,7 @@ def configs(base: str, device: str, bundle: str, labels: Sequence[str],
                   "icon": "mdi:cctv", "availability_topic": availability,
                   "payload_available": "online", "payload_not_available": "offline",
                   "device": about}
-        out.append((f"{PREFIX}/sensor/{node}/{slug(label)}/config", json.dumps(config)))
+        out.append((config_topic(device, label), json.dumps(config)))
     return out
 
 

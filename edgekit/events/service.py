@@ -123,6 +123,8 @@ def counters_line(row: Mapping[str, Any]) -> str:
     if "clips" in row:
         return (f"clips: {row['clips']} written in {row['destination']} "
                 f"({row['bytes'] / 1e6:.1f} MB), {row['deleted']} deleted for max_disk"
+                + (f", {row['skipped_frames']} frames skipped (the recorder fell behind)"
+                   if row.get("skipped_frames") else "")
                 + (f"; {row['last_error']}" if row.get("last_error") else ""))
     spooled = f", {row['spooled']} kept in the spool" if row.get("spooled") else ""
     return (f"events: {row['destination']}: {row['delivered']} delivered, {row['dropped']} "

@@ -71,6 +71,12 @@ def redact(source: object) -> str:
             f"{_hide_values(fragment)}")
 
 
+def has_secrets(source: object) -> bool:
+    """Whether ``redact`` would hide part of ``source`` (a URL's user, password or query
+    values): such a source travels in a private file, not on a command line."""
+    return redact(source) != str(source)
+
+
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"\\<>]+")
 
 

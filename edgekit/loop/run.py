@@ -38,7 +38,13 @@ from edgekit.loop.sinks import (
     check_mask_folder,
     close_all,
 )
-from edgekit.loop.sources import check_source, is_live, open_source, paced
+from edgekit.loop.sources import (
+    check_source,
+    from_environment,
+    is_live,
+    open_source,
+    paced,
+)
 from edgekit.loop.truth import find_ground_truth, score_map, truth_path
 from edgekit.model import LoadedModel, load_model
 from edgekit.preprocess import SpecOptions, prepare
@@ -252,6 +258,7 @@ def run_loop(model: LoadedModel, source_spec: str | int | Path, *,
     folder. ``raw_outputs``: every frame's outputs into an .npz. ``events``: track ids on a
     detector's results, events to their destinations, clips (``edgekit.events``).
     """
+    source_spec = from_environment(source_spec)  # env:NAME: a stream URL kept off argv
     check_run_outputs(save, jsonl, source_spec, truth, [model.artifact],
                       raw_outputs=raw_outputs)
     check_queue_size(queue_size)

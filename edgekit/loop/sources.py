@@ -16,6 +16,7 @@ ends, so the loop runs until stopped, like a camera (a demo, a deployed service)
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -412,6 +413,26 @@ def paced(source: Source, spec: str | int | Path, fps: float | None) -> Source:
                          "or a video that does not say); give one, e.g. `realtime` 30",
                          param="realtime")
     return Paced(source, rate)
+
+
+FROM_ENVIRONMENT = "env:"  # --source env:NAME: the source is the value of NAME (a secret URL)
+SOURCE_VARIABLE = "EDGEKIT_SOURCE"  # the one a deployed service's environment file holds
+
+
+def from_environment(spec: str | int | Path) -> str | int | Path:
+    """``env:NAME`` -> the value of the environment variable NAME (a stream URL with a password,
+    kept off the command line: a service reads it from its 0600 environment file); any other
+    source as it is. UsageError when NAME is not set."""
+    text = str(spec)
+    if not text.startswith(FROM_ENVIRONMENT):
+        return spec
+    name = text[len(FROM_ENVIRONMENT):]
+    value = os.environ.get(name, "")
+    if not value:
+        raise UsageError(f"source {text}: the environment variable {name or '(none)'} is not "
+                         f"set; set it to the camera's URL (a deployed service has it in its "
+                         f"service.env: deploy --service again)", param="source")
+    return value
 
 
 def is_live(spec: str | int | Path) -> bool:

@@ -71,18 +71,21 @@ def serve_token(payload):
 
 
 EVENTS_PREFIX = "EDGEKIT_EVENTS_"  # the events' credentials (edgekit/events/destinations.py)
+SOURCE_VARIABLE = "EDGEKIT_SOURCE"  # a camera URL with a password (edgekit/loop/sources.py)
 
 
 def service_env(payload):
-    """Set the events' secrets in the unit's environment file (mode 0600), beside the live
-    view's token: ``payload["variables"]``, EDGEKIT_EVENTS_* only; an empty value removes one.
+    """Set the service's secrets in the unit's environment file (mode 0600), beside the live
+    view's token: ``payload["variables"]``, EDGEKIT_EVENTS_* and the camera URL
+    (EDGEKIT_SOURCE) only; an empty value removes one.
     Sent on the agent's standard input, never on a command line."""
     require_lock(payload)
     variables = payload.get("variables") or {}
     for key, value in variables.items():
-        if not key.startswith(EVENTS_PREFIX) or not re.match(r"^[A-Z0-9_]+$", key):
-            raise ValueError(f"{key}: only {EVENTS_PREFIX}* variables go in the service's "
-                             "environment file this way")
+        if not (key.startswith(EVENTS_PREFIX) or key == SOURCE_VARIABLE) \
+                or not re.match(r"^[A-Z0-9_]+$", key):
+            raise ValueError(f"{key}: only {EVENTS_PREFIX}* and {SOURCE_VARIABLE} go in the "
+                             "service's environment file this way")
         if "\n" in str(value) or "\r" in str(value) or "\0" in str(value):
             raise ValueError(f"{key}: a value on one line, without NUL")
     base = base_dir(payload)

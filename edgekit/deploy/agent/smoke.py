@@ -66,10 +66,10 @@ def unit_source(unit):
 
 def source_problem(source, base, python, env):
     """Why the service's ``--source`` cannot be there on this device, or None (present, or a
-    stream URL, which the loop reconnects to)."""
+    stream URL, which the loop reconnects to, or one in the environment file: ``env:NAME``)."""
     text = str(source)
     fix = "plug the camera in, or set the target's camera to one this device has"
-    if "://" in text:
+    if "://" in text or text.startswith("env:"):
         return None
     if imx500_device.is_sensor(text):
         return imx500_device.camera_problem(text, python, env, fix)

@@ -65,6 +65,8 @@ def ansible_link(steps, action, python, base, source, timeout):
             self.address = action.record["address"]["host"]
 
         def call(self, command, step, **payload):
+            # secrets (``private``) ride in the agent's source on stdin, never on argv
+            source = steps.private_source(self.source, payload.pop("private", None))
             payload = dict({"base": self.base, "unit": steps.UNIT_NAME}, **payload)
             if self.token:
                 payload["lock"] = self.token
@@ -72,7 +74,7 @@ def ansible_link(steps, action, python, base, source, timeout):
                                  json.dumps(payload, separators=(",", ":"))])
             try:
                 done = action._low_level_execute_command(remote, sudoable=False,
-                                                         in_data=self.source)
+                                                         in_data=source)
             except AnsibleConnectionFailure as exc:
                 raise steps.StepFailed(step, f"{step}: {exc}", "connection", str(exc)) from None
             if done["rc"] == 255:
@@ -144,6 +146,19 @@ def first_answer(steps, session, source, timeout):
     return answer
 
 
+def read_secrets(steps, path, target):
+    """The target's service secrets ({VARIABLE: value}) from the secrets file edgekit deploy
+    --inventory writes (mode 0600, in its run folder, removed after the run)."""
+    try:
+        with open(path) as f:
+            found = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise steps.StepFailed("plan", f"cannot read the service's secrets file {path} "
+                               f"({getattr(exc, 'strerror', None) or exc})") from None
+    mine = found.get(target) if isinstance(found, dict) else None
+    return {str(k): str(v) for k, v in mine.items()} if isinstance(mine, dict) else {}
+
+
 class ActionModule(ActionBase):
     """``edgekit_release: mode=deploy|rollback|status`` (see the role's tasks/main.yml)."""
 
@@ -208,7 +223,11 @@ class ActionModule(ActionBase):
                 f"playbook has plans for {', '.join(sorted(plans))}: set edgekit_target to one "
                 "of them, or write the playbook again with the target (edgekit playbook)")
         settle = float(args.get("settle") if args.get("settle") is not None else 10)
-        steps.deploy(link, plans[target], journal, samples=int(args.get("samples", 10)),
+        plan = plans[target]
+        if plan.get("unit") and args.get("secrets_file"):  # the service's secrets: into
+            # service.env on the agent's stdin; never in the plan, the playbook or the record
+            plan = dict(plan, events_env=read_secrets(steps, str(args["secrets_file"]), target))
+        steps.deploy(link, plan, journal, samples=int(args.get("samples", 10)),
                      keep=int(args.get("keep") or 3), settle=settle,
                      lock_timeout=float(args.get("lock_timeout") or 0))
         live = self.record.get("live_view")
