@@ -431,7 +431,7 @@ def from_environment(spec: str | int | Path) -> str | int | Path:
     if not value:
         raise UsageError(f"source {text}: the environment variable {name or '(none)'} is not "
                          f"set; set it to the camera's URL (a deployed service has it in its "
-                         f"service.env: deploy --service again)", param="source")
+                         f"service.env: deploy it as a service again)", param="source")
     return value
 
 
