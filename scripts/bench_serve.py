@@ -197,8 +197,7 @@ def main() -> None:
     spinners = [] if args.no_spin else keep_cpus_awake()
     process = subprocess.Popen(
         [sys.executable, "-m", "edgekit", "run", str(bundle), "--source", str(clip), "--capture",
-         "repeat=on",
-         "--format", "tflite-int8", "--serve", "127.0.0.1:0"],
+         "repeat=on", "--infer", "format=tflite-int8", "--serve", "127.0.0.1:0"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "EDGEKIT_SERVE_TOKEN": TOKEN})
     try:

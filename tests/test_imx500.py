@@ -156,7 +156,7 @@ def test_run_on_sensor_as_on_the_file(detector_bundle: Path, demo_clip: Path,
     assert report["source"].startswith("IMX500 sensor 0")
     assert report["frames"] == frames
     assert (tmp_path / "sensor.avi").stat().st_size > 0
-    plain = run_cli("run", bundle, "--source", demo_clip, "--format", "tflite-fp32",
+    plain = run_cli("run", bundle, "--source", demo_clip, "--infer", "format=tflite-fp32",
                     "--preprocess", "resize=stretch", "--capture", f"max_frames={frames}", "--save",
                     tmp_path / "file.jsonl", "--json")
     assert plain.returncode == 0, plain.stderr

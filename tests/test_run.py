@@ -180,7 +180,8 @@ def test_bad_input(detector_bundle: Path, lenet_bundle: Path, demo_clip: Path,
     codec = tmp_path / "codec.avi"
     codec.write_bytes(demo_clip.read_bytes().replace(b"MJPG", b"XV00", 2))
     assert_clean_error(run_cli("run", detector_bundle, "--source", codec), "codec 'XV00'")
-    assert_clean_error(run_cli("run", detector_bundle, "--source", demo_clip, "--show"),
+    assert_clean_error(run_cli("run", detector_bundle, "--source", demo_clip, "--serve",
+                               "window"),
                        "headless")
     assert_clean_error(run_cli("run", detector_bundle, "--source", demo_clip, "--save",
                                tmp_path / "out.gif"), ".avi")
@@ -296,7 +297,7 @@ def test_a_bare_detector_with_the_bundles_parameters_scores_as_the_bundle(
     manifest's spec and decoder given as flags it scores the same on the same frames."""
     manifest = json.loads((detector_bundle / "edgekit.json").read_text())
     bare = detector_bundle / "digit_detector_int8.tflite"
-    labels = ["--labels", str(DETECTOR / "labels.txt")]
+    labels = ["--postprocess", f"labels={DETECTOR / 'labels.txt'}"]
 
     def score(*args: str | Path) -> dict:
         result = run_cli("run", *args, "--source", demo_clip, "--json")

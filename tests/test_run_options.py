@@ -26,7 +26,7 @@ def _run(*args: str) -> tuple[int, str]:
     ("--repeat", "--capture repeat=on|off"), ("--no-pipeline", "--capture pipeline=off"),
     ("--queue-size", "--capture queue=N"), ("--track", "--events-filter track=on"),
     ("--events-classes", "--events-filter classes=A,B"),
-    ("--events-zone", "--events-filter zone=NAME=X1,Y1,X2,Y2,X3,Y3"),
+    ("--events-zone", "--events-filter zone=NAME=POLYGON"),
     ("--events-queue", "--events-filter queue=N"), ("--pre", "--clips DIR?pre=S"),
     ("--max-disk", "--clips DIR?max_disk=SIZE"),
     ("--token", "$EDGEKIT_SERVE_TOKEN (a credential stays off the command line)"),

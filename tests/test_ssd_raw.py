@@ -215,7 +215,7 @@ def test_convert_records_the_decoder_and_ships_the_anchors(ssd_twin, photos: Pat
     moved = tmp_path / "moved"
     bundle.rename(moved)  # the anchors are found beside the manifest, wherever it is
     op = _run(ssd_twin.postprocess, photos, tmp_path / "op.jsonl", "--postprocess", "decoder=ssd",
-              "--labels", coral / "coco_labels.txt")
+              "--postprocess", f"labels={coral / 'coco_labels.txt'}")
     result = run_cli("run", moved, "--source", photos, "--save", tmp_path / "b.jsonl")
     assert result.returncode == 0, result.stderr
     assert "iou_threshold 0.6 (bundle)" in result.stdout

@@ -81,8 +81,8 @@ def test_a_segmenter_through_the_loop(segmenter: Path, tmp_path: Path) -> None:
     report = cli_json("run", segmenter, "--postprocess", "task=segmentation", "--source",
                       tmp_path / "shots",
                       "--save", f"{masks}/", "--save", lines,
-                      "--preprocess", "resize=letterbox", "--labels", _labels(tmp_path,
-                                                                              "background", "red"),
+                      "--preprocess", "resize=letterbox", "--postprocess",
+                      f"labels={_labels(tmp_path, 'background', 'red')}",
                       "--json")
     assert report["task"] == "segmentation" and report["frames"] == len(shots)
     records = [json.loads(line) for line in lines.read_text().splitlines()]

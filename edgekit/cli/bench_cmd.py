@@ -145,7 +145,7 @@ def classify(model: Path, images: tuple[Path, ...], backend: str | None, device:
 @cli.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @options.backends
-@options.infer()
+@options.infer(("device", "threads", "mode", "requests", "streams"))
 @options.runs
 @click.option("--warmup", default=10, show_default=True, type=click.IntRange(min=0),
               metavar="N", help="Untimed inferences before the timed ones.")

@@ -27,7 +27,7 @@ KEYS = {
                                             click.IntRange(min=1), "N")),
     "update": ("events_update", Key("seconds between 'update' events (5)", Finite(0), "S")),
     "zone": ("events_zone", Key("only objects in this polygon (repeatable)",
-                                metavar="NAME=X1,Y1,X2,Y2,X3,Y3", multiple=True)),
+                                metavar="NAME=POLYGON", multiple=True)),
     "queue": ("events_queue", Key(f"events held per destination while down ({QUEUE})",
                                   click.IntRange(min=1), "N")),
     "track": ("track", Key("track ids without events", click.BOOL, "on|off")),
@@ -114,13 +114,12 @@ def events_options(f: Callable[..., Any]) -> Callable[..., Any]:
     command = family(FLAG, "events_filter", FAMILY, "Which objects make events (repeatable).",
                      renamed=RENAMED)(command)
     options = [
-        click.option("--clips", callback=_clips, metavar="DIR[?pre=S&post=S&max_disk=SIZE]",
-                     help="Write a clip (.avi) per tracked object, pre and post seconds around "
-                     "it (5, 5), the oldest deleted past max_disk (1G)."),
-        click.option("--events", multiple=True, metavar="URL", help="Send events (per "
-                     "tracked object, or a classifier's top-1) to mqtt[s]://HOST[:PORT][/TOPIC], "
-                     "http(s)://... or FILE.jsonl (repeatable; ?ca=, ?discovery=, ?spool=: "
-                     "see docs/events.md)."),
+        click.option("--clips", callback=_clips, metavar="DIR[?...]",
+                     help="A clip per tracked object: DIR?pre=S&post=S&max_disk=SIZE (5, 5, "
+                     "1G)."),
+        click.option("--events", multiple=True, metavar="URL", help="Send events to "
+                     "mqtt[s]://HOST[:PORT][/TOPIC], http(s)://... or FILE.jsonl "
+                     "(docs/events.md)."),
     ]
     for option in options:
         command = option(command)

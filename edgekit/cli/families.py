@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -120,19 +120,22 @@ class FamilyOption(click.Option):
 
 def family(flag: str, dest: str, keys: Mapping[str, Key], help: str,
            metavar: str = "KEY=VALUE", renamed: Mapping[str, str] | None = None,
-           words: Mapping[str, str] | None = None) -> Callable[[F], F]:
+           words: Mapping[str, str] | None = None, shown: Collection[str] | None = None
+           ) -> Callable[[F], F]:
     """The option ``flag``; the command receives ``dest``: {parameter: value} of the keys given
     (a key's ``param``, else the key itself).
 
     ``renamed``: old flag -> the key it became (the old flag then answers with the new spelling
     on the commands that have this family). ``words``: a word -> the pairs it stands for.
+    ``shown``: the keys the help lists (a command that uses some of a family's keys).
     """
     for key, spec in keys.items():
         KEY_FLAGS.setdefault(spec.param or key, f"{flag} {key}")
     moved = {old: f"{flag} {key}={keys[key].metavar}" for old, key in (renamed or {}).items()}
     name = "_family_" + dest
-    described = help.rstrip() + " Keys: " + ", ".join(
-        f"{k}={spec.metavar} ({spec.help})" for k, spec in keys.items() if spec.help) + "."
+    described = help.rstrip() + " Keys: " + ", ".join(  # what each means: the docs' table
+        f"{k}={spec.metavar}" for k, spec in keys.items()
+        if spec.help and (shown is None or k in shown)) + "."
 
     def decorate(f: F) -> F:
         @functools.wraps(f)

@@ -96,9 +96,8 @@ def _outputs(ctx: click.Context, param: click.Parameter, texts: tuple[str, ...])
 
 save_option = click.option(
     "--save", "outputs", multiple=True, metavar="FILE|DIR/", callback=_outputs,
-    help="Write an output, the kind told by the name (repeatable, one of each): .avi or .mp4 "
-         "the annotated video, .jsonl a JSON line per frame, .npz the raw outputs, DIR/ a "
-         "segmenter's masks (PNG).")
+    help="Write .avi/.mp4 (the video), .jsonl (a line per frame), .npz (raw outputs), DIR/ "
+         "(masks).")
 renamed("--jsonl", "--save FILE.jsonl")
 renamed("--raw-outputs", "--save FILE.npz")
 renamed("--save-masks", "--save DIR/")

@@ -36,7 +36,6 @@ from edgekit.tasks.detection import DECODERS, DetectionOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-BACKEND_NAMES = "tflite, edgetpu, openvino, myriad, onnxruntime, or a third-party one"
 
 
 class Finite(click.ParamType):
@@ -66,8 +65,8 @@ def _option(*names: str, **kwargs: Any) -> Callable[[F], F]:
 
 backend = _option(
     "--backend", metavar="NAME",
-    show_default="the first usable one that runs the model: tflite for a full bundle",
-    help=f"Backend: {BACKEND_NAMES} (edgekit backends lists them).")
+    show_default="the first usable one that runs the model",
+    help="Backend: tflite, openvino, onnxruntime, edgetpu, myriad, ... (edgekit backends).")
 
 backends = _option(
     "--backends", "backend_list", metavar="LIST", show_default="every registered backend",
@@ -100,9 +99,8 @@ runs = _option(
 
 source = _option(
     "--source", required=True, metavar="SOURCE",
-    help="Camera index (0), video file, folder of images, stream URL (anything OpenCV's "
-         "VideoCapture opens), or picamera2[:N] (a Raspberry Pi camera module, through "
-         "Picamera2).")
+    help="Camera index (0), video, folder of images, stream URL, picamera2[:N], imx500[:N] "
+         "or env:NAME (docs/loop.md).")
 
 plot = _option(
     "--plot", type=click.Path(path_type=Path), metavar="FILE.png",
@@ -114,7 +112,7 @@ output = _option(
     help="Folder to write into: the bundle (built aside, renamed into place at the end).")
 
 quiet = _option("-q", "--quiet", is_flag=True,
-                help="Print only the result: no progress lines on stderr.")
+                help="Only the result: no progress lines.")
 
 
 def _output_options(table: bool) -> Callable[[F], F]:
@@ -208,7 +206,7 @@ PREPROCESS_KEYS: dict[str, Key] = {
     "mean": Key("subtracted from pixels", _numbers("mean"), "LIST"),
     "std": Key("divisor after it", _numbers("std"), "LIST"),
 }
-PREPROCESS_HELP = "Input pre-processing over the model's own (docs/preprocessing.md)."
+PREPROCESS_HELP = "Input pre-processing (docs/preprocessing.md)."
 
 
 def _decoder_keys() -> dict[str, Key]:
@@ -232,10 +230,10 @@ POSTPROCESS_KEYS: dict[str, Key] = {
     "max_detections": Key("boxes per frame", click.IntRange(min=1), "N"),
     "classes": Key("names or ids kept", _classes, "LIST"),
     "anchors": Key("ssd-raw's anchors", metavar="FILE"),
+    "labels": Key("a bare model's labels", click.Path(path_type=Path), "FILE"),
     **_decoder_keys(),
 }
-POSTPROCESS_HELP = ("Decoding the outputs, over the bundle's own; each decoder parameter is a "
-                    "key too (docs/preprocessing.md).")
+POSTPROCESS_HELP = "Decoding the outputs (docs/preprocessing.md; decoder parameters too)."
 
 INFER_KEYS: dict[str, Key] = {
     "device": Key("CPU, GPU, NPU, AUTO, usb[:N], pci[:N]", metavar="DEVICE"),
@@ -244,6 +242,7 @@ INFER_KEYS: dict[str, Key] = {
                 "throughput"]), "latency|throughput"),
     "requests": Key("in flight at once", int, "N"),
     "streams": Key("OpenVINO's streams", int, "N"),
+    "format": Key("the bundle's artifact", click.Choice(list(FORMATS)), "FORMAT"),
 }
 INFER_HELP = "How the backend runs it (docs/backends.md)."
 
@@ -267,10 +266,10 @@ def _family_of(flag: str, keys: dict[str, Key], help: str, renames: dict[str, st
     """A family declared once: ``decorator(uses)`` adds it to a command, which receives what
     ``build(found, uses)`` makes of the keys given (a key outside ``uses`` is refused)."""
     dest = flag.lstrip("-")
-    option = family(flag, dest, keys, help, renamed=renames)
 
     def decorator(uses: tuple[str, ...] | None = None) -> Callable[[F], F]:
         used = frozenset(uses or keys)
+        option = family(flag, dest, keys, help, renamed=renames, shown=used)
 
         def decorate(f: F) -> F:
             @functools.wraps(f)
@@ -298,22 +297,25 @@ def _spec(found: dict[str, Any], used: frozenset[str]) -> dict[str, Any]:
 def _post(found: dict[str, Any], used: frozenset[str]) -> dict[str, Any]:
     shared = {"decoder", "score_threshold", "iou", "max_detections", "classes", "anchors"}
     own = tuple(f"{k}={v}" for k, v in found.items() if k not in shared and k not in
-                ("task", "top_k", "smooth"))
+                ("task", "top_k", "smooth", "labels"))
     detect = DetectionOptions(
         decoder=found.get("decoder"), score_threshold=found.get("score_threshold"),
         iou_threshold=found.get("iou"), max_detections=found.get("max_detections"),
         classes=found.get("classes"), anchors=found.get("anchors"), params=own)
     detect.given()
     out: dict[str, Any] = {"detect": detect}
-    defaults = {"task": None, "top_k": 5, "smooth": 1}
+    defaults = {"task": None, "top_k": 5, "smooth": 1, "labels": None}
     out.update({k: found.get(k, d) for k, d in defaults.items() if k in used})
     return out
 
 
 def _infer(found: dict[str, Any], used: frozenset[str]) -> dict[str, Any]:
     defaults = {"device": None, "threads": None, "mode": "latency", "requests": None,
-                "streams": None}
-    return {k: found.get(k, d) for k, d in defaults.items() if k in used}
+                "streams": None, "format": None}
+    out = {k: found.get(k, d) for k, d in defaults.items() if k in used}
+    if "format" in out:  # the library's parameter is fmt
+        out["fmt"] = out.pop("format")
+    return out
 
 
 def _quantize(found: dict[str, Any], used: frozenset[str]) -> dict[str, Any]:
@@ -332,7 +334,8 @@ renamed("--no-antialias", "--preprocess antialias=off")
 postprocess = _family_of("--postprocess", POSTPROCESS_KEYS, POSTPROCESS_HELP, {
     "--task": "task", "--top-k": "top_k", "--smooth": "smooth", "--decoder": "decoder",
     "--score-threshold": "score_threshold", "--iou": "iou",
-    "--max-detections": "max_detections", "--classes": "classes", "--anchors": "anchors"}, _post)
+    "--max-detections": "max_detections", "--classes": "classes", "--anchors": "anchors",
+    "--labels": "labels"}, _post)
 renamed("--decoder-param", "--postprocess KEY=VALUE (each decoder parameter is a key)")
 infer = _family_of("--infer", INFER_KEYS, INFER_HELP, {f"--{k}": k for k in INFER_KEYS}, _infer)
 quantize = _family_of("--quantize", QUANTIZE_KEYS, "Int8 and fidelity (docs/convert.md).", {

@@ -81,10 +81,13 @@ def _summary(report, view: str = "text") -> str:
         for line in lines if line or view != "markdown")
 
 
+WINDOW = "window"  # --serve window: a window on this screen instead of a browser
+
+
 def _live_view(serve: str | None):
     """The live view, listening before the model loads (a port in use fails at once); its
     token comes from $EDGEKIT_SERVE_TOKEN only, never the command line."""
-    if serve is None:
+    if serve is None or serve == WINDOW:
         return nullcontext()
     from edgekit.live.server import TOKEN_ENV, LiveView, serve_options
 
@@ -100,16 +103,12 @@ def _live_view(serve: str | None):
 @options.source
 @run_capture
 @options.backend
-@options.infer(("device", "threads", "mode", "requests"))
-@options.fmt
-@options.labels
-@options.postprocess()
+@options.infer(("device", "threads", "mode", "requests", "format"))
+@options.postprocess(tuple(k for k in options.POSTPROCESS_KEYS))
 @options.preprocess()
-@click.option("--show", is_flag=True, help="Show a window (needs the GUI build of OpenCV).")
 @save_option
-@click.option("--serve", metavar="[HOST:]PORT", help="Serve a live view (video, FPS, stage "
-              "latency, results) at http://HOST:PORT/; HOST 127.0.0.1 unless given, any other "
-              "needs a token in $EDGEKIT_SERVE_TOKEN.")
+@click.option("--serve", metavar="[HOST:]PORT|window", help="A live view at "
+              "http://HOST:PORT/ (off 127.0.0.1: $EDGEKIT_SERVE_TOKEN), or a window.")
 @events_options
 @options.table_output
 @options.quiet
@@ -117,45 +116,19 @@ def _live_view(serve: str | None):
 def run(model: Path, source: str, capture: dict,
         backend: str | None, device: str | None, threads: int | None, fmt: str | None,
         labels: Path | None, task: str | None, top_k: int, smooth: int,
-        detect: DetectionOptions, spec: SpecOptions, show: bool,
-        outputs: Outputs, serve: str | None, events: EventsOptions, mode: str,
+        detect: DetectionOptions, spec: SpecOptions, outputs: Outputs, serve: str | None,
+        events: EventsOptions, mode: str,
         requests: int | None, view: str, quiet: bool) -> None:
     """Run the camera loop on a camera, a video, a folder of images or a stream.
 
     \b
-    Any model: a classifier's top-k (--postprocess top_k=K,smooth=N), a detector's boxes,
-    a segmenter's mask (--postprocess task=segmentation, --save DIR/), or any other
-    model's outputs (--postprocess task=generic, --save FILE.npz); the bundle says which.
-    Stages capture -> preprocess -> infer -> postprocess -> sink run pipelined,
-    one thread each, results in frame order; each is timed. A file is
-    processed whole; a live camera drops stale frames instead of queueing
-    them (and counts them), and is reconnected with back-off if it vanishes.
-    With ground truth beside the source (CLIP.json) it also prints mAP@0.5.
-    A bundle brings its input spec and decoder; --preprocess and
-    --postprocess override them, and a bare detector needs them. The
-    summary says every value used and where it came from.
-    An earlier output file stays until the new one is whole, and a path that
-    is the source or another output is refused first.
-    --serve shows it all live in a browser, for a device without a screen.
-    --infer requests=N keeps N frames in the infer stage at once (results
-    in frame order); mode=throughput tunes the runtime for frames per
-    second and keeps its recommended number in flight.
+    Any model: the bundle brings its task, input spec and decoder; the summary
+    says every value used and where it came from (docs/loop.md).
 
     \b
     Examples:
       edgekit run out/demo/digit_detector --source out/demo/clip.avi --save annotated.avi
-      edgekit run out/demo/lenet5_digits --source out/demo/clip.avi \\
-        --postprocess top_k=3,smooth=5
-      edgekit run out/demo/digit_detector --source out/demo/clip.avi --capture repeat=on \\
-        --serve 8080
-      edgekit run detector_int8.tflite --postprocess decoder=edgekit-grid,iou=0.45 \\
-        --labels labels.txt --preprocess resize=letterbox --source out/demo/clip.avi
-      edgekit run ssd_no_nms.tflite --postprocess decoder=ssd-raw,classes=person \\
-        --labels coco_labels.txt --source 0
-      edgekit run out/demo/digit_detector --source out/demo/clip.avi \\
-        --capture realtime=source --infer requests=2
-      EDGEKIT_SERVE_TOKEN=$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))') \\
-        edgekit run bundle --source picamera2 --serve 0.0.0.0:8080
+      edgekit run out/demo/digit_detector --source 0 --serve 8080
     """
     from edgekit.backends import Concurrency
     from edgekit.loop.picamera import is_imx500
@@ -174,7 +147,8 @@ def run(model: Path, source: str, capture: dict,
                        fmt=fmt, labels=labels, spec=spec, detect=detect, mode=mode,
                        requests=requests, pipelined=pipelined,
                        sensor=is_imx500(source)) as loaded:
-        report = run_loop(loaded, source, save=outputs.video, jsonl=outputs.jsonl, show=show,
+        report = run_loop(loaded, source, save=outputs.video, jsonl=outputs.jsonl,
+                          show=serve == WINDOW,
                           max_frames=capture.get("max_frames"), pipelined=pipelined,
                           queue_size=capture.get("queue", 2), truth=truth,
                           repeat=capture.get("repeat", False), serve=live,
@@ -193,7 +167,7 @@ def run(model: Path, source: str, capture: dict,
 @compare_capture
 @options.backends
 @options.infer(("threads", "mode", "requests"))
-@options.postprocess()
+@options.postprocess(tuple(k for k in options.POSTPROCESS_KEYS if k != "labels"))
 @options.preprocess()
 @options.plot
 @options.table_output
