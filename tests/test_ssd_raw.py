@@ -136,7 +136,7 @@ def test_generated_anchors_are_the_tf_od_apis(ssd_twin) -> None:
 @pytest.mark.slow
 def test_host_decoding_matches_the_post_processed_twin(ssd_twin, photos: Path, coral: Path,
                                                        tmp_path: Path) -> None:
-    labels = ["--labels", str(coral / "coco_labels.txt")]
+    labels = ["--postprocess", f"labels={coral / 'coco_labels.txt'}"]
     op = _run(ssd_twin.postprocess, photos, tmp_path / "op.jsonl", "--postprocess", "decoder=ssd",
               *labels)
     assert sum(map(len, op)) > 50  # the twin finds things on these photos
