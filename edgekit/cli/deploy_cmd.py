@@ -26,13 +26,9 @@ class DeployCommand(Command):
 
 @cli.command(cls=DeployCommand)
 @click.argument("bundle", required=False, type=click.Path(path_type=Path))
-@dev.target
 @dev.device_options()
 @dev.dry_run
-@dev.service
-@dev.offline
-@dev.wheel
-@dev.rollout_options
+@dev.release_options
 @options.json_output
 @options.quiet
 @debug_option

@@ -188,6 +188,14 @@ wheel = click.option("--wheel", type=_PATH, metavar="FILE",
                      help="Ship this edgekit wheel instead of building one.")
 
 
+def release_options(f: F) -> F:
+    """What a release is made of and how it rolls out, for deploy and playbook: --target,
+    --service, --offline, --wheel, --rollout."""
+    for decorate in reversed([target, service, offline, wheel, rollout_options]):
+        f = decorate(f)
+    return f
+
+
 def show_fleet(report: Any, view: str) -> None:
     """A fleet command's table (or JSON); exit 1 when a host failed."""
     from edgekit.deploy.fleet_report import fleet_text

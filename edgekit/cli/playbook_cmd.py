@@ -17,12 +17,8 @@ from edgekit.errors import UsageError
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path),
               metavar="DIR", help="The folder to write (the playbook, the role, the files).")
-@dev.target
 @dev.device_options(host=False)
-@dev.service
-@dev.offline
-@dev.wheel
-@dev.rollout_options
+@dev.release_options
 @options.json_output
 @options.quiet
 @debug_option
