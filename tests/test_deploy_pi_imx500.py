@@ -34,7 +34,7 @@ SYSTEM_SITE = "/usr/lib/python3/dist-packages"  # the system's site-packages on 
 
 def deploy(pi: SshServer, bundle: Path):
     return run_cli("deploy", bundle, "--target", "rpi5-ai-camera", *ssh_args(pi),
-                   "--samples", str(SAMPLES), "--json")
+                   "--release", f"samples={SAMPLES}", "--json")
 
 
 def current(pi: SshServer) -> str:

@@ -595,7 +595,7 @@ def test_the_service_s_secrets_reach_each_device_and_status_shows_its_counters(
                                              '[service]\nevents = ["events.jsonl"]'})
     inventory = inventory_for(tmp_path / "lab.ini", [("cam1", device)], profile)
     done = run_cli("deploy", lenet_bundle, "--inventory", inventory, "--offline", "--service",
-                   "--known-hosts", known, "--python", "/usr/bin/python3",
+                   "--ssh", f"known_hosts={known}", "--release", "python=/usr/bin/python3",
                    env={"EDGEKIT_EVENTS_USERNAME": "cam", "EDGEKIT_EVENTS_PASSWORD": "s3cret"})
     assert done.returncode == 0, done.stderr
     env = device.local_path("edgekit/service.env")
@@ -611,8 +611,8 @@ def test_the_service_s_secrets_reach_each_device_and_status_shows_its_counters(
         {"destination": "events.jsonl", "delivered": 7, "dropped": 0, "queued": 0,
          "spooled": 0, "last_error": ""}]}
     device.local_path("edgekit/events-state.json").write_text(json.dumps(state))
-    shown = run_cli("status", "--inventory", inventory, "--known-hosts", known, "--python",
-                    "/usr/bin/python3")
+    shown = run_cli("status", "--inventory", inventory, "--ssh", f"known_hosts={known}",
+                    "--release", "python=/usr/bin/python3")
     assert shown.returncode == 0, shown.stderr
     assert "cam1: events: events.jsonl: 7 delivered, 0 dropped; 0 queued (as of " in shown.stdout
     assert "pa55" not in shown.stdout
