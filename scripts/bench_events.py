@@ -47,6 +47,7 @@ def _bundle(path: Path) -> Path:
     if not (path / "edgekit.json").is_file():
         from edgekit.convert import ConvertOptions, convert
 
+        path.parent.mkdir(parents=True, exist_ok=True)  # a fresh checkout has no out/
         convert(ROOT / "models/digit_detector/digit_detector.keras", path,
                 ConvertOptions(formats="tflite-fp32,onnx,openvino-fp32"))
     return path
