@@ -19,6 +19,9 @@ PY39 = $(shell scripts/find_python.sh 3.9)
 PY310 = $(shell scripts/find_python.sh 3.10)
 OV2021 := .venv-openvino2021
 OV2022 := .venv-openvino2022
+# Three environments install this checkout (-e .), which writes edgekit.egg-info here: one at a
+# time when they are built side by side (make -j).
+EDITABLE := flock .editable.lock
 OLD_DEPS := click "opencv-python-headless<=4.11.0.86"
 
 # The Raspberry Pi AI Camera (Sony IMX500) toolchain: Sony's model-compression-toolkit and
@@ -46,7 +49,7 @@ system-packages:
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[convert,onnxruntime,plot,pillow,train,fleet,events,dev,docs]"
+	$(EDITABLE) $(BIN)/python -m pip install --quiet -e ".[convert,onnxruntime,plot,pillow,train,fleet,events,dev,docs]"
 	touch $@
 
 $(LEGACY)/.installed:
@@ -58,13 +61,13 @@ $(OV2021)/.installed: pyproject.toml
 	@if [ -z "$(PY39)" ]; then echo "no Python 3.9 here: skipping $(OV2021)"; else \
 	  $(PY39) -m venv $(OV2021) && \
 	  $(OV2021)/bin/python -m pip install --quiet "openvino==2021.4.2" "numpy<1.24" $(OLD_DEPS) && \
-	  $(OV2021)/bin/python -m pip install --quiet --no-deps -e . && touch $@; fi
+	  $(EDITABLE) $(OV2021)/bin/python -m pip install --quiet --no-deps -e . && touch $@; fi
 
 $(OV2022)/.installed: pyproject.toml
 	@if [ -z "$(PY310)" ]; then echo "no Python 3.10 here: skipping $(OV2022)"; else \
 	  $(PY310) -m venv $(OV2022) && \
 	  $(OV2022)/bin/python -m pip install --quiet "openvino==2022.3.2" "numpy<2" $(OLD_DEPS) && \
-	  $(OV2022)/bin/python -m pip install --quiet --no-deps -e . && touch $@; fi
+	  $(EDITABLE) $(OV2022)/bin/python -m pip install --quiet --no-deps -e . && touch $@; fi
 
 $(IMX500)/.installed:
 	$(PYTHON) -m venv $(IMX500)
@@ -78,12 +81,16 @@ demo: setup
 # Every test, the slow end-to-end ones included (CI runs this), on WORKERS pytest-xdist workers:
 # one test file per worker at a time, the emulated Pi's files as one (tests/conftest.py).
 # `make test WORKERS=1` runs them in one process, one after the other.
+# The environments and the Debian packages are independent: built side by side (-j4 here, about
+# 2 minutes less on a fresh machine than one after the other).
 WORKERS ?= 2
-test: setup-tests
+test:
+	@$(MAKE) --no-print-directory -j4 setup-tests
 	$(BIN)/python -m pytest $(if $(filter-out 0 1,$(WORKERS)),-n $(WORKERS) --dist loadfile)
 
 # The quick loop while developing: skips tests marked slow.
-test-fast: setup-tests
+test-fast:
+	@$(MAKE) --no-print-directory -j4 setup-tests
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: setup
