@@ -56,17 +56,20 @@ def _wait(condition, timeout: float = 10.0) -> bool:
 
 def test_new_update_end_with_debounce_and_a_bounded_update_rate() -> None:
     maker = EventMaker(Rules(min_frames=3, update_s=0.05, end_frames=2), "cam", "bundle")
-    kinds = []
+    made = []
     for frame in range(6):
-        kinds += [e.type for e in maker.frame(frame, time.perf_counter_ns(), None,
-                                              [_tracked(1, 10 + frame)])]
+        made += maker.frame(frame, time.perf_counter_ns(), np.zeros((4, 4, 3), np.uint8),
+                            [_tracked(1, 10 + frame)])
         time.sleep(0.02)
+    kinds = [e.type for e in made]
     assert kinds[0] == "new" and kinds.count("new") == 1
     assert 1 <= kinds.count("update") <= 2  # 4 frames after new, one update per 50 ms at most
     ended = maker.frame(6, time.perf_counter_ns(), None, [])
     assert not ended
     ended = maker.frame(7, time.perf_counter_ns(), None, [])
     assert [e.type for e in ended] == ["end"] and ended[0].track_id == 1
+    # only a new event has a snapshot: the others do not hold a frame while they wait
+    assert [e.image is not None for e in made + ended] == [k == "new" for k in kinds + ["end"]]
     assert not maker.finish()
 
 

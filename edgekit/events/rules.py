@@ -147,4 +147,6 @@ class EventMaker:
     def _typed(self, event: Event, kind: str) -> Event:
         from dataclasses import replace
 
-        return replace(event, type=kind, id=f"{self._run}-{next(self._count)}", _jpeg=None)
+        # only a ``new`` event has a snapshot: the others do not hold their frame while queued
+        return replace(event, type=kind, id=f"{self._run}-{next(self._count)}", _jpeg=None,
+                       image=event.image if kind == "new" else None)
