@@ -121,3 +121,22 @@ def test_a_key_without_help_is_taken_but_left_out_of_the_help() -> None:
         "{'size_scale': '0.5'}"
     unknown = CliRunner().invoke(command, ["--hidden", "nms=1"])
     assert unknown.exit_code == 2 and "or one of 1 more keys its help points to" in unknown.output
+
+
+def test_a_command_that_uses_some_keys_lists_those_and_refuses_the_others() -> None:
+    keys = {**KEYS, "dir": Key("Where.", metavar="DIR", param="base")}
+
+    @click.command("cmd", cls=Command)
+    @family("--post", "post", keys, "Post-processing.", uses=("iou", "dir"))
+    def command(post: dict) -> None:
+        click.echo(repr(post))
+
+    shown = CliRunner().invoke(command, ["--help"]).output
+    assert "iou=X, dir=DIR." in shown and "classes=" not in shown
+    ok = CliRunner().invoke(command, ["--post", "dir=/srv,iou=0.5"])
+    assert ok.exit_code == 0 and ok.output.strip() == "{'base': '/srv', 'iou': 0.5}"
+    unused = CliRunner().invoke(command, ["--post", "classes=a"])
+    assert unused.exit_code == 2 and "cmd does not use classes; it takes iou, dir" in unused.output
+    unknown = CliRunner().invoke(command, ["--post", "nms=1"])
+    assert unknown.exit_code == 2 and "unknown key 'nms'; --post takes iou=X, dir=DIR" in \
+        unknown.output

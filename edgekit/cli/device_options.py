@@ -125,14 +125,13 @@ _limit = click.option("--limit", metavar="PATTERN",
                       help="Only the inventory's hosts this Ansible pattern matches.")
 
 
-def _subset(keys: Mapping[str, Key], names: tuple[str, ...] | None) -> dict[str, Key]:
-    return {k: v for k, v in keys.items() if names is None or k in names}
-
-
-def _family(flag: str, dest: str, keys: dict[str, Key], help: str, **kwargs: Any
-            ) -> Callable[[F], F]:
-    old = {flag_: key for flag_, key in OLD_FLAGS.items() if key in keys}
-    return family(flag, dest, keys, help, renamed=old, **kwargs)
+def _family(flag: str, dest: str, keys: dict[str, Key], help: str,
+            uses: tuple[str, ...] | None = None, **kwargs: Any) -> Callable[[F], F]:
+    """``flag`` taking the keys in ``uses`` (None: all); the old flags of those keys answer
+    with their new spelling."""
+    old = {flag_: key for flag_, key in OLD_FLAGS.items()
+           if key in keys and (uses is None or key in uses)}
+    return family(flag, dest, keys, help, renamed=old, uses=uses, **kwargs)
 
 
 def device_options(release: tuple[str, ...] | None = None, host: bool = True
@@ -140,8 +139,7 @@ def device_options(release: tuple[str, ...] | None = None, host: bool = True
     """--host (unless ``host`` is False: the playbook's hosts are the inventory's), --inventory,
     --limit, --ssh and --release (with the keys named in ``release``; None: all) as one
     ``device: DeviceOptions``."""
-    ssh_keys = _subset(SSH_KEYS, None if host else ("identity", "known_hosts", "timeout"))
-    release_keys = _subset(RELEASE_KEYS, release)
+    ssh_keys = None if host else ("identity", "known_hosts", "timeout")
 
     def decorate(f: F) -> F:
         @functools.wraps(f)
@@ -155,9 +153,9 @@ def device_options(release: tuple[str, ...] | None = None, host: bool = True
         wrapped: Any = command
         for option in reversed([
                 *([_host] if host else []), _inventory, _limit,
-                _family("--ssh", "ssh", ssh_keys, "How ssh reaches the device."),
-                _family("--release", "release", release_keys,
-                        "The releases on the device; its Python.")]):
+                _family("--ssh", "ssh", SSH_KEYS, "How ssh reaches the device.", ssh_keys),
+                _family("--release", "release", RELEASE_KEYS,
+                        "The releases on the device; its Python.", release)]):
             wrapped = option(wrapped)
         return wrapped  # type: ignore[no-any-return]
     return decorate

@@ -59,22 +59,29 @@ def split_pairs(text: str) -> list[tuple[str, str]]:
 
 
 def parse_family(flag: str, keys: Mapping[str, Key], texts: tuple[str, ...] | list[str],
-                 ctx: click.Context | None = None, words: Mapping[str, str] | None = None
-                 ) -> dict[str, Any]:
+                 ctx: click.Context | None = None, words: Mapping[str, str] | None = None,
+                 uses: Collection[str] | None = None) -> dict[str, Any]:
     """The values of ``flag`` (each ``KEY=VALUE[,KEY=VALUE...]``, or one of ``words``, which
-    stands for its pairs) as {parameter: converted value} (a key's ``param``, else the key)."""
+    stands for its pairs) as {parameter: converted value} (a key's ``param``, else the key).
+    ``uses``: the keys this command takes (None: all); another key of the family is refused,
+    naming the command."""
+    taken = keys if uses is None else {k: spec for k, spec in keys.items() if k in uses}
     found: dict[str, Any] = {}
     for text in texts:
         text = (words or {}).get(text.strip(), text)
         try:
             pairs = split_pairs(text)
         except click.BadParameter as exc:
-            raise click.BadParameter(f"{exc.message}; {flag} takes {form(keys)}",
+            raise click.BadParameter(f"{exc.message}; {flag} takes {form(taken)}",
                                      ctx, param_hint=flag) from None
         for key, value in pairs:
             if key not in keys:
-                raise click.BadParameter(f"unknown key {key!r}; {flag} takes {form(keys)}",
+                raise click.BadParameter(f"unknown key {key!r}; {flag} takes {form(taken)}",
                                          ctx, param_hint=flag)
+            if key not in taken:
+                command = ctx.info_name if ctx is not None else "this command"
+                raise click.BadParameter(f"{command} does not use {key}; it takes "
+                                         f"{', '.join(taken)}", ctx, param_hint=flag)
             converted = _convert(flag, key, keys[key], value, ctx)
             name = keys[key].param or key
             if keys[key].multiple:
@@ -120,14 +127,15 @@ class FamilyOption(click.Option):
 
 def family(flag: str, dest: str, keys: Mapping[str, Key], help: str,
            metavar: str = "KEY=VALUE", renamed: Mapping[str, str] | None = None,
-           words: Mapping[str, str] | None = None, shown: Collection[str] | None = None
+           words: Mapping[str, str] | None = None, uses: Collection[str] | None = None
            ) -> Callable[[F], F]:
     """The option ``flag``; the command receives ``dest``: {parameter: value} of the keys given
     (a key's ``param``, else the key itself).
 
     ``renamed``: old flag -> the key it became (the old flag then answers with the new spelling
     on the commands that have this family). ``words``: a word -> the pairs it stands for.
-    ``shown``: the keys the help lists (a command that uses some of a family's keys).
+    ``uses``: the keys this command takes (None: all), the only ones its help lists; another
+    key of the family is refused with "CMD does not use KEY; it takes ..." (exit 2).
     """
     for key, spec in keys.items():
         KEY_FLAGS.setdefault(spec.param or key, f"{flag} {key}")
@@ -135,14 +143,14 @@ def family(flag: str, dest: str, keys: Mapping[str, Key], help: str,
     name = "_family_" + dest
     described = help.rstrip() + " Keys: " + ", ".join(  # what each means: the docs' table
         f"{k}={spec.metavar}" for k, spec in keys.items()
-        if spec.help and (shown is None or k in shown)) + "."
+        if spec.help and (uses is None or k in uses)) + "."
 
     def decorate(f: F) -> F:
         @functools.wraps(f)
         def command(*args: Any, **kwargs: Any) -> Any:
             texts = kwargs.pop(name)
             kwargs[dest] = parse_family(flag, keys, texts, click.get_current_context(True),
-                                        words)
+                                        words, uses)
             return f(*args, **kwargs)
 
         return click.option(flag, name, multiple=True, metavar=metavar,  # type: ignore

@@ -44,8 +44,8 @@ _HELP = "How the source is read (repeatable)."
 _MOVED = {"--max-frames": "max_frames", "--truth": "truth", "--realtime": "realtime",
           "--repeat": "repeat", "--queue-size": "queue"}
 run_capture = family("--capture", "capture", CAPTURE_KEYS, _HELP, renamed=_MOVED)
-compare_capture = family("--capture", "capture", {k: CAPTURE_KEYS[k] for k in COMPARE_KEYS},
-                         _HELP, renamed={o: k for o, k in _MOVED.items() if k in COMPARE_KEYS})
+compare_capture = family("--capture", "capture", CAPTURE_KEYS, _HELP, uses=COMPARE_KEYS,
+                         renamed={o: k for o, k in _MOVED.items() if k in COMPARE_KEYS})
 renamed("--no-pipeline", "--capture pipeline=off")
 
 

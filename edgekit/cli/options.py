@@ -264,24 +264,18 @@ def _family_of(flag: str, keys: dict[str, Key], help: str, renames: dict[str, st
                build: Callable[[dict[str, Any], frozenset[str]], dict[str, Any]]
                ) -> Callable[..., Callable[[F], F]]:
     """A family declared once: ``decorator(uses)`` adds it to a command, which receives what
-    ``build(found, uses)`` makes of the keys given (a key outside ``uses`` is refused)."""
+    ``build(found, uses)`` makes of the keys given (``family(..., uses=)`` refuses the
+    others)."""
     dest = flag.lstrip("-")
 
     def decorator(uses: tuple[str, ...] | None = None) -> Callable[[F], F]:
         used = frozenset(uses or keys)
-        option = family(flag, dest, keys, help, renamed=renames, shown=used)
+        option = family(flag, dest, keys, help, renamed=renames, uses=used)
 
         def decorate(f: F) -> F:
             @functools.wraps(f)
             def command(*args: Any, **kwargs: Any) -> Any:
-                found = kwargs.pop(dest)
-                unused = [k for k in found if k not in used]
-                if unused:
-                    ctx = click.get_current_context()
-                    raise click.BadParameter(
-                        f"{ctx.info_name} does not use {unused[0]}; it takes "
-                        f"{', '.join(k for k in keys if k in used)}", ctx, param_hint=flag)
-                kwargs.update(build(found, used))
+                kwargs.update(build(kwargs.pop(dest), used))
                 return f(*args, **kwargs)
 
             command.__click_params__ = list(getattr(f, "__click_params__", []))
