@@ -67,7 +67,7 @@ def test_save_refuses_a_name_of_no_kind_and_two_of_one(tmp_path: Path) -> None:
     (["--events-filter", "min_score=2"], "--events-filter min_score"),
     (["--events-filter", "colour=red"], "unknown key 'colour'"),
     (["--clips", "c?pre=x"], "pre: it must be a finite number"),
-    (["--clips", "c?during=3"], "unknown setting 'during'"),
+    (["--clips", "c?during=3"], "unknown key 'during'; DIR? takes pre=S (seconds kept before"),
     (["--clips", "c?max_disk=lots"], "give a size such as 500M"),
 ])
 def test_bad_values_are_one_line_before_any_model_loads(args: list[str], needle: str) -> None:

@@ -12,7 +12,15 @@ from urllib.parse import parse_qsl
 
 import click
 
-from edgekit.cli.families import Key, family, parse_family, renamed
+from edgekit.cli.families import (
+    Key,
+    KeyValueError,
+    convert_pairs,
+    family,
+    form,
+    parse_family,
+    renamed,
+)
 from edgekit.cli.options import Finite
 from edgekit.events.outbox import QUEUE
 from edgekit.events.service import counters_line
@@ -35,8 +43,25 @@ KEYS = {
 FAMILY = {key: spec for key, (_, spec) in KEYS.items()}
 FILTER_FLAGS = {name: f"{FLAG} {key}" for key, (name, _) in KEYS.items()
                 if key not in ("queue", "track")}
+
+
+def _size(text: str) -> str:
+    """A size ``parse_size`` takes (``500M``, ``2G``), kept as given."""
+    from edgekit.errors import UsageError
+
+    try:
+        parse_size(text, "max_disk")
+    except UsageError:
+        raise ValueError(f"give a size such as 500M or 2G, not {text!r}") from None
+    return text
+
+
 # the clips' settings on --clips DIR?KEY=VALUE&...
-CLIP_KEYS = {"pre": Finite(0, 600), "post": Finite(0, 600), "max_disk": None}
+CLIP_KEYS = {
+    "pre": Key("seconds kept before a track is confirmed, default 5", Finite(0, 600), "S"),
+    "post": Key("seconds kept after it ends, default 5", Finite(0, 600), "S"),
+    "max_disk": Key("the most the clips take, default 1G", _size, "SIZE"),
+}
 PARAMS = ("events", "_family_events_filter", "clips")  # the command's parameters (parsed)
 RENAMED = {"--events-classes": "classes", "--events-min-score": "min_score",
            "--events-min-frames": "min_frames", "--events-update": "update",
@@ -51,28 +76,18 @@ def clips_value(text: str) -> dict[str, Any]:
     folder, _, query = text.partition("?")
     if not folder:
         raise ValueError(f"{text!r}: give the folder first, e.g. clips?pre=5")
-    found: dict[str, Any] = {"clips": folder}
     try:
         pairs = parse_qsl(query, strict_parsing=True) if query else []
     except ValueError:
         raise ValueError(f"{text!r}: after ? give KEY=VALUE pairs joined by &: "
-                         "pre=S, post=S, max_disk=SIZE") from None
-    for key, value in pairs:
-        if key not in CLIP_KEYS:
-            raise ValueError(f"unknown setting {key!r}; DIR? takes pre=S (seconds kept before "
-                             "a track is confirmed, default 5), post=S (after it ends, 5), "
-                             "max_disk=SIZE (the most the clips take, 1G)")
-        if key in found:
-            raise ValueError(f"{key} is given twice")
-        check = CLIP_KEYS[key]
-        try:
-            found[key] = (check.convert(value, None, None) if check is not None
-                          else (parse_size(value, "max_disk"), value)[1])
-        except click.BadParameter as exc:
-            raise ValueError(f"{key}: {exc.message}") from None
-        except Exception as exc:  # parse_size's UsageError
-            raise ValueError(str(exc)) from None
-    return found
+                         f"{form(CLIP_KEYS)}") from None
+    try:
+        found = convert_pairs("DIR?", CLIP_KEYS, pairs, takes=form(CLIP_KEYS, described=True))
+    except KeyValueError as exc:
+        raise ValueError(f"{exc.key}: {exc.message}") from None
+    except click.BadParameter as exc:
+        raise ValueError(exc.message) from None
+    return {"clips": folder, **found}
 
 
 def _clips(ctx: click.Context, param: click.Parameter, text: str | None) -> dict[str, Any]:

@@ -65,7 +65,7 @@ def parse_family(flag: str, keys: Mapping[str, Key], texts: tuple[str, ...] | li
     stands for its pairs) as {parameter: converted value} (a key's ``param``, else the key).
     ``uses``: the keys this command takes (None: all); another key of the family is refused,
     naming the command."""
-    taken = keys if uses is None else {k: spec for k, spec in keys.items() if k in uses}
+    taken = _taken(keys, uses)
     found: dict[str, Any] = {}
     for text in texts:
         text = (words or {}).get(text.strip(), text)
@@ -74,42 +74,68 @@ def parse_family(flag: str, keys: Mapping[str, Key], texts: tuple[str, ...] | li
         except click.BadParameter as exc:
             raise click.BadParameter(f"{exc.message}; {flag} takes {form(taken)}",
                                      ctx, param_hint=flag) from None
-        for key, value in pairs:
-            if key not in keys:
-                raise click.BadParameter(f"unknown key {key!r}; {flag} takes {form(taken)}",
-                                         ctx, param_hint=flag)
-            if key not in taken:
-                command = ctx.info_name if ctx is not None else "this command"
-                raise click.BadParameter(f"{command} does not use {key}; it takes "
-                                         f"{', '.join(taken)}", ctx, param_hint=flag)
-            converted = _convert(flag, key, keys[key], value, ctx)
-            name = keys[key].param or key
-            if keys[key].multiple:
-                found[name] = found.get(name, ()) + (converted,)
-            elif name in found:
-                raise click.BadParameter(f"{key} is given twice", ctx, param_hint=flag)
-            else:
-                found[name] = converted
+        convert_pairs(flag, keys, pairs, ctx, uses, found)
     return found
 
 
+def convert_pairs(flag: str, keys: Mapping[str, Key], pairs: list[tuple[str, str]],
+                  ctx: click.Context | None = None, uses: Collection[str] | None = None,
+                  found: dict[str, Any] | None = None, takes: str | None = None
+                  ) -> dict[str, Any]:
+    """Check and convert ``flag``'s (key, value) pairs into ``found`` (returned): {parameter:
+    converted value}. An unknown key is refused with the keys (``takes``, else ``form``), a key
+    outside ``uses`` naming the command, a key given twice, and a bad value by
+    ``KeyValueError`` (which names the key)."""
+    taken = _taken(keys, uses)
+    found = {} if found is None else found
+    for key, value in pairs:
+        if key not in keys:
+            raise click.BadParameter(f"unknown key {key!r}; {flag} takes "
+                                     f"{takes or form(taken)}", ctx, param_hint=flag)
+        if key not in taken:
+            command = ctx.info_name if ctx is not None else "this command"
+            raise click.BadParameter(f"{command} does not use {key}; it takes "
+                                     f"{', '.join(taken)}", ctx, param_hint=flag)
+        converted = _convert(flag, key, keys[key], value, ctx)
+        name = keys[key].param or key
+        if keys[key].multiple:
+            found[name] = found.get(name, ()) + (converted,)
+        elif name in found:
+            raise click.BadParameter(f"{key} is given twice", ctx, param_hint=flag)
+        else:
+            found[name] = converted
+    return found
+
+
+def _taken(keys: Mapping[str, Key], uses: Collection[str] | None) -> Mapping[str, Key]:
+    return keys if uses is None else {k: spec for k, spec in keys.items() if k in uses}
+
+
+class KeyValueError(click.BadParameter):
+    """A key's value refused: ``key`` names the key, the message says why."""
+
+    def __init__(self, message: str, ctx: click.Context | None, flag: str, key: str) -> None:
+        super().__init__(message, ctx, param_hint=f"{flag} {key}")
+        self.key = key
+
+
 def _convert(flag: str, key: str, spec: Key, value: str, ctx: click.Context | None) -> Any:
-    hint = f"{flag} {key}"
     try:
         if isinstance(spec.type, click.ParamType):
             return spec.type.convert(value, None, ctx)
         return spec.type(value)
     except click.BadParameter as exc:
-        raise click.BadParameter(exc.message, ctx, param_hint=hint) from None
+        raise KeyValueError(exc.message, ctx, flag, key) from None
     except ValueError as exc:
-        raise click.BadParameter(str(exc) or f"{value!r} is not valid", ctx,
-                                 param_hint=hint) from None
+        raise KeyValueError(str(exc) or f"{value!r} is not valid", ctx, flag, key) from None
 
 
-def form(keys: Mapping[str, Key]) -> str:
-    """The keys, for an error line: ``a=N, b=X`` (and how many more the help points to)."""
+def form(keys: Mapping[str, Key], described: bool = False) -> str:
+    """The keys, for an error line: ``a=N, b=X`` (and how many more the help points to);
+    ``described``: each with its help, ``a=N (what it is)``."""
     hidden = sum(not spec.help for spec in keys.values())
-    return ", ".join(f"{k}={spec.metavar}" for k, spec in keys.items() if spec.help) + (
+    return ", ".join(f"{k}={spec.metavar}" + (f" ({spec.help})" if described else "")
+                     for k, spec in keys.items() if spec.help) + (
         f", or one of {hidden} more keys its help points to" if hidden else "")
 
 
