@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from edgekit.cli.app import all_commands
-from edgekit.cli.events_options import PARAMS, events_from
+from edgekit.cli.events_options import FAMILY, FLAG, events_from
+from edgekit.cli.families import parse_family
 from edgekit.deploy.agent import env as agent
 from edgekit.deploy.local import LocalLink
 from edgekit.deploy.plan import ShippedFile, plan_release
@@ -31,7 +32,9 @@ GIVEN = ["--events", "mqtt://broker.lan/home/door", "--events", "https://hooks.l
 
 def _parsed(args: list[str]):
     ctx = all_commands()["run"].make_context("run", ["bundle", "--source", "0", *args])
-    return events_from({name: ctx.params[name] for name in PARAMS})
+    texts = ctx.params["_family_events_filter"]  # the family's texts, as click's context holds
+    return events_from({"events": ctx.params["events"], "clips": ctx.params["clips"],
+                        "events_filter": parse_family(FLAG, FAMILY, texts, ctx)})
 
 
 def test_the_service_gets_the_same_options_back() -> None:

@@ -18,7 +18,6 @@ from edgekit.cli.families import (
     convert_pairs,
     family,
     form,
-    parse_family,
     renamed,
 )
 from edgekit.cli.options import Finite
@@ -62,7 +61,7 @@ CLIP_KEYS = {
     "post": Key("seconds kept after it ends, default 5", Finite(0, 600), "S"),
     "max_disk": Key("the most the clips take, default 1G", _size, "SIZE"),
 }
-PARAMS = ("events", "_family_events_filter", "clips")  # the command's parameters (parsed)
+PARAMS = ("events", "events_filter", "clips")  # what events_from takes, parsed
 RENAMED = {"--events-classes": "classes", "--events-min-score": "min_score",
            "--events-min-frames": "min_frames", "--events-update": "update",
            "--events-zone": "zone", "--events-queue": "queue"}
@@ -100,12 +99,10 @@ def _clips(ctx: click.Context, param: click.Parameter, text: str | None) -> dict
 
 
 def events_from(params: Mapping[str, Any]) -> EventsOptions:
-    """The options from the command's parameters (``PARAMS``), checked."""
+    """The options from the command's parameters (``PARAMS``: the --events URLs, the
+    --events-filter family's {key: value} and --clips' dict, as parsed), checked."""
     given: dict[str, Any] = {"events": params.get("events") or ()}
-    keys = params.get("events_filter", params.get("_family_events_filter")) or {}
-    if not isinstance(keys, dict):  # the option's texts, as click's context holds them
-        keys = parse_family(FLAG, FAMILY, keys, click.get_current_context(True))
-    for key, value in keys.items():
+    for key, value in (params.get("events_filter") or {}).items():
         given[KEYS[key][0]] = value
     given.update(params.get("clips") or {})
     return options_from(given, FILTER_FLAGS)
@@ -121,8 +118,7 @@ def events_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(f)
     def command(*args: Any, **kwargs: Any) -> Any:
-        kwargs["events"] = events_from({name: kwargs.pop(name) for name in
-                                        ("events", "events_filter", "clips")})
+        kwargs["events"] = events_from({name: kwargs.pop(name) for name in PARAMS})
         return f(*args, **kwargs)
 
     command.__click_params__ = list(getattr(f, "__click_params__", []))
