@@ -22,7 +22,6 @@ from edgekit.cli.families import (
 )
 from edgekit.cli.options import Finite
 from edgekit.events.outbox import QUEUE
-from edgekit.events.service import counters_line
 from edgekit.events.settings import EventsOptions, options_from, parse_size
 
 FLAG = "--events-filter"
@@ -106,11 +105,6 @@ def events_from(params: Mapping[str, Any]) -> EventsOptions:
         given[KEYS[key][0]] = value
     given.update(params.get("clips") or {})
     return options_from(given, FILTER_FLAGS)
-
-
-def events_line(row: dict[str, Any]) -> str:
-    """A destination's (or the clips') counters in the run's summary."""
-    return counters_line(row)
 
 
 def events_options(f: Callable[..., Any]) -> Callable[..., Any]:

@@ -10,7 +10,7 @@ import click
 
 from edgekit.cli import options
 from edgekit.cli.app import cli, debug_option, fail_on_failed_rows, progress_printer, save_plot
-from edgekit.cli.events_options import events_line, events_options
+from edgekit.cli.events_options import events_options
 from edgekit.cli.loop_options import Outputs, compare_capture, run_capture, save_option
 from edgekit.errors import EdgekitError
 from edgekit.events.settings import EventsOptions
@@ -49,6 +49,7 @@ def _pacing(report) -> str:
 def _summary(report, view: str = "text") -> str:
     """What run prints: the stage table between the source line and the totals ("text" or
     "markdown"; "csv" is the stage table alone)."""
+    from edgekit.events.service import counters_line
     from edgekit.helpers.render import render_table
     from edgekit.helpers.text import printable
 
@@ -74,7 +75,7 @@ def _summary(report, view: str = "text") -> str:
                      f"frames (labels: {report.accuracy_source})")
     lines += report.summary.lines
     lines += [f"wrote {p}" for p in report.outputs]
-    lines += [events_line(row) for row in report.events]
+    lines += [counters_line(row) for row in report.events]
     lines += [f"note: {n}" for n in report.notes]
     return ("\n\n" if view == "markdown" else "\n").join(
         line if line is stages else printable(line)  # the table escapes its own cells
