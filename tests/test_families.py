@@ -5,7 +5,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from edgekit.cli.families import Command, Key, family, parse_family, renamed, split_pairs
+from edgekit.cli.families import Command, Key, family, option, parse_family, split_pairs
 
 KEYS = {"iou": Key("NMS IoU.", click.FloatRange(0, 1), "X"),
         "classes": Key("Classes kept.", metavar="LIST"),
@@ -36,10 +36,8 @@ def test_values_are_converted_and_multiple_keys_gather() -> None:
 
 
 def test_a_command_gets_one_dict_and_a_moved_flag_names_its_new_spelling() -> None:
-    renamed("--old-iou", "--post iou=X")
-
     @click.command(cls=Command)
-    @family("--post", "post", KEYS, "Post-processing.")
+    @family("--post", "post", KEYS, "Post-processing.", moved={"--old-iou": "--post iou=X"})
     def command(post: dict) -> None:
         click.echo(repr(post))
 
@@ -77,6 +75,49 @@ def test_a_familys_old_flags_answer_only_on_the_commands_that_have_it() -> None:
     unknown = CliRunner().invoke(without, ["--ssh-port-old", "22"])
     assert unknown.exit_code == 2 and "No such option '--ssh-port-old'" in unknown.output
     assert with_family.params[0].flags == {"port": "--ssh port"}  # for the library's errors
+
+
+def test_a_plain_option_carries_the_flags_it_replaced() -> None:
+    @click.command(cls=Command)
+    @option("--save", "outputs", multiple=True, moved={"--jsonl": "--save FILE.jsonl"})
+    def with_save(outputs: tuple) -> None:
+        click.echo(repr(outputs))
+
+    @click.command(cls=Command)
+    def without() -> None:
+        pass
+
+    moved = CliRunner().invoke(with_save, ["--jsonl", "x"])
+    assert moved.exit_code == 2 and "--jsonl is now --save FILE.jsonl" in moved.output
+    unknown = CliRunner().invoke(without, ["--jsonl", "x"])
+    assert unknown.exit_code == 2 and "No such option '--jsonl'" in unknown.output
+
+
+@pytest.mark.parametrize("args, said", [
+    (["run", "b", "--source", "0", "--jsonl", "x"], "--jsonl is now --save FILE.jsonl"),
+    (["targets", "--jsonl", "x"], "no such option '--jsonl'"),
+    (["inspect", "m", "--jsonl", "x"], "no such option '--jsonl'"),
+    (["targets", "--markdown"], "--markdown is now --table markdown"),
+    (["status", "--host", "pi@x", "--csv"], "no such option '--csv'"),
+    (["run", "b", "--source", "0", "--token", "t"], "--token is now $EDGEKIT_SERVE_TOKEN"),
+    (["compare", "b", "--source", "0", "--token", "t"], "no such option '--token'"),
+    (["run", "b", "--source", "0", "--no-pipeline"], "--no-pipeline is now --capture pipeline"),
+    (["compare", "b", "--source", "0", "--no-pipeline"], "no such option '--no-pipeline'"),
+    (["compare", "b", "--source", "0", "--pre", "3"], "no such option '--pre'"),
+    (["convert", "m", "-o", "o", "--no-remedy"], "--no-remedy is now --quantize remedy=off"),
+    (["bench", "m", "--no-remedy"], "no such option '--no-remedy'"),
+    (["bench", "m", "--decoder-param", "a=1"], "no such option '--decoder-param'"),
+])
+def test_a_moved_flag_answers_only_where_it_moved_from(args: list[str], said: str) -> None:
+    """The old flag names its new spelling on the commands that have the option that replaced
+    it; any other command answers as click does for any flag it has not got (edgekit's
+    group writes click's "No such option" in lower case)."""
+    from edgekit.cli import cli
+
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and said in result.output, result.output
+
+
 @pytest.mark.parametrize("args, said", [
     (["run", "m", "--source", "0", "--iou", "0.5"], "--iou is now --postprocess iou=X"),
     (["compare", "m", "--source", "0", "--no-antialias"],

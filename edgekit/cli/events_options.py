@@ -18,7 +18,7 @@ from edgekit.cli.families import (
     convert_pairs,
     family,
     form,
-    renamed,
+    option,
 )
 from edgekit.cli.options import Finite
 from edgekit.events.outbox import QUEUE
@@ -64,9 +64,9 @@ PARAMS = ("events", "events_filter", "clips")  # what events_from takes, parsed
 RENAMED = {"--events-classes": "classes", "--events-min-score": "min_score",
            "--events-min-frames": "min_frames", "--events-update": "update",
            "--events-zone": "zone", "--events-queue": "queue"}
-renamed("--track", f"{FLAG} track=on")
-for _old, _form in (("--pre", "pre=S"), ("--post", "post=S"), ("--max-disk", "max_disk=SIZE")):
-    renamed(_old, f"--clips DIR?{_form}")
+# the clips' flags before --clips DIR?KEY=VALUE&...
+CLIP_FLAGS = {"--pre": "--clips DIR?pre=S", "--post": "--clips DIR?post=S",
+              "--max-disk": "--clips DIR?max_disk=SIZE"}
 
 
 def clips_value(text: str) -> dict[str, Any]:
@@ -117,15 +117,15 @@ def events_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
     command.__click_params__ = list(getattr(f, "__click_params__", []))
     command = family(FLAG, "events_filter", FAMILY, "Which objects make events (repeatable).",
-                     renamed=RENAMED)(command)
+                     renamed=RENAMED, moved={"--track": f"{FLAG} track=on"})(command)
     options = [
-        click.option("--clips", callback=_clips, metavar="DIR[?...]",
-                     help="A clip per tracked object: DIR?pre=S&post=S&max_disk=SIZE (5, 5, "
-                     "1G)."),
+        option("--clips", callback=_clips, metavar="DIR[?...]",
+               help="A clip per tracked object: DIR?pre=S&post=S&max_disk=SIZE (5, 5, 1G).",
+               moved=CLIP_FLAGS),
         click.option("--events", multiple=True, metavar="URL", help="Send events to "
                      "mqtt[s]://HOST[:PORT][/TOPIC], http(s)://... or FILE.jsonl "
                      "(docs/events.md)."),
     ]
-    for option in options:
-        command = option(command)
+    for add in options:
+        command = add(command)
     return command

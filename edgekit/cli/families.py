@@ -10,10 +10,11 @@ refused, an unknown key is refused with the family's keys, a bad value says whic
 one line, exit 2, before any model loads. The command receives one dict of the keys given, their
 values converted; defaults stay with the library record the command fills from it.
 
-A flag that became a family key answers with its new spelling (exit 2) on every command that
-has the family (``family(..., renamed=...)``); a flag that moved elsewhere answers on every
-command (``renamed(...)``) or on one (``Command.renamed``). ``Command``, the group's command
-class, checks them.
+A flag that moved answers with its new spelling (exit 2) only on the commands that have the
+option that replaced it: a family carries the old flags that became its keys
+(``family(..., renamed=..., moved=...)``), a plain option its own (``option(..., moved=...)``),
+and a command the flags that left it altogether (``Command.renamed``). ``Command``, the group's
+command class, finds them through its parameters.
 """
 from __future__ import annotations
 
@@ -27,8 +28,6 @@ import click
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# old flag -> its new spelling, for every command that no longer has that flag
-RENAMED: dict[str, str] = {}
 # family key -> "--family key", for errors the library raises about a parameter of that name
 KEY_FLAGS: dict[str, str] = {}
 
@@ -139,33 +138,48 @@ def form(keys: Mapping[str, Key], described: bool = False) -> str:
         f", or one of {hidden} more keys its help points to" if hidden else "")
 
 
-class FamilyOption(click.Option):
+class MovedOption(click.Option):
+    """A click option that carries the old flags it replaced (``moved``: old -> new spelling):
+    they answer with their new spelling on the commands that have this option."""
+
+    def __init__(self, *args: Any, moved: Mapping[str, str] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.moved = dict(moved or {})
+
+
+def option(*names: str, moved: Mapping[str, str], **kwargs: Any) -> Callable[[F], F]:
+    """``click.option(*names, **kwargs)`` carrying ``moved`` (old flag -> new spelling)."""
+    return click.option(*names, cls=MovedOption, moved=moved, **kwargs)
+
+
+class FamilyOption(MovedOption):
     """A family's click option: it knows its keys (``flags``: library parameter -> "--flag
     key", for errors) and the old flags that became them (``moved``: old -> new spelling)."""
 
-    def __init__(self, *args: Any, keys: Mapping[str, Key], moved: Mapping[str, str],
-                 **kwargs: Any) -> None:
+    def __init__(self, *args: Any, keys: Mapping[str, Key], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.keys = dict(keys)
-        self.moved = dict(moved)
         self.flags = {spec.param or key: f"{self.opts[0]} {key}" for key, spec in keys.items()}
 
 
 def family(flag: str, dest: str, keys: Mapping[str, Key], help: str,
            metavar: str = "KEY=VALUE", renamed: Mapping[str, str] | None = None,
-           words: Mapping[str, str] | None = None, uses: Collection[str] | None = None
-           ) -> Callable[[F], F]:
+           words: Mapping[str, str] | None = None, uses: Collection[str] | None = None,
+           moved: Mapping[str, str] | None = None) -> Callable[[F], F]:
     """The option ``flag``; the command receives ``dest``: {parameter: value} of the keys given
     (a key's ``param``, else the key itself).
 
     ``renamed``: old flag -> the key it became (the old flag then answers with the new spelling
-    on the commands that have this family). ``words``: a word -> the pairs it stands for.
+    on the commands that have this family); ``moved``: old flag -> its whole new spelling
+    (``--no-remedy`` -> ``--quantize remedy=off``). ``words``: a word -> the pairs it stands for.
     ``uses``: the keys this command takes (None: all), the only ones its help lists; another
     key of the family is refused with "CMD does not use KEY; it takes ..." (exit 2).
     """
     for key, spec in keys.items():
         KEY_FLAGS.setdefault(spec.param or key, f"{flag} {key}")
-    moved = {old: f"{flag} {key}={keys[key].metavar}" for old, key in (renamed or {}).items()}
+    moved = {**{old: f"{flag} {key}={keys[key].metavar}"
+                for old, key in (renamed or {}).items()}, **(moved or {})}
     name = "_family_" + dest
     described = help.rstrip() + " Keys: " + ", ".join(  # what each means: the docs' table
         f"{k}={spec.metavar}" for k, spec in keys.items()
@@ -184,20 +198,11 @@ def family(flag: str, dest: str, keys: Mapping[str, Key], help: str,
     return decorate
 
 
-def renamed(old: str, new: str) -> None:
-    """``old`` (a flag no command has any more) answers with ``new``, its new spelling."""
-    RENAMED[old] = new
-
-
-renamed("--markdown", "--table markdown")
-renamed("--csv", "--table csv")
-
-
 class Command(click.Command):
-    """Every edgekit command: a flag that moved (``RENAMED``, this command's ``renamed``, its
-    families' old flags) answers with its new spelling, exit 2, unless this command still has a
-    flag of that name. Its help ends with the one option every command takes from the group,
-    ``--debug``."""
+    """Every edgekit command: a flag that moved (this command's ``renamed``, the old flags its
+    options carry: ``MovedOption.moved``) answers with its new spelling, exit 2, unless this
+    command still has a flag of that name. Its help ends with the one option every command
+    takes from the group, ``--debug``."""
 
     renamed: dict[str, str] = {}  # this command's own moved flags: old -> new spelling
 
@@ -210,7 +215,7 @@ class Command(click.Command):
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         head = args[:args.index("--")] if "--" in args else args
         own = {opt for p in self.params for opt in getattr(p, "opts", ())}
-        moved = {**RENAMED, **self.renamed}
+        moved = dict(self.renamed)
         for param in self.params:
             moved.update(getattr(param, "moved", {}))
         for arg in head:

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import click
 
-from edgekit.cli.families import Key, family, renamed
+from edgekit.cli.families import Key, family, option
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -43,10 +43,10 @@ _HELP = "How the source is read (repeatable)."
 
 _MOVED = {"--max-frames": "max_frames", "--truth": "truth", "--realtime": "realtime",
           "--repeat": "repeat", "--queue-size": "queue"}
-run_capture = family("--capture", "capture", CAPTURE_KEYS, _HELP, renamed=_MOVED)
+run_capture = family("--capture", "capture", CAPTURE_KEYS, _HELP, renamed=_MOVED,
+                     moved={"--no-pipeline": "--capture pipeline=off"})
 compare_capture = family("--capture", "capture", CAPTURE_KEYS, _HELP, uses=COMPARE_KEYS,
                          renamed={o: k for o, k in _MOVED.items() if k in COMPARE_KEYS})
-renamed("--no-pipeline", "--capture pipeline=off")
 
 
 @dataclass(frozen=True)
@@ -94,11 +94,9 @@ def _outputs(ctx: click.Context, param: click.Parameter, texts: tuple[str, ...])
     return Outputs(**found)
 
 
-save_option = click.option(
+save_option = option(
     "--save", "outputs", multiple=True, metavar="FILE|DIR/", callback=_outputs,
     help="Write .avi/.mp4 (the video), .jsonl (a line per frame), .npz (raw outputs), DIR/ "
-         "(masks).")
-renamed("--jsonl", "--save FILE.jsonl")
-renamed("--raw-outputs", "--save FILE.npz")
-renamed("--save-masks", "--save DIR/")
-renamed("--token", "$EDGEKIT_SERVE_TOKEN (a credential stays off the command line)")
+         "(masks).",
+    moved={"--jsonl": "--save FILE.jsonl", "--raw-outputs": "--save FILE.npz",
+           "--save-masks": "--save DIR/"})

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import click
 
 from edgekit.bundle.formats import FORMATS
-from edgekit.cli.families import Key, family, renamed
+from edgekit.cli.families import Key, family, option
 from edgekit.errors import UsageError
 from edgekit.preprocess import (
     COLORS,
@@ -128,8 +128,10 @@ def _output_options(table: bool) -> Callable[[F], F]:
             return f(*args, view="json" if as_json else as_table or "text", **kwargs)
 
         if table:
-            command = click.option("--table", "as_table", type=click.Choice(["markdown", "csv"]),
-                                   help="Print the table as Markdown or CSV.")(command)
+            command = option("--table", "as_table", type=click.Choice(["markdown", "csv"]),
+                             help="Print the table as Markdown or CSV.",
+                             moved={"--markdown": "--table markdown",
+                                    "--csv": "--table csv"})(command)
         command = click.option("--json", "as_json", is_flag=True,
                                help="Print the same facts as JSON, for machines.")(command)
         return command  # type: ignore[return-value]
@@ -261,8 +263,8 @@ LOAD_KEYS: dict[str, Key] = {
 
 
 def _family_of(flag: str, keys: dict[str, Key], help: str, renames: dict[str, str],
-               build: Callable[[dict[str, Any], frozenset[str]], dict[str, Any]]
-               ) -> Callable[..., Callable[[F], F]]:
+               build: Callable[[dict[str, Any], frozenset[str]], dict[str, Any]],
+               moved: dict[str, str] | None = None) -> Callable[..., Callable[[F], F]]:
     """A family declared once: ``decorator(uses)`` adds it to a command, which receives what
     ``build(found, uses)`` makes of the keys given (``family(..., uses=)`` refuses the
     others)."""
@@ -270,7 +272,7 @@ def _family_of(flag: str, keys: dict[str, Key], help: str, renames: dict[str, st
 
     def decorator(uses: tuple[str, ...] | None = None) -> Callable[[F], F]:
         used = frozenset(uses or keys)
-        option = family(flag, dest, keys, help, renamed=renames, uses=used)
+        add = family(flag, dest, keys, help, renamed=renames, uses=used, moved=moved)
 
         def decorate(f: F) -> F:
             @functools.wraps(f)
@@ -279,7 +281,7 @@ def _family_of(flag: str, keys: dict[str, Key], help: str, renames: dict[str, st
                 return f(*args, **kwargs)
 
             command.__click_params__ = list(getattr(f, "__click_params__", []))
-            return option(command)  # type: ignore[return-value]
+            return add(command)  # type: ignore[return-value]
         return decorate
     return decorator
 
@@ -323,17 +325,17 @@ def _load(found: dict[str, Any], used: frozenset[str]) -> dict[str, Any]:
 
 
 preprocess = _family_of("--preprocess", PREPROCESS_KEYS, PREPROCESS_HELP, {
-    f"--{k}": k for k in PREPROCESS_KEYS}, _spec)
-renamed("--no-antialias", "--preprocess antialias=off")
+    f"--{k}": k for k in PREPROCESS_KEYS}, _spec,
+    {"--no-antialias": "--preprocess antialias=off"})
 postprocess = _family_of("--postprocess", POSTPROCESS_KEYS, POSTPROCESS_HELP, {
     "--task": "task", "--top-k": "top_k", "--smooth": "smooth", "--decoder": "decoder",
     "--score-threshold": "score_threshold", "--iou": "iou",
     "--max-detections": "max_detections", "--classes": "classes", "--anchors": "anchors",
-    "--labels": "labels"}, _post)
-renamed("--decoder-param", "--postprocess KEY=VALUE (each decoder parameter is a key)")
+    "--labels": "labels"}, _post,
+    {"--decoder-param": "--postprocess KEY=VALUE (each decoder parameter is a key)"})
 infer = _family_of("--infer", INFER_KEYS, INFER_HELP, {f"--{k}": k for k in INFER_KEYS}, _infer)
 quantize = _family_of("--quantize", QUANTIZE_KEYS, "Int8 and fidelity (docs/convert.md).", {
-    "--int8-io": "int8_io", "--min-agreement": "min_agreement"}, _quantize)
-renamed("--no-remedy", "--quantize remedy=off")
+    "--int8-io": "int8_io", "--min-agreement": "min_agreement"}, _quantize,
+    {"--no-remedy": "--quantize remedy=off"})
 load = _family_of("--load", LOAD_KEYS, "Loading Keras (docs/convert.md).", {
     "--import": "import", "--trust-model": "trust_model", "--input-shape": "input_shape"}, _load)

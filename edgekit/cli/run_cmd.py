@@ -11,6 +11,7 @@ import click
 from edgekit.cli import options
 from edgekit.cli.app import cli, debug_option, fail_on_failed_rows, progress_printer, save_plot
 from edgekit.cli.events_options import events_options
+from edgekit.cli.families import option
 from edgekit.cli.loop_options import Outputs, compare_capture, run_capture, save_option
 from edgekit.errors import EdgekitError
 from edgekit.events.settings import EventsOptions
@@ -108,8 +109,9 @@ def _live_view(serve: str | None):
 @options.postprocess(tuple(k for k in options.POSTPROCESS_KEYS))
 @options.preprocess()
 @save_option
-@click.option("--serve", metavar="[HOST:]PORT|window", help="A live view at "
-              "http://HOST:PORT/ (off 127.0.0.1: $EDGEKIT_SERVE_TOKEN), or a window.")
+@option("--serve", metavar="[HOST:]PORT|window", help="A live view at "
+        "http://HOST:PORT/ (off 127.0.0.1: $EDGEKIT_SERVE_TOKEN), or a window.",
+        moved={"--token": "$EDGEKIT_SERVE_TOKEN (a credential stays off the command line)"})
 @events_options
 @options.table_output
 @options.quiet
