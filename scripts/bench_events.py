@@ -133,9 +133,11 @@ def outage(bundle: Path, clip: Path, seconds: float, folder: Path, rate: float,
         if rate > 0:
             frames = round(rate * (lead + seconds + tail))
         else:
-            probe = run_loop(model, clip, repeat=True, max_frames=300,
+            probe = run_loop(model, clip, repeat=True, max_frames=600,
                              events=EventsOptions(track=True)).stats.fps
-            frames, rate = round(probe * (lead + seconds + tail)), probe
+            # a short run's FPS is below a long one's (warm-up): 30% more frames keep the
+            # run going for at least 15 s after the broker is back
+            frames, rate = round(1.3 * probe * (lead + seconds + tail)), probe
         plain = run_loop(model, clip, repeat=True, max_frames=frames, realtime=pace).stats.fps
 
         def baseline() -> None:

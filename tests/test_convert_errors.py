@@ -25,6 +25,14 @@ def test_missing_file(tmp_path: Path) -> None:
     _nothing_written(tmp_path)
 
 
+def test_missing_data_is_said_before_the_model_loads(tmp_path: Path) -> None:
+    for flag, what in (("--calib", "calibration data"), ("--val", "validation data")):
+        result = run_cli("convert", MODEL, "-o", tmp_path / "out", flag, tmp_path / "gone.npz")
+        assert_clean_error(result, f"{what}: {tmp_path / 'gone.npz'} does not exist")
+        assert "loading" not in result.stderr  # said before TensorFlow loads the model
+    _nothing_written(tmp_path)
+
+
 def test_file_that_is_not_a_keras_model(tmp_path: Path, coral: Path) -> None:
     text = tmp_path / "notes.keras"
     text.write_text("this is not a model\n")

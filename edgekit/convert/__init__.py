@@ -256,6 +256,9 @@ def convert(model_path: str | Path, output: str | Path, options: ConvertOptions 
         raise UsageError(f"int8_io must be int8 or uint8, not {options.int8_io!r}", param="int8_io")
     if options.input_shape:  # before TensorFlow loads (seconds) and allocates it
         check_image_shape((1, *options.input_shape), "the input shape")
+    for what, data in (("calibration data", options.calib), ("validation data", options.val)):
+        if data and not Path(data).exists():  # before the seconds TensorFlow takes to load
+            raise InvalidData(f"{what}: {data} does not exist")
     destination.check_output(output, options.force)
     destination.check_room(output.parent, output)
     with Claim(output, "-o"):  # a second convert to the same -o refuses while this one runs
