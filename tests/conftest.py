@@ -66,14 +66,14 @@ def file_cost(name: str) -> float:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """A test of the emulated Pi outside EMULATED_PI_FILES could start a second Pi under
-    pytest-xdist: say so at collection. Under ``make test`` (``--dist loadfile``), the costliest
-    files come first (FILE_SECONDS)."""
+    pytest-xdist: say so at collection. Under pytest-xdist (``make test``) the costliest files
+    come first (FILE_SECONDS)."""
     for item in items:
         if "emulated_pi" in getattr(item, "fixturenames", ()) and \
                 item.path.name not in EMULATED_PI_FILES:
             raise pytest.UsageError(f"{item.nodeid} uses the emulated Pi: add "
                                     f"{item.path.name} to conftest.EMULATED_PI_FILES")
-    if config.getvalue("dist") == "loadfile":
+    if hasattr(config, "workerinput"):  # a pytest-xdist worker: its order is the schedule's
         items.sort(key=lambda item: -file_cost(item.path.name))  # stable: a file keeps its order
 
 
