@@ -80,12 +80,12 @@ demo: setup
 
 # Every test, the slow end-to-end ones included (CI runs this), on WORKERS pytest-xdist workers:
 # one test file per worker at a time, the emulated Pi's files as one, the costliest files first
-# (tests/conftest.py). Three workers on two cores: many tests wait on an SSH server, a booting
-# container or a timeout, and two workers left about 40% of the CPU idle.
+# (tests/conftest.py). (Three workers on the 2-core CI machine were slower: the costliest files
+# are CPU-bound.)
 # `make test WORKERS=1` runs them in one process, one after the other.
 # The environments and the Debian packages are independent: built side by side (-j4 here, about
 # 3 minutes less on a fresh machine than one after the other: 2.4 instead of 5.6).
-WORKERS ?= 3
+WORKERS ?= 2
 test:
 	@$(MAKE) --no-print-directory -j4 setup-tests
 	$(BIN)/python -m pytest $(if $(filter-out 0 1,$(WORKERS)),-n $(WORKERS) --dist loadfile)

@@ -79,7 +79,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """``make test`` runs ``-n 3 --dist loadfile``: a test file runs on one worker, so its
+    """``make test`` runs ``-n 2 --dist loadfile``: a test file runs on one worker, so its
     module fixtures (a systemd device, fleet users, converted models) are built once, and
     EMULATED_PI_FILES count as one file. (xdist 3.8's loadgroup cannot group under pytest 9.)
     The files go to the workers in the collection's order (costliest first), not xdist's (most
