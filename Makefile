@@ -79,9 +79,9 @@ demo: setup
 	$(BIN)/edgekit demo
 
 # Every test, the slow end-to-end ones included (CI runs this), on WORKERS pytest-xdist workers:
-# one test file per worker at a time, the emulated Pi's files as one, the costliest files first
-# (tests/conftest.py). (Three workers on the 2-core CI machine were slower: the costliest files
-# are CPU-bound.)
+# one test file per worker at a time, the emulated Pi's files as one (tests/conftest.py). (Three
+# workers, or the costliest files first, were slower on the 2-core CI machine: the costliest
+# files are CPU-bound, and took 1.3 to 1.7 times as long side by side.)
 # `make test WORKERS=1` runs them in one process, one after the other.
 # The environments and the Debian packages are independent: built side by side (-j4 here, about
 # 3 minutes less on a fresh machine than one after the other: 2.4 instead of 5.6).

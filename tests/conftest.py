@@ -40,41 +40,14 @@ EMULATED_PI_FILES = {"test_deploy_pi.py", "test_deploy_pi_imx500.py", "test_emul
                      "test_fleet.py", "test_pi_binfmt.py", "test_sigterm.py"}
 
 
-# Seconds the heaviest test files took in a CI rehearsal (make test, 2 workers, 2026-12-07).
-# Under `make test` the costliest start first (the emulated Pi's files as their one group), so
-# the last to finish are short ones: longest first. Only the order depends on these figures; a
-# file not listed (under 20 s) starts after them, in collection order.
-FILE_SECONDS = {
-    "test_deploy_ssh.py": 376, "test_deploy_systemd.py": 345, "test_fleet.py": 291,
-    "test_deploy_pi.py": 227, "test_deploy_pi_imx500.py": 186, "test_imx500_fit.py": 183,
-    "test_convert_checks.py": 149, "test_bad_inputs.py": 138, "test_interrupt.py": 136,
-    "test_threads_liveness.py": 130, "test_emulated_pi.py": 118, "test_int8_remedy.py": 117,
-    "test_convert_errors.py": 92, "test_imx500.py": 92, "test_demo_wheel.py": 83,
-    "test_sigterm.py": 81, "test_model_styles.py": 80, "test_ssd_raw.py": 76,
-    "test_bench.py": 68, "test_run.py": 67, "test_soak.py": 61, "test_events.py": 48,
-    "test_deploy.py": 41, "test_segmentation.py": 41, "test_serve_deploy.py": 41,
-    "test_readme.py": 33, "test_tasks_loop.py": 24, "test_pi_binfmt.py": 24,
-    "test_targets.py": 22, "test_telemetry.py": 22, "test_secrets_numbers.py": 21}
-
-
-def file_cost(name: str) -> float:
-    """A test file's seconds (FILE_SECONDS); an emulated Pi's file costs its whole group."""
-    if name in EMULATED_PI_FILES:
-        return sum(FILE_SECONDS.get(f, 0) for f in EMULATED_PI_FILES)
-    return FILE_SECONDS.get(name, 0)
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """A test of the emulated Pi outside EMULATED_PI_FILES could start a second Pi under
-    pytest-xdist: say so at collection. Under pytest-xdist (``make test``) the costliest files
-    come first (FILE_SECONDS)."""
+    pytest-xdist: say so at collection."""
     for item in items:
         if "emulated_pi" in getattr(item, "fixturenames", ()) and \
                 item.path.name not in EMULATED_PI_FILES:
             raise pytest.UsageError(f"{item.nodeid} uses the emulated Pi: add "
                                     f"{item.path.name} to conftest.EMULATED_PI_FILES")
-    if hasattr(config, "workerinput"):  # a pytest-xdist worker: its order is the schedule's
-        items.sort(key=lambda item: -file_cost(item.path.name))  # stable: a file keeps its order
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -82,13 +55,12 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """``make test`` runs ``-n 2 --dist loadfile``: a test file runs on one worker, so its
     module fixtures (a systemd device, fleet users, converted models) are built once, and
     EMULATED_PI_FILES count as one file. (xdist 3.8's loadgroup cannot group under pytest 9.)
-    The files go to the workers in the collection's order (costliest first), not xdist's (most
-    tests first)."""
+    xdist starts the files with the most tests first, which mixes the CPU-bound deploy files
+    with files that wait: starting the costliest files first made the run slower (docs/
+    contributing.md)."""
     if config.getvalue("dist") != "loadfile":
         return None
     from xdist.scheduler import LoadScopeScheduling
-
-    config.option.loadscopereorder = False
 
     class ByFile(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
