@@ -103,4 +103,4 @@ docs: setup
 	$(BIN)/mkdocs build --strict
 
 clean:
-	rm -rf $(VENV) $(LEGACY) $(OV2021) $(OV2022) $(IMX500) build dist site *.egg-info
+	rm -rf $(VENV) $(LEGACY) $(OV2021) $(OV2022) $(IMX500) build dist site *.egg-info .editable.lock
