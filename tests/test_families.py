@@ -59,6 +59,19 @@ def test_a_key_fills_its_parameter_and_a_word_stands_for_pairs() -> None:
         parse_family("--x", keys, ("canary", "max-fail=3"), words=words)
 
 
+def _answers_only_on(command: click.Command, args: list[str], said: str) -> None:
+    """``args`` (an old flag) answer with ``said`` on ``command``, and are click's unknown
+    option on a command without the option that replaced it."""
+    @click.command(cls=Command)
+    def without() -> None:
+        pass
+
+    moved = CliRunner().invoke(command, args)
+    assert moved.exit_code == 2 and said in moved.output
+    unknown = CliRunner().invoke(without, args)
+    assert unknown.exit_code == 2 and f"No such option '{args[0]}'" in unknown.output
+
+
 def test_a_familys_old_flags_answer_only_on_the_commands_that_have_it() -> None:
     @click.command(cls=Command)
     @family("--ssh", "ssh", {"port": Key("Port.", click.INT, "N")}, "SSH.",
@@ -66,14 +79,7 @@ def test_a_familys_old_flags_answer_only_on_the_commands_that_have_it() -> None:
     def with_family(ssh: dict) -> None:
         click.echo(repr(ssh))
 
-    @click.command(cls=Command)
-    def without() -> None:
-        pass
-
-    moved = CliRunner().invoke(with_family, ["--ssh-port-old", "22"])
-    assert moved.exit_code == 2 and "--ssh-port-old is now --ssh port=N" in moved.output
-    unknown = CliRunner().invoke(without, ["--ssh-port-old", "22"])
-    assert unknown.exit_code == 2 and "No such option '--ssh-port-old'" in unknown.output
+    _answers_only_on(with_family, ["--ssh-port-old", "22"], "--ssh-port-old is now --ssh port=N")
     assert with_family.params[0].flags == {"port": "--ssh port"}  # for the library's errors
 
 
@@ -83,14 +89,7 @@ def test_a_plain_option_carries_the_flags_it_replaced() -> None:
     def with_save(outputs: tuple) -> None:
         click.echo(repr(outputs))
 
-    @click.command(cls=Command)
-    def without() -> None:
-        pass
-
-    moved = CliRunner().invoke(with_save, ["--jsonl", "x"])
-    assert moved.exit_code == 2 and "--jsonl is now --save FILE.jsonl" in moved.output
-    unknown = CliRunner().invoke(without, ["--jsonl", "x"])
-    assert unknown.exit_code == 2 and "No such option '--jsonl'" in unknown.output
+    _answers_only_on(with_save, ["--jsonl", "x"], "--jsonl is now --save FILE.jsonl")
 
 
 @pytest.mark.parametrize("args, said", [
