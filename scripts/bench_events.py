@@ -9,15 +9,18 @@
    time (the event's ``time``). Goal: p95 at most 200 ms.
 2. The broker stopped for --outage-s in the middle of a run: the clip repeated at --rate
    frames per second (30: a camera's rate; 0: unpaced, as fast as the loop goes: the issue's
-   comparison, for a quiet machine), the broker stopped 5 s in and started again --outage-s
-   later, 15 s more after (time for the queue to drain and be seen delivered). The figure is
-   the loop's FPS over the outage (the frames done between the broker's stop and its start)
-   against the same seconds of a run without destinations (track=on: the same work but
-   delivery), baseline runs before and after each outage run (--repeats: medians); goal:
-   within 2%. The whole run's FPS is printed beside it: after the outage, delivering the
-   backlog takes the loop's machine too. Then every event made is either delivered (counted
-   by the subscriber) or counted as dropped (the bounded queue was full); the figure says
-   which. The FPS without tracking is printed beside it, for what tracking costs.
+   comparison), the broker stopped 5 s in and started again --outage-s later, 15 s more after
+   (time for the queue to drain and be seen delivered). The loop with events and the loop
+   tracked without destinations (the same work but delivery) run side by side, a process each
+   sharing the machine's cores, so that whatever slows this machine (its speed drifts by tens
+   of percent within a minute) slows both: the figure is the ratio of their FPS over the
+   outage (the frames done between the broker's stop and its start), the median of --repeats
+   pairs (which one starts first alternates); goal: within 2%. A pair of two baselines shows
+   the method's own spread, and the share of the loop's CPU the outbox's and paho's threads
+   took over the outage is measured (/proc). The whole runs' FPS are printed beside it: after
+   the outage, delivering the backlog takes the loop's machine too. Then every event made is
+   either delivered (counted by a subscriber whose session the broker keeps over its restart)
+   or counted as dropped (the bounded queue was full); the figure says which.
 
 Bundle and clip default to out/bench/digit_detector (converted once) and out/bench/clip.avi.
 """
@@ -25,7 +28,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -78,12 +83,15 @@ def latency(bundle: Path, clip: Path, seconds: float, folder: Path) -> dict:
 
 
 class _Timed(Pipeline):
-    """The loop's pipeline, noting when each frame is done (perf_counter): FPS over a window."""
+    """The loop's pipeline, noting when each frame is done (perf_counter): FPS over a window;
+    ``running``: the pipeline of the run under way (to stop it at a given time)."""
 
     done: list[float] = []
+    running: Pipeline | None = None
 
     def run(self, max_frames=None, on_result=None):  # noqa: ANN001, ANN201
         done = _Timed.done
+        _Timed.running = self
 
         def noted(item):  # noqa: ANN001, ANN202
             done.append(time.perf_counter())
@@ -104,87 +112,159 @@ def _timed_run(*args, **kwargs) -> tuple[Any, list[float]]:  # noqa: ANN002, ANN
         loop_run.Pipeline = Pipeline
 
 
-def _stop_for(broker: Broker, lead: float, seconds: float, timeline: list[float]) -> None:
-    """``lead`` seconds on, the broker stops for ``seconds``; when it stopped and started."""
-    time.sleep(lead)
-    broker.stop()
-    timeline.append(time.perf_counter())
-    time.sleep(seconds)
-    broker.start()
-    timeline.append(time.perf_counter())
-
-
 def _fps(done: list[float], start: float, end: float) -> float:
     return sum(start <= t < end for t in done) / (end - start)
 
 
-def outage(bundle: Path, clip: Path, seconds: float, folder: Path, rate: float,
-           repeats: int = 1) -> dict:
-    """``rate`` 0: unpaced (as fast as the loop goes), the run's length in frames from a
-    first tracked run's FPS. The figure is the loop's FPS over the outage (from the broker's
-    stop to its start) against the same seconds of a run without destinations (tracked), the
-    baseline runs interleaved with the outage runs (B O B, ``repeats`` times O B more):
-    medians, so the machine's drift between runs shows as the baselines' spread."""
-    lead, tail = LEAD_S, TAIL_S
-    pace: bool | float = rate if rate > 0 else False
-    reports, windows, baselines, whole = [], [], [], []
+EVENT_THREADS = ("edgekit-events-", "paho-mqtt-client-edgekit-")  # the outbox's, paho's
+
+
+def _cpu_sampler(samples: list[tuple[float, float, float]], stop: threading.Event) -> None:
+    """Every 0.2 s: (perf_counter, the process's CPU seconds, its event threads' CPU seconds)
+    (Linux: /proc/self/task)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    while not stop.is_set():
+        names = {t.native_id: t.name for t in threading.enumerate()}
+        ours = 0.0
+        for tid, name in names.items():
+            if name.startswith(EVENT_THREADS):
+                try:
+                    fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1]
+                except OSError:
+                    continue
+                utime, stime = fields.split()[11:13]
+                ours += (int(utime) + int(stime)) / tick
+        samples.append((time.perf_counter(), time.process_time(), ours))
+        stop.wait(0.2)
+
+
+def _child(bundle: Path, clip: Path, mode: str, url: str, rate: float) -> int:
+    """One loop of a side-by-side run (``--child outage|baseline``, started by ``outage``):
+    says ``ready`` once its model is loaded and warm, reads when to stop (a perf_counter time:
+    CLOCK_MONOTONIC, the same clock in every process) on stdin, runs until then and prints
+    its frames' done times, its report's FPS and events counters and its CPU samples (JSON)."""
+    events = (EventsOptions(destinations=(url,), update_s=0.2) if mode == "outage"
+              else EventsOptions(track=True))
+    samples: list[tuple[float, float, float]] = []
+    stop = threading.Event()
     with loop_model(bundle) as model:
         run_loop(model, clip, max_frames=60)  # warm caches before anything is timed
-        if rate > 0:
-            frames = round(rate * (lead + seconds + tail))
-        else:
-            probe = run_loop(model, clip, repeat=True, max_frames=600,
-                             events=EventsOptions(track=True)).stats.fps
-            # a short run's FPS is below a long one's (warm-up): 30% more frames keep the
-            # run going for at least 15 s after the broker is back
-            frames, rate = round(1.3 * probe * (lead + seconds + tail)), probe
-        plain = run_loop(model, clip, repeat=True, max_frames=frames, realtime=pace).stats.fps
+        print("ready", flush=True)
+        until = float(sys.stdin.readline())
 
-        def baseline() -> None:
-            report, done = _timed_run(model, clip, repeat=True, max_frames=frames,
-                                      realtime=pace, events=EventsOptions(track=True))
-            baselines.append(_fps(done, done[0] + lead, done[0] + lead + seconds))
-            whole.append(report.stats.fps)
+        def stop_at() -> None:
+            time.sleep(max(0.0, until - time.perf_counter()))
+            if _Timed.running is not None:
+                _Timed.running.stop()
+        threading.Thread(target=stop_at, daemon=True).start()
+        threading.Thread(target=_cpu_sampler, args=(samples, stop), daemon=True).start()
+        report, done = _timed_run(model, clip, repeat=True, events=events,
+                                  realtime=rate if rate > 0 else False)
+        stop.set()
+    print(json.dumps({"done": done, "fps": report.stats.fps, "events": report.events,
+                      "cpu": samples}), flush=True)
+    return 0
 
-        baseline()
-        for _ in range(repeats):
-            broker = Broker(folder).start()
-            watcher = Subscriber(broker.port, "bench/events/#")
-            timeline: list[float] = []
-            try:
-                thread = threading.Thread(target=_stop_for, daemon=True,
-                                          args=(broker, lead, seconds, timeline))
-                thread.start()
-                report, done = _timed_run(
-                    model, clip, repeat=True, max_frames=frames, realtime=pace,
-                    events=EventsOptions(destinations=(f"{broker.url}/bench",), update_s=0.2))
-                ended = time.perf_counter()
-                thread.join()
-                time.sleep(2)
-            finally:
-                watcher.close()
-                broker.stop()
-            counters = report.events[0]
-            received = {json.loads(p)["id"] for _, p, _, _ in watcher.messages}
-            windows.append(_fps(done, *timeline) if len(timeline) == 2 else 0.0)
-            reports.append((report, counters, received, ended - timeline[-1]))
-            baseline()
-    base, during = statistics.median(baselines), statistics.median(windows)
-    report, counters, received, back = reports[-1]
-    made = counters["delivered"] + counters["dropped"]
-    return {"frames": frames, "paced_fps": rate if pace else None,
-            "fps_no_tracking": round(plain, 2),
-            "fps_baselines": [round(v, 2) for v in baselines],
+
+def _side_by_side(bundle: Path, clip: Path, modes: tuple[str, str], broker: Broker,
+                  rate: float, outage_s: float) -> tuple[list[dict], tuple[float, float]]:
+    """Two loops at once, one process each (``modes``), sharing this machine's cores; LEAD_S
+    into the run the broker stops for ``outage_s`` (when one of them is ``outage``), and the
+    run goes on TAIL_S more. What each child printed, and the window (broker stopped, started)."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--bundle", str(bundle),
+               "--clip", str(clip), "--rate", str(rate), "--url", f"{broker.url}/bench"]
+    children = [subprocess.Popen([*command, "--child", mode], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True) for mode in modes]
+    try:
+        for child in children:
+            while (line := child.stdout.readline()) and line.strip() != "ready":
+                pass
+            if not line:
+                raise RuntimeError(f"a --child {modes} loop ended before it was ready")
+        start = time.perf_counter()
+        for child in children:
+            child.stdin.write(f"{start + LEAD_S + outage_s + TAIL_S}\n")
+            child.stdin.flush()
+        time.sleep(LEAD_S)
+        outage = "outage" in modes
+        if outage:
+            broker.stop()
+        window = (time.perf_counter(), 0.0)
+        time.sleep(outage_s)
+        if outage:
+            broker.start()
+        window = (window[0], time.perf_counter())
+        results = [json.loads(child.communicate(timeout=120)[0].strip().splitlines()[-1])
+                   for child in children]
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    return results, window
+
+
+def _cpu_over(samples: list[list[float]], start: float, end: float) -> tuple[float, float]:
+    """The process's and its event threads' CPU seconds between the samples nearest ``start``
+    and ``end``."""
+    first = min(samples, key=lambda s: abs(s[0] - start))
+    last = min(samples, key=lambda s: abs(s[0] - end))
+    return last[1] - first[1], last[2] - first[2]
+
+
+def outage(bundle: Path, clip: Path, seconds: float, folder: Path, rate: float,
+           repeats: int = 1) -> dict:
+    """The loop with events whose broker is stopped for ``seconds`` and the loop tracked
+    without destinations, run side by side (two processes sharing the cores, so whatever
+    slows this machine slows both): the ratio of their FPS over the outage, ``repeats`` times
+    (which one starts first alternates; the figure is the median). A control pair of two
+    baselines shows the method's own spread. ``rate`` 0: unpaced."""
+    ratios, windows, baselines, whole, shares, controls = [], [], [], [], [], []
+    counted: dict[str, Any] = {}
+    for i in range(repeats + 1):
+        control = i == repeats
+        modes = ("baseline", "baseline") if control else \
+            (("outage", "baseline") if i % 2 == 0 else ("baseline", "outage"))
+        # the subscriber's session (and what arrives while it reconnects) outlives the stop
+        (folder / str(i)).mkdir()
+        broker = Broker(folder / str(i), persistent=True).start()
+        watcher = Subscriber(broker.port, "bench/events/#", session="bench-subscriber")
+        try:
+            results, window = _side_by_side(bundle, clip, modes, broker, rate, seconds)
+            time.sleep(1)
+        finally:
+            watcher.close()
+            broker.stop()
+        fps = [_fps(r["done"], *window) for r in results]
+        if control:
+            controls.append(fps[0] / fps[1])
+            continue
+        o = modes.index("outage")
+        ratios.append(fps[o] / fps[1 - o])
+        windows.append(fps[o])
+        baselines.append(fps[1 - o])
+        whole.append((results[o]["fps"], results[1 - o]["fps"]))
+        process, events = _cpu_over(results[o]["cpu"], *window)
+        shares.append(events / process if process else 0.0)
+        counters = results[o]["events"][0]
+        received = {json.loads(p)["id"] for _, p, _, _ in watcher.messages}
+        counted = {"made": counters["delivered"] + counters["dropped"],
+                   "delivered": counters["delivered"], "dropped": counters["dropped"],
+                   "queued": counters["queued"], "received": len(received)}
+    ratio = statistics.median(ratios)
+    return {"paced_fps": rate or None, "outage_s": seconds,
+            "run_s": LEAD_S + seconds + TAIL_S,
             "fps_outages": [round(v, 2) for v in windows],
-            "fps_baseline": round(base, 2), "fps_during_outage": round(during, 2),
-            "fps_ratio": round(during / base, 4), "ok_fps": abs(during / base - 1) <= 0.02,
-            "fps_whole_run": round(report.stats.fps, 2),
-            "fps_whole_baseline": round(statistics.median(whole), 2),
-            "outage_s": seconds, "run_s": round(report.stats.wall_s, 1),
-            "broker_back_s_before_end": round(back, 1),
-            "events_made": made, "delivered": counters["delivered"],
-            "dropped": counters["dropped"], "received_by_subscriber": len(received),
-            "ok_events": len(received) >= counters["delivered"] and counters["queued"] == 0}
+            "fps_baselines": [round(v, 2) for v in baselines],
+            "ratios": [round(v, 4) for v in ratios], "fps_ratio": round(ratio, 4),
+            "ok_fps": abs(ratio - 1) <= 0.02, "control_ratio": round(controls[0], 4),
+            "fps_whole_run": [round(o, 2) for o, _ in whole],
+            "fps_whole_baseline": [round(b, 2) for _, b in whole],
+            "events_cpu_share": round(statistics.median(shares), 5),
+            "events_made": counted["made"], "delivered": counted["delivered"],
+            "dropped": counted["dropped"], "received_by_subscriber": counted["received"],
+            "ok_events": counted["received"] >= counted["delivered"]
+            and counted["queued"] == 0}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,11 +277,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="frames per second the outage runs read the clip at; 0: "
                         "unpaced, as fast as the loop goes (needs a quiet machine)")
     parser.add_argument("--repeats", type=int, default=1,
-                        help="outage runs (each followed by a baseline run); the figure is "
-                        "the medians'")
+                        help="outage runs, each side by side with a baseline run; the figure "
+                        "is the median ratio")
     parser.add_argument("--skip", choices=("latency", "outage"))
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--child", choices=("outage", "baseline"), help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)  # the --child outage's destination
     args = parser.parse_args(argv)
+    if args.child:
+        return _child(args.bundle, args.clip, args.child, args.url, args.rate)
     if MOSQUITTO is None:
         print(WHY_MISSING, file=sys.stderr)
         return 2
@@ -230,14 +314,15 @@ def main(argv: list[str] | None = None) -> int:
         if "outage" in figures:
             f = figures["outage"]
             read = (f"read at {f['paced_fps']:g} FPS" if f["paced_fps"] else "unpaced")
-            print(f"broker stopped {f['outage_s']:g} s in a {f['run_s']} s run of {f['frames']} "
-                  f"frames {read} (back {f['broker_back_s_before_end']} s before the end): "
-                  f"{f['fps_during_outage']} FPS over the outage against {f['fps_baseline']} over "
-                  f"the same seconds of the runs tracked without destinations (ratio "
-                  f"{f['fps_ratio']:.4f}; goal within 2%: {'met' if f['ok_fps'] else 'MISSED'}; "
-                  f"outage runs {f['fps_outages']}, baselines {f['fps_baselines']}); over the "
-                  f"whole run, the backlog's delivery included: {f['fps_whole_run']} FPS against "
-                  f"{f['fps_whole_baseline']}; {f['fps_no_tracking']} FPS without tracking")
+            print(f"broker stopped {f['outage_s']:g} s in {f['run_s']:g} s runs {read}, each "
+                  f"side by side with a run tracked without destinations: over the outage, "
+                  f"the loop with events ran at {f['fps_ratio']:.4f} of its FPS (median; goal "
+                  f"within 2%: {'met' if f['ok_fps'] else 'MISSED'}; ratios {f['ratios']}; "
+                  f"FPS {f['fps_outages']} against {f['fps_baselines']}; two baselines side by "
+                  f"side: {f['control_ratio']:.4f}); the outbox's and paho's threads used "
+                  f"{100 * f['events_cpu_share']:.2f}% of its CPU over the outage; over the "
+                  f"whole runs, the backlog's delivery included: {f['fps_whole_run']} FPS "
+                  f"against {f['fps_whole_baseline']}")
             print(f"events: {f['events_made']} made, {f['delivered']} delivered (the subscriber "
                   f"got {f['received_by_subscriber']}), {f['dropped']} counted as dropped "
                   f"(queue full) ({'every one accounted for' if f['ok_events'] else 'MISMATCH'})")

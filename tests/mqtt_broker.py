@@ -26,16 +26,21 @@ def free_port() -> int:
 
 class Broker:
     """``mosquitto -c FILE`` on 127.0.0.1:PORT; ``stop``/``start`` again on the same port.
-    ``passwords``: {user: password} makes it refuse anonymous clients."""
+    ``passwords``: {user: password} makes it refuse anonymous clients. ``persistent``: the
+    sessions of clients with ``clean_session=False`` and the messages queued for them outlive
+    a stop (saved in ``folder``), as many as come."""
 
     def __init__(self, folder: Path, port: int | None = None,
-                 passwords: dict[str, str] | None = None, tls: bool = False) -> None:
+                 passwords: dict[str, str] | None = None, tls: bool = False,
+                 persistent: bool = False) -> None:
         self.port = port or free_port()
         self.tls_port = free_port() if tls else None
         self.folder = folder
         # mosquitto started by root drops to the user "mosquitto", who cannot read this folder:
         # it stays the user who started it
-        lines = [f"listener {self.port} 127.0.0.1", "persistence false",
+        lines = [f"listener {self.port} 127.0.0.1",
+                 f"persistence true\npersistence_location {folder}/\nmax_queued_messages 0"
+                 if persistent else "persistence false",
                  f"user {getpass.getuser()}",
                  f"log_dest file {folder / 'mosquitto.log'}"]
         if passwords:
@@ -132,15 +137,20 @@ def make_certificates(folder: Path, name: str = "localhost") -> tuple[Path, Path
 
 class Subscriber:
     """Collects every message on ``topic`` (default: all): (topic, payload, arrived, retained),
-    ``arrived`` in seconds since the epoch (events carry their frame's capture time so)."""
+    ``arrived`` in seconds since the epoch (events carry their frame's capture time so).
+    ``session``: a client id whose session a ``persistent`` broker keeps while this subscriber
+    is away (its broker restarted), messages included."""
 
-    def __init__(self, port: int, topic: str = "#", **credentials: str) -> None:
+    def __init__(self, port: int, topic: str = "#", session: str | None = None,
+                 **credentials: str) -> None:
         import paho.mqtt.client as mqtt
 
         self.messages: list[tuple[str, bytes, float, bool]] = []
         self._lock = threading.Lock()
         self._ready = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        self.client = (mqtt.Client(mqtt.CallbackAPIVersion.VERSION2) if session is None else
+                       mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=session,
+                                   clean_session=False))
         if credentials:
             self.client.username_pw_set(credentials["username"], credentials["password"])
         self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
