@@ -81,13 +81,18 @@ class Rules:
         return d.score >= self.min_score
 
 
+# what a track's event says, from the last frame it passed the filters in: label, class id,
+# score, box, frame, time, zone, captured_ns (a tuple: made for every track in every frame)
+_Seen = tuple[str, int, float, tuple[float, ...], int, float, str | None, int]
+
+
 @dataclass
 class _Track:
     seen: int = 0
     last_frame: int = 0
     announced: bool = False
     last_sent: float = 0.0
-    last: Event | None = None
+    last: _Seen | None = None
 
 
 class EventMaker:
@@ -115,16 +120,14 @@ class EventMaker:
             state = self._tracks.setdefault(tracked.track_id, _Track())
             state.seen += 1
             state.last_frame = index
-            event = Event("", tracked.track_id, d.label or str(d.class_id), d.class_id,
-                          d.score, tuple(d.box), index, wall, self.device, self.bundle, zone,
-                          captured_ns=captured_ns, image=image)
-            state.last = event
+            state.last = (d.label or str(d.class_id), d.class_id, d.score, tuple(d.box), index,
+                          wall, zone, captured_ns)
             if not state.announced and state.seen >= self.rules.min_frames:
                 state.announced, state.last_sent = True, now
-                events.append(self._typed(event, "new"))
+                events.append(self._event("new", tracked.track_id, state.last, image))
             elif state.announced and now - state.last_sent >= self.rules.update_s:
                 state.last_sent = now
-                events.append(self._typed(event, "update"))
+                events.append(self._event("update", tracked.track_id, state.last))
         ended = []
         for track_id, state in list(self._tracks.items()):
             if index - state.last_frame >= self.rules.end_frames:
@@ -142,11 +145,12 @@ class EventMaker:
         del self._tracks[track_id]
         if not state.announced or state.last is None:
             return []
-        return [self._typed(state.last, "end")]
+        return [self._event("end", track_id, state.last)]
 
-    def _typed(self, event: Event, kind: str) -> Event:
-        from dataclasses import replace
-
-        # only a ``new`` event has a snapshot: the others do not hold their frame while queued
-        return replace(event, type=kind, id=f"{self._run}-{next(self._count)}", _jpeg=None,
-                       image=event.image if kind == "new" else None)
+    def _event(self, kind: str, track_id: int, seen: _Seen, image: Any = None) -> Event:
+        """An event of ``kind`` from what the track was last seen as; only a ``new`` one has
+        its frame (for the snapshot): the others do not hold a frame while queued."""
+        label, class_id, score, box, frame, wall, zone, captured_ns = seen
+        return Event(kind, track_id, label, class_id, score, box, frame, wall, self.device,
+                     self.bundle, zone, id=f"{self._run}-{next(self._count)}",
+                     captured_ns=captured_ns, image=image)
