@@ -189,11 +189,11 @@ def _side_by_side(bundle: Path, clip: Path, modes: tuple[str, str], broker: Brok
         outage = "outage" in modes
         if outage:
             broker.stop()
-        window = (time.perf_counter(), 0.0)
+        stopped = time.perf_counter()
         time.sleep(outage_s)
         if outage:
             broker.start()
-        window = (window[0], time.perf_counter())
+        window = (stopped, time.perf_counter())
         results = [json.loads(child.communicate(timeout=120)[0].strip().splitlines()[-1])
                    for child in children]
     finally:
