@@ -7,7 +7,7 @@ import itertools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -81,9 +81,10 @@ class Rules:
         return d.score >= self.min_score
 
 
-# what a track's event says, from the last frame it passed the filters in: label, class id,
-# score, box, frame, time, zone, captured_ns (a tuple: made for every track in every frame)
-_Seen = tuple[str, int, float, tuple[float, ...], int, float, str | None, int]
+if TYPE_CHECKING:  # only in annotations: the device's Python may be 3.9 (no ``str | None``)
+    # what a track's event says, from the last frame it passed the filters in: label, class id,
+    # score, box, frame, time, zone, captured_ns (a tuple: made for every track in every frame)
+    _Seen = tuple[str, int, float, tuple[float, ...], int, float, str | None, int]
 
 
 @dataclass
