@@ -75,9 +75,11 @@ def view_cpu_s(port: int) -> float:
                                             text, re.M))
 
 
-def cpu_s(pid: int) -> float:
-    """User + system time of every thread of ``pid`` so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_s(pid: int, thread: int | None = None) -> float:
+    """User + system time of every thread of ``pid`` so far, or of its thread ``thread`` (a
+    native thread id) alone."""
+    path = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
+    fields = Path(path).read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 

@@ -38,11 +38,10 @@ class Broker:
         self.folder = folder
         # mosquitto started by root drops to the user "mosquitto", who cannot read this folder:
         # it stays the user who started it
-        lines = [f"listener {self.port} 127.0.0.1",
-                 f"persistence true\npersistence_location {folder}/\nmax_queued_messages 0"
-                 if persistent else "persistence false",
-                 f"user {getpass.getuser()}",
+        lines = [f"listener {self.port} 127.0.0.1", f"user {getpass.getuser()}",
                  f"log_dest file {folder / 'mosquitto.log'}"]
+        lines += (["persistence true", f"persistence_location {folder}/",
+                   "max_queued_messages 0"] if persistent else ["persistence false"])
         if passwords:
             password_file = folder / "passwords"
             password_file.write_text("".join(f"{u}:{p}\n" for u, p in passwords.items()))
